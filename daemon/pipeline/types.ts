@@ -1,0 +1,91 @@
+/**
+ * Contracts between the transports, the authentication pipeline and the backend client.
+ * Data flows one way: transport → pipeline → backend client → pipeline → transport.
+ */
+import type { ReasonCode } from '../../protocol/reasons.js';
+import type { Lease, Policy, Signer } from '../../protocol/types.js';
+
+export type TransportKind = 'mqtt' | 'ble';
+
+/** One transport connection as the pipeline sees it. Never an identity: only a binding. */
+export interface IngressConnection {
+  /** Unique for the daemon's lifetime, e.g. `mqtt:42`, `ble:7`. */
+  readonly id: string;
+  readonly transport: TransportKind;
+  /** Remote address for logs only (an IP:port or a BLE address); never used as identity. */
+  readonly remote: string;
+}
+
+/** What a transport does after a hello. */
+export interface HelloOutcome {
+  /** The encoded welcome or reject to deliver to the peripheral. */
+  reply: Uint8Array;
+  /** Set when the peripheral was welcomed. */
+  welcomed?: { dev: string; policy: Policy; offline: boolean };
+  /** Set when rejected. */
+  rejected?: { dev?: string; reason: ReasonCode; retry?: number };
+}
+
+/** The authentication pipeline, one for every transport. */
+export interface AuthPipeline {
+  /**
+   * protocol-v1 "Challenge": a fresh single-use `gn` bound to `conn` and `dev`. Returns the
+   * encoded challenge, or an encoded reject (rate-limited, busy, malformed dev).
+   */
+  challenge(conn: IngressConnection, dev: string): Promise<Uint8Array>;
+  /** protocol-v1 "Gateway checks on a hello", then the backend, then a welcome or reject. */
+  hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string): Promise<HelloOutcome>;
+  /** Forget everything bound to a connection (outstanding challenges, rate-limit state). */
+  connectionClosed(conn: IngressConnection): void;
+}
+
+/** One hello as submitted to the backend (`POST /v1/verify` item). */
+export interface VerifyRequest {
+  id: string;
+  transport: TransportKind;
+  dev: string;
+  /** The hello's COSE_Sign1 bytes exactly as received. */
+  hello: Uint8Array;
+}
+
+export type VerifyResult =
+  | { ok: true; dev: string; lease: Lease; leaseBytes: Uint8Array; offline: boolean }
+  | { ok: false; reason: ReasonCode; retry?: number };
+
+/** The backend client as the pipeline sees it. Never throws for a verdict: answers a result. */
+export interface HelloVerifier {
+  verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult>;
+}
+
+/** The current gateway session: the session key that signs welcomes and its credential. */
+export interface GatewaySession {
+  signer: Signer;
+  /** The gw-cred COSE_Sign1 bytes from the backend, relayed in every welcome. */
+  credential: Uint8Array;
+  /** Unix seconds. */
+  notAfter: number;
+}
+
+export interface SessionProvider {
+  /** The valid session, or undefined while none is held yet (rejects then go unsigned). */
+  current(): GatewaySession | undefined;
+}
+
+/** Revocations as the backend client reports them; the pipeline closes live sessions. */
+export interface RevocationSource {
+  onRevoked(listener: (devices: string[]) => void): () => void;
+}
+
+/** One decision, for the status socket's event ring and metrics. */
+export interface DecisionEvent {
+  seq: number;
+  /** Unix milliseconds. */
+  at: number;
+  transport: TransportKind;
+  connection: string;
+  dev?: string;
+  outcome: 'welcome' | 'reject' | 'challenge';
+  reason?: ReasonCode;
+  latencyMs: number;
+  offline: boolean;
+}

@@ -1,0 +1,30 @@
+/**
+ * One error hierarchy for the whole project. Code branches on `code` or class, never on message
+ * text. Each area (protocol, tpm, backend client, transports, config) subclasses
+ * `GatehouseError` with its own stable `GH_…` codes and chains the underlying error as `cause`.
+ */
+import type { ReasonCode } from './reasons.js';
+
+export class GatehouseError extends Error {
+  /** Stable machine-readable code, e.g. `GH_CBOR_TRAILING_BYTES`, `GH_TPM_LOCKOUT`. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * A message or signature failed a protocol check. `reason` is the protocol-v1 reason code a
+ * reject for this failure carries.
+ */
+export class ProtocolError extends GatehouseError {
+  readonly reason: ReasonCode;
+
+  constructor(code: string, reason: ReasonCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.reason = reason;
+  }
+}
