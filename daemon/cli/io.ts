@@ -1,0 +1,21 @@
+/**
+ * The streams and environment a CLI subcommand works with. Injected so tests can capture
+ * output and set the environment without touching the process.
+ */
+export interface CliIO {
+  /** Normal output (tables, JSON). */
+  stdout: NodeJS.WritableStream;
+  /** Diagnostics and errors. */
+  stderr: NodeJS.WritableStream;
+  /** Environment variables (e.g. GATEHOUSE_STATUS_SOCKET). */
+  env: NodeJS.ProcessEnv;
+}
+
+/** Exit codes every subcommand uses. */
+export const EXIT_OK = 0;
+/** The command failed. */
+export const EXIT_FAILURE = 1;
+/** Wrong usage (unknown option, missing argument). */
+export const EXIT_USAGE = 2;
+/** `check`: no failure, but at least one warning. */
+export const EXIT_WARNINGS = 3;
