@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, stat, symlink, writeFile, lstat, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  readJsonState,
+  readStateFile,
+  removeStaleTemps,
+  StateFileError,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from '../../../daemon/state/atomic-file.js';
+
+const writer = fileURLToPath(new URL('./fixtures/crash-writer.ts', import.meta.url));
+
+function isRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+describe('daemon/state/atomic-file', () => {
+  let dir: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'gh-state-'));
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('writes with mode 0600 and reads back', async () => {
+    const p = join(dir, 'a.json');
+    await writeJsonAtomic(p, { x: 1 });
+    const st = await stat(p);
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.deepEqual(await readJsonState(p, (v) => v), { x: 1 });
+    // replacing keeps 0600 and leaves no temporaries
+    await writeJsonAtomic(p, { x: 2 });
+    assert.equal((await stat(p)).mode & 0o777, 0o600);
+    assert.deepEqual(await readdir(dir), ['a.json']);
+  });
+
+  it('answers undefined for a missing file', async () => {
+    assert.equal(await readStateFile(join(dir, 'none')), undefined);
+  });
+
+  it('leaves the old or the new content, never a partial one, when killed mid-write', async function () {
+    this.timeout(30000);
+    const p = join(dir, 'crash.state');
+    for (let round = 0; round < 3; round += 1) {
+      const child = spawn(process.execPath, ['--import', 'tsx', writer, p], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      // Kill at a moment that depends on the round: after 1, 3 and 6 completed writes.
+      const after = [1, 3, 6][round] ?? 1;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('writer made no progress')), 20000);
+        let buf = '';
+        child.stdout.on('data', (chunk: Buffer) => {
+          buf += chunk.toString();
+          if (buf.split('\n').length - 1 >= after) {
+            clearTimeout(timer);
+            child.kill('SIGKILL');
+            resolve();
+          }
+        });
+      });
+      await exited;
+      const content = await readFile(p, 'utf8');
+      assert.equal(content.length, 256 * 1024);
+      assert.ok(/^(A+|B+)$/.test(content), 'content is one whole version');
+    }
+    // a crash may leave a temporary behind; the startup sweep removes only those
+    await writeFile(join(dir, 'other'), 'keep');
+    await removeStaleTemps(p);
+    const left = (await readdir(dir)).sort();
+    assert.deepEqual(left, ['crash.state', 'other']);
+  });
+
+  it('replaces a symlink at the target instead of writing through it', async () => {
+    const victim = join(dir, 'victim');
+    await writeFile(victim, 'precious');
+    const p = join(dir, 'link.json');
+    await symlink(victim, p);
+    await assert.rejects(readStateFile(p), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_NOT_REGULAR');
+    await writeJsonAtomic(p, { y: 1 });
+    assert.equal(await readFile(victim, 'utf8'), 'precious');
+    assert.ok((await lstat(p)).isFile());
+  });
+
+  it('gives GH_STATE_CORRUPT for unparsable or invalid content and bounds the size', async () => {
+    const p = join(dir, 'bad.json');
+    await writeFile(p, '{"x": 1');
+    await assert.rejects(readJsonState(p, (v) => v), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_CORRUPT');
+    await writeFile(p, '{"x": "s"}');
+    const validate = (v: unknown): number => {
+      if (typeof v !== 'object' || v === null || !('x' in v) || typeof v.x !== 'number') throw new Error('x must be a number');
+      return v.x;
+    };
+    await assert.rejects(readJsonState(p, validate), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_CORRUPT');
+    await writeFile(p, 'x'.repeat(2000));
+    await assert.rejects(readStateFile(p, { maxBytes: 1000 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_TOO_LARGE');
+    await assert.rejects(writeFileAtomic(p, 'y'.repeat(2000), { maxBytes: 1000 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_TOO_LARGE');
+  });
+
+  describe('unwritable directories', () => {
+    // As root, permission bits do not stop writes: use real read-only and tiny tmpfs mounts.
+    const mounts: string[] = [];
+    afterEach(() => {
+      for (const m of mounts.splice(0)) execFileSync('umount', [m]);
+    });
+
+    it('a read-only directory gives GH_STATE_READ_ONLY and leaves the old content', async () => {
+      const ro = join(dir, 'ro');
+      await mkdir(ro);
+      const p = join(ro, 's.json');
+      await writeJsonAtomic(p, { v: 1 });
+      if (isRoot()) {
+        execFileSync('mount', ['--bind', ro, ro]);
+        mounts.push(ro);
+        execFileSync('mount', ['-o', 'remount,bind,ro', ro]);
+      } else {
+        execFileSync('chmod', ['0500', ro]);
+      }
+      await assert.rejects(writeJsonAtomic(p, { v: 2 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_READ_ONLY');
+      assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
+      if (!isRoot()) execFileSync('chmod', ['0700', ro]);
+    });
+
+    it('a full file system gives GH_STATE_NO_SPACE, leaves the old content and no temporary', async () => {
+      const full = join(dir, 'full');
+      await mkdir(full);
+      const p = join(full, 's.json');
+      const big = 'z'.repeat(200 * 1024);
+      if (isRoot()) {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', full]);
+        mounts.push(full);
+        await writeJsonAtomic(p, { v: 1 });
+        await assert.rejects(writeFileAtomic(p, big), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_NO_SPACE');
+        assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
+        assert.deepEqual(await readdir(full), ['s.json']);
+      } else {
+        // Without mount rights, RLIMIT_FSIZE makes the same write fail (EFBIG) in a child.
+        await writeJsonAtomic(p, { v: 1 });
+        const script = `import('${new URL('../../../daemon/state/atomic-file.ts', import.meta.url).href}').then(m => m.writeFileAtomic(${JSON.stringify(p)}, 'z'.repeat(204800))).then(() => process.exit(0), e => { console.log(e.code); process.exit(3); })`;
+        let out = '';
+        try {
+          execFileSync('prlimit', ['--fsize=65536', process.execPath, '--import', 'tsx', '-e', script], { encoding: 'utf8' });
+        } catch (e) {
+          out = String((e as { stdout?: string }).stdout ?? '');
+        }
+        assert.match(out, /GH_STATE_NO_SPACE/);
+        assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
+      }
+    });
+  });
+});
