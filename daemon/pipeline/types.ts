@@ -33,6 +33,15 @@ export interface AuthPipeline {
    * encoded challenge, or an encoded reject (rate-limited, busy, malformed dev).
    */
   challenge(conn: IngressConnection, dev: string): Promise<Uint8Array>;
+  /**
+   * protocol-v1 "BLE transport": there is no challenge-request on BLE, so the device id is unknown
+   * until the hello. A fresh single-use `gn` bound to `conn` alone; the challenge's `dev` field
+   * (key 3) carries `conn.id` (e.g. `ble:7`, a valid id that names the binding, never a device
+   * identity; peripherals ignore it on BLE). The device id is learned from the hello, which the
+   * transport passes to `hello(conn, bytes)` without `expectedDev`. Returns the encoded challenge,
+   * or an encoded reject (rate-limited, busy). See docs/ble.md.
+   */
+  connectionChallenge(conn: IngressConnection): Promise<Uint8Array>;
   /** protocol-v1 "Gateway checks on a hello", then the backend, then a welcome or reject. */
   hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string): Promise<HelloOutcome>;
   /** Forget everything bound to a connection (outstanding challenges, rate-limit state). */
