@@ -1,0 +1,189 @@
+/**
+ * The Gatehouse config schema: every option of /etc/gatehouse/gatehouse.yaml with its type,
+ * default and description. docs/configuration.md is generated from this (see docs.ts) and a
+ * test keeps the two in agreement.
+ */
+import { bool, int, num, oneOf, optStr, section, str, strList, type Infer } from './schema-dsl.js';
+
+/** protocol-v1 "Ids": 1–64 characters of [A-Za-z0-9._:-]. */
+const ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
+const ABS_PATH_RE = /^\/[^\0]*$/;
+const HOST_RE = /^[A-Za-z0-9.:_-]{1,253}$/;
+const GROUP_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+function isBase64Url32(s: string): boolean {
+  return /^[A-Za-z0-9_-]{43}$/.test(s) && Buffer.from(s, 'base64url').length === 32;
+}
+
+function isHttpsUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return u.protocol === 'https:' && u.username === '' && u.password === '' && u.hash === '';
+  } catch {
+    return false;
+  }
+}
+
+const port = (description: string, dflt: number) => int({ description, default: dflt, min: 1, max: 65535 });
+const absPath = (description: string, dflt: string) =>
+  str({ description, default: dflt, pattern: ABS_PATH_RE, typeName: 'absolute path' });
+const optPath = (description: string) => optStr({ description, pattern: ABS_PATH_RE, typeName: 'absolute path' });
+const topicFilter = /^[^\0#+]*(?:[#+][^\0]*)*$/;
+
+export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
+  gateway: section('This gateway', {
+    id: str({
+      description: 'Gateway id `gw` as registered at the backend (protocol-v1: 1–64 of `[A-Za-z0-9._:-]`).',
+      pattern: ID_RE,
+      typeName: 'id (1-64 of [A-Za-z0-9._:-])',
+    }),
+    production: bool({
+      description: 'Production mode: refuses the software key store and other test-only settings.',
+      default: false,
+    }),
+    stateDir: absPath('Persistent state (lease cache, revocation cursor). systemd StateDirectory.', '/var/lib/gatehouse'),
+    runtimeDir: absPath('Runtime files. systemd RuntimeDirectory.', '/run/gatehouse'),
+  }),
+  tpm: section('The identity key store', {
+    kind: oneOf(['tpm', 'software'] as const, {
+      description: '`tpm`: key inside a TPM 2.0 through libtss2. `software`: in-memory key for demos and tests only.',
+      default: 'tpm',
+    }),
+    tcti: str({
+      description: 'TSS2 TCTI string, e.g. `device:/dev/tpmrm0` or `swtpm:port=2321`.',
+      default: 'device:/dev/tpmrm0',
+      pattern: /^[a-z][a-z0-9-]*(?::[^\0]*)?$/,
+      typeName: 'TCTI string',
+    }),
+    handle: str({
+      description: 'Persistent handle of the gateway key (owner persistent range 0x81000000–0x817FFFFF).',
+      default: '0x81010001',
+      pattern: /^0x81[0-7][0-9a-fA-F]{5}$/,
+      typeName: 'persistent handle 0x81000000..0x817FFFFF',
+    }),
+    signRatePerSec: num({
+      description: 'Upper bound on TPM signatures per second (the TPM signs about once a day; this guards against loops).',
+      default: 1,
+      min: 0.01,
+      max: 50,
+    }),
+  }),
+  backend: section('The backend (HTTPS)', {
+    url: str({
+      description: 'Backend base URL. Must be `https://`.',
+      typeName: 'https:// URL',
+      test: isHttpsUrl,
+    }),
+    caFile: optPath('PEM CA bundle to verify the backend; the system store when absent.'),
+    serverName: optStr({
+      description: 'Name the backend certificate must carry; the URL host when absent.',
+      pattern: HOST_RE,
+      typeName: 'host name',
+    }),
+    pinSha256: optStr({
+      description: 'Optional pin: SHA-256 of the backend certificate SubjectPublicKeyInfo, 64 hex digits.',
+      pattern: /^[0-9a-fA-F]{64}$/,
+      typeName: '64 hex digits',
+    }),
+    connectTimeoutMs: int({ description: 'TCP+TLS connect timeout.', default: 5000, min: 100, max: 60000 }),
+    requestTimeoutMs: int({ description: 'Whole-request timeout.', default: 10000, min: 100, max: 120000 }),
+    batch: section('Batching of hellos into one `POST /v1/verify`', {
+      maxSize: int({ description: 'Hellos per request (protocol-v1: at most 256).', default: 64, min: 1, max: 256 }),
+      maxWaitMs: int({ description: 'How long a hello may wait for a batch to fill.', default: 10, min: 0, max: 1000 }),
+    }),
+    maxInFlight: int({ description: 'Concurrent requests to the backend.', default: 4, min: 1, max: 64 }),
+    queueLimit: int({
+      description: 'Hellos waiting for the backend; beyond it hellos are rejected `busy`.',
+      default: 1024,
+      min: 1,
+      max: 100000,
+    }),
+    backendPublicKey: str({
+      description: 'The backend signing key `pk_S`: raw Ed25519, base64url without padding (43 characters).',
+      typeName: 'base64url of 32 bytes',
+      test: isBase64Url32,
+    }),
+    backendKid: str({
+      description: 'Key id `kid_S` of `backendPublicKey`.',
+      pattern: ID_RE,
+      typeName: 'id (1-64 of [A-Za-z0-9._:-])',
+    }),
+    sessionLifetimeSec: int({
+      description: 'Requested session key lifetime; renewed at half-life (protocol-v1 default 24 h).',
+      default: 86400,
+      min: 300,
+      max: 604800,
+    }),
+    revocationPollSec: int({ description: 'Interval of `GET /v1/gateways/{gw}/revocations`.', default: 30, min: 1, max: 3600 }),
+    leaseCache: section('Leases cached for offline decisions', {
+      enabled: bool({ description: 'Allow offline welcomes under cached leases.', default: true }),
+      maxEntries: int({ description: 'Leases kept; the oldest are dropped beyond it.', default: 10000, min: 1, max: 1000000 }),
+    }),
+    circuit: section('Circuit breaker towards the backend', {
+      failureThreshold: int({ description: 'Consecutive failures that open the circuit.', default: 5, min: 1, max: 1000 }),
+      openMs: int({ description: 'Time the circuit stays open before a trial request.', default: 10000, min: 100, max: 600000 }),
+    }),
+  }),
+  mqtt: section('The embedded MQTT broker', {
+    tcp: section('Plain TCP listener', {
+      enabled: bool({ description: 'Listen on plain TCP.', default: true }),
+      host: str({ description: 'Address to bind.', default: '127.0.0.1', pattern: HOST_RE, typeName: 'host or address' }),
+      port: port('TCP port.', 1883),
+    }),
+    tls: section('TLS listener', {
+      enabled: bool({ description: 'Listen on TLS (needs certFile and keyFile).', default: false }),
+      host: str({ description: 'Address to bind.', default: '0.0.0.0', pattern: HOST_RE, typeName: 'host or address' }),
+      port: port('TLS port.', 8883),
+      certFile: optPath('PEM certificate chain of the listener.'),
+      keyFile: optPath('PEM private key of the listener (file mode 0600 or 0640).'),
+    }),
+    maxConnections: int({ description: 'Concurrent MQTT connections; beyond it new ones are refused.', default: 1000, min: 1, max: 100000 }),
+    maxPacketBytes: int({
+      description: 'Largest MQTT packet accepted (auth messages are at most 1024 bytes).',
+      default: 65536,
+      min: 2048,
+      max: 16777216,
+    }),
+    authTimeoutSec: int({ description: 'A connection not welcomed within this is closed (protocol-v1: 60 s).', default: 60, min: 1, max: 3600 }),
+    connectTimeoutSec: int({ description: 'Time allowed between TCP accept and CONNECT.', default: 10, min: 1, max: 300 }),
+    keepaliveMaxSec: int({ description: 'Largest keepalive a client may ask for.', default: 300, min: 10, max: 65535 }),
+    defaultPolicy: section('Policy when a lease carries none (`{dev}` is replaced by the device id)', {
+      pub: strList({ description: 'Topic filters a welcomed device may publish to.', default: ['devices/{dev}/#'], maxItems: 64, pattern: topicFilter }),
+      sub: strList({ description: 'Topic filters a welcomed device may subscribe to.', default: ['devices/{dev}/cmd/#'], maxItems: 64, pattern: topicFilter }),
+    }),
+  }),
+  ble: section('The BLE transport (gateway is the GATT client)', {
+    enabled: bool({ description: 'Scan for and authenticate BLE peripherals.', default: false }),
+    maxConcurrent: int({ description: 'Simultaneous BLE exchanges.', default: 2, min: 1, max: 16 }),
+    exchangeTimeoutMs: int({ description: 'Whole exchange, connect to disconnect.', default: 15000, min: 1000, max: 120000 }),
+    denyList: section('Back-off for peripherals that fail or are rejected', {
+      baseBackoffSec: int({ description: 'First back-off.', default: 30, min: 1, max: 86400 }),
+      maxBackoffSec: int({ description: 'Back-off cap (doubles up to it).', default: 3600, min: 1, max: 604800 }),
+    }),
+  }),
+  pipeline: section('The authentication pipeline', {
+    challengeTtlSec: int({ description: 'Lifetime of an outstanding challenge (protocol-v1: 30 s).', default: 30, min: 1, max: 600 }),
+    maxOutstandingChallenges: int({ description: 'Challenges outstanding at once, all connections.', default: 10000, min: 1, max: 1000000 }),
+    maxPendingHellos: int({ description: 'Hellos being decided at once; beyond it `busy`.', default: 1024, min: 1, max: 100000 }),
+    rateLimits: section('Token buckets (requests per minute, burst = the same number)', {
+      perConnectionPerMin: int({ description: 'Challenges+hellos per connection.', default: 20, min: 1, max: 100000 }),
+      perDevicePerMin: int({ description: 'Challenges+hellos per device id.', default: 20, min: 1, max: 100000 }),
+      globalPerMin: int({ description: 'Challenges+hellos for the whole gateway.', default: 6000, min: 1, max: 10000000 }),
+    }),
+  }),
+  status: section('The local status socket', {
+    socketPath: absPath('Unix socket of the status API (HTTP/1.1).', '/run/gatehouse/status.sock'),
+    group: str({ description: 'Group allowed to read status (socket mode 0660).', default: 'gatehouse-status', pattern: GROUP_RE, typeName: 'group name' }),
+    eventRingSize: int({ description: 'Decision events kept for `/v1/events`.', default: 1000, min: 16, max: 100000 }),
+  }),
+  log: section('Logging', {
+    level: oneOf(['error', 'warn', 'info', 'debug'] as const, { description: 'Least severe level logged; reloaded on SIGHUP.', default: 'info' }),
+    format: oneOf(['text', 'json'] as const, { description: 'Line format (under systemd, lines also carry journald priority prefixes).', default: 'text' }),
+  }),
+});
+
+/** The validated configuration. */
+export type GatehouseConfig = Infer<typeof CONFIG_SCHEMA>;
+
+/** Where the daemon and the CLI look for the config by default. */
+export const DEFAULT_CONFIG_PATH = '/etc/gatehouse/gatehouse.yaml';
