@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { createHash, X509Certificate } from 'node:crypto';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { BackendHttp, createBackendDispatcher, type BackendTlsOptions } from '../../../daemon/backend/dispatcher.js';
+import { BackendError } from '../../../daemon/backend/errors.js';
+import { OpensslPki, type Pem } from './openssl-pki.js';
+
+const NAME = 'backend.example.com';
+
+interface TestServer {
+  server: Server;
+  port: number;
+  /** Requests that reached HTTP (bodies included). */
+  requests: { method: string; url: string; body: string; sni: string | false | null }[];
+}
+
+async function startServer(pem: Pem, handler?: (url: string) => { status: number; headers?: Record<string, string> }): Promise<TestServer> {
+  const requests: TestServer['requests'] = [];
+  const server = createServer({ key: pem.key, cert: pem.cert }, (req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('end', () => {
+      requests.push({ method: req.method ?? '', url: req.url ?? '', body, sni: (req.socket as TLSSocket).servername });
+      const answer = handler?.(req.url ?? '') ?? { status: 200 };
+      res.writeHead(answer.status, { 'content-type': 'text/plain', ...answer.headers });
+      res.end('hello from backend');
+    });
+  });
+  // A refused handshake is a client-side event; keep the server quiet about it.
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, requests };
+}
+
+describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', () => {
+  let pki: OpensslPki;
+  let ca: Pem;
+  let otherCa: Pem;
+  const servers: Server[] = [];
+  const agents: { close(): Promise<void> }[] = [];
+
+  before(function () {
+    this.timeout(30000);
+    pki = new OpensslPki();
+    ca = pki.ca('gatehouse-test-ca');
+    otherCa = pki.ca('attacker-ca');
+  });
+  after(() => pki.dispose());
+  afterEach(async () => {
+    await Promise.all(agents.splice(0).map((a) => a.close()));
+    await Promise.all(servers.splice(0).map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); })));
+  });
+
+  async function serve(pem: Pem, handler?: Parameters<typeof startServer>[1]): Promise<TestServer> {
+    const s = await startServer(pem, handler);
+    servers.push(s.server);
+    return s;
+  }
+
+  function client(port: number, extra: Partial<BackendTlsOptions> = {}): BackendHttp {
+    // The URL names the backend; connectAddress points the TCP connection at loopback.
+    const opts: BackendTlsOptions = { url: `https://${NAME}:${port}`, ca: ca.cert, connectAddress: '127.0.0.1', connectTimeoutMs: 3000, ...extra };
+    const dispatcher = createBackendDispatcher(opts);
+    agents.push(dispatcher);
+    return new BackendHttp({ url: opts.url, dispatcher });
+  }
+
+  async function post(http: BackendHttp): Promise<unknown> {
+    return http.request({ method: 'POST', path: '/v1/verify', headers: { 'content-type': 'application/json' }, body: new TextEncoder().encode('{"secret":"body"}') });
+  }
+
+  async function expectRefused(leaf: Pem, extra: Partial<BackendTlsOptions> = {}, pattern?: RegExp): Promise<void> {
+    const s = await serve(leaf);
+    await assert.rejects(post(client(s.port, extra)), (e: unknown) => {
+      assert.ok(e instanceof BackendError, String(e));
+      assert.equal(e.kind, 'tls', e.message);
+      assert.equal(e.code, 'GH_BACKEND_TLS');
+      if (pattern !== undefined) assert.match(String((e.cause as Error).message), pattern);
+      return true;
+    });
+    assert.equal(s.requests.length, 0, 'no request (and no body) reached the server');
+  }
+
+  it('talks to the right backend: trusted CA, exact name, SNI sent', async () => {
+    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const res = await client(s.port).request({ method: 'POST', path: '/v1/verify', headers: { 'content-type': 'text/plain' }, body: new TextEncoder().encode('x') });
+    assert.equal(res.status, 200);
+    assert.equal(new TextDecoder().decode(res.body), 'hello from backend');
+    assert.equal(s.requests[0]?.sni, NAME);
+  });
+
+  it('accepts a URL with an IP host when serverName names the certificate, sending it as SNI', async () => {
+    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const dispatcher = createBackendDispatcher({ url: `https://127.0.0.1:${s.port}`, ca: ca.cert, serverName: NAME });
+    agents.push(dispatcher);
+    const res = await new BackendHttp({ url: `https://127.0.0.1:${s.port}`, dispatcher }).request({ method: 'GET', path: '/' });
+    assert.equal(res.status, 200);
+    assert.equal(s.requests[0]?.sni, NAME);
+  });
+
+  it('refuses a certificate from an untrusted CA', async () => {
+    await expectRefused(pki.leaf(otherCa, { dns: [NAME] }));
+  });
+
+  it('refuses a trusted certificate for another name', async () => {
+    await expectRefused(pki.leaf(ca, { dns: ['other.example.com'] }), {}, /altnames/);
+  });
+
+  it('refuses names that merely contain the expected one', async () => {
+    await expectRefused(pki.leaf(ca, { dns: [`${NAME}.attacker.test`] }));
+    await expectRefused(pki.leaf(ca, { dns: [`attacker-${NAME}`] }));
+    await expectRefused(pki.leaf(ca, { dns: [`*.example.com.attacker.test`] }));
+  });
+
+  it('refuses a CN-only certificate even when the CN is the expected name', async () => {
+    await expectRefused(pki.leaf(ca, { cn: NAME }), {}, /CN-only/);
+  });
+
+  it('refuses an expired certificate', async () => {
+    await expectRefused(pki.leaf(ca, { dns: [NAME], expired: true }));
+  });
+
+  it('checks an SPKI pin after the name, never instead of it', async () => {
+    const good = pki.leaf(ca, { dns: [NAME] });
+    const pin = createHash('sha256').update(new X509Certificate(good.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+    const s = await serve(good);
+    assert.equal((await client(s.port, { spkiPinsSha256: [pin] }).request({ method: 'GET', path: '/' })).status, 200);
+    await expectRefused(pki.leaf(ca, { dns: [NAME] }), { spkiPinsSha256: [pin] }, /SPKI pin/);
+    // right key, wrong name: the pin does not rescue it
+    const wrongName = pki.leaf(ca, { dns: ['other.example.com'] });
+    const wrongPin = createHash('sha256').update(new X509Certificate(wrongName.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+    await expectRefused(wrongName, { spkiPinsSha256: [wrongPin] }, /altnames/);
+  });
+
+  it('never follows a redirect: a 3xx is an error and the other origin gets nothing', async () => {
+    const other = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const s = await serve(pki.leaf(ca, { dns: [NAME] }), () => ({ status: 307, headers: { location: `https://${NAME}:${other.port}/steal` } }));
+    await assert.rejects(post(client(s.port)), (e: unknown) => e instanceof BackendError && e.kind === 'redirect' && e.status === 307);
+    assert.equal(other.requests.length, 0);
+  });
+
+  it('reports a refused connection as connect', async () => {
+    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const port = s.port;
+    await new Promise<void>((r) => s.server.close(() => r()));
+    await assert.rejects(post(client(port)), (e: unknown) => e instanceof BackendError && e.kind === 'connect' && e.unreachable);
+  });
+
+  it('bounds the answer size', async () => {
+    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const dispatcher = createBackendDispatcher({ url: `https://${NAME}:${s.port}`, ca: ca.cert, connectAddress: '127.0.0.1' });
+    agents.push(dispatcher);
+    const http = new BackendHttp({ url: `https://${NAME}:${s.port}`, dispatcher, maxResponseBytes: 4 });
+    await assert.rejects(http.request({ method: 'GET', path: '/' }), (e: unknown) => e instanceof BackendError && e.kind === 'response');
+  });
+});
