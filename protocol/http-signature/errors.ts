@@ -1,0 +1,23 @@
+/** Errors of the RFC 9421 / RFC 9530 module (protocol/http-signature.ts). */
+import { GatehouseError } from '../errors.js';
+
+/** Stable codes: `GH_HTTPSIG_*` for the signature, `GH_DIGEST_*` for Content-Digest. */
+export type HttpSignatureErrorCode =
+  | 'GH_HTTPSIG_MALFORMED'
+  | 'GH_HTTPSIG_MISSING'
+  | 'GH_HTTPSIG_COVERAGE'
+  | 'GH_HTTPSIG_COMPONENT'
+  | 'GH_HTTPSIG_STALE'
+  | 'GH_HTTPSIG_UNKNOWN_KEY'
+  | 'GH_HTTPSIG_ALG'
+  | 'GH_HTTPSIG_BAD_SIGNATURE'
+  | 'GH_DIGEST_MISSING'
+  | 'GH_DIGEST_MALFORMED'
+  | 'GH_DIGEST_MISMATCH';
+
+export class HttpSignatureError extends GatehouseError {
+  declare readonly code: HttpSignatureErrorCode;
+  constructor(code: HttpSignatureErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
