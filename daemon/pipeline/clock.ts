@@ -1,0 +1,19 @@
+/**
+ * Time and randomness as injected dependencies, so expiry and rate limits are tested without
+ * waiting and nonces can be made deterministic in tests.
+ */
+import { randomBytes } from 'node:crypto';
+
+/** A source of wall-clock time in unix milliseconds. */
+export interface Clock {
+  now(): number;
+}
+
+/** The system clock. */
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** Returns `n` cryptographically random bytes. */
+export type RandomSource = (n: number) => Uint8Array;
+
+/** `crypto.randomBytes`, the default random source. */
+export const systemRandom: RandomSource = (n) => new Uint8Array(randomBytes(n));

@@ -1,0 +1,21 @@
+/**
+ * Errors of the authentication pipeline. Code branches on `code`, never on message text.
+ */
+import { GatehouseError } from '../../protocol/errors.js';
+
+/** Stable codes of the pipeline area. */
+export type PipelineErrorCode =
+  /** An option is out of range (named in the message). */
+  | 'GH_PIPELINE_BAD_OPTION'
+  /** The verifier did not answer before its deadline. */
+  | 'GH_PIPELINE_VERIFY_TIMEOUT'
+  /** The pipeline was closed while a request was pending. */
+  | 'GH_PIPELINE_CLOSED';
+
+export class PipelineError extends GatehouseError {
+  declare readonly code: PipelineErrorCode;
+
+  constructor(code: PipelineErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}

@@ -1,0 +1,385 @@
+/**
+ * The authentication pipeline, one for every transport (protocol-v1 "The exchange"): issues
+ * challenges, runs the gateway checks on a hello in the order the spec gives, asks the backend
+ * client, and answers a welcome or a reject signed with the session key.
+ */
+import type { Logger } from 'winston';
+import winston from 'winston';
+import {
+  COSE_ALG_EDDSA,
+  MAX_MESSAGE_BYTES,
+  encodeChallenge,
+  encodeUnsignedReject,
+  helloHash,
+  isValidId,
+  parseHello,
+  signReject,
+  signWelcome,
+} from '../../protocol/index.js';
+import { ProtocolError } from '../../protocol/errors.js';
+import type { ReasonCode } from '../../protocol/reasons.js';
+import type { Hello, Signed, Signer } from '../../protocol/types.js';
+import { ChallengeStore } from './challenge-store.js';
+import { systemClock, systemRandom, type Clock, type RandomSource } from './clock.js';
+import { DecisionLog } from './events.js';
+import { PipelineError } from './errors.js';
+import { RateLimiter } from './rate-limit.js';
+import type {
+  AuthPipeline,
+  GatewaySession,
+  HelloOutcome,
+  HelloVerifier,
+  IngressConnection,
+  SessionProvider,
+  VerifyResult,
+} from './types.js';
+
+/** protocol-v1 key 5: gn is 16 bytes. */
+const GN_BYTES = 16;
+
+export interface PipelineOptions {
+  /** This gateway's id `gw` (the welcome's key 6 and the kid of welcomes and rejects). */
+  gw: string;
+  verifier: HelloVerifier;
+  sessions: SessionProvider;
+  clock?: Clock;
+  random?: RandomSource;
+  logger?: Logger;
+  /** protocol-v1: 30 s. */
+  challengeTtlMs?: number;
+  /** Challenges outstanding across all connections (default 10000); beyond it `busy`. */
+  maxOutstandingChallenges?: number;
+  /** Challenges outstanding per connection (default 4); beyond it the oldest is dropped. */
+  maxChallengesPerConnection?: number;
+  /** Hellos waiting for the backend at once (default 1024); beyond it `busy`. */
+  maxPendingHellos?: number;
+  /** Deadline of one verifier call (default 10000 ms). */
+  verifyTimeoutMs?: number;
+  /** Token buckets in requests per minute; burst equals the per-minute number. */
+  rateLimits?: { perConnectionPerMin?: number; perDevicePerMin?: number; globalPerMin?: number };
+  /** Keyed rate-limit buckets kept per table (default 10000). */
+  maxRateLimitKeys?: number;
+  /** Decision events kept (default 1000). */
+  eventRingSize?: number;
+  /** `retry` (seconds) sent with `busy` (default 5) and `backend-unavailable` (default 30). */
+  retrySec?: { busy?: number; backendUnavailable?: number };
+}
+
+interface Resolved {
+  challengeTtlMs: number;
+  maxOutstandingChallenges: number;
+  maxChallengesPerConnection: number;
+  maxPendingHellos: number;
+  verifyTimeoutMs: number;
+  perConnectionPerMin: number;
+  perDevicePerMin: number;
+  globalPerMin: number;
+  maxRateLimitKeys: number;
+  eventRingSize: number;
+  busyRetry: number;
+  unavailableRetry: number;
+}
+
+function resolve(o: PipelineOptions): Resolved {
+  const r: Resolved = {
+    challengeTtlMs: o.challengeTtlMs ?? 30_000,
+    maxOutstandingChallenges: o.maxOutstandingChallenges ?? 10_000,
+    maxChallengesPerConnection: o.maxChallengesPerConnection ?? 4,
+    maxPendingHellos: o.maxPendingHellos ?? 1024,
+    verifyTimeoutMs: o.verifyTimeoutMs ?? 10_000,
+    perConnectionPerMin: o.rateLimits?.perConnectionPerMin ?? 20,
+    perDevicePerMin: o.rateLimits?.perDevicePerMin ?? 20,
+    globalPerMin: o.rateLimits?.globalPerMin ?? 6000,
+    maxRateLimitKeys: o.maxRateLimitKeys ?? 10_000,
+    eventRingSize: o.eventRingSize ?? 1000,
+    busyRetry: o.retrySec?.busy ?? 5,
+    unavailableRetry: o.retrySec?.backendUnavailable ?? 30,
+  };
+  const bad: string[] = [];
+  for (const [name, value] of Object.entries(r)) {
+    const min = name === 'eventRingSize' ? 0 : 1;
+    if (!Number.isSafeInteger(value) || value < min) bad.push(`${name}: expected an integer >= ${min}, got ${String(value)}`);
+  }
+  if (!isValidId(o.gw)) bad.push(`gw: expected an id (1-64 of [A-Za-z0-9._:-]), got ${JSON.stringify(o.gw)}`);
+  if (bad.length > 0) throw new PipelineError('GH_PIPELINE_BAD_OPTION', `invalid pipeline options: ${bad.join('; ')}`);
+  return r;
+}
+
+/** The reject to send, before it is encoded. */
+interface RejectPlan {
+  dev: string;
+  reason: ReasonCode;
+  hh?: Uint8Array;
+  retry?: number;
+}
+
+/** Every wait has a deadline: resolves with the verifier's result or fails at `ms`. */
+async function withDeadline(
+  run: (signal: AbortSignal) => Promise<VerifyResult>,
+  ms: number,
+  outer: AbortSignal,
+): Promise<VerifyResult> {
+  const controller = new AbortController();
+  const onOuter = (): void => controller.abort(new PipelineError('GH_PIPELINE_CLOSED', 'pipeline closed'));
+  outer.addEventListener('abort', onOuter, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    const fail = (): void => reject(controller.signal.reason);
+    timer = setTimeout(() => {
+      controller.abort(new PipelineError('GH_PIPELINE_VERIFY_TIMEOUT', `verifier gave no answer within ${ms} ms`));
+    }, ms);
+    controller.signal.addEventListener('abort', fail, { once: true });
+  });
+  try {
+    return await Promise.race([run(controller.signal), deadline]);
+  } finally {
+    clearTimeout(timer);
+    outer.removeEventListener('abort', onOuter);
+    // Settles the deadline promise's listener without an unhandled rejection.
+    deadline.catch(() => undefined);
+  }
+}
+
+/** The one {@link AuthPipeline} of the daemon. */
+export class Pipeline implements AuthPipeline {
+  readonly events: DecisionLog;
+  readonly #gw: string;
+  readonly #verifier: HelloVerifier;
+  readonly #sessions: SessionProvider;
+  readonly #clock: Clock;
+  readonly #random: RandomSource;
+  readonly #log: Logger;
+  readonly #o: Resolved;
+  readonly #challenges: ChallengeStore;
+  readonly #limits: RateLimiter;
+  readonly #closing = new AbortController();
+  #pending = 0;
+  #requestSeq = 0;
+
+  constructor(options: PipelineOptions) {
+    this.#o = resolve(options);
+    this.#gw = options.gw;
+    this.#verifier = options.verifier;
+    this.#sessions = options.sessions;
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? systemRandom;
+    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.events = new DecisionLog(this.#o.eventRingSize, this.#log);
+    this.#challenges = new ChallengeStore({
+      clock: this.#clock,
+      ttlMs: this.#o.challengeTtlMs,
+      maxTotal: this.#o.maxOutstandingChallenges,
+      maxPerConnection: this.#o.maxChallengesPerConnection,
+    });
+    const perMin = (n: number) => ({ capacity: n, refillPerSec: n / 60 });
+    this.#limits = new RateLimiter(
+      {
+        perConnection: perMin(this.#o.perConnectionPerMin),
+        perDevice: perMin(this.#o.perDevicePerMin),
+        global: perMin(this.#o.globalPerMin),
+      },
+      this.#clock,
+      this.#o.maxRateLimitKeys,
+    );
+  }
+
+  /** Sizes of the bounded state, for metrics and tests. */
+  stats(): { outstandingChallenges: number; pendingHellos: number; rateLimitKeys: { connections: number; devices: number } } {
+    return { outstandingChallenges: this.#challenges.size, pendingHellos: this.#pending, rateLimitKeys: this.#limits.tracked };
+  }
+
+  async challenge(conn: IngressConnection, dev: string): Promise<Uint8Array> {
+    return this.#issue(conn, dev);
+  }
+
+  async connectionChallenge(conn: IngressConnection): Promise<Uint8Array> {
+    return this.#issue(conn, undefined);
+  }
+
+  async hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string): Promise<HelloOutcome> {
+    const started = this.#clock.now();
+    const fallbackDev = expectedDev ?? conn.id;
+    try {
+      const checked = this.#check(conn, helloBytes, expectedDev);
+      if ('reject' in checked) return await this.#reject(conn, started, checked.reject);
+      return await this.#decide(conn, started, checked.signed);
+    } catch (err) {
+      this.#log.error('hello failed inside the pipeline', { conn: conn.id, error: err instanceof Error ? err.message : String(err) });
+      this.#log.debug('hello failure stack', { stack: err instanceof Error ? err.stack : undefined });
+      return this.#reject(conn, started, { dev: fallbackDev, reason: 'internal' });
+    }
+  }
+
+  connectionClosed(conn: IngressConnection): void {
+    this.#challenges.dropConnection(conn.id);
+    this.#limits.connectionClosed(conn.id);
+  }
+
+  /** Aborts every pending verifier call; later hellos answer `busy`. */
+  close(): void {
+    this.#closing.abort();
+  }
+
+  async #issue(conn: IngressConnection, dev: string | undefined): Promise<Uint8Array> {
+    const started = this.#clock.now();
+    const replyDev = dev ?? conn.id;
+    try {
+      if (!isValidId(replyDev)) {
+        // The dev cannot be echoed in a reject: name the connection's binding instead.
+        return await this.#rejectBytes(conn, started, { dev: conn.id, reason: 'malformed' });
+      }
+      const wait = this.#limits.take(conn.id, dev);
+      if (wait > 0) return await this.#rejectBytes(conn, started, { dev: replyDev, reason: 'rate-limited', retry: wait });
+      if (this.#closing.signal.aborted) return await this.#rejectBytes(conn, started, { dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
+      const gn = this.#random(GN_BYTES);
+      if (this.#challenges.issue(conn.id, dev, gn) === 'full') {
+        return await this.#rejectBytes(conn, started, { dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
+      }
+      const bytes = encodeChallenge({ type: 'challenge', version: 1, dev: replyDev, gn, gw: this.#gw });
+      this.#record(conn, started, { dev, outcome: 'challenge', offline: false });
+      return bytes;
+    } catch (err) {
+      this.#log.error('challenge failed inside the pipeline', { conn: conn.id, error: err instanceof Error ? err.message : String(err) });
+      return this.#rejectBytes(conn, started, { dev: isValidId(replyDev) ? replyDev : conn.id, reason: 'internal' });
+    }
+  }
+
+  /**
+   * protocol-v1 "Gateway checks on a hello", in the spec's order: size, strict CBOR and COSE
+   * structure, type and version, dev syntax and binding, gn outstanding for this connection,
+   * rate limits. Synchronous: nothing here waits.
+   */
+  #check(
+    conn: IngressConnection,
+    bytes: Uint8Array,
+    expectedDev: string | undefined,
+  ): { signed: Signed<Hello> } | { reject: RejectPlan } {
+    const fallbackDev = expectedDev ?? conn.id;
+    if (bytes.length > MAX_MESSAGE_BYTES) return { reject: { dev: fallbackDev, reason: 'malformed' } };
+    let signed: Signed<Hello>;
+    try {
+      signed = parseHello(bytes);
+    } catch (err) {
+      if (err instanceof ProtocolError) return { reject: { dev: fallbackDev, reason: err.reason } };
+      throw err;
+    }
+    const hh = helloHash(bytes);
+    const dev = signed.payload.dev;
+    // protocol-v1 "Encoding": peripherals sign with alg -8 and kid = dev.
+    if (!isValidId(dev) || signed.alg !== COSE_ALG_EDDSA || signed.kid !== dev) {
+      return { reject: { dev: fallbackDev, reason: 'malformed', hh } };
+    }
+    // protocol-v1: dev "matches the topic or BLE connection".
+    if (expectedDev !== undefined && dev !== expectedDev) return { reject: { dev: expectedDev, reason: 'malformed', hh } };
+    // protocol-v1: "gn outstanding for this connection (consumed on first use, whatever the outcome)".
+    const consumed = this.#challenges.consume(conn.id, signed.payload.gn, dev);
+    if (!consumed.ok) return { reject: { dev, reason: 'stale-challenge', hh } };
+    const wait = this.#limits.take(conn.id, dev);
+    if (wait > 0) return { reject: { dev, reason: 'rate-limited', hh, retry: wait } };
+    return { signed };
+  }
+
+  async #decide(conn: IngressConnection, started: number, signed: Signed<Hello>): Promise<HelloOutcome> {
+    const dev = signed.payload.dev;
+    const hh = helloHash(signed.bytes);
+    if (this.#closing.signal.aborted || this.#pending >= this.#o.maxPendingHellos) {
+      return this.#reject(conn, started, { dev, reason: 'busy', hh, retry: this.#o.busyRetry });
+    }
+    if (this.#sessions.current() === undefined) {
+      // No session key yet: the backend cannot be asked (requests are signed with it).
+      return this.#reject(conn, started, { dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
+    }
+    this.#pending += 1;
+    let result: VerifyResult;
+    try {
+      this.#requestSeq += 1;
+      const request = { id: `h${this.#requestSeq}`, transport: conn.transport, dev, hello: signed.bytes };
+      result = await withDeadline((signal) => this.#verifier.verify(request, signal), this.#o.verifyTimeoutMs, this.#closing.signal);
+    } catch (err) {
+      this.#log.warn('backend verdict not available', { conn: conn.id, dev, error: err instanceof Error ? err.message : String(err) });
+      result = { ok: false, reason: 'backend-unavailable' };
+    } finally {
+      this.#pending -= 1;
+    }
+    if (!result.ok) {
+      const retry = result.retry ?? this.#retryFor(result.reason);
+      return this.#reject(conn, started, { dev, reason: result.reason, hh, ...(retry === undefined ? {} : { retry }) });
+    }
+    if (result.dev !== dev) {
+      this.#log.error('backend verdict names another device', { conn: conn.id, dev, verdictDev: result.dev });
+      return this.#reject(conn, started, { dev, reason: 'internal', hh });
+    }
+    const session = this.#sessions.current();
+    if (session === undefined) {
+      return this.#reject(conn, started, { dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
+    }
+    const reply = await signWelcome(
+      { type: 'welcome', version: 1, dev, gw: this.#gw, hh, cred: session.credential },
+      this.#signerOf(session),
+    );
+    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline });
+    this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline });
+    return { reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline } };
+  }
+
+  #retryFor(reason: ReasonCode): number | undefined {
+    if (reason === 'busy' || reason === 'rate-limited') return this.#o.busyRetry;
+    if (reason === 'backend-unavailable') return this.#o.unavailableRetry;
+    return undefined;
+  }
+
+  /** protocol-v1: welcomes and rejects carry kid = gw, whatever kid the session signer has. */
+  #signerOf(session: GatewaySession): Signer {
+    const inner = session.signer;
+    return { alg: inner.alg, kid: this.#gw, sign: (tbs) => inner.sign(tbs) };
+  }
+
+  async #reject(conn: IngressConnection, started: number, plan: RejectPlan): Promise<HelloOutcome> {
+    const reply = await this.#rejectBytes(conn, started, plan);
+    return { reply, rejected: { dev: plan.dev, reason: plan.reason, ...(plan.retry === undefined ? {} : { retry: plan.retry }) } };
+  }
+
+  /** Encodes a reject: signed with the session key, unsigned only when there is none. */
+  async #rejectBytes(conn: IngressConnection, started: number, plan: RejectPlan): Promise<Uint8Array> {
+    const message = {
+      type: 'reject' as const,
+      version: 1 as const,
+      dev: plan.dev,
+      reason: plan.reason,
+      ...(plan.hh === undefined ? {} : { hh: plan.hh }),
+      ...(plan.retry === undefined ? {} : { retry: plan.retry }),
+    };
+    const session = this.#sessions.current();
+    let bytes: Uint8Array;
+    if (session === undefined) {
+      bytes = encodeUnsignedReject(message);
+    } else {
+      try {
+        bytes = await signReject(message, this.#signerOf(session));
+      } catch (err) {
+        this.#log.error('signing a reject failed; sending it unsigned', { conn: conn.id, error: err instanceof Error ? err.message : String(err) });
+        bytes = encodeUnsignedReject(message);
+      }
+    }
+    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false });
+    this.#log.info('peripheral rejected', { conn: conn.id, transport: conn.transport, dev: plan.dev, reason: plan.reason });
+    return bytes;
+  }
+
+  #record(
+    conn: IngressConnection,
+    started: number,
+    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean },
+  ): void {
+    this.events.record({
+      at: this.#clock.now(),
+      transport: conn.transport,
+      connection: conn.id,
+      ...(fields.dev === undefined ? {} : { dev: fields.dev }),
+      outcome: fields.outcome,
+      ...(fields.reason === undefined ? {} : { reason: fields.reason }),
+      latencyMs: Math.max(0, this.#clock.now() - started),
+      offline: fields.offline,
+    });
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Token buckets for the pipeline's rate limits (per connection, per device, global). Time comes
+ * from the injected clock. Keyed tables are bounded: beyond `maxKeys` the least recently
+ * touched bucket is dropped (the global bucket still holds the line against key rotation).
+ */
+import type { Clock } from './clock.js';
+
+export interface BucketSpec {
+  /** Burst size. */
+  capacity: number;
+  /** Tokens added per second. */
+  refillPerSec: number;
+}
+
+interface Bucket {
+  tokens: number;
+  last: number;
+}
+
+function refill(bucket: Bucket, spec: BucketSpec, now: number): void {
+  const elapsed = Math.max(0, now - bucket.last) / 1000;
+  bucket.tokens = Math.min(spec.capacity, bucket.tokens + elapsed * spec.refillPerSec);
+  bucket.last = now;
+}
+
+/** Seconds until one token is available again (at least 1, rounded up). */
+function retryAfter(bucket: Bucket, spec: BucketSpec): number {
+  const missing = 1 - bucket.tokens;
+  return Math.max(1, Math.ceil(missing / spec.refillPerSec));
+}
+
+/** A table of token buckets keyed by string (Map: never a plain-object lookup on client input). */
+export class KeyedBuckets {
+  readonly #spec: BucketSpec;
+  readonly #clock: Clock;
+  readonly #maxKeys: number;
+  readonly #buckets = new Map<string, Bucket>();
+
+  constructor(spec: BucketSpec, clock: Clock, maxKeys: number) {
+    this.#spec = spec;
+    this.#clock = clock;
+    this.#maxKeys = maxKeys;
+  }
+
+  get size(): number {
+    return this.#buckets.size;
+  }
+
+  /** Takes one token for `key`; answers 0 on success or the seconds to wait. */
+  take(key: string): number {
+    const now = this.#clock.now();
+    let bucket = this.#buckets.get(key);
+    if (bucket === undefined) {
+      if (this.#buckets.size >= this.#maxKeys) {
+        const oldest = this.#buckets.keys().next();
+        if (!oldest.done) this.#buckets.delete(oldest.value);
+      }
+      bucket = { tokens: this.#spec.capacity, last: now };
+    } else {
+      this.#buckets.delete(key);
+      refill(bucket, this.#spec, now);
+    }
+    // Re-inserted so the Map's order is least recently touched first.
+    this.#buckets.set(key, bucket);
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return 0;
+    }
+    return retryAfter(bucket, this.#spec);
+  }
+
+  /** Gives back a token taken by `take` (when a later check refused the request). */
+  giveBack(key: string): void {
+    const bucket = this.#buckets.get(key);
+    if (bucket !== undefined) bucket.tokens = Math.min(this.#spec.capacity, bucket.tokens + 1);
+  }
+
+  delete(key: string): void {
+    this.#buckets.delete(key);
+  }
+}
+
+/** The three limits protocol-v1 "Gateway checks on a hello" asks for, taken together. */
+export class RateLimiter {
+  readonly #perConnection: KeyedBuckets;
+  readonly #perDevice: KeyedBuckets;
+  readonly #global: KeyedBuckets;
+
+  constructor(
+    specs: { perConnection: BucketSpec; perDevice: BucketSpec; global: BucketSpec },
+    clock: Clock,
+    maxKeys: number,
+  ) {
+    this.#perConnection = new KeyedBuckets(specs.perConnection, clock, maxKeys);
+    this.#perDevice = new KeyedBuckets(specs.perDevice, clock, maxKeys);
+    this.#global = new KeyedBuckets(specs.global, clock, 1);
+  }
+
+  /**
+   * Takes a token from each bucket, or none: answers 0, or the seconds to wait before retrying.
+   * The cheapest, most specific bucket first, so a noisy connection does not drain the others.
+   */
+  take(conn: string, dev: string | undefined): number {
+    const c = this.#perConnection.take(conn);
+    if (c > 0) return c;
+    const d = dev === undefined ? 0 : this.#perDevice.take(dev);
+    if (d > 0) {
+      this.#perConnection.giveBack(conn);
+      return d;
+    }
+    const g = this.#global.take('');
+    if (g > 0) {
+      this.#perConnection.giveBack(conn);
+      if (dev !== undefined) this.#perDevice.giveBack(dev);
+      return g;
+    }
+    return 0;
+  }
+
+  connectionClosed(conn: string): void {
+    this.#perConnection.delete(conn);
+  }
+
+  /** Number of keyed buckets held (for tests and metrics: stays bounded). */
+  get tracked(): { connections: number; devices: number } {
+    return { connections: this.#perConnection.size, devices: this.#perDevice.size };
+  }
+}
