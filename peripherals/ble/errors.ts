@@ -1,0 +1,42 @@
+/**
+ * Errors of the BLE transport. Code branches on `code`, never on message text (STYLE §6).
+ */
+import { GatehouseError } from '../../protocol/errors.js';
+
+/** Stable codes of the BLE area. */
+export type BleErrorCode =
+  /** noble could not be loaded or the adapter is unusable (no Bluetooth, no permission). */
+  | 'GH_BLE_UNAVAILABLE'
+  /** A noble call did not answer in time (noble sometimes never answers). */
+  | 'GH_BLE_TIMEOUT'
+  /** The peripheral disconnected (or vanished) while an operation was pending. */
+  | 'GH_BLE_DISCONNECTED'
+  /** The adapter left `poweredOn` while an operation was pending. */
+  | 'GH_BLE_ADAPTER_OFF'
+  /** The exchange was aborted (transport stopping, exchange deadline). */
+  | 'GH_BLE_ABORTED'
+  /** The peripheral lacks the Gatehouse service or characteristic, or its properties are wrong. */
+  | 'GH_BLE_GATT_MISMATCH'
+  /** noble reported an error (connect failed, scan refused). */
+  | 'GH_BLE_OPERATION_FAILED'
+  /** protocol-v1 framing: a gap in chunk indices. */
+  | 'GH_BLE_FRAME_GAP'
+  /** protocol-v1 framing: a message over 1024 bytes. */
+  | 'GH_BLE_FRAME_OVERSIZE'
+  /** A chunk without its header byte, or longer than the ATT MTU allows. */
+  | 'GH_BLE_FRAME_INVALID'
+  /** A chunk arrived after the reassembler had aborted or the exchange expected no more. */
+  | 'GH_BLE_FRAME_UNEXPECTED';
+
+export class BleError extends GatehouseError {
+  declare readonly code: BleErrorCode;
+
+  constructor(code: BleErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** True when `err` is a `BleError` with the given code. */
+export function isBleError(err: unknown, code?: BleErrorCode): err is BleError {
+  return err instanceof BleError && (code === undefined || err.code === code);
+}
