@@ -1,0 +1,100 @@
+/**
+ * Development-only key store: a P-256 key in a PKCS#8 PEM file (mode 0600). It exists so the
+ * daemon runs on a laptop without a TPM; it warns at every open and refuses to open when the
+ * caller says it is a production deployment. The key is exportable, which protocol-v1 forbids for
+ * a real gateway.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Logger } from 'winston';
+import type { Signer } from '../protocol/types.js';
+import { TpmError } from './errors.js';
+import { checkDigest, es256Signer, sha256, spkiToPem, type KeyStore, type SignOptions } from './key-store.js';
+import { p256SignDigest } from './p256.js';
+import { silentLogger } from './silent-logger.js';
+import { writeFileAtomic } from './state-file.js';
+import { rawEcdsaToDer } from './tpm2-wire.js';
+
+export interface SoftwareKeyStoreOptions {
+  /** PKCS#8 PEM file; created (0600) when missing. */
+  keyFile: string;
+  /** True in production: the store then refuses to open (GH_TPM_SOFTWARE_KEY_REFUSED). */
+  production?: boolean;
+  logger?: Logger;
+}
+
+export class SoftwareKeyStore implements KeyStore {
+  readonly kind = 'software' as const;
+  private readonly logger: Logger;
+  private key: { priv: KeyObject; spki: Uint8Array; thumbprint: Uint8Array } | undefined;
+
+  constructor(private readonly opts: SoftwareKeyStoreOptions) {
+    this.logger = opts.logger ?? silentLogger();
+  }
+
+  async open(): Promise<void> {
+    if (this.opts.production) {
+      throw new TpmError('GH_TPM_SOFTWARE_KEY_REFUSED', 'the software key store is for development only and is refused in production: use the TPM key store');
+    }
+    this.logger.warn('using the SOFTWARE key store: the gateway key is a file, not in a TPM (development only)', { keyFile: this.opts.keyFile });
+    let pem: string;
+    try {
+      const st = await stat(this.opts.keyFile);
+      if ((st.mode & 0o077) !== 0) {
+        // Keep the key private even if someone loosened it.
+        await chmod(this.opts.keyFile, 0o600);
+      }
+      pem = await readFile(this.opts.keyFile, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new TpmError('GH_TPM_STATE', `cannot read ${this.opts.keyFile}`, { cause: err });
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+      await mkdir(dirname(this.opts.keyFile), { recursive: true, mode: 0o700 });
+      await writeFileAtomic(this.opts.keyFile, pem);
+      this.logger.info('software key created', { keyFile: this.opts.keyFile });
+    }
+    let priv: KeyObject;
+    try {
+      priv = createPrivateKey(pem);
+    } catch (cause) {
+      throw new TpmError('GH_TPM_STATE', `${this.opts.keyFile} is not a private key`, { cause });
+    }
+    if (priv.asymmetricKeyType !== 'ec' || priv.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new TpmError('GH_TPM_KEY_ATTRIBUTES', `${this.opts.keyFile} is not a P-256 key`);
+    }
+    const spki = new Uint8Array(createPublicKey(priv).export({ format: 'der', type: 'spki' }));
+    this.key = { priv, spki, thumbprint: sha256(spki) };
+  }
+
+  async close(): Promise<void> {
+    this.key = undefined;
+  }
+
+  private opened(): NonNullable<SoftwareKeyStore['key']> {
+    if (!this.key) throw new TpmError('GH_TPM_CLOSED', 'the software key store is not open');
+    return this.key;
+  }
+
+  publicKeySpkiDer(): Uint8Array {
+    return this.opened().spki.slice();
+  }
+
+  publicKeyPem(): string {
+    return spkiToPem(this.opened().spki);
+  }
+
+  thumbprint(): Uint8Array {
+    return this.opened().thumbprint.slice();
+  }
+
+  async sign(digest32: Uint8Array, opts?: SignOptions): Promise<Uint8Array> {
+    checkDigest(digest32);
+    const raw = p256SignDigest(this.opened().priv, digest32);
+    return opts?.format === 'der' ? rawEcdsaToDer(raw) : raw;
+  }
+
+  signer(kid: string): Signer {
+    return es256Signer(this, kid);
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * The gateway identity key in the TPM: an ECDSA P-256 key persisted at a handle by
+ * `provisionTpmKey` (tpm/provision.ts). `open()` checks it is a proper identity key and the one
+ * the state directory recorded; `sign()` is rate-limited, serialised and self-verified.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { Logger } from 'winston';
+import type { Signer } from '../protocol/types.js';
+import type { CheckedTss, EsysContext, EsysTr } from './ffi/checked.js';
+import { TpmError } from './errors.js';
+import { checkDigest, es256Signer, sha256, spkiToPem, toHex, type KeyStore, type SignOptions } from './key-store.js';
+import { DEFAULT_SIGN_RATE_LIMIT, TokenBucket, type RateLimit } from './rate-limiter.js';
+import { p256VerifyDigest } from './p256.js';
+import { readTpmKeyRecord } from './state-file.js';
+import { silentLogger } from './silent-logger.js';
+import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
+import {
+  checkIdentityKey,
+  digestTpm2b,
+  ecdsaSha256Scheme,
+  ecdsaSignatureRaw,
+  nullHashcheckTicket,
+  p256SpkiDer,
+  parseEccPublic,
+  rawEcdsaToDer,
+} from './tpm2-wire.js';
+
+/** Default persistent handle of the gateway key (owner range, TCG "Registry of reserved handles": 0x8101xxxx). */
+export const DEFAULT_KEY_HANDLE = 0x81010001;
+
+export interface TpmKeyStoreOptions extends TpmConnectionOptions {
+  /** Persistent handle. Default 0x81010001. */
+  handle?: number;
+  /**
+   * State directory holding tpm-key.json. When given (always, in the daemon), `open()` refuses a
+   * key other than the recorded one. `gatehouse tpm show` omits it to show whatever is there.
+   */
+  stateDir?: string;
+  /** Signing rate limit (TPM-FAIL mitigation). Default 10 back to back, then 1 per 6 s. */
+  rateLimit?: RateLimit;
+  /** Clock for the rate limiter (ms). */
+  now?: () => number;
+}
+
+export function handleHex(h: number): string {
+  return `0x${(h >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+/** Throw GH_TPM_BAD_CONFIG unless `h` is in the owner persistent range (TPM 2.0 Part 2 §7.5). */
+export function checkPersistentHandle(h: number): void {
+  if (!Number.isInteger(h) || h < 0x81000000 || h > 0x817fffff) {
+    throw new TpmError('GH_TPM_BAD_CONFIG', `persistent handle ${Number.isInteger(h) ? handleHex(h) : String(h)} is outside the owner range 0x81000000–0x817fffff`);
+  }
+}
+
+/** Parse "0x81010001" (or decimal). */
+export function parseHandle(s: string): number {
+  const v = /^0x[0-9a-f]{1,8}$/i.test(s) ? parseInt(s.slice(2), 16) : /^[0-9]{1,10}$/.test(s) ? Number(s) : NaN;
+  checkPersistentHandle(v);
+  return v;
+}
+
+/** Resolve a persistent handle and read its public area. Closes the ESYS_TR on failure. */
+export async function readPersistentPublic(
+  tss: CheckedTss,
+  ctx: EsysContext,
+  handle: number,
+): Promise<{ tr: EsysTr; publicArea: Uint8Array }> {
+  let tr: EsysTr;
+  try {
+    tr = await tss.trFromTpmPublic(ctx, handle);
+  } catch (err) {
+    if (err instanceof TpmError && err.code === 'GH_TPM_KEY_NOT_FOUND') {
+      throw new TpmError('GH_TPM_KEY_NOT_FOUND', `no key at persistent handle ${handleHex(handle)}`, { rc: err.rc, text: err.text, cause: err });
+    }
+    throw err;
+  }
+  try {
+    return { tr, publicArea: await tss.readPublic(ctx, tr) };
+  } catch (err) {
+    try {
+      tss.trClose(ctx, tr);
+    } catch {
+      // The original error matters more than a bookkeeping failure.
+    }
+    throw err;
+  }
+}
+
+export class TpmKeyStore implements KeyStore {
+  readonly kind = 'tpm' as const;
+  readonly handle: number;
+  private readonly opts: TpmKeyStoreOptions;
+  private readonly logger: Logger;
+  private readonly bucket: TokenBucket;
+  private conn: TpmConnection | undefined;
+  private key: { spki: Uint8Array; thumbprint: Uint8Array; keyObject: KeyObject } | undefined;
+  private cachedTr: { tr: EsysTr; generation: number } | undefined;
+
+  constructor(opts: TpmKeyStoreOptions = {}) {
+    this.opts = opts;
+    this.handle = opts.handle ?? DEFAULT_KEY_HANDLE;
+    checkPersistentHandle(this.handle);
+    this.logger = opts.logger ?? silentLogger();
+    this.bucket = new TokenBucket(opts.rateLimit ?? DEFAULT_SIGN_RATE_LIMIT, opts.now);
+  }
+
+  async open(): Promise<void> {
+    if (this.conn) return;
+    const conn = new TpmConnection({ ...this.opts, logger: this.logger });
+    try {
+      const { spki } = await conn.run('open key', async (tss, ctx, generation) => {
+        const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
+        this.cachedTr = { tr, generation };
+        const pub = parseEccPublic(publicArea);
+        checkIdentityKey(pub, handleHex(this.handle));
+        return { spki: p256SpkiDer(pub.x, pub.y) };
+      });
+      const thumbprint = sha256(spki);
+      if (this.opts.stateDir !== undefined) {
+        const record = await readTpmKeyRecord(this.opts.stateDir);
+        if (!record) {
+          throw new TpmError('GH_TPM_NOT_PROVISIONED', `no TPM key recorded in ${this.opts.stateDir}: run \`gatehouse tpm provision\``);
+        }
+        if (record.thumbprint !== toHex(thumbprint) || record.handle !== handleHex(this.handle)) {
+          throw new TpmError(
+            'GH_TPM_KEY_MISMATCH',
+            `the key at ${handleHex(this.handle)} (thumbprint ${toHex(thumbprint)}) is not the key recorded in ${this.opts.stateDir} (${record.handle}, ${record.thumbprint})`,
+          );
+        }
+      }
+      this.key = { spki, thumbprint, keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }) };
+      this.conn = conn;
+      this.logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti });
+    } catch (err) {
+      this.cachedTr = undefined;
+      await conn.close();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const conn = this.conn;
+    this.conn = undefined;
+    this.key = undefined;
+    this.cachedTr = undefined;
+    await conn?.close();
+  }
+
+  private opened(): { conn: TpmConnection; key: NonNullable<TpmKeyStore['key']> } {
+    if (!this.conn || !this.key) throw new TpmError('GH_TPM_CLOSED', 'the TPM key store is not open');
+    return { conn: this.conn, key: this.key };
+  }
+
+  publicKeySpkiDer(): Uint8Array {
+    return this.opened().key.spki.slice();
+  }
+
+  publicKeyPem(): string {
+    return spkiToPem(this.opened().key.spki);
+  }
+
+  thumbprint(): Uint8Array {
+    return this.opened().key.thumbprint.slice();
+  }
+
+  /** The key's ESYS_TR in this context generation; after a reconnect, re-resolved and re-checked. */
+  private async keyTr(tss: CheckedTss, ctx: EsysContext, generation: number, spki: Uint8Array): Promise<EsysTr> {
+    if (this.cachedTr?.generation === generation) return this.cachedTr.tr;
+    const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
+    const pub = parseEccPublic(publicArea);
+    if (!Buffer.from(p256SpkiDer(pub.x, pub.y)).equals(Buffer.from(spki))) {
+      tss.trClose(ctx, tr);
+      throw new TpmError('GH_TPM_KEY_MISMATCH', `the key at ${handleHex(this.handle)} changed while the TPM was disconnected`);
+    }
+    this.cachedTr = { tr, generation };
+    return tr;
+  }
+
+  async sign(digest32: Uint8Array, opts?: SignOptions): Promise<Uint8Array> {
+    checkDigest(digest32);
+    const { conn, key } = this.opened();
+    this.bucket.take();
+    const wire = await conn.run('sign', async (tss, ctx, generation) => {
+      const tr = await this.keyTr(tss, ctx, generation, key.spki);
+      return tss.sign(ctx, tr, digestTpm2b(digest32), ecdsaSha256Scheme(), nullHashcheckTicket());
+    });
+    const raw = ecdsaSignatureRaw(wire);
+    // Check before release: a faulty signature can leak the key (fault attacks on ECDSA).
+    if (!p256VerifyDigest(key.keyObject, digest32, raw)) {
+      throw new TpmError('GH_TPM_FAILURE', 'the TPM returned a signature that does not verify');
+    }
+    return opts?.format === 'der' ? rawEcdsaToDer(raw) : raw;
+  }
+
+  signer(kid: string): Signer {
+    return es256Signer(this, kid);
+  }
+}
