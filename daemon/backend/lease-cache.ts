@@ -1,0 +1,206 @@
+/**
+ * Device leases cached from every ok verdict (protocol-v1 "Device lease"), for the offline rule.
+ * Bounded in count and bytes (LRU), persisted atomically to `leases.json`, loaded at start.
+ * Every lease is verified under `pk_S` when it arrives, when it is loaded from disk and again
+ * when it is used: a file on disk is not trusted.
+ */
+import { join } from 'node:path';
+import type { Logger } from 'winston';
+import { parseLease, verifySign1, type Lease, type Signed } from '../../protocol/index.js';
+import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
+import { readJsonState, removeStaleTemps, writeJsonAtomic } from '../state/atomic-file.js';
+import type { Clock, TimerHandle } from './clock.js';
+import { isObject } from './wire.js';
+
+export interface LeaseCacheOptions {
+  gw: string;
+  backendKeys: ReadonlyMap<string, Uint8Array>;
+  stateDir: string;
+  clock: Clock;
+  logger: Logger;
+  /** Most leases kept (default 10000). */
+  maxLeases?: number;
+  /** Most lease bytes kept (default 4 MiB). */
+  maxBytes?: number;
+  /** Coalesce writes for this long after a change (default 1000 ms). */
+  persistDelayMs?: number;
+}
+
+interface Entry {
+  bytes: Uint8Array;
+  lease: Lease;
+}
+
+export type LeaseCheck = { ok: true; lease: Signed<Lease> } | { ok: false; why: string };
+
+/** Parse and verify a lease for this gateway (and, when given, this device) under pk_S. */
+export function checkLease(
+  bytes: Uint8Array,
+  opts: { gw: string; backendKeys: ReadonlyMap<string, Uint8Array>; nowS: number; dev?: string },
+): LeaseCheck {
+  let signed: Signed<Lease>;
+  try {
+    signed = parseLease(bytes);
+  } catch (err) {
+    return { ok: false, why: `lease does not parse: ${(err as Error).message}` };
+  }
+  const key = opts.backendKeys.get(signed.kid);
+  if (key === undefined) return { ok: false, why: `lease signed by unknown backend kid ${signed.kid}` };
+  if (!verifySign1(signed, key)) return { ok: false, why: 'lease signature does not verify under pk_S' };
+  const l = signed.payload;
+  if (l.gw !== opts.gw) return { ok: false, why: `lease issued to gateway ${l.gw}` };
+  if (opts.dev !== undefined && l.dev !== opts.dev) return { ok: false, why: `lease is for device ${l.dev}` };
+  if (l.exp <= opts.nowS) return { ok: false, why: 'lease expired' };
+  return { ok: true, lease: signed };
+}
+
+export class LeaseCache {
+  private readonly o: LeaseCacheOptions;
+  private readonly file: string;
+  private readonly map = new Map<string, Entry>();
+  private bytes = 0;
+  private timer: TimerHandle | undefined;
+  private writing: Promise<void> = Promise.resolve();
+  private dirty = false;
+
+  constructor(options: LeaseCacheOptions) {
+    this.o = options;
+    this.file = join(options.stateDir, 'leases.json');
+  }
+
+  private get maxLeases(): number {
+    return this.o.maxLeases ?? 10000;
+  }
+
+  private get maxBytes(): number {
+    return this.o.maxBytes ?? 4 * 1024 * 1024;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get totalBytes(): number {
+    return this.bytes;
+  }
+
+  private nowS(): number {
+    return Math.floor(this.o.clock.now() / 1000);
+  }
+
+  /** Load persisted leases; the bad and the expired are dropped. Returns how many were kept. */
+  async load(): Promise<number> {
+    await removeStaleTemps(this.file);
+    // A lease is at most 1024 bytes; base64url plus JSON framing stays under 1.5x.
+    const list = await readJsonState(this.file, validateFile, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+    if (list === undefined) return 0;
+    let dropped = 0;
+    for (const b64 of list) {
+      const bytes = base64UrlDecode(b64, 1024);
+      const check = bytes === undefined ? undefined : checkLease(bytes, { gw: this.o.gw, backendKeys: this.o.backendKeys, nowS: this.nowS() });
+      if (bytes === undefined || check === undefined || !check.ok) {
+        dropped += 1;
+        continue;
+      }
+      this.insert(check.lease.payload.dev, { bytes, lease: check.lease.payload });
+    }
+    if (dropped > 0) this.o.logger.warn('dropped invalid or expired persisted leases', { dropped });
+    return this.map.size;
+  }
+
+  /** Store an already verified lease (from an ok verdict). */
+  put(lease: Lease, bytes: Uint8Array): void {
+    this.insert(lease.dev, { bytes, lease });
+    this.changed();
+  }
+
+  private insert(dev: string, e: Entry): void {
+    this.removeEntry(dev);
+    this.map.set(dev, e);
+    this.bytes += e.bytes.length;
+    // LRU: the Map keeps insertion order; the first entries are the least recently used.
+    for (const [k] of this.map) {
+      if (this.map.size <= this.maxLeases && this.bytes <= this.maxBytes) break;
+      this.removeEntry(k);
+    }
+  }
+
+  private removeEntry(dev: string): boolean {
+    const e = this.map.get(dev);
+    if (e === undefined) return false;
+    this.map.delete(dev);
+    this.bytes -= e.bytes.length;
+    return true;
+  }
+
+  /**
+   * The unexpired lease of `dev`, verified again under pk_S, or undefined. Counts as a use for
+   * the LRU order.
+   */
+  get(dev: string): Entry | undefined {
+    const e = this.map.get(dev);
+    if (e === undefined) return undefined;
+    const check = checkLease(e.bytes, { gw: this.o.gw, backendKeys: this.o.backendKeys, nowS: this.nowS(), dev });
+    if (!check.ok) {
+      this.removeEntry(dev);
+      this.changed();
+      return undefined;
+    }
+    this.map.delete(dev);
+    this.map.set(dev, e);
+    return e;
+  }
+
+  /** Drop the leases of revoked devices. Returns how many were held. */
+  revoke(devices: readonly string[]): number {
+    let n = 0;
+    for (const d of devices) if (this.removeEntry(d)) n += 1;
+    if (n > 0) this.changed();
+    return n;
+  }
+
+  private changed(): void {
+    this.dirty = true;
+    if (this.timer !== undefined) return;
+    this.timer = this.o.clock.setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, this.o.persistDelayMs ?? 1000);
+  }
+
+  /** Write now if anything changed. Writes are serialised; failures are logged, not thrown. */
+  flush(): Promise<void> {
+    if (this.timer !== undefined) {
+      this.o.clock.clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.writing = this.writing.then(async () => {
+      if (!this.dirty) return;
+      this.dirty = false;
+      const list = [...this.map.values()].map((e) => base64UrlEncode(e.bytes));
+      try {
+        await writeJsonAtomic(this.file, { version: 1, leases: list }, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+      } catch (err) {
+        this.dirty = true;
+        this.o.logger.error('cannot persist leases', { error: (err as Error).message, code: (err as { code?: string }).code });
+      }
+    });
+    return this.writing;
+  }
+
+  /** Cancel the pending write timer (call flush() first to keep changes). */
+  close(): void {
+    if (this.timer !== undefined) this.o.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+function validateFile(v: unknown): string[] {
+  if (!isObject(v) || v.version !== 1 || !Array.isArray(v.leases)) throw new Error('not a version 1 lease file');
+  const out: string[] = [];
+  for (const x of v.leases) {
+    if (typeof x !== 'string') throw new Error('lease entry is not a string');
+    out.push(x);
+  }
+  return out;
+}
