@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile, mkdir, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const REPO = join(import.meta.dirname, '../..');
+const UNIT = join(REPO, 'systemd/gatehouse.service');
+/** brief: exposure must be at most 2.0; the shipped unit scores 1.8. */
+const MAX_EXPOSURE = 2.0;
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function sh(file: string, args: string[]): Promise<Result> {
+  try {
+    const r = await run(file, args, { timeout: 30000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** Directive → values, [Service] section only. */
+function serviceDirectives(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let section = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^\[(.+)\]$/.exec(line);
+    if (m) {
+      section = m[1] ?? '';
+      continue;
+    }
+    if (section !== 'Service') continue;
+    const eq = line.indexOf('=');
+    const key = line.slice(0, eq);
+    out.set(key, [...(out.get(key) ?? []), line.slice(eq + 1)]);
+  }
+  return out;
+}
+
+describe('systemd/gatehouse.service', () => {
+  let dir: string;
+  let unitCopy: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'gh-unit-'));
+    // verify needs ExecStart to name an existing absolute executable: substitute this node and CLI.
+    const text = (await readFile(UNIT, 'utf8')).replace(
+      /^ExecStart=\/usr\/bin\/node \/usr\/lib\/gatehouse\/dist\/daemon\/cli\.js/m,
+      `ExecStart=${process.execPath} ${join(REPO, 'daemon/cli.ts')}`,
+    );
+    assert.ok(text.includes(`ExecStart=${process.execPath}`), 'ExecStart substituted');
+    unitCopy = join(dir, 'gatehouse.service');
+    await writeFile(unitCopy, text);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('passes systemd-analyze verify without a warning', async () => {
+    const r = await sh('systemd-analyze', ['verify', unitCopy]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr.trim(), '', r.stderr);
+  });
+
+  it(`scores an exposure of at most ${MAX_EXPOSURE} in systemd-analyze security`, async () => {
+    const r = await sh('systemd-analyze', ['security', '--offline=true', '--threshold=20', '--no-pager', unitCopy]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const m = /Overall exposure level for gatehouse\.service: (\d+\.\d)/.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    const exposure = Number(m[1]);
+    assert.ok(exposure <= MAX_EXPOSURE, `exposure ${exposure} > ${MAX_EXPOSURE}`);
+  });
+
+  it('declares notify, the watchdog, the sandbox and only the capability BLE needs', async () => {
+    const d = serviceDirectives(await readFile(UNIT, 'utf8'));
+    const one = (k: string): string | undefined => d.get(k)?.join(' ');
+    assert.equal(one('Type'), 'notify');
+    assert.equal(one('NotifyAccess'), 'main');
+    assert.match(one('WatchdogSec') ?? '', /^\d+s$/);
+    assert.equal(one('Restart'), 'on-failure');
+    assert.equal(one('User'), 'gatehouse');
+    assert.equal(one('DevicePolicy'), 'closed');
+    assert.equal(one('DeviceAllow'), '/dev/tpmrm0 rw');
+    assert.equal(one('CapabilityBoundingSet'), 'CAP_NET_RAW');
+    assert.equal(one('AmbientCapabilities'), 'CAP_NET_RAW');
+    assert.equal(one('ProtectSystem'), 'strict');
+    assert.equal(one('NoNewPrivileges'), 'yes');
+    assert.equal(one('UMask'), '0077');
+    assert.equal(one('IPAddressDeny'), 'any');
+    assert.ok(one('RestrictAddressFamilies')?.split(' ').includes('AF_BLUETOOTH'));
+    assert.equal(d.has('PrivateNetwork'), false, 'PrivateNetwork would hide AF_BLUETOOTH');
+    assert.equal(d.has('PrivateDevices'), false, 'PrivateDevices would hide the TPM');
+    assert.equal(d.has('MemoryDenyWriteExecute'), false, 'V8 JIT needs W+X pages');
+  });
+
+  it('sysusers.d creates the daemon user and the status group', async () => {
+    const root = join(dir, 'root');
+    await mkdir(join(root, 'etc'), { recursive: true });
+    const r = await sh('systemd-sysusers', [`--root=${root}`, join(REPO, 'systemd/gatehouse.sysusers.conf')]);
+    assert.equal(r.code, 0, r.stderr);
+    const passwd = await readFile(join(root, 'etc/passwd'), 'utf8');
+    const group = await readFile(join(root, 'etc/group'), 'utf8');
+    assert.match(passwd, /^gatehouse:x:\d+:\d+:Gatehouse gateway daemon:\/var\/lib\/gatehouse:\/usr\/sbin\/nologin$/m);
+    assert.match(group, /^gatehouse-status:x:\d+:$/m);
+    assert.match(group, /^tss:x:\d+:$/m);
+  });
+
+  it('install.sh refuses to run without a backend allow-list or with an unknown option', async () => {
+    const script = join(REPO, 'systemd/install.sh');
+    const a = await sh(script, ['--destdir', dir]);
+    assert.equal(a.code, 2);
+    assert.match(a.stderr, /--backend-allow is required/);
+    const b = await sh(script, ['--frobnicate']);
+    assert.equal(b.code, 2);
+    assert.match(b.stderr, /unknown option --frobnicate/);
+    const c = await sh(script, ['--destdir', dir, '--backend-allow', '10.0.0.0/8;rm']);
+    assert.equal(c.code, 2);
+    assert.match(c.stderr, /not an address or CIDR/);
+    assert.ok((await stat(script)).mode & 0o111, 'executable');
+  });
+});
