@@ -5,7 +5,19 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { BackendHttp, createBackendDispatcher, type BackendTlsOptions } from '../../../daemon/backend/dispatcher.js';
 import { BackendError } from '../../../daemon/backend/errors.js';
-import { OpensslPki, type Pem } from './openssl-pki.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createTestPki, issueCert, type CertFiles, type TestPki } from '../../../backend/pki.js';
+
+interface Pem {
+  key: string;
+  cert: string;
+}
+
+function pem(c: CertFiles): Pem {
+  return { key: c.keyPem, cert: c.certPem };
+}
 
 const NAME = 'backend.example.com';
 
@@ -35,19 +47,26 @@ async function startServer(pem: Pem, handler?: (url: string) => { status: number
 }
 
 describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', () => {
-  let pki: OpensslPki;
+  let dir: string;
+  let pki: TestPki;
   let ca: Pem;
-  let otherCa: Pem;
+  let seq = 0;
   const servers: Server[] = [];
   const agents: { close(): Promise<void> }[] = [];
 
-  before(function () {
-    this.timeout(30000);
-    pki = new OpensslPki();
-    ca = pki.ca('gatehouse-test-ca');
-    otherCa = pki.ca('attacker-ca');
+  before(async function () {
+    this.timeout(60000);
+    dir = await mkdtemp(join(tmpdir(), 'gh-dispatcher-'));
+    // backend/pki.ts: a CA, the genuine certificate and the hostile variants, made now.
+    pki = await createTestPki(dir, { dnsNames: [NAME] });
+    ca = pem(pki.ca);
   });
-  after(() => pki.dispose());
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  async function leaf(sans: string[]): Promise<Pem> {
+    seq += 1;
+    return pem(await issueCert(dir, pki.ca, { name: `extra-${seq}`, sans }));
+  }
   afterEach(async () => {
     await Promise.all(agents.splice(0).map((a) => a.close()));
     await Promise.all(servers.splice(0).map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); })));
@@ -84,7 +103,7 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
   }
 
   it('talks to the right backend: trusted CA, exact name, SNI sent', async () => {
-    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const s = await serve(pem(pki.server));
     const res = await client(s.port).request({ method: 'POST', path: '/v1/verify', headers: { 'content-type': 'text/plain' }, body: new TextEncoder().encode('x') });
     assert.equal(res.status, 200);
     assert.equal(new TextDecoder().decode(res.body), 'hello from backend');
@@ -92,7 +111,7 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
   });
 
   it('accepts a URL with an IP host when serverName names the certificate, sending it as SNI', async () => {
-    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const s = await serve(pem(pki.server));
     const dispatcher = createBackendDispatcher({ url: `https://127.0.0.1:${s.port}`, ca: ca.cert, serverName: NAME });
     agents.push(dispatcher);
     const res = await new BackendHttp({ url: `https://127.0.0.1:${s.port}`, dispatcher }).request({ method: 'GET', path: '/' });
@@ -101,55 +120,56 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
   });
 
   it('refuses a certificate from an untrusted CA', async () => {
-    await expectRefused(pki.leaf(otherCa, { dns: [NAME] }));
+    await expectRefused(pem(pki.untrusted));
   });
 
   it('refuses a trusted certificate for another name', async () => {
-    await expectRefused(pki.leaf(ca, { dns: ['other.example.com'] }), {}, /altnames/);
+    await expectRefused(pem(pki.wrongName), {}, /altnames/);
   });
 
   it('refuses names that merely contain the expected one', async () => {
-    await expectRefused(pki.leaf(ca, { dns: [`${NAME}.attacker.test`] }));
-    await expectRefused(pki.leaf(ca, { dns: [`attacker-${NAME}`] }));
-    await expectRefused(pki.leaf(ca, { dns: [`*.example.com.attacker.test`] }));
+    await expectRefused(pem(pki.suffixed));
+    await expectRefused(pem(pki.prefixed));
+    await expectRefused(await leaf(['*.example.com.attacker.test']));
   });
 
   it('refuses a CN-only certificate even when the CN is the expected name', async () => {
-    await expectRefused(pki.leaf(ca, { cn: NAME }), {}, /CN-only/);
+    await expectRefused(pem(pki.cnOnly), {}, /CN-only/);
   });
 
   it('refuses an expired certificate', async () => {
-    await expectRefused(pki.leaf(ca, { dns: [NAME], expired: true }));
+    await expectRefused(pem(pki.expired));
   });
 
   it('checks an SPKI pin after the name, never instead of it', async () => {
-    const good = pki.leaf(ca, { dns: [NAME] });
+    const good = pem(pki.server);
     const pin = createHash('sha256').update(new X509Certificate(good.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
     const s = await serve(good);
     assert.equal((await client(s.port, { spkiPinsSha256: [pin] }).request({ method: 'GET', path: '/' })).status, 200);
-    await expectRefused(pki.leaf(ca, { dns: [NAME] }), { spkiPinsSha256: [pin] }, /SPKI pin/);
+    // same name, another key: refused by the pin
+    await expectRefused(await leaf([NAME]), { spkiPinsSha256: [pin] }, /SPKI pin/);
     // right key, wrong name: the pin does not rescue it
-    const wrongName = pki.leaf(ca, { dns: ['other.example.com'] });
+    const wrongName = pem(pki.wrongName);
     const wrongPin = createHash('sha256').update(new X509Certificate(wrongName.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
     await expectRefused(wrongName, { spkiPinsSha256: [wrongPin] }, /altnames/);
   });
 
   it('never follows a redirect: a 3xx is an error and the other origin gets nothing', async () => {
-    const other = await serve(pki.leaf(ca, { dns: [NAME] }));
-    const s = await serve(pki.leaf(ca, { dns: [NAME] }), () => ({ status: 307, headers: { location: `https://${NAME}:${other.port}/steal` } }));
+    const other = await serve(pem(pki.server));
+    const s = await serve(pem(pki.server), () => ({ status: 307, headers: { location: `https://${NAME}:${other.port}/steal` } }));
     await assert.rejects(post(client(s.port)), (e: unknown) => e instanceof BackendError && e.kind === 'redirect' && e.status === 307);
     assert.equal(other.requests.length, 0);
   });
 
   it('reports a refused connection as connect', async () => {
-    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const s = await serve(pem(pki.server));
     const port = s.port;
     await new Promise<void>((r) => s.server.close(() => r()));
     await assert.rejects(post(client(port)), (e: unknown) => e instanceof BackendError && e.kind === 'connect' && e.unreachable);
   });
 
   it('bounds the answer size', async () => {
-    const s = await serve(pki.leaf(ca, { dns: [NAME] }));
+    const s = await serve(pem(pki.server));
     const dispatcher = createBackendDispatcher({ url: `https://${NAME}:${s.port}`, ca: ca.cert, connectAddress: '127.0.0.1' });
     agents.push(dispatcher);
     const http = new BackendHttp({ url: `https://${NAME}:${s.port}`, dispatcher, maxResponseBytes: 4 });
