@@ -1,12 +1,14 @@
 /**
- * The state directory's record of the provisioned TPM key: a small JSON file written
- * atomically (temp file, fsync, rename, fsync of the directory) with mode 0600. The
- * key store checks the key in the TPM against it at every open.
+ * The state directory's record of the provisioned TPM key: a small JSON file written through
+ * daemon/state/atomic-file.ts (temp + fsync + rename + fsync dir, mode 0600). The key store
+ * checks the key in the TPM against it at every open.
  */
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { readStateFile, writeFileAtomic } from '../daemon/state/atomic-file.js';
 import { TpmError } from './errors.js';
+
+export { writeFileAtomic } from '../daemon/state/atomic-file.js';
 
 export const TPM_STATE_FILE = 'tpm-key.json';
 
@@ -20,49 +22,19 @@ export interface TpmKeyRecord {
   provisionedAt: string;
 }
 
-/** Write `data` to `path` atomically with mode 0600. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const dir = join(path, '..');
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  // Make the rename itself durable.
-  const dh = await open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
-}
-
 /** Read the record, or `undefined` when the file does not exist. Strict: a malformed file throws GH_TPM_STATE. */
 export async function readTpmKeyRecord(stateDir: string): Promise<TpmKeyRecord | undefined> {
   const path = join(stateDir, TPM_STATE_FILE);
-  let text: string;
+  let bytes: Uint8Array | undefined;
   try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new TpmError('GH_TPM_STATE', `cannot read ${path}`, { cause: err });
+    bytes = await readStateFile(path, { maxBytes: 4096 });
+  } catch (cause) {
+    throw new TpmError('GH_TPM_STATE', `cannot read ${path}`, { cause });
   }
-  if (text.length > 4096) throw new TpmError('GH_TPM_STATE', `${path} is too large`);
+  if (bytes === undefined) return undefined;
   let v: unknown;
   try {
-    v = JSON.parse(text);
+    v = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch (cause) {
     throw new TpmError('GH_TPM_STATE', `${path} is not valid JSON`, { cause });
   }
@@ -84,5 +56,9 @@ export async function readTpmKeyRecord(stateDir: string): Promise<TpmKeyRecord |
 
 export async function writeTpmKeyRecord(stateDir: string, record: TpmKeyRecord): Promise<void> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(join(stateDir, TPM_STATE_FILE), `${JSON.stringify(record, null, 2)}\n`);
+  try {
+    await writeFileAtomic(join(stateDir, TPM_STATE_FILE), `${JSON.stringify(record, null, 2)}\n`);
+  } catch (cause) {
+    throw new TpmError('GH_TPM_STATE', `cannot write ${join(stateDir, TPM_STATE_FILE)}`, { cause });
+  }
 }

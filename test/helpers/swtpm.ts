@@ -1,0 +1,182 @@
+/**
+ * A real swtpm (TPM 2.0 simulator) for tests: started on free loopback ports with its own
+ * temporary state directory, stopped by killing the process and waiting for its exit, and
+ * restartable on the same state directory and ports (the persistent key survives, as on a
+ * real TPM across a reboot). A process-exit hook kills anything a failed suite left running.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+function listenOn(port: number): Promise<{ port: number; close: () => Promise<void> } | undefined> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(undefined));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => {
+      const addr = srv.address();
+      const p = typeof addr === 'object' && addr ? addr.port : 0;
+      resolve({ port: p, close: () => new Promise<void>((r) => srv.close(() => r())) });
+    });
+  });
+}
+
+/** Two consecutive free loopback ports (swtpm uses P for commands and P+1 for control). */
+export async function freePortPair(): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const a = await listenOn(0);
+    if (!a) continue;
+    const b = a.port < 65535 ? await listenOn(a.port + 1) : undefined;
+    await a.close();
+    if (b) {
+      await b.close();
+      return a.port;
+    }
+  }
+  throw new Error('no two consecutive free loopback ports found');
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export interface SwtpmStartOptions {
+  /** Pass --flags startup-clear (default true). False leaves the TPM waiting for TPM2_Startup. */
+  startupClear?: boolean;
+  /** Milliseconds to wait for the port to accept (default 10 s). */
+  timeoutMs?: number;
+}
+
+export class Swtpm {
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private stderr = '';
+
+  private constructor(
+    readonly port: number,
+    readonly stateDir: string,
+  ) {}
+
+  /** TCTI loader string for this instance. */
+  get tcti(): string {
+    return `swtpm:host=127.0.0.1,port=${this.port}`;
+  }
+
+  get ctrlPort(): number {
+    return this.port + 1;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined;
+  }
+
+  /** PID of the running process (tests use it to prove nothing is left behind). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  static async start(opts: SwtpmStartOptions = {}): Promise<Swtpm> {
+    installExitHook();
+    const stateDir = await mkdtemp(join(tmpdir(), 'gh-swtpm-'));
+    const t = new Swtpm(await freePortPair(), stateDir);
+    try {
+      await t.launch(opts);
+    } catch (err) {
+      await rm(stateDir, { recursive: true, force: true });
+      throw err;
+    }
+    return t;
+  }
+
+  private async launch(opts: SwtpmStartOptions): Promise<void> {
+    const flags = opts.startupClear === false ? 'not-need-init' : 'not-need-init,startup-clear';
+    const child = spawn(
+      'swtpm',
+      [
+        'socket', '--tpm2',
+        '--server', `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
+        '--ctrl', `type=tcp,port=${this.ctrlPort},bindaddr=127.0.0.1`,
+        '--tpmstate', `dir=${this.stateDir}`,
+        '--flags', flags,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    this.stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+    live.add(child);
+    this.child = child;
+    this.exited = new Promise<void>((resolve) => {
+      child.once('exit', () => {
+        live.delete(child);
+        if (this.child === child) this.child = undefined;
+        resolve();
+      });
+      child.once('error', () => {
+        live.delete(child);
+        if (this.child === child) this.child = undefined;
+        resolve();
+      });
+    });
+    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+    let delay = 5;
+    for (;;) {
+      if (this.child !== child) throw new Error(`swtpm exited before accepting connections: ${this.stderr}`);
+      if (await canConnect(this.port)) return;
+      if (Date.now() > deadline) {
+        await this.stop('SIGKILL');
+        throw new Error(`swtpm did not accept connections on port ${this.port}: ${this.stderr}`);
+      }
+      // Polling a port that is being bound: back off a little between connection attempts.
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  /** Kill the process and wait until it has exited (SIGKILL after 5 s of SIGTERM). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    const exited = this.exited;
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Simulate a crash/power loss: SIGKILL and wait for exit. */
+  kill(): Promise<void> {
+    return this.stop('SIGKILL');
+  }
+
+  /** Start again on the same ports and state directory. */
+  async restart(opts: SwtpmStartOptions = {}): Promise<void> {
+    await this.stop();
+    await this.launch(opts);
+  }
+
+  /** Stop and delete the state directory. */
+  async dispose(): Promise<void> {
+    await this.stop();
+    await rm(this.stateDir, { recursive: true, force: true });
+  }
+}
