@@ -1,0 +1,88 @@
+/**
+ * Prometheus metrics on a private Registry (never prom-client's global one, so two gateways in
+ * one process — tests, the demo — do not collide). Labels are bounded: transport, outcome,
+ * reason code, error kind. Never a device id: that would be unbounded cardinality.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
+
+export interface MetricsOptions {
+  /** Also export process metrics (CPU, memory, event loop lag) with the `gatehouse_` prefix. */
+  processMetrics?: boolean;
+}
+
+export class GatehouseMetrics {
+  readonly registry = new Registry();
+  readonly decisions: Counter<'transport' | 'outcome' | 'reason'>;
+  readonly decisionLatency: Histogram<'transport' | 'outcome'>;
+  readonly offlineDecisions: Counter<'transport'>;
+  readonly backendErrors: Counter<'kind'>;
+  readonly backendLatency: Histogram<'call'>;
+  readonly tpmSignLatency: Histogram;
+  readonly connections: Gauge<'transport'>;
+  readonly credentialExpiry: Gauge;
+
+  constructor(opts: MetricsOptions = {}) {
+    const registers = [this.registry];
+    this.decisions = new Counter({
+      name: 'gatehouse_decisions_total',
+      help: 'Authentication decisions by transport, outcome and reject reason.',
+      labelNames: ['transport', 'outcome', 'reason'],
+      registers,
+    });
+    this.decisionLatency = new Histogram({
+      name: 'gatehouse_decision_duration_seconds',
+      help: 'Hello to welcome/reject, seconds.',
+      labelNames: ['transport', 'outcome'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.offlineDecisions = new Counter({
+      name: 'gatehouse_offline_decisions_total',
+      help: 'Welcomes decided offline under a cached lease (protocol-v1 "Offline").',
+      labelNames: ['transport'],
+      registers,
+    });
+    this.backendErrors = new Counter({
+      name: 'gatehouse_backend_errors_total',
+      help: 'Failed backend calls by kind (connect, timeout, tls, http-5xx, http-4xx, circuit-open, protocol).',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.backendLatency = new Histogram({
+      name: 'gatehouse_backend_request_duration_seconds',
+      help: 'Backend request latency by call (verify, session, revocations).',
+      labelNames: ['call'],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.tpmSignLatency = new Histogram({
+      name: 'gatehouse_tpm_sign_duration_seconds',
+      help: 'TPM signature latency.',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers,
+    });
+    this.connections = new Gauge({
+      name: 'gatehouse_connections',
+      help: 'Open peripheral connections by transport.',
+      labelNames: ['transport'],
+      registers,
+    });
+    this.credentialExpiry = new Gauge({
+      name: 'gatehouse_credential_expiry_timestamp_seconds',
+      help: 'Unix time the gateway credential expires (0 while none is held).',
+      registers,
+    });
+    this.credentialExpiry.set(0);
+    for (const t of ['mqtt', 'ble'] satisfies TransportKind[]) this.connections.set({ transport: t }, 0);
+    if (opts.processMetrics === true) collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' });
+  }
+
+  /** Count one decision from the pipeline. Challenges are not decisions and are not timed. */
+  recordDecision(e: DecisionEvent): void {
+    if (e.outcome === 'challenge') return;
+    this.decisions.inc({ transport: e.transport, outcome: e.outcome, reason: e.reason ?? '' });
+    this.decisionLatency.observe({ transport: e.transport, outcome: e.outcome }, e.latencyMs / 1000);
+    if (e.offline && e.outcome === 'welcome') this.offlineDecisions.inc({ transport: e.transport });
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * The status socket: HTTP/1.1 over a Unix socket, read-only. Routes: GET /v1/status,
+ * /v1/peripherals, /v1/events?since=&limit=, /v1/check, /metrics. Access control is the socket's
+ * mode (0660) and group; no body is ever accepted; every internal failure answers a generic
+ * problem and logs the chain (STYLE §9).
+ */
+import { chmod, chown, lstat, stat, unlink } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'winston';
+import { logError, silentLogger } from '../log/logger.js';
+import { StatusError } from './errors.js';
+import { problem, sendJson, sendProblem } from './problem.js';
+import { groupId, prepareSocketPath } from './socket-file.js';
+import type { StatusSource } from './types.js';
+
+export interface StatusServerOptions {
+  socketPath: string;
+  source: StatusSource;
+  /** Group given access (mode 0660). Absent or unknown: mode only (tests run unprivileged). */
+  group?: string;
+  logger?: Logger;
+  /** Resolve a group name to a gid (defaults to /etc/group). */
+  resolveGroup?: (name: string) => Promise<number | undefined>;
+  /** Whole-request timeout. */
+  requestTimeoutMs?: number;
+  /** Largest request head accepted (node:http maxHeaderSize). */
+  maxHeaderBytes?: number;
+  /** Upper bound on `limit` for /v1/events. */
+  maxEventsPerPage?: number;
+  /** Time a /v1/check run may take before answering 503. */
+  checkTimeoutMs?: number;
+  /** Concurrent client connections. */
+  maxConnections?: number;
+}
+
+const SOCKET_MODE = 0o660;
+const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/events', '/v1/check', '/metrics']);
+const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+
+class BadRequest extends Error {}
+
+function intParam(params: URLSearchParams, name: string, dflt: number, max: number): number {
+  const v = params.get(name);
+  if (v === null) return dflt;
+  if (!/^\d{1,16}$/.test(v) || Number(v) > max) throw new BadRequest(`query parameter ${name} must be an integer 0..${max}`);
+  return Number(v);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+export class StatusServer {
+  private server: Server | undefined;
+  private ino: number | undefined;
+  private readonly log: Logger;
+  private readonly opts: Required<Omit<StatusServerOptions, 'group' | 'logger'>> & Pick<StatusServerOptions, 'group'>;
+
+  constructor(options: StatusServerOptions) {
+    this.log = options.logger ?? silentLogger();
+    this.opts = {
+      socketPath: options.socketPath,
+      source: options.source,
+      group: options.group,
+      resolveGroup: options.resolveGroup ?? ((n) => groupId(n)),
+      requestTimeoutMs: options.requestTimeoutMs ?? 10000,
+      maxHeaderBytes: options.maxHeaderBytes ?? 8192,
+      maxEventsPerPage: options.maxEventsPerPage ?? 1000,
+      checkTimeoutMs: options.checkTimeoutMs ?? 30000,
+      maxConnections: options.maxConnections ?? 32,
+    };
+  }
+
+  /** Listen. Replaces a stale socket safely; refuses symlinks, other files and a live daemon. */
+  async start(): Promise<void> {
+    if (this.server !== undefined) throw new StatusError('GH_STATUS_LISTEN', 'status server already started');
+    const path = this.opts.socketPath;
+    await prepareSocketPath(path);
+    const server = createServer(
+      { maxHeaderSize: this.opts.maxHeaderBytes, requestTimeout: this.opts.requestTimeoutMs, headersTimeout: Math.min(5000, this.opts.requestTimeoutMs) },
+      (req, res) => this.handle(req, res),
+    );
+    server.keepAliveTimeout = 5000;
+    server.maxRequestsPerSocket = 100;
+    server.maxHeadersCount = 32;
+    server.maxConnections = this.opts.maxConnections;
+    server.on('clientError', (err, socket) => {
+      // Oversized or malformed heads (HPE_HEADER_OVERFLOW → 431) get a bare answer, no detail.
+      const code = (err as NodeJS.ErrnoException).code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      if (socket.writable) socket.end(`HTTP/1.1 ${code} ${code === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      else socket.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new StatusError('GH_STATUS_LISTEN', `cannot listen on ${path}`, { cause: err })));
+      server.listen(path, () => resolve());
+    });
+    this.server = server;
+    try {
+      await chmod(path, SOCKET_MODE);
+      const st = await lstat(path);
+      this.ino = st.ino;
+      await this.applyGroup(path, st.gid);
+    } catch (err) {
+      await this.stop();
+      throw err instanceof StatusError ? err : new StatusError('GH_STATUS_LISTEN', `cannot set permissions on ${path}`, { cause: err });
+    }
+    this.log.info('status socket listening', { path, mode: '0660', group: this.opts.group ?? null });
+  }
+
+  private async applyGroup(path: string, currentGid: number): Promise<void> {
+    const name = this.opts.group;
+    if (name === undefined) return;
+    const gid = await this.opts.resolveGroup(name);
+    if (gid === undefined) {
+      this.log.warn('status group does not exist; socket keeps its owner group', { group: name });
+      return;
+    }
+    // Under the shipped unit the runtime directory is setgid gatehouse-status: nothing to do.
+    if (gid === currentGid) return;
+    try {
+      await chown(path, -1, gid);
+    } catch (err) {
+      logError(this.log, 'cannot give the status socket its group; members may be refused', err, { group: name });
+    }
+  }
+
+  /** Stop answering, close connections, remove our socket file (only ours). */
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (server === undefined) return;
+    this.server = undefined;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    const st = await stat(this.opts.socketPath).catch(() => undefined);
+    // node:http unlinks its socket on close; if a file is still there and it is ours, remove it.
+    if (st !== undefined && st.isSocket() && st.ino === this.ino) await unlink(this.opts.socketPath).catch(() => undefined);
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.route(req, res).catch((err: unknown) => {
+      logError(this.log, 'status request failed', err, { method: req.method, path: (req.url ?? '').split('?')[0] });
+      if (!res.headersSent) sendProblem(res, problem(500));
+      else res.destroy();
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const head = req.method === 'HEAD';
+    if (req.method !== 'GET' && !head) {
+      sendProblem(res, problem(405, 'the status API is read-only'), { allow: 'GET, HEAD' });
+      req.resume();
+      return;
+    }
+    const length = req.headers['content-length'];
+    if ((length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined) {
+      // No route takes a body: refuse without reading it, and close so it is never consumed.
+      res.setHeader('connection', 'close');
+      sendProblem(res, problem(413, 'requests to the status API carry no body'));
+      req.destroy();
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (!ROUTES.has(url.pathname)) {
+      sendProblem(res, problem(404), {}, head);
+      return;
+    }
+    const params = url.searchParams;
+    const allowed = url.pathname === '/v1/events' ? ['since', 'limit'] : [];
+    for (const key of params.keys()) {
+      if (!allowed.includes(key)) {
+        sendProblem(res, problem(400, `unknown query parameter ${JSON.stringify(key.slice(0, 32))}`), {}, head);
+        return;
+      }
+    }
+    const src = this.opts.source;
+    switch (url.pathname) {
+      case '/v1/status':
+        sendJson(res, 200, await src.getStatus(), head);
+        return;
+      case '/v1/peripherals':
+        sendJson(res, 200, { peripherals: await src.getPeripherals() }, head);
+        return;
+      case '/v1/events': {
+        let since: number;
+        let limit: number;
+        try {
+          since = intParam(params, 'since', 0, MAX_SEQ);
+          limit = intParam(params, 'limit', 100, this.opts.maxEventsPerPage);
+        } catch (err) {
+          if (err instanceof BadRequest) {
+            sendProblem(res, problem(400, err.message), {}, head);
+            return;
+          }
+          throw err;
+        }
+        sendJson(res, 200, src.getEvents(since, limit), head);
+        return;
+      }
+      case '/v1/check': {
+        const report = await withTimeout(src.runChecks(), this.opts.checkTimeoutMs);
+        if (report === 'timeout') {
+          sendProblem(res, problem(503, 'checks did not finish in time'), {}, head);
+          return;
+        }
+        sendJson(res, 200, report, head);
+        return;
+      }
+      case '/metrics': {
+        const text = Buffer.from(await src.registry.metrics(), 'utf8');
+        res.writeHead(200, { 'content-type': src.registry.contentType, 'content-length': text.length, 'cache-control': 'no-store' });
+        res.end(head ? undefined : text);
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * What the status socket serves. The daemon implements StatusSource (the composition root
+ * wires it to the real gateway); the server only renders it.
+ */
+import type { Registry } from 'prom-client';
+import type { CheckReport } from '../check/types.js';
+import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
+
+export interface StatusReport {
+  gateway: {
+    id: string;
+    version: string;
+    production: boolean;
+    pid: number;
+    /** Unix milliseconds. */
+    startedAt: number;
+    uptimeSec: number;
+  };
+  state: 'starting' | 'running' | 'degraded' | 'stopping';
+  session: {
+    held: boolean;
+    /** Unix seconds the gateway credential expires. */
+    notAfter?: number;
+  };
+  backend: {
+    state: 'online' | 'offline' | 'unknown';
+    circuit: 'closed' | 'open' | 'half-open';
+    queued: number;
+    inFlight: number;
+    /** Unix milliseconds of the last successful call. */
+    lastOkAt?: number;
+  };
+  tpm: { kind: 'tpm' | 'software'; ready: boolean };
+  transports: {
+    mqtt: { listeners: { name: string; address: string; port: number; tls: boolean }[]; connections: number };
+    ble: { enabled: boolean; adapterState: string; active: number };
+  };
+  decisions: { welcome: number; reject: number; offline: number };
+}
+
+export interface PeripheralInfo {
+  dev: string;
+  transport: TransportKind;
+  connection: string;
+  /** For display only; never an identity. */
+  remote: string;
+  state: 'pending' | 'welcomed';
+  /** Unix milliseconds. */
+  since: number;
+  offline: boolean;
+  /** Unix seconds the device lease expires, when known. */
+  leaseExp?: number;
+}
+
+export interface EventPage {
+  events: DecisionEvent[];
+  /** Pass as `since` to get the events after these. */
+  next: number;
+  /** True when events after `since` were already overwritten in the bounded ring. */
+  truncated: boolean;
+}
+
+export interface StatusSource {
+  getStatus(): StatusReport | Promise<StatusReport>;
+  getPeripherals(): PeripheralInfo[] | Promise<PeripheralInfo[]>;
+  /** Events with seq > since, oldest first, at most `limit`. */
+  getEvents(since: number, limit: number): EventPage;
+  runChecks(): Promise<CheckReport>;
+  /** A private prom-client Registry (never the global one) served at /metrics. */
+  readonly registry: Registry;
+}
