@@ -1,0 +1,463 @@
+/**
+ * The MQTT transport: an embedded aedes 1.x broker (MQTT 3.1.1) on a TCP listener (loopback by
+ * default) and an optional TLS listener. Auth messages on `gatehouse/v1/{dev}/up` go to the
+ * AuthPipeline; its reply is published on `.../down` at QoS 1 (protocol-v1 "MQTT transport").
+ * The access policy lives in acl.ts; this file only wires aedes hooks to it.
+ */
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
+import type { Logger } from 'winston';
+import winston from 'winston';
+import { DEFAULT_POLICY, decodeUpMessage, expandPolicy, type UpMessage } from '../../protocol/index.js';
+import type { Policy } from '../../protocol/types.js';
+import type { AuthPipeline, RevocationSource } from '../../daemon/pipeline/types.js';
+import { checkClientId, checkDeliver, checkPublish, checkSubscribe, checkWillAtConnect, type AclOptions } from './acl.js';
+import { MqttConnection } from './connection.js';
+import { MqttError } from './errors.js';
+import { MqttFrameGuard } from './frame-guard.js';
+import { downTopic, parseAuthTopic } from './topics.js';
+
+export interface MqttTransportOptions {
+  pipeline: AuthPipeline;
+  revocations?: RevocationSource;
+  logger?: Logger;
+  /** Plain TCP listener; `false` disables it. Default 127.0.0.1, port 1883 (0 picks a free port). */
+  tcp?: { host?: string; port?: number } | false;
+  /** TLS listener with a server certificate (PEM); off unless given. */
+  tls?: { host?: string; port?: number; cert: string | Buffer; key: string | Buffer };
+  /** Concurrent connections; beyond it new ones are dropped at accept. Default 1000. */
+  maxConnections?: number;
+  /** Largest MQTT packet accepted (fixed header included). Default 65536. */
+  maxPacketBytes?: number;
+  /** protocol-v1: a connection not welcomed within this is closed. Default 60000. */
+  authTimeoutMs?: number;
+  /** Time between accept and CONNECT. Default 10000. */
+  connectTimeoutMs?: number;
+  /** Largest keepalive (seconds) a client may ask for; 0 (none) is refused too. Default 300. */
+  keepaliveMaxSec?: number;
+  /** Policy when a lease carries an empty one. Default protocol-v1's. */
+  defaultPolicy?: Policy;
+  /** Allow retained publishes on policy topics. Default false. */
+  allowRetain?: boolean;
+  /** Auth messages queued per connection for the pipeline; beyond it they are dropped. Default 8. */
+  maxQueuedPerConnection?: number;
+  /** Bound on one down publish and on stop(). Default 5000. */
+  operationTimeoutMs?: number;
+}
+
+/** Counters for metrics and tests. */
+export interface MqttTransportStats {
+  connections: number;
+  welcomed: number;
+  refusedAtAccept: number;
+  frameViolations: number;
+  droppedAuthMessages: number;
+  closedByAuthTimeout: number;
+  closedSuperseded: number;
+  closedRevoked: number;
+}
+
+// aedes AuthErrorCode is a const enum in its typings; MQTT 3.1.1 §3.2.2.3 return codes.
+const IDENTIFIER_REJECTED = 2;
+const NOT_AUTHORIZED = 5;
+
+function connackError(message: string, returnCode: number): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+/** Topics and payload sizes from clients go to logs only shortened. */
+function short(s: string): string {
+  return s.length > 96 ? `${s.slice(0, 96)}…` : s;
+}
+
+export class MqttTransport {
+  readonly #o: Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls'>>;
+  readonly #tcp: { host: string; port: number } | undefined;
+  readonly #tls: MqttTransportOptions['tls'];
+  readonly #revocations: RevocationSource | undefined;
+  readonly #log: Logger;
+  readonly #acl: AclOptions;
+  readonly #byClient = new WeakMap<Client, MqttConnection>();
+  readonly #conns = new Map<string, MqttConnection>();
+  readonly #stats: MqttTransportStats = {
+    connections: 0,
+    welcomed: 0,
+    refusedAtAccept: 0,
+    frameViolations: 0,
+    droppedAuthMessages: 0,
+    closedByAuthTimeout: 0,
+    closedSuperseded: 0,
+    closedRevoked: 0,
+  };
+  #broker: Aedes | undefined;
+  #servers: (net.Server | tls.Server)[] = [];
+  #unsubscribeRevocations: (() => void) | undefined;
+  #seq = 0;
+
+  constructor(options: MqttTransportOptions) {
+    this.#o = {
+      pipeline: options.pipeline,
+      maxConnections: options.maxConnections ?? 1000,
+      maxPacketBytes: options.maxPacketBytes ?? 65536,
+      authTimeoutMs: options.authTimeoutMs ?? 60_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+      keepaliveMaxSec: options.keepaliveMaxSec ?? 300,
+      defaultPolicy: options.defaultPolicy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] },
+      allowRetain: options.allowRetain ?? false,
+      maxQueuedPerConnection: options.maxQueuedPerConnection ?? 8,
+      operationTimeoutMs: options.operationTimeoutMs ?? 5000,
+    };
+    const bad: string[] = [];
+    for (const name of ['maxConnections', 'authTimeoutMs', 'connectTimeoutMs', 'keepaliveMaxSec', 'maxQueuedPerConnection', 'operationTimeoutMs'] as const) {
+      const v = this.#o[name];
+      if (!Number.isSafeInteger(v) || v < 1) bad.push(`${name}: expected an integer >= 1, got ${String(v)}`);
+    }
+    // An auth message is at most 1024 bytes; the topic and headers need room too.
+    if (!Number.isSafeInteger(this.#o.maxPacketBytes) || this.#o.maxPacketBytes < 2048) {
+      bad.push(`maxPacketBytes: expected an integer >= 2048, got ${String(this.#o.maxPacketBytes)}`);
+    }
+    if (options.tcp === false && options.tls === undefined) bad.push('tcp/tls: at least one listener is needed');
+    if (bad.length > 0) throw new MqttError('GH_MQTT_BAD_OPTION', `invalid MQTT options: ${bad.join('; ')}`);
+    this.#tcp = options.tcp === false ? undefined : { host: options.tcp?.host ?? '127.0.0.1', port: options.tcp?.port ?? 1883 };
+    this.#tls = options.tls;
+    this.#revocations = options.revocations;
+    this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
+    this.#acl = { allowRetain: this.#o.allowRetain };
+  }
+
+  /** Counters and gauges. */
+  stats(): MqttTransportStats {
+    return { ...this.#stats, connections: this.#conns.size, welcomed: [...this.#conns.values()].filter((c) => c.welcomed).length };
+  }
+
+  /** Bound listener addresses (after start). */
+  addresses(): { tcp?: AddressInfo; tls?: AddressInfo } {
+    const out: { tcp?: AddressInfo; tls?: AddressInfo } = {};
+    for (const s of this.#servers) {
+      const a = s.address();
+      if (a !== null && typeof a === 'object') {
+        if (s instanceof tls.Server) out.tls = a;
+        else out.tcp = a;
+      }
+    }
+    return out;
+  }
+
+  /** Starts the broker, then the listeners. */
+  async start(): Promise<void> {
+    if (this.#broker !== undefined) return;
+    const broker = await Aedes.createBroker({
+      connectTimeout: this.#o.connectTimeoutMs,
+      preConnect: (client, packet, cb) => this.#preConnect(client, packet, cb),
+      authenticate: (client, _user, _pass, cb) => this.#authenticate(client, cb),
+      authorizePublish: (client, packet, cb) => this.#authorizePublish(client, packet, cb),
+      authorizeSubscribe: (client, sub, cb) => this.#authorizeSubscribe(client, sub, cb),
+      authorizeForward: (client, packet) => this.#authorizeForward(client, packet),
+      published: (packet, client, cb) => this.#published(packet, client, cb),
+    });
+    broker.on('connectionError', (_client: Client, err: Error) => this.#log.debug('connection error before CONNECT', { error: err.message }));
+    broker.on('clientError', (client: Client, err: Error) => {
+      const conn = this.#byClient.get(client);
+      this.#log.debug('client error', { conn: conn?.id, error: err.message });
+    });
+    this.#broker = broker;
+    try {
+      if (this.#tcp !== undefined) {
+        const server = net.createServer((socket) => this.#accept(socket));
+        await this.#listen(server, this.#tcp.host, this.#tcp.port);
+      }
+      if (this.#tls !== undefined) {
+        const server = tls.createServer(
+          { cert: this.#tls.cert, key: this.#tls.key, minVersion: 'TLSv1.2', handshakeTimeout: this.#o.connectTimeoutMs },
+          (socket) => this.#accept(socket),
+        );
+        server.on('tlsClientError', (err) => this.#log.debug('TLS handshake failed', { error: err.message }));
+        await this.#listen(server, this.#tls.host ?? '127.0.0.1', this.#tls.port ?? 8883);
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.#unsubscribeRevocations = this.#revocations?.onRevoked((devices) => this.#revoked(devices));
+    this.#log.info('MQTT broker listening', { addresses: this.addresses() });
+  }
+
+  /** Stops the listeners first, then the broker and every connection, each bounded in time. */
+  async stop(): Promise<void> {
+    this.#unsubscribeRevocations?.();
+    this.#unsubscribeRevocations = undefined;
+    const servers = this.#servers;
+    this.#servers = [];
+    const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const broker = this.#broker;
+    this.#broker = undefined;
+    if (broker !== undefined) {
+      await this.#bounded(new Promise<void>((resolve) => broker.close(() => resolve())), 'broker close');
+    }
+    for (const conn of this.#conns.values()) {
+      clearTimeout(conn.authTimer);
+      conn.stream.destroy();
+    }
+    await this.#bounded(Promise.all(closed).then(() => undefined), 'listener close');
+  }
+
+  async #bounded(p: Promise<void>, what: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.#log.warn('shutdown step timed out', { step: what, ms: this.#o.operationTimeoutMs });
+        resolve();
+      }, this.#o.operationTimeoutMs);
+    });
+    await Promise.race([p, timeout]);
+    clearTimeout(timer);
+  }
+
+  async #listen(server: net.Server | tls.Server, host: string, port: number): Promise<void> {
+    // A backstop to our own count at accept: the kernel queue is not drained into aedes.
+    server.maxConnections = this.#o.maxConnections + 16;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(new MqttError('GH_MQTT_LISTEN', `cannot listen on ${host}:${port}`, { cause: err }));
+      server.once('error', onError);
+      server.listen(port, host, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.#log.error('MQTT listener error', { error: err.message }));
+    this.#servers.push(server);
+  }
+
+  #accept(socket: net.Socket | tls.TLSSocket): void {
+    const broker = this.#broker;
+    if (broker === undefined || this.#conns.size >= this.#o.maxConnections) {
+      this.#stats.refusedAtAccept += 1;
+      this.#log.warn('connection refused: too many connections', { max: this.#o.maxConnections });
+      socket.destroy();
+      return;
+    }
+    // Measured: with Nagle each request/response round trip costs ~88 ms on loopback.
+    socket.setNoDelay(true);
+    socket.on('error', (err) => this.#log.debug('socket error', { error: err.message }));
+    this.#seq += 1;
+    const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const id = `mqtt:${this.#seq}`;
+    const guard = new MqttFrameGuard(socket, {
+      maxPacketBytes: this.#o.maxPacketBytes,
+      onViolation: (violation, detail) => {
+        this.#stats.frameViolations += 1;
+        this.#log.warn('connection closed: MQTT framing violation', { conn: id, remote, violation, detail });
+      },
+    });
+    const c = new MqttConnection(this.#seq, remote, guard);
+    this.#conns.set(c.id, c);
+    guard.on('close', () => this.#closed(c));
+    c.authTimer = setTimeout(() => {
+      if (c.welcomed) return;
+      this.#stats.closedByAuthTimeout += 1;
+      this.#log.info('connection closed: not welcomed in time', { conn: c.id, ms: this.#o.authTimeoutMs });
+      this.#close(c);
+    }, this.#o.authTimeoutMs);
+    c.client = broker.handle(guard);
+    this.#byClient.set(c.client, c);
+    this.#log.debug('connection accepted', { conn: c.id, remote });
+  }
+
+  #closed(conn: MqttConnection): void {
+    if (!this.#conns.delete(conn.id)) return;
+    clearTimeout(conn.authTimer);
+    conn.queue.length = 0;
+    this.#o.pipeline.connectionClosed(conn.ingress);
+    this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev });
+  }
+
+  /** Closes a connection from the gateway side; its will is not published. */
+  #close(conn: MqttConnection): void {
+    conn.closing = true;
+    clearTimeout(conn.authTimer);
+    if (conn.client !== undefined) conn.client.close();
+    conn.stream.destroy();
+  }
+
+  #preConnect(client: Client, packet: ConnectPacket, cb: (error: Error | null, success: boolean) => void): void {
+    const conn = this.#byClient.get(client);
+    if (conn === undefined) {
+      cb(new Error('unknown connection'), false);
+      return;
+    }
+    conn.clientId = typeof packet.clientId === 'string' ? packet.clientId : '';
+    conn.keepalive = packet.keepalive ?? 0;
+    if (packet.will !== undefined && packet.will !== null) {
+      const will = checkWillAtConnect(packet.will.topic, packet.will.retain === true, this.#acl);
+      conn.willProblem = will.ok ? undefined : will.why;
+    }
+    // The broker-side id is ours and unique: a peer naming another device's client id can
+    // neither take over ([MQTT-3.1.4-2]) nor read that device's session. Sessions are clean:
+    // persistent sessions would keep state for every connection ever made.
+    packet.clientId = conn.id;
+    packet.clean = true;
+    cb(null, true);
+  }
+
+  #authenticate(client: Client, cb: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    const conn = this.#byClient.get(client);
+    if (conn === undefined) {
+      cb(connackError('unknown connection', NOT_AUTHORIZED), false);
+      return;
+    }
+    const id = checkClientId(conn.clientId);
+    if (!id.ok) {
+      this.#log.info('CONNECT refused: client id', { conn: conn.id, clientId: short(conn.clientId), why: id.why });
+      cb(connackError(id.why, IDENTIFIER_REJECTED), false);
+      return;
+    }
+    // MQTT 3.1.1 cannot tell a client which keepalive to use; like mosquitto's max_keepalive,
+    // a keepalive of 0 (never) or above the limit is refused as "identifier rejected".
+    if (conn.keepalive === 0 || conn.keepalive > this.#o.keepaliveMaxSec) {
+      this.#log.info('CONNECT refused: keepalive', { conn: conn.id, keepalive: conn.keepalive, max: this.#o.keepaliveMaxSec });
+      cb(connackError('keepalive out of range', IDENTIFIER_REJECTED), false);
+      return;
+    }
+    if (conn.willProblem !== undefined) {
+      this.#log.info('CONNECT refused: will', { conn: conn.id, why: conn.willProblem });
+      cb(connackError(conn.willProblem, NOT_AUTHORIZED), false);
+      return;
+    }
+    cb(null, true);
+  }
+
+  #authorizePublish(client: Client | null, packet: PublishPacket, cb: (error?: Error | null) => void): void {
+    const conn = client === null ? undefined : this.#byClient.get(client);
+    if (conn === undefined) {
+      cb(new Error('publish refused'));
+      return;
+    }
+    const d = checkPublish(conn, packet.topic, packet.qos, packet.retain, this.#acl);
+    if (!d.ok) {
+      // MQTT 3.1.1 has no negative PUBACK: the connection is closed (aedes does it on error).
+      this.#log.warn('publish refused', { conn: conn.id, dev: conn.boundDev, topic: short(packet.topic), why: d.why });
+      cb(new Error(`publish refused: ${d.why}`));
+      return;
+    }
+    if (d.bind !== undefined) conn.boundDev = d.bind;
+    cb(null);
+  }
+
+  #authorizeSubscribe(client: Client, sub: Subscription, cb: (error: Error | null, subscription?: Subscription | null) => void): void {
+    const conn = this.#byClient.get(client);
+    const d = conn === undefined ? { ok: false as const, why: 'unknown connection' } : checkSubscribe(conn, sub.topic, sub.qos);
+    if (!d.ok || conn === undefined) {
+      // cb(err) would drop the connection; cb(null, null) refuses only this filter (SUBACK 0x80).
+      this.#log.warn('subscribe refused', { conn: conn?.id, topic: short(sub.topic), why: d.ok ? 'unknown' : d.why });
+      cb(null, null);
+      return;
+    }
+    if (d.bind !== undefined) conn.boundDev = d.bind;
+    cb(null, { ...sub, qos: d.qos ?? 1 });
+  }
+
+  #authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const conn = this.#byClient.get(client);
+    return conn !== undefined && checkDeliver(conn, packet.topic) ? packet : null;
+  }
+
+  #published(packet: AedesPublishPacket, client: Client | null, cb: (error?: Error | null) => void): void {
+    cb(null);
+    if (client === null) return;
+    const conn = this.#byClient.get(client);
+    const auth = parseAuthTopic(packet.topic);
+    if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
+    if (conn.queue.length >= this.#o.maxQueuedPerConnection) {
+      this.#stats.droppedAuthMessages += 1;
+      this.#log.debug('auth message dropped: queue full', { conn: conn.id, dev: auth.dev });
+      return;
+    }
+    conn.queue.push(new Uint8Array(packet.payload as Buffer));
+    if (!conn.draining) void this.#drain(conn, auth.dev);
+  }
+
+  /** One auth message at a time per connection, in arrival order. */
+  async #drain(conn: MqttConnection, dev: string): Promise<void> {
+    conn.draining = true;
+    try {
+      for (let bytes = conn.queue.shift(); bytes !== undefined; bytes = conn.queue.shift()) {
+        if (conn.closing || !this.#conns.has(conn.id)) return;
+        try {
+          const reply = await this.#handleUp(conn, dev, bytes);
+          if (!conn.closing && this.#conns.has(conn.id)) await this.#publishDown(dev, reply);
+        } catch (err) {
+          this.#log.error('auth message failed', { conn: conn.id, dev, error: err instanceof Error ? err.message : String(err) });
+        }
+      }
+    } finally {
+      conn.draining = false;
+    }
+  }
+
+  async #handleUp(conn: MqttConnection, dev: string, bytes: Uint8Array): Promise<Uint8Array> {
+    let up: UpMessage | undefined;
+    try {
+      up = decodeUpMessage(bytes);
+    } catch {
+      up = undefined;
+    }
+    if (up?.type === 'challenge-request' && up.message.dev === dev) return this.#o.pipeline.challenge(conn.ingress, dev);
+    // A hello, or anything that does not decode: the hello checks answer the precise reject.
+    const outcome = await this.#o.pipeline.hello(conn.ingress, bytes, dev);
+    if (outcome.welcomed !== undefined && !conn.closing) this.#welcomed(conn, outcome.welcomed.dev, outcome.welcomed.policy);
+    return outcome.reply;
+  }
+
+  /** Applies the lease policy before the welcome is published, so the peer may use it at once. */
+  #welcomed(conn: MqttConnection, dev: string, policy: Policy): void {
+    const base = policy.pub.length === 0 && policy.sub.length === 0 ? this.#o.defaultPolicy : policy;
+    conn.policy = expandPolicy(base, dev);
+    clearTimeout(conn.authTimer);
+    conn.authTimer = undefined;
+    // protocol-v1: "A later welcome of the same dev on another connection closes the older one."
+    for (const other of this.#conns.values()) {
+      if (other !== conn && other.boundDev === dev && other.welcomed && !other.closing) {
+        this.#stats.closedSuperseded += 1;
+        this.#log.info('connection closed: device welcomed on a newer connection', { conn: other.id, dev, newer: conn.id });
+        this.#close(other);
+      }
+    }
+  }
+
+  /** protocol-v1: "A revoked device's connection is closed." */
+  #revoked(devices: string[]): void {
+    const set = new Set(devices);
+    for (const conn of this.#conns.values()) {
+      if (conn.boundDev !== undefined && set.has(conn.boundDev) && !conn.closing) {
+        this.#stats.closedRevoked += 1;
+        this.#log.info('connection closed: device revoked', { conn: conn.id, dev: conn.boundDev });
+        this.#close(conn);
+      }
+    }
+  }
+
+  async #publishDown(dev: string, payload: Uint8Array): Promise<void> {
+    const broker = this.#broker;
+    if (broker === undefined) throw new MqttError('GH_MQTT_NOT_RUNNING', 'broker stopped');
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        new Promise<void>((resolve, reject) => {
+          broker.publish(
+            { cmd: 'publish', topic: downTopic(dev), payload: Buffer.from(payload), qos: 1, retain: false, dup: false },
+            (err) => (err ? reject(err) : resolve()),
+          );
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new MqttError('GH_MQTT_PUBLISH_TIMEOUT', `publish on down topic not done within ${this.#o.operationTimeoutMs} ms`)),
+            this.#o.operationTimeoutMs,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
