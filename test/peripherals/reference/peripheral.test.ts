@@ -1,0 +1,166 @@
+import assert from 'node:assert/strict';
+import { createPublicKey, verify as nodeVerify } from 'node:crypto';
+import {
+  checkWelcome,
+  decodeCbor,
+  decodeChallengeRequest,
+  encodeChallenge,
+  encodeUnsignedReject,
+  helloHash,
+  parseHello,
+  ProtocolError,
+  signReject,
+  signWelcome,
+  verifySign1,
+} from '../../../protocol/index.js';
+import { NobleEd25519Signer } from '../../../peripherals/reference/noble-signer.js';
+import { ReferencePeripheral } from '../../../peripherals/reference/peripheral.js';
+import { countingBytes, FIXTURE_EXP, makeFixture, testSeed, type ProtocolFixture } from '../../helpers/protocol.js';
+
+/** Reads one CBOR byte-string head by hand (no library code), returning [content, next offset]. */
+function bstrAt(b: Uint8Array, i: number): [Uint8Array, number] {
+  const ib = b[i] as number;
+  assert.equal(ib >> 5, 2, `byte string expected at ${i}`);
+  const info = ib & 0x1f;
+  let len: number;
+  let start: number;
+  if (info < 24) [len, start] = [info, i + 1];
+  else if (info === 24) [len, start] = [b[i + 1] as number, i + 2];
+  else if (info === 25) [len, start] = [((b[i + 1] as number) << 8) | (b[i + 2] as number), i + 3];
+  else throw new Error('unexpected length form');
+  return [b.subarray(start, start + len), start + len];
+}
+
+/** Head of a byte string of `len` bytes, encoded by hand. */
+function bstrHead(len: number): Buffer {
+  if (len < 24) return Buffer.from([0x40 | len]);
+  if (len < 256) return Buffer.from([0x58, len]);
+  return Buffer.from([0x59, len >> 8, len & 0xff]);
+}
+
+/** Verify a protocol-v1 COSE_Sign1 with node:crypto only, rebuilding Sig_structure by hand (RFC 9052 §4.4). */
+function independentVerify(cose: Uint8Array, rawPk: Uint8Array): boolean {
+  assert.equal(cose[0], 0xd2, 'tag 18');
+  assert.equal(cose[1], 0x84, 'array of 4');
+  const [protectedBytes, afterProt] = bstrAt(cose, 2);
+  assert.equal(cose[afterProt], 0xa0, 'empty unprotected map');
+  const [payload, afterPayload] = bstrAt(cose, afterProt + 1);
+  const [sig, end] = bstrAt(cose, afterPayload);
+  assert.equal(end, cose.length);
+  const tbs = Buffer.concat([
+    Buffer.from([0x84, 0x6a]),
+    Buffer.from('Signature1', 'ascii'),
+    bstrHead(protectedBytes.length),
+    protectedBytes,
+    Buffer.from([0x40]),
+    bstrHead(payload.length),
+    payload,
+  ]);
+  const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(rawPk).toString('base64url') }, format: 'jwk' });
+  return nodeVerify(null, tbs, key, sig);
+}
+
+describe('peripherals/reference: ReferencePeripheral', () => {
+  let f: ProtocolFixture;
+  let signer: NobleEd25519Signer;
+  let peripheral: ReferencePeripheral;
+  let now: number;
+
+  beforeEach(async () => {
+    f = await makeFixture();
+    // Same seed as the fixture's device key, but signing through @noble/ed25519.
+    signer = await NobleEd25519Signer.fromSeed(testSeed(0xde), f.dev);
+    now = FIXTURE_EXP - 100;
+    peripheral = new ReferencePeripheral({ dev: f.dev, signer, backendKeys: f.backendKeys, clock: () => now, random: (n) => countingBytes(n, 0x40) });
+  });
+
+  it('noble and node:crypto derive the same key and the same deterministic signature', async () => {
+    assert.deepEqual(signer.publicKeyRaw, f.device.publicKeyRaw);
+    const msg = new TextEncoder().encode('m');
+    assert.deepEqual(await signer.sign(msg), await f.device.sign(msg));
+  });
+
+  it('builds a challenge-request', () => {
+    assert.deepEqual(decodeChallengeRequest(peripheral.challengeRequest()), { type: 'challenge-request', version: 1, dev: f.dev });
+  });
+
+  it('its hello verifies with node:crypto independently of the library', async () => {
+    const hello = await peripheral.hello(f.challenge);
+    assert.deepEqual(hello, f.hello, 'same seed, same pn, deterministic Ed25519: same bytes as the fixture');
+    assert.equal(independentVerify(hello, signer.publicKeyRaw), true);
+    assert.equal(verifySign1(parseHello(hello), signer.publicKeyRaw), true);
+    assert.deepEqual(peripheral.lastHello, hello);
+  });
+
+  it('uses a fresh pn for every hello', async () => {
+    const p = new ReferencePeripheral({ dev: f.dev, signer, backendKeys: f.backendKeys });
+    const a = parseHello(await p.hello(f.challenge)).payload.pn;
+    const b = parseHello(await p.hello(f.challenge)).payload.pn;
+    assert.equal(a.length, 16);
+    assert.notDeepEqual(a, b);
+  });
+
+  it('flipping any byte of the hello makes it fail', async () => {
+    const hello = await peripheral.hello(f.challenge);
+    for (let i = 0; i < hello.length; i++) {
+      for (const mask of [0x01, 0x80, 0xff]) {
+        const bad = new Uint8Array(hello);
+        bad[i] = (bad[i] as number) ^ mask;
+        let accepted: boolean;
+        try {
+          accepted = verifySign1(parseHello(bad), signer.publicKeyRaw);
+        } catch (e) {
+          assert.ok(e instanceof ProtocolError, `byte ${i}: ${String(e)}`);
+          accepted = false;
+        }
+        assert.equal(accepted, false, `byte ${i} ^ ${mask} accepted`);
+      }
+    }
+  });
+
+  it('authenticates the gateway from a library-built welcome, and flipping any byte of it fails', async () => {
+    const hello = await peripheral.hello(f.challenge);
+    const welcome = await signWelcome({ type: 'welcome', version: 1, dev: f.dev, gw: f.gw, hh: helloHash(hello), cred: f.credential }, f.session);
+    assert.ok(peripheral.verifyWelcome(welcome).ok);
+    for (let i = 0; i < welcome.length; i++) {
+      for (const mask of [0x01, 0xff]) {
+        const bad = new Uint8Array(welcome);
+        bad[i] = (bad[i] as number) ^ mask;
+        const r = checkWelcome(bad, { backendKeys: f.backendKeys, dev: f.dev, helloBytes: hello, now });
+        assert.equal(r.ok, false, `welcome byte ${i} ^ ${mask} accepted`);
+      }
+    }
+    const ev = peripheral.receive(welcome);
+    assert.equal(ev.kind, 'authenticated');
+    assert.ok(ev.kind === 'authenticated' && ev.credential.gw === f.gw);
+  });
+
+  it('refuses an expired credential when it has a clock', async () => {
+    await peripheral.hello(f.challenge);
+    now = FIXTURE_EXP;
+    const ev = peripheral.receive(f.welcome);
+    assert.deepEqual(ev.kind === 'welcome-refused' && ev.code, 'GH_WELCOME_EXPIRED');
+  });
+
+  it('refuses a welcome when no hello was sent', () => {
+    const ev = peripheral.receive(f.welcome);
+    assert.equal(ev.kind, 'welcome-refused');
+  });
+
+  it('treats rejects as advisory, signed or not', async () => {
+    await peripheral.hello(f.challenge);
+    assert.deepEqual(peripheral.receive(f.reject), { kind: 'rejected', reason: 'busy', retryAfterSeconds: 30, signed: true });
+    const unsigned = encodeUnsignedReject({ type: 'reject', version: 1, dev: f.dev, reason: 'backend-unavailable' });
+    assert.deepEqual(peripheral.receive(unsigned), { kind: 'rejected', reason: 'backend-unavailable', retryAfterSeconds: 30, signed: false });
+    const other = await signReject({ type: 'reject', version: 1, dev: 'someone-else', reason: 'revoked' }, f.session);
+    assert.equal(peripheral.receive(other).kind, 'ignored');
+    assert.equal(peripheral.receive(new Uint8Array([0xff])).kind, 'ignored');
+    assert.deepEqual(peripheral.receive(f.challenge), { kind: 'challenge', gw: f.gw });
+  });
+
+  it('refuses a challenge for another device', async () => {
+    const other = encodeChallenge({ type: 'challenge', version: 1, dev: 'other', gn: f.gn, gw: f.gw });
+    await assert.rejects(peripheral.hello(other), (e: unknown) => e instanceof ProtocolError && e.code === 'GH_PERIPHERAL_WRONG_DEV');
+    assert.ok(decodeCbor(other));
+  });
+});
