@@ -146,14 +146,8 @@ export class NobleCentral implements BleCentral {
       () => noble.off('warning', onWarning),
     ];
     if (this.#state === 'unknown') {
-      await this.#waitFor(
-        this.#events,
-        'state',
-        () => undefined,
-        'adapter state',
-        { timeoutMs: options.timeoutMs ?? this.#options.startTimeoutMs ?? this.#timeoutMs, signal: options.signal },
-        undefined,
-      ).catch((err: unknown) => {
+      const timeoutMs = options.timeoutMs ?? this.#options.startTimeoutMs ?? this.#timeoutMs;
+      await this.#firstState(timeoutMs, options.signal).catch((err: unknown) => {
         this.#teardown();
         throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: no adapter state (${describe(err)})`, { cause: err });
       });
@@ -162,6 +156,24 @@ export class NobleCentral implements BleCentral {
       this.#teardown();
       throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: adapter is ${this.#state}`);
     }
+  }
+
+  /** The first adapter state report; noble gives none when the bindings fail to initialise. */
+  #firstState(timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = (err?: BleError): void => {
+        clearTimeout(timer);
+        off();
+        signal?.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve();
+      };
+      const off = this.on('state', () => done());
+      const timer = setTimeout(() => done(new BleError('GH_BLE_TIMEOUT', `no adapter state within ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = (): void => done(new BleError('GH_BLE_ABORTED', 'start aborted', { cause: signal?.reason }));
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   async stop(): Promise<void> {
@@ -201,9 +213,9 @@ export class NobleCentral implements BleCentral {
   }
 
   async connect(id: string, options: BleCallOptions = {}): Promise<void> {
+    if (this.#state !== 'poweredOn') throw new BleError('GH_BLE_ADAPTER_OFF', `cannot connect: adapter is ${this.#state}`);
     const peripheral = this.#known.get(id);
     if (!peripheral) throw new BleError('GH_BLE_OPERATION_FAILED', `unknown peripheral ${id}: not discovered`);
-    if (this.#state !== 'poweredOn') throw new BleError('GH_BLE_ADAPTER_OFF', `cannot connect: adapter is ${this.#state}`);
     this.#watch(peripheral);
     try {
       await this.#waitFor(peripheral, 'connect', () => peripheral.connect(), 'connect', options, id, (error: unknown) =>

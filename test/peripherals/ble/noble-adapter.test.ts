@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { isBleError } from '../../../peripherals/ble/errors.js';
+import { NobleCentral, sanitiseAdvertisement } from '../../../peripherals/ble/noble-adapter.js';
+import { BleTransport } from '../../../peripherals/ble/transport.js';
+import { EmulatedNobleBindings } from '../../../peripherals/reference/ble-emulated-bindings.js';
+import type { AuthPipeline } from '../../../daemon/pipeline/types.js';
+
+/** What a plain `require('@abandonware/noble')` does on this machine, in a separate process. */
+function probeNoble(): Promise<{ ok: boolean; code?: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['-e', "try{require('@abandonware/noble');process.stdout.write('ok')}catch(e){process.stdout.write('err:'+(e.code||e.message))}"],
+      { timeout: 20_000 },
+      (_err, stdout) => resolve(stdout.startsWith('ok') ? { ok: true } : { ok: false, code: stdout.slice(4) }),
+    );
+  });
+}
+
+const unusedPipeline: AuthPipeline = {
+  challenge: () => Promise.reject(new Error('unused')),
+  connectionChallenge: () => Promise.reject(new Error('unused')),
+  hello: () => Promise.reject(new Error('unused')),
+  connectionClosed: () => undefined,
+};
+
+describe('peripherals/ble/noble-adapter', () => {
+  it('reports GH_BLE_UNAVAILABLE from the real noble require on a kernel without Bluetooth', async function () {
+    const probe = await probeNoble();
+    const central = new NobleCentral({ startTimeoutMs: 2_000 });
+    const transport = new BleTransport({ central, pipeline: unusedPipeline });
+    if (probe.ok) {
+      // This machine has Bluetooth: the same call must then not fail on loading.
+      await transport.start().catch((e: unknown) => assert.ok(!isBleError(e) || !/EAFNOSUPPORT/.test(e.message)));
+      await transport.stop();
+      return;
+    }
+    await assert.rejects(transport.start(), (e: unknown) => {
+      assert.ok(isBleError(e, 'GH_BLE_UNAVAILABLE'));
+      assert.match(e.message, /^BLE unavailable: /);
+      assert.ok(e.message.includes(String(probe.code)), `${e.message} names ${probe.code}`);
+      assert.ok(e.cause instanceof Error);
+      return true;
+    });
+    assert.equal(transport.stats().active, 0);
+    // A second start fails the same way (no half-initialised state left behind).
+    await assert.rejects(central.start(), (e: unknown) => isBleError(e, 'GH_BLE_UNAVAILABLE'));
+  });
+
+  it('reports GH_BLE_UNAVAILABLE when the loader throws, without touching noble', async () => {
+    const central = new NobleCentral({
+      require: () => {
+        throw Object.assign(new Error('Address family not supported by protocol'), { code: 'EAFNOSUPPORT' });
+      },
+    });
+    await assert.rejects(central.start(), (e: unknown) => isBleError(e, 'GH_BLE_UNAVAILABLE') && /EAFNOSUPPORT/.test(e.message));
+  });
+
+  it('accepts both export shapes of noble (module.exports and default)', async () => {
+    const req = createRequire(import.meta.url);
+    for (const wrap of [(m: unknown) => m, (m: unknown) => ({ default: m })]) {
+      const radio = new EmulatedNobleBindings();
+      const central = new NobleCentral({ bindings: radio, require: (id) => wrap(req(id)) });
+      await central.start();
+      assert.equal(central.state, 'poweredOn');
+      await central.stop();
+    }
+  });
+
+  it('reports GH_BLE_UNAVAILABLE for an unauthorized adapter', async () => {
+    const central = new NobleCentral({ bindings: new EmulatedNobleBindings({ initialState: 'unauthorized' }) });
+    await assert.rejects(central.start(), (e: unknown) => isBleError(e, 'GH_BLE_UNAVAILABLE') && /unauthorized/.test(e.message));
+  });
+
+  it('starts on a powered-off adapter and refuses to connect until powered on', async () => {
+    const radio = new EmulatedNobleBindings({ initialState: 'poweredOff' });
+    const central = new NobleCentral({ bindings: radio, operationTimeoutMs: 500 });
+    await central.start();
+    assert.equal(central.state, 'poweredOff');
+    await assert.rejects(central.connect('c0de00000001'), (e: unknown) => isBleError(e, 'GH_BLE_ADAPTER_OFF'));
+    await assert.rejects(central.startScanning(['84987abc']), (e: unknown) => isBleError(e, 'GH_BLE_OPERATION_FAILED'));
+    const on = new Promise<string>((resolve) => {
+      const off = central.on('state', (s) => {
+        off();
+        resolve(s);
+      });
+    });
+    radio.setAdapterState('poweredOn');
+    assert.equal(await on, 'poweredOn');
+    await central.startScanning(['84987abc']);
+    await assert.rejects(central.connect('c0de00000001'), (e: unknown) => isBleError(e, 'GH_BLE_OPERATION_FAILED') && /not discovered/.test(e.message));
+    await central.stop();
+  });
+
+  it('times out a scan the controller never confirms', async () => {
+    const radio = new EmulatedNobleBindings();
+    radio.startScanning = () => undefined; // a controller that never answers
+    const central = new NobleCentral({ bindings: radio, operationTimeoutMs: 200 });
+    await central.start();
+    await assert.rejects(central.startScanning(['84987abc']), (e: unknown) => isBleError(e, 'GH_BLE_TIMEOUT'));
+    const ac = new AbortController();
+    const p = central.startScanning(['84987abc'], { signal: ac.signal, timeoutMs: 60_000 });
+    ac.abort();
+    await assert.rejects(p, (e: unknown) => isBleError(e, 'GH_BLE_ABORTED'));
+    await central.stop();
+  });
+
+  describe('sanitiseAdvertisement', () => {
+    it('keeps well-formed fields, normalised', () => {
+      const r = sanitiseAdvertisement({ serviceUuids: ['84987ABC-71FE-493C-A15D-1DDD7D599687', '180f'], localName: 'gh-1' });
+      assert.deepEqual(r, { advertisement: { serviceUuids: ['84987abc71fe493ca15d1ddd7d599687', '180f'], localName: 'gh-1' }, malformed: false });
+    });
+
+    it('drops and flags fields of the wrong type or size', () => {
+      for (const raw of [
+        null,
+        'x',
+        { serviceUuids: 'abcd' },
+        { serviceUuids: [42] },
+        { serviceUuids: ['not-a-uuid'] },
+        { serviceUuids: Array(40).fill('180f') },
+        { localName: 'a\u0000b' },
+        { localName: 'n'.repeat(65) },
+        { localName: 7 },
+        { manufacturerData: 'zz' },
+        { manufacturerData: new Uint8Array(300) },
+        { serviceData: [{ uuid: 1, data: new Uint8Array(1) }] },
+        { serviceData: {} },
+      ]) {
+        const r = sanitiseAdvertisement(raw);
+        assert.equal(r.malformed, true, JSON.stringify(raw));
+        assert.equal(r.advertisement.localName, undefined);
+        assert.ok(r.advertisement.serviceUuids.length <= 32);
+      }
+    });
+  });
+});

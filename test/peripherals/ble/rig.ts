@@ -1,0 +1,134 @@
+/**
+ * Test rig of the BLE suites: real noble (built with `with-bindings`) over the emulated radio,
+ * the real pipeline, and FakeVerifier standing in for the backend. Not a test file.
+ */
+import { EventEmitter } from 'node:events';
+import { Ed25519Signer } from '../../../protocol/index.js';
+import { Pipeline } from '../../../daemon/pipeline/pipeline.js';
+import { NobleCentral } from '../../../peripherals/ble/noble-adapter.js';
+import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '../../../peripherals/ble/transport.js';
+import { EmulatedNobleBindings, type EmulatedBindingsOptions } from '../../../peripherals/reference/ble-emulated-bindings.js';
+import {
+  ReferenceBlePeripheral,
+  type BlePeripheralMisbehaviour,
+  type BlePeripheralResult,
+} from '../../../peripherals/reference/ble-peripheral.js';
+import { FakeSessionProvider, FakeVerifier } from '../../fakes/FakeVerifier.js';
+
+export const GW = 'gw-ble-test';
+
+/** Resolve on the first `event` whose args satisfy `match`, or fail after `ms`. */
+export function waitForEvent<T extends unknown[]>(
+  on: (listener: (...args: T) => void) => () => void,
+  match: (...args: T) => boolean,
+  what: string,
+  ms = 10_000,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+    }, ms);
+    const off = on((...args: T) => {
+      if (!match(...args)) return;
+      clearTimeout(timer);
+      off();
+      resolve(args);
+    });
+  });
+}
+
+export interface Rig {
+  radio: EmulatedNobleBindings;
+  central: NobleCentral;
+  backend: FakeVerifier;
+  pipeline: Pipeline;
+  transport: BleTransport;
+  exchanges: BleExchangeEvent[];
+  /** A registered device as a reference peripheral on the radio. */
+  addPeripheral(n: number, options?: { mtu?: number; misbehave?: BlePeripheralMisbehaviour; register?: boolean }): ReferenceBlePeripheral;
+  /** The next exchange event for `address`. */
+  exchangeOf(address: string, ms?: number): Promise<BleExchangeEvent>;
+  stop(): Promise<void>;
+}
+
+export function addressOf(n: number): string {
+  return `c0:de:00:00:00:${n.toString(16).padStart(2, '0')}`;
+}
+
+/** The first result of a peripheral, or fail after `ms`. */
+export function resultOf(p: ReferenceBlePeripheral, ms = 10_000): Promise<BlePeripheralResult> {
+  const first = p.results[0];
+  if (first) return Promise.resolve(first);
+  return waitForEvent<[BlePeripheralResult]>(
+    (l) => {
+      p.on('result', l);
+      return () => p.off('result', l);
+    },
+    () => true,
+    `result of ${p.dev}`,
+    ms,
+  ).then(([r]) => r);
+}
+
+export async function makeRig(
+  options: { radio?: EmulatedBindingsOptions; transport?: Partial<BleTransportOptions>; operationTimeoutMs?: number } = {},
+): Promise<Rig> {
+  const radio = new EmulatedNobleBindings({ advertisingIntervalMs: 20, ...options.radio });
+  const central = new NobleCentral({ bindings: radio, operationTimeoutMs: options.operationTimeoutMs ?? 3_000 });
+  const backend = new FakeVerifier(GW);
+  const sessions = new FakeSessionProvider(await backend.makeSession());
+  const pipeline = new Pipeline({ gw: GW, verifier: backend, sessions });
+  const transport = new BleTransport({
+    central,
+    pipeline,
+    exchangeTimeoutMs: 8_000,
+    denyList: { baseMs: 60_000 },
+    ...options.transport,
+  });
+  const exchanges: BleExchangeEvent[] = [];
+  const feed = new EventEmitter();
+  transport.on('exchange', (e) => {
+    exchanges.push(e);
+    feed.emit('exchange', e);
+  });
+  return {
+    radio,
+    central,
+    backend,
+    pipeline,
+    transport,
+    exchanges,
+    addPeripheral(n, o = {}) {
+      const dev = `dev-${n}`;
+      const signer = o.register === false ? Ed25519Signer.generate(dev) : backend.addDevice(dev);
+      const p = new ReferenceBlePeripheral({
+        address: addressOf(n),
+        dev,
+        signer,
+        backendKeys: backend.backendKeys(),
+        ...(o.mtu === undefined ? {} : { mtu: o.mtu }),
+        ...(o.misbehave === undefined ? {} : { misbehave: o.misbehave }),
+      });
+      radio.addPeripheral(p);
+      return p;
+    },
+    exchangeOf(address, ms = 10_000) {
+      const seen = exchanges.find((e) => e.address === address);
+      if (seen) return Promise.resolve(seen);
+      return waitForEvent<[BleExchangeEvent]>(
+        (l) => {
+          feed.on('exchange', l);
+          return () => feed.off('exchange', l);
+        },
+        (e) => e.address === address,
+        `exchange of ${address}`,
+        ms,
+      ).then(([e]) => e);
+    },
+    async stop() {
+      await transport.stop();
+      pipeline.close();
+    },
+  };
+}

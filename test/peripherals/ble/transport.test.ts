@@ -1,0 +1,189 @@
+/**
+ * The BLE transport through real noble (lib/noble.js, built with `with-bindings`) over the
+ * emulated radio, with the real pipeline; FakeVerifier stands in for the backend.
+ */
+import assert from 'node:assert/strict';
+import { HCI_LOCAL_HOST_TERMINATED } from '../../../peripherals/reference/ble-emulated-bindings.js';
+import { addressOf, makeRig, resultOf, waitForEvent, type Rig } from './rig.js';
+
+describe('peripherals/ble/transport (real noble, emulated radio)', function () {
+  let rig: Rig | undefined;
+
+  afterEach(async () => {
+    await rig?.stop();
+    rig = undefined;
+  });
+
+  async function welcomed(r: Rig, n: number, mtu: number): Promise<void> {
+    const p = r.addPeripheral(n, { mtu });
+    const result = await resultOf(p);
+    assert.equal(result.kind, 'welcome');
+    assert.ok(result.kind === 'welcome' && result.check.ok, `welcome failed the peripheral's checks: ${JSON.stringify(result)}`);
+    const e = await r.exchangeOf(addressOf(n));
+    assert.equal(e.outcome, 'welcome');
+    assert.equal(e.dev, `dev-${n}`);
+    assert.deepEqual(r.radio.violations, []);
+  }
+
+  it('discovers, connects and completes a full exchange at MTU 23, verified by the peripheral', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    assert.equal(rig.transport.stats().scanning, true);
+    const maxWrite: number[] = [];
+    const radioWrite = rig.radio.write.bind(rig.radio);
+    rig.radio.write = (id, s, c, data, wr) => {
+      maxWrite.push(data.length);
+      radioWrite(id, s, c, data, wr);
+    };
+    await welcomed(rig, 1, 23);
+    // The challenge and the welcome went out in chunks of at most MTU-3 = 20 bytes.
+    assert.equal(Math.max(...maxWrite), 20);
+    assert.ok(maxWrite.length > 10);
+    // protocol-v1: G disconnects after the welcome.
+    assert.equal(rig.radio.linkCount, 0);
+    assert.equal(rig.pipeline.stats().outstandingChallenges, 0);
+  });
+
+  it('completes an exchange at MTU 247 in chunks of up to 244 bytes', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const lengths: number[] = [];
+    const radioWrite = rig.radio.write.bind(rig.radio);
+    rig.radio.write = (id, s, c, data, wr) => {
+      lengths.push(data.length);
+      radioWrite(id, s, c, data, wr);
+    };
+    await welcomed(rig, 2, 247);
+    assert.ok(lengths.every((l) => l <= 244));
+    assert.equal(Math.max(...lengths), 244, 'the welcome is longer than one chunk at MTU 247');
+  });
+
+  it('rejects an unregistered device and holds its address off', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const p = rig.addPeripheral(3, { register: false });
+    const result = await resultOf(p);
+    assert.deepEqual(result.kind === 'reject' && result.reason, 'unknown-device');
+    const e = await rig.exchangeOf(addressOf(3));
+    assert.equal(e.outcome, 'reject');
+    assert.equal(e.reason, 'unknown-device');
+    assert.ok(e.holdOffMs >= 60_000);
+  });
+
+  it('cleans up when a peripheral vanishes mid-exchange', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const gone = rig.addPeripheral(4, { misbehave: { vanishAfterChallenge: true } });
+    const e = await rig.exchangeOf(addressOf(4));
+    assert.equal(e.outcome, 'failed');
+    assert.equal(e.error, 'GH_BLE_DISCONNECTED');
+    assert.equal(gone.results.length, 0);
+    assert.equal(rig.transport.stats().active, 0);
+    assert.equal(rig.pipeline.stats().outstandingChallenges, 0, 'the connection was closed in the pipeline');
+    // The transport carries on.
+    await welcomed(rig, 5, 23);
+  });
+
+  it('aborts the exchange on a gap in the hello chunk indices', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const p = rig.addPeripheral(6, { misbehave: { skipChunkIndex: 1 } });
+    const disconnected = waitForEvent<[number]>(
+      (l) => {
+        p.on('disconnect', l);
+        return () => p.off('disconnect', l);
+      },
+      () => true,
+      'disconnect',
+    );
+    const e = await rig.exchangeOf(addressOf(6));
+    assert.equal(e.outcome, 'failed');
+    assert.equal(e.error, 'GH_BLE_FRAME_GAP');
+    assert.deepEqual(await disconnected, [HCI_LOCAL_HOST_TERMINATED]);
+    assert.equal(p.results.length, 0, 'no welcome or reject after an aborted exchange');
+    assert.equal(rig.backend.requests.length, 0, 'nothing reached the backend');
+  });
+
+  it('aborts the exchange on a 2 KiB message', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const p = rig.addPeripheral(7, { misbehave: { oversizeHello: 2048 } });
+    const e = await rig.exchangeOf(addressOf(7));
+    assert.equal(e.outcome, 'failed');
+    assert.equal(e.error, 'GH_BLE_FRAME_OVERSIZE');
+    assert.equal(p.results.length, 0);
+    assert.equal(rig.backend.requests.length, 0);
+  });
+
+  it('times out a peripheral that never answers a write, and moves on', async () => {
+    rig = await makeRig({ operationTimeoutMs: 300 });
+    await rig.transport.start();
+    rig.addPeripheral(8, { misbehave: { stallWrites: true } });
+    const e = await rig.exchangeOf(addressOf(8));
+    assert.equal(e.outcome, 'failed');
+    assert.equal(e.error, 'GH_BLE_TIMEOUT');
+    assert.equal(rig.radio.linkCount, 0);
+  });
+
+  it('survives malformed advertisement data', async () => {
+    rig = await makeRig();
+    const malformed: boolean[] = [];
+    rig.central.on('discover', (d) => malformed.push(d.malformed));
+    await rig.transport.start();
+    const svc = Buffer.from('84987abc71fe493ca15d1ddd7d599687', 'hex').reverse();
+    // Service list fine, a name with control characters, then a structure whose length overruns.
+    const odd = Buffer.concat([Buffer.from([0x11, 0x07]), svc, Buffer.from([0x05, 0x09, 0x62, 0x00, 0x07, 0x1b]), Buffer.from([0x1e, 0xff, 0x01])]);
+    // Garbage from the first byte: noble's parser stops, no service, never reported.
+    const garbage = Buffer.from([0x00, 0xff, 0x3f, 0x07, 0x84, 0x98]);
+    rig.addPeripheral(9, { misbehave: { advertisingData: garbage } });
+    const p = rig.addPeripheral(10, { misbehave: { advertisingData: odd } });
+    const result = await resultOf(p);
+    assert.ok(result.kind === 'welcome' && result.check.ok, 'a peripheral is judged by its hello, not its advertisement');
+    assert.ok(malformed.includes(true), 'the control characters were flagged');
+    await welcomed(rig, 11, 23);
+    assert.equal(rig.radio.connectAttempts.get(addressOf(9).replace(/:/g, '')) ?? 0, 0);
+  });
+
+  it('serves five peripherals at once with at most two links, welcoming all five', async () => {
+    rig = await makeRig({ transport: { maxConcurrent: 2 } });
+    await rig.transport.start();
+    const ps = [21, 22, 23, 24, 25].map((n) => rig!.addPeripheral(n, { mtu: n % 2 === 0 ? 23 : 247 }));
+    const results = await Promise.all(ps.map((p) => resultOf(p, 20_000)));
+    for (const r of results) assert.ok(r.kind === 'welcome' && r.check.ok);
+    const events = await Promise.all(ps.map((p) => rig!.exchangeOf(p.address)));
+    assert.deepEqual(events.map((e) => e.outcome), Array(5).fill('welcome'));
+    assert.equal(rig.radio.maxConcurrentLinks, 2);
+    assert.equal(rig.transport.stats().maxActive, 2);
+    assert.equal(rig.transport.stats().welcomed, 5);
+    assert.deepEqual(rig.radio.violations, []);
+  });
+
+  it('pauses on poweredOff (aborting the exchange) and resumes on poweredOn', async () => {
+    rig = await makeRig();
+    const order: string[] = [];
+    rig.transport.on('state', (s) => order.push(`state:${s}`));
+    rig.transport.on('connected', (c) => order.push(`connected:${c.address}`));
+    await rig.transport.start();
+    const stuck = rig.addPeripheral(31, { misbehave: { stallWrites: true } });
+    await waitForEvent<[{ address: string }]>(
+      (l) => rig!.transport.on('connected', l),
+      (c) => c.address === stuck.address,
+      'connection to the stuck peripheral',
+    );
+    rig.radio.setAdapterState('poweredOff');
+    const aborted = await rig.exchangeOf(stuck.address);
+    assert.equal(aborted.outcome, 'failed');
+    assert.ok(aborted.error === 'GH_BLE_ADAPTER_OFF' || aborted.error === 'GH_BLE_DISCONNECTED', String(aborted.error));
+    if (!order.includes('state:poweredOff')) {
+      await waitForEvent<[string]>((l) => rig!.transport.on('state', l), (s) => s === 'poweredOff', 'poweredOff');
+    }
+    assert.equal(rig.transport.stats().scanning, false);
+    const later = rig.addPeripheral(32);
+    rig.radio.setAdapterState('poweredOn');
+    const result = await resultOf(later);
+    assert.ok(result.kind === 'welcome' && result.check.ok);
+    assert.ok(order.indexOf('state:poweredOn') < order.indexOf(`connected:${later.address}`), order.join(' '));
+    assert.ok(order.indexOf('state:poweredOff') < order.indexOf('state:poweredOn'), order.join(' '));
+    assert.equal(rig.transport.stats().scanning, true);
+  });
+});
