@@ -2,23 +2,29 @@
  * Provisioning of the gateway identity key: an ECDSA P-256 signing key made by TPM2_CreatePrimary
  * in the owner hierarchy (fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | sign;
  * scheme ECDSA-SHA256) and persisted with TPM2_EvictControl. A primary key needs no parent and
- * no stored private blob; a random `unique` value makes every provisioning a new key.
+ * no stored private blob; a random `unique` value makes every provisioning a new key. Every run
+ * ends with a self-test signature, so a key that cannot sign (DA lockout, broken TPM) is reported.
  */
-import { randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { CheckedTss, EsysContext } from './ffi/checked.js';
 import { TpmError } from './errors.js';
 import { sha256, spkiToPem, toHex } from './key-store.js';
+import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord, writeTpmKeyRecord, type TpmKeyRecord } from './state-file.js';
 import { silentLogger } from './silent-logger.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
 import { checkPersistentHandle, DEFAULT_KEY_HANDLE, handleHex, readPersistentPublic } from './tpm-key-store.js';
 import {
   checkIdentityKey,
+  digestTpm2b,
   eccSigningTemplate,
+  ecdsaSha256Scheme,
+  ecdsaSignatureRaw,
   emptyPcrSelection,
   emptySensitiveCreate,
   emptyTpm2b,
+  nullHashcheckTicket,
   p256SpkiDer,
   parseEccPublic,
 } from './tpm2-wire.js';
@@ -139,6 +145,20 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
       });
       logger.info('TPM key provisioned', { handle: hex, thumbprint: toHex(thumbprint), action: outcome.action });
     }
+    // Self-test: the key signs and the signature verifies. Runs after the record is written so
+    // that a transient failure (e.g. DA lockout) leaves a consistent record behind.
+    await conn.run('self-test signature', async (tss, ctx) => {
+      const { tr } = await readPersistentPublic(tss, ctx, handle);
+      try {
+        const digest = sha256(randomBytes(32));
+        const sig = ecdsaSignatureRaw(await tss.sign(ctx, tr, digestTpm2b(digest), ecdsaSha256Scheme(), nullHashcheckTicket()));
+        if (!p256VerifyDigest(createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }), digest, sig)) {
+          throw new TpmError('GH_TPM_FAILURE', `the key at ${hex} produced a signature that does not verify`);
+        }
+      } finally {
+        tss.trClose(ctx, tr);
+      }
+    });
     return {
       action: outcome.action,
       handle,

@@ -1,0 +1,177 @@
+/**
+ * `gatehouse tpm provision|show` against a real swtpm, checked against tpm2-tools'
+ * own view of the key (tpm2_readpublic), plus the operator-facing error messages.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createPublicKey } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
+import { run } from '../../daemon/cli/tpm.js';
+import { Swtpm } from '../helpers/swtpm.js';
+
+const exec = promisify(execFile);
+
+interface Captured {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Captured> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (d: Buffer) => (out += d.toString()));
+  stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await run(args, { stdout, stderr, env });
+  return { code, stdout: out, stderr: err };
+}
+
+describe('daemon/cli/tpm (gatehouse tpm) on swtpm', function () {
+  this.timeout(120_000);
+  let tpm: Swtpm;
+  let dir: string;
+  let tools: NodeJS.ProcessEnv;
+
+  before(async () => {
+    tpm = await Swtpm.start();
+    dir = await mkdtemp(join(tmpdir(), 'gh-tpm-cli-'));
+    tools = { ...process.env, TPM2TOOLS_TCTI: tpm.tcti };
+  });
+
+  after(async () => {
+    await tpm?.dispose();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('answers --help for the group and each command, and exits 2 on usage errors', async () => {
+    for (const args of [['--help'], ['provision', '--help'], ['show', '--help']]) {
+      const r = await cli(args);
+      assert.equal(r.code, 0, args.join(' '));
+      assert.match(r.stdout, /^Usage: gatehouse tpm/);
+    }
+    assert.match((await cli(['provision', '--help'])).stdout, /--force/);
+    assert.equal((await cli([])).code, 2);
+    assert.equal((await cli(['frobnicate'])).code, 2);
+    const bad = await cli(['show', '--bogus']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /bogus/);
+    const badHandle = await cli(['show', '--handle', '0x01000000', '--tcti', tpm.tcti]);
+    assert.equal(badHandle.code, 2);
+    assert.match(badHandle.stderr, /owner range/);
+  });
+
+  it('provision then show print the key tpm2_readpublic reports', async () => {
+    const stateDir = join(dir, 'state');
+    const p = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir]);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stdout, /TPM key created at 0x81010001/);
+
+    const s = await cli(['show', '--handle', '0x81010001', '--state-dir', stateDir], { GATEHOUSE_TPM_TCTI: tpm.tcti });
+    assert.equal(s.code, 0, s.stderr);
+    const thumb = /thumbprint: ([0-9a-f]{64})/.exec(s.stdout)?.[1];
+    const pem = /-----BEGIN PUBLIC KEY-----[\s\S]+?-----END PUBLIC KEY-----\n/.exec(s.stdout)?.[0];
+    assert.ok(thumb && pem, s.stdout);
+    assert.ok(p.stdout.includes(thumb), 'provision and show print the same thumbprint');
+
+    // tpm2-tools' view of the same handle: PEM and the raw point.
+    const pemFile = join(dir, 'readpublic.pem');
+    const { stdout: yaml } = await exec('tpm2_readpublic', ['-c', '0x81010001', '-f', 'pem', '-o', pemFile], { env: tools, timeout: 20_000 });
+    assert.equal(pem, await readFile(pemFile, 'utf8'));
+    const jwk = createPublicKey(pem).export({ format: 'jwk' });
+    const x = /^x: ([0-9a-f]+)$/m.exec(yaml)?.[1];
+    const y = /^y: ([0-9a-f]+)$/m.exec(yaml)?.[1];
+    assert.equal(x, Buffer.from(jwk.x ?? '', 'base64url').toString('hex'));
+    assert.equal(y, Buffer.from(jwk.y ?? '', 'base64url').toString('hex'));
+    assert.match(yaml, /fixedtpm\|/);
+    assert.match(yaml, /sign$/m);
+
+    const j = await cli(['show', '--json', '--tcti', tpm.tcti]);
+    assert.equal(j.code, 0);
+    assert.deepEqual(JSON.parse(j.stdout), { handle: '0x81010001', thumbprint: thumb, publicKeyPem: pem });
+
+    const again = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal((JSON.parse(again.stdout) as { action: string }).action, 'unchanged');
+  });
+
+  it('explains an occupied handle and points at --force', async () => {
+    const r = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', join(dir, 'another')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /GH_TPM_HANDLE_OCCUPIED/);
+    assert.match(r.stderr, /hint: .*--force/);
+  });
+
+  it('explains a handle with no key', async () => {
+    const r = await cli(['show', '--tcti', tpm.tcti, '--handle', '0x81010042']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no key at persistent handle 0x81010042 \[GH_TPM_KEY_NOT_FOUND\]/);
+    assert.match(r.stderr, /hint: .*gatehouse tpm provision/);
+  });
+
+  it('explains a missing TPM device', async () => {
+    const r = await cli(['show', '--tcti', `device:${join(dir, 'no-such-tpmrm0')}`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no TPM device at .*no-such-tpmrm0 \[GH_TPM_NO_DEVICE\]/);
+    assert.match(r.stderr, /hint: .*\/dev\/tpmrm0/);
+  });
+
+  it("explains permission denied on the device and names the 'tss' group", async () => {
+    // A device node the CLI's user may not open: root drops to nobody, anyone else gets mode 000.
+    const node = join(dir, 'tpmrm0');
+    await writeFile(node, '');
+    await chmod(node, 0);
+    await chmod(dir, 0o755);
+    const script = `import { run } from ${JSON.stringify(new URL('../../daemon/cli/tpm.ts', import.meta.url).pathname)};
+process.exitCode = await run(['show', '--tcti', 'device:${node}'], { stdout: process.stdout, stderr: process.stderr, env: {} });`;
+    const argv = ['--import', 'tsx', '--input-type=module', '-e', script];
+    const asRoot = process.getuid?.() === 0;
+    const [cmd, args] = asRoot
+      ? ['setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...argv]]
+      : [process.execPath, argv];
+    const r = await exec(cmd, args, { cwd: process.cwd(), timeout: 60_000 }).then(
+      () => assert.fail('expected exit code 1'),
+      (e: { code?: number; stderr?: string }) => e,
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.stderr ?? '', /permission denied on .*tpmrm0.*\[GH_TPM_PERMISSION_DENIED\]/);
+    assert.match(r.stderr ?? '', /hint: .*'tss' group/);
+  });
+
+  it('explains an unreachable TPM simulator', async () => {
+    const down = await Swtpm.start();
+    const tcti = down.tcti;
+    await down.dispose();
+    const r = await cli(['show', '--tcti', tcti]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /GH_TPM_NO_DEVICE/);
+  });
+
+  it('explains DA lockout (provision self-test signature)', async () => {
+    const stateDir = join(dir, 'lockout-state');
+    const handle = '0x81010050';
+    assert.equal((await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle])).code, 0);
+    // Put the TPM into lockout the way an attacker guessing passwords would: one failure allowed.
+    await exec('tpm2_dictionarylockout', ['-s', '-n', '1', '-t', '600', '-l', '600'], { env: tools, timeout: 20_000 });
+    const ctx = join(dir, 'da.ctx');
+    await exec('tpm2_createprimary', ['-C', 'o', '-G', 'ecc', '-p', 'secret', '-c', ctx], { env: tools, timeout: 60_000 });
+    const msg = join(dir, 'da-msg');
+    await writeFile(msg, 'anything');
+    await assert.rejects(exec('tpm2_sign', ['-c', ctx, '-p', 'wrong', '-g', 'sha256', '-o', join(dir, 'sig'), msg], { env: tools, timeout: 20_000 }));
+    await exec('tpm2_flushcontext', ['-t'], { env: tools, timeout: 20_000 });
+
+    const r = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /GH_TPM_LOCKOUT/);
+    assert.match(r.stderr, /hint: .*lockout/);
+
+    await exec('tpm2_dictionarylockout', ['-c'], { env: tools, timeout: 20_000 });
+    assert.equal((await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle])).code, 0);
+  });
+});
+
