@@ -176,6 +176,10 @@ export function decodeSign1(bytes: Uint8Array, opts: DecodeSign1Options = {}): D
   }
   if (!generic && !isValidId(kid)) throw coseError('GH_COSE_BAD_KID', 'kid must be 1–64 characters of [A-Za-z0-9._:-]');
 
+  // RFC 9053 §2.2: alg -8 also covers Ed448, whose signatures are 114 bytes; we support Ed25519 only.
+  if (alg === COSE_ALG_EDDSA && signature.length === 114) {
+    throw new ProtocolError('GH_COSE_UNSUPPORTED_ALG', 'malformed', 'unsupported algorithm: EdDSA over Ed448 (only Ed25519 is accepted)');
+  }
   // Both EdDSA over Ed25519 and ES256 (raw r||s, RFC 9053 §2.1) signatures are 64 bytes.
   if (signature.length !== 64) throw coseError('GH_COSE_SIGNATURE_LENGTH', `signature is ${signature.length} bytes, expected 64`);
 
@@ -189,7 +193,9 @@ export function decodeSign1(bytes: Uint8Array, opts: DecodeSign1Options = {}): D
     kid,
     kidBytes,
     payload,
-    toBeSigned: sigStructure(protectedBytes, payload, externalAad),
+    // RFC 9052 §4.4: with no protected header parameters, body_protected is a zero-length bstr,
+    // even when the sender wrote h'A0' (§3: recipients accept both forms).
+    toBeSigned: sigStructure(protectedHeader.size === 0 ? EMPTY : protectedBytes, payload, externalAad),
     signature,
     tagged,
     protectedBytes,
