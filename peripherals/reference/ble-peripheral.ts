@@ -6,7 +6,7 @@
  * chunk index, send 2 KiB, advertise malformed data, never answer writes.
  */
 import { EventEmitter } from 'node:events';
-import { checkWelcome, decodeDownMessage, randomNonce, signHello, type CheckWelcomeResult } from '../../protocol/index.js';
+import { decodeDownMessage, encodeChallenge, type CheckWelcomeResult } from '../../protocol/index.js';
 import type { ReasonCode } from '../../protocol/reasons.js';
 import type { Signer } from '../../protocol/types.js';
 import { chunkPayloadSize, encodeChunk, frameMessage, Reassembler } from '../ble/framing.js';
@@ -18,6 +18,7 @@ import {
   type EmulatedLink,
   type EmulatedService,
 } from './ble-emulated-bindings.js';
+import { ReferencePeripheral } from './peripheral.js';
 
 /** Ways to misbehave, each for one test. */
 export interface BlePeripheralMisbehaviour {
@@ -57,7 +58,7 @@ export type BlePeripheralResult =
   | { kind: 'invalid'; detail: string };
 
 /**
- * Emulated reference peripheral. Events: `challenge` (gn bytes), `hello` (bytes sent),
+ * Emulated reference peripheral. Events: `challenge` (the decoded Challenge), `hello` (bytes sent),
  * `result` (BlePeripheralResult), `disconnect` (HCI reason).
  */
 export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGattServer {
@@ -68,11 +69,13 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
   readonly rssi: number;
   readonly dev: string;
   readonly #o: ReferenceBlePeripheralOptions;
+  /** The transport-free reference peripheral: hello signing, pn, welcome checks. */
+  readonly #device: ReferencePeripheral;
   #advertising = true;
   #link: EmulatedLink | undefined;
   #subscribed = false;
   #rx = new Reassembler();
-  #helloBytes: Uint8Array | undefined;
+  #helloSent = false;
   /** Results of every exchange, in order. */
   readonly results: BlePeripheralResult[] = [];
   /** Connections received. */
@@ -85,6 +88,7 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
     this.dev = options.dev;
     this.mtu = options.mtu ?? 23;
     this.rssi = options.rssi ?? -60;
+    this.#device = new ReferencePeripheral({ dev: options.dev, signer: options.signer, backendKeys: options.backendKeys });
   }
 
   isAdvertising(): boolean {
@@ -117,7 +121,7 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
     this.#link = link;
     this.#subscribed = false;
     this.#rx = new Reassembler({ mtu: link.mtu });
-    this.#helloBytes = undefined;
+    this.#helloSent = false;
   }
 
   onSubscribe(_service: string, _characteristic: string, enabled: boolean): void {
@@ -156,30 +160,39 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
     if (down.type === 'challenge') {
       // protocol-v1 "BLE transport": the challenge's dev names the connection, not us; we answer
       // with our own dev in the hello and take only gn (and gw) from the challenge.
-      this.emit('challenge', down.message.gn);
+      this.emit('challenge', down.message);
       if (this.#o.misbehave?.vanishAfterChallenge) {
         this.#advertising = false;
         this.#link?.drop();
         return;
       }
-      const hello = await signHello({ type: 'hello', version: 1, dev: this.dev, pn: randomNonce(16), gn: down.message.gn }, this.#o.signer);
-      this.#helloBytes = hello;
+      // The reference library binds a challenge to its own dev (as on MQTT); on BLE the dev field
+      // names the connection, so hand it the same gn and gw under our id.
+      let hello: Uint8Array;
+      try {
+        hello = await this.#device.hello(encodeChallenge({ ...down.message, dev: this.dev }));
+      } catch (err) {
+        this.#finish({ kind: 'invalid', detail: `challenge: ${err instanceof Error ? err.message : String(err)}` });
+        return;
+      }
+      this.#helloSent = true;
       this.#send(hello);
       this.emit('hello', hello);
       return;
     }
     if (down.type === 'reject') {
-      // protocol-v1: a reject is advisory only (it may be forged); retry after `retry`.
+      // protocol-v1: a reject is advisory only (it may be forged); retry after `retry`. Its dev
+      // is ours after a hello, or the connection's when the challenge itself was refused.
       const r: BlePeripheralResult = { kind: 'reject', reason: down.message.reason };
       if (down.message.retry !== undefined) r.retry = down.message.retry;
       this.#finish(r);
       return;
     }
-    if (!this.#helloBytes) {
+    if (!this.#helloSent) {
       this.#finish({ kind: 'invalid', detail: 'welcome before any hello' });
       return;
     }
-    const check = checkWelcome(bytes, { backendKeys: this.#o.backendKeys, dev: this.dev, helloBytes: this.#helloBytes });
+    const check = this.#device.verifyWelcome(bytes);
     if (check.ok && (this.#o.stopAdvertisingWhenWelcomed ?? true)) this.#advertising = false;
     this.#finish({ kind: 'welcome', check });
   }

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { Ed25519Signer } from '../../../protocol/index.js';
-import { Pipeline } from '../../../daemon/pipeline/pipeline.js';
+import { Pipeline, type PipelineOptions } from '../../../daemon/pipeline/pipeline.js';
 import { NobleCentral } from '../../../peripherals/ble/noble-adapter.js';
 import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '../../../peripherals/ble/transport.js';
 import { EmulatedNobleBindings, type EmulatedBindingsOptions } from '../../../peripherals/reference/ble-emulated-bindings.js';
@@ -72,13 +72,18 @@ export function resultOf(p: ReferenceBlePeripheral, ms = 10_000): Promise<BlePer
 }
 
 export async function makeRig(
-  options: { radio?: EmulatedBindingsOptions; transport?: Partial<BleTransportOptions>; operationTimeoutMs?: number } = {},
+  options: {
+    radio?: EmulatedBindingsOptions;
+    transport?: Partial<BleTransportOptions>;
+    pipeline?: Partial<PipelineOptions>;
+    operationTimeoutMs?: number;
+  } = {},
 ): Promise<Rig> {
   const radio = new EmulatedNobleBindings({ advertisingIntervalMs: 20, ...options.radio });
   const central = new NobleCentral({ bindings: radio, operationTimeoutMs: options.operationTimeoutMs ?? 3_000 });
   const backend = new FakeVerifier(GW);
   const sessions = new FakeSessionProvider(await backend.makeSession());
-  const pipeline = new Pipeline({ gw: GW, verifier: backend, sessions });
+  const pipeline = new Pipeline({ gw: GW, verifier: backend, sessions, ...options.pipeline });
   const transport = new BleTransport({
     central,
     pipeline,

@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { HCI_LOCAL_HOST_TERMINATED } from '../../../peripherals/reference/ble-emulated-bindings.js';
-import { addressOf, makeRig, resultOf, waitForEvent, type Rig } from './rig.js';
+import type { Challenge } from '../../../protocol/index.js';
+import { addressOf, GW, makeRig, resultOf, waitForEvent, type Rig } from './rig.js';
 
 describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   let rig: Rig | undefined;
@@ -42,6 +43,43 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     // protocol-v1: G disconnects after the welcome.
     assert.equal(rig.radio.linkCount, 0);
     assert.equal(rig.pipeline.stats().outstandingChallenges, 0);
+  });
+
+  it("binds the challenge to the connection: its dev names the BLE connection, the hello's dev is learned", async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const p = rig.addPeripheral(12);
+    const challenge = waitForEvent<[Challenge]>(
+      (l) => {
+        p.on('challenge', l);
+        return () => p.off('challenge', l);
+      },
+      () => true,
+      'challenge',
+    );
+    const [c] = await challenge;
+    const e = await rig.exchangeOf(p.address);
+    assert.equal(c.dev, e.connection);
+    assert.match(c.dev, /^ble:\d+$/);
+    assert.equal(c.gw, GW);
+    assert.equal(e.dev, 'dev-12');
+    assert.equal(rig.backend.requests[0]?.dev, 'dev-12');
+  });
+
+  it('relays a reject the pipeline answers instead of a challenge, then disconnects', async () => {
+    // The pipeline takes one global token per challenge and one per hello.
+    rig = await makeRig({ pipeline: { rateLimits: { globalPerMin: 2 } } });
+    await rig.transport.start();
+    await welcomed(rig, 13, 23);
+    const p = rig.addPeripheral(14);
+    const result = await resultOf(p);
+    assert.equal(result.kind === 'reject' && result.reason, 'rate-limited');
+    const e = await rig.exchangeOf(p.address);
+    assert.equal(e.outcome, 'reject');
+    assert.equal(e.reason, 'rate-limited');
+    assert.equal(e.dev, undefined, 'no device id is known before a hello');
+    assert.equal(rig.radio.linkCount, 0);
+    assert.equal(rig.backend.requests.length, 1);
   });
 
   it('completes an exchange at MTU 247 in chunks of up to 244 bytes', async () => {
