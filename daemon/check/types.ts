@@ -33,6 +33,8 @@ export interface TpmProbeResult {
   keyPresent: boolean;
   /** One line for the operator, e.g. the TSS2 error text. */
   detail?: string;
+  /** What to do, when the probe knows (e.g. tpm/errors.ts adviceFor). */
+  advice?: string;
 }
 
 export interface SessionFacts {

@@ -1,0 +1,35 @@
+import type { Check } from '../types.js';
+
+/** tpm.key: the TPM answers and holds the gateway key at the configured handle. */
+export const tpmKey: Check = {
+  id: 'tpm.key',
+  description: 'TPM reachable and gateway key present',
+  async run(ctx) {
+    if (!ctx.config.ok) return { status: 'skip', message: 'no valid config' };
+    const cfg = ctx.config.config;
+    if (cfg.tpm.kind === 'software') {
+      return {
+        status: 'warn',
+        message: 'software key store: the identity key is not in a TPM',
+        action: 'for demos and tests only; set tpm.kind: tpm (and gateway.production: true) on a real gateway',
+      };
+    }
+    if (ctx.tpm === undefined) return { status: 'skip', message: 'TPM not probed here' };
+    const r = await ctx.tpm();
+    if (!r.reachable) {
+      return {
+        status: 'fail',
+        message: `TPM not reachable via ${cfg.tpm.tcti}${r.detail === undefined ? '' : `: ${r.detail}`}`,
+        action: r.advice ?? 'check that /dev/tpmrm0 exists and the service user is in group tss',
+      };
+    }
+    if (!r.keyPresent) {
+      return {
+        status: 'fail',
+        message: `no usable gateway key at ${cfg.tpm.handle}${r.detail === undefined ? '' : `: ${r.detail}`}`,
+        action: r.advice ?? 'provision it: gatehouse tpm provision --help',
+      };
+    }
+    return { status: 'ok', message: `key at ${cfg.tpm.handle} via ${cfg.tpm.tcti}` };
+  },
+};
