@@ -18,7 +18,7 @@ import winston from 'winston';
 import { isReasonCode, isValidId, parseHello, verifySign1, MAX_MESSAGE_BYTES, type Hello, type Signed } from '../../protocol/index.js';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import type { HelloVerifier, RevocationSource, SessionProvider, VerifyRequest, VerifyResult } from '../pipeline/types.js';
-import { readJsonState, writeJsonAtomic } from '../state/atomic-file.js';
+import { ensureStateDir, readJsonState, writeJsonAtomic } from '../state/atomic-file.js';
 import { CircuitBreaker, type BreakerOptions, type CircuitState } from './breaker.js';
 import { backoffMs, systemClock, type Clock, type TimerHandle } from './clock.js';
 import type { BackendHttp } from './dispatcher.js';
@@ -61,6 +61,8 @@ export interface BackendClientOptions {
   /** Revocation poll period (default 30000 ms: a revoked device is closed within 60 s). 0 disables. */
   revocationPollMs?: number;
   leases?: { maxLeases?: number; maxBytes?: number; persistDelayMs?: number };
+  /** Least time between two renewals forced by a 401 for the session key (default 300000 ms). */
+  forcedRenewalMinMs?: number;
   clock?: Clock;
   random?: () => number;
   /** Request nonce source (tests inject a repeating one to see replay refused). */
@@ -125,6 +127,8 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   private seq = 0;
   private cursor = 0;
   private running = false;
+  private pollBurst = 0;
+  private lastForcedRenewal = Number.NEGATIVE_INFINITY;
   private readonly listeners = new Set<(devices: string[]) => void>();
   private readonly c = {
     requests: 0, batches: 0, hellos: 0, verdictsOk: 0, verdictsRejected: 0, busy: 0, retries: 0,
@@ -155,6 +159,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
 
   /** Load leases and the revocation cursor, then start polling revocations. */
   async start(): Promise<void> {
+    await ensureStateDir(this.o.stateDir);
     await this.leases.load();
     const saved = await readJsonState(this.cursorFile, validateCursorFile, { maxBytes: 4096 });
     this.cursor = saved ?? 0;
@@ -343,8 +348,17 @@ export class BackendClient implements HelloVerifier, RevocationSource {
     if (err.unreachable) this.breaker.failure();
     else if (err.kind === 'aborted') this.breaker.release();
     else this.breaker.success(); // the backend answered: it is reachable
-    if (err.kind === 'client' && err.status === 401 && problemReason(err) === undefined && this.o.session.renewNow !== undefined) {
-      void this.o.session.renewNow();
+    // The backend keeps only the two newest session keys: a 401 for our key means it no longer
+    // knows it. Renew, but at most once per `forcedRenewalMinMs` so a persistent fault cannot
+    // turn into a stream of TPM signatures.
+    const type = err.problem?.type ?? '';
+    if (err.kind === 'client' && err.status === 401 && /:(unknown-key|bad-signature)$/.test(type) && this.o.session.renewNow !== undefined) {
+      const now = this.clock.now();
+      if (now - this.lastForcedRenewal >= (this.o.forcedRenewalMinMs ?? 300_000)) {
+        this.lastForcedRenewal = now;
+        this.log.warn('backend does not accept our session key; renewing the session', { type });
+        void this.o.session.renewNow();
+      }
     }
   }
 
@@ -444,7 +458,14 @@ export class BackendClient implements HelloVerifier, RevocationSource {
     if (this.pollTimer !== undefined) this.clock.clearTimeout(this.pollTimer);
     this.pollTimer = this.clock.setTimeout(() => {
       this.pollTimer = undefined;
-      void this.pollRevocations().finally(() => this.schedulePoll(period));
+      void this.pollRevocations().then(
+        (devices) => {
+          // The feed is paged: after a non-empty answer ask again at once, a bounded number of times.
+          this.pollBurst = devices !== undefined && devices.length > 0 && this.pollBurst < 16 ? this.pollBurst + 1 : 0;
+          this.schedulePoll(this.pollBurst > 0 ? 0 : period);
+        },
+        () => this.schedulePoll(period),
+      );
     }, ms);
   }
 
@@ -462,7 +483,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       const req = await signedRequest(this.o.http, 'GET', path, undefined, this.sessionSigning(session.signer));
       this.c.requests += 1;
       const res = await this.o.http.request({ ...req, signal: AbortSignal.timeout(this.o.requestTimeoutMs ?? 5000) });
-      answer = parseRevocations(expectJson(res, 200), this.cursor);
+      answer = parseRevocations(expectJson(res, 200));
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'revocation poll failed', { cause: e });
       this.errors[err.kind] += 1;
@@ -475,6 +496,18 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       const held = this.leases.revoke(answer.devices);
       this.c.revokedDevices += answer.devices.length;
       this.log.warn('devices revoked', { count: answer.devices.length, leasesDropped: held });
+      // Leases on disk go before the cursor moves: a crash between the two must not leave a
+      // revoked device's lease behind a cursor that will never name it again.
+      await this.leases.flush();
+    }
+    if (answer.cursor !== this.cursor) {
+      if (answer.cursor < this.cursor) this.log.warn('revocation cursor went back (backend reset?)', { from: this.cursor, to: answer.cursor });
+      this.cursor = answer.cursor;
+      await writeJsonAtomic(this.cursorFile, { version: 1, cursor: this.cursor }, { maxBytes: 4096 }).catch((err: unknown) => {
+        this.log.error('cannot persist revocation cursor', { error: (err as Error).message });
+      });
+    }
+    if (answer.devices.length > 0) {
       for (const l of this.listeners) {
         try {
           l([...answer.devices]);
@@ -483,12 +516,6 @@ export class BackendClient implements HelloVerifier, RevocationSource {
         }
       }
     }
-    if (answer.cursor !== this.cursor) {
-      this.cursor = answer.cursor;
-      await writeJsonAtomic(this.cursorFile, { version: 1, cursor: this.cursor }, { maxBytes: 4096 }).catch((err: unknown) => {
-        this.log.error('cannot persist revocation cursor', { error: (err as Error).message });
-      });
-    }
     return answer.devices;
   }
 }
@@ -496,11 +523,10 @@ export class BackendClient implements HelloVerifier, RevocationSource {
 /** Most devices one revocation answer may name. */
 const MAX_REVOKED_PER_POLL = 10000;
 
-function parseRevocations(v: unknown, since: number): { cursor: number; devices: string[] } {
+function parseRevocations(v: unknown): { cursor: number; devices: string[] } {
   if (!isObject(v)) badField('revocations answer is not an object');
   const { cursor, devices } = v;
   if (typeof cursor !== 'number' || !Number.isSafeInteger(cursor) || cursor < 0) badField('cursor is not a non-negative integer');
-  if (cursor < since) badField('cursor went backwards');
   if (!Array.isArray(devices) || devices.length > MAX_REVOKED_PER_POLL) badField('devices is not a bounded array');
   for (const d of devices) if (!isValidId(d)) badField('devices holds an invalid id');
   return { cursor, devices: devices as string[] };

@@ -19,7 +19,7 @@ import {
 } from '../../protocol/index.js';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import type { GatewaySession, SessionProvider } from '../pipeline/types.js';
-import { readJsonState, writeJsonAtomic } from '../state/atomic-file.js';
+import { ensureStateDir, readJsonState, writeJsonAtomic } from '../state/atomic-file.js';
 import { backoffMs, systemClock, type Clock, type TimerHandle } from './clock.js';
 import type { BackendHttp } from './dispatcher.js';
 import { BackendError, SessionError } from './errors.js';
@@ -106,6 +106,7 @@ export class SessionManager implements SessionProvider {
    */
   async start(): Promise<boolean> {
     this.stopped = false;
+    await ensureStateDir(this.o.stateDir);
     return this.renewNow();
   }
 

@@ -5,7 +5,7 @@
  * Reads are bounded and never follow a symlink at the target.
  */
 import { constants as fsc } from 'node:fs';
-import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { GatehouseError } from '../../protocol/errors.js';
@@ -203,4 +203,13 @@ export async function removeStaleTemps(path: string): Promise<number> {
     }
   }
   return removed;
+}
+
+/** Create a state directory (and parents) mode 0700 if missing. */
+export async function ensureStateDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw writeError(dir, err);
+  }
 }
