@@ -1,0 +1,145 @@
+/**
+ * The three calls of protocol-v1 "Backend HTTP API", after the request is authenticated:
+ * session credentials, hello verification with leases, and the revocation feed.
+ */
+import type { Logger } from 'winston';
+import {
+  MAX_MESSAGE_BYTES,
+  ProtocolError,
+  ed25519PublicKeyProblem,
+  isValidId,
+  parseHello,
+  signGatewayCredential,
+  signLease,
+  verifySign1,
+  type ReasonCode,
+  type Signer,
+} from '../protocol/index.js';
+import { base64UrlDecode, base64UrlEncode } from '../protocol/http-signature.js';
+import { Problem } from './problem.js';
+import type { GatewayRecord, Registry } from './registry.js';
+
+/** protocol-v1: at most 256 hellos per `POST /v1/verify`. */
+export const MAX_HELLOS = 256;
+
+export interface ApiDeps {
+  registry: Registry;
+  signer: Signer;
+  logger: Logger;
+  /** Lease lifetime in seconds. */
+  leaseSeconds: number;
+  /** Longest session credential the backend issues, in seconds. */
+  maxSessionSeconds: number;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Exactly these keys: an unknown field is a client bug worth reporting, not ignoring. */
+function exactKeys(v: Record<string, unknown>, keys: readonly string[], what: string): void {
+  for (const k of Object.keys(v)) if (!keys.includes(k)) throw new Problem('malformed-request', `${what} has unexpected field "${k}"`);
+  for (const k of keys) if (!(k in v)) throw new Problem('malformed-request', `${what} lacks "${k}"`);
+}
+
+/** `POST /v1/gateways/{gw}/sessions`: certify a session key with a gw-cred. */
+export async function createSession(
+  body: unknown,
+  gateway: GatewayRecord,
+  now: number,
+  deps: ApiDeps,
+): Promise<{ credential: string; notAfter: number }> {
+  if (!isObject(body)) throw new Problem('malformed-request', 'body must be a JSON object');
+  exactKeys(body, ['sessionPublicKey', 'notAfter'], 'body');
+  const spk = typeof body['sessionPublicKey'] === 'string' ? base64UrlDecode(body['sessionPublicKey'], 64) : undefined;
+  if (spk === undefined || spk.length !== 32) throw new Problem('malformed-request', 'sessionPublicKey must be 32 bytes, base64url');
+  const keyProblem = ed25519PublicKeyProblem(spk);
+  if (keyProblem !== undefined) throw new Problem('malformed-request', `sessionPublicKey: ${keyProblem}`);
+  const requested = body['notAfter'];
+  if (typeof requested !== 'number' || !Number.isSafeInteger(requested) || requested <= now) {
+    throw new Problem('malformed-request', 'notAfter must be an integer in the future (unix seconds)');
+  }
+  const exp = Math.min(requested, now + deps.maxSessionSeconds);
+  const credential = await signGatewayCredential(
+    { type: 'gw-cred', version: 1, gw: gateway.id, spk, tpk: gateway.tpk, iat: now, exp },
+    deps.signer,
+  );
+  deps.registry.recordSessionKey(gateway.id, spk, exp);
+  deps.logger.info('session credential issued', { gw: gateway.id, exp });
+  return { credential: base64UrlEncode(credential), notAfter: exp };
+}
+
+export type VerifyItemResult = { id: string; ok: true; dev: string; lease: string } | { id: string; ok: false; reason: ReasonCode };
+
+interface HelloItem {
+  id: string;
+  transport: string;
+  hello: Uint8Array;
+}
+
+function parseVerifyBody(body: unknown): HelloItem[] {
+  if (!isObject(body)) throw new Problem('malformed-request', 'body must be a JSON object');
+  exactKeys(body, ['hellos'], 'body');
+  const hellos = body['hellos'];
+  if (!Array.isArray(hellos) || hellos.length === 0) throw new Problem('malformed-request', 'hellos must be a non-empty array');
+  if (hellos.length > MAX_HELLOS) throw new Problem('too-many-hellos', `at most ${MAX_HELLOS} hellos per request`);
+  const ids = new Set<string>();
+  return hellos.map((h: unknown, i) => {
+    if (!isObject(h)) throw new Problem('malformed-request', `hellos[${i}] must be an object`);
+    exactKeys(h, ['id', 'transport', 'hello'], `hellos[${i}]`);
+    const { id, transport, hello } = h;
+    if (!isValidId(id)) throw new Problem('malformed-request', `hellos[${i}].id must be 1-64 characters of [A-Za-z0-9._:-]`);
+    if (ids.has(id)) throw new Problem('malformed-request', `hellos[${i}].id repeats an earlier id`);
+    ids.add(id);
+    if (transport !== 'mqtt' && transport !== 'ble') throw new Problem('malformed-request', `hellos[${i}].transport must be "mqtt" or "ble"`);
+    const bytes = typeof hello === 'string' ? base64UrlDecode(hello, MAX_MESSAGE_BYTES) : undefined;
+    if (bytes === undefined || bytes.length === 0 || bytes.length > MAX_MESSAGE_BYTES) {
+      throw new Problem('malformed-request', `hellos[${i}].hello must be base64url of at most ${MAX_MESSAGE_BYTES} bytes`);
+    }
+    return { id, transport, hello: bytes };
+  });
+}
+
+/** protocol-v1 "Backend checks" for one hello, then a lease for an ok verdict. */
+async function verifyOne(item: HelloItem, gateway: GatewayRecord, now: number, deps: ApiDeps): Promise<VerifyItemResult> {
+  const refuse = (reason: ReasonCode): VerifyItemResult => ({ id: item.id, ok: false, reason });
+  let signed;
+  try {
+    signed = parseHello(item.hello);
+  } catch (err) {
+    return refuse(err instanceof ProtocolError ? err.reason : 'malformed');
+  }
+  const dev = signed.payload.dev;
+  const device = deps.registry.getDevice(dev);
+  if (device === undefined) return refuse('unknown-device');
+  if (device.status !== 'active') return refuse('revoked');
+  if (!verifySign1(signed, device.publicKey)) return refuse('bad-signature');
+  if (!deps.registry.deviceAllowedAt(device, gateway)) return refuse('not-allowed-here');
+  const lease = await signLease(
+    { type: 'lease', version: 1, dev, gw: gateway.id, dpk: device.publicKey, policy: device.policy, iat: now, exp: now + deps.leaseSeconds },
+    deps.signer,
+  );
+  return { id: item.id, ok: true, dev, lease: base64UrlEncode(lease) };
+}
+
+/** `POST /v1/verify`: a verdict for each hello, in order. */
+export async function verifyHellos(body: unknown, gateway: GatewayRecord, now: number, deps: ApiDeps): Promise<{ results: VerifyItemResult[] }> {
+  const items = parseVerifyBody(body);
+  const results: VerifyItemResult[] = [];
+  for (const item of items) results.push(await verifyOne(item, gateway, now, deps));
+  const refused = results.filter((r) => !r.ok).length;
+  deps.logger.info('hellos verified', { gw: gateway.id, count: results.length, refused });
+  return { results };
+}
+
+/** `GET /v1/gateways/{gw}/revocations?since=N`. */
+export function revocations(query: URLSearchParams, gateway: GatewayRecord, deps: ApiDeps): { cursor: number; devices: string[] } {
+  for (const k of query.keys()) if (k !== 'since') throw new Problem('malformed-request', `unknown query parameter "${k}"`);
+  const all = query.getAll('since');
+  if (all.length > 1) throw new Problem('malformed-request', 'since given twice');
+  const raw = all[0] ?? '0';
+  if (!/^[0-9]{1,15}$/.test(raw)) throw new Problem('malformed-request', 'since must be a non-negative integer');
+  const page = deps.registry.revocationsSince(Number(raw));
+  deps.logger.debug('revocations served', { gw: gateway.id, since: Number(raw), count: page.devices.length });
+  return page;
+}

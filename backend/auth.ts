@@ -1,0 +1,90 @@
+/**
+ * protocol-v1 "Backend checks", request level: the RFC 9421 signature under label `gh` (with
+ * RFC 9530 Content-Digest), `created` within 300 s, a fresh nonce, and a registered, unrevoked
+ * gateway whose TPM key (`tpm:{gw}`) or current session key (`session:{gw}`) signed it.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { isValidId, ed25519PublicKeyFromRaw } from '../protocol/index.js';
+import {
+  HttpSignatureError,
+  verifyGatehouseRequest,
+  type HttpRequestParts,
+  type HttpSigAlg,
+} from '../protocol/http-signature.js';
+import type { NonceCache } from './nonce-cache.js';
+import { Problem, type ProblemSlug } from './problem.js';
+import type { GatewayRecord, Registry } from './registry.js';
+
+/** Which key a call must be signed with (protocol-v1 "Backend HTTP API" table). */
+export type KeyKind = 'tpm' | 'session';
+
+const ALG_FOR: Readonly<Record<KeyKind, HttpSigAlg>> = { tpm: 'ecdsa-p256-sha256', session: 'ed25519' };
+
+export interface Authenticated {
+  gateway: GatewayRecord;
+  kind: KeyKind;
+  keyid: string;
+}
+
+export interface AuthDeps {
+  registry: Registry;
+  nonces: NonceCache;
+  /** Unix seconds. */
+  now: number;
+}
+
+function signatureProblem(err: HttpSignatureError): Problem {
+  const slug: ProblemSlug = (() => {
+    switch (err.code) {
+      case 'GH_HTTPSIG_STALE':
+        return 'signature-stale';
+      case 'GH_HTTPSIG_BAD_SIGNATURE':
+        return 'bad-signature';
+      case 'GH_HTTPSIG_UNKNOWN_KEY':
+        return 'unknown-key';
+      case 'GH_DIGEST_MISSING':
+      case 'GH_DIGEST_MALFORMED':
+      case 'GH_DIGEST_MISMATCH':
+        return 'bad-content-digest';
+      default:
+        return 'signature-invalid';
+    }
+  })();
+  // The messages of HttpSignatureError are our own text about the request, never secrets.
+  return new Problem(slug, err.message, { cause: err });
+}
+
+/**
+ * Authenticate a request that must be signed with a `kind` key, for gateway `pathGw` when the
+ * path names one. Throws a {@link Problem}.
+ */
+export function authenticate(req: HttpRequestParts, kind: KeyKind, pathGw: string | undefined, deps: AuthDeps): Authenticated {
+  let gateway: GatewayRecord | undefined;
+  const resolveKeys = (keyid: string, alg: HttpSigAlg): readonly KeyObject[] => {
+    const m = /^(tpm|session):(.+)$/.exec(keyid);
+    if (!m || !isValidId(m[2])) throw new Problem('signature-invalid', 'keyid must be "tpm:{gw}" or "session:{gw}"');
+    const gw = m[2];
+    if (m[1] !== kind) throw new Problem('wrong-key-for-call', `this call must be signed with a ${kind} key`);
+    if (pathGw !== undefined && gw !== pathGw) throw new Problem('wrong-key-for-call', 'keyid names another gateway than the path');
+    if (alg !== ALG_FOR[kind]) throw new Problem('signature-invalid', `a ${kind} key signs with alg "${ALG_FOR[kind]}"`);
+    gateway = deps.registry.getGateway(gw);
+    if (gateway === undefined) throw new Problem('unknown-gateway');
+    if (gateway.status !== 'active') throw new Problem('gateway-revoked');
+    if (kind === 'tpm') return [createPublicKey(gateway.tpmPublicKeyPem)];
+    // protocol-v1: S keeps the two newest session keys of each gateway.
+    return deps.registry.sessionKeys(gw, deps.now).map((s) => ed25519PublicKeyFromRaw(s.publicKey));
+  };
+  let verified;
+  try {
+    verified = verifyGatehouseRequest(req, { now: deps.now, resolveKeys });
+  } catch (err) {
+    if (err instanceof HttpSignatureError) throw signatureProblem(err);
+    throw err;
+  }
+  if (gateway === undefined) throw new Problem('internal');
+  // Remember the nonce only once the signature verified, so unsigned junk cannot fill the cache.
+  const seen = deps.nonces.check(verified.keyid, verified.nonce, verified.created, deps.now);
+  if (seen === 'replay') throw new Problem('replayed-nonce');
+  if (seen === 'full') throw new Problem('busy', 'too many recent requests');
+  return { gateway, kind, keyid: verified.keyid };
+}

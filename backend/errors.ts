@@ -1,0 +1,7 @@
+/** Errors of the reference backend (registry, key file, admin CLI). */
+import { GatehouseError } from '../protocol/errors.js';
+
+/** Stable codes: `GH_REGISTRY_*` for the registry, `GH_BACKEND_KEY_*` for the signing key file. */
+export class RegistryError extends GatehouseError {}
+
+export class BackendKeyError extends GatehouseError {}

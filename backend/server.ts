@@ -1,0 +1,240 @@
+/**
+ * The reference backend over HTTPS (node:https): protocol-v1 "Backend HTTP API". Runnable
+ * standalone (`gatehouse-backend serve`) and embeddable in-process (`startBackend`), e.g. by the
+ * demo and by tests, on port 0.
+ */
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import winston, { type Logger } from 'winston';
+import { GATEHOUSE_MAX_SKEW_SECONDS, type HttpRequestParts } from '../protocol/http-signature.js';
+import { createSession, revocations, verifyHellos, type ApiDeps } from './api.js';
+import { authenticate, type Authenticated, type KeyKind } from './auth.js';
+import { NonceCache } from './nonce-cache.js';
+import { Problem, sendJson, sendProblem } from './problem.js';
+import { Registry } from './registry.js';
+import { ensureSigningKey } from './signing-key.js';
+
+export const REGISTRY_FILE = 'registry.sqlite';
+
+export interface BackendOptions {
+  /** Holds the signing key (`backend-signing-key.pem`, created if missing) and `registry.sqlite`. */
+  dataDir: string;
+  tls: { certPem: string; keyPem: string };
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** 0 (default) picks a free port. */
+  port?: number;
+  /** Unix milliseconds; injected so tests control `created` windows and expiry. */
+  clock?: { now(): number };
+  logger?: Logger;
+  /** Lease lifetime, seconds. Default 86 400 (24 h). */
+  leaseSeconds?: number;
+  /** Cap on a session credential's lifetime, seconds. Default 172 800 (48 h). */
+  maxSessionSeconds?: number;
+  /** Request body limit, bytes. Default 512 KiB (256 hellos of the 1024-byte maximum fit). */
+  maxBodyBytes?: number;
+  /** Origin for `@target-uri` (e.g. behind a proxy). Default: `https://` + the Host header. */
+  publicOrigin?: string;
+  /** Bound on remembered nonces. Default 100 000. */
+  nonceCacheEntries?: number;
+}
+
+export interface RunningBackend {
+  /** `https://host:port` (no trailing slash). */
+  url: string;
+  port: number;
+  registry: Registry;
+  /** `pk_S`, raw 32 bytes: what peripherals pin. */
+  publicKeyRaw: Uint8Array;
+  /** `kid_S`. */
+  kid: string;
+  close(): Promise<void>;
+}
+
+interface Route {
+  method: 'GET' | 'POST';
+  path: RegExp;
+  kind: KeyKind;
+  handle(ctx: { auth: Authenticated; body: unknown; query: URLSearchParams; now: number }): Promise<{ status: number; value: unknown }>;
+}
+
+function silentLogger(): Logger {
+  return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
+}
+
+const HOST_RE = /^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$/;
+
+/** Read the body, refusing more than `max` bytes (by Content-Length up front, or while streaming). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > max) return Promise.reject(new Problem('body-too-large', `at most ${max} bytes`));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer): void => {
+      size += c.length;
+      if (size > max) {
+        req.off('data', onData);
+        reject(new Problem('body-too-large', `at most ${max} bytes`));
+        return;
+      }
+      chunks.push(c);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(Buffer.concat(chunks)));
+    req.once('error', reject);
+  });
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch (cause) {
+    throw new Problem('malformed-request', 'body is not valid UTF-8 JSON', { cause });
+  }
+}
+
+/** Start the backend; resolves once it listens. */
+export async function startBackend(opts: BackendOptions): Promise<RunningBackend> {
+  const logger = (opts.logger ?? silentLogger()).child({ area: 'backend' });
+  const clock = opts.clock ?? { now: () => Date.now() };
+  const nowS = (): number => Math.floor(clock.now() / 1000);
+  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  const { signer, created } = ensureSigningKey(opts.dataDir);
+  if (created) logger.info('backend signing key created', { kid: signer.kid });
+  const registry = Registry.open(join(opts.dataDir, REGISTRY_FILE), { now: nowS });
+  const nonces = new NonceCache(opts.nonceCacheEntries ?? 100_000, GATEHOUSE_MAX_SKEW_SECONDS);
+  const maxBody = opts.maxBodyBytes ?? 512 * 1024;
+  const deps: ApiDeps = {
+    registry,
+    signer,
+    logger,
+    leaseSeconds: opts.leaseSeconds ?? 86_400,
+    maxSessionSeconds: opts.maxSessionSeconds ?? 172_800,
+  };
+  const gwFrom = (m: RegExpExecArray): string | undefined => m[1];
+  const routes: Route[] = [
+    {
+      method: 'POST',
+      path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/sessions$/,
+      kind: 'tpm',
+      handle: async ({ auth, body, now }) => ({ status: 201, value: await createSession(body, auth.gateway, now, deps) }),
+    },
+    {
+      method: 'POST',
+      path: /^\/v1\/verify$/,
+      kind: 'session',
+      handle: async ({ auth, body, now }) => ({ status: 200, value: await verifyHellos(body, auth.gateway, now, deps) }),
+    },
+    {
+      method: 'GET',
+      path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/revocations$/,
+      kind: 'session',
+      handle: ({ auth, query }) => Promise.resolve({ status: 200, value: revocations(query, auth.gateway, deps) }),
+    },
+  ];
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const rawUrl = req.url ?? '';
+    const q = rawUrl.indexOf('?');
+    const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    const matching = routes.map((r) => ({ r, m: r.path.exec(path) })).filter((x) => x.m !== null);
+    if (matching.length === 0) throw new Problem('not-found');
+    const hit = matching.find((x) => x.r.method === req.method);
+    if (hit === undefined || hit.m === null) {
+      res.setHeader('allow', matching.map((x) => x.r.method).join(', '));
+      throw new Problem('method-not-allowed');
+    }
+    const host = req.headers.host;
+    if (opts.publicOrigin === undefined && (host === undefined || !HOST_RE.test(host))) throw new Problem('malformed-request', 'bad Host header');
+    const body = await readBody(req, maxBody);
+    if (hit.r.method === 'POST') {
+      const ct = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+      if (ct !== 'application/json') throw new Problem('unsupported-media-type');
+    }
+    const now = nowS();
+    const parts: HttpRequestParts = {
+      method: req.method ?? '',
+      url: `${opts.publicOrigin ?? `https://${host ?? ''}`}${rawUrl}`,
+      headers: req.headers,
+      ...(body.length > 0 ? { body: new Uint8Array(body) } : {}),
+    };
+    const auth = authenticate(parts, hit.r.kind, gwFrom(hit.m), { registry, nonces, now });
+    const json = hit.r.method === 'POST' ? parseJson(body) : undefined;
+    const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
+    const out = await hit.r.handle({ auth, body: json, query, now });
+    sendJson(res, out.status, out.value);
+  }
+
+  const server: Server = createServer(
+    {
+      cert: opts.tls.certPem,
+      key: opts.tls.keyPem,
+      minVersion: 'TLSv1.2',
+      maxHeaderSize: 16 * 1024,
+      requestTimeout: 30_000,
+      headersTimeout: 10_000,
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      const started = Date.now();
+      handle(req, res)
+        .catch((err: unknown) => {
+          if (res.headersSent) {
+            res.destroy();
+            return;
+          }
+          if (err instanceof Problem) {
+            const status = err.slug === 'body-too-large' ? 'close' : 'keep';
+            logger.warn('request refused', { method: req.method, path: req.url?.split('?')[0], problem: err.slug, detail: err.detail });
+            sendProblem(res, err.slug, {
+              ...(err.detail !== undefined ? { detail: err.detail } : {}),
+              close: status === 'close',
+              ...(err.slug === 'busy' ? { retryAfter: 5 } : {}),
+            });
+            if (status === 'close') res.once('finish', () => req.destroy());
+            return;
+          }
+          // STYLE 9: the client gets a generic problem; the chain goes to the log.
+          logger.error('request failed', { method: req.method, path: req.url?.split('?')[0], error: err instanceof Error ? err.message : String(err) });
+          logger.debug('request failure stack', { stack: err instanceof Error ? err.stack : undefined });
+          sendProblem(res, 'internal');
+        })
+        .finally(() => logger.debug('request', { method: req.method, path: req.url?.split('?')[0], status: res.statusCode, ms: Date.now() - started }));
+    },
+  );
+  server.maxHeadersCount = 64;
+  server.on('tlsClientError', (err) => logger.debug('TLS handshake failed', { error: err.message }));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const hostForUrl = (opts.host ?? '127.0.0.1').includes(':') ? `[${opts.host ?? ''}]` : (opts.host ?? '127.0.0.1');
+  logger.info('backend listening', { host: opts.host ?? '127.0.0.1', port, kid: signer.kid });
+  let closing: Promise<void> | undefined;
+  return {
+    url: `https://${hostForUrl}:${port}`,
+    port,
+    registry,
+    publicKeyRaw: signer.publicKeyRaw,
+    kid: signer.kid,
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => {
+          registry.close();
+          resolve();
+        });
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
