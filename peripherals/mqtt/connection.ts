@@ -24,6 +24,8 @@ export class MqttConnection implements AclConnection {
   /** Auth messages (up payloads) waiting for the pipeline, oldest first; bounded by the transport. */
   readonly queue: Uint8Array[] = [];
   draining = false;
+  /** Auth messages dropped because the queue was full. */
+  dropped = 0;
 
   constructor(seq: number, remote: string, stream: Duplex) {
     this.id = `mqtt:${seq}`;

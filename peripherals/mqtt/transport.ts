@@ -40,7 +40,7 @@ export interface MqttTransportOptions {
   defaultPolicy?: Policy;
   /** Allow retained publishes on policy topics. Default false. */
   allowRetain?: boolean;
-  /** Auth messages queued per connection for the pipeline; beyond it they are dropped. Default 8. */
+  /** Auth messages queued per connection for the pipeline; beyond it they are dropped. Default 16. */
   maxQueuedPerConnection?: number;
   /** Bound on one down publish and on stop(). Default 5000. */
   operationTimeoutMs?: number;
@@ -105,7 +105,7 @@ export class MqttTransport {
       keepaliveMaxSec: options.keepaliveMaxSec ?? 300,
       defaultPolicy: options.defaultPolicy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] },
       allowRetain: options.allowRetain ?? false,
-      maxQueuedPerConnection: options.maxQueuedPerConnection ?? 8,
+      maxQueuedPerConnection: options.maxQueuedPerConnection ?? 16,
       operationTimeoutMs: options.operationTimeoutMs ?? 5000,
     };
     const bad: string[] = [];
@@ -269,7 +269,7 @@ export class MqttTransport {
     clearTimeout(conn.authTimer);
     conn.queue.length = 0;
     this.#o.pipeline.connectionClosed(conn.ingress);
-    this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev });
+    this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev, droppedAuthMessages: conn.dropped });
   }
 
   /** Closes a connection from the gateway side; its will is not published. */
@@ -370,7 +370,9 @@ export class MqttTransport {
     if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
     if (conn.queue.length >= this.#o.maxQueuedPerConnection) {
       this.#stats.droppedAuthMessages += 1;
-      this.#log.debug('auth message dropped: queue full', { conn: conn.id, dev: auth.dev });
+      conn.dropped += 1;
+      // Once per connection at warn; a flood would otherwise flood the log too.
+      if (conn.dropped === 1) this.#log.warn('auth messages dropped: queue full', { conn: conn.id, dev: auth.dev, max: this.#o.maxQueuedPerConnection });
       return;
     }
     conn.queue.push(new Uint8Array(packet.payload as Buffer));

@@ -5,7 +5,7 @@
  * step has a deadline.
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import type { GatewayCredential, ReasonCode, Welcome } from '../../protocol/index.js';
+import { bytesEqual, helloHash, parseReject, type GatewayCredential, type ReasonCode, type Welcome } from '../../protocol/index.js';
 import { GatehouseError } from '../../protocol/errors.js';
 import type { ReferencePeripheral } from './peripheral.js';
 
@@ -129,8 +129,12 @@ export class MqttReferencePeripheral {
         case 'authenticated':
           return { kind: 'authenticated', welcome: event.welcome, credential: event.credential, welcomeBytes: bytes };
         case 'rejected':
+          // down is a topic: another connection of this device may be mid-exchange. A reject
+          // naming another hello (hh) is not the answer to ours.
+          if (!this.#mine(bytes)) continue;
           return { kind: 'rejected', reason: event.reason, retryAfterSeconds: event.retryAfterSeconds, signed: event.signed };
         case 'welcome-refused':
+          if (event.code === 'GH_WELCOME_HELLO_HASH') continue;
           return { kind: 'welcome-refused', code: event.code, detail: event.detail };
         case 'ignored':
           continue;
@@ -147,6 +151,17 @@ export class MqttReferencePeripheral {
       await this.#deadline(client.endAsync(), 'disconnect');
     } catch {
       client.end(true);
+    }
+  }
+
+  /** False for a reject that carries the hh of a hello other than the one this peripheral sent. */
+  #mine(rejectBytes: Uint8Array): boolean {
+    const sent = this.#o.peripheral.lastHello;
+    try {
+      const hh = parseReject(rejectBytes).message.hh;
+      return hh === undefined || sent === undefined || bytesEqual(hh, helloHash(sent));
+    } catch {
+      return false;
     }
   }
 

@@ -5,6 +5,7 @@
  */
 import type { MqttClient } from 'mqtt';
 import mqtt from 'mqtt';
+import winston from 'winston';
 import { Ed25519Signer } from '../../../protocol/index.js';
 import { Pipeline, type PipelineOptions } from '../../../daemon/pipeline/pipeline.js';
 import type { HelloVerifier, SessionProvider } from '../../../daemon/pipeline/types.js';
@@ -32,7 +33,8 @@ export async function startHarness(
 ): Promise<Harness> {
   const pipeline = new Pipeline({ gw: opts.gw ?? GW, verifier, sessions, ...opts.pipeline });
   const revocations = new FakeRevocationSource();
-  const transport = new MqttTransport({ pipeline, revocations, tcp: { host: '127.0.0.1', port: 0 }, ...opts.transport });
+  const logger = process.env.GH_TEST_LOG === '1' ? winston.createLogger({ level: 'debug', transports: [new winston.transports.Console()] }) : undefined;
+  const transport = new MqttTransport({ pipeline, revocations, tcp: { host: '127.0.0.1', port: 0 }, ...(logger ? { logger } : {}), ...opts.transport });
   await transport.start();
   const port = transport.addresses().tcp?.port;
   if (port === undefined) throw new Error('no TCP listener');
@@ -103,11 +105,11 @@ export function closed(client: MqttClient, ms = 10_000): Promise<void> {
 }
 
 /** The next message on `topic` (bounded). */
-export function nextMessage(client: MqttClient, topic: string, ms = 10_000): Promise<Buffer> {
+export function nextMessage(client: MqttClient, topic: string, ms = 10_000, accept: (payload: Uint8Array) => boolean = () => true): Promise<Buffer> {
   return within(
     new Promise<Buffer>((resolve) => {
       const on = (t: string, payload: Buffer): void => {
-        if (t !== topic) return;
+        if (t !== topic || !accept(new Uint8Array(payload))) return;
         client.off('message', on);
         resolve(payload);
       };
