@@ -139,6 +139,8 @@ export function adviceFor(code: TpmErrorCode): string | undefined {
       return 'no key at that persistent handle: run `gatehouse tpm provision` first, or check --handle';
     case 'GH_TPM_KEY_MISMATCH':
       return 'the key at that handle is not the one this gateway registered: someone replaced it; re-provision and re-register the gateway';
+    case 'GH_TPM_AUTH_FAILED':
+      return 'the TPM refused the authorization: Gatehouse uses an empty owner-hierarchy password (check `tpm2_getcap properties-variable`: ownerAuthSet should be 0)';
     case 'GH_TPM_NOT_PROVISIONED':
       return 'this state directory records no TPM key: run `gatehouse tpm provision`';
     default:

@@ -93,7 +93,7 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
         const { tr, info } = existing;
         if (info.thumbprint !== undefined && record?.handle === hex && record.thumbprint === info.thumbprint) {
           tss.trClose(ctx, tr);
-          return { action: 'unchanged' as const, publicArea: undefined };
+          return { action: 'unchanged' as const };
         }
         if (!opts.force) {
           tss.trClose(ctx, tr);
@@ -123,7 +123,7 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
         // The transient copy is no longer needed; leaking it would fill the TPM's object slots (0x902).
         await tss.flush(ctx, created.handle);
       }
-      return { action, publicArea: undefined };
+      return { action };
     });
     // Read the key back from the handle: that is what every later open() will see.
     const spki = await conn.run('read provisioned key', async (tss, ctx) => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -134,7 +134,11 @@ process.exitCode = await run(['show', '--tcti', 'device:${node}'], { stdout: pro
     const [cmd, args] = asRoot
       ? ['setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...argv]]
       : [process.execPath, argv];
-    const r = await exec(cmd, args, { cwd: process.cwd(), timeout: 60_000 }).then(
+    // tsx keeps a compile cache under TMPDIR: keep the child's inside our temp dir.
+    const childTmp = join(dir, 'child-tmp');
+    await mkdir(childTmp, { mode: 0o777 });
+    await chmod(childTmp, 0o777);
+    const r = await exec(cmd, args, { cwd: process.cwd(), timeout: 60_000, env: { ...process.env, TMPDIR: childTmp } }).then(
       () => assert.fail('expected exit code 1'),
       (e: { code?: number; stderr?: string }) => e,
     );

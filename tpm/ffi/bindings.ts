@@ -61,6 +61,8 @@ export interface NativeStruct {
 /** The raw, unchecked tpm2-tss surface the checker uses. Every `rc` is a TSS2_RC. */
 export interface TssBindings {
   rcDecode(rc: number): string;
+  /** The same trivial call through koffi's async path (worker thread): bench/tpm.ts measures the hop. */
+  rcDecodeAsync(rc: number): Promise<string>;
   tctiInitialize(conf: string): Promise<{ rc: number; tcti: NativePtr | null }>;
   tctiFinalize(tcti: NativePtr): void;
   esysInitialize(tcti: NativePtr): { rc: number; ctx: NativePtr | null };
@@ -198,6 +200,7 @@ export function loadTssBindings(): TssBindings {
 
   cached = {
     rcDecode: (rc) => String(Tss2_RC_Decode(rc >>> 0)),
+    rcDecodeAsync: async (rc) => String(await callAsync<string>(Tss2_RC_Decode, rc >>> 0)),
     async tctiInitialize(conf) {
       const out: unknown[] = [null];
       const rc = await callAsync<number>(Tss2_TctiLdr_Initialize, conf, out);

@@ -48,6 +48,11 @@ export class CheckedTss {
     return this.b.rcDecode(rc);
   }
 
+  /** `Tss2_RC_Decode` through koffi's async path: only for measuring FFI overhead (bench/tpm.ts). */
+  decodeAsync(rc: number): Promise<string> {
+    return this.b.rcDecodeAsync(rc);
+  }
+
   /** Throw a TpmError for a non-zero rc. */
   check(rc: number, what: string): void {
     if (rc === 0) return;
