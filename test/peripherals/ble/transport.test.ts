@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { HCI_LOCAL_HOST_TERMINATED } from '../../../peripherals/reference/ble-emulated-bindings.js';
+import { GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../../../peripherals/ble/transport.js';
 import type { Challenge } from '../../../protocol/index.js';
 import { addressOf, GW, makeRig, resultOf, waitForEvent, type Rig } from './rig.js';
 
@@ -224,4 +225,64 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     assert.ok(order.indexOf('state:poweredOff') < order.indexOf('state:poweredOn'), order.join(' '));
     assert.equal(rig.transport.stats().scanning, true);
   });
+
+  it('holds a failing address off instead of reconnecting on every advertisement', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const bad = rig.addPeripheral(41, { misbehave: { skipChunkIndex: 2 } });
+    const failed = await rig.exchangeOf(bad.address);
+    assert.equal(failed.error, 'GH_BLE_FRAME_GAP');
+    assert.equal(failed.holdOffMs, 60_000);
+    const skipped = waitForEvent<[{ address: string; reason: string }]>(
+      (l) => rig!.transport.on('skipped', l),
+      (s) => s.address === bad.address && s.reason === 'held-off',
+      'held-off skip',
+    );
+    // The bad peripheral keeps advertising; a whole good exchange later it was still left alone.
+    await skipped;
+    await welcomed(rig, 42, 23);
+    assert.equal(rig.radio.connectAttempts.get(bad.address.replace(/:/g, '')), 1);
+  });
+
+  it('drops discoveries when the queue is full and still serves everyone as they advertise again', async () => {
+    rig = await makeRig({ transport: { maxConcurrent: 1, maxQueued: 0 } });
+    let queueFull = 0;
+    rig.transport.on('skipped', (s) => {
+      if (s.reason === 'queue-full') queueFull++;
+    });
+    await rig.transport.start();
+    const ps = [51, 52, 53].map((n) => rig!.addPeripheral(n));
+    const results = await Promise.all(ps.map((p) => resultOf(p)));
+    for (const r of results) assert.ok(r.kind === 'welcome' && r.check.ok);
+    assert.ok(queueFull > 0, 'some discoveries met a full queue');
+    assert.equal(rig.radio.maxConcurrentLinks, 1);
+  });
+
+  it('fails a peripheral whose characteristic does not notify (GATT mismatch)', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const p = rig.addPeripheral(61);
+    p.services = () => [
+      { uuid: GATEHOUSE_SERVICE_UUID, characteristics: [{ uuid: GATEHOUSE_CHARACTERISTIC_UUID, properties: ['write'] }] },
+    ];
+    const e = await rig.exchangeOf(p.address);
+    assert.equal(e.outcome, 'failed');
+    assert.equal(e.error, 'GH_BLE_GATT_MISMATCH');
+    assert.equal(rig.radio.linkCount, 0);
+    assert.deepEqual(rig.radio.violations, [], 'the gateway never subscribed to a characteristic without notify');
+  });
+
+  it('stop() aborts an exchange in progress and drops the link', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const stuck = rig.addPeripheral(71, { misbehave: { stallWrites: true } });
+    await waitForEvent<[{ address: string }]>((l) => rig!.transport.on('connected', l), (c) => c.address === stuck.address, 'connection');
+    const ended = rig.exchangeOf(stuck.address);
+    await rig.transport.stop();
+    const e = await ended;
+    assert.equal(e.error, 'GH_BLE_ABORTED');
+    assert.equal(rig.radio.linkCount, 0);
+    assert.equal(rig.transport.stats().active, 0);
+  });
 });
+
