@@ -55,11 +55,13 @@ export class TpmConnection {
   private generation = 0;
   private suspect = false;
   private closed = false;
+  private readonly closeTimeoutMs: number;
 
   constructor(opts: TpmConnectionOptions = {}) {
     this.tcti = opts.tcti ?? DEFAULT_TCTI;
     this.logger = opts.logger ?? silentLogger();
-    this.queue = new SerialQueue({ maxPending: opts.maxPending ?? 32, timeoutMs: opts.callTimeoutMs ?? 30_000 });
+    this.closeTimeoutMs = opts.callTimeoutMs ?? 30_000;
+    this.queue = new SerialQueue({ maxPending: opts.maxPending ?? 32, timeoutMs: this.closeTimeoutMs });
   }
 
   /** Run `call` on the context, serialised, reconnecting as described above. */
@@ -118,11 +120,27 @@ export class TpmConnection {
     }
   }
 
-  /** Wait for queued calls, then finalize the context. Idempotent. */
+  /**
+   * Wait for queued calls, then finalize the context. Idempotent. Bounded by the call timeout:
+   * if a native call is still stuck in a hung TPM after that, the context is abandoned rather
+   * than freed under a worker thread that may still use it.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.queue.drain();
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.queue.drain().then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), this.closeTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!drained) {
+      this.logger.warn('TPM call still running at close: abandoning the context', { tcti: this.tcti });
+      this.ctx = undefined;
+      return;
+    }
     if (this.ctx && this.tss) this.tss.close(this.ctx);
     this.ctx = undefined;
   }

@@ -157,6 +157,7 @@ export class Swtpm {
     const child = this.child;
     if (!child) return;
     const exited = this.exited;
+    child.kill('SIGCONT'); // a paused process would not act on SIGTERM
     child.kill(signal);
     const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
     await exited;
@@ -166,6 +167,16 @@ export class Swtpm {
   /** Simulate a crash/power loss: SIGKILL and wait for exit. */
   kill(): Promise<void> {
     return this.stop('SIGKILL');
+  }
+
+  /** Freeze the process (SIGSTOP): it keeps its sockets but answers nothing, like a hung TPM. */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /** Undo `pause()` (SIGCONT). */
+  resume(): void {
+    this.child?.kill('SIGCONT');
   }
 
   /** Start again on the same ports and state directory. */

@@ -244,6 +244,47 @@ describe('tpm/TpmKeyStore on swtpm', function () {
     assert.ok(lines.some((l) => l.includes('TPM2_Startup')), 'TPM_RC_INITIALIZE was answered with Startup(CLEAR)');
   });
 
+  it('times out a call to a hung TPM and recovers once it answers again', async () => {
+    const lines: string[] = [];
+    const ks = store({ callTimeoutMs: 1_000, logger: capturingLogger(lines) });
+    await ks.open();
+    const pub = spkiKey(ks.publicKeySpkiDer());
+    tpm.pause();
+    try {
+      await rejectsWithCode(ks.sign(new Uint8Array(32).fill(1)), 'GH_TPM_TIMEOUT');
+    } finally {
+      tpm.resume();
+    }
+    const sig = await ks.sign(new Uint8Array(createHash('sha256').update('recovered').digest()));
+    assert.ok(verify('sha256', Buffer.from('recovered'), { key: pub, dsaEncoding: 'ieee-p1363' }, sig));
+    await new Promise((r) => setImmediate(r));
+    assert.ok(lines.some((l) => l.includes('TPM context reset') && l.includes('timed out')), 'the suspect context was rebuilt');
+  });
+
+  it('serialises concurrent signers on one context', async () => {
+    const ks = store();
+    await ks.open();
+    const pub = spkiKey(ks.publicKeySpkiDer());
+    const msgs = Array.from({ length: 24 }, (_, i) => Buffer.from(`concurrent ${i}`));
+    const sigs = await Promise.all(msgs.map((m) => ks.sign(new Uint8Array(createHash('sha256').update(m).digest()))));
+    sigs.forEach((sig, i) => assert.ok(verify('sha256', msgs[i] ?? Buffer.alloc(0), { key: pub, dsaEncoding: 'ieee-p1363' }, sig), `signature ${i}`));
+  });
+
+  it('provisions a new key, and says which record it replaces, when the recorded key is gone', async () => {
+    const ownState = join(dir, 'gone-state');
+    const first = await provisionTpmKey({ tcti: tpm.tcti, stateDir: ownState, handle: 0x81010060 });
+    // The key disappears from the TPM (an operator's tpm2_evictcontrol, or a TPM clear of that handle).
+    await run('tpm2_evictcontrol', ['-C', 'o', '-c', '0x81010060'], { env: { ...process.env, TPM2TOOLS_TCTI: tpm.tcti }, timeout: 20_000 });
+    await rejectsWithCode(store({ stateDir: ownState, handle: 0x81010060 }).open(), 'GH_TPM_KEY_NOT_FOUND');
+    const second = await provisionTpmKey({ tcti: tpm.tcti, stateDir: ownState, handle: 0x81010060 });
+    assert.equal(second.action, 'created');
+    assert.notDeepEqual(second.thumbprint, first.thumbprint);
+    assert.equal(second.previous?.thumbprint, Buffer.from(first.thumbprint).toString('hex'));
+    const ks = store({ stateDir: ownState, handle: 0x81010060 });
+    await ks.open();
+    assert.deepEqual(ks.thumbprint(), second.thumbprint);
+  });
+
   it('rate-limits signing (token bucket)', async () => {
     let now = 1_000_000;
     const ks = store({ rateLimit: { burst: 2, perSecond: 1 }, now: () => now });
