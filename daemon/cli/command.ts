@@ -1,0 +1,24 @@
+/** Shared exit-code handling for subcommands: usage 2, failure 1, never a stack for a known error. */
+import { GatehouseError } from '../../protocol/errors.js';
+import { UsageError } from './args.js';
+import { write } from './format.js';
+import { EXIT_FAILURE, EXIT_USAGE, type CliIO } from './io.js';
+
+export async function guard(command: string, io: CliIO, body: () => Promise<number>): Promise<number> {
+  try {
+    return await body();
+  } catch (err) {
+    if (err instanceof UsageError) {
+      write(io.stderr, err.message);
+      return EXIT_USAGE;
+    }
+    if (err instanceof GatehouseError) {
+      write(io.stderr, `${command}: ${err.message}`);
+      return EXIT_FAILURE;
+    }
+    // Unexpected: say so plainly; the stack only when asked (GATEHOUSE_DEBUG=1).
+    write(io.stderr, `${command}: unexpected error: ${err instanceof Error ? err.message : String(err)}`);
+    if (io.env.GATEHOUSE_DEBUG === '1' && err instanceof Error && err.stack !== undefined) write(io.stderr, err.stack);
+    return EXIT_FAILURE;
+  }
+}

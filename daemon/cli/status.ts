@@ -1,0 +1,51 @@
+/** `gatehouse status`: what the running daemon is doing, from the status socket. */
+import type { StatusReport } from '../status/types.js';
+import { SOCKET_OPTIONS, parse, socketPath } from './args.js';
+import { getJson } from './client.js';
+import { guard } from './command.js';
+import { duration, isoTime, keyValues, write } from './format.js';
+import { EXIT_OK, type CliIO } from './io.js';
+
+export const HELP = `Usage: gatehouse status [--json] [--socket PATH]
+
+Show the running daemon's state: gateway id and mode, session and credential expiry,
+backend connectivity, TPM, MQTT listeners and connections, BLE adapter, decision counts.
+
+Options:
+  --json           print the /v1/status document
+  --socket PATH    status socket (default $GATEHOUSE_STATUS_SOCKET or /run/gatehouse/status.sock)
+  -h, --help       show this help
+
+Exit codes: 0 ok, 1 the daemon could not be asked, 2 usage error.
+`;
+
+export function renderStatus(s: StatusReport, nowMs: number): string {
+  const session = s.session.held && s.session.notAfter !== undefined
+    ? `held, credential expires ${isoTime(s.session.notAfter * 1000)} (in ${duration(s.session.notAfter - nowMs / 1000)})`
+    : 'none: the backend has not accepted this gateway yet (run: gatehouse check)';
+  const listeners = s.transports.mqtt.listeners.map((l) => `${l.name} ${l.address}:${l.port}`).join(', ') || 'none';
+  const b = s.backend;
+  return keyValues([
+    ['Gateway', `${s.gateway.id} (version ${s.gateway.version}${s.gateway.production ? ', production' : ', NOT production'}), pid ${s.gateway.pid}`],
+    ['State', `${s.state}, up ${duration(s.gateway.uptimeSec)}`],
+    ['Session', session],
+    ['Backend', `${b.state}, circuit ${b.circuit}, ${b.queued} queued, ${b.inFlight} in flight${b.lastOkAt === undefined ? '' : `, last ok ${isoTime(b.lastOkAt)}`}`],
+    ['TPM', `${s.tpm.kind}, ${s.tpm.ready ? 'ready' : 'NOT ready'}`],
+    ['MQTT', `${listeners}; ${s.transports.mqtt.connections} connection(s)`],
+    ['BLE', s.transports.ble.enabled ? `${s.transports.ble.adapterState}, ${s.transports.ble.active} active` : 'disabled'],
+    ['Decisions', `${s.decisions.welcome} welcome, ${s.decisions.reject} reject, ${s.decisions.offline} offline`],
+  ]);
+}
+
+export function run(args: string[], io: CliIO): Promise<number> {
+  return guard('gatehouse status', io, async () => {
+    const { values } = parse('gatehouse status', args, SOCKET_OPTIONS);
+    if (values.help === true) {
+      io.stdout.write(HELP);
+      return EXIT_OK;
+    }
+    const s = await getJson<StatusReport>(socketPath(values.socket, io.env), '/v1/status');
+    write(io.stdout, values.json === true ? JSON.stringify(s, null, 2) : renderStatus(s, Date.now()));
+    return EXIT_OK;
+  });
+}
