@@ -32,9 +32,10 @@ export type MuType =
   | 'TPM2B_NAME';
 
 /**
- * Size of each structure's in-memory layout in tpm2-tss 3.x (x86_64 and aarch64 agree: the
- * types are packed from fixed-width integers and byte arrays). Doubled as a safety margin so
- * that a library built with larger buffers cannot write past the end of ours.
+ * Size of each structure's in-memory layout in tpm2-tss 3.2 (sizeof() measured against the
+ * libtss2-dev headers on x86_64). The types are fixed-width integers, byte arrays and unions of
+ * them, so other ABIs differ at most in padding; the sizes are doubled as a safety margin so that
+ * no library build can write past the end of our buffers. Only the library reads these bytes.
  */
 const MU_SIZEOF: Record<MuType, number> = {
   TPM2B_PUBLIC: 616 * 2,
