@@ -6,6 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { chmodSync } from 'node:fs';
 import { DEFAULT_POLICY, ed25519PublicKeyProblem, isValidId, topicFilterProblem, type Policy } from '../protocol/index.js';
 import { RegistryError } from './errors.js';
 
@@ -198,6 +199,8 @@ export class Registry {
     let db: Database.Database;
     try {
       db = new Database(path, { timeout: 5000 });
+      // Mode 0600 before WAL: SQLite gives the -wal and -shm files the database file's mode.
+      if (path !== ':memory:') chmodSync(path, 0o600);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');

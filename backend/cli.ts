@@ -1,0 +1,406 @@
+#!/usr/bin/env node
+/**
+ * `gatehouse-backend`: the reference backend's admin CLI and server.
+ *
+ *   gatehouse-backend init | serve | gateway add|revoke|list | device add|revoke|list | import | pki
+ *
+ * Exports `run(args, io)`; the process entry at the bottom runs only when this file is executed.
+ */
+import { mkdirSync, readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import winston from 'winston';
+import type { CliIO } from '../daemon/cli/io.js';
+import { GatehouseError } from '../protocol/errors.js';
+import { importDevices, parseDevicePublicKey, splitGateways, type ImportFormat } from './import.js';
+import { createTestPki } from './pki.js';
+import { Registry, type DeviceRecord, type GatewayRecord } from './registry.js';
+import { REGISTRY_FILE, startBackend } from './server.js';
+import { ensureSigningKey } from './signing-key.js';
+import type { Policy } from '../protocol/index.js';
+
+const DEFAULT_DATA_DIR = './gatehouse-backend-data';
+
+const HELP = `Usage: gatehouse-backend <command> [options]
+
+The Gatehouse reference backend: verifies hellos for gateways, issues session credentials and
+leases, and keeps the registry of gateways and devices (SQLite in the data directory).
+
+Commands:
+  init                      create the data directory and the backend signing key; print pk_S
+  serve                     run the HTTPS API
+  gateway add|revoke|list   manage gateways (TPM public keys)
+  device add|revoke|list    manage devices (Ed25519 public keys, where they may connect, policy)
+  import FILE               add many devices from CSV or JSON, all or nothing
+  pki                       make a test/demo CA and server certificate with openssl
+
+Every command takes --data-dir D (default: $GATEHOUSE_BACKEND_DATA_DIR or ${DEFAULT_DATA_DIR})
+and answers --help.
+`;
+
+const HELPS: Record<string, string> = {
+  init: `Usage: gatehouse-backend init [--data-dir D] [--json]
+
+Creates the data directory (0700), the registry and the backend's Ed25519 signing key
+(backend-signing-key.pem, mode 0600) unless it exists, and prints the public key pk_S (hex and
+base64) and its key id kid_S: what peripherals are provisioned with.
+`,
+  serve: `Usage: gatehouse-backend serve --cert FILE --key FILE [options]
+
+Options:
+  --cert FILE               TLS certificate chain (PEM)
+  --key FILE                TLS private key (PEM)
+  --host H                  listen address (default 127.0.0.1)
+  --port N                  listen port (default 8443; 0 picks a free one)
+  --lease-seconds N         lease lifetime (default 86400)
+  --max-session-seconds N   cap on a session credential's lifetime (default 172800)
+  --public-origin URL       origin used for @target-uri behind a proxy (default: from Host)
+  --data-dir D              data directory
+  --log-level L             error|warn|info|debug (default info)
+`,
+  gateway: `Usage:
+  gatehouse-backend gateway add --gw ID --tpm-public-key FILE [--groups a,b]
+  gatehouse-backend gateway revoke --gw ID
+  gatehouse-backend gateway list [--json]
+
+--tpm-public-key takes the output of \`gatehouse tpm show\` (text or --json) or a PEM file.
+Revoking a gateway refuses all its further requests and forgets its session keys.
+`,
+  device: `Usage:
+  gatehouse-backend device add --dev ID --public-key KEY --gateways LIST [--policy JSON]
+  gatehouse-backend device revoke --dev ID
+  gatehouse-backend device list [--json]
+
+KEY: 64 hex digits, base64 of the 32 raw bytes, or a PEM file (Ed25519 SPKI).
+LIST: gateway ids, group:<name> or * (any gateway), separated by commas.
+JSON: {"pub": [...], "sub": [...]} MQTT topic filters, {dev} stands for the device id
+      (default {"pub":["devices/{dev}/#"],"sub":["devices/{dev}/cmd/#"]}).
+A revoked device is listed in the revocation feed the gateways poll.
+`,
+  import: `Usage: gatehouse-backend import FILE [--format csv|json] [--data-dir D]
+
+CSV: a header row with dev,public_key,gateways[,policy]; gateways separated by ; or spaces.
+JSON: an array of {"dev","publicKey","gateways":[...],"policy"?}, or one such object per line.
+Every record is checked first; if any is bad, nothing is imported and each bad line is reported.
+`,
+  pki: `Usage: gatehouse-backend pki --out DIR --dns NAME[,NAME...] [--ip IP[,IP...]]
+
+Makes a test/demo PKI with openssl in DIR: ca.pem/ca.key, server.pem/server.key for the names,
+and hostile variants for TLS tests. Not for production.
+`,
+};
+
+function write(stream: NodeJS.WritableStream, text: string): void {
+  stream.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+class UsageError extends Error {}
+
+function dataDirOf(values: { 'data-dir'?: string | undefined }, io: CliIO): string {
+  return values['data-dir'] ?? io.env['GATEHOUSE_BACKEND_DATA_DIR'] ?? DEFAULT_DATA_DIR;
+}
+
+function openRegistry(dataDir: string): Registry {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  return Registry.open(join(dataDir, REGISTRY_FILE));
+}
+
+function withRegistry<T>(dataDir: string, fn: (r: Registry) => T): T {
+  const r = openRegistry(dataDir);
+  try {
+    return fn(r);
+  } finally {
+    r.close();
+  }
+}
+
+function intOption(v: string | undefined, name: string, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[0-9]+$/.test(v) || Number(v) < min || Number(v) > max) throw new UsageError(`--${name} must be an integer ${min}-${max}`);
+  return Number(v);
+}
+
+/** The PEM of a TPM key from `gatehouse tpm show` output (text or --json) or a PEM file. */
+function tpmPemFrom(text: string): string {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v === 'object' && v !== null && typeof (v as Record<string, unknown>)['publicKeyPem'] === 'string') {
+      return (v as Record<string, string>)['publicKeyPem'] as string;
+    }
+  } catch {
+    // not JSON: the text output or a bare PEM
+  }
+  return text;
+}
+
+function gatewayLine(g: GatewayRecord): string {
+  return `${g.id}\t${g.status}\ttpk=${Buffer.from(g.tpk).toString('hex')}\tgroups=${g.groups.join(',') || '-'}`;
+}
+
+function deviceLine(d: DeviceRecord): string {
+  return `${d.id}\t${d.status}\tpk=${Buffer.from(d.publicKey).toString('hex')}\tgateways=${d.gateways.join(',')}\tpolicy=${JSON.stringify(d.policy)}`;
+}
+
+function gatewayJson(g: GatewayRecord): Record<string, unknown> {
+  return { id: g.id, status: g.status, tpk: Buffer.from(g.tpk).toString('hex'), groups: g.groups, createdAt: g.createdAt, revokedAt: g.revokedAt };
+}
+
+function deviceJson(d: DeviceRecord): Record<string, unknown> {
+  return {
+    id: d.id,
+    status: d.status,
+    publicKey: Buffer.from(d.publicKey).toString('hex'),
+    gateways: d.gateways,
+    policy: d.policy,
+    createdAt: d.createdAt,
+    revokedAt: d.revokedAt,
+  };
+}
+
+const COMMON = { 'data-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } } as const;
+
+async function cmdInit(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({ args, options: COMMON, strict: true, allowPositionals: false });
+  const dataDir = dataDirOf(values, io);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const { signer, created } = ensureSigningKey(dataDir);
+  withRegistry(dataDir, () => undefined);
+  const pk = Buffer.from(signer.publicKeyRaw);
+  if (values.json === true) {
+    write(io.stdout, JSON.stringify({ kid: signer.kid, publicKeyHex: pk.toString('hex'), publicKeyBase64: pk.toString('base64'), created }));
+  } else {
+    write(io.stdout, `${created ? 'created' : 'already initialised'}: ${dataDir}`);
+    write(io.stdout, `kid_S: ${signer.kid}`);
+    write(io.stdout, `pk_S (hex): ${pk.toString('hex')}`);
+    write(io.stdout, `pk_S (base64): ${pk.toString('base64')}`);
+  }
+  return 0;
+}
+
+async function cmdServe(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      ...COMMON,
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'lease-seconds': { type: 'string' },
+      'max-session-seconds': { type: 'string' },
+      'public-origin': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.cert === undefined || values.key === undefined) throw new UsageError('--cert and --key are required');
+  const level = values['log-level'] ?? 'info';
+  if (!['error', 'warn', 'info', 'debug'].includes(level)) throw new UsageError('--log-level must be error, warn, info or debug');
+  const logger = winston.createLogger({
+    level,
+    format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
+    transports: [new winston.transports.Stream({ stream: io.stderr })],
+  });
+  const leaseSeconds = intOption(values['lease-seconds'], 'lease-seconds', 60, 30 * 86_400);
+  const maxSessionSeconds = intOption(values['max-session-seconds'], 'max-session-seconds', 60, 30 * 86_400);
+  const backend = await startBackend({
+    dataDir: dataDirOf(values, io),
+    tls: { certPem: readFileSync(values.cert, 'utf8'), keyPem: readFileSync(values.key, 'utf8') },
+    host: values.host ?? '127.0.0.1',
+    port: intOption(values.port, 'port', 0, 65_535) ?? 8443,
+    logger,
+    ...(leaseSeconds !== undefined ? { leaseSeconds } : {}),
+    ...(maxSessionSeconds !== undefined ? { maxSessionSeconds } : {}),
+    ...(values['public-origin'] !== undefined ? { publicOrigin: values['public-origin'].replace(/\/$/, '') } : {}),
+  });
+  write(io.stdout, `listening on ${backend.url} (kid_S ${backend.kid})`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await backend.close();
+  return 0;
+}
+
+function cmdGateway(args: string[], io: CliIO): number {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: { ...COMMON, gw: { type: 'string' }, 'tpm-public-key': { type: 'string' }, groups: { type: 'string' } },
+    strict: true,
+    allowPositionals: false,
+  });
+  const dataDir = dataDirOf(values, io);
+  switch (sub) {
+    case 'add': {
+      if (values.gw === undefined || values['tpm-public-key'] === undefined) throw new UsageError('--gw and --tpm-public-key are required');
+      const pem = tpmPemFrom(readFileSync(values['tpm-public-key'], 'utf8'));
+      const gw = withRegistry(dataDir, (r) =>
+        r.addGateway({ id: values.gw as string, tpmPublicKeyPem: pem, groups: values.groups !== undefined ? splitGateways(values.groups) : [] }),
+      );
+      write(io.stdout, values.json === true ? JSON.stringify(gatewayJson(gw)) : `added ${gatewayLine(gw)}`);
+      return 0;
+    }
+    case 'revoke': {
+      if (values.gw === undefined) throw new UsageError('--gw is required');
+      const ok = withRegistry(dataDir, (r) => r.revokeGateway(values.gw as string));
+      if (!ok) {
+        write(io.stderr, `gatehouse-backend: no active gateway "${values.gw}"`);
+        return 1;
+      }
+      write(io.stdout, `revoked gateway ${values.gw}`);
+      return 0;
+    }
+    case 'list': {
+      const all = withRegistry(dataDir, (r) => r.listGateways());
+      write(io.stdout, values.json === true ? JSON.stringify(all.map(gatewayJson)) : all.map(gatewayLine).join('\n') || '(no gateways)');
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown gateway command "${sub ?? ''}"`);
+  }
+}
+
+function cmdDevice(args: string[], io: CliIO): number {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: { ...COMMON, dev: { type: 'string' }, 'public-key': { type: 'string' }, gateways: { type: 'string' }, policy: { type: 'string' } },
+    strict: true,
+    allowPositionals: false,
+  });
+  const dataDir = dataDirOf(values, io);
+  switch (sub) {
+    case 'add': {
+      if (values.dev === undefined || values['public-key'] === undefined || values.gateways === undefined) {
+        throw new UsageError('--dev, --public-key and --gateways are required');
+      }
+      const keyArg = values['public-key'];
+      const keyText = /^[0-9a-fA-F]{64}$|^[A-Za-z0-9+/_-]{43}=?$/.test(keyArg) ? keyArg : readFileSync(keyArg, 'utf8');
+      let policy: Policy | undefined;
+      if (values.policy !== undefined) {
+        try {
+          policy = JSON.parse(values.policy) as Policy;
+        } catch {
+          throw new UsageError('--policy is not valid JSON');
+        }
+      }
+      const d = withRegistry(dataDir, (r) =>
+        r.addDevice({ id: values.dev as string, publicKey: parseDevicePublicKey(keyText), gateways: splitGateways(values.gateways as string), ...(policy ? { policy } : {}) }),
+      );
+      write(io.stdout, values.json === true ? JSON.stringify(deviceJson(d)) : `added ${deviceLine(d)}`);
+      return 0;
+    }
+    case 'revoke': {
+      if (values.dev === undefined) throw new UsageError('--dev is required');
+      const cursor = withRegistry(dataDir, (r) => r.revokeDevice(values.dev as string));
+      if (cursor === undefined) {
+        write(io.stderr, `gatehouse-backend: no active device "${values.dev}"`);
+        return 1;
+      }
+      write(io.stdout, `revoked device ${values.dev} (revocation cursor ${cursor})`);
+      return 0;
+    }
+    case 'list': {
+      const all = withRegistry(dataDir, (r) => r.listDevices());
+      write(io.stdout, values.json === true ? JSON.stringify(all.map(deviceJson)) : all.map(deviceLine).join('\n') || '(no devices)');
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown device command "${sub ?? ''}"`);
+  }
+}
+
+function cmdImport(args: string[], io: CliIO): number {
+  const { values, positionals } = parseArgs({ args, options: { ...COMMON, format: { type: 'string' } }, strict: true, allowPositionals: true });
+  const file = positionals[0];
+  if (file === undefined || positionals.length > 1) throw new UsageError('exactly one FILE is required');
+  const format = (values.format ?? (/\.csv$/i.test(file) ? 'csv' : /\.(json|jsonl|ndjson)$/i.test(file) ? 'json' : undefined)) as ImportFormat | undefined;
+  if (format !== 'csv' && format !== 'json') throw new UsageError('--format csv|json is required when the file name does not say');
+  const text = readFileSync(file, 'utf8');
+  const result = withRegistry(dataDirOf(values, io), (r) => importDevices(r, text, format));
+  if ('problems' in result) {
+    for (const p of result.problems) write(io.stderr, `${file}:${p.line}: ${p.message}`);
+    write(io.stderr, `gatehouse-backend: ${result.problems.length} problem(s); nothing imported`);
+    return 1;
+  }
+  write(io.stdout, `imported ${result.imported} device(s)`);
+  return 0;
+}
+
+async function cmdPki(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({ args, options: { help: COMMON.help, out: { type: 'string' }, dns: { type: 'string' }, ip: { type: 'string' } }, strict: true });
+  if (values.out === undefined || values.dns === undefined) throw new UsageError('--out and --dns are required');
+  const pki = await createTestPki(values.out, { dnsNames: splitGateways(values.dns), ips: values.ip !== undefined ? splitGateways(values.ip) : [] });
+  write(io.stdout, `CA: ${pki.ca.certPath}\nserver: ${pki.server.certPath} ${pki.server.keyPath}`);
+  return 0;
+}
+
+/** Run `gatehouse-backend` with `args`; resolves to the exit code (0 ok, 1 failure, 2 usage). */
+export async function run(args: string[], io: CliIO): Promise<number> {
+  const [cmd, ...rest] = args;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    write(cmd === undefined ? io.stderr : io.stdout, HELP);
+    return cmd === undefined ? 2 : 0;
+  }
+  const help = HELPS[cmd];
+  if (help === undefined) {
+    write(io.stderr, `gatehouse-backend: unknown command "${cmd}"\n\n${HELP}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    write(io.stdout, help);
+    return 0;
+  }
+  try {
+    switch (cmd) {
+      case 'init':
+        return await cmdInit(rest, io);
+      case 'serve':
+        return await cmdServe(rest, io);
+      case 'gateway':
+        return cmdGateway(rest, io);
+      case 'device':
+        return cmdDevice(rest, io);
+      case 'import':
+        return cmdImport(rest, io);
+      default:
+        return await cmdPki(rest, io);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      write(io.stderr, `gatehouse-backend ${cmd}: ${(err as Error).message}\n\n${help}`);
+      return 2;
+    }
+    const code = err instanceof GatehouseError ? ` [${err.code}]` : '';
+    write(io.stderr, `gatehouse-backend ${cmd}: ${err instanceof Error ? err.message : String(err)}${code}`);
+    return 1;
+  }
+}
+
+function isMain(): boolean {
+  const argv1 = process.argv[1];
+  if (argv1 === undefined) return false;
+  try {
+    return realpathSync(argv1) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env }).then(
+    (code) => (process.exitCode = code),
+    (err: unknown) => {
+      process.stderr.write(`gatehouse-backend: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
