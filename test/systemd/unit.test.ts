@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, mkdir, stat } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, readFile, readlink, rm, writeFile, mkdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -127,5 +127,32 @@ describe('systemd/gatehouse.service', () => {
     assert.equal(c.code, 2);
     assert.match(c.stderr, /not an address or CIDR/);
     assert.ok((await stat(script)).mode & 0o111, 'executable');
+  });
+
+  it('install.sh --destdir stages the program, unit, drop-in, sysusers, tmpfiles and config', async () => {
+    // A minimal source tree: the script finds everything relative to itself.
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'dist/daemon'), { recursive: true });
+    await mkdir(join(src, 'docs'), { recursive: true });
+    await cp(join(REPO, 'systemd'), join(src, 'systemd'), { recursive: true });
+    await writeFile(join(src, 'dist/daemon/cli.js'), '#!/usr/bin/env node\n');
+    for (const f of ['package.json', 'package-lock.json', 'docs/operations.md', 'docs/configuration.md']) await writeFile(join(src, f), '{}\n');
+    const stage = join(dir, 'stage');
+    const r = await sh(join(src, 'systemd/install.sh'), ['--destdir', stage, '--prefix', '/opt/gatehouse', '--backend-allow', '203.0.113.0/24,2001:db8::/32']);
+    assert.equal(r.code, 0, r.stderr);
+    const unit = await readFile(join(stage, 'etc/systemd/system/gatehouse.service'), 'utf8');
+    assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/gatehouse\/dist\/daemon\/cli\.js run/m);
+    const dropIn = await readFile(join(stage, 'etc/systemd/system/gatehouse.service.d/10-backend.conf'), 'utf8');
+    assert.match(dropIn, /^IPAddressAllow=203\.0\.113\.0\/24 2001:db8::\/32$/m);
+    assert.equal(await readlink(join(stage, 'usr/bin/gatehouse')), '/opt/gatehouse/dist/daemon/cli.js');
+    assert.ok((await stat(join(stage, 'opt/gatehouse/dist/daemon/cli.js'))).mode & 0o100, 'cli.js executable');
+    assert.equal((await stat(join(stage, 'etc/gatehouse/gatehouse.yaml'))).mode & 0o777, 0o640);
+    assert.ok((await lstat(join(stage, 'usr/lib/sysusers.d/gatehouse.conf'))).isFile());
+    assert.ok((await lstat(join(stage, 'usr/lib/tmpfiles.d/gatehouse.conf'))).isFile());
+    // The staged unit with its drop-in still verifies.
+    const staged = join(dir, 'staged.service');
+    await writeFile(staged, unit.replace(/^ExecStart=\S+ \S+/m, `ExecStart=${process.execPath} ${join(REPO, 'daemon/cli.ts')}`).replace('[Install]', `${dropIn.replace(/^#.*\n/, '').replace('[Service]\n', '')}\n[Install]`));
+    const v = await sh('systemd-analyze', ['verify', staged]);
+    assert.equal(v.code, 0, v.stderr);
   });
 });
