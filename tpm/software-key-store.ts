@@ -17,8 +17,8 @@ import { writeFileAtomic } from './state-file.js';
 import { rawEcdsaToDer } from './tpm2-wire.js';
 
 export interface SoftwareKeyStoreOptions {
-  /** PKCS#8 PEM file; created (0600) when missing. */
-  keyFile: string;
+  /** PKCS#8 PEM file; created (0600) when missing. Omitted: an ephemeral in-memory key (demos). */
+  keyFile?: string;
   /** True in production: the store then refuses to open (GH_TPM_SOFTWARE_KEY_REFUSED). */
   production?: boolean;
   logger?: Logger;
@@ -37,34 +37,40 @@ export class SoftwareKeyStore implements KeyStore {
     if (this.opts.production) {
       throw new TpmError('GH_TPM_SOFTWARE_KEY_REFUSED', 'the software key store is for development only and is refused in production: use the TPM key store');
     }
-    this.logger.warn('using the SOFTWARE key store: the gateway key is a file, not in a TPM (development only)', { keyFile: this.opts.keyFile });
-    let pem: string;
-    try {
-      const st = await stat(this.opts.keyFile);
-      if ((st.mode & 0o077) !== 0) {
-        // Keep the key private even if someone loosened it.
-        await chmod(this.opts.keyFile, 0o600);
-      }
-      pem = await readFile(this.opts.keyFile, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new TpmError('GH_TPM_STATE', `cannot read ${this.opts.keyFile}`, { cause: err });
-      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
-      await mkdir(dirname(this.opts.keyFile), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(this.opts.keyFile, pem);
-      this.logger.info('software key created', { keyFile: this.opts.keyFile });
-    }
-    let priv: KeyObject;
-    try {
-      priv = createPrivateKey(pem);
-    } catch (cause) {
-      throw new TpmError('GH_TPM_STATE', `${this.opts.keyFile} is not a private key`, { cause });
-    }
+    const keyFile = this.opts.keyFile;
+    this.logger.warn('using the SOFTWARE key store: the gateway key is not in a TPM (development only)', {
+      keyFile: keyFile ?? '(ephemeral, in memory)',
+    });
+    const priv = keyFile === undefined ? generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey : await this.loadOrCreate(keyFile);
     if (priv.asymmetricKeyType !== 'ec' || priv.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-      throw new TpmError('GH_TPM_KEY_ATTRIBUTES', `${this.opts.keyFile} is not a P-256 key`);
+      throw new TpmError('GH_TPM_KEY_ATTRIBUTES', `${keyFile ?? 'the key'} is not a P-256 key`);
     }
     const spki = new Uint8Array(createPublicKey(priv).export({ format: 'der', type: 'spki' }));
     this.key = { priv, spki, thumbprint: sha256(spki) };
+  }
+
+  private async loadOrCreate(keyFile: string): Promise<KeyObject> {
+    let pem: string;
+    try {
+      const st = await stat(keyFile);
+      if ((st.mode & 0o077) !== 0) {
+        // Keep the key private even if someone loosened it.
+        await chmod(keyFile, 0o600);
+      }
+      pem = await readFile(keyFile, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new TpmError('GH_TPM_STATE', `cannot read ${keyFile}`, { cause: err });
+      const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+      await mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
+      await writeFileAtomic(keyFile, pem);
+      this.logger.info('software key created', { keyFile });
+    }
+    try {
+      return createPrivateKey(pem);
+    } catch (cause) {
+      throw new TpmError('GH_TPM_STATE', `${keyFile} is not a private key`, { cause });
+    }
   }
 
   async close(): Promise<void> {

@@ -96,6 +96,7 @@ export class TpmKeyStore implements KeyStore {
   private conn: TpmConnection | undefined;
   private key: { spki: Uint8Array; thumbprint: Uint8Array; keyObject: KeyObject } | undefined;
   private cachedTr: { tr: EsysTr; generation: number } | undefined;
+  private opening: Promise<void> | undefined;
 
   constructor(opts: TpmKeyStoreOptions = {}) {
     this.opts = opts;
@@ -105,8 +106,16 @@ export class TpmKeyStore implements KeyStore {
     this.bucket = new TokenBucket(opts.rateLimit ?? DEFAULT_SIGN_RATE_LIMIT, opts.now);
   }
 
-  async open(): Promise<void> {
-    if (this.conn) return;
+  /** Concurrent callers share one opening attempt. */
+  open(): Promise<void> {
+    if (this.conn) return Promise.resolve();
+    this.opening ??= this.doOpen().finally(() => {
+      this.opening = undefined;
+    });
+    return this.opening;
+  }
+
+  private async doOpen(): Promise<void> {
     const conn = new TpmConnection({ ...this.opts, logger: this.logger });
     try {
       const { spki } = await conn.run('open key', async (tss, ctx, generation) => {

@@ -45,6 +45,18 @@ describe('tpm/SoftwareKeyStore', () => {
     assert.ok(lines.every((l) => !l.includes('PRIVATE KEY')), 'the key never reaches the log');
   });
 
+  it('without a key file, uses an ephemeral in-memory key (a new one per store)', async () => {
+    const a = new SoftwareKeyStore({});
+    const b = new SoftwareKeyStore({});
+    await a.open();
+    await b.open();
+    assert.notDeepEqual(a.thumbprint(), b.thumbprint());
+    const msg = Buffer.from('ephemeral');
+    const sig = await a.sign(new Uint8Array(createHash('sha256').update(msg).digest()));
+    assert.ok(verify('sha256', msg, { key: createPublicKey(a.publicKeyPem()), dsaEncoding: 'ieee-p1363' }, sig));
+    await assert.rejects(new SoftwareKeyStore({ production: true }).open(), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_SOFTWARE_KEY_REFUSED');
+  });
+
   it('is refused in production', async () => {
     const s = new SoftwareKeyStore({ keyFile: join(dir, 'k.pem'), production: true });
     await assert.rejects(s.open(), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_SOFTWARE_KEY_REFUSED');

@@ -156,6 +156,13 @@ describe('tpm/TpmKeyStore on swtpm', function () {
     assert.deepEqual(b.thumbprint(), thumb);
   });
 
+  it('shares one opening between concurrent open() calls', async () => {
+    const ks = store();
+    await Promise.all([ks.open(), ks.open(), ks.open()]);
+    const sig = await ks.sign(new Uint8Array(createHash('sha256').update('x').digest()));
+    assert.ok(verify('sha256', Buffer.from('x'), { key: spkiKey(ks.publicKeySpkiDer()), dsaEncoding: 'ieee-p1363' }, sig));
+  });
+
   it('rejects digests that are not 32 bytes', async () => {
     const ks = store();
     await ks.open();
