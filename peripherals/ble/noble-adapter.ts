@@ -27,8 +27,8 @@ import { silentLogger } from './silent-logger.js';
 /** The parts of noble's `Noble` object this adapter uses (typed here: noble's own types are loose). */
 interface NobleLike extends EventEmitter {
   readonly state: string;
-  startScanning(serviceUuids: string[], allowDuplicates: boolean, callback: (error?: Error | null) => void): void;
-  stopScanning(callback?: () => void): void;
+  startScanning(serviceUuids: string[], allowDuplicates: boolean): void;
+  stopScanning(): void;
 }
 
 interface NoblePeripheralLike extends EventEmitter {
@@ -123,6 +123,19 @@ export class NobleCentral implements BleCentral {
     return this.#state;
   }
 
+  /**
+   * Sizes of what is held, for the status socket: peripherals remembered for connecting, open
+   * links, and how many peripherals noble itself retains (undefined if noble hides it).
+   */
+  stats(): { known: number; links: number; nobleRetained: number | undefined } {
+    const table = (this.#noble as unknown as Record<string, unknown> | undefined)?._peripherals;
+    return {
+      known: this.#known.size,
+      links: this.#links.size,
+      nobleRetained: typeof table === 'object' && table !== null ? Object.keys(table).length : undefined,
+    };
+  }
+
   on<E extends keyof BleCentralEvents>(event: E, listener: BleCentralEvents[E]): () => void {
     this.#events.on(event, listener);
     return () => this.#events.off(event, listener);
@@ -199,17 +212,14 @@ export class NobleCentral implements BleCentral {
   async startScanning(serviceUuids: string[], options: BleCallOptions = {}): Promise<void> {
     const noble = this.#require();
     const uuids = serviceUuids.map(normaliseUuid);
-    await this.#call(options, 'startScanning', undefined, (resolve, reject) => {
-      noble.startScanning(uuids, true, (error) => {
-        if (error) reject(new BleError('GH_BLE_OPERATION_FAILED', `startScanning failed: ${error.message}`, { cause: error }));
-        else resolve();
-      });
-    });
+    // No callback: noble's callback form leaves a once('scanStart') behind when nothing answers.
+    // Without one, noble throws synchronously when not poweredOn (reported as OPERATION_FAILED).
+    await this.#waitFor(noble, 'scanStart', () => noble.startScanning(uuids, true), 'startScanning', options, undefined);
   }
 
   async stopScanning(options: BleCallOptions = {}): Promise<void> {
     const noble = this.#require();
-    await this.#call(options, 'stopScanning', undefined, (resolve) => noble.stopScanning(() => resolve()));
+    await this.#waitFor(noble, 'scanStop', () => noble.stopScanning(), 'stopScanning', options, undefined);
   }
 
   async connect(id: string, options: BleCallOptions = {}): Promise<void> {
@@ -346,7 +356,12 @@ export class NobleCentral implements BleCentral {
     if (state !== 'poweredOn') {
       // Links do not survive the adapter going away; fail what waits on them now, not at timeout.
       this.#rejectAll(undefined, 'GH_BLE_ADAPTER_OFF', `adapter is ${state}`);
-      for (const id of [...this.#links.keys()]) this.#dropLink(id);
+      for (const [id, link] of [...this.#links]) {
+        // Not every stack reports the disconnects when the adapter goes away; noble would then
+        // think the peripheral still connected and refuse to connect it again.
+        if (link.peripheral.state !== 'disconnected') link.peripheral.state = 'disconnected';
+        this.#dropLink(id);
+      }
     }
     this.#events.emit('state', state);
   }
@@ -361,6 +376,7 @@ export class NobleCentral implements BleCentral {
       const oldest = [...this.#known.keys()].find((k) => !this.#links.has(k));
       if (oldest === undefined) break;
       this.#known.delete(oldest);
+      this.#forgetInNoble(oldest);
     }
     const address = typeof peripheral.address === 'string' && ADDRESS_RE.test(peripheral.address.toLowerCase()) ? peripheral.address.toLowerCase() : 'unknown';
     const discovery: BleDiscovery = {
@@ -372,6 +388,21 @@ export class NobleCentral implements BleCentral {
     };
     if (typeof peripheral.rssi === 'number' && Number.isFinite(peripheral.rssi)) discovery.rssi = peripheral.rssi;
     this.#events.emit('discover', discovery);
+  }
+
+  /**
+   * noble keeps every peripheral it ever heard in plain objects keyed by id and never forgets
+   * one; with rotating private addresses that grows without bound. Forget evicted ids there too.
+   * Guarded: on a noble without these fields this does nothing.
+   */
+  #forgetInNoble(id: string): void {
+    const internals = this.#noble as unknown as Record<string, unknown>;
+    for (const field of ['_peripherals', '_services', '_characteristics', '_descriptors', '_discoveredPeripheralUUids']) {
+      const table = internals[field];
+      if (typeof table === 'object' && table !== null && Object.prototype.hasOwnProperty.call(table, id)) {
+        delete (table as Record<string, unknown>)[id];
+      }
+    }
   }
 
   #watch(peripheral: NoblePeripheralLike): void {

@@ -43,6 +43,8 @@ export interface BleTransportOptions {
   disconnectTimeoutMs?: number;
   /** Back-off of failing peripherals, by address. */
   denyList?: DenyListOptions;
+  /** First retry of a scan start that failed (ms, default 2 000), doubling up to 60 000. */
+  scanRetryMs?: number;
 }
 
 /** How one exchange ended, for the status socket and metrics. */
@@ -106,6 +108,9 @@ export class BleTransport {
   readonly #active = new Map<string, Active>();
   readonly #queue = new Map<string, BleDiscovery>();
   #detach: Array<() => void> = [];
+  readonly #scanRetryMs: number;
+  #scanRetry: NodeJS.Timeout | undefined;
+  #scanFailures = 0;
   #running = false;
   #scanning = false;
   #seq = 0;
@@ -119,11 +124,13 @@ export class BleTransport {
     this.#maxQueued = options.maxQueued ?? 16;
     this.#exchangeTimeoutMs = options.exchangeTimeoutMs ?? 30_000;
     this.#disconnectTimeoutMs = options.disconnectTimeoutMs ?? 5_000;
+    this.#scanRetryMs = options.scanRetryMs ?? 2_000;
     for (const [name, v] of Object.entries({
       maxConcurrent: this.#maxConcurrent,
       maxQueued: this.#maxQueued,
       exchangeTimeoutMs: this.#exchangeTimeoutMs,
       disconnectTimeoutMs: this.#disconnectTimeoutMs,
+      scanRetryMs: this.#scanRetryMs,
     })) {
       if (!Number.isSafeInteger(v) || v < (name === 'maxQueued' ? 0 : 1)) throw new RangeError(`${name} must be a positive integer, got ${v}`);
     }
@@ -173,6 +180,7 @@ export class BleTransport {
   async stop(): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
+    this.#cancelScanRetry();
     for (const d of this.#detach) d();
     this.#detach = [];
     this.#queue.clear();
@@ -184,17 +192,31 @@ export class BleTransport {
   }
 
   async #startScanning(): Promise<void> {
+    this.#cancelScanRetry();
     try {
       await this.#central.startScanning([SERVICE]);
       this.#scanning = true;
+      this.#scanFailures = 0;
       this.#log.info('BLE scanning', { service: GATEHOUSE_SERVICE_UUID });
     } catch (err) {
-      // The next poweredOn tries again; the daemon keeps running.
       this.#scanning = false;
       const e = err instanceof BleError ? err : new BleError('GH_BLE_OPERATION_FAILED', 'startScanning failed', { cause: err });
       this.#log.error('BLE scan could not start', { code: e.code, error: e.message });
       this.#events.emit('error', e);
+      // Try again while the adapter stays on (a later poweredOn also restarts the scan).
+      if (this.#running && this.#central.state === 'poweredOn') {
+        const delay = Math.min(60_000, this.#scanRetryMs * 2 ** Math.min(this.#scanFailures++, 10));
+        this.#scanRetry = setTimeout(() => {
+          this.#scanRetry = undefined;
+          if (this.#running && !this.#scanning && this.#central.state === 'poweredOn') void this.#startScanning();
+        }, delay);
+      }
     }
+  }
+
+  #cancelScanRetry(): void {
+    if (this.#scanRetry) clearTimeout(this.#scanRetry);
+    this.#scanRetry = undefined;
   }
 
   #onState(state: BleAdapterState): void {
@@ -206,6 +228,7 @@ export class BleTransport {
     }
     // The adapter went away: scanning stopped with it, links are gone, queued peripherals stale.
     this.#scanning = false;
+    this.#cancelScanRetry();
     this.#queue.clear();
     for (const a of this.#active.values()) a.controller.abort(new BleError('GH_BLE_ADAPTER_OFF', `adapter is ${state}`));
   }

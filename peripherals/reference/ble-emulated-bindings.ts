@@ -68,6 +68,11 @@ export interface EmulatedBindingsOptions {
   centralMtu?: number;
   /** Adapter state at `init()`, default `poweredOn`. */
   initialState?: 'poweredOn' | 'poweredOff' | 'unauthorized' | 'unsupported';
+  /**
+   * Whether powering off reports a disconnect for each link (default true). False emulates a
+   * stack that only reports the state change: links vanish silently.
+   */
+  powerOffReportsDisconnects?: boolean;
 }
 
 /** HCI reason codes used in disconnect events. */
@@ -91,6 +96,7 @@ export class EmulatedNobleBindings extends EventEmitter {
   readonly #links = new Map<string, LinkState>();
   readonly #intervalMs: number;
   readonly #centralMtu: number;
+  readonly #powerOffReportsDisconnects: boolean;
   #state: string;
   #scanFilter: string[] | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -107,6 +113,7 @@ export class EmulatedNobleBindings extends EventEmitter {
     this.#intervalMs = options.advertisingIntervalMs ?? 25;
     this.#centralMtu = options.centralMtu ?? 517;
     this.#state = options.initialState ?? 'poweredOn';
+    this.#powerOffReportsDisconnects = options.powerOffReportsDisconnects ?? true;
   }
 
   /** Links open now. */
@@ -134,7 +141,11 @@ export class EmulatedNobleBindings extends EventEmitter {
     if (state === 'poweredOff') {
       this.#stopTimer();
       this.#scanFilter = undefined;
-      for (const id of [...this.#links.keys()]) this.#dropLink(id, HCI_LOCAL_HOST_TERMINATED);
+      for (const id of [...this.#links.keys()]) {
+        if (this.#powerOffReportsDisconnects) this.#dropLink(id, HCI_LOCAL_HOST_TERMINATED);
+        else this.#links.get(id)?.server.onDisconnect(HCI_LOCAL_HOST_TERMINATED);
+      }
+      this.#links.clear();
     }
     this.#state = state;
     this.#later(() => this.emit('stateChange', state));

@@ -6,6 +6,9 @@ import { NobleCentral, sanitiseAdvertisement } from '../../../peripherals/ble/no
 import { BleTransport } from '../../../peripherals/ble/transport.js';
 import { EmulatedNobleBindings } from '../../../peripherals/reference/ble-emulated-bindings.js';
 import type { AuthPipeline } from '../../../daemon/pipeline/types.js';
+import { GATEHOUSE_SERVICE_UUID } from '../../../peripherals/ble/transport.js';
+import { ReferenceBlePeripheral } from '../../../peripherals/reference/ble-peripheral.js';
+import { Ed25519Signer } from '../../../protocol/index.js';
 
 /** What a plain `require('@abandonware/noble')` does on this machine, in a separate process. */
 function probeNoble(): Promise<{ ok: boolean; code?: string }> {
@@ -136,4 +139,32 @@ describe('peripherals/ble/noble-adapter', () => {
       }
     });
   });
+
+  it("bounds the peripherals it and noble remember (LRU), whatever advertises", async () => {
+    const radio = new EmulatedNobleBindings({ advertisingIntervalMs: 10 });
+    const central = new NobleCentral({ bindings: radio, maxKnownPeripherals: 2 });
+    await central.start();
+    const seen = new Set<string>();
+    const all = new Promise<void>((resolve) => {
+      const off = central.on('discover', (d) => {
+        seen.add(d.address);
+        if (seen.size === 5) {
+          off();
+          resolve();
+        }
+      });
+    });
+    for (let n = 1; n <= 5; n++) {
+      radio.addPeripheral(
+        new ReferenceBlePeripheral({ address: `c0:de:00:00:aa:0${n}`, dev: `d${n}`, signer: Ed25519Signer.generate(`d${n}`), backendKeys: new Map() }),
+      );
+    }
+    await central.startScanning([GATEHOUSE_SERVICE_UUID]);
+    await all;
+    const stats = central.stats();
+    assert.equal(stats.known, 2);
+    assert.equal(stats.nobleRetained, 2, 'noble forgot the evicted peripherals too');
+    await central.stop();
+  });
 });
+

@@ -284,5 +284,36 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     assert.equal(rig.radio.linkCount, 0);
     assert.equal(rig.transport.stats().active, 0);
   });
+
+  it('retries a scan start the controller never confirmed', async () => {
+    rig = await makeRig({ operationTimeoutMs: 200, transport: { scanRetryMs: 10 } });
+    const radio = rig.radio;
+    const realStart = radio.startScanning.bind(radio);
+    let calls = 0;
+    radio.startScanning = (uuids, dup) => {
+      if (++calls > 1) realStart(uuids, dup);
+    };
+    const failed = waitForEvent<[Error]>((l) => rig!.transport.on('error', l), () => true, 'scan error');
+    await rig.transport.start();
+    assert.equal((await failed)[0].message.includes('startScanning'), true);
+    await welcomed(rig, 81, 23);
+    assert.equal(calls, 2);
+  });
+
+  it('reconnects a peripheral after a power cycle that reported no disconnects', async () => {
+    rig = await makeRig({ radio: { powerOffReportsDisconnects: false }, transport: { denyList: { baseMs: 0 } } });
+    await rig.transport.start();
+    const misbehave = { stallWrites: true };
+    const p = rig.addPeripheral(91, { misbehave });
+    await waitForEvent<[{ address: string }]>((l) => rig!.transport.on('connected', l), (c) => c.address === p.address, 'connection');
+    const aborted = rig.exchangeOf(p.address);
+    rig.radio.setAdapterState('poweredOff');
+    assert.equal((await aborted).error, 'GH_BLE_ADAPTER_OFF');
+    misbehave.stallWrites = false;
+    rig.radio.setAdapterState('poweredOn');
+    const result = await resultOf(p);
+    assert.ok(result.kind === 'welcome' && result.check.ok, JSON.stringify(result));
+    assert.equal(p.connections, 2);
+  });
 });
 
