@@ -31,6 +31,8 @@ export interface StatusServerOptions {
   checkTimeoutMs?: number;
   /** Concurrent client connections. */
   maxConnections?: number;
+  /** How often node:http enforces the request and head timeouts (its default is 30 s). */
+  timeoutCheckIntervalMs?: number;
 }
 
 const SOCKET_MODE = 0o660;
@@ -72,6 +74,7 @@ export class StatusServer {
       maxEventsPerPage: options.maxEventsPerPage ?? 1000,
       checkTimeoutMs: options.checkTimeoutMs ?? 30000,
       maxConnections: options.maxConnections ?? 32,
+      timeoutCheckIntervalMs: options.timeoutCheckIntervalMs ?? 1000,
     };
   }
 
@@ -81,17 +84,24 @@ export class StatusServer {
     const path = this.opts.socketPath;
     await prepareSocketPath(path);
     const server = createServer(
-      { maxHeaderSize: this.opts.maxHeaderBytes, requestTimeout: this.opts.requestTimeoutMs, headersTimeout: Math.min(5000, this.opts.requestTimeoutMs) },
+      {
+        maxHeaderSize: this.opts.maxHeaderBytes,
+        requestTimeout: this.opts.requestTimeoutMs,
+        headersTimeout: Math.min(5000, this.opts.requestTimeoutMs),
+        // A client that sends half a request (slowloris) is cut off within a second of its deadline.
+        connectionsCheckingInterval: this.opts.timeoutCheckIntervalMs,
+      },
       (req, res) => this.handle(req, res),
     );
     server.keepAliveTimeout = 5000;
     server.maxRequestsPerSocket = 100;
     server.maxHeadersCount = 32;
     server.maxConnections = this.opts.maxConnections;
-    server.on('clientError', (err, socket) => {
-      // Oversized or malformed heads (HPE_HEADER_OVERFLOW → 431) get a bare answer, no detail.
-      const code = (err as NodeJS.ErrnoException).code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-      if (socket.writable) socket.end(`HTTP/1.1 ${code} ${code === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      // Oversized or malformed heads and half-sent requests get a bare answer, no detail.
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+      if (socket.writable) socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
       else socket.destroy();
     });
     await new Promise<void>((resolve, reject) => {

@@ -19,9 +19,13 @@ export interface NotifySocket {
   close(): Promise<void>;
 }
 
-export async function openNotifySocket(timeoutSec = 5): Promise<NotifySocket> {
+/**
+ * `abstract`: bind in the abstract namespace (`@name`), as systemd itself does for
+ * $NOTIFY_SOCKET on recent versions; otherwise a path in a temp directory.
+ */
+export async function openNotifySocket(timeoutSec = 5, abstract = false): Promise<NotifySocket> {
   const dir = await mkdtemp(join(tmpdir(), 'gh-notify-'));
-  const path = join(dir, 'notify.sock');
+  const path = abstract ? `@gatehouse-test-notify-${process.pid}-${Date.now()}` : join(dir, 'notify.sock');
   const c = libc();
   const fd = c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new Error(`socket() errno ${c.errno()}`);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmod, lstat, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -135,6 +136,35 @@ describe('daemon/status/server', () => {
       assert.ok(!r.body.includes('SECRET'));
     }
     assert.ok(logged.some((l) => l.includes('status request failed') && l.includes(SECRET_DETAIL)), 'the chain is logged');
+  });
+
+  it('cuts off a client that never finishes its request (408)', async () => {
+    await server.stop();
+    server = new StatusServer({ socketPath: sock, source, requestTimeoutMs: 200, timeoutCheckIntervalMs: 50 });
+    await server.start();
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = connect({ path: sock });
+      let got = '';
+      const guard = setTimeout(() => {
+        s.destroy();
+        reject(new Error('the server kept a half-sent request open'));
+      }, 10000);
+      s.on('data', (c: Buffer) => (got += c.toString('latin1')));
+      s.on('close', () => {
+        clearTimeout(guard);
+        resolve(got);
+      });
+      s.on('error', () => undefined);
+      s.write('GET /v1/status HTTP/1.1\r\nhost: localhost\r\n');
+    });
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+  });
+
+  it('answers HEAD without a body', async () => {
+    const r = await unixRequest(sock, '/v1/status', { method: 'HEAD' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body, '');
+    assert.ok(Number(r.headers['content-length']) > 0);
   });
 
   it('answers 503 when checks take too long', async () => {

@@ -50,6 +50,18 @@ describe('daemon/systemd/notify', () => {
     assert.equal(watchdogIntervalMs({}, 4242), undefined);
   });
 
+  it('sends to an abstract-namespace socket (@name)', async () => {
+    const abstract = await openNotifySocket(5, true);
+    try {
+      assert.ok(abstract.path.startsWith('@'));
+      const n = createSystemdNotifier({ env: { NOTIFY_SOCKET: abstract.path } });
+      assert.equal(n.ready(), true);
+      assert.equal(await abstract.next(), 'READY=1');
+    } finally {
+      await abstract.close();
+    }
+  });
+
   it('reports a failed send without throwing', () => {
     const n = createSystemdNotifier({ env: { NOTIFY_SOCKET: `${sock.path}.absent` } });
     assert.equal(n.ready(), false);
