@@ -107,6 +107,25 @@ describe('daemon/cli/tpm (gatehouse tpm) on swtpm', function () {
     assert.match(r.stderr, /hint: .*--force/);
   });
 
+  it('--force replaces the key; the old state directory then reports the mismatch, and re-provisioning notes the change', async () => {
+    const first = join(dir, 'force-a');
+    const second = join(dir, 'force-b');
+    const handle = '0x81010070';
+    assert.equal((await cli(['provision', '--tcti', tpm.tcti, '--state-dir', first, '--handle', handle])).code, 0);
+    const forced = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', second, '--handle', handle, '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /created \(the previous key was destroyed\)/);
+
+    const mismatch = await cli(['show', '--tcti', tpm.tcti, '--handle', handle, '--state-dir', first]);
+    assert.equal(mismatch.code, 1);
+    assert.match(mismatch.stderr, /GH_TPM_KEY_MISMATCH/);
+    assert.match(mismatch.stderr, /hint: .*re-register/);
+
+    const back = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', first, '--handle', handle, '--force']);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stderr, /note: this replaces the key recorded on .*register the new key with the backend/);
+  });
+
   it('explains a handle with no key', async () => {
     const r = await cli(['show', '--tcti', tpm.tcti, '--handle', '0x81010042']);
     assert.equal(r.code, 1);
