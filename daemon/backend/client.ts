@@ -111,7 +111,8 @@ interface Item {
 }
 
 const ZERO_ERRORS = (): BackendClientStats['errors'] => ({
-  tls: 0, connect: 0, timeout: 0, network: 0, redirect: 0, server: 0, client: 0, response: 0, 'circuit-open': 0, aborted: 0, lease: 0,
+  tls: 0, connect: 0, timeout: 0, network: 0, redirect: 0, server: 0, client: 0, response: 0, 'circuit-open': 0, aborted: 0,
+  'no-session': 0, lease: 0,
 });
 
 export class BackendClient implements HelloVerifier, RevocationSource {
@@ -252,7 +253,8 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       this.inFlight += 1;
       void this.runBatch(batch).finally(() => {
         this.inFlight -= 1;
-        if (this.queue.length > 0) this.scheduleFlush();
+          // A freed slot takes what queued meanwhile at once: it has already waited.
+        if (this.queue.length > 0) this.flush();
       });
     }
     if (this.queue.length > 0 && this.flushTimer === undefined && this.inFlight < (this.o.maxInFlight ?? 4)) this.scheduleFlush();
@@ -301,6 +303,11 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       for (const i of items) this.settle(i, this.offline(i, err.kind));
       return;
     }
+    if (err.kind === 'no-session') {
+      this.log.warn('no gateway session: cannot ask the backend', { hellos: items.length });
+      for (const i of items) this.settle(i, this.unavailable());
+      return;
+    }
     const reason = err.kind === 'client' ? problemReason(err) : undefined;
     this.log.error('backend refused a verify request', { kind: err.kind, code: err.code, status: err.status, reason, title: err.problem?.title });
     for (const i of items) this.settle(i, reason !== undefined ? this.reject(reason) : this.unavailable());
@@ -312,7 +319,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
     if (session === undefined) {
       this.breaker.release();
       // No session key: the request cannot be signed (and no welcome could be either).
-      throw new BackendError('client', 'no gateway session yet');
+      throw new BackendError('no-session', 'no gateway session yet');
     }
     const body = { hellos: items.map((i) => ({ id: i.wireId, transport: i.req.transport, hello: base64UrlEncode(i.req.hello) })) };
     const latest = Math.max(...items.map((i) => i.deadline));

@@ -16,7 +16,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { Agent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
-import { BackendError } from './errors.js';
+import { BackendConfigError, BackendError } from './errors.js';
 
 export interface BackendTlsOptions {
   /** Backend base URL, `https://host[:port]` (a path is not allowed). */
@@ -61,11 +61,11 @@ export function parseBackendOrigin(url: string, serverName?: string): BackendOri
   try {
     u = new URL(url);
   } catch (cause) {
-    throw new BackendError('response', `backend url is not a URL: ${url}`, { cause });
+    throw new BackendConfigError(`backend url is not a URL: ${url}`, { cause });
   }
-  if (u.protocol !== 'https:') throw new BackendError('tls', `backend url must be https: ${url}`);
+  if (u.protocol !== 'https:') throw new BackendConfigError(`backend url must be https: ${url}`);
   if ((u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') {
-    throw new BackendError('response', `backend url must be an origin only (https://host[:port]): ${url}`);
+    throw new BackendConfigError(`backend url must be an origin only (https://host[:port]): ${url}`);
   }
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const expectedName = (serverName ?? host).toLowerCase();

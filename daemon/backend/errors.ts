@@ -24,7 +24,9 @@ export type BackendErrorKind =
   /** The circuit breaker is open: no request was sent. */
   | 'circuit-open'
   /** The caller aborted. */
-  | 'aborted';
+  | 'aborted'
+  /** No gateway session yet: a request cannot be signed. */
+  | 'no-session';
 
 const CODES: Record<BackendErrorKind, string> = {
   tls: 'GH_BACKEND_TLS',
@@ -37,6 +39,7 @@ const CODES: Record<BackendErrorKind, string> = {
   response: 'GH_BACKEND_BAD_RESPONSE',
   'circuit-open': 'GH_BACKEND_CIRCUIT_OPEN',
   aborted: 'GH_BACKEND_ABORTED',
+  'no-session': 'GH_BACKEND_NO_SESSION',
 };
 
 /** A backend call failed. `status` and `problem` are set for HTTP answers. */
@@ -72,6 +75,13 @@ export class BackendError extends GatehouseError {
   /** Worth retrying: transient by nature (never a TLS refusal, a redirect or a 4xx). */
   get retryable(): boolean {
     return this.kind === 'connect' || this.kind === 'timeout' || this.kind === 'network' || this.kind === 'server';
+  }
+}
+
+/** The backend client's configuration is unusable (`GH_BACKEND_CONFIG`). */
+export class BackendConfigError extends GatehouseError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('GH_BACKEND_CONFIG', message, options);
   }
 }
 

@@ -217,6 +217,14 @@ describe('daemon/backend/client against broken and hostile answers', function ()
     assert.ok(hits.some((h) => h === `/v1/gateways/${GW}/revocations?since=0`));
   });
 
+  it('without a session answers backend-unavailable and sends nothing', async () => {
+    const c = client({ session: { current: () => undefined } });
+    handler = (_p, b) => okAll(b);
+    assert.equal(reasonOf(await c.verify(await hello())), 'backend-unavailable');
+    assert.equal(c.stats().errors['no-session'], 1);
+    assert.equal(hits.length, 0);
+  });
+
   it('answers every queued hello when stopped, and answers an aborted caller at once', async () => {
     const c = client({ maxWaitMs: 10_000 });
     handler = (_p, b) => okAll(b);

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { BackendHttp, createBackendDispatcher, type BackendTlsOptions } from '../../../daemon/backend/dispatcher.js';
 import { BackendError } from '../../../daemon/backend/errors.js';
+import { GatehouseError } from '../../../protocol/errors.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -166,6 +167,12 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
     const port = s.port;
     await new Promise<void>((r) => s.server.close(() => r()));
     await assert.rejects(post(client(port)), (e: unknown) => e instanceof BackendError && e.kind === 'connect' && e.unreachable);
+  });
+
+  it('refuses a backend URL that is not an https origin', () => {
+    for (const url of ['http://backend.example.com', 'https://backend.example.com/v1', 'https://u:p@backend.example.com', 'not a url']) {
+      assert.throws(() => createBackendDispatcher({ url, ca: ca.cert }), (e: unknown) => e instanceof GatehouseError && e.code === 'GH_BACKEND_CONFIG', url);
+    }
   });
 
   it('bounds the answer size', async () => {
