@@ -9,6 +9,8 @@ import {
   signHello,
   verifySign1,
 } from '../../protocol/index.js';
+import { Readable } from 'node:stream';
+import { request } from 'undici';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import { startTestBackend, type CallResult, type TestBackend, type TestGateway } from '../helpers/backend.js';
 
@@ -364,5 +366,48 @@ describe('backend API over HTTPS', () => {
       problem(r, 405, 'method-not-allowed');
       assert.equal(r.headers['allow'], 'POST');
     });
+  });
+});
+
+describe('backend HTTP limits', () => {
+  let tb: TestBackend;
+  let gw: TestGateway;
+  let session: Ed25519Signer;
+
+  before(async () => {
+    tb = await startTestBackend({ nonceCacheEntries: 3 });
+    gw = tb.addGateway('gw-lim');
+    ({ session } = await tb.openSession(gw));
+  });
+  after(async () => tb.close());
+
+  it('refuses a streamed (chunked) body over the limit with 413', async () => {
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (let i = 0; i < 64; i++) yield Buffer.alloc(16 * 1024, 0x41);
+    }
+    const res = await request(`${tb.backend.url}/v1/verify`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: Readable.from(chunks()),
+      dispatcher: tb.dispatcher,
+    });
+    assert.equal(res.statusCode, 413);
+    assert.equal(((await res.body.json()) as { type: string }).type, 'urn:gatehouse:problem:body-too-large');
+  });
+
+  it('refuses oversized headers with 431', async () => {
+    const res = await request(`${tb.backend.url}/v1/verify`, { method: 'POST', headers: { 'x-big': 'a'.repeat(20_000) }, dispatcher: tb.dispatcher });
+    await res.body.dump();
+    assert.equal(res.statusCode, 431);
+  });
+
+  it('answers 503 busy with Retry-After when the nonce cache is full of live nonces', async () => {
+    // One nonce went to openSession; fill the rest, then one more.
+    const get = () => tb.call('GET', '/v1/gateways/gw-lim/revocations', { keyid: 'session:gw-lim', alg: 'ed25519', sign: (b) => session.sign(b) });
+    assert.equal((await get()).status, 200);
+    assert.equal((await get()).status, 200);
+    const r = await get();
+    problem(r, 503, 'busy');
+    assert.equal(r.headers['retry-after'], '5');
   });
 });

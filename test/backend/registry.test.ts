@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BackendKeyError, RegistryError } from '../../backend/errors.js';
+import { NonceCache } from '../../backend/nonce-cache.js';
+import { Registry } from '../../backend/registry.js';
+import { SIGNING_KEY_FILE, ensureSigningKey, loadSigningKey } from '../../backend/signing-key.js';
+import { Ed25519Signer } from '../../protocol/index.js';
+
+function p256Pem(): string {
+  return generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'pem', type: 'spki' }).toString();
+}
+
+describe('backend/registry', () => {
+  let dir: string;
+  let now = 1000;
+  let reg: Registry;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'gh-registry-'));
+    now = 1000;
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+  });
+  afterEach(() => {
+    reg.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('persists gateways and devices across reopen (WAL file on disk)', () => {
+    reg.addGateway({ id: 'gw-1', tpmPublicKeyPem: p256Pem(), groups: ['g'] });
+    const key = Ed25519Signer.generate('d').publicKeyRaw;
+    reg.addDevice({ id: 'd-1', publicKey: key, gateways: ['group:g'] });
+    reg.close();
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+    const gw = reg.getGateway('gw-1');
+    const d = reg.getDevice('d-1');
+    assert.ok(gw && d);
+    assert.deepEqual(d.publicKey, key);
+    assert.equal(reg.deviceAllowedAt(d, gw), true);
+  });
+
+  it('keeps only the two newest unexpired session keys per gateway', () => {
+    reg.addGateway({ id: 'gw-1', tpmPublicKeyPem: p256Pem() });
+    reg.addGateway({ id: 'gw-2', tpmPublicKeyPem: p256Pem() });
+    const k = [1, 2, 3].map(() => Ed25519Signer.generate('s').publicKeyRaw);
+    reg.recordSessionKey('gw-1', k[0] as Uint8Array, 5000);
+    reg.recordSessionKey('gw-1', k[1] as Uint8Array, 2000);
+    reg.recordSessionKey('gw-2', k[2] as Uint8Array, 5000);
+    assert.deepEqual(reg.sessionKeys('gw-1', now).map((s) => s.publicKey), [k[1], k[0]]);
+    reg.recordSessionKey('gw-1', k[2] as Uint8Array, 5000);
+    assert.deepEqual(reg.sessionKeys('gw-1', now).map((s) => s.publicKey), [k[2], k[1]]);
+    assert.deepEqual(reg.sessionKeys('gw-1', 2000).map((s) => s.publicKey), [k[2]]);
+    assert.equal(reg.sessionKeys('gw-2', now).length, 1);
+    reg.revokeGateway('gw-1');
+    assert.equal(reg.sessionKeys('gw-1', now).length, 0);
+  });
+
+  it('feeds revocations with a monotonic cursor, paged', () => {
+    for (const id of ['a', 'b', 'c']) reg.addDevice({ id, publicKey: Ed25519Signer.generate(id).publicKeyRaw, gateways: ['*'] });
+    assert.deepEqual(reg.revocationsSince(0), { cursor: 0, devices: [] });
+    const c1 = reg.revokeDevice('a');
+    assert.equal(reg.revokeDevice('a'), undefined);
+    assert.equal(reg.revokeDevice('nobody'), undefined);
+    const c2 = reg.revokeDevice('c');
+    assert.ok(c1 !== undefined && c2 !== undefined && c2 > c1);
+    assert.deepEqual(reg.revocationsSince(0), { cursor: c2, devices: ['a', 'c'] });
+    assert.deepEqual(reg.revocationsSince(0, 1), { cursor: c1, devices: ['a'] });
+    assert.deepEqual(reg.revocationsSince(c1), { cursor: c2, devices: ['c'] });
+    // A cursor from the future (e.g. a reset registry) is brought back to the real one.
+    assert.deepEqual(reg.revocationsSince(c2 + 50), { cursor: c2, devices: [] });
+    assert.equal(reg.getDevice('a')?.status, 'revoked');
+    assert.equal(reg.getDevice('a')?.revokedAt, 1000);
+  });
+
+  it('matches gateways by id, group and *, default deny', () => {
+    const gw = reg.addGateway({ id: 'gw-1', tpmPublicKeyPem: p256Pem(), groups: ['north'] });
+    const mk = (id: string, gateways: string[]) => reg.addDevice({ id, publicKey: Ed25519Signer.generate(id).publicKeyRaw, gateways });
+    assert.equal(reg.deviceAllowedAt(mk('d1', ['gw-1']), gw), true);
+    assert.equal(reg.deviceAllowedAt(mk('d2', ['group:north']), gw), true);
+    assert.equal(reg.deviceAllowedAt(mk('d3', ['*']), gw), true);
+    assert.equal(reg.deviceAllowedAt(mk('d4', ['gw-10', 'group:south', 'gw']), gw), false);
+    assert.throws(() => mk('d5', []), RegistryError);
+  });
+
+  it('refuses bad ids, keys, policies and duplicates', () => {
+    const key = Ed25519Signer.generate('x').publicKeyRaw;
+    assert.match(reg.deviceProblem({ id: 'a b', publicKey: key, gateways: ['*'] }) ?? '', /valid device id/);
+    assert.match(reg.deviceProblem({ id: 'a', publicKey: new Uint8Array(32), gateways: ['*'] }) ?? '', /small order/);
+    assert.match(reg.deviceProblem({ id: 'a', publicKey: key, gateways: ['group:'] }) ?? '', /gateway id/);
+    assert.match(reg.deviceProblem({ id: 'a', publicKey: key, gateways: ['*'], policy: { pub: ['#/x'], sub: [] } }) ?? '', /pub/);
+    assert.match(
+      reg.deviceProblem({ id: 'a', publicKey: key, gateways: ['*'], policy: { pub: [], sub: [], extra: [] } as never }) ?? '',
+      /exactly/,
+    );
+    reg.addDevice({ id: 'a', publicKey: key, gateways: ['*'] });
+    assert.match(reg.deviceProblem({ id: 'a', publicKey: key, gateways: ['*'] }) ?? '', /already exists/);
+    assert.throws(() => reg.addGateway({ id: 'gw', tpmPublicKeyPem: 'nothing' }), (e: unknown) => e instanceof RegistryError && e.code === 'GH_REGISTRY_BAD_KEY');
+    const ed = generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }).toString();
+    assert.throws(() => reg.addGateway({ id: 'gw', tpmPublicKeyPem: ed }), /P-256/);
+  });
+});
+
+describe('backend/nonce-cache', () => {
+  it('refuses a replay within the window and forgets after it', () => {
+    const c = new NonceCache(10, 300);
+    assert.equal(c.check('k', 'n1', 1000, 1000), 'fresh');
+    assert.equal(c.check('k', 'n1', 1000, 1200), 'replay');
+    assert.equal(c.check('other', 'n1', 1000, 1200), 'fresh');
+    assert.equal(c.check('k', 'n1', 1000, 1301), 'fresh');
+  });
+
+  it('answers full instead of forgetting a live nonce, and recovers once entries expire', () => {
+    const c = new NonceCache(3, 300);
+    for (const n of ['a', 'b', 'c']) assert.equal(c.check('k', n, 1000, 1000), 'fresh');
+    assert.equal(c.check('k', 'd', 1000, 1000), 'full');
+    assert.equal(c.check('k', 'a', 1000, 1000), 'replay');
+    assert.equal(c.check('k', 'd', 1000, 1301), 'fresh');
+    assert.equal(c.size, 1);
+  });
+});
+
+describe('backend/signing-key', () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'gh-skey-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('creates once, then loads the same key', () => {
+    const a = ensureSigningKey(dir);
+    const b = ensureSigningKey(dir);
+    assert.equal(a.created, true);
+    assert.equal(b.created, false);
+    assert.deepEqual(a.signer.publicKeyRaw, b.signer.publicKeyRaw);
+    assert.match(a.signer.kid, /^S-[0-9a-f]{16}$/);
+  });
+
+  it('refuses a key file others can read, a missing one and a non-key', () => {
+    assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MISSING');
+    ensureSigningKey(dir);
+    chmodSync(join(dir, SIGNING_KEY_FILE), 0o644);
+    assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MODE');
+    writeFileSync(join(dir, SIGNING_KEY_FILE), 'not a key', { mode: 0o600 });
+    chmodSync(join(dir, SIGNING_KEY_FILE), 0o600);
+    assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_INVALID');
+  });
+});
