@@ -26,7 +26,7 @@ const SYMBOL_LEVEL = Symbol.for('level');
 const SYMBOL_MESSAGE = Symbol.for('message');
 const SYMBOL_SPLAT = Symbol.for('splat');
 
-/** Applies the redaction to every record; drops `stack` so stacks appear only where logError puts them. */
+/** Applies the redaction to every record and keeps stacks out of non-debug lines. */
 const redactFormat = format((info) => {
   const plain: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(info)) plain[k] = v;
@@ -35,6 +35,9 @@ const redactFormat = format((info) => {
     if (k !== 'level' && k !== 'message') delete (info as Record<string, unknown>)[k];
   }
   Object.assign(info, safe);
+  // STYLE §8: stacks only at debug. winston copies an Error's stack into the record when one is
+  // passed as meta (`log.error('x', err)`); drop it at any other level.
+  if (info.level !== 'debug') delete (info as Record<string, unknown>).stack;
   if (typeof info.message !== 'string') info.message = String(info.message);
   delete (info as Record<string | symbol, unknown>)[SYMBOL_SPLAT];
   return info;

@@ -41,6 +41,13 @@ describe('daemon/cli', () => {
     assert.match(io.err(), /^Usage:/);
   });
 
+  it('the dispatcher imports nothing heavy: subcommands load lazily', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const src = await readFile(join(REPO, 'daemon/cli/main.ts'), 'utf8');
+    const imports = [...src.matchAll(/^import .* from '([^']+)';$/gm)].map((m) => m[1]);
+    assert.deepEqual(imports.sort(), ['./format.js', './io.js', 'node:fs', 'node:path', 'node:url']);
+  });
+
   it('unknown commands and options name themselves (exit 2)', async () => {
     let io = captureIO();
     assert.equal(await main(['stauts'], io), 2);

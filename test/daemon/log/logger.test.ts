@@ -92,6 +92,18 @@ describe('daemon/log', () => {
     assert.match(lines[2] ?? '', /^<7>DEBUG again \(stack\) stack=/);
   });
 
+  it('keeps the stack out of an error line even when an Error is passed as meta', async () => {
+    const c = capture();
+    const log = createRootLogger({ level: 'debug', format: 'json', env: {}, stream: c.stream });
+    log.error('failed', new Error('boom'));
+    log.warn('odd', { stack: 'at secret (/x.js:1:1)' });
+    await flush();
+    const lines = c.lines();
+    assert.equal(lines.length, 2);
+    for (const l of lines) assert.ok(!l.includes('"stack"'), l);
+    assert.match(lines[0] ?? '', /"message":"failed boom"/);
+  });
+
   it('reloads the level on SIGHUP, children included', async () => {
     const c = capture();
     const log = createRootLogger({ level: 'info', format: 'text', env: { JOURNAL_STREAM: '1:2' }, stream: c.stream });
