@@ -86,11 +86,18 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
   const record = await readTpmKeyRecord(opts.stateDir);
   const conn = new TpmConnection({ ...opts, logger, callTimeoutMs: opts.callTimeoutMs ?? 120_000 });
   try {
+    // If the connection drops after EvictControl succeeded, TpmConnection retries this job: the
+    // retry must recognise the key this run just persisted instead of calling it a stranger's.
+    let ours: { thumbprint: string; action: ProvisionResult['action'] } | undefined;
     const outcome = await conn.run('provision', async (tss, ctx) => {
       let action: ProvisionResult['action'] = 'created';
       const existing = await inspectExisting(tss, ctx, handle);
       if (existing) {
         const { tr, info } = existing;
+        if (ours && info.thumbprint === ours.thumbprint) {
+          tss.trClose(ctx, tr);
+          return { action: ours.action };
+        }
         if (info.thumbprint !== undefined && record?.handle === hex && record.thumbprint === info.thumbprint) {
           tss.trClose(ctx, tr);
           return { action: 'unchanged' as const };
@@ -116,12 +123,17 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
         emptyTpm2b(),
         emptyPcrSelection(),
       );
+      const pub = parseEccPublic(created.publicArea);
+      ours = { thumbprint: toHex(sha256(p256SpkiDer(pub.x, pub.y))), action };
       try {
         const persistent = await tss.evictControl(ctx, created.handle, handle);
         tss.trClose(ctx, persistent);
       } finally {
-        // The transient copy is no longer needed; leaking it would fill the TPM's object slots (0x902).
-        await tss.flush(ctx, created.handle);
+        // The transient copy is no longer needed; leaking it would fill the TPM's object slots
+        // (0x902). A failure here must not hide the EvictControl outcome.
+        await tss.flush(ctx, created.handle).catch((err: unknown) => {
+          logger.warn('could not flush the transient primary', { error: err instanceof Error ? err.message : String(err) });
+        });
       }
       return { action };
     });
