@@ -86,6 +86,8 @@ export interface BackendClientStats {
   unavailable: number;
   errors: Record<BackendErrorKind | 'lease', number>;
   circuit: CircuitState;
+  /** The same as a number for gauges: 0 closed, 1 half-open, 2 open. */
+  circuitState: 0 | 1 | 2;
   circuitOpens: number;
   inFlight: number;
   queued: number;
@@ -109,6 +111,8 @@ interface Item {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
+
+const CIRCUIT_GAUGE: Record<CircuitState, 0 | 1 | 2> = { closed: 0, 'half-open': 1, open: 2 };
 
 const ZERO_ERRORS = (): BackendClientStats['errors'] => ({
   tls: 0, connect: 0, timeout: 0, network: 0, redirect: 0, server: 0, client: 0, response: 0, 'circuit-open': 0, aborted: 0,
@@ -191,6 +195,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       ...this.c,
       errors: { ...this.errors },
       circuit: this.breaker.current,
+      circuitState: CIRCUIT_GAUGE[this.breaker.current],
       circuitOpens: this.breaker.opens,
       inFlight: this.inFlight,
       queued: this.queue.length,

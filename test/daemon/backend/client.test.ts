@@ -159,6 +159,7 @@ describe('daemon/backend/client against the reference backend over HTTPS', funct
     const s = client.stats();
     assert.equal(s.offlineWelcomes, 1);
     assert.equal(s.circuit, 'open');
+    assert.equal(s.circuitState, 2);
     assert.ok(s.errors.connect >= 2);
     assert.ok(s.errors['circuit-open'] >= 1, 'open circuit answered without a request');
 
