@@ -135,7 +135,7 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       host: str({ description: 'Address to bind.', default: '0.0.0.0', pattern: HOST_RE, typeName: 'host or address' }),
       port: port('TLS port.', 8883),
       certFile: optPath('PEM certificate chain of the listener.'),
-      keyFile: optPath('PEM private key of the listener (file mode 0600 or 0640).'),
+      keyFile: optPath('PEM private key of the listener; keep it root:gatehouse 0640 or stricter.'),
     }),
     maxConnections: int({ description: 'Concurrent MQTT connections; beyond it new ones are refused.', default: 1000, min: 1, max: 100000 }),
     maxPacketBytes: int({

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
-import { StatusError, StatusServer } from '../../../daemon/status/index.js';
+import { StatusError, StatusServer, groupId } from '../../../daemon/status/index.js';
 import { createRootLogger } from '../../../daemon/log/index.js';
 import { unixRequest } from '../../helpers/unix-http.js';
 import { SECRET_DETAIL, TestSource } from './fixtures.js';
@@ -59,6 +59,24 @@ describe('daemon/status/server', () => {
     assert.match(r.stdout, /cache-control: no-store/i);
     const body = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { gateway: { id: string } };
     assert.equal(body.gateway.id, 'gw-test-1');
+  });
+
+  it('gives the socket the configured group when it exists', async () => {
+    await server.stop();
+    server = new StatusServer({ socketPath: sock, source, group: 'staff-test', resolveGroup: (n) => Promise.resolve(n === 'staff-test' ? 4242 : undefined) });
+    await server.start();
+    const st = await lstat(sock);
+    assert.equal(st.gid, 4242, 'chown to the group (the tests run as root)');
+    assert.equal(st.mode & 0o777, 0o660);
+  });
+
+  it('resolves group names from a group file', async () => {
+    const file = join(dir, 'group');
+    await writeFile(file, 'root:x:0:\ngatehouse-status:x:997:alice,bob\nbroken-line\n');
+    assert.equal(await groupId('gatehouse-status', file), 997);
+    assert.equal(await groupId('root', file), 0);
+    assert.equal(await groupId('absent', file), undefined);
+    assert.equal(await groupId('root', join(dir, 'no-such-file')), undefined);
   });
 
   it('refuses a uid outside the socket group and admits one inside it', async () => {
