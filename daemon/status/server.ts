@@ -175,7 +175,13 @@ export class StatusServer {
       req.destroy();
       return;
     }
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      sendProblem(res, problem(400, 'malformed request target'), {}, head);
+      return;
+    }
     if (!ROUTES.has(url.pathname)) {
       sendProblem(res, problem(404), {}, head);
       return;

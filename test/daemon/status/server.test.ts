@@ -140,6 +140,25 @@ describe('daemon/status/server', () => {
     assert.match((JSON.parse(unknown.body) as { detail: string }).detail, /unknown query parameter "verbose"/);
   });
 
+  it('answers 400 to a malformed request target', async () => {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = connect({ path: sock });
+      let got = '';
+      const guard = setTimeout(() => reject(new Error('no answer')), 5000);
+      s.on('data', (c: Buffer) => {
+        got += c.toString('latin1');
+        if (got.includes('\r\n\r\n')) {
+          clearTimeout(guard);
+          s.destroy();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+      s.write('GET http://[ HTTP/1.1\r\nhost: localhost\r\n\r\n');
+    });
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+  });
+
   it('refuses an oversized request head with 431', async () => {
     const r = await curl(['--unix-socket', sock, '-o', '/dev/null', '-w', '%{http_code}', '-H', `x-big: ${'a'.repeat(10000)}`, 'http://localhost/v1/status']);
     assert.equal(r.stdout, '431');
