@@ -10,19 +10,20 @@
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import type { Logger } from 'winston';
-import { BleError, type BleErrorCode } from './errors.js';
+import { BleError } from './errors.js';
 import { MAX_ATT_MTU, MIN_ATT_MTU } from './framing.js';
 import {
   normaliseUuid,
   type BleAdapterState,
-  type BleAdvertisement,
   type BleCallOptions,
   type BleCentral,
   type BleCentralEvents,
   type BleCharacteristicInfo,
   type BleDiscovery,
 } from './port.js';
+import { describeError, PendingCalls } from './pending-calls.js';
 import { silentLogger } from './silent-logger.js';
+import { sanitiseAdvertisement } from './advertisement.js';
 
 /** The parts of noble's `Noble` object this adapter uses (typed here: noble's own types are loose). */
 interface NobleLike extends EventEmitter {
@@ -76,18 +77,7 @@ export interface NobleCentralOptions {
 }
 
 const ADAPTER_STATES: ReadonlySet<string> = new Set(['unknown', 'resetting', 'unsupported', 'unauthorized', 'poweredOff', 'poweredOn']);
-const UUID_RE = /^(?:[0-9a-f]{4}|[0-9a-f]{8}|[0-9a-f]{32})$/;
 const ADDRESS_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
-const MAX_SERVICE_UUIDS = 32;
-const MAX_LOCAL_NAME = 64;
-// AD structures fit 31 bytes legacy, 254 extended: anything larger did not come off the air.
-const MAX_AD_FIELD_BYTES = 254;
-
-interface Pending {
-  reject: (err: BleError) => void;
-  /** A disconnect op completes on the disconnect event instead of failing with it. */
-  endsWithDisconnect: boolean;
-}
 
 interface Link {
   peripheral: NoblePeripheralLike;
@@ -109,13 +99,14 @@ export class NobleCentral implements BleCentral {
   readonly #known = new Map<string, NoblePeripheralLike>();
   readonly #watched = new WeakSet<NoblePeripheralLike>();
   readonly #links = new Map<string, Link>();
-  readonly #pending = new Map<string, Set<Pending>>();
+  readonly #calls: PendingCalls;
   #detach: Array<() => void> = [];
 
   constructor(options: NobleCentralOptions = {}) {
     this.#options = options;
     this.#log = options.logger ?? silentLogger();
     this.#timeoutMs = options.operationTimeoutMs ?? 10_000;
+    this.#calls = new PendingCalls(this.#timeoutMs);
     this.#maxKnown = options.maxKnownPeripherals ?? 256;
   }
 
@@ -162,7 +153,7 @@ export class NobleCentral implements BleCentral {
       const timeoutMs = options.timeoutMs ?? this.#options.startTimeoutMs ?? this.#timeoutMs;
       await this.#firstState(timeoutMs, options.signal).catch((err: unknown) => {
         this.#teardown();
-        throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: no adapter state (${describe(err)})`, { cause: err });
+        throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: no adapter state (${describeError(err)})`, { cause: err });
       });
     }
     if (this.#state === 'unsupported' || this.#state === 'unauthorized') {
@@ -194,17 +185,17 @@ export class NobleCentral implements BleCentral {
     if (!noble) return;
     if (this.#state === 'poweredOn') {
       await this.stopScanning({ timeoutMs: Math.min(this.#timeoutMs, 2_000) }).catch((err: unknown) => {
-        this.#log.debug('stopScanning during stop failed', { error: describe(err) });
+        this.#log.debug('stopScanning during stop failed', { error: describeError(err) });
       });
     }
     await Promise.all(
       [...this.#links.keys()].map((id) =>
         this.disconnect(id, { timeoutMs: Math.min(this.#timeoutMs, 2_000) }).catch((err: unknown) => {
-          this.#log.debug('disconnect during stop failed', { id, error: describe(err) });
+          this.#log.debug('disconnect during stop failed', { id, error: describeError(err) });
         }),
       ),
     );
-    this.#rejectAll(undefined, 'GH_BLE_ABORTED', 'BLE central stopped');
+    this.#calls.rejectAll(undefined, 'GH_BLE_ABORTED', 'BLE central stopped');
     this.#teardown();
     this.#state = 'unknown';
   }
@@ -214,12 +205,12 @@ export class NobleCentral implements BleCentral {
     const uuids = serviceUuids.map(normaliseUuid);
     // No callback: noble's callback form leaves a once('scanStart') behind when nothing answers.
     // Without one, noble throws synchronously when not poweredOn (reported as OPERATION_FAILED).
-    await this.#waitFor(noble, 'scanStart', () => noble.startScanning(uuids, true), 'startScanning', options, undefined);
+    await this.#calls.waitFor(noble, 'scanStart', () => noble.startScanning(uuids, true), 'startScanning', options, undefined);
   }
 
   async stopScanning(options: BleCallOptions = {}): Promise<void> {
     const noble = this.#require();
-    await this.#waitFor(noble, 'scanStop', () => noble.stopScanning(), 'stopScanning', options, undefined);
+    await this.#calls.waitFor(noble, 'scanStop', () => noble.stopScanning(), 'stopScanning', options, undefined);
   }
 
   async connect(id: string, options: BleCallOptions = {}): Promise<void> {
@@ -228,8 +219,8 @@ export class NobleCentral implements BleCentral {
     if (!peripheral) throw new BleError('GH_BLE_OPERATION_FAILED', `unknown peripheral ${id}: not discovered`);
     this.#watch(peripheral);
     try {
-      await this.#waitFor(peripheral, 'connect', () => peripheral.connect(), 'connect', options, id, (error: unknown) =>
-        error ? new BleError('GH_BLE_OPERATION_FAILED', `connect failed: ${describe(error)}`, { cause: error }) : undefined,
+      await this.#calls.waitFor(peripheral, 'connect', () => peripheral.connect(), 'connect', options, id, (error: unknown) =>
+        error ? new BleError('GH_BLE_OPERATION_FAILED', `connect failed: ${describeError(error)}`, { cause: error }) : undefined,
       );
     } catch (err) {
       if (peripheral.state === 'connecting') peripheral.cancelConnect();
@@ -248,10 +239,10 @@ export class NobleCentral implements BleCentral {
     const link = this.#link(id);
     const svc = normaliseUuid(serviceUuid);
     const chr = normaliseUuid(characteristicUuid);
-    const [services] = await this.#waitFor<[unknown]>(link.peripheral, 'servicesDiscover', () => link.peripheral.discoverServices([svc]), 'discoverServices', options, id);
+    const [services] = await this.#calls.waitFor<[unknown]>(link.peripheral, 'servicesDiscover', () => link.peripheral.discoverServices([svc]), 'discoverServices', options, id);
     const service = Array.isArray(services) ? (services as NobleServiceLike[]).find((s) => normaliseUuid(String(s.uuid)) === svc) : undefined;
     if (!service) throw new BleError('GH_BLE_GATT_MISMATCH', `service ${svc} not found`);
-    const [characteristics] = await this.#waitFor<[unknown]>(service, 'characteristicsDiscover', () => service.discoverCharacteristics([chr]), 'discoverCharacteristics', options, id);
+    const [characteristics] = await this.#calls.waitFor<[unknown]>(service, 'characteristicsDiscover', () => service.discoverCharacteristics([chr]), 'discoverCharacteristics', options, id);
     const characteristic = Array.isArray(characteristics)
       ? (characteristics as NobleCharacteristicLike[]).find((c) => normaliseUuid(String(c.uuid)) === chr)
       : undefined;
@@ -278,7 +269,7 @@ export class NobleCentral implements BleCentral {
     };
     characteristic.on('data', listener);
     link.dataListeners.push({ characteristic, listener: listener as (...args: unknown[]) => void });
-    await this.#waitFor(characteristic, 'notify', () => characteristic.notify(true), 'subscribe', options, id);
+    await this.#calls.waitFor(characteristic, 'notify', () => characteristic.notify(true), 'subscribe', options, id);
   }
 
   async write(id: string, serviceUuid: string, characteristicUuid: string, value: Uint8Array, options: BleCallOptions = {}): Promise<void> {
@@ -286,7 +277,7 @@ export class NobleCentral implements BleCentral {
     const characteristic = this.#characteristic(link, serviceUuid, characteristicUuid);
     const data = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     // protocol-v1: write with response, so each chunk is acknowledged before the next.
-    await this.#waitFor(characteristic, 'write', () => characteristic.write(data, false), 'write', options, id);
+    await this.#calls.waitFor(characteristic, 'write', () => characteristic.write(data, false), 'write', options, id);
   }
 
   async disconnect(id: string, options: BleCallOptions = {}): Promise<void> {
@@ -296,7 +287,7 @@ export class NobleCentral implements BleCentral {
       return;
     }
     const peripheral = link.peripheral;
-    await this.#call(
+    await this.#calls.run(
       options,
       'disconnect',
       id,
@@ -317,7 +308,7 @@ export class NobleCentral implements BleCentral {
     try {
       mod = load(injected ? '@abandonware/noble/with-bindings' : '@abandonware/noble');
     } catch (err) {
-      throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: ${describe(err)}`, { cause: err });
+      throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: ${describeError(err)}`, { cause: err });
     }
     // @abandonware/noble changed its export shape between versions (module.exports vs. default).
     const value = unwrapDefault(mod, injected ? (v) => typeof v === 'function' : isNoble);
@@ -355,7 +346,7 @@ export class NobleCentral implements BleCentral {
     this.#log.info('BLE adapter state', { state, previous });
     if (state !== 'poweredOn') {
       // Links do not survive the adapter going away; fail what waits on them now, not at timeout.
-      this.#rejectAll(undefined, 'GH_BLE_ADAPTER_OFF', `adapter is ${state}`);
+      this.#calls.rejectAll(undefined, 'GH_BLE_ADAPTER_OFF', `adapter is ${state}`);
       for (const [id, link] of [...this.#links]) {
         // Not every stack reports the disconnects when the adapter goes away; noble would then
         // think the peripheral still connected and refuse to connect it again.
@@ -410,7 +401,7 @@ export class NobleCentral implements BleCentral {
     this.#watched.add(peripheral);
     peripheral.on('disconnect', (reason: unknown) => {
       const id = peripheral.id;
-      this.#rejectAll(id, 'GH_BLE_DISCONNECTED', `peripheral ${id} disconnected`);
+      this.#calls.rejectAll(id, 'GH_BLE_DISCONNECTED', `peripheral ${id} disconnected`);
       const wasLinked = this.#links.has(id);
       this.#dropLink(id);
       if (wasLinked) {
@@ -428,86 +419,9 @@ export class NobleCentral implements BleCentral {
     this.#links.delete(id);
   }
 
-  #rejectAll(id: string | undefined, code: BleErrorCode, message: string): void {
-    const groups = id === undefined ? [...this.#pending.values()] : [this.#pending.get(id) ?? new Set<Pending>()];
-    for (const group of groups) {
-      for (const p of [...group]) if (!(code === 'GH_BLE_DISCONNECTED' && p.endsWithDisconnect)) p.reject(new BleError(code, message));
-    }
-  }
-
   #teardown(): void {
     for (const d of this.#detach) d();
     this.#detach = [];
-  }
-
-  /** Wait for `event` on `emitter` after `invoke()`, with timeout, abort and disconnect handling. */
-  #waitFor<T extends unknown[] = unknown[]>(
-    emitter: EventEmitter,
-    event: string,
-    invoke: () => void,
-    what: string,
-    options: BleCallOptions,
-    id: string | undefined,
-    check?: (...args: unknown[]) => BleError | undefined,
-  ): Promise<T> {
-    return this.#call<T>(options, what, id, (resolve, reject, onSettle) => {
-      const listener = (...args: unknown[]): void => {
-        const failure = check?.(...args);
-        if (failure) reject(failure);
-        else resolve(args as T);
-      };
-      emitter.once(event, listener);
-      onSettle(() => emitter.off(event, listener));
-      invoke();
-    });
-  }
-
-  /** Run one operation with a deadline, an abort signal, and registration for disconnects. */
-  #call<T = void>(
-    options: BleCallOptions,
-    what: string,
-    id: string | undefined,
-    run: (resolve: (v: T) => void, reject: (e: BleError) => void, onSettle: (f: () => void) => void) => void,
-    endsWithDisconnect = false,
-  ): Promise<T> {
-    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
-    return new Promise<T>((resolve, reject) => {
-      const cleanups: Array<() => void> = [];
-      let settled = false;
-      const settle = (): boolean => {
-        if (settled) return false;
-        settled = true;
-        for (const c of cleanups) c();
-        return true;
-      };
-      const pending: Pending = { reject: (e) => settle() && reject(e), endsWithDisconnect };
-      const key = id ?? '';
-      const group = this.#pending.get(key) ?? new Set<Pending>();
-      this.#pending.set(key, group);
-      group.add(pending);
-      cleanups.push(() => {
-        group.delete(pending);
-        if (group.size === 0) this.#pending.delete(key);
-      });
-      const timer = setTimeout(() => pending.reject(new BleError('GH_BLE_TIMEOUT', `${what} did not answer within ${timeoutMs} ms`)), timeoutMs);
-      cleanups.push(() => clearTimeout(timer));
-      const signal = options.signal;
-      if (signal) {
-        if (signal.aborted) return pending.reject(new BleError('GH_BLE_ABORTED', `${what} aborted`, { cause: signal.reason }));
-        const onAbort = (): void => pending.reject(new BleError('GH_BLE_ABORTED', `${what} aborted`, { cause: signal.reason }));
-        signal.addEventListener('abort', onAbort, { once: true });
-        cleanups.push(() => signal.removeEventListener('abort', onAbort));
-      }
-      try {
-        run(
-          (v) => settle() && resolve(v),
-          (e) => pending.reject(e),
-          (f) => (settled ? f() : cleanups.push(f)),
-        );
-      } catch (err) {
-        pending.reject(new BleError('GH_BLE_OPERATION_FAILED', `${what} failed: ${describe(err)}`, { cause: err }));
-      }
-    });
   }
 }
 
@@ -519,59 +433,4 @@ function unwrapDefault(mod: unknown, accept: (v: unknown) => boolean): unknown {
   if (accept(mod)) return mod;
   if ((typeof mod === 'object' || typeof mod === 'function') && mod !== null && 'default' in mod) return (mod as { default: unknown }).default;
   return mod;
-}
-
-function describe(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
-  }
-  return String(err);
-}
-
-/**
- * Check and bound what noble parsed off the air: advertisement data comes from anyone in radio
- * range. Fields of the wrong type or size are dropped and flagged, never trusted.
- */
-export function sanitiseAdvertisement(raw: unknown): { advertisement: BleAdvertisement; malformed: boolean } {
-  const advertisement: BleAdvertisement = { serviceUuids: [] };
-  if (typeof raw !== 'object' || raw === null) return { advertisement, malformed: true };
-  const ad = raw as Record<string, unknown>;
-  let malformed = false;
-  if (ad.serviceUuids !== undefined) {
-    if (!Array.isArray(ad.serviceUuids)) malformed = true;
-    else {
-      for (const u of ad.serviceUuids.slice(0, MAX_SERVICE_UUIDS)) {
-        const n = typeof u === 'string' ? normaliseUuid(u) : '';
-        if (UUID_RE.test(n)) {
-          if (!advertisement.serviceUuids.includes(n)) advertisement.serviceUuids.push(n);
-        } else malformed = true;
-      }
-      if (ad.serviceUuids.length > MAX_SERVICE_UUIDS) malformed = true;
-    }
-  }
-  if (ad.localName !== undefined) {
-    // Printable ASCII/UTF-8 only: the name goes to logs and the status socket.
-    if (typeof ad.localName === 'string' && ad.localName.length <= MAX_LOCAL_NAME && !/\p{Cc}/u.test(ad.localName)) {
-      advertisement.localName = ad.localName;
-    } else malformed = true;
-  }
-  if (ad.manufacturerData !== undefined && ad.manufacturerData !== null) {
-    if (!(ad.manufacturerData instanceof Uint8Array) || ad.manufacturerData.length > MAX_AD_FIELD_BYTES) malformed = true;
-  }
-  if (ad.serviceData !== undefined) {
-    if (!Array.isArray(ad.serviceData)) malformed = true;
-    else if (
-      ad.serviceData.some(
-        (d: unknown) =>
-          typeof d !== 'object' ||
-          d === null ||
-          typeof (d as { uuid?: unknown }).uuid !== 'string' ||
-          !((d as { data?: unknown }).data instanceof Uint8Array) ||
-          ((d as { data: Uint8Array }).data.length > MAX_AD_FIELD_BYTES),
-      )
-    )
-      malformed = true;
-  }
-  return { advertisement, malformed };
 }

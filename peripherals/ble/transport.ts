@@ -16,7 +16,8 @@ import { decodeDownMessage } from '../../protocol/messages.js';
 import type { ReasonCode } from '../../protocol/reasons.js';
 import { DenyList, type DenyListOptions } from './deny-list.js';
 import { BleError, type BleErrorCode } from './errors.js';
-import { frameMessage, Reassembler } from './framing.js';
+import { frameMessage } from './framing.js';
+import { helloReceiver, raceAbort } from './hello-receiver.js';
 import { normaliseUuid, type BleAdapterState, type BleCentral, type BleDiscovery } from './port.js';
 import { silentLogger } from './silent-logger.js';
 
@@ -299,7 +300,7 @@ export class BleTransport {
         throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic lacks write+notify: ${info.properties.join(',')}`);
       }
       const mtu = this.#central.mtu(d.id);
-      const hello = this.#helloReceiver(mtu, signal);
+      const hello = helloReceiver(mtu, signal);
       await this.#central.subscribe(d.id, SERVICE, CHARACTERISTIC, hello.push, opts);
       bound = true;
       // protocol-v1 "BLE transport": no challenge-request; gn is bound to this connection alone.
@@ -360,38 +361,6 @@ export class BleTransport {
     this.#events.emit('exchange', event);
   }
 
-  /** Reassembles notified chunks into the hello; rejects on a framing violation or abort. */
-  #helloReceiver(mtu: number, signal: AbortSignal): { push: (v: Uint8Array) => void; message: Promise<Uint8Array> } {
-    const reassembler = new Reassembler({ mtu });
-    let settle: { resolve: (m: Uint8Array) => void; reject: (e: unknown) => void } | undefined;
-    const message = new Promise<Uint8Array>((resolve, reject) => {
-      settle = { resolve, reject };
-    });
-    const onAbort = (): void => settle?.reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    const done = (): void => {
-      settle = undefined;
-      signal.removeEventListener('abort', onAbort);
-    };
-    // Without a consumer yet (challenge still in flight), an early failure must not go unhandled.
-    message.catch(() => undefined);
-    const push = (value: Uint8Array): void => {
-      if (!settle) return; // one hello per exchange; anything after it is ignored until disconnect
-      try {
-        const m = reassembler.push(value);
-        if (m) {
-          settle.resolve(m);
-          done();
-        }
-      } catch (err) {
-        // protocol-v1: a gap in the indices or a message over 1024 bytes aborts the exchange.
-        settle.reject(err);
-        done();
-      }
-    };
-    return { push, message };
-  }
-
   async #send(id: string, message: Uint8Array, mtu: number, signal: AbortSignal): Promise<void> {
     for (const chunk of frameMessage(message, mtu)) await this.#central.write(id, SERVICE, CHARACTERISTIC, chunk, { signal });
   }
@@ -407,27 +376,6 @@ function rejectIn(bytes: Uint8Array): { reason: ReasonCode; retry?: number } | u
   if (m.type !== 'reject') return undefined;
   const payload = m.message;
   return payload.retry === undefined ? { reason: payload.reason } : { reason: payload.reason, retry: payload.retry };
-}
-
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(signal.reason as Error);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e as Error);
-      },
-    );
-  });
 }
 
 function toBleError(preferred: unknown, original: unknown): BleError {
