@@ -166,8 +166,13 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   async start(): Promise<void> {
     await ensureStateDir(this.o.stateDir);
     await this.leases.load();
-    const saved = await readJsonState(this.cursorFile, validateCursorFile, { maxBytes: 4096 });
-    this.cursor = saved ?? 0;
+    try {
+      this.cursor = (await readJsonState(this.cursorFile, validateCursorFile, { maxBytes: 4096 })) ?? 0;
+    } catch (err) {
+      // Starting the feed from 0 again is always safe: it only repeats revocations.
+      this.log.error('revocation cursor unreadable; starting from 0', { error: (err as Error).message });
+      this.cursor = 0;
+    }
     this.running = true;
     this.schedulePoll(0);
   }
@@ -504,15 +509,18 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       return undefined;
     }
     this.breaker.success();
+    let leasesOnDisk = true;
     if (answer.devices.length > 0) {
       const held = this.leases.revoke(answer.devices);
       this.c.revokedDevices += answer.devices.length;
       this.log.warn('devices revoked', { count: answer.devices.length, leasesDropped: held });
       // Leases on disk go before the cursor moves: a crash between the two must not leave a
       // revoked device's lease behind a cursor that will never name it again.
-      await this.leases.flush();
+      leasesOnDisk = await this.leases.flush();
     }
-    if (answer.cursor !== this.cursor) {
+    if (!leasesOnDisk) {
+      this.log.error('revocation cursor kept: the lease file could not be updated', { cursor: this.cursor });
+    } else if (answer.cursor !== this.cursor) {
       if (answer.cursor < this.cursor) this.log.warn('revocation cursor went back (backend reset?)', { from: this.cursor, to: answer.cursor });
       this.cursor = answer.cursor;
       await writeJsonAtomic(this.cursorFile, { version: 1, cursor: this.cursor }, { maxBytes: 4096 }).catch((err: unknown) => {

@@ -92,7 +92,16 @@ export class LeaseCache {
   async load(): Promise<number> {
     await removeStaleTemps(this.file);
     // A lease is at most 1024 bytes; base64url plus JSON framing stays under 1.5x.
-    const list = await readJsonState(this.file, validateFile, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+    let list: string[] | undefined;
+    try {
+      list = await readJsonState(this.file, validateFile, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+    } catch (err) {
+      // The leases are a cache: an unreadable file must not keep the gateway from starting.
+      // The next write replaces it (rename also replaces a symlink).
+      this.o.logger.error('lease cache unreadable; starting with none', { error: (err as Error).message, code: (err as { code?: string }).code });
+      this.dirty = true;
+      return 0;
+    }
     if (list === undefined) return 0;
     let dropped = 0;
     for (const b64 of list) {
@@ -168,24 +177,30 @@ export class LeaseCache {
     }, this.o.persistDelayMs ?? 1000);
   }
 
-  /** Write now if anything changed. Writes are serialised; failures are logged, not thrown. */
-  flush(): Promise<void> {
+  /**
+   * Write now if anything changed. Writes are serialised; failures are logged, not thrown.
+   * Resolves true when the file on disk matches memory.
+   */
+  flush(): Promise<boolean> {
     if (this.timer !== undefined) {
       this.o.clock.clearTimeout(this.timer);
       this.timer = undefined;
     }
-    this.writing = this.writing.then(async () => {
-      if (!this.dirty) return;
+    const done = this.writing.then(async () => {
+      if (!this.dirty) return true;
       this.dirty = false;
       const list = [...this.map.values()].map((e) => base64UrlEncode(e.bytes));
       try {
         await writeJsonAtomic(this.file, { version: 1, leases: list }, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+        return true;
       } catch (err) {
         this.dirty = true;
         this.o.logger.error('cannot persist leases', { error: (err as Error).message, code: (err as { code?: string }).code });
+        return false;
       }
     });
-    return this.writing;
+    this.writing = done.then(() => undefined);
+    return done;
   }
 
   /** Cancel the pending write timer (call flush() first to keep changes). */

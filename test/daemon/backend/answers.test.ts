@@ -4,7 +4,7 @@
  * really signed, by the test's backend key or by an impostor.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -215,6 +215,15 @@ describe('daemon/backend/client against broken and hostile answers', function ()
     assert.deepEqual(await c.pollRevocations(), ['dev-1']);
     assert.equal(c.stats().revocationCursor, 7);
     assert.ok(hits.some((h) => h === `/v1/gateways/${GW}/revocations?since=0`));
+  });
+
+  it('starts the revocation feed from 0 when the cursor file is unreadable', async () => {
+    const stateDir = join(dir, 'state-corrupt');
+    await mkdir(stateDir, { recursive: true });
+    await writeFile(join(stateDir, 'revocations.json'), 'garbage');
+    const c = client({ stateDir });
+    await c.start();
+    assert.equal(c.stats().revocationCursor, 0);
   });
 
   it('without a session answers backend-unavailable and sends nothing', async () => {

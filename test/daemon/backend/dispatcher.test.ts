@@ -175,6 +175,14 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
     }
   });
 
+  it('gives up on a backend that accepts but never answers (headers timeout)', async () => {
+    const silent = createServer({ key: pki.server.keyPem, cert: pki.server.certPem }, () => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    servers.push(silent);
+    const http = client((silent.address() as AddressInfo).port, { headersTimeoutMs: 200 });
+    await assert.rejects(http.request({ method: 'GET', path: '/' }), (e: unknown) => e instanceof BackendError && e.kind === 'timeout' && e.unreachable);
+  });
+
   it('bounds the answer size', async () => {
     const s = await serve(pem(pki.server));
     const dispatcher = createBackendDispatcher({ url: `https://${NAME}:${s.port}`, ca: ca.cert, connectAddress: '127.0.0.1' });

@@ -108,6 +108,15 @@ describe('daemon/backend/lease-cache', () => {
     assert.ok(again.get('b'));
   });
 
+  it('an unreadable lease file does not stop the start: the cache starts empty and the next write replaces it', async () => {
+    const file = join(dir, 'leases.json');
+    await writeFile(file, '{"version":1,"leases":[');
+    const c = cache();
+    assert.equal(await c.load(), 0);
+    assert.equal(await c.flush(), true);
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), { version: 1, leases: [] });
+  });
+
   it('revoke drops the leases of the named devices', async () => {
     const c = cache();
     const l = await lease('a');
