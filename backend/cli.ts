@@ -95,7 +95,11 @@ function write(stream: NodeJS.WritableStream, text: string): void {
   stream.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
-class UsageError extends Error {}
+class UsageError extends GatehouseError {
+  constructor(message: string) {
+    super('GH_CLI_USAGE', message);
+  }
+}
 
 function dataDirOf(values: { 'data-dir'?: string | undefined }, io: CliIO): string {
   return values['data-dir'] ?? io.env['GATEHOUSE_BACKEND_DATA_DIR'] ?? DEFAULT_DATA_DIR;

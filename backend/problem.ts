@@ -4,6 +4,7 @@
  * answer a generic problem and log the chain).
  */
 import type { ServerResponse } from 'node:http';
+import { GatehouseError } from '../protocol/errors.js';
 import type { ReasonCode } from '../protocol/reasons.js';
 
 /** The problem types the backend answers with. `type` is `urn:gatehouse:problem:<slug>`. */
@@ -31,15 +32,17 @@ export type ProblemSlug = keyof typeof PROBLEMS;
 
 export const PROBLEM_TYPE_PREFIX = 'urn:gatehouse:problem:';
 
-/** Thrown by request handling; turned into a problem answer. `detail` must be safe to show. */
-export class Problem extends Error {
+/**
+ * Thrown by request handling; turned into a problem answer. `detail` must be safe to show.
+ * Code: `GH_BACKEND_` and the slug, e.g. `GH_BACKEND_REPLAYED_NONCE`.
+ */
+export class Problem extends GatehouseError {
   constructor(
     readonly slug: ProblemSlug,
     readonly detail?: string,
     options?: { cause?: unknown },
   ) {
-    super(detail ?? PROBLEMS[slug].title, options);
-    this.name = 'Problem';
+    super(`GH_BACKEND_${slug.toUpperCase().replace(/-/g, '_')}`, detail ?? PROBLEMS[slug].title, options);
   }
 }
 
