@@ -1,10 +1,12 @@
 /**
- * `gatehouse run`: the daemon. Placeholder until the composition root (daemon/gateway.ts, the
- * lead's) is wired in: it loads and validates the config, so a broken config already fails
- * closed with the right message, then exits 1.
+ * `gatehouse run`: the daemon (systemd starts it this way, Type=notify). The config is loaded and
+ * validated first, so a broken config fails closed before anything listens; then the composition
+ * root (daemon/gateway.ts) starts every service and tells systemd READY=1.
  */
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
+import { Gateway } from '../gateway.js';
+import { createRootLogger, logError, reloadLevelOnSighup } from '../log/logger.js';
 import { configPath, parse } from './args.js';
 import { guard } from './command.js';
 import { write } from './format.js';
@@ -13,13 +15,15 @@ import { EXIT_FAILURE, EXIT_OK, type CliIO } from './io.js';
 export const HELP = `Usage: gatehouse run [--config FILE]
 
 Run the daemon (systemd starts it this way: Type=notify). Loads and validates the config first;
-any config problem stops it before anything listens.
+any config problem stops it before anything listens. Sends READY=1 once the MQTT listeners
+accept and the status socket is up.
 
 Options:
   --config FILE    config file (default $GATEHOUSE_CONFIG or /etc/gatehouse/gatehouse.yaml)
   -h, --help       show this help
 
-Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads log.level.
+Signals: SIGTERM/SIGINT stop intake, drain in-flight exchanges (bounded) and exit 0;
+SIGHUP reloads log.level from the config file.
 Exit codes: 0 clean stop, 1 failure (bad config, start failed), 2 usage error.
 `;
 
@@ -32,8 +36,9 @@ export function run(args: string[], io: CliIO): Promise<number> {
       return EXIT_OK;
     }
     const file = configPath(values.config, io.env);
+    let config;
     try {
-      await loadConfig(file);
+      config = await loadConfig(file);
     } catch (err) {
       if (err instanceof ConfigError) {
         write(io.stderr, `${cmd}: refusing to start: ${err.message}`);
@@ -41,7 +46,28 @@ export function run(args: string[], io: CliIO): Promise<number> {
       }
       throw err;
     }
-    write(io.stderr, `${cmd}: config ${file} is valid, but the daemon is not wired yet`);
-    return EXIT_FAILURE;
+    const logger = createRootLogger({ level: config.log.level, format: config.log.format, env: io.env });
+    const gateway = new Gateway({ config, configFile: file, logger });
+    const stopHup = reloadLevelOnSighup(logger, async () => (await loadConfig(file)).log.level);
+    let stopping: Promise<void> | undefined;
+    const stopped = new Promise<void>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals): void => {
+        logger.info('signal received: stopping', { signal });
+        stopping ??= gateway.stop().finally(resolve);
+      };
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
+    });
+    try {
+      await gateway.start();
+    } catch (err) {
+      logError(logger, 'gateway failed to start', err);
+      write(io.stderr, `${cmd}: failed to start: ${err instanceof Error ? err.message : String(err)}`);
+      stopHup();
+      return EXIT_FAILURE;
+    }
+    await stopped;
+    stopHup();
+    return EXIT_OK;
   });
 }

@@ -1,0 +1,179 @@
+/**
+ * The running gateway as the status socket sees it (StatusSource): a read-only model built from
+ * the live services' counters and events. It never exposes a key, nonce or credential.
+ */
+import type { Logger } from 'winston';
+import type { Registry } from 'prom-client';
+import type { BackendClient } from './backend/client.js';
+import type { Clock } from './backend/clock.js';
+import type { SessionManager } from './backend/session.js';
+import { runChecks } from './check/runner.js';
+import type { CheckContext, CheckReport, ListenerFacts } from './check/types.js';
+import type { GatehouseConfig } from './config/schema.js';
+import type { Pipeline } from './pipeline/pipeline.js';
+import type { DecisionEvent } from './pipeline/types.js';
+import type { EventPage, PeripheralInfo, StatusReport, StatusSource } from './status/types.js';
+import type { MqttTransport } from '../peripherals/mqtt/transport.js';
+import type { BleTransport } from '../peripherals/ble/transport.js';
+import type { KeyStore } from '../tpm/key-store.js';
+import { VERSION } from './version.js';
+
+/** Recently welcomed BLE peripherals kept for `/v1/peripherals` (their links are short-lived). */
+const MAX_BLE_PERIPHERALS = 1024;
+
+export interface GatewayStatusOptions {
+  gateway: { readonly state: string; readonly metrics: { readonly registry: Registry } };
+  config: GatehouseConfig;
+  configFile: string;
+  keyStore: KeyStore;
+  session: SessionManager;
+  client: BackendClient;
+  pipeline: Pipeline;
+  clock: Clock;
+  logger: Logger;
+}
+
+export class GatewayStatus implements StatusSource {
+  readonly #o: GatewayStatusOptions;
+  readonly #startedAt: number;
+  /** MQTT connections by connection id: pending until welcomed, gone when closed. */
+  readonly #mqttPeers = new Map<string, PeripheralInfo>();
+  /** BLE welcomes by device id, most recent last. */
+  readonly #blePeers = new Map<string, PeripheralInfo>();
+  #mqtt: MqttTransport | undefined;
+  #ble: BleTransport | undefined;
+
+  constructor(options: GatewayStatusOptions) {
+    this.#o = options;
+    this.#startedAt = options.clock.now();
+    options.pipeline.events.subscribe((e) => this.#onDecision(e));
+  }
+
+  get registry(): Registry {
+    return this.#o.gateway.metrics.registry;
+  }
+
+  attachMqtt(mqtt: MqttTransport): void {
+    this.#mqtt = mqtt;
+    mqtt.on('closed', (connection) => this.#mqttPeers.delete(connection));
+  }
+
+  attachBle(ble: BleTransport | undefined): void {
+    this.#ble = ble;
+  }
+
+  /** One line for systemd's STATUS=. */
+  line(): string {
+    const s = this.#decisionTotals();
+    const session = this.#o.session.stats().notAfter > 0 ? 'session ok' : 'no session';
+    return `${this.#mqtt?.stats().connections ?? 0} MQTT connections, ${s.welcome} welcomed (${s.offline} offline), ${s.reject} rejected, ${session}`;
+  }
+
+  getStatus(): StatusReport {
+    const now = this.#o.clock.now();
+    const cfg = this.#o.config;
+    const client = this.#o.client.stats();
+    const session = this.#o.session.stats();
+    const state = this.#o.gateway.state;
+    return {
+      gateway: {
+        id: cfg.gateway.id,
+        version: VERSION,
+        production: cfg.gateway.production,
+        pid: process.pid,
+        startedAt: this.#startedAt,
+        uptimeSec: Math.floor((now - this.#startedAt) / 1000),
+      },
+      state: state === 'stopping' ? 'stopping' : state !== 'running' ? 'starting' : session.notAfter > 0 && client.circuit === 'closed' ? 'running' : 'degraded',
+      session: session.notAfter > 0 ? { held: true, notAfter: session.notAfter } : { held: false },
+      backend: {
+        state: client.circuit === 'closed' ? (client.requests > 0 ? 'online' : 'unknown') : 'offline',
+        circuit: client.circuit,
+        queued: client.queued,
+        inFlight: client.inFlight,
+      },
+      tpm: { kind: this.#o.keyStore.kind, ready: true },
+      transports: {
+        mqtt: { listeners: this.#listeners().map(({ name, address, port }) => ({ name, address, port, tls: name === 'tls' })), connections: this.#mqtt?.stats().connections ?? 0 },
+        ble: { enabled: cfg.ble.enabled, adapterState: this.#ble?.stats().state ?? 'unavailable', active: this.#ble?.stats().active ?? 0 },
+      },
+      decisions: this.#decisionTotals(),
+    };
+  }
+
+  getPeripherals(): PeripheralInfo[] {
+    return [...this.#mqttPeers.values(), ...this.#blePeers.values()].map((p) => ({ ...p }));
+  }
+
+  getEvents(since: number, limit: number): EventPage {
+    const all = this.#o.pipeline.events.recent(since);
+    const events = all.slice(0, limit);
+    const first = all[0];
+    const last = events[events.length - 1];
+    return { events, next: last?.seq ?? since, truncated: first !== undefined && first.seq > since + 1 };
+  }
+
+  runChecks(): Promise<CheckReport> {
+    return runChecks(this.#checkContext(), undefined, { logger: this.#o.logger });
+  }
+
+  #checkContext(): CheckContext {
+    const cfg = this.#o.config;
+    return {
+      config: { ok: true, config: cfg, file: this.#o.configFile },
+      now: () => new Date(this.#o.clock.now()),
+      // The daemon holds the key store open: a public-key read proves the TPM answered at open.
+      tpm: async () => ({ reachable: true, keyPresent: this.#o.keyStore.thumbprint().length === 32 }),
+      session: () => {
+        const n = this.#o.session.stats().notAfter;
+        return { notAfter: n > 0 ? n : undefined, lifetimeSec: cfg.backend.sessionLifetimeSec };
+      },
+      backend: async () => {
+        const s = this.#o.client.stats();
+        return s.circuit === 'closed'
+          ? { ok: true, detail: `circuit closed, ${s.requests} requests so far` }
+          : { ok: false, detail: `circuit ${s.circuit}: the backend is not answering`, code: 'GH_CHECK_BACKEND_DOWN' };
+      },
+      ...(this.#ble !== undefined || cfg.ble.enabled ? { ble: () => ({ adapterState: this.#ble?.stats().state ?? 'unavailable' }) } : {}),
+      mqtt: () => this.#listeners(),
+    };
+  }
+
+  #listeners(): ListenerFacts[] {
+    const a = this.#mqtt?.addresses() ?? {};
+    const out: ListenerFacts[] = [];
+    if (a.tcp !== undefined) out.push({ name: 'tcp', address: a.tcp.address, port: a.tcp.port, listening: true });
+    if (a.tls !== undefined) out.push({ name: 'tls', address: a.tls.address, port: a.tls.port, listening: true });
+    return out;
+  }
+
+  #decisionTotals(): { welcome: number; reject: number; offline: number } {
+    const totals = { welcome: 0, reject: 0, offline: 0 };
+    for (const c of this.#o.pipeline.events.counts()) {
+      if (c.outcome === 'welcome') totals.welcome += c.count;
+      if (c.outcome === 'reject') totals.reject += c.count;
+      if (c.offline && c.outcome === 'welcome') totals.offline += c.count;
+    }
+    return totals;
+  }
+
+  #onDecision(e: DecisionEvent): void {
+    if (e.dev === undefined) return;
+    if (e.transport === 'mqtt') {
+      const known = this.#mqttPeers.get(e.connection);
+      if (e.outcome === 'challenge' && known === undefined) {
+        this.#mqttPeers.set(e.connection, { dev: e.dev, transport: 'mqtt', connection: e.connection, remote: '', state: 'pending', since: e.at, offline: false });
+      } else if (e.outcome === 'welcome') {
+        this.#mqttPeers.set(e.connection, { dev: e.dev, transport: 'mqtt', connection: e.connection, remote: '', state: 'welcomed', since: e.at, offline: e.offline });
+      }
+      // A connection that never challenges never shows; pending ones are capped by the broker's maxConnections.
+    } else if (e.outcome === 'welcome') {
+      this.#blePeers.delete(e.dev);
+      this.#blePeers.set(e.dev, { dev: e.dev, transport: 'ble', connection: e.connection, remote: '', state: 'welcomed', since: e.at, offline: e.offline });
+      if (this.#blePeers.size > MAX_BLE_PERIPHERALS) {
+        const oldest = this.#blePeers.keys().next().value;
+        if (oldest !== undefined) this.#blePeers.delete(oldest);
+      }
+    }
+  }
+}

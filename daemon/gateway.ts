@@ -1,0 +1,323 @@
+/**
+ * The composition root (STYLE §4): one `Gateway` builds every service from the validated config
+ * and injected dependencies, starts them in order — key store → session/credential → backend
+ * client → pipeline → MQTT broker and BLE → status socket — then tells systemd READY=1, and stops
+ * them in reverse. Nothing starts at import time.
+ */
+import { readFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
+import type { EventEmitter } from 'node:events';
+import type { Logger } from 'winston';
+import type { Agent } from 'undici';
+import { BackendClient } from './backend/client.js';
+import { systemClock, type Clock } from './backend/clock.js';
+import { BackendHttp, createBackendDispatcher } from './backend/dispatcher.js';
+import { SessionManager } from './backend/session.js';
+import type { GatehouseConfig } from './config/schema.js';
+import { logError, silentLogger } from './log/logger.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import type { DecisionEvent } from './pipeline/types.js';
+import { GatehouseMetrics } from './status/metrics.js';
+import { StatusServer } from './status/server.js';
+import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
+import { GatewayStatus } from './gateway-status.js';
+import { GatehouseError } from '../protocol/errors.js';
+import { MqttTransport } from '../peripherals/mqtt/transport.js';
+import { BleTransport } from '../peripherals/ble/transport.js';
+import { NobleCentral } from '../peripherals/ble/noble-adapter.js';
+import type { KeyStore } from '../tpm/key-store.js';
+import { SoftwareKeyStore } from '../tpm/software-key-store.js';
+import { TpmKeyStore, parseHandle } from '../tpm/tpm-key-store.js';
+
+export class GatewayError extends GatehouseError {}
+
+export interface GatewayOptions {
+  config: GatehouseConfig;
+  /** The config file the daemon was started with (for `gatehouse check`). */
+  configFile: string;
+  logger?: Logger;
+  /** Injected key store; built from `config.tpm` when absent. */
+  keyStore?: KeyStore;
+  /** Injected systemd notifier; a real one (a no-op without NOTIFY_SOCKET) when absent. */
+  notifier?: SystemdNotifier;
+  /** Radio bindings for noble (the emulated radio in tests and the demo); noble's own when absent. */
+  bleBindings?: EventEmitter;
+  clock?: Clock;
+  /** How long `stop()` lets in-flight exchanges finish (default 10 000 ms). */
+  drainTimeoutMs?: number;
+}
+
+type Stopper = { name: string; stop: () => Promise<void> | void };
+
+/** The daemon. `start()` once, `stop()` once. */
+export class Gateway {
+  readonly metrics = new GatehouseMetrics({ processMetrics: true });
+  readonly #o: GatewayOptions;
+  readonly #log: Logger;
+  readonly #notifier: SystemdNotifier;
+  readonly #clock: Clock;
+  /** Started services, stopped in reverse. */
+  readonly #stoppers: Stopper[] = [];
+  #keyStore: KeyStore | undefined;
+  #session: SessionManager | undefined;
+  #client: BackendClient | undefined;
+  #pipeline: Pipeline | undefined;
+  #mqtt: MqttTransport | undefined;
+  #ble: BleTransport | undefined;
+  #status: GatewayStatus | undefined;
+  #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
+  #statusTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: GatewayOptions) {
+    this.#o = options;
+    this.#log = options.logger ?? silentLogger();
+    this.#notifier = options.notifier ?? createSystemdNotifier({ logger: this.#log.child({ area: 'systemd' }) });
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  /** The pipeline (for tests and the demo's summary). */
+  get pipeline(): Pipeline {
+    if (this.#pipeline === undefined) throw new GatewayError('GH_GATEWAY_NOT_STARTED', 'the gateway is not started');
+    return this.#pipeline;
+  }
+
+  /** Bound MQTT listener addresses. */
+  mqttAddresses(): ReturnType<MqttTransport['addresses']> {
+    return this.#mqtt?.addresses() ?? {};
+  }
+
+  /** The session manager's counters (TPM signatures, renewals). */
+  sessionStats(): ReturnType<SessionManager['stats']> | undefined {
+    return this.#session?.stats();
+  }
+
+  backendStats(): ReturnType<BackendClient['stats']> | undefined {
+    return this.#client?.stats();
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new GatewayError('GH_GATEWAY_STATE', `start() in state ${this.#state}`);
+    this.#state = 'starting';
+    const cfg = this.#o.config;
+    const gw = cfg.gateway.id;
+    try {
+      // 1. Key store: the gateway identity. Without it nothing else may run.
+      const keyStore = this.#o.keyStore ?? this.#buildKeyStore();
+      await keyStore.open();
+      this.#keyStore = keyStore;
+      this.#stoppers.push({ name: 'key store', stop: () => keyStore.close() });
+
+      // 2. Backend link and session key, authorised once by the TPM key.
+      const { http, dispatcher } = await this.#buildBackendHttp();
+      this.#stoppers.push({ name: 'backend dispatcher', stop: () => dispatcher.close() });
+      const backendKeys = new Map([[cfg.backend.backendKid, new Uint8Array(Buffer.from(cfg.backend.backendPublicKey, 'base64url'))]]);
+      const session = new SessionManager({
+        gw,
+        http,
+        tpmSigner: keyStore.signer(`tpm:${gw}`),
+        tpmPublicKeySpki: keyStore.publicKeySpkiDer(),
+        backendKeys,
+        stateDir: cfg.gateway.stateDir,
+        lifetimeSeconds: cfg.backend.sessionLifetimeSec,
+        requestTimeoutMs: cfg.backend.requestTimeoutMs,
+        clock: this.#clock,
+        logger: this.#log.child({ area: 'session' }),
+      });
+      this.#session = session;
+      this.#stoppers.push({ name: 'session', stop: () => session.stop() });
+      // A backend that is down at start is not fatal: the session manager keeps retrying, and
+      // until it succeeds rejects go out unsigned (protocol-v1 "The exchange").
+      if (!(await session.start())) this.#log.warn('no gateway session yet: the backend did not grant one; retrying in the background');
+
+      const client = new BackendClient({
+        gw,
+        http,
+        session,
+        backendKeys,
+        stateDir: cfg.gateway.stateDir,
+        maxBatch: cfg.backend.batch.maxSize,
+        maxWaitMs: cfg.backend.batch.maxWaitMs,
+        maxInFlight: cfg.backend.maxInFlight,
+        maxQueue: cfg.backend.queueLimit,
+        requestTimeoutMs: cfg.backend.requestTimeoutMs,
+        breaker: { failureThreshold: cfg.backend.circuit.failureThreshold, openMs: cfg.backend.circuit.openMs },
+        revocationPollMs: cfg.backend.revocationPollSec * 1000,
+        leases: { maxLeases: cfg.backend.leaseCache.enabled ? cfg.backend.leaseCache.maxEntries : 0 },
+        clock: this.#clock,
+        logger: this.#log.child({ area: 'backend' }),
+      });
+      await client.start();
+      this.#client = client;
+      this.#stoppers.push({ name: 'backend client', stop: () => client.stop() });
+
+      // 3. The pipeline, one for both transports.
+      const pipeline = new Pipeline({
+        gw,
+        verifier: client,
+        sessions: session,
+        clock: this.#clock,
+        logger: this.#log.child({ area: 'pipeline' }),
+        challengeTtlMs: cfg.pipeline.challengeTtlSec * 1000,
+        maxOutstandingChallenges: cfg.pipeline.maxOutstandingChallenges,
+        maxPendingHellos: cfg.pipeline.maxPendingHellos,
+        verifyTimeoutMs: cfg.backend.requestTimeoutMs,
+        rateLimits: cfg.pipeline.rateLimits,
+        eventRingSize: cfg.status.eventRingSize,
+      });
+      this.#pipeline = pipeline;
+      this.#stoppers.push({ name: 'pipeline', stop: () => pipeline.close() });
+      const unsubscribe = pipeline.events.subscribe((e: DecisionEvent) => this.metrics.recordDecision(e));
+      this.#stoppers.push({ name: 'metrics', stop: unsubscribe });
+
+      // 4. Transports. The status model watches them for the peripherals list.
+      const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }) });
+      this.#status = status;
+      const mqtt = await this.#startMqtt(pipeline, client);
+      status.attachMqtt(mqtt);
+      if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline));
+
+      // 5. The status socket, last: it reports on everything above.
+      const server = new StatusServer({ socketPath: cfg.status.socketPath, source: status, group: cfg.status.group, logger: this.#log.child({ area: 'status' }) });
+      await server.start();
+      this.#stoppers.push({ name: 'status socket', stop: () => server.stop() });
+
+      this.#state = 'running';
+      this.#notifier.ready(status.line());
+      const stopWatchdog = this.#notifier.startWatchdog();
+      this.#stoppers.push({ name: 'watchdog', stop: stopWatchdog });
+      this.#statusTimer = setInterval(() => {
+        this.#notifier.status(status.line());
+        this.metrics.credentialExpiry.set(session.stats().notAfter);
+      }, 5000);
+      this.#statusTimer.unref();
+      this.#log.info('gateway running', { gw, mqtt: mqtt.addresses(), ble: cfg.ble.enabled, keyStore: keyStore.kind });
+    } catch (err) {
+      logError(this.#log, 'gateway start failed; stopping what started', err);
+      await this.#stopAll();
+      this.#state = 'stopped';
+      throw err;
+    }
+  }
+
+  /**
+   * Graceful stop (SIGTERM): intake stops first (listeners close), in-flight exchanges drain
+   * within the bound, then services stop in reverse order of start.
+   */
+  async stop(): Promise<void> {
+    if (this.#state === 'stopping' || this.#state === 'stopped') return;
+    this.#state = 'stopping';
+    this.#notifier.stopping('draining');
+    if (this.#statusTimer !== undefined) clearInterval(this.#statusTimer);
+    await this.#stopAll();
+    this.#state = 'stopped';
+    this.#log.info('gateway stopped');
+  }
+
+
+  #buildKeyStore(): KeyStore {
+    const cfg = this.#o.config;
+    const logger = this.#log.child({ area: 'tpm' });
+    if (cfg.tpm.kind === 'software') {
+      return new SoftwareKeyStore({ production: cfg.gateway.production, logger, keyFile: `${cfg.gateway.stateDir}/software-identity-key.pem` });
+    }
+    return new TpmKeyStore({
+      tcti: cfg.tpm.tcti,
+      handle: parseHandle(cfg.tpm.handle),
+      stateDir: cfg.gateway.stateDir,
+      rateLimit: { burst: 10, perSecond: cfg.tpm.signRatePerSec },
+      logger,
+    });
+  }
+
+  async #buildBackendHttp(): Promise<{ http: BackendHttp; dispatcher: Agent }> {
+    const b = this.#o.config.backend;
+    // protocol-v1: the CA from config only; passing `ca` replaces the system roots.
+    const ca = b.caFile !== undefined ? await readFile(b.caFile, 'utf8') : rootCertificates.join('\n');
+    const dispatcher = createBackendDispatcher({
+      url: b.url,
+      ca,
+      ...(b.serverName !== undefined ? { serverName: b.serverName } : {}),
+      ...(b.pinSha256 !== undefined ? { spkiPinsSha256: [Buffer.from(b.pinSha256, 'hex').toString('base64')] } : {}),
+      connectTimeoutMs: b.connectTimeoutMs,
+      headersTimeoutMs: b.requestTimeoutMs,
+      bodyTimeoutMs: b.requestTimeoutMs,
+      connections: b.maxInFlight + 1,
+    });
+    return { http: new BackendHttp({ url: b.url, dispatcher }), dispatcher };
+  }
+
+  async #startMqtt(pipeline: Pipeline, client: BackendClient): Promise<MqttTransport> {
+    const m = this.#o.config.mqtt;
+    const tls =
+      m.tls.enabled && m.tls.certFile !== undefined && m.tls.keyFile !== undefined
+        ? { host: m.tls.host, port: m.tls.port, cert: await readFile(m.tls.certFile), key: await readFile(m.tls.keyFile) }
+        : undefined;
+    const mqtt = new MqttTransport({
+      pipeline,
+      revocations: client,
+      logger: this.#log.child({ area: 'mqtt' }),
+      tcp: m.tcp.enabled ? { host: m.tcp.host, port: m.tcp.port } : false,
+      ...(tls !== undefined ? { tls } : {}),
+      maxConnections: m.maxConnections,
+      maxPacketBytes: m.maxPacketBytes,
+      authTimeoutMs: m.authTimeoutSec * 1000,
+      connectTimeoutMs: m.connectTimeoutSec * 1000,
+      keepaliveMaxSec: m.keepaliveMaxSec,
+      defaultPolicy: m.defaultPolicy,
+    });
+    await mqtt.start();
+    this.#mqtt = mqtt;
+    this.#stoppers.push({ name: 'mqtt', stop: () => mqtt.stop() });
+    return mqtt;
+  }
+
+  /** BLE is optional hardware: unavailable BLE is reported, never fatal (issue: never crash). */
+  async #startBle(pipeline: Pipeline): Promise<BleTransport | undefined> {
+    const b = this.#o.config.ble;
+    const logger = this.#log.child({ area: 'ble' });
+    const central = new NobleCentral({ logger, ...(this.#o.bleBindings !== undefined ? { bindings: this.#o.bleBindings } : {}) });
+    const ble = new BleTransport({
+      central,
+      pipeline,
+      logger,
+      maxConcurrent: b.maxConcurrent,
+      exchangeTimeoutMs: b.exchangeTimeoutMs,
+      denyList: { baseMs: b.denyList.baseBackoffSec * 1000, maxMs: b.denyList.maxBackoffSec * 1000 },
+    });
+    try {
+      await ble.start();
+    } catch (err) {
+      logError(logger, 'BLE unavailable; continuing without it', err);
+      return undefined;
+    }
+    this.#ble = ble;
+    this.#stoppers.push({ name: 'ble', stop: () => ble.stop() });
+    return ble;
+  }
+
+  async #stopAll(): Promise<void> {
+    const drainMs = this.#o.drainTimeoutMs ?? 10_000;
+    // Intake first: transports stop accepting; their stop() waits for in-flight replies.
+    while (this.#stoppers.length > 0) {
+      const s = this.#stoppers.pop();
+      if (s === undefined) break;
+      try {
+        await withTimeout(Promise.resolve().then(() => s.stop()), drainMs, s.name);
+      } catch (err) {
+        logError(this.#log, `stopping ${s.name} failed`, err);
+      }
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new GatewayError('GH_GATEWAY_STOP_TIMEOUT', `${what} did not stop within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
