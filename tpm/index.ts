@@ -6,3 +6,4 @@ export { provisionTpmKey, type ProvisionOptions, type ProvisionResult } from './
 export { TpmError, type TpmErrorCode, TPM_ERROR_CODES, adviceFor } from './errors.js';
 export { DEFAULT_TCTI } from './tpm-connection.js';
 export { type RateLimit, DEFAULT_SIGN_RATE_LIMIT } from './rate-limiter.js';
+export { createKeyStore, type KeyStoreConfig, SIGN_BURST } from './factory.js';
