@@ -53,6 +53,7 @@ const MT_TAG = 6;
 const MT_SIMPLE = 7;
 
 const utf8Encoder = new TextEncoder();
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 // fatal: refuse invalid UTF-8; ignoreBOM: keep a leading U+FEFF instead of silently dropping it.
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -138,6 +139,8 @@ function encodeInto(out: ByteSink, v: CborValue, depth: number): void {
     if (v >= 0) writeHead(out, MT_UINT, v);
     else writeHead(out, MT_NINT, -1 - v);
   } else if (typeof v === 'string') {
+    // TextEncoder would silently turn a lone surrogate into U+FFFD: refuse instead.
+    if (LONE_SURROGATE.test(v)) throw new CborError('GH_CBOR_UTF8', 'text contains a lone UTF-16 surrogate');
     const b = utf8Encoder.encode(v);
     writeHead(out, MT_TSTR, b.length);
     out.bytes(b);

@@ -65,7 +65,26 @@ function asCoseAlg(value: CborValue | undefined): CoseAlg {
 
 /** RFC 9052 §4.4: Sig_structure = ["Signature1", body_protected, external_aad, payload]. */
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array, externalAad: Uint8Array = EMPTY): Uint8Array {
-  return encodeCbor(['Signature1', protectedBytes, externalAad, payload]);
+  // Laid out directly (one allocation): this runs for every signed message parsed.
+  const parts = [SIG1_PREFIX, bstrHead(protectedBytes.length), protectedBytes, bstrHead(externalAad.length), externalAad, bstrHead(payload.length), payload];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+// 0x84 (array of 4), then "Signature1" as a text string (RFC 9052 §4.4).
+const SIG1_PREFIX = encodeCbor(['Signature1']).map((b, i) => (i === 0 ? 0x84 : b));
+
+/** Deterministic (shortest) head of a byte string of `len` bytes (RFC 8949 §4.2.1). */
+function bstrHead(len: number): Uint8Array {
+  if (len < 24) return Uint8Array.of(0x40 | len);
+  if (len <= 0xff) return Uint8Array.of(0x58, len);
+  if (len <= 0xffff) return Uint8Array.of(0x59, len >>> 8, len & 0xff);
+  return Uint8Array.of(0x5a, len >>> 24, (len >>> 16) & 0xff, (len >>> 8) & 0xff, len & 0xff);
 }
 
 /**

@@ -21,39 +21,42 @@ export function sha256(data: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(data).digest());
 }
 
+// Constants as 32-byte little-endian strings, compared bytewise (no bigint on the hot path).
 // Group order L = 2^252 + 27742317777372353535851937790883648493 (RFC 8032 §5.1).
-const ED25519_L = (1n << 252n) + 27742317777372353535851937790883648493n;
+const ED25519_L_LE = Buffer.from('edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010', 'hex');
 // Field prime p = 2^255 - 19.
-const ED25519_P = (1n << 255n) - 19n;
+const ED25519_P_LE = Buffer.from('edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', 'hex');
 
-/** Little-endian bytes to bigint. */
-function leToBigInt(b: Uint8Array): bigint {
-  let n = 0n;
-  for (let i = b.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(b[i] as number);
-  return n;
+/** Compare two 32-byte little-endian numbers; `a` may have its top bit masked off. */
+function compareLe32(a: Uint8Array, b: Uint8Array, maskTopBit: boolean): number {
+  for (let i = 31; i >= 0; i--) {
+    const x = i === 31 && maskTopBit ? (a[i] as number) & 0x7f : (a[i] as number);
+    const d = x - (b[i] as number);
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 /**
- * y-coordinates (sign bit cleared) of the 8 points of small order on edwards25519: the
- * identity (y=1), the point of order 2 (y=p-1), the two of order 4 (y=0) and the four of
- * order 8. Comparing with the sign bit cleared also catches the "negative zero" encodings.
- * Non-canonical encodings (y >= p) are refused separately. Same list as libsodium's
- * `has_small_order`.
+ * y-coordinates (little-endian, sign bit cleared) of the 8 points of small order on
+ * edwards25519: y=0 (the two points of order 4), y=1 (identity), y=p-1 (order 2) and the two
+ * y values of the four points of order 8. Comparing with the sign bit cleared also catches the
+ * "negative zero" encodings; non-canonical encodings (y >= p) are refused separately. Same
+ * list as libsodium's `has_small_order`.
  */
-const SMALL_ORDER_Y: readonly bigint[] = [
-  0n,
-  1n,
-  ED25519_P - 1n,
-  leToBigInt(Buffer.from('26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05', 'hex')),
-  leToBigInt(Buffer.from('c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a', 'hex')),
+const SMALL_ORDER_Y: readonly Buffer[] = [
+  Buffer.alloc(32),
+  Buffer.from('0100000000000000000000000000000000000000000000000000000000000000', 'hex'),
+  Buffer.from('ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', 'hex'),
+  Buffer.from('26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05', 'hex'),
+  Buffer.from('c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a', 'hex'),
 ];
 
 /** Why a raw Ed25519 public key is unacceptable, or `undefined` when it is acceptable. */
 export function ed25519PublicKeyProblem(raw: Uint8Array): string | undefined {
   if (!(raw instanceof Uint8Array) || raw.length !== 32) return 'an Ed25519 public key is 32 bytes';
-  const y = leToBigInt(raw) & ((1n << 255n) - 1n);
-  if (y >= ED25519_P) return 'non-canonical encoding (y >= p)';
-  if (SMALL_ORDER_Y.includes(y)) return 'point of small order';
+  if (compareLe32(raw, ED25519_P_LE, true) >= 0) return 'non-canonical encoding (y >= p)';
+  for (const y of SMALL_ORDER_Y) if (compareLe32(raw, y, true) === 0) return 'point of small order';
   return undefined;
 }
 
@@ -76,6 +79,22 @@ export function ed25519PublicKeyFromRaw(raw: Uint8Array): KeyObject {
   return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
+// Importing a key costs more than verifying with it; keep recently used public keys (public
+// data, bounded, oldest evicted first).
+const KEY_CACHE_MAX = 1024;
+const keyCache = new Map<string, KeyObject>();
+
+function cachedEd25519Key(raw: Uint8Array): KeyObject {
+  const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex');
+  let key = keyCache.get(id);
+  if (key === undefined) {
+    key = ed25519PublicKeyFromRaw(raw);
+    if (keyCache.size >= KEY_CACHE_MAX) keyCache.delete(keyCache.keys().next().value as string);
+    keyCache.set(id, key);
+  }
+  return key;
+}
+
 /** The raw 32-byte public key of an Ed25519 KeyObject (public or private). */
 export function ed25519RawFromKeyObject(key: KeyObject): Uint8Array {
   if (key.asymmetricKeyType !== 'ed25519') {
@@ -96,9 +115,9 @@ export function ed25519Verify(rawPk: Uint8Array, msg: Uint8Array, sig: Uint8Arra
   if (ed25519PublicKeyProblem(rawPk) !== undefined) return false;
   if (!(sig instanceof Uint8Array) || sig.length !== 64) return false;
   // RFC 8032 §5.1.7: reject S >= L.
-  if (leToBigInt(sig.subarray(32)) >= ED25519_L) return false;
+  if (compareLe32(sig.subarray(32), ED25519_L_LE, false) >= 0) return false;
   try {
-    return nodeVerify(null, msg, ed25519PublicKeyFromRaw(rawPk), sig);
+    return nodeVerify(null, msg, cachedEd25519Key(rawPk), sig);
   } catch {
     return false;
   }

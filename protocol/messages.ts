@@ -4,11 +4,11 @@
  * signatures (call `verifySign1` with the right key for that).
  */
 import { CborError, decodeCbor, encodeCbor, MAX_MESSAGE_BYTES, type CborValue } from './cbor.js';
-import { decodeSign1, signSign1 } from './cose.js';
+import { decodeSign1, signSign1, type DecodedSign1 } from './cose.js';
 import { sha256 } from './crypto.js';
 import { ProtocolError } from './errors.js';
 import { isValidId } from './ids.js';
-import { buildPayload, checkPayload } from './payload.js';
+import { buildPayload, checkPayload, payloadType } from './payload.js';
 import {
   COSE_ALG_EDDSA,
   type Challenge,
@@ -49,16 +49,21 @@ function decodeUnsigned(bytes: Uint8Array): CborValue {
   return decodeCbor(bytes, { allowTopLevelTag: false });
 }
 
-/** Decode a signed message of `type` (structure only, signature not verified). */
-function parseSigned<T>(bytes: Uint8Array, type: MessageType): Signed<T> {
-  checkSize(bytes);
-  const d = decodeSign1(bytes);
+/** Check a decoded COSE_Sign1 whose payload map is already decoded as a message of `type`. */
+function checkSigned<T>(d: DecodedSign1, payloadMap: CborValue, type: MessageType): Signed<T> {
   // protocol-v1 "Encoding": peripherals, the backend and the session key all sign with EdDSA.
   if (d.alg !== COSE_ALG_EDDSA) {
     throw new ProtocolError('GH_MSG_WRONG_ALG', 'malformed', `a ${type} must be signed with EdDSA (-8), not alg ${d.alg}`);
   }
-  const payload = checkPayload<T>(decodePayloadBytes(d.payload), type);
+  const payload = checkPayload<T>(payloadMap, type);
   return { bytes: d.bytes, alg: d.alg, kid: d.kid, payload, toBeSigned: d.toBeSigned, signature: d.signature };
+}
+
+/** Decode a signed message of `type` (structure only, signature not verified). */
+function parseSigned<T>(bytes: Uint8Array, type: MessageType): Signed<T> {
+  checkSize(bytes);
+  const d = decodeSign1(bytes);
+  return checkSigned<T>(d, decodePayloadBytes(d.payload), type);
 }
 
 async function signMessage(message: { type: MessageType } & object, type: MessageType, signer: Signer): Promise<Uint8Array> {
@@ -99,8 +104,16 @@ export async function signHello(m: Hello, signer: Signer): Promise<Uint8Array> {
 
 /** Parse a hello (kid must equal dev). Signature not verified. */
 export function parseHello(bytes: Uint8Array): Signed<Hello> {
-  const s = parseSigned<Hello>(bytes, 'hello');
+  return helloKid(parseSigned<Hello>(bytes, 'hello'));
+}
+
+function helloKid(s: Signed<Hello>): Signed<Hello> {
   requireKid(s.kid, s.payload.dev, 'hello');
+  return s;
+}
+
+function welcomeKid(s: Signed<Welcome>): Signed<Welcome> {
+  requireKid(s.kid, s.payload.gw, 'welcome');
   return s;
 }
 
@@ -112,9 +125,7 @@ export async function signWelcome(m: Welcome, signer: Signer): Promise<Uint8Arra
 
 /** Parse a welcome (kid must equal gw). Neither the welcome nor its cred is verified. */
 export function parseWelcome(bytes: Uint8Array): Signed<Welcome> {
-  const s = parseSigned<Welcome>(bytes, 'welcome');
-  requireKid(s.kid, s.payload.gw, 'welcome');
-  return s;
+  return welcomeKid(parseSigned<Welcome>(bytes, 'welcome'));
 }
 
 /** Sign a reject with the gateway session key. */
@@ -166,13 +177,6 @@ function looksLikeMap(bytes: Uint8Array): boolean {
   return bytes.length > 0 && (bytes[0] as number) >> 5 === 5;
 }
 
-function peekType(bytes: Uint8Array): string | undefined {
-  // Only used to pick the parser; the parser re-checks everything.
-  const v = decodeUnsigned(bytes);
-  const t = v instanceof Map ? v.get(1) : undefined;
-  return typeof t === 'string' ? t : undefined;
-}
-
 function notAMessage(bytes: Uint8Array, direction: string): never {
   // Let the CBOR decoder name the precise defect when there is one.
   decodeCbor(bytes);
@@ -192,10 +196,14 @@ export type DownMessage =
 export function decodeUpMessage(bytes: Uint8Array): UpMessage {
   checkSize(bytes);
   if (looksLikeMap(bytes)) {
-    if (peekType(bytes) === 'hello') throw new ProtocolError('GH_MSG_NOT_SIGNED', 'malformed', 'a hello must be a COSE_Sign1');
-    return { type: 'challenge-request', message: decodeChallengeRequest(bytes) };
+    const map = decodeUnsigned(bytes);
+    if (payloadType(map) === 'hello') throw new ProtocolError('GH_MSG_NOT_SIGNED', 'malformed', 'a hello must be a COSE_Sign1');
+    return { type: 'challenge-request', message: checkPayload<ChallengeRequest>(map, 'challenge-request') };
   }
-  if (bytes[0] === 0xd2 || bytes[0] === 0x84) return { type: 'hello', signed: parseHello(bytes) };
+  if (bytes[0] === 0xd2 || bytes[0] === 0x84) {
+    const d = decodeSign1(bytes);
+    return { type: 'hello', signed: helloKid(checkSigned<Hello>(d, decodePayloadBytes(d.payload), 'hello')) };
+  }
   return notAMessage(bytes, 'peripheral-to-gateway');
 }
 
@@ -203,16 +211,20 @@ export function decodeUpMessage(bytes: Uint8Array): UpMessage {
 export function decodeDownMessage(bytes: Uint8Array): DownMessage {
   checkSize(bytes);
   if (looksLikeMap(bytes)) {
-    const t = peekType(bytes);
-    if (t === 'reject') return { type: 'reject', ...parseReject(bytes) };
+    const map = decodeUnsigned(bytes);
+    const t = payloadType(map);
+    if (t === 'reject') return { type: 'reject', message: checkPayload<Reject>(map, 'reject'), signed: null };
     if (t === 'welcome') throw new ProtocolError('GH_MSG_NOT_SIGNED', 'malformed', 'a welcome must be a COSE_Sign1');
-    return { type: 'challenge', message: decodeChallenge(bytes) };
+    return { type: 'challenge', message: checkPayload<Challenge>(map, 'challenge') };
   }
   if (bytes[0] === 0xd2 || bytes[0] === 0x84) {
-    const inner = decodeSign1(bytes);
-    const t = decodePayloadBytes(inner.payload);
-    if (t instanceof Map && t.get(1) === 'reject') return { type: 'reject', ...parseReject(bytes) };
-    return { type: 'welcome', signed: parseWelcome(bytes) };
+    const d = decodeSign1(bytes);
+    const map = decodePayloadBytes(d.payload);
+    if (payloadType(map) === 'reject') {
+      const signed = checkSigned<Reject>(d, map, 'reject');
+      return { type: 'reject', message: signed.payload, signed };
+    }
+    return { type: 'welcome', signed: welcomeKid(checkSigned<Welcome>(d, map, 'welcome')) };
   }
   return notAMessage(bytes, 'gateway-to-peripheral');
 }

@@ -60,7 +60,7 @@ describe('protocol/cbor', () => {
     });
 
     it('refuses values outside the data model', () => {
-      for (const v of [1.5, NaN, 2 ** 60, true, null, undefined, { a: 1 }]) {
+      for (const v of [1.5, NaN, 2 ** 60, true, null, undefined, { a: 1 }, 'a\ud800', '\udc00b']) {
         assert.throws(() => encodeCbor(v as unknown as CborValue), CborError);
       }
     });

@@ -8,6 +8,7 @@ import {
   Es256Signer,
   ProtocolError,
   signSign1,
+  sigStructure,
   verifySign1,
   type CborValue,
 } from '../../protocol/index.js';
@@ -121,5 +122,16 @@ describe('protocol/cose', () => {
   it('refuses a signer whose kid is not a valid id', async () => {
     const bad = Ed25519Signer.fromSeed(seed(1), 'has space');
     await assert.rejects(signSign1(payload, bad), (e: unknown) => e instanceof ProtocolError && e.code === 'GH_COSE_BAD_KID');
+  });
+});
+
+describe('protocol/cose: sigStructure', () => {
+  it('matches the generic encoder for every length class', () => {
+    for (const n of [0, 23, 24, 255, 256, 65535, 65536]) {
+      const p = new Uint8Array(n).fill(7);
+      const prot = new Uint8Array(n % 50).fill(1);
+      const aad = new Uint8Array(n % 30).fill(2);
+      assert.deepEqual(sigStructure(prot, p, aad), encodeCbor(['Signature1', prot, aad, p]));
+    }
   });
 });

@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import {
+  checkWelcome,
+  decodeCbor,
+  decodeChallenge,
+  decodeChallengeRequest,
+  decodeDownMessage,
+  decodeSign1,
+  decodeUpMessage,
+  encodeUnsignedReject,
+  parseGatewayCredential,
+  parseHello,
+  parseLease,
+  parseReject,
+  parseWelcome,
+  ProtocolError,
+} from '../../protocol/index.js';
+import { makeFixture, type ProtocolFixture } from '../helpers/protocol.js';
+import { Prng, testSeedFromEnv } from '../helpers/prng.js';
+
+const SEED = testSeedFromEnv(0xf022);
+const INPUTS = Number(process.env.GH_FUZZ_INPUTS ?? 100_000);
+
+/** Interesting bytes for CBOR heads: length prefixes, breaks, tags, simple values. */
+const MAGIC = [0x00, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x5f, 0x7f, 0x9f, 0xbf, 0xff, 0xd2, 0xd8, 0xf6, 0xf9, 0xfb, 0x9a, 0xba, 0x5b, 0x80, 0xa0, 0x40, 0x60];
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function mutate(r: Prng, seedInput: Uint8Array, corpus: Uint8Array[]): Uint8Array {
+  let b = Uint8Array.from(seedInput);
+  for (let n = r.range(1, 3); n > 0; n--) {
+    const at = b.length === 0 ? 0 : r.int(b.length);
+    switch (r.int(8)) {
+      case 0: // bit flip
+        if (b.length > 0) b[at] = (b[at] as number) ^ (1 << r.int(8));
+        break;
+      case 1: // random byte
+        if (b.length > 0) b[at] = r.u32() & 0xff;
+        break;
+      case 2: // CBOR-significant byte
+        if (b.length > 0) b[at] = r.pick(MAGIC);
+        break;
+      case 3: // truncate
+        b = b.subarray(0, at);
+        break;
+      case 4: {
+        // insert bytes
+        const ins = r.bytes(r.range(1, 4));
+        b = concat(b.subarray(0, at), ins, b.subarray(at));
+        break;
+      }
+      case 5: // delete a run
+        b = concat(b.subarray(0, at), b.subarray(at + r.range(1, 8)));
+        break;
+      case 6: {
+        // splice in a piece of another message
+        const other = r.pick(corpus);
+        const from = r.int(other.length);
+        b = concat(b.subarray(0, at), other.subarray(from, from + r.range(1, 40)));
+        break;
+      }
+      default: // duplicate a chunk (repeated keys, extra items)
+        b = concat(b.subarray(0, at), b.subarray(at, at + r.range(1, 16)), b.subarray(at));
+    }
+  }
+  return b;
+}
+
+describe(`protocol: 100,000 random and mutated inputs against every decoder (seed ${SEED})`, () => {
+  let f: ProtocolFixture;
+  let stackTraceLimit: number;
+  before(async () => {
+    f = await makeFixture();
+    // Capturing (and source-mapping) a stack for each of ~10^6 refusals would dominate the run;
+    // the decoders are what is under test.
+    stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+  });
+  after(() => {
+    Error.stackTraceLimit = stackTraceLimit;
+  });
+
+  it('every decoder either decodes or throws a ProtocolError; checkWelcome never throws', () => {
+    const corpus = [
+      f.challengeRequest,
+      f.challenge,
+      f.hello,
+      f.welcome,
+      f.reject,
+      f.credential,
+      f.lease,
+      encodeUnsignedReject({ type: 'reject', version: 1, dev: f.dev, reason: 'busy', retry: 5 }),
+    ];
+    const decoders: [string, (b: Uint8Array) => unknown][] = [
+      ['decodeCbor', (b) => decodeCbor(b)],
+      ['decodeSign1', (b) => decodeSign1(b)],
+      ['decodeSign1/generic', (b) => decodeSign1(b, { profile: 'generic', algFromUnprotected: true })],
+      ['decodeChallengeRequest', decodeChallengeRequest],
+      ['decodeChallenge', decodeChallenge],
+      ['parseHello', parseHello],
+      ['parseWelcome', parseWelcome],
+      ['parseReject', parseReject],
+      ['parseGatewayCredential', parseGatewayCredential],
+      ['parseLease', parseLease],
+      ['decodeUpMessage', decodeUpMessage],
+      ['decodeDownMessage', decodeDownMessage],
+    ];
+    const r = new Prng(SEED);
+    const accepted = new Map<string, number>();
+    // The only welcomes that may pass are the original, tagged or untagged (RFC 9052 allows both).
+    const welcomeHex = Buffer.from(f.welcome).toString('hex');
+    const acceptable = new Set([welcomeHex, welcomeHex.slice(2)]);
+    for (let i = 0; i < INPUTS; i++) {
+      const input = r.int(10) < 3 ? r.bytes(r.pick([r.int(16), r.int(200), r.range(1020, 1030)])) : mutate(r, r.pick(corpus), corpus);
+      for (const [name, decode] of decoders) {
+        try {
+          decode(input);
+          accepted.set(name, (accepted.get(name) ?? 0) + 1);
+        } catch (e) {
+          if (!(e instanceof ProtocolError)) {
+            assert.fail(`${name} threw ${String(e)} for ${Buffer.from(input).toString('hex')} (seed ${SEED}, input ${i})`);
+          }
+          assert.match(e.code, /^GH_[A-Z0-9_]+$/);
+        }
+      }
+      // checkWelcome verifies up to two signatures per well-formed input: run it on every
+      // fourth input to keep the suite fast (the exhaustive byte-flip test covers it too).
+      if (i % 4 !== 0) continue;
+      const res = checkWelcome(input, { backendKeys: f.backendKeys, dev: f.dev, helloBytes: f.hello });
+      if (res.ok) {
+        const h = Buffer.from(input).toString('hex');
+        assert.ok(acceptable.has(h), `a mutated welcome passed the peripheral checks: ${h} (seed ${SEED}, input ${i})`);
+      }
+    }
+    // The mutations must not be so destructive that nothing parses (the test would be vacuous).
+    assert.ok((accepted.get('decodeCbor') ?? 0) > 1000, `only ${accepted.get('decodeCbor')} inputs decoded`);
+    assert.ok((accepted.get('parseHello') ?? 0) > 50, `only ${accepted.get('parseHello')} hellos parsed`);
+  });
+});
