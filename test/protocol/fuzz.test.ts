@@ -35,7 +35,7 @@ function concat(...parts: Uint8Array[]): Uint8Array {
 }
 
 function mutate(r: Prng, seedInput: Uint8Array, corpus: Uint8Array[]): Uint8Array {
-  let b = Uint8Array.from(seedInput);
+  let b: Uint8Array = Uint8Array.from(seedInput);
   for (let n = r.range(1, 3); n > 0; n--) {
     const at = b.length === 0 ? 0 : r.int(b.length);
     switch (r.int(8)) {
