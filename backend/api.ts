@@ -128,7 +128,7 @@ export async function verifyHellos(body: unknown, gateway: GatewayRecord, now: n
   const results: VerifyItemResult[] = [];
   for (const item of items) results.push(await verifyOne(item, gateway, now, deps));
   const refused = results.filter((r) => !r.ok).length;
-  deps.logger.info('hellos verified', { gw: gateway.id, count: results.length, refused });
+  deps.logger.debug('hellos verified', { gw: gateway.id, count: results.length, refused });
   return { results };
 }
 

@@ -178,6 +178,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       requestTimeout: 30_000,
       headersTimeout: 10_000,
       keepAliveTimeout: 5_000,
+      handshakeTimeout: 10_000,
     },
     (req, res) => {
       const started = Date.now();
@@ -207,15 +208,21 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     },
   );
   server.maxHeadersCount = 64;
+  server.maxConnections = 1024;
   server.on('tlsClientError', (err) => logger.debug('TLS handshake failed', { error: err.message }));
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    registry.close();
+    throw err;
+  }
   const port = (server.address() as AddressInfo).port;
   const hostForUrl = (opts.host ?? '127.0.0.1').includes(':') ? `[${opts.host ?? ''}]` : (opts.host ?? '127.0.0.1');
   logger.info('backend listening', { host: opts.host ?? '127.0.0.1', port, kid: signer.kid });

@@ -384,7 +384,9 @@ export function verifyGatehouseRequest(
     throw new HttpSignatureError('GH_HTTPSIG_STALE', `created is more than ${skew} s from now`);
   }
   if (expires !== undefined && opts.now > expires) throw new HttpSignatureError('GH_HTTPSIG_STALE', 'signature expired');
-  if (hasBody(req)) verifyContentDigest(headerValue(req.headers, 'content-digest'), req.body);
+  // RFC 9530: a body must match its digest; a Content-Digest sent without a body must match the empty body.
+  const digestField = headerValue(req.headers, 'content-digest');
+  if (hasBody(req) || digestField !== undefined) verifyContentDigest(digestField, req.body ?? new Uint8Array(0));
   const keys = opts.resolveKeys(keyid, alg);
   if (keys.length === 0) throw new HttpSignatureError('GH_HTTPSIG_UNKNOWN_KEY', `no key for keyid "${keyid}"`);
   const base = new TextEncoder().encode(buildSignatureBase(req, input.covered, input.params));

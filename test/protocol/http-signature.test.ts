@@ -185,6 +185,15 @@ describe('protocol/http-signature', () => {
       );
     });
 
+    it('checks a Content-Digest sent without a body against the empty body', async () => {
+      const req = { method: 'GET', url: 'https://b.example/x', headers: { 'content-digest': contentDigest(new TextEncoder().encode('{}')) } };
+      const extra = await signGatehouseRequest(req, { keyid: 'k', alg: 'ed25519', created: 10, nonce: 'abcdefgh', sign: signerFor('ed25519', ed.privateKey) });
+      const signed = { ...req, headers: { ...req.headers, ...extra } };
+      assert.throws(() => verifyGatehouseRequest(signed, { now: 10, resolveKeys: () => [ed.publicKey] }), expectCode('GH_DIGEST_MISMATCH'));
+      const empty = { ...signed, headers: { ...signed.headers, 'content-digest': contentDigest(new Uint8Array(0)) } };
+      verifyGatehouseRequest(empty, { now: 10, resolveKeys: () => [ed.publicKey] });
+    });
+
     it('tries every key it is given and reports which one verified (session key rotation)', async () => {
       const req = await signedPost('ed25519', ed.privateKey);
       const other = generateKeyPairSync('ed25519').publicKey;
