@@ -4,6 +4,7 @@
  * AuthPipeline; its reply is published on `.../down` at QoS 1 (protocol-v1 "MQTT transport").
  * The access policy lives in acl.ts; this file only wires aedes hooks to it.
  */
+import { EventEmitter } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
@@ -71,7 +72,17 @@ function short(s: string): string {
   return s.length > 96 ? `${s.slice(0, 96)}…` : s;
 }
 
-export class MqttTransport {
+/** Lifecycle events, for the status socket and tests (no payloads, no secrets). */
+export interface MqttTransportEvents {
+  /** A subscription was granted (`filter` as granted). */
+  subscribed: [connection: string, filter: string, qos: number];
+  /** A connection was welcomed as `dev`. */
+  welcomed: [connection: string, dev: string];
+  /** A connection closed. */
+  closed: [connection: string, dev: string | undefined];
+}
+
+export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #o: Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls'>>;
   readonly #tcp: { host: string; port: number } | undefined;
   readonly #tls: MqttTransportOptions['tls'];
@@ -96,6 +107,7 @@ export class MqttTransport {
   #seq = 0;
 
   constructor(options: MqttTransportOptions) {
+    super();
     this.#o = {
       pipeline: options.pipeline,
       maxConnections: options.maxConnections ?? 1000,
@@ -270,6 +282,7 @@ export class MqttTransport {
     conn.queue.length = 0;
     this.#o.pipeline.connectionClosed(conn.ingress);
     this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev, droppedAuthMessages: conn.dropped });
+    this.#emitSafely('closed', conn.id, conn.boundDev);
   }
 
   /** Closes a connection from the gateway side; its will is not published. */
@@ -354,7 +367,9 @@ export class MqttTransport {
       return;
     }
     if (d.bind !== undefined) conn.boundDev = d.bind;
-    cb(null, { ...sub, qos: d.qos ?? 1 });
+    const qos = d.qos ?? 1;
+    cb(null, { ...sub, qos });
+    this.#emitSafely('subscribed', conn.id, sub.topic, qos);
   }
 
   #authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
@@ -417,6 +432,7 @@ export class MqttTransport {
     conn.policy = expandPolicy(base, dev);
     clearTimeout(conn.authTimer);
     conn.authTimer = undefined;
+    this.#emitSafely('welcomed', conn.id, dev);
     // protocol-v1: "A later welcome of the same dev on another connection closes the older one."
     for (const other of this.#conns.values()) {
       if (other !== conn && other.boundDev === dev && other.welcomed && !other.closing) {
@@ -424,6 +440,15 @@ export class MqttTransport {
         this.#log.info('connection closed: device welcomed on a newer connection', { conn: other.id, dev, newer: conn.id });
         this.#close(other);
       }
+    }
+  }
+
+  /** A listener's fault must not break the broker's hooks. */
+  #emitSafely<K extends keyof MqttTransportEvents>(event: K, ...args: MqttTransportEvents[K]): void {
+    try {
+      (this.emit as (e: K, ...a: MqttTransportEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.#log.warn('transport event listener failed', { event, error: err instanceof Error ? err.message : String(err) });
     }
   }
 

@@ -36,14 +36,14 @@ export async function startHarness(
   const logger = process.env.GH_TEST_LOG === '1' ? winston.createLogger({ level: 'debug', transports: [new winston.transports.Console()] }) : undefined;
   const transport = new MqttTransport({ pipeline, revocations, tcp: { host: '127.0.0.1', port: 0 }, ...(logger ? { logger } : {}), ...opts.transport });
   await transport.start();
-  const port = transport.addresses().tcp?.port;
-  if (port === undefined) throw new Error('no TCP listener');
+  const addresses = transport.addresses();
+  const port = addresses.tcp?.port ?? addresses.tls?.port ?? 0;
   return {
     transport,
     pipeline,
     revocations,
     port,
-    url: `mqtt://127.0.0.1:${port}`,
+    url: addresses.tcp !== undefined ? `mqtt://127.0.0.1:${port}` : `mqtts://127.0.0.1:${port}`,
     stop: async () => {
       pipeline.close();
       await transport.stop();
