@@ -113,6 +113,7 @@ export class BleTransport {
   #scanRetry: NodeJS.Timeout | undefined;
   #scanFailures = 0;
   #running = false;
+  #starting: Promise<void> | undefined;
   #scanning = false;
   #seq = 0;
   #counts = { maxActive: 0, welcomed: 0, rejected: 0, failed: 0 };
@@ -159,7 +160,14 @@ export class BleTransport {
    * Start the radio and scan while the adapter is `poweredOn`. Rejects with `GH_BLE_UNAVAILABLE`
    * ("BLE unavailable: <reason>") when there is no usable Bluetooth; the daemon carries on without it.
    */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.#starting ??= this.#start().finally(() => {
+      this.#starting = undefined;
+    });
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
     if (this.#running) return;
     try {
       await this.#central.start();

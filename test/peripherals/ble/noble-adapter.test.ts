@@ -31,6 +31,23 @@ const unusedPipeline: AuthPipeline = {
 };
 
 describe('peripherals/ble/noble-adapter', () => {
+  it('loads no noble at import time (STYLE §1: noble opens HCI sockets on import)', async () => {
+    const script = [
+      "import { createRequire } from 'node:module';",
+      "await import('./peripherals/ble/index.ts');",
+      "await import('./peripherals/reference/ble-peripheral.ts');",
+      "const central = new (await import('./peripherals/ble/noble-adapter.ts')).NobleCentral();",
+      'void central;',
+      "process.stdout.write(JSON.stringify(Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('@abandonware'))));",
+    ].join('\n');
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { timeout: 30_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+    });
+    assert.deepEqual(JSON.parse(out), []);
+  });
+
   it('reports GH_BLE_UNAVAILABLE from the real noble require on a kernel without Bluetooth', async function () {
     const probe = await probeNoble();
     const central = new NobleCentral({ startTimeoutMs: 2_000 });
