@@ -26,8 +26,7 @@ import { MqttTransport } from '../peripherals/mqtt/transport.js';
 import { BleTransport } from '../peripherals/ble/transport.js';
 import { NobleCentral } from '../peripherals/ble/noble-adapter.js';
 import type { KeyStore } from '../tpm/key-store.js';
-import { SoftwareKeyStore } from '../tpm/software-key-store.js';
-import { TpmKeyStore, parseHandle } from '../tpm/tpm-key-store.js';
+import { createKeyStore } from '../tpm/factory.js';
 
 export class GatewayError extends GatehouseError {}
 
@@ -220,17 +219,10 @@ export class Gateway {
 
   #buildKeyStore(): KeyStore {
     const cfg = this.#o.config;
-    const logger = this.#log.child({ area: 'tpm' });
-    if (cfg.tpm.kind === 'software') {
-      return new SoftwareKeyStore({ production: cfg.gateway.production, logger, keyFile: `${cfg.gateway.stateDir}/software-identity-key.pem` });
-    }
-    return new TpmKeyStore({
-      tcti: cfg.tpm.tcti,
-      handle: parseHandle(cfg.tpm.handle),
-      stateDir: cfg.gateway.stateDir,
-      rateLimit: { burst: 10, perSecond: cfg.tpm.signRatePerSec },
-      logger,
-    });
+    return createKeyStore(
+      { ...cfg.tpm, stateDir: cfg.gateway.stateDir, production: cfg.gateway.production },
+      { logger: this.#log.child({ area: 'tpm' }) },
+    );
   }
 
   async #buildBackendHttp(): Promise<{ http: BackendHttp; dispatcher: Agent }> {
