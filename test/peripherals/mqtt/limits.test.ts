@@ -1,0 +1,95 @@
+/**
+ * Connection limits of the MQTT transport on a real broker, with short injected timeouts:
+ * CONNECT timeout, authentication timeout, maximum connections, clean shutdown.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import type { FakeVerifier } from '../../fakes/FakeVerifier.js';
+import type { FakeSessionProvider } from '../../fakes/FakeVerifier.js';
+import { closed, fakeBackend, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
+
+function rawSocket(port: number): { socket: net.Socket; gone: Promise<void>; connected: Promise<void> } {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  return {
+    socket,
+    gone: within(new Promise<void>((resolve) => socket.once('close', () => resolve())), 10_000, 'socket closed by the broker'),
+    connected: within(new Promise<void>((resolve) => socket.once('connect', () => resolve())), 10_000, 'socket connected'),
+  };
+}
+
+describe('peripherals/mqtt connection limits (real aedes on loopback)', () => {
+  let backend: FakeVerifier;
+  let sessions: FakeSessionProvider;
+  let h: Harness | undefined;
+
+  before(async () => {
+    ({ backend, sessions } = await fakeBackend());
+    backend.addDevice('dev-a');
+  });
+
+  afterEach(async () => {
+    await h?.stop();
+    h = undefined;
+  });
+
+  it('closes a connection that says nothing (CONNECT timeout)', async () => {
+    h = await startHarness(backend, sessions, { transport: { connectTimeoutMs: 200 } });
+    const { gone } = rawSocket(h.port);
+    await gone;
+  });
+
+  it('closes a connection not welcomed within the authentication timeout, and keeps a welcomed one', async () => {
+    h = await startHarness(backend, sessions, { transport: { authTimeoutMs: 400 } });
+    const idle = await rawClient(h.url, { clientId: 'dev-a' });
+    const signer = backend.devices.get('dev-a');
+    assert.ok(signer);
+    const p = peripheralFor(h.url, signer, backend.backendKeys());
+    await p.connect();
+    assert.equal((await p.authenticate()).kind, 'authenticated');
+    await closed(idle);
+    assert.equal(h.transport.stats().closedByAuthTimeout, 1);
+    // The welcomed connection outlives the timeout: a round trip after the idle one was closed.
+    await p.client.publishAsync('devices/dev-a/x', 'still here', { qos: 1 });
+    assert.ok(p.client.connected);
+    await p.close();
+  });
+
+  it('refuses connections beyond the maximum at accept', async () => {
+    h = await startHarness(backend, sessions, { transport: { maxConnections: 2 } });
+    const a = rawSocket(h.port);
+    const b = rawSocket(h.port);
+    await Promise.all([a.connected, b.connected]);
+    const c = rawSocket(h.port);
+    await c.gone;
+    assert.equal(h.transport.stats().refusedAtAccept, 1);
+    a.socket.destroy();
+    b.socket.destroy();
+  });
+
+  it('stops cleanly: listeners first, then the broker closes every connection; the port is free again', async () => {
+    h = await startHarness(backend, sessions);
+    const port = h.port;
+    const client = await rawClient(h.url, { clientId: 'dev-a' });
+    const gone = closed(client);
+    await h.stop();
+    h = undefined;
+    await gone;
+    const again = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      again.once('error', reject);
+      again.listen(port, '127.0.0.1', () => resolve());
+    });
+    await new Promise<void>((resolve) => again.close(() => resolve()));
+  });
+
+  it('validates its options, naming each bad one', async () => {
+    const { MqttTransport } = await import('../../../peripherals/mqtt/transport.js');
+    const { Pipeline } = await import('../../../daemon/pipeline/pipeline.js');
+    const pipeline = new Pipeline({ gw: 'gw-x', verifier: backend, sessions });
+    assert.throws(
+      () => new MqttTransport({ pipeline, maxPacketBytes: 100, authTimeoutMs: 0 }),
+      (e: Error & { code?: string }) => e.code === 'GH_MQTT_BAD_OPTION' && /maxPacketBytes/.test(e.message) && /authTimeoutMs/.test(e.message),
+    );
+  });
+});
