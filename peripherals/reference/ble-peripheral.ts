@@ -32,6 +32,10 @@ export interface BlePeripheralMisbehaviour {
   advertisingData?: Uint8Array;
   /** Accept writes but never send the Write Response. */
   stallWrites?: boolean;
+  /** Take the challenge and never answer it (the gateway's exchange deadline must end it). */
+  ignoreChallenge?: boolean;
+  /** Notify the hello in chunks of this many bytes (protocol-v1 allows fewer than MTU−4). */
+  helloChunkPayload?: number;
 }
 
 /** Options of a `ReferenceBlePeripheral`. */
@@ -161,6 +165,7 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
       // protocol-v1 "BLE transport": the challenge's dev names the connection, not us; we answer
       // with our own dev in the hello and take only gn (and gw) from the challenge.
       this.emit('challenge', down.message);
+      if (this.#o.misbehave?.ignoreChallenge) return;
       if (this.#o.misbehave?.vanishAfterChallenge) {
         this.#advertising = false;
         this.#link?.drop();
@@ -211,7 +216,7 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
         chunks.push(encodeChunk(i, off + size >= junk.length, junk.subarray(off, off + size)));
       }
     } else {
-      chunks = frameMessage(message, link.mtu);
+      chunks = frameMessage(message, link.mtu, m?.helloChunkPayload === undefined ? {} : { payloadSize: m.helloChunkPayload });
       if (m?.skipChunkIndex !== undefined) chunks = chunks.filter((_, i) => i !== m.skipChunkIndex);
     }
     for (const c of chunks) link.notify(GATEHOUSE_SERVICE_UUID, GATEHOUSE_CHARACTERISTIC_UUID, c);

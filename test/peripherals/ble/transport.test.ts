@@ -315,5 +315,33 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     assert.ok(result.kind === 'welcome' && result.check.ok, JSON.stringify(result));
     assert.equal(p.connections, 2);
   });
+
+  it('reassembles a hello sent in 1-byte chunks, its index wrapping past 127', async () => {
+    rig = await makeRig();
+    await rig.transport.start();
+    const p = rig.addPeripheral(101, { misbehave: { helloChunkPayload: 1 } });
+    const [hello] = await waitForEvent<[Uint8Array]>(
+      (l) => {
+        p.on('hello', l);
+        return () => p.off('hello', l);
+      },
+      () => true,
+      'hello',
+    );
+    assert.ok(hello.length > 128, `hello of ${hello.length} bytes needs more than 128 chunks`);
+    const result = await resultOf(p);
+    assert.ok(result.kind === 'welcome' && result.check.ok);
+  });
+
+  it('ends an exchange at its deadline when the peripheral never answers the challenge', async () => {
+    rig = await makeRig({ transport: { exchangeTimeoutMs: 300 } });
+    await rig.transport.start();
+    const p = rig.addPeripheral(111, { misbehave: { ignoreChallenge: true } });
+    const e = await rig.exchangeOf(p.address);
+    assert.equal(e.outcome, 'failed');
+    assert.equal(e.error, 'GH_BLE_TIMEOUT');
+    assert.equal(rig.radio.linkCount, 0);
+    assert.equal(rig.pipeline.stats().outstandingChallenges, 0, 'the unanswered challenge was dropped with the connection');
+  });
 });
 
