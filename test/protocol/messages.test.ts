@@ -177,4 +177,14 @@ describe('protocol/messages', () => {
     });
     assert.throws(() => expandPolicy({ pub: [], sub: [] }, 'a/#'), ProtocolError);
   });
+
+  it('the largest ids still fit every message in 1024 bytes; oversized output is refused', async () => {
+    const big = await makeFixture({ dev: 'd'.repeat(64), gw: 'g'.repeat(64) });
+    for (const m of [big.challengeRequest, big.challenge, big.hello, big.welcome, big.reject, big.credential, big.lease]) {
+      assert.ok(m.length <= 1024, `${m.length} bytes`);
+    }
+    assert.ok(big.welcome.length < 700, `welcome of ${big.welcome.length} bytes`);
+    const policy = { pub: Array.from({ length: 8 }, (_, i) => `${'t'.repeat(200)}/${i}`), sub: [] };
+    await assert.rejects(signLease({ ...big.leasePayload, policy }, big.backend), (e: unknown) => e instanceof ProtocolError && e.code === 'GH_MSG_TOO_LARGE');
+  });
 });
