@@ -12,15 +12,16 @@
  * - Revocations are polled; revoked devices lose their leases and listeners are told.
  * Every verify() call gets exactly one answer; it never throws.
  */
-import { join } from 'node:path';
 import type { Logger } from 'winston';
 import winston from 'winston';
 import { isReasonCode, isValidId, parseHello, verifySign1, MAX_MESSAGE_BYTES, type Hello, type Signed } from '../../protocol/index.js';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import type { HelloVerifier, RevocationSource, SessionProvider, VerifyRequest, VerifyResult } from '../pipeline/types.js';
-import { ensureStateDir, readJsonState, writeJsonAtomic } from '../state/atomic-file.js';
+import { ensureStateDir } from '../state/atomic-file.js';
+import { RevocationFeed } from './revocations.js';
 import { CircuitBreaker, type BreakerOptions, type CircuitState } from './breaker.js';
-import { backoffMs, systemClock, type Clock, type TimerHandle } from './clock.js';
+import { Batcher, type BatchItem } from './batcher.js';
+import { backoffMs, systemClock, type Clock } from './clock.js';
 import type { BackendHttp } from './dispatcher.js';
 import { BackendError, type BackendErrorKind } from './errors.js';
 import { checkLease, LeaseCache } from './lease-cache.js';
@@ -100,17 +101,7 @@ export interface BackendClientStats {
   tpmSignatures: number;
 }
 
-interface Item {
-  req: VerifyRequest;
-  /** Our id on the wire (never the caller's, so two callers cannot collide). */
-  wireId: string;
-  deadline: number;
-  settled: boolean;
-  resolve: (r: VerifyResult) => void;
-  timer: TimerHandle | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-}
+type Item = BatchItem<VerifyRequest, VerifyResult>;
 
 const CIRCUIT_GAUGE: Record<CircuitState, 0 | 1 | 2> = { closed: 0, 'half-open': 1, open: 2 };
 
@@ -125,19 +116,12 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   private readonly log: Logger;
   private readonly breaker: CircuitBreaker;
   readonly leases: LeaseCache;
-  private readonly queue: Item[] = [];
-  private flushTimer: TimerHandle | undefined;
-  private pollTimer: TimerHandle | undefined;
-  private inFlight = 0;
-  private seq = 0;
-  private cursor = 0;
-  private running = false;
-  private pollBurst = 0;
+  private readonly batcher: Batcher<VerifyRequest, VerifyResult>;
   private lastForcedRenewal = Number.NEGATIVE_INFINITY;
-  private readonly listeners = new Set<(devices: string[]) => void>();
+  private readonly feed: RevocationFeed;
   private readonly c = {
     requests: 0, batches: 0, hellos: 0, verdictsOk: 0, verdictsRejected: 0, busy: 0, retries: 0,
-    offlineWelcomes: 0, offlineRejects: 0, unavailable: 0, revocationPolls: 0, revokedDevices: 0,
+    offlineWelcomes: 0, offlineRejects: 0, unavailable: 0,
   };
   private readonly errors = ZERO_ERRORS();
   private readonly batchMax: number;
@@ -156,42 +140,50 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       logger: this.log,
       ...options.leases,
     });
-  }
-
-  private get cursorFile(): string {
-    return join(this.o.stateDir, 'revocations.json');
+    this.batcher = new Batcher<VerifyRequest, VerifyResult>({
+      clock: this.clock,
+      maxBatch: this.batchMax,
+      maxWaitMs: options.maxWaitMs ?? 5,
+      maxInFlight: options.maxInFlight ?? 4,
+      maxQueue: options.maxQueue ?? 1024,
+      run: (items) => this.runBatch(items),
+      // The caller's deadline: answer by the offline rule (a timeout is "cannot be reached");
+      // a late backend answer is then ignored.
+      onDeadline: (item) => {
+        this.errors.timeout += 1;
+        return this.offline(item, 'timeout');
+      },
+      onAbort: () => this.unavailable(),
+      onSettled: (r) => this.count(r),
+    });
+    this.feed = new RevocationFeed({
+      gw: options.gw,
+      stateDir: options.stateDir,
+      leases: this.leases,
+      clock: this.clock,
+      logger: this.log,
+      pollMs: options.revocationPollMs ?? 30000,
+      get: (path, parse) => this.sessionGet(path, parse),
+    });
   }
 
   /** Load leases and the revocation cursor, then start polling revocations. */
   async start(): Promise<void> {
     await ensureStateDir(this.o.stateDir);
     await this.leases.load();
-    try {
-      this.cursor = (await readJsonState(this.cursorFile, validateCursorFile, { maxBytes: 4096 })) ?? 0;
-    } catch (err) {
-      // Starting the feed from 0 again is always safe: it only repeats revocations.
-      this.log.error('revocation cursor unreadable; starting from 0', { error: (err as Error).message });
-      this.cursor = 0;
-    }
-    this.running = true;
-    this.schedulePoll(0);
+    await this.feed.start();
   }
 
   /** Stop timers, answer everything still queued, persist leases. */
   async stop(): Promise<void> {
-    this.running = false;
-    if (this.pollTimer !== undefined) this.clock.clearTimeout(this.pollTimer);
-    if (this.flushTimer !== undefined) this.clock.clearTimeout(this.flushTimer);
-    this.pollTimer = undefined;
-    this.flushTimer = undefined;
-    for (const item of this.queue.splice(0)) this.settle(item, this.unavailable());
+    this.feed.stop();
+    this.batcher.drain(() => this.unavailable());
     await this.leases.flush();
     this.leases.close();
   }
 
   onRevoked(listener: (devices: string[]) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.feed.onRevoked(listener);
   }
 
   stats(): BackendClientStats {
@@ -202,11 +194,13 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       circuit: this.breaker.current,
       circuitState: CIRCUIT_GAUGE[this.breaker.current],
       circuitOpens: this.breaker.opens,
-      inFlight: this.inFlight,
-      queued: this.queue.length,
+      inFlight: this.batcher.inFlight,
+      queued: this.batcher.queued,
       leases: this.leases.size,
       leaseBytes: this.leases.totalBytes,
-      revocationCursor: this.cursor,
+      revocationPolls: this.feed.counters.polls,
+      revokedDevices: this.feed.counters.revokedDevices,
+      revocationCursor: this.feed.position,
       tpmSignatures: tpm,
     };
   }
@@ -215,69 +209,25 @@ export class BackendClient implements HelloVerifier, RevocationSource {
 
   verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult> {
     this.c.hellos += 1;
-    if (request.hello.length > MAX_MESSAGE_BYTES) return Promise.resolve(this.reject('malformed'));
-    if (this.queue.length >= (this.o.maxQueue ?? 1024)) {
+    if (request.hello.length > MAX_MESSAGE_BYTES) return Promise.resolve(this.count(this.reject('malformed')));
+    if (signal?.aborted === true) return Promise.resolve(this.count(this.unavailable()));
+    const answer = this.batcher.submit(request, this.o.verifyTimeoutMs ?? 10000, signal);
+    if (answer === undefined) {
       // Backpressure: a bounded queue answers busy instead of growing.
       this.c.busy += 1;
-      return Promise.resolve({ ok: false, reason: 'busy', retry: 1 });
+      return Promise.resolve(this.count({ ok: false, reason: 'busy', retry: 1 }));
     }
-    if (signal?.aborted === true) return Promise.resolve(this.unavailable());
-    return new Promise<VerifyResult>((resolve) => {
-      const deadline = this.clock.now() + (this.o.verifyTimeoutMs ?? 10000);
-      const item: Item = { req: request, wireId: String(++this.seq), deadline, settled: false, resolve, timer: undefined, signal, onAbort: undefined };
-      // The caller's deadline: answer by the offline rule when it passes (a timeout is
-      // "cannot be reached"); a late backend answer is then ignored.
-      item.timer = this.clock.setTimeout(() => {
-        item.timer = undefined;
-        this.errors.timeout += 1;
-        this.settle(item, this.offline(item, 'timeout'));
-      }, deadline - this.clock.now());
-      if (signal !== undefined) {
-        item.onAbort = () => this.settle(item, this.unavailable());
-        signal.addEventListener('abort', item.onAbort, { once: true });
-      }
-      this.queue.push(item);
-      this.scheduleFlush();
-    });
+    return answer;
   }
 
-  private scheduleFlush(): void {
-    if (this.queue.length >= this.batchMax) {
-      this.flush();
-    } else if (this.flushTimer === undefined) {
-      this.flushTimer = this.clock.setTimeout(() => {
-        this.flushTimer = undefined;
-        this.flush();
-      }, this.o.maxWaitMs ?? 5);
-    }
-  }
-
-  private flush(): void {
-    while (this.inFlight < (this.o.maxInFlight ?? 4) && this.queue.length > 0) {
-      const batch: Item[] = [];
-      while (batch.length < this.batchMax && this.queue.length > 0) {
-        const item = this.queue.shift() as Item;
-        if (!item.settled) batch.push(item);
-      }
-      if (batch.length === 0) break;
-      this.inFlight += 1;
-      void this.runBatch(batch).finally(() => {
-        this.inFlight -= 1;
-          // A freed slot takes what queued meanwhile at once: it has already waited.
-        if (this.queue.length > 0) this.flush();
-      });
-    }
-    if (this.queue.length > 0 && this.flushTimer === undefined && this.inFlight < (this.o.maxInFlight ?? 4)) this.scheduleFlush();
+  private count(result: VerifyResult): VerifyResult {
+    if (result.ok) this.c.verdictsOk += 1;
+    else this.c.verdictsRejected += 1;
+    return result;
   }
 
   private settle(item: Item, result: VerifyResult): void {
-    if (item.settled) return;
-    item.settled = true;
-    if (item.timer !== undefined) this.clock.clearTimeout(item.timer);
-    if (item.signal !== undefined && item.onAbort !== undefined) item.signal.removeEventListener('abort', item.onAbort);
-    if (result.ok) this.c.verdictsOk += 1;
-    else this.c.verdictsRejected += 1;
-    item.resolve(result);
+    this.batcher.settle(item, result);
   }
 
   private async runBatch(items: Item[]): Promise<void> {
@@ -469,92 +419,31 @@ export class BackendClient implements HelloVerifier, RevocationSource {
 
   // ------------------------------------------------------------------ revocations
 
-  private schedulePoll(ms: number): void {
-    const period = this.o.revocationPollMs ?? 30000;
-    if (!this.running || period <= 0) return;
-    if (this.pollTimer !== undefined) this.clock.clearTimeout(this.pollTimer);
-    this.pollTimer = this.clock.setTimeout(() => {
-      this.pollTimer = undefined;
-      void this.pollRevocations().then(
-        (devices) => {
-          // The feed is paged: after a non-empty answer ask again at once, a bounded number of times.
-          this.pollBurst = devices !== undefined && devices.length > 0 && this.pollBurst < 16 ? this.pollBurst + 1 : 0;
-          this.schedulePoll(this.pollBurst > 0 ? 0 : period);
-        },
-        () => this.schedulePoll(period),
-      );
-    }, ms);
+  /**
+   * One revocation poll now (the timer also calls it). Returns the devices newly revoked, or
+   * undefined when the poll could not be made or failed.
+   */
+  pollRevocations(): Promise<string[] | undefined> {
+    return this.feed.poll();
   }
 
-  /**
-   * One revocation poll (`GET /v1/gateways/{gw}/revocations?since=N`). Returns the devices
-   * newly revoked, or undefined when the poll could not be made or failed (logged).
-   */
-  async pollRevocations(): Promise<string[] | undefined> {
+  /** A session-signed GET through the breaker; undefined when no request could be made. */
+  private async sessionGet<T>(path: string, parse: (body: unknown) => T): Promise<T | undefined> {
     const session = this.o.session.current();
     if (session === undefined || !this.breaker.tryAcquire()) return undefined;
-    this.c.revocationPolls += 1;
-    let answer: { cursor: number; devices: string[] };
+    let value: T;
     try {
-      const path = `/v1/gateways/${encodeURIComponent(this.o.gw)}/revocations?since=${this.cursor}`;
       const req = await signedRequest(this.o.http, 'GET', path, undefined, this.sessionSigning(session.signer));
       this.c.requests += 1;
       const res = await this.o.http.request({ ...req, signal: AbortSignal.timeout(this.o.requestTimeoutMs ?? 5000) });
-      answer = parseRevocations(expectJson(res, 200));
+      value = parse(expectJson(res, 200));
     } catch (e) {
-      const err = e instanceof BackendError ? e : new BackendError('response', 'revocation poll failed', { cause: e });
+      const err = e instanceof BackendError ? e : new BackendError('response', 'backend GET failed', { cause: e });
       this.errors[err.kind] += 1;
       this.noteOutcome(err);
-      this.log.warn('revocation poll failed', { kind: err.kind, code: err.code, error: err.message });
-      return undefined;
+      throw err;
     }
     this.breaker.success();
-    let leasesOnDisk = true;
-    if (answer.devices.length > 0) {
-      const held = this.leases.revoke(answer.devices);
-      this.c.revokedDevices += answer.devices.length;
-      this.log.warn('devices revoked', { count: answer.devices.length, leasesDropped: held });
-      // Leases on disk go before the cursor moves: a crash between the two must not leave a
-      // revoked device's lease behind a cursor that will never name it again.
-      leasesOnDisk = await this.leases.flush();
-    }
-    if (!leasesOnDisk) {
-      this.log.error('revocation cursor kept: the lease file could not be updated', { cursor: this.cursor });
-    } else if (answer.cursor !== this.cursor) {
-      if (answer.cursor < this.cursor) this.log.warn('revocation cursor went back (backend reset?)', { from: this.cursor, to: answer.cursor });
-      this.cursor = answer.cursor;
-      await writeJsonAtomic(this.cursorFile, { version: 1, cursor: this.cursor }, { maxBytes: 4096 }).catch((err: unknown) => {
-        this.log.error('cannot persist revocation cursor', { error: (err as Error).message });
-      });
-    }
-    if (answer.devices.length > 0) {
-      for (const l of this.listeners) {
-        try {
-          l([...answer.devices]);
-        } catch (err) {
-          this.log.error('revocation listener failed', { error: (err as Error).message });
-        }
-      }
-    }
-    return answer.devices;
+    return value;
   }
-}
-
-/** Most devices one revocation answer may name. */
-const MAX_REVOKED_PER_POLL = 10000;
-
-function parseRevocations(v: unknown): { cursor: number; devices: string[] } {
-  if (!isObject(v)) badField('revocations answer is not an object');
-  const { cursor, devices } = v;
-  if (typeof cursor !== 'number' || !Number.isSafeInteger(cursor) || cursor < 0) badField('cursor is not a non-negative integer');
-  if (!Array.isArray(devices) || devices.length > MAX_REVOKED_PER_POLL) badField('devices is not a bounded array');
-  for (const d of devices) if (!isValidId(d)) badField('devices holds an invalid id');
-  return { cursor, devices: devices as string[] };
-}
-
-function validateCursorFile(v: unknown): number {
-  if (!isObject(v) || v.version !== 1 || typeof v.cursor !== 'number' || !Number.isSafeInteger(v.cursor) || v.cursor < 0) {
-    throw new Error('not a version 1 revocation cursor');
-  }
-  return v.cursor;
 }

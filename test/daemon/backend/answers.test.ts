@@ -211,6 +211,7 @@ describe('daemon/backend/client against broken and hostile answers', function ()
       assert.equal(await c.pollRevocations(), undefined);
     }
     assert.equal(c.stats().revocationCursor, 0);
+    assert.equal(c.stats().errors.response, 4);
     handler = () => json({ cursor: 7, devices: ['dev-1'] });
     assert.deepEqual(await c.pollRevocations(), ['dev-1']);
     assert.equal(c.stats().revocationCursor, 7);
