@@ -22,7 +22,7 @@ export interface LeaseCacheOptions {
   maxLeases?: number;
   /** Most lease bytes kept (default 4 MiB). */
   maxBytes?: number;
-  /** Coalesce writes for this long after a change (default 1000 ms). */
+  /** Coalesce writes for this long after a change (default 30000 ms: flash wears; revocations flush at once). */
   persistDelayMs?: number;
 }
 
@@ -174,7 +174,7 @@ export class LeaseCache {
     this.timer = this.o.clock.setTimeout(() => {
       this.timer = undefined;
       void this.flush();
-    }, this.o.persistDelayMs ?? 1000);
+    }, this.o.persistDelayMs ?? 30_000);
   }
 
   /**

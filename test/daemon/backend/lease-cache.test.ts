@@ -91,7 +91,7 @@ describe('daemon/backend/lease-cache', () => {
       c.put(l.lease, l.bytes);
     }
     assert.equal(clock.pending, 1, 'one coalesced write armed');
-    clock.advance(1000);
+    clock.advance(30_000);
     await c.flush();
     const file = join(dir, 'leases.json');
     assert.equal((await stat(file)).mode & 0o777, 0o600);
