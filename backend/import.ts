@@ -104,12 +104,18 @@ function parseCsv(text: string): { records: RawRecord[]; problems: ImportProblem
   for (const n of names) {
     if (!['dev', 'public_key', 'gateways', 'policy'].includes(n)) problems.push({ line: header.line, message: `unknown column "${n}"` });
   }
-  const records = rows.map((r) => {
+  const records: RawRecord[] = [];
+  for (const r of rows) {
+    // The optional policy column may be left off the end of a row.
+    const policyLast = names[names.length - 1] === 'policy' && r.cells.length === names.length - 1;
+    if (r.cells.length !== names.length && !policyLast) {
+      problems.push({ line: r.line, message: `${r.cells.length} fields, header has ${names.length}` });
+      continue;
+    }
     const fields: Record<string, unknown> = {};
-    if (r.cells.length !== names.length) problems.push({ line: r.line, message: `${r.cells.length} fields, header has ${names.length}` });
     names.forEach((n, k) => (fields[n] = r.cells[k]));
-    return { line: r.line, fields };
-  });
+    records.push({ line: r.line, fields });
+  }
   return { records, problems };
 }
 

@@ -119,13 +119,14 @@ describe('backend/cli (gatehouse-backend)', () => {
     const [a, b, c] = [devKeyHex(), devKeyHex(), devKeyHex()];
     const bad = [
       'dev,public_key,gateways,policy',
-      `dev-a,${a.hex},gw-1;gw-2,`,
+      `dev-a,${a.hex},gw-1;gw-2`,
       `dev-b,${b.b64},*,"{""pub"":[""x/{dev}""],""sub"":[]}"`,
       `dev b,${c.hex},*,`,
       `dev-c,abcd,*,`,
       '',
       `dev-a,${c.hex},*,`,
       `dev-d,${c.hex},,`,
+      `dev-e,${c.hex}`,
     ].join('\n');
     writeFileSync(join(dir, 'bad.csv'), bad);
     const r = await d('import', join(dir, 'bad.csv'));
@@ -133,7 +134,7 @@ describe('backend/cli (gatehouse-backend)', () => {
     const lines = r.err.split('\n').filter((l) => l.includes('bad.csv:'));
     assert.deepEqual(
       lines.map((l) => Number(/bad\.csv:(\d+):/.exec(l)?.[1])),
-      [4, 5, 7, 8],
+      [4, 5, 7, 8, 9],
       r.err,
     );
     assert.match(r.err, /nothing imported/);
