@@ -297,6 +297,7 @@ export class BleTransport {
     const log = this.#log.child({ connection: conn.id, address: d.address });
     let connected = false;
     let bound = false;
+    let inFlight: Promise<unknown> | undefined;
     let result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number } = { outcome: 'failed' };
     try {
       const opts = { signal };
@@ -312,7 +313,7 @@ export class BleTransport {
       await this.#central.subscribe(d.id, SERVICE, CHARACTERISTIC, hello.push, opts);
       bound = true;
       // protocol-v1 "BLE transport": no challenge-request; gn is bound to this connection alone.
-      const challenge = await raceAbort(this.#pipeline.connectionChallenge(conn), signal);
+      const challenge = await raceAbort((inFlight = this.#pipeline.connectionChallenge(conn)), signal);
       const challengeReject = rejectIn(challenge);
       await this.#send(d.id, challenge, mtu, signal);
       if (challengeReject) {
@@ -320,7 +321,7 @@ export class BleTransport {
         return;
       }
       const helloBytes = await hello.message;
-      const outcome = await raceAbort(this.#pipeline.hello(conn, helloBytes), signal);
+      const outcome = await raceAbort((inFlight = this.#pipeline.hello(conn, helloBytes)), signal);
       await this.#send(d.id, outcome.reply, mtu, signal);
       if (outcome.welcomed) result = { outcome: 'welcome', dev: outcome.welcomed.dev };
       else {
@@ -341,7 +342,13 @@ export class BleTransport {
           log.warn('BLE disconnect failed', { error: err instanceof Error ? err.message : String(err) });
         });
       }
-      if (bound) this.#pipeline.connectionClosed(conn);
+      if (bound) {
+        this.#pipeline.connectionClosed(conn);
+        // An aborted exchange may leave a pipeline call running; whatever it binds to this
+        // connection (a challenge) is dropped once it settles, not left to expire.
+        const close = (): void => this.#pipeline.connectionClosed(conn);
+        inFlight?.then(close, close);
+      }
       this.#finish(conn, d, address, result);
     }
   }

@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { Ed25519Signer } from '../../../protocol/index.js';
 import { Pipeline, type PipelineOptions } from '../../../daemon/pipeline/pipeline.js';
+import type { AuthPipeline } from '../../../daemon/pipeline/types.js';
 import { NobleCentral } from '../../../peripherals/ble/noble-adapter.js';
 import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '../../../peripherals/ble/transport.js';
 import { EmulatedNobleBindings, type EmulatedBindingsOptions } from '../../../peripherals/reference/ble-emulated-bindings.js';
@@ -76,6 +77,8 @@ export async function makeRig(
     radio?: EmulatedBindingsOptions;
     transport?: Partial<BleTransportOptions>;
     pipeline?: Partial<PipelineOptions>;
+    /** Put something between the transport and the real pipeline (slow calls, counting). */
+    wrapPipeline?: (pipeline: Pipeline) => AuthPipeline;
     operationTimeoutMs?: number;
   } = {},
 ): Promise<Rig> {
@@ -86,7 +89,7 @@ export async function makeRig(
   const pipeline = new Pipeline({ gw: GW, verifier: backend, sessions, ...options.pipeline });
   const transport = new BleTransport({
     central,
-    pipeline,
+    pipeline: options.wrapPipeline ? options.wrapPipeline(pipeline) : pipeline,
     exchangeTimeoutMs: 8_000,
     denyList: { baseMs: 60_000 },
     ...options.transport,

@@ -343,5 +343,30 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     assert.equal(rig.radio.linkCount, 0);
     assert.equal(rig.pipeline.stats().outstandingChallenges, 0, 'the unanswered challenge was dropped with the connection');
   });
+
+  it('drops a challenge the pipeline issues after the exchange was already aborted', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let issued: Promise<Uint8Array> | undefined;
+    rig = await makeRig({
+      transport: { exchangeTimeoutMs: 200 },
+      wrapPipeline: (p) => ({
+        challenge: (conn, dev) => p.challenge(conn, dev),
+        hello: (conn, bytes, dev) => p.hello(conn, bytes, dev),
+        connectionClosed: (conn) => p.connectionClosed(conn),
+        connectionChallenge: (conn) => (issued = gate.then(() => p.connectionChallenge(conn))),
+      }),
+    });
+    await rig.transport.start();
+    const p = rig.addPeripheral(121);
+    const e = await rig.exchangeOf(p.address);
+    assert.equal(e.error, 'GH_BLE_TIMEOUT');
+    assert.ok(issued, 'the transport asked for a challenge');
+    release();
+    await issued;
+    assert.equal(rig.pipeline.stats().outstandingChallenges, 0);
+  });
 });
 
