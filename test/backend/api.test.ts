@@ -240,6 +240,15 @@ describe('backend API over HTTPS', () => {
       problem(r, 400, 'too-many-hellos');
     });
 
+    it('takes 256 hellos of the maximum size within the body limit', async () => {
+      const big = base64UrlEncode(new Uint8Array(1024).fill(0xa5));
+      const r = await verify(Array.from({ length: 256 }, (_, i) => ({ id: `big-${i}`, transport: 'ble', hello: big })));
+      assert.equal(r.status, 200, JSON.stringify(r.body).slice(0, 200));
+      const results = (r.body as { results: { ok: boolean; reason?: string }[] }).results;
+      assert.equal(results.length, 256);
+      assert.ok(results.every((x) => !x.ok && x.reason === 'malformed'));
+    });
+
     it('refuses malformed JSON and malformed items', async () => {
       const opts = { keyid: `session:${gw.id}`, alg: 'ed25519' as const, sign: (b: Uint8Array) => session.sign(b) };
       problem(await tb.call('POST', '/v1/verify', { rawBody: '{"hellos": [', ...opts }), 400, 'malformed-request');

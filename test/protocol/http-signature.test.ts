@@ -285,6 +285,30 @@ describe('protocol/http-signature', () => {
       assert.deepEqual(d.get('b'), { covered: ['x'], params: {} });
     });
 
+    it('answers every mutated header with a parse result or an HttpSignatureError, nothing else', () => {
+      // Deterministic mutations of a real Signature-Input: no other exception type, no hang.
+      const seed = vector.signatureInputHeader;
+      const alphabet = ' ();=,:"\\?*-.0123456789abcdefghijklmnopqrstuvwxyzA@\t';
+      let x = 12345;
+      const rnd = (n: number) => ((x = (x * 1103515245 + 12345) % 2147483648), x % n);
+      for (let i = 0; i < 3000; i++) {
+        const chars = [...seed];
+        for (let k = 0, m = 1 + rnd(4); k < m; k++) {
+          const pos = rnd(chars.length);
+          const op = rnd(3);
+          const c = alphabet[rnd(alphabet.length)] ?? ' ';
+          if (op === 0) chars[pos] = c;
+          else if (op === 1) chars.splice(pos, 1);
+          else chars.splice(pos, 0, c);
+        }
+        try {
+          parseSignatureInput(chars.join(''));
+        } catch (err) {
+          assert.ok(err instanceof HttpSignatureError, `${String(err)} for ${chars.join('')}`);
+        }
+      }
+    });
+
     it('round-trips the Content-Digest of a body', () => {
       const b = new Uint8Array([1, 2, 3]);
       verifyContentDigest(contentDigest(b), b);
