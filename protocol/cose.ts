@@ -207,7 +207,8 @@ export function decodeSign1(bytes: Uint8Array, opts: DecodeSign1Options = {}): D
   }
   const externalAad = generic ? (opts.externalAad ?? EMPTY) : EMPTY;
   return {
-    bytes,
+    // A copy: the caller's buffer may be reused by its transport, and hh hashes these bytes.
+    bytes: Uint8Array.from(bytes),
     alg,
     kid,
     kidBytes,

@@ -123,7 +123,7 @@ function checkField(spec: FieldSpec, value: CborValue): unknown {
       if (!(value instanceof Uint8Array) || value.length === 0) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be a non-empty byte string`);
       return value;
     case 'uint':
-      if (typeof value !== 'number' || value < 0) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be an unsigned integer`);
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be an unsigned integer`);
       return value;
     case 'reason':
       if (typeof value !== 'string') throw malformed('GH_MSG_FIELD_TYPE', `${where} must be a text string`);
@@ -155,7 +155,9 @@ export function checkPayload<T>(map: CborValue, expected: MessageType): T {
   const m = map as CborMap;
   const version = m.get(KEY_VERSION);
   if (version === undefined) throw malformed('GH_MSG_MISSING_FIELD', 'missing field version (key 2)');
-  if (typeof version !== 'number' || version < 0) throw malformed('GH_MSG_FIELD_TYPE', 'field version (key 2) must be an unsigned integer');
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 0) {
+    throw malformed('GH_MSG_FIELD_TYPE', 'field version (key 2) must be an unsigned integer');
+  }
   if (version !== PROTOCOL_VERSION) {
     throw new ProtocolError('GH_MSG_UNSUPPORTED_VERSION', 'unsupported-version', `protocol version ${version} is not supported (only 1)`);
   }

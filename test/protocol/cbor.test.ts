@@ -66,6 +66,14 @@ describe('protocol/cbor', () => {
     });
   });
 
+  it('decodes byte strings as copies, also from a Buffer', () => {
+    const input = Buffer.from('824201024103', 'hex');
+    const v = decodeCbor(input) as Uint8Array[];
+    input.fill(0);
+    assert.deepEqual(v, [hex('0102'), hex('03')]);
+    assert.equal(Object.getPrototypeOf(v[0]), Uint8Array.prototype);
+  });
+
   describe('decodeCbor strictness', () => {
     it('refuses non-shortest arguments', () => {
       refuses('1817', 'GH_CBOR_NON_SHORTEST');

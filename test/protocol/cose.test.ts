@@ -49,6 +49,16 @@ describe('protocol/cose', () => {
     assert.equal(verifySign1(d, Ed25519Signer.fromSeed(seed(2), 'x').publicKeyRaw), false);
   });
 
+  it('returns copies, not views of the input buffer', async () => {
+    const input = Buffer.from(await signSign1(payload, signer));
+    const d = decodeSign1(input);
+    const before = { bytes: toHex(d.bytes), payload: toHex(d.payload), sig: toHex(d.signature) };
+    input.fill(0);
+    assert.deepEqual({ bytes: toHex(d.bytes), payload: toHex(d.payload), sig: toHex(d.signature) }, before);
+    assert.equal(Object.getPrototypeOf(d.bytes), Uint8Array.prototype);
+    assert.equal(verifySign1(d, signer.publicKeyRaw), true);
+  });
+
   it('accepts an untagged COSE_Sign1 on decode', async () => {
     const d = decodeSign1(await signSign1(payload, signer));
     const untagged = rebuild([d.protectedBytes, new Map(), d.payload, d.signature], false);
