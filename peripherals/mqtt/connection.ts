@@ -19,6 +19,8 @@ export class MqttConnection implements AclConnection {
   boundDev: string | undefined;
   policy: Policy | undefined;
   closing = false;
+  /** Close once the current reply is published (a welcomed device refused on a new hello). */
+  closeAfterReply = false;
   client: Client | undefined;
   authTimer: NodeJS.Timeout | undefined;
   /** Auth messages (up payloads) waiting for the pipeline, oldest first; bounded by the transport. */

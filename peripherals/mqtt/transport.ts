@@ -12,6 +12,7 @@ import type { Logger } from 'winston';
 import winston from 'winston';
 import { DEFAULT_POLICY, decodeUpMessage, expandPolicy, type UpMessage } from '../../protocol/index.js';
 import type { Policy } from '../../protocol/types.js';
+import type { ReasonCode } from '../../protocol/reasons.js';
 import type { AuthPipeline, RevocationSource } from '../../daemon/pipeline/types.js';
 import { checkClientId, checkDeliver, checkPublish, checkSubscribe, checkWillAtConnect, type AclOptions } from './acl.js';
 import { MqttConnection } from './connection.js';
@@ -62,6 +63,9 @@ export interface MqttTransportStats {
 // aedes AuthErrorCode is a const enum in its typings; MQTT 3.1.1 §3.2.2.3 return codes.
 const IDENTIFIER_REJECTED = 2;
 const NOT_AUTHORIZED = 5;
+
+/** Verdicts after which an earlier welcome on the same connection no longer stands. */
+const WITHDRAWS_WELCOME: ReadonlySet<ReasonCode> = new Set<ReasonCode>(['revoked', 'unknown-device', 'not-allowed-here']);
 
 function connackError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -403,6 +407,10 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
         try {
           const reply = await this.#handleUp(conn, dev, bytes);
           if (!conn.closing && this.#conns.has(conn.id)) await this.#publishDown(dev, reply);
+          if (conn.closeAfterReply) {
+            this.#close(conn);
+            return;
+          }
         } catch (err) {
           this.#log.error('auth message failed', { conn: conn.id, dev, error: err instanceof Error ? err.message : String(err) });
         }
@@ -423,6 +431,12 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     // A hello, or anything that does not decode: the hello checks answer the precise reject.
     const outcome = await this.#o.pipeline.hello(conn.ingress, bytes, dev);
     if (outcome.welcomed !== undefined && !conn.closing) this.#welcomed(conn, outcome.welcomed.dev, outcome.welcomed.policy);
+    const reason = outcome.rejected?.reason;
+    if (conn.welcomed && reason !== undefined && WITHDRAWS_WELCOME.has(reason)) {
+      // The backend no longer vouches for the device: its earlier welcome is void.
+      this.#log.info('connection closed: welcomed device refused on a new hello', { conn: conn.id, dev, reason });
+      conn.closeAfterReply = true;
+    }
     return outcome.reply;
   }
 

@@ -41,6 +41,7 @@ export class MqttReferencePeripheral {
   #client: MqttClient | undefined;
   readonly #inbox: Uint8Array[] = [];
   #waiter: ((bytes: Uint8Array | undefined) => void) | undefined;
+  #lastError: Error | undefined;
 
   constructor(options: MqttReferencePeripheralOptions) {
     this.#o = options;
@@ -90,11 +91,25 @@ export class MqttReferencePeripheral {
       this.#inbox.push(bytes);
       if (this.#inbox.length > MAX_BUFFERED) this.#inbox.shift();
     });
+    // mqtt.js throws an 'error' event nobody listens to; errors after CONNACK surface as 'close'.
+    client.on('error', (err) => {
+      this.#lastError = err;
+    });
     client.on('close', () => {
       const waiter = this.#waiter;
       this.#waiter = undefined;
       waiter?.(undefined);
     });
+    try {
+      await this.#connected(client);
+    } catch (err) {
+      client.end(true);
+      this.#client = undefined;
+      throw err;
+    }
+  }
+
+  async #connected(client: MqttClient): Promise<void> {
     await this.#deadline(
       new Promise<void>((resolve, reject) => {
         client.once('connect', () => resolve());
@@ -171,7 +186,10 @@ export class MqttReferencePeripheral {
     return this.#deadline(
       new Promise<Uint8Array>((resolve, reject) => {
         this.#waiter = (bytes) => {
-          if (bytes === undefined) reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CLOSED', 'connection closed while waiting for the gateway'));
+          if (bytes === undefined) {
+            const why = this.#lastError === undefined ? '' : `: ${this.#lastError.message}`;
+            reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CLOSED', `connection closed while waiting for the gateway${why}`));
+          }
           else resolve(bytes);
         };
       }),

@@ -36,7 +36,9 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     backend = fb.backend;
     for (const dev of ['dev-a', 'dev-b', 'dev-c', 'flood', '__proto__', 'constructor']) signers.set(dev, backend.addDevice(dev));
     signers.set('observer', backend.addDevice('observer', { pub: [], sub: ['devices/#'] }));
-    h = await startHarness(backend, fb.sessions);
+    // Many tests welcome the same few devices: the per-device bucket is widened; the flood test
+    // relies on the per-connection one (20 per minute).
+    h = await startHarness(backend, fb.sessions, { pipeline: { rateLimits: { perDevicePerMin: 500 } } });
   });
 
   afterEach(async () => {
@@ -312,6 +314,21 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     h.revocations.revoke(['dev-b']);
     await secondGone;
     await Promise.all([first.close(), second.close()]);
+    await legit('dev-c');
+  });
+
+  it('closes a welcomed connection whose device is refused as revoked on a new hello, after delivering the reject', async () => {
+    const c = await bound('dev-c');
+    assert.equal(decodeDownMessage(await ask(c, 'dev-c', await helloFor('dev-c', await challenge(c, 'dev-c')))).type, 'welcome');
+    backend.revoked.add('dev-c');
+    try {
+      const gone = closed(c);
+      const reply = await ask(c, 'dev-c', await helloFor('dev-c', await challenge(c, 'dev-c')));
+      assert.equal(rejectReason(reply), 'revoked');
+      await gone;
+    } finally {
+      backend.revoked.delete('dev-c');
+    }
     await legit('dev-c');
   });
 
