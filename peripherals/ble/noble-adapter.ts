@@ -99,6 +99,7 @@ export class NobleCentral implements BleCentral {
   readonly #known = new Map<string, NoblePeripheralLike>();
   readonly #watched = new WeakSet<NoblePeripheralLike>();
   readonly #links = new Map<string, Link>();
+  readonly #connecting = new Set<string>();
   readonly #calls: PendingCalls;
   #detach: Array<() => void> = [];
 
@@ -218,6 +219,7 @@ export class NobleCentral implements BleCentral {
     const peripheral = this.#known.get(id);
     if (!peripheral) throw new BleError('GH_BLE_OPERATION_FAILED', `unknown peripheral ${id}: not discovered`);
     this.#watch(peripheral);
+    this.#connecting.add(id);
     try {
       await this.#calls.waitFor(peripheral, 'connect', () => peripheral.connect(), 'connect', options, id, (error: unknown) =>
         error ? new BleError('GH_BLE_OPERATION_FAILED', `connect failed: ${describeError(error)}`, { cause: error }) : undefined,
@@ -225,6 +227,8 @@ export class NobleCentral implements BleCentral {
     } catch (err) {
       if (peripheral.state === 'connecting') peripheral.cancelConnect();
       throw err;
+    } finally {
+      this.#connecting.delete(id);
     }
     this.#links.set(id, { peripheral, characteristics: new Map(), dataListeners: [] });
   }
@@ -399,6 +403,14 @@ export class NobleCentral implements BleCentral {
   #watch(peripheral: NoblePeripheralLike): void {
     if (this.#watched.has(peripheral)) return;
     this.#watched.add(peripheral);
+    peripheral.on('connect', (error: unknown) => {
+      // A connection that completes after its connect call gave up (timeout, abort) would hold
+      // a controller slot forever: nobody owns it, so drop it.
+      if (!error && !this.#connecting.has(peripheral.id) && !this.#links.has(peripheral.id)) {
+        this.#log.info('dropping a connection that completed after its connect call ended', { id: peripheral.id });
+        peripheral.disconnect();
+      }
+    });
     peripheral.on('disconnect', (reason: unknown) => {
       const id = peripheral.id;
       this.#calls.rejectAll(id, 'GH_BLE_DISCONNECTED', `peripheral ${id} disconnected`);

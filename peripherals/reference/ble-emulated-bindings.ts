@@ -100,6 +100,7 @@ export class EmulatedNobleBindings extends EventEmitter {
   #scanFilter: string[] | undefined;
   #timer: NodeJS.Timeout | undefined;
   #initialised = false;
+  #connectGate: Promise<void> | undefined;
   /** The most links open at once, observed at the radio. */
   maxConcurrentLinks = 0;
   /** Connection attempts, per address. */
@@ -183,10 +184,28 @@ export class EmulatedNobleBindings extends EventEmitter {
     this.#later(() => this.emit('scanStop'));
   }
 
+  /**
+   * Hold every connection attempt until the returned function is called, as a slow controller
+   * would. Cancels are ignored meanwhile: the connection completes anyway (the race a real
+   * LE Create Connection Cancel can lose).
+   */
+  holdConnections(): () => void {
+    let release: () => void = () => undefined;
+    this.#connectGate = new Promise<void>((resolve) => {
+      release = () => {
+        this.#connectGate = undefined;
+        resolve();
+      };
+    });
+    return release;
+  }
+
   connect(id: string): void {
     const server = this.#servers.get(id);
     this.connectAttempts.set(id, (this.connectAttempts.get(id) ?? 0) + 1);
-    this.#later(() => {
+    const gate = this.#connectGate;
+    const complete = (f: () => void): void => (gate ? void gate.then(() => this.#later(f)) : this.#later(f));
+    complete(() => {
       if (this.#state !== 'poweredOn' || !server || !server.connectable || !this.#servers.has(id)) {
         // HCI 0x3e: Connection Failed to be Established, as hci-socket reports it.
         this.emit('connect', id, new Error('Connection Failed to be Established (0x3e)'));
@@ -207,7 +226,7 @@ export class EmulatedNobleBindings extends EventEmitter {
   }
 
   cancelConnect(): void {
-    // Connections complete on the next tick here; there is never one to cancel.
+    // Connections complete on the next tick here, or when a hold is released: never cancelled.
   }
 
   disconnect(id: string): void {

@@ -368,5 +368,26 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     await issued;
     assert.equal(rig.pipeline.stats().outstandingChallenges, 0);
   });
+
+  it('drops a connection that completes after its connect call timed out', async () => {
+    rig = await makeRig({ operationTimeoutMs: 150 });
+    await rig.transport.start();
+    const release = rig.radio.holdConnections();
+    const p = rig.addPeripheral(131);
+    const e = await rig.exchangeOf(p.address);
+    assert.equal(e.error, 'GH_BLE_TIMEOUT');
+    const dropped = waitForEvent<[number]>(
+      (l) => {
+        p.on('disconnect', l);
+        return () => p.off('disconnect', l);
+      },
+      () => true,
+      'the late link to be dropped',
+    );
+    release();
+    assert.deepEqual(await dropped, [HCI_LOCAL_HOST_TERMINATED]);
+    assert.equal(rig.radio.linkCount, 0);
+    assert.equal(p.connections, 1);
+  });
 });
 
