@@ -13,7 +13,9 @@ import { createTestPki, type TestPki } from '../../../backend/pki.js';
 import { BackendClient, type BackendClientOptions } from '../../../daemon/backend/client.js';
 import { BackendHttp, createBackendDispatcher } from '../../../daemon/backend/dispatcher.js';
 import type { VerifyRequest, VerifyResult } from '../../../daemon/pipeline/types.js';
-import { DEFAULT_POLICY, Ed25519Signer, randomNonce, signHello, signLease } from '../../../protocol/index.js';
+import { DEFAULT_POLICY, Ed25519Signer, Es256Signer, randomNonce, sha256, signGatewayCredential, signHello, signLease } from '../../../protocol/index.js';
+import { base64UrlDecode } from '../../../protocol/http-signature.js';
+import { SessionManager } from '../../../daemon/backend/session.js';
 
 const NAME = 'backend.example.com';
 const GW = 'gw-a';
@@ -25,7 +27,7 @@ interface Answer {
   headers?: Record<string, string>;
 }
 
-type Handler = (path: string, body: { hellos?: { id: string }[] }) => Answer | Promise<Answer>;
+type Handler = (path: string, body: { hellos?: { id: string }[]; sessionPublicKey?: string }) => Answer | Promise<Answer>;
 
 function reasonOf(r: VerifyResult): string {
   return r.ok ? 'ok' : r.reason;
@@ -225,6 +227,61 @@ describe('daemon/backend/client against broken and hostile answers', function ()
     const c = client({ stateDir });
     await c.start();
     assert.equal(c.stats().revocationCursor, 0);
+  });
+
+  it('refuses session credentials that are not exactly for this gateway, key and TPM key', async () => {
+    const tpmKey = Es256Signer.generate(`tpm:${GW}`);
+    const spki = new Uint8Array(tpmKey.publicKey.export({ type: 'spki', format: 'der' }));
+    const now = Math.floor(Date.now() / 1000);
+    type Cred = { gw: string; spk?: Uint8Array; tpk: Uint8Array; iat: number; exp: number };
+    const good: Cred = { gw: GW, tpk: sha256(spki), iat: now, exp: now + 3600 };
+    const cases: [string, Partial<Cred> & { signer?: Ed25519Signer; notAfter?: number; status?: number; raw?: string }][] = [
+      ['impostor signature', { signer: impostor }],
+      ['another gateway', { gw: 'gw-b' }],
+      ['another session key', { spk: Ed25519Signer.generate('x').publicKeyRaw }],
+      ['another TPM key', { tpk: sha256(new Uint8Array([1])) }],
+      ['expired', { iat: now - 7200, exp: now - 10 }],
+      ['notAfter not the exp', { notAfter: now + 10 }],
+      ['200 instead of 201', { status: 200 }],
+      ['not base64url', { raw: '***' }],
+    ];
+    for (const [what, v] of cases) {
+      handler = async (_p, b) => {
+        const spk = base64UrlDecode((b as { sessionPublicKey: string }).sessionPublicKey) as Uint8Array;
+        const c = { ...good, spk, ...v };
+        const bytes = await signGatewayCredential({ type: 'gw-cred', version: 1, gw: c.gw, spk: c.spk, tpk: c.tpk, iat: c.iat, exp: c.exp }, v.signer ?? backend);
+        return json({ credential: v.raw ?? Buffer.from(bytes).toString('base64url'), notAfter: v.notAfter ?? c.exp }, v.status ?? 201);
+      };
+      const agent = createBackendDispatcher({ url: `https://${NAME}:${port}`, ca: pki.ca.certPem, connectAddress: '127.0.0.1' });
+      const session = new SessionManager({
+        gw: GW, http: new BackendHttp({ url: `https://${NAME}:${port}`, dispatcher: agent }), tpmSigner: tpmKey, tpmPublicKeySpki: spki,
+        backendKeys: new Map([[backend.kid, backend.publicKeyRaw]]), stateDir: join(dir, 'session-state'),
+      });
+      try {
+        assert.equal(await session.start(), false, what);
+        assert.equal(session.current(), undefined, what);
+      } finally {
+        session.stop();
+        await agent.close();
+      }
+    }
+    // and the good one is accepted by the same code
+    handler = async (_p, b) => {
+      const spk = base64UrlDecode((b as { sessionPublicKey: string }).sessionPublicKey) as Uint8Array;
+      const bytes = await signGatewayCredential({ type: 'gw-cred', version: 1, ...good, spk }, backend);
+      return json({ credential: Buffer.from(bytes).toString('base64url'), notAfter: good.exp }, 201);
+    };
+    const agent = createBackendDispatcher({ url: `https://${NAME}:${port}`, ca: pki.ca.certPem, connectAddress: '127.0.0.1' });
+    const session = new SessionManager({
+      gw: GW, http: new BackendHttp({ url: `https://${NAME}:${port}`, dispatcher: agent }), tpmSigner: tpmKey, tpmPublicKeySpki: spki,
+      backendKeys: new Map([[backend.kid, backend.publicKeyRaw]]), stateDir: join(dir, 'session-state'),
+    });
+    try {
+      assert.equal(await session.start(), true);
+    } finally {
+      session.stop();
+      await agent.close();
+    }
   });
 
   it('without a session answers backend-unavailable and sends nothing', async () => {

@@ -111,6 +111,23 @@ describe('daemon/backend/client against the reference backend over HTTPS', funct
     assert.equal(reasonOf(await client.verify(await env.hello('d1'))), 'revoked');
   });
 
+  it('renews a session key the backend forgot, at most once per interval', async () => {
+    env.addDevice('d1');
+    const client = env.client(session);
+    assert.ok((await client.verify(await env.hello('d1'))).ok);
+    // protocol-v1: S keeps the two newest session keys; two newer sessions push ours out.
+    for (let i = 0; i < 2; i += 1) assert.equal(await env.session().start(), true);
+    const renewed = new Promise<void>((resolve) => session.onRenewed(() => resolve()));
+    assert.equal(reasonOf(await client.verify(await env.hello('d1'))), 'bad-signature');
+    await renewed;
+    assert.equal(session.stats().tpmSignatures, 2);
+    assert.ok((await client.verify(await env.hello('d1'))).ok, 'the renewed key is accepted');
+    // Push the new key out too: this time no renewal, the interval has not passed.
+    for (let i = 0; i < 2; i += 1) assert.equal(await env.session().start(), true);
+    assert.equal(reasonOf(await client.verify(await env.hello('d1'))), 'bad-signature');
+    assert.equal(session.stats().tpmSignatures, 2);
+  });
+
   it('coalesces concurrent hellos into few requests', async () => {
     const devs = Array.from({ length: 50 }, (_, i) => `dev-${i}`);
     for (const d of devs) env.addDevice(d);
