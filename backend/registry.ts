@@ -183,6 +183,7 @@ export class Registry {
         'SELECT cursor, device_id FROM revocations WHERE cursor > ? ORDER BY cursor LIMIT ?',
       ),
       maxCursor: db.prepare<[], { c: number | null }>('SELECT max(cursor) AS c FROM revocations'),
+      deleteSameSession: db.prepare('DELETE FROM session_keys WHERE gateway_id = ? AND public_key = ?'),
       insertSession: db.prepare('INSERT INTO session_keys (gateway_id, public_key, issued_at, not_after) VALUES (?, ?, ?, ?)'),
       pruneSessions: db.prepare(
         'DELETE FROM session_keys WHERE gateway_id = ? AND seq NOT IN (SELECT seq FROM session_keys WHERE gateway_id = ? ORDER BY seq DESC LIMIT ?)',
@@ -327,6 +328,8 @@ export class Registry {
   /** Record a session key issued to `gw`, keeping only the newest {@link SESSION_KEYS_KEPT}. */
   recordSessionKey(gw: string, publicKey: Uint8Array, notAfter: number): void {
     this.db.transaction(() => {
+      // A retried certification of the same key must not push the previous key out.
+      this.stmts.deleteSameSession.run(gw, Buffer.from(publicKey));
       this.stmts.insertSession.run(gw, Buffer.from(publicKey), this.now(), notAfter);
       this.stmts.pruneSessions.run(gw, gw, SESSION_KEYS_KEPT);
     })();

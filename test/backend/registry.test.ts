@@ -53,6 +53,9 @@ describe('backend/registry', () => {
     assert.deepEqual(reg.sessionKeys('gw-1', now).map((s) => s.publicKey), [k[2], k[1]]);
     assert.deepEqual(reg.sessionKeys('gw-1', 2000).map((s) => s.publicKey), [k[2]]);
     assert.equal(reg.sessionKeys('gw-2', now).length, 1);
+    // Certifying the same key again (a retry) keeps the previous distinct key.
+    reg.recordSessionKey('gw-1', k[2] as Uint8Array, 6000);
+    assert.deepEqual(reg.sessionKeys('gw-1', now).map((s) => [s.publicKey, s.notAfter]), [[k[2], 6000], [k[1], 2000]]);
     reg.revokeGateway('gw-1');
     assert.equal(reg.sessionKeys('gw-1', now).length, 0);
   });
