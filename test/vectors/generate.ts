@@ -76,7 +76,8 @@ export interface WelcomeCheckVector {
 export interface VectorFile {
   description: string;
   generator: string;
-  keys: Record<string, { kid: string; seed: string; publicKey: string }>;
+  /** Keys by name; `seed` is null for a key nobody holds (the small-order identity point). */
+  keys: Record<string, { kid: string; seed: string | null; publicKey: string }>;
   messages: MessageVector[];
   welcomeChecks: WelcomeCheckVector[];
 }
@@ -141,6 +142,9 @@ export async function generateVectors(): Promise<VectorFile> {
     ['attackerBackend', attackerBackend, 0xab],
   ];
   for (const [name, signer, seedByte] of seeds) keys[name] = { kid: signer.kid, seed: hex(fill(32, seedByte)), publicKey: hex(signer.publicKeyRaw) };
+  // The identity point: under plain RFC 8032 verification, R = identity and S = 0 verify any message.
+  const identityKey = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 1 : 0));
+  keys.smallOrder = { kid: dev, seed: null, publicKey: hex(identityKey) };
 
   const messages: MessageVector[] = [];
   const valid = (name: string, decoder: DecoderName, bytes: Uint8Array, decoded: unknown, note: string, verifyWith?: string, signature?: 'valid' | 'invalid'): void => {
@@ -206,6 +210,8 @@ export async function generateVectors(): Promise<VectorFile> {
     sNum >>= 8n;
   }
   valid('hello/non-canonical-s', 'parseHello', encodeCbor(new CborTag(18, [sig[0] as Uint8Array, new Map(), sig[2] as Uint8Array, s])), hello, 'S + L: same curve equation, refused as malleable (RFC 8032 §5.1.7)', 'device', 'invalid');
+  const forgedSig = Uint8Array.from({ length: 64 }, (_, i) => (i === 0 ? 1 : 0));
+  valid('hello/small-order-key-forgery', 'parseHello', encodeCbor(new CborTag(18, [sig[0] as Uint8Array, new Map(), sig[2] as Uint8Array, forgedSig])), hello, 'R = identity, S = 0 under the identity key: must NOT verify (small-order key refused)', 'smallOrder', 'invalid');
   const helloPayload = (edit: (m: CborMap) => void): Uint8Array => withPayloadEdit(helloBytes, edit);
   invalid('hello/pn-17-bytes', 'parseHello', await signSign1(helloPayload((m) => m.set(4, new Uint8Array(17))), device), 'GH_MSG_FIELD_LENGTH', 'malformed', 'pn is 16 bytes');
   invalid('hello/missing-gn', 'parseHello', await signSign1(helloPayload((m) => m.delete(5)), device), 'GH_MSG_MISSING_FIELD', 'malformed', 'gn is required');

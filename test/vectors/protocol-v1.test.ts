@@ -6,6 +6,7 @@ import {
   decodeChallengeRequest,
   decodeDownMessage,
   decodeUpMessage,
+  Ed25519Signer,
   parseGatewayCredential,
   parseHello,
   parseLease,
@@ -72,6 +73,13 @@ describe('vectors: protocol-v1.json', () => {
       assert.ok(gen.messages.some((v) => v.name.startsWith(prefix) && v.verdict === 'invalid'), `${prefix} invalid`);
     }
     assert.equal(new Set(gen.messages.map((v) => v.name)).size, gen.messages.length, 'names are unique');
+  });
+
+  it('every seed derives the public key stated beside it', () => {
+    for (const [name, k] of Object.entries(file.keys)) {
+      if (k.seed === null) continue;
+      assert.equal(Buffer.from(Ed25519Signer.fromSeed(bytes(k.seed), k.kid).publicKeyRaw).toString('hex'), k.publicKey, name);
+    }
   });
 
   for (const v of file.messages) {
