@@ -155,7 +155,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   });
 
   it('times out a peripheral that never answers a write, and moves on', async () => {
-    rig = await makeRig({ operationTimeoutMs: 300 });
+    rig = await makeRig({ operationTimeoutMs: 1_000 });
     await rig.transport.start();
     rig.addPeripheral(8, { misbehave: { stallWrites: true } });
     const e = await rig.exchangeOf(addressOf(8));
@@ -286,7 +286,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   });
 
   it('retries a scan start the controller never confirmed', async () => {
-    rig = await makeRig({ operationTimeoutMs: 200, transport: { scanRetryMs: 10 } });
+    rig = await makeRig({ operationTimeoutMs: 1_000, transport: { scanRetryMs: 10 } });
     const radio = rig.radio;
     const realStart = radio.startScanning.bind(radio);
     let calls = 0;
@@ -334,7 +334,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   });
 
   it('ends an exchange at its deadline when the peripheral never answers the challenge', async () => {
-    rig = await makeRig({ transport: { exchangeTimeoutMs: 300 } });
+    rig = await makeRig({ transport: { exchangeTimeoutMs: 1_000 } });
     await rig.transport.start();
     const p = rig.addPeripheral(111, { misbehave: { ignoreChallenge: true } });
     const e = await rig.exchangeOf(p.address);
@@ -351,7 +351,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     });
     let issued: Promise<Uint8Array> | undefined;
     rig = await makeRig({
-      transport: { exchangeTimeoutMs: 200 },
+      transport: { exchangeTimeoutMs: 1_000 },
       wrapPipeline: (p) => ({
         challenge: (conn, dev) => p.challenge(conn, dev),
         hello: (conn, bytes, dev) => p.hello(conn, bytes, dev),
@@ -370,7 +370,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   });
 
   it('drops a connection that completes after its connect call timed out', async () => {
-    rig = await makeRig({ operationTimeoutMs: 150 });
+    rig = await makeRig({ operationTimeoutMs: 1_000 });
     await rig.transport.start();
     const release = rig.radio.holdConnections();
     const p = rig.addPeripheral(131);
