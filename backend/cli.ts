@@ -13,83 +13,13 @@ import { parseArgs } from 'node:util';
 import winston from 'winston';
 import type { CliIO } from '../daemon/cli/io.js';
 import { GatehouseError } from '../protocol/errors.js';
+import { DEFAULT_DATA_DIR, HELP, HELPS } from './cli-help.js';
 import { importDevices, parseDevicePublicKey, splitGateways, type ImportFormat } from './import.js';
 import { createTestPki } from './pki.js';
 import { Registry, type DeviceRecord, type GatewayRecord } from './registry.js';
 import { REGISTRY_FILE, startBackend } from './server.js';
 import { ensureSigningKey } from './signing-key.js';
 import type { Policy } from '../protocol/index.js';
-
-const DEFAULT_DATA_DIR = './gatehouse-backend-data';
-
-const HELP = `Usage: gatehouse-backend <command> [options]
-
-The Gatehouse reference backend: verifies hellos for gateways, issues session credentials and
-leases, and keeps the registry of gateways and devices (SQLite in the data directory).
-
-Commands:
-  init                      create the data directory and the backend signing key; print pk_S
-  serve                     run the HTTPS API
-  gateway add|revoke|list   manage gateways (TPM public keys)
-  device add|revoke|list    manage devices (Ed25519 public keys, where they may connect, policy)
-  import FILE               add many devices from CSV or JSON, all or nothing
-  pki                       make a test/demo CA and server certificate with openssl
-
-Every command takes --data-dir D (default: $GATEHOUSE_BACKEND_DATA_DIR or ${DEFAULT_DATA_DIR})
-and answers --help.
-`;
-
-const HELPS: Record<string, string> = {
-  init: `Usage: gatehouse-backend init [--data-dir D] [--json]
-
-Creates the data directory (0700), the registry and the backend's Ed25519 signing key
-(backend-signing-key.pem, mode 0600) unless it exists, and prints the public key pk_S (hex and
-base64) and its key id kid_S: what peripherals are provisioned with.
-`,
-  serve: `Usage: gatehouse-backend serve --cert FILE --key FILE [options]
-
-Options:
-  --cert FILE               TLS certificate chain (PEM)
-  --key FILE                TLS private key (PEM)
-  --host H                  listen address (default 127.0.0.1)
-  --port N                  listen port (default 8443; 0 picks a free one)
-  --lease-seconds N         lease lifetime (default 86400)
-  --max-session-seconds N   cap on a session credential's lifetime (default 172800)
-  --public-origin URL       origin used for @target-uri behind a proxy (default: from Host)
-  --data-dir D              data directory
-  --log-level L             error|warn|info|debug (default info)
-`,
-  gateway: `Usage:
-  gatehouse-backend gateway add --gw ID --tpm-public-key FILE [--groups a,b]
-  gatehouse-backend gateway revoke --gw ID
-  gatehouse-backend gateway list [--json]
-
---tpm-public-key takes the output of \`gatehouse tpm show\` (text or --json) or a PEM file.
-Revoking a gateway refuses all its further requests and forgets its session keys.
-`,
-  device: `Usage:
-  gatehouse-backend device add --dev ID --public-key KEY --gateways LIST [--policy JSON]
-  gatehouse-backend device revoke --dev ID
-  gatehouse-backend device list [--json]
-
-KEY: 64 hex digits, base64 of the 32 raw bytes, or a PEM file (Ed25519 SPKI).
-LIST: gateway ids, group:<name> or * (any gateway), separated by commas.
-JSON: {"pub": [...], "sub": [...]} MQTT topic filters, {dev} stands for the device id
-      (default {"pub":["devices/{dev}/#"],"sub":["devices/{dev}/cmd/#"]}).
-A revoked device is listed in the revocation feed the gateways poll.
-`,
-  import: `Usage: gatehouse-backend import FILE [--format csv|json] [--data-dir D]
-
-CSV: a header row with dev,public_key,gateways[,policy]; gateways separated by ; or spaces.
-JSON: an array of {"dev","publicKey","gateways":[...],"policy"?}, or one such object per line.
-Every record is checked first; if any is bad, nothing is imported and each bad line is reported.
-`,
-  pki: `Usage: gatehouse-backend pki --out DIR --dns NAME[,NAME...] [--ip IP[,IP...]]
-
-Makes a test/demo PKI with openssl in DIR: ca.pem/ca.key, server.pem/server.key for the names,
-and hostile variants for TLS tests. Not for production.
-`,
-};
 
 function write(stream: NodeJS.WritableStream, text: string): void {
   stream.write(text.endsWith('\n') ? text : `${text}\n`);
