@@ -19,7 +19,7 @@ import { makeFixture, type ProtocolFixture } from '../helpers/protocol.js';
 import { Prng, testSeedFromEnv } from '../helpers/prng.js';
 
 const SEED = testSeedFromEnv(0xf022);
-const INPUTS = Number(process.env.GH_FUZZ_INPUTS ?? 100_000);
+const INPUTS = Number(process.env.GATEHOUSE_FUZZ_INPUTS ?? 100_000);
 
 /** Interesting bytes for CBOR heads: length prefixes, breaks, tags, simple values. */
 const MAGIC = [0x00, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x5f, 0x7f, 0x9f, 0xbf, 0xff, 0xd2, 0xd8, 0xf6, 0xf9, 0xfb, 0x9a, 0xba, 0x5b, 0x80, 0xa0, 0x40, 0x60];
@@ -74,7 +74,9 @@ function mutate(r: Prng, seedInput: Uint8Array, corpus: Uint8Array[]): Uint8Arra
   return b;
 }
 
-describe(`protocol: 100,000 random and mutated inputs against every decoder (seed ${SEED})`, () => {
+describe(`protocol: ${INPUTS} random and mutated inputs against every decoder (seed ${SEED})`, function () {
+  // CPU-bound: give a loaded machine room (it takes seconds on an idle one).
+  this.timeout(180_000);
   let f: ProtocolFixture;
   let stackTraceLimit: number;
   before(async () => {
@@ -141,7 +143,7 @@ describe(`protocol: 100,000 random and mutated inputs against every decoder (see
       }
     }
     // The mutations must not be so destructive that nothing parses (the test would be vacuous).
-    assert.ok((accepted.get('decodeCbor') ?? 0) > 1000, `only ${accepted.get('decodeCbor')} inputs decoded`);
-    assert.ok((accepted.get('parseHello') ?? 0) > 50, `only ${accepted.get('parseHello')} hellos parsed`);
+    assert.ok((accepted.get('decodeCbor') ?? 0) > INPUTS / 20, `only ${accepted.get('decodeCbor')} inputs decoded`);
+    assert.ok((accepted.get('parseHello') ?? 0) > INPUTS / 2000, `only ${accepted.get('parseHello')} hellos parsed`);
   });
 });
