@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, symlink, writeFile, lstat, mkdir } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile, lstat, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,7 +55,10 @@ describe('daemon/state/atomic-file', () => {
       // Kill at a moment that depends on the round: after 1, 3 and 6 completed writes.
       const after = [1, 3, 6][round] ?? 1;
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('writer made no progress')), 20000);
+        const timer = setTimeout(() => {
+          child.kill('SIGKILL');
+          reject(new Error('writer made no progress'));
+        }, 20000);
         let buf = '';
         child.stdout.on('data', (chunk: Buffer) => {
           buf += chunk.toString();
@@ -105,7 +108,9 @@ describe('daemon/state/atomic-file', () => {
   });
 
   describe('unwritable directories', () => {
-    // As root, permission bits do not stop writes: use real read-only and tiny tmpfs mounts.
+    // As root, permission bits do not stop writes: use real read-only and tiny tmpfs mounts when
+    // mount is allowed; otherwise write from a child running as nobody (read-only) or under
+    // RLIMIT_FSIZE (full), so the test means the same thing everywhere.
     const mounts: string[] = [];
     afterEach(() => {
       for (const m of mounts.splice(0)) execFileSync('umount', [m]);
@@ -116,43 +121,64 @@ describe('daemon/state/atomic-file', () => {
       await mkdir(ro);
       const p = join(ro, 's.json');
       await writeJsonAtomic(p, { v: 1 });
-      if (isRoot()) {
-        execFileSync('mount', ['--bind', ro, ro]);
+      if (isRoot() && tryRun('mount', ['--bind', ro, ro])) {
         mounts.push(ro);
         execFileSync('mount', ['-o', 'remount,bind,ro', ro]);
+        await assert.rejects(writeJsonAtomic(p, { v: 2 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_READ_ONLY');
       } else {
-        execFileSync('chmod', ['0500', ro]);
+        execFileSync('chmod', ['0555', ro]);
+        if (isRoot()) {
+          await chmod(dir, 0o755);
+          assert.equal(childWrite(p, { uid: 65534 }), 'GH_STATE_READ_ONLY');
+        } else {
+          await assert.rejects(writeJsonAtomic(p, { v: 2 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_READ_ONLY');
+        }
+        execFileSync('chmod', ['0700', ro]);
       }
-      await assert.rejects(writeJsonAtomic(p, { v: 2 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_READ_ONLY');
       assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
-      if (!isRoot()) execFileSync('chmod', ['0700', ro]);
     });
 
     it('a full file system gives GH_STATE_NO_SPACE, leaves the old content and no temporary', async () => {
       const full = join(dir, 'full');
       await mkdir(full);
       const p = join(full, 's.json');
-      const big = 'z'.repeat(200 * 1024);
-      if (isRoot()) {
-        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', full]);
+      if (isRoot() && tryRun('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', full])) {
         mounts.push(full);
         await writeJsonAtomic(p, { v: 1 });
-        await assert.rejects(writeFileAtomic(p, big), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_NO_SPACE');
-        assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
-        assert.deepEqual(await readdir(full), ['s.json']);
+        await assert.rejects(writeFileAtomic(p, 'z'.repeat(200 * 1024)), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_NO_SPACE');
       } else {
-        // Without mount rights, RLIMIT_FSIZE makes the same write fail (EFBIG) in a child.
         await writeJsonAtomic(p, { v: 1 });
-        const script = `import('${new URL('../../../daemon/state/atomic-file.ts', import.meta.url).href}').then(m => m.writeFileAtomic(${JSON.stringify(p)}, 'z'.repeat(204800))).then(() => process.exit(0), e => { console.log(e.code); process.exit(3); })`;
-        let out = '';
-        try {
-          execFileSync('prlimit', ['--fsize=65536', process.execPath, '--import', 'tsx', '-e', script], { encoding: 'utf8' });
-        } catch (e) {
-          out = String((e as { stdout?: string }).stdout ?? '');
-        }
-        assert.match(out, /GH_STATE_NO_SPACE/);
-        assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
+        assert.equal(childWrite(p, { fsizeLimit: 65536 }), 'GH_STATE_NO_SPACE');
       }
+      assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
+      assert.deepEqual(await readdir(full), ['s.json']);
     });
   });
 });
+
+/** Run a command; false when it is refused (e.g. mount without CAP_SYS_ADMIN in a container). */
+function tryRun(cmd: string, args: string[]): boolean {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Write 200 KiB to `path` with writeFileAtomic from a child process, as another user or under a
+ * file-size limit (RLIMIT_FSIZE gives EFBIG). Returns the error code the child saw, or 'ok'.
+ */
+function childWrite(path: string, opts: { uid?: number; fsizeLimit?: number }): string {
+  const mod = new URL('../../../daemon/state/atomic-file.ts', import.meta.url).href;
+  const script = `import(${JSON.stringify(mod)}).then(m => m.writeFileAtomic(${JSON.stringify(path)}, 'z'.repeat(204800))).then(() => console.log('ok'), e => console.log(e.code))`;
+  const node = [process.execPath, '--import', 'tsx', '-e', script];
+  const [cmd, ...args] = opts.fsizeLimit !== undefined ? ['prlimit', `--fsize=${opts.fsizeLimit}`, ...node] : node;
+  const out = execFileSync(cmd as string, args, {
+    encoding: 'utf8',
+    cwd: process.cwd(),
+    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid, env: { ...process.env, HOME: tmpdir() } } : {}),
+  });
+  return out.trim().split('\n').pop() ?? '';
+}
