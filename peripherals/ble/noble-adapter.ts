@@ -150,6 +150,9 @@ export class NobleCentral implements BleCentral {
       () => noble.off('discover', onDiscover),
       () => noble.off('warning', onWarning),
     ];
+    // After a stop() noble is already initialised and reports no new state: take its current one.
+    const current = noble.state;
+    if (this.#state === 'unknown' && current !== 'unknown' && ADAPTER_STATES.has(current)) this.#state = current as BleAdapterState;
     if (this.#state === 'unknown') {
       const timeoutMs = options.timeoutMs ?? this.#options.startTimeoutMs ?? this.#timeoutMs;
       await this.#firstState(timeoutMs, options.signal).catch((err: unknown) => {

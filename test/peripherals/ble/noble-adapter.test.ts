@@ -90,6 +90,19 @@ describe('peripherals/ble/noble-adapter', () => {
     }
   });
 
+  it('starts again after a stop, on the same noble', async () => {
+    const radio = new EmulatedNobleBindings();
+    const central = new NobleCentral({ bindings: radio, startTimeoutMs: 2_000 });
+    await central.start();
+    await central.startScanning(['84987abc']);
+    await central.stop();
+    assert.equal(central.state, 'unknown');
+    await central.start();
+    assert.equal(central.state, 'poweredOn');
+    await central.startScanning(['84987abc']);
+    await central.stop();
+  });
+
   it('reports GH_BLE_UNAVAILABLE for an unauthorized adapter', async () => {
     const central = new NobleCentral({ bindings: new EmulatedNobleBindings({ initialState: 'unauthorized' }) });
     await assert.rejects(central.start(), (e: unknown) => isBleError(e, 'GH_BLE_UNAVAILABLE') && /unauthorized/.test(e.message));
