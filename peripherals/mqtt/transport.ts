@@ -430,7 +430,9 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     if (up?.type === 'challenge-request' && up.message.dev === dev) return this.#o.pipeline.challenge(conn.ingress, dev);
     // A hello, or anything that does not decode: the hello checks answer the precise reject.
     const outcome = await this.#o.pipeline.hello(conn.ingress, bytes, dev);
-    if (outcome.welcomed !== undefined && !conn.closing) this.#welcomed(conn, outcome.welcomed.dev, outcome.welcomed.policy);
+    // A peer that left while the backend decided is not welcomed: it must not close a live one.
+    const live = !conn.closing && this.#conns.has(conn.id);
+    if (outcome.welcomed !== undefined && live) this.#welcomed(conn, outcome.welcomed.dev, outcome.welcomed.policy);
     const reason = outcome.rejected?.reason;
     if (conn.welcomed && reason !== undefined && WITHDRAWS_WELCOME.has(reason)) {
       // The backend no longer vouches for the device: its earlier welcome is void.

@@ -36,6 +36,10 @@ export class FakeVerifier implements HelloVerifier {
   forced: { ok: false; reason: ReasonCode; retry?: number } | undefined;
   /** When true, verify() never answers until its signal aborts. */
   hang = false;
+  /** When set, verify() waits for it before deciding (tests hold a decision open). */
+  gate: Promise<void> | undefined;
+  /** Called with each request as it arrives. */
+  onRequest: ((request: VerifyRequest) => void) | undefined;
 
   constructor(readonly gw: string) {}
 
@@ -65,11 +69,13 @@ export class FakeVerifier implements HelloVerifier {
 
   async verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult> {
     this.requests.push(request);
+    this.onRequest?.(request);
     if (this.hang) {
       return new Promise<VerifyResult>((_, reject) => {
         signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
       });
     }
+    if (this.gate !== undefined) await this.gate;
     if (this.forced !== undefined) return this.forced;
     const signed = parseHello(request.hello);
     const device = this.devices.get(signed.payload.dev);

@@ -339,6 +339,14 @@ describe('daemon/pipeline Pipeline', () => {
     assert.equal(lat?.count, 3);
   });
 
+  it('draws gn from the injected random source, 16 bytes at a time', async () => {
+    let n = 0;
+    const p = make({ random: (len) => new Uint8Array(len).fill(++n) });
+    const c = conn('mqtt:26');
+    assert.deepEqual(await gnFor(p, c, 'dev-a'), new Uint8Array(16).fill(1));
+    assert.deepEqual(await gnFor(p, c, 'dev-a'), new Uint8Array(16).fill(2));
+  });
+
   it('validates its options, naming each bad one', () => {
     assert.throws(
       () => make({ challengeTtlMs: 0, maxPendingHellos: -1 }),

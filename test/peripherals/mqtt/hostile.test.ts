@@ -332,6 +332,52 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     await legit('dev-c');
   });
 
+  it('does not let a connection that left while its hello was decided close the live one', async () => {
+    const live = await bound('dev-c');
+    assert.equal(decodeDownMessage(await ask(live, 'dev-c', await helloFor('dev-c', await challenge(live, 'dev-c')))).type, 'welcome');
+    const leaving = await bound('dev-c', '');
+    const gn = await challenge(leaving, 'dev-c');
+    let release: () => void = () => undefined;
+    backend.gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    try {
+      const asked = within(
+        new Promise<void>((resolve) => {
+          backend.onRequest = () => resolve();
+        }),
+        10_000,
+        'hello reached the verifier',
+      );
+      await leaving.publishAsync(up('dev-c'), Buffer.from(await helloFor('dev-c', gn)), { qos: 1 });
+      await asked;
+      const left = within(new Promise<void>((resolve) => h.transport.once('closed', () => resolve())), 10_000, 'closed event');
+      leaving.stream.destroy();
+      await left;
+      const decided = within(
+        new Promise<void>((resolve) => {
+          const off = h.pipeline.events.subscribe((e) => {
+            if (e.outcome === 'welcome' && e.dev === 'dev-c') {
+              off();
+              resolve();
+            }
+          });
+        }),
+        10_000,
+        'welcome decided',
+      );
+      release();
+      await decided;
+    } finally {
+      backend.gate = undefined;
+      backend.onRequest = undefined;
+      release();
+    }
+    // The live connection still works: a full exchange on it.
+    assert.equal(decodeDownMessage(await ask(live, 'dev-c', await helloFor('dev-c', await challenge(live, 'dev-c')))).type, 'welcome');
+    assert.ok(live.connected);
+  });
+
   it('closes a raw connection whose first packet is not CONNECT, or whose CONNECT announces a huge length', async () => {
     for (const header of [Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f]), Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]), Buffer.from([0x82, 0x05])]) {
       const before = h.transport.stats().frameViolations;
