@@ -127,15 +127,25 @@ function isP256(key: KeyObject): boolean {
   return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
 }
 
+/** A P-256 public KeyObject from DER SPKI bytes or a 65-byte uncompressed point (0x04 || X || Y). */
+export function p256PublicKey(key: Uint8Array): KeyObject {
+  if (key.length === 65 && key[0] === 0x04) {
+    const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
+    return createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: b64(key.subarray(1, 33)), y: b64(key.subarray(33)) }, format: 'jwk' });
+  }
+  return createPublicKey({ key: Buffer.from(key), format: 'der', type: 'spki' });
+}
+
 /**
  * ES256 verification (RFC 9053 §2.1): ECDSA on P-256 with SHA-256, signature as raw r||s
- * (64 bytes). The key is a P-256 public KeyObject or its DER SubjectPublicKeyInfo. Returns
- * false for a wrong key type, a wrong signature length or a bad signature; never throws.
+ * (64 bytes). The key is a P-256 public KeyObject, its DER SubjectPublicKeyInfo, or the
+ * 65-byte uncompressed point. Returns false for a wrong key type, a wrong signature length or
+ * a bad signature; never throws.
  */
 export function es256Verify(key: Uint8Array | KeyObject, msg: Uint8Array, rawSig: Uint8Array): boolean {
   if (!(rawSig instanceof Uint8Array) || rawSig.length !== 64) return false;
   try {
-    const k = key instanceof KeyObject ? key : createPublicKey({ key: Buffer.from(key), format: 'der', type: 'spki' });
+    const k = key instanceof KeyObject ? key : p256PublicKey(key);
     if (k.type !== 'public' || !isP256(k)) return false;
     return nodeVerify('sha256', msg, { key: k, dsaEncoding: 'ieee-p1363' }, rawSig);
   } catch {

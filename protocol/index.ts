@@ -29,6 +29,7 @@ export {
   ed25519RawFromKeyObject,
   ed25519Verify,
   es256Verify,
+  p256PublicKey,
   randomNonce,
   sha256,
 } from './crypto.js';

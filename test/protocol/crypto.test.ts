@@ -115,6 +115,11 @@ describe('protocol/crypto', () => {
     assert.equal(sig.length, 64);
     assert.equal(es256Verify(s.publicKey, msg, sig), true);
     assert.equal(es256Verify(new Uint8Array(s.publicKey.export({ format: 'der', type: 'spki' })), msg, sig), true);
+    const jwk = s.publicKey.export({ format: 'jwk' });
+    const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x ?? '', 'base64url'), Buffer.from(jwk.y ?? '', 'base64url')]);
+    assert.equal(es256Verify(new Uint8Array(point), msg, sig), true);
+    point[64] = (point[64] as number) ^ 1; // no longer on the curve
+    assert.equal(es256Verify(new Uint8Array(point), msg, sig), false);
     assert.equal(es256Verify(s.publicKey, new Uint8Array(5), sig), false);
     assert.equal(es256Verify(s.publicKey, msg, sig.subarray(1)), false);
     assert.equal(es256Verify(ed25519PublicKeyFromRaw(PK), msg, sig), false);
