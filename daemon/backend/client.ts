@@ -117,6 +117,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   private readonly breaker: CircuitBreaker;
   readonly leases: LeaseCache;
   private readonly batcher: Batcher<VerifyRequest, VerifyResult>;
+  private stopped = false;
   private lastForcedRenewal = Number.NEGATIVE_INFINITY;
   private readonly feed: RevocationFeed;
   private readonly c = {
@@ -176,6 +177,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
 
   /** Stop timers, answer everything still queued, persist leases. */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.feed.stop();
     this.batcher.drain(() => this.unavailable());
     await this.leases.flush();
@@ -209,6 +211,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
 
   verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult> {
     this.c.hellos += 1;
+    if (this.stopped) return Promise.resolve(this.count(this.unavailable()));
     if (request.hello.length > MAX_MESSAGE_BYTES) return Promise.resolve(this.count(this.reject('malformed')));
     if (signal?.aborted === true) return Promise.resolve(this.count(this.unavailable()));
     const answer = this.batcher.submit(request, this.o.verifyTimeoutMs ?? 10000, signal);

@@ -302,5 +302,7 @@ describe('daemon/backend/client against broken and hostile answers', function ()
     assert.equal(reasonOf(await aborted), 'backend-unavailable');
     await c.stop();
     assert.equal(reasonOf(await pending), 'backend-unavailable');
+    assert.equal(reasonOf(await c.verify(await hello())), 'backend-unavailable', 'after stop: answered at once');
+    assert.equal(hits.length, 0);
   });
 });
