@@ -12,7 +12,7 @@ interface CommandModule {
   run(args: string[], io: CliIO): Promise<number>;
 }
 
-interface Command {
+export interface Command {
   summary: string;
   /** Module specifier relative to this file. A variable, so a missing module fails only its command. */
   module: string;
@@ -74,8 +74,11 @@ function isCommandModule(m: unknown): m is CommandModule {
   return typeof m === 'object' && m !== null && typeof (m as { run?: unknown }).run === 'function';
 }
 
-/** Run the CLI with `argv` (without node and script). Resolves the exit code. */
-export async function main(argv: string[], io: CliIO): Promise<number> {
+/**
+ * Run the CLI with `argv` (without node and script). Resolves the exit code. `commands` is
+ * injectable so tests can exercise a missing or malformed command module.
+ */
+export async function main(argv: string[], io: CliIO, commands: Readonly<Record<string, Command>> = COMMANDS): Promise<number> {
   const [first, ...rest] = argv;
   if (first === undefined || first === '-h' || first === '--help') {
     (first === undefined ? io.stderr : io.stdout).write(usage());
@@ -90,13 +93,13 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
       io.stdout.write(usage());
       return EXIT_OK;
     }
-    return main([rest[0], '--help'], io);
+    return main([rest[0], '--help'], io, commands);
   }
   if (first.startsWith('-')) {
     write(io.stderr, `gatehouse: unknown option ${first} (see gatehouse --help)`);
     return EXIT_USAGE;
   }
-  const command = Object.prototype.hasOwnProperty.call(COMMANDS, first) ? COMMANDS[first] : undefined;
+  const command = Object.prototype.hasOwnProperty.call(commands, first) ? commands[first] : undefined;
   if (command === undefined) {
     write(io.stderr, `gatehouse: unknown command ${JSON.stringify(first)} (see gatehouse --help)`);
     return EXIT_USAGE;

@@ -77,12 +77,20 @@ describe('daemon/cli', () => {
     assert.match(io.out(), /--follow/);
   });
 
-  it('a command whose module is missing fails alone (exit 1), the others still work', async () => {
-    const io = captureIO();
-    const code = await main(['demo'], io);
-    if (code === 1) assert.match(io.err(), /gatehouse demo: (not available in this build|cannot load)/);
-    const io2 = captureIO({ GATEHOUSE_STATUS_SOCKET: sock });
-    assert.equal(await main(['status'], io2), 0, io2.err());
+  it('a command whose module is missing or malformed fails alone (exit 1), the others still work', async () => {
+    const commands = {
+      ...COMMANDS,
+      gone: { summary: 'missing module', module: './no-such-command.js' },
+      shapeless: { summary: 'module without run()', module: './format.js' },
+    };
+    let io = captureIO();
+    assert.equal(await main(['gone'], io, commands), 1);
+    assert.match(io.err(), /^gatehouse gone: not available in this build/);
+    io = captureIO();
+    assert.equal(await main(['shapeless'], io, commands), 1);
+    assert.match(io.err(), /gatehouse shapeless: the command module has no run\(\)/);
+    io = captureIO({ GATEHOUSE_STATUS_SOCKET: sock });
+    assert.equal(await main(['status'], io, commands), 0, io.err());
   });
 
   it('status: aligned key/values for people, the document with --json', async () => {
