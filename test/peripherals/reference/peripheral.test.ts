@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, verify as nodeVerify } from 'node:crypto';
+import * as ed from '@noble/ed25519';
 import {
   checkWelcome,
   decodeCbor,
@@ -38,8 +39,8 @@ function bstrHead(len: number): Buffer {
   return Buffer.from([0x59, len >> 8, len & 0xff]);
 }
 
-/** Verify a protocol-v1 COSE_Sign1 with node:crypto only, rebuilding Sig_structure by hand (RFC 9052 §4.4). */
-function independentVerify(cose: Uint8Array, rawPk: Uint8Array): boolean {
+/** Split a protocol-v1 COSE_Sign1 by hand and rebuild its Sig_structure (RFC 9052 §4.4). */
+function handSplit(cose: Uint8Array): { tbs: Uint8Array; sig: Uint8Array; payload: Uint8Array } {
   assert.equal(cose[0], 0xd2, 'tag 18');
   assert.equal(cose[1], 0x84, 'array of 4');
   const [protectedBytes, afterProt] = bstrAt(cose, 2);
@@ -56,6 +57,12 @@ function independentVerify(cose: Uint8Array, rawPk: Uint8Array): boolean {
     bstrHead(payload.length),
     payload,
   ]);
+  return { tbs, sig, payload };
+}
+
+/** Verify with node:crypto only, independently of the library's COSE code. */
+function independentVerify(cose: Uint8Array, rawPk: Uint8Array): boolean {
+  const { tbs, sig } = handSplit(cose);
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(rawPk).toString('base64url') }, format: 'jwk' });
   return nodeVerify(null, tbs, key, sig);
 }
@@ -90,6 +97,14 @@ describe('peripherals/reference: ReferencePeripheral', () => {
     assert.equal(independentVerify(hello, signer.publicKeyRaw), true);
     assert.equal(verifySign1(parseHello(hello), signer.publicKeyRaw), true);
     assert.deepEqual(peripheral.lastHello, hello);
+  });
+
+  it('a second Ed25519 implementation (noble, strict RFC 8032) verifies the library-made welcome and credential', async () => {
+    const { tbs, sig } = handSplit(f.welcome);
+    assert.equal(await ed.verifyAsync(sig, tbs, f.session.publicKeyRaw, { zip215: false }), true);
+    const cred = handSplit(f.credential);
+    assert.equal(await ed.verifyAsync(cred.sig, cred.tbs, f.backend.publicKeyRaw, { zip215: false }), true);
+    assert.equal(independentVerify(f.credential, f.backend.publicKeyRaw), true);
   });
 
   it('uses a fresh pn for every hello', async () => {
