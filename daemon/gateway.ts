@@ -57,13 +57,10 @@ export class Gateway {
   readonly #clock: Clock;
   /** Started services, stopped in reverse. */
   readonly #stoppers: Stopper[] = [];
-  #keyStore: KeyStore | undefined;
   #session: SessionManager | undefined;
   #client: BackendClient | undefined;
   #pipeline: Pipeline | undefined;
   #mqtt: MqttTransport | undefined;
-  #ble: BleTransport | undefined;
-  #status: GatewayStatus | undefined;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #statusTimer: NodeJS.Timeout | undefined;
 
@@ -107,7 +104,6 @@ export class Gateway {
       // 1. Key store: the gateway identity. Without it nothing else may run.
       const keyStore = this.#o.keyStore ?? this.#buildKeyStore();
       await keyStore.open();
-      this.#keyStore = keyStore;
       this.#stoppers.push({ name: 'key store', stop: () => keyStore.close() });
 
       // 2. Backend link and session key, authorised once by the TPM key.
@@ -174,7 +170,6 @@ export class Gateway {
 
       // 4. Transports. The status model watches them for the peripherals list.
       const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }) });
-      this.#status = status;
       const mqtt = await this.#startMqtt(pipeline, client);
       status.attachMqtt(mqtt);
       if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline));
@@ -286,7 +281,6 @@ export class Gateway {
       logError(logger, 'BLE unavailable; continuing without it', err);
       return undefined;
     }
-    this.#ble = ble;
     this.#stoppers.push({ name: 'ble', stop: () => ble.stop() });
     return ble;
   }
