@@ -23,6 +23,8 @@ export class MqttConnection implements AclConnection {
   closeAfterReply = false;
   client: Client | undefined;
   authTimer: NodeJS.Timeout | undefined;
+  /** Filters granted to this connection (bounded by the transport). */
+  readonly subscriptions = new Set<string>();
   /** Auth messages (up payloads) waiting for the pipeline, oldest first; bounded by the transport. */
   readonly queue: Uint8Array[] = [];
   draining = false;

@@ -46,6 +46,8 @@ export interface MqttTransportOptions {
   maxQueuedPerConnection?: number;
   /** Bound on one down publish and on stop(). Default 5000. */
   operationTimeoutMs?: number;
+  /** Distinct subscriptions one connection may hold; beyond it SUBACK 0x80. Default 32. */
+  maxSubscriptionsPerConnection?: number;
 }
 
 /** Counters for metrics and tests. */
@@ -123,9 +125,18 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       allowRetain: options.allowRetain ?? false,
       maxQueuedPerConnection: options.maxQueuedPerConnection ?? 16,
       operationTimeoutMs: options.operationTimeoutMs ?? 5000,
+      maxSubscriptionsPerConnection: options.maxSubscriptionsPerConnection ?? 32,
     };
     const bad: string[] = [];
-    for (const name of ['maxConnections', 'authTimeoutMs', 'connectTimeoutMs', 'keepaliveMaxSec', 'maxQueuedPerConnection', 'operationTimeoutMs'] as const) {
+    for (const name of [
+      'maxConnections',
+      'authTimeoutMs',
+      'connectTimeoutMs',
+      'keepaliveMaxSec',
+      'maxQueuedPerConnection',
+      'operationTimeoutMs',
+      'maxSubscriptionsPerConnection',
+    ] as const) {
       const v = this.#o[name];
       if (!Number.isSafeInteger(v) || v < 1) bad.push(`${name}: expected an integer >= 1, got ${String(v)}`);
     }
@@ -173,6 +184,10 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       published: (packet, client, cb) => this.#published(packet, client, cb),
     });
     broker.on('connectionError', (_client: Client, err: Error) => this.#log.debug('connection error before CONNECT', { error: err.message }));
+    broker.on('unsubscribe', (filters: string[], client: Client) => {
+      const conn = this.#byClient.get(client);
+      for (const f of filters) conn?.subscriptions.delete(f);
+    });
     broker.on('clientError', (client: Client, err: Error) => {
       const conn = this.#byClient.get(client);
       this.#log.debug('client error', { conn: conn?.id, error: err.message });
@@ -370,6 +385,13 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       cb(null, null);
       return;
     }
+    // Each subscription costs broker memory (client table and matcher): bounded per connection.
+    if (!conn.subscriptions.has(sub.topic) && conn.subscriptions.size >= this.#o.maxSubscriptionsPerConnection) {
+      this.#log.warn('subscribe refused', { conn: conn.id, topic: short(sub.topic), why: 'too many subscriptions' });
+      cb(null, null);
+      return;
+    }
+    conn.subscriptions.add(sub.topic);
     if (d.bind !== undefined) conn.boundDev = d.bind;
     const qos = d.qos ?? 1;
     cb(null, { ...sub, qos });

@@ -67,6 +67,30 @@ describe('peripherals/mqtt connection limits (real aedes on loopback)', () => {
     b.socket.destroy();
   });
 
+  it('bounds the subscriptions one connection holds; an unsubscribe frees a slot', async () => {
+    h = await startHarness(backend, sessions, { transport: { maxSubscriptionsPerConnection: 3 } });
+    const signer = backend.devices.get('dev-a');
+    assert.ok(signer);
+    const p = peripheralFor(h.url, signer, backend.backendKeys());
+    await p.connect();
+    assert.equal((await p.authenticate()).kind, 'authenticated');
+    const grant = async (filter: string): Promise<number | undefined> => {
+      try {
+        return (await p.client.subscribeAsync(filter, { qos: 1 }))[0]?.qos;
+      } catch (err) {
+        return (err as { packet?: { granted?: number[] } }).packet?.granted?.[0];
+      }
+    };
+    // The down topic holds the first slot.
+    assert.equal(await grant('devices/dev-a/cmd/a'), 1);
+    assert.equal(await grant('devices/dev-a/cmd/b'), 1);
+    assert.equal(await grant('devices/dev-a/cmd/c'), 128);
+    assert.equal(await grant('devices/dev-a/cmd/a'), 1, 'a filter already held is not a new one');
+    await p.client.unsubscribeAsync('devices/dev-a/cmd/a');
+    assert.equal(await grant('devices/dev-a/cmd/c'), 1);
+    await p.close();
+  });
+
   it('stops cleanly: listeners first, then the broker closes every connection; the port is free again', async () => {
     h = await startHarness(backend, sessions);
     const port = h.port;
