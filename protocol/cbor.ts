@@ -358,7 +358,7 @@ export function decodeCbor(bytes: Uint8Array, opts: DecodeOptions = {}): CborVal
   if (bytes.length === 0) throw new CborError('GH_CBOR_TRUNCATED', 'input is empty');
   // A plain Uint8Array view: on a Buffer, slice() would return a view into the caller's
   // (possibly reused) memory instead of a copy.
-  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const view = Object.getPrototypeOf(bytes) === Uint8Array.prototype ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new Reader(view, opts.maxDepth ?? DEFAULT_MAX_DEPTH, opts.allowTopLevelTag ?? true);
   const value = r.item(0);
   if (r.remaining !== 0) r.fail('GH_CBOR_TRAILING_BYTES', `${r.remaining} trailing bytes after the item`);
