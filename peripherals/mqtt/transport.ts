@@ -10,45 +10,16 @@ import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from 'winston';
 import winston from 'winston';
-import { DEFAULT_POLICY, decodeUpMessage, expandPolicy, type UpMessage } from '../../protocol/index.js';
-import type { Policy } from '../../protocol/types.js';
-import type { ReasonCode } from '../../protocol/reasons.js';
-import type { AuthPipeline, RevocationSource } from '../../daemon/pipeline/types.js';
+import type { RevocationSource } from '../../daemon/pipeline/types.js';
 import { checkClientId, checkDeliver, checkPublish, checkSubscribe, checkWillAtConnect, type AclOptions } from './acl.js';
 import { MqttConnection } from './connection.js';
 import { MqttError } from './errors.js';
 import { MqttFrameGuard } from './frame-guard.js';
+import { MqttIngress } from './ingress.js';
+import { resolveOptions, type MqttTransportOptions, type ResolvedOptions } from './options.js';
 import { downTopic, parseAuthTopic } from './topics.js';
 
-export interface MqttTransportOptions {
-  pipeline: AuthPipeline;
-  revocations?: RevocationSource;
-  logger?: Logger;
-  /** Plain TCP listener; `false` disables it. Default 127.0.0.1, port 1883 (0 picks a free port). */
-  tcp?: { host?: string; port?: number } | false;
-  /** TLS listener with a server certificate (PEM); off unless given. */
-  tls?: { host?: string; port?: number; cert: string | Buffer; key: string | Buffer };
-  /** Concurrent connections; beyond it new ones are dropped at accept. Default 1000. */
-  maxConnections?: number;
-  /** Largest MQTT packet accepted (fixed header included). Default 65536. */
-  maxPacketBytes?: number;
-  /** protocol-v1: a connection not welcomed within this is closed. Default 60000. */
-  authTimeoutMs?: number;
-  /** Time between accept and CONNECT. Default 10000. */
-  connectTimeoutMs?: number;
-  /** Largest keepalive (seconds) a client may ask for; 0 (none) is refused too. Default 300. */
-  keepaliveMaxSec?: number;
-  /** Policy when a lease carries an empty one. Default protocol-v1's. */
-  defaultPolicy?: Policy;
-  /** Allow retained publishes on policy topics. Default false. */
-  allowRetain?: boolean;
-  /** Auth messages queued per connection for the pipeline; beyond it they are dropped. Default 16. */
-  maxQueuedPerConnection?: number;
-  /** Bound on one down publish and on stop(). Default 5000. */
-  operationTimeoutMs?: number;
-  /** Distinct subscriptions one connection may hold; beyond it SUBACK 0x80. Default 32. */
-  maxSubscriptionsPerConnection?: number;
-}
+export type { MqttTransportOptions } from './options.js';
 
 /** Counters for metrics and tests. */
 export interface MqttTransportStats {
@@ -65,9 +36,6 @@ export interface MqttTransportStats {
 // aedes AuthErrorCode is a const enum in its typings; MQTT 3.1.1 §3.2.2.3 return codes.
 const IDENTIFIER_REJECTED = 2;
 const NOT_AUTHORIZED = 5;
-
-/** Verdicts after which an earlier welcome on the same connection no longer stands. */
-const WITHDRAWS_WELCOME: ReadonlySet<ReasonCode> = new Set<ReasonCode>(['revoked', 'unknown-device', 'not-allowed-here']);
 
 function connackError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
@@ -89,7 +57,7 @@ export interface MqttTransportEvents {
 }
 
 export class MqttTransport extends EventEmitter<MqttTransportEvents> {
-  readonly #o: Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls'>>;
+  readonly #o: ResolvedOptions;
   readonly #tcp: { host: string; port: number } | undefined;
   readonly #tls: MqttTransportOptions['tls'];
   readonly #revocations: RevocationSource | undefined;
@@ -111,46 +79,29 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   #servers: (net.Server | tls.Server)[] = [];
   #unsubscribeRevocations: (() => void) | undefined;
   #seq = 0;
+  readonly #ingress: MqttIngress;
 
   constructor(options: MqttTransportOptions) {
     super();
-    this.#o = {
-      pipeline: options.pipeline,
-      maxConnections: options.maxConnections ?? 1000,
-      maxPacketBytes: options.maxPacketBytes ?? 65536,
-      authTimeoutMs: options.authTimeoutMs ?? 60_000,
-      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
-      keepaliveMaxSec: options.keepaliveMaxSec ?? 300,
-      defaultPolicy: options.defaultPolicy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] },
-      allowRetain: options.allowRetain ?? false,
-      maxQueuedPerConnection: options.maxQueuedPerConnection ?? 16,
-      operationTimeoutMs: options.operationTimeoutMs ?? 5000,
-      maxSubscriptionsPerConnection: options.maxSubscriptionsPerConnection ?? 32,
-    };
-    const bad: string[] = [];
-    for (const name of [
-      'maxConnections',
-      'authTimeoutMs',
-      'connectTimeoutMs',
-      'keepaliveMaxSec',
-      'maxQueuedPerConnection',
-      'operationTimeoutMs',
-      'maxSubscriptionsPerConnection',
-    ] as const) {
-      const v = this.#o[name];
-      if (!Number.isSafeInteger(v) || v < 1) bad.push(`${name}: expected an integer >= 1, got ${String(v)}`);
-    }
-    // An auth message is at most 1024 bytes; the topic and headers need room too.
-    if (!Number.isSafeInteger(this.#o.maxPacketBytes) || this.#o.maxPacketBytes < 2048) {
-      bad.push(`maxPacketBytes: expected an integer >= 2048, got ${String(this.#o.maxPacketBytes)}`);
-    }
-    if (options.tcp === false && options.tls === undefined) bad.push('tcp/tls: at least one listener is needed');
-    if (bad.length > 0) throw new MqttError('GH_MQTT_BAD_OPTION', `invalid MQTT options: ${bad.join('; ')}`);
+    this.#o = resolveOptions(options);
     this.#tcp = options.tcp === false ? undefined : { host: options.tcp?.host ?? '127.0.0.1', port: options.tcp?.port ?? 1883 };
     this.#tls = options.tls;
     this.#revocations = options.revocations;
     this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
     this.#acl = { allowRetain: this.#o.allowRetain };
+    this.#ingress = new MqttIngress({
+      pipeline: this.#o.pipeline,
+      log: this.#log,
+      maxQueued: this.#o.maxQueuedPerConnection,
+      defaultPolicy: this.#o.defaultPolicy,
+      isLive: (conn) => !conn.closing && this.#conns.has(conn.id),
+      publishDown: (dev, payload) => this.#publishDown(dev, payload),
+      close: (conn) => this.#close(conn),
+      onWelcomed: (conn, dev) => this.#onWelcomed(conn, dev),
+      onDropped: () => {
+        this.#stats.droppedAuthMessages += 1;
+      },
+    });
   }
 
   /** Counters and gauges. */
@@ -409,69 +360,12 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     const conn = this.#byClient.get(client);
     const auth = parseAuthTopic(packet.topic);
     if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
-    if (conn.queue.length >= this.#o.maxQueuedPerConnection) {
-      this.#stats.droppedAuthMessages += 1;
-      conn.dropped += 1;
-      // Once per connection at warn; a flood would otherwise flood the log too.
-      if (conn.dropped === 1) this.#log.warn('auth messages dropped: queue full', { conn: conn.id, dev: auth.dev, max: this.#o.maxQueuedPerConnection });
-      return;
-    }
-    conn.queue.push(new Uint8Array(packet.payload as Buffer));
-    if (!conn.draining) void this.#drain(conn, auth.dev);
+    this.#ingress.enqueue(conn, auth.dev, new Uint8Array(packet.payload as Buffer));
   }
 
-  /** One auth message at a time per connection, in arrival order. */
-  async #drain(conn: MqttConnection, dev: string): Promise<void> {
-    conn.draining = true;
-    try {
-      for (let bytes = conn.queue.shift(); bytes !== undefined; bytes = conn.queue.shift()) {
-        if (conn.closing || !this.#conns.has(conn.id)) return;
-        try {
-          const reply = await this.#handleUp(conn, dev, bytes);
-          if (!conn.closing && this.#conns.has(conn.id)) await this.#publishDown(dev, reply);
-          if (conn.closeAfterReply) {
-            this.#close(conn);
-            return;
-          }
-        } catch (err) {
-          this.#log.error('auth message failed', { conn: conn.id, dev, error: err instanceof Error ? err.message : String(err) });
-        }
-      }
-    } finally {
-      conn.draining = false;
-    }
-  }
-
-  async #handleUp(conn: MqttConnection, dev: string, bytes: Uint8Array): Promise<Uint8Array> {
-    let up: UpMessage | undefined;
-    try {
-      up = decodeUpMessage(bytes);
-    } catch {
-      up = undefined;
-    }
-    if (up?.type === 'challenge-request' && up.message.dev === dev) return this.#o.pipeline.challenge(conn.ingress, dev);
-    // A hello, or anything that does not decode: the hello checks answer the precise reject.
-    const outcome = await this.#o.pipeline.hello(conn.ingress, bytes, dev);
-    // A peer that left while the backend decided is not welcomed: it must not close a live one.
-    const live = !conn.closing && this.#conns.has(conn.id);
-    if (outcome.welcomed !== undefined && live) this.#welcomed(conn, outcome.welcomed.dev, outcome.welcomed.policy);
-    const reason = outcome.rejected?.reason;
-    if (conn.welcomed && reason !== undefined && WITHDRAWS_WELCOME.has(reason)) {
-      // The backend no longer vouches for the device: its earlier welcome is void.
-      this.#log.info('connection closed: welcomed device refused on a new hello', { conn: conn.id, dev, reason });
-      conn.closeAfterReply = true;
-    }
-    return outcome.reply;
-  }
-
-  /** Applies the lease policy before the welcome is published, so the peer may use it at once. */
-  #welcomed(conn: MqttConnection, dev: string, policy: Policy): void {
-    const base = policy.pub.length === 0 && policy.sub.length === 0 ? this.#o.defaultPolicy : policy;
-    conn.policy = expandPolicy(base, dev);
-    clearTimeout(conn.authTimer);
-    conn.authTimer = undefined;
+  /** protocol-v1: "A later welcome of the same dev on another connection closes the older one." */
+  #onWelcomed(conn: MqttConnection, dev: string): void {
     this.#emitSafely('welcomed', conn.id, dev);
-    // protocol-v1: "A later welcome of the same dev on another connection closes the older one."
     for (const other of this.#conns.values()) {
       if (other !== conn && other.boundDev === dev && other.welcomed && !other.closing) {
         this.#stats.closedSuperseded += 1;
