@@ -6,6 +6,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 
+/** Live values read at scrape time, so gauges never go stale. */
+export interface GaugeSources {
+  /** Open connections per transport. */
+  connections?: () => Partial<Record<TransportKind, number>>;
+  /** Unix seconds the gateway credential expires, undefined while none is held. */
+  credentialNotAfter?: () => number | undefined;
+}
+
 export interface MetricsOptions {
   /** Also export process metrics (CPU, memory, event loop lag) with the `gatehouse_` prefix. */
   processMetrics?: boolean;
@@ -21,6 +29,7 @@ export class GatehouseMetrics {
   readonly tpmSignLatency: Histogram;
   readonly connections: Gauge<'transport'>;
   readonly credentialExpiry: Gauge;
+  private sources: GaugeSources = {};
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -62,20 +71,39 @@ export class GatehouseMetrics {
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers,
     });
+    const sources = (): GaugeSources => this.sources;
     this.connections = new Gauge({
       name: 'gatehouse_connections',
       help: 'Open peripheral connections by transport.',
       labelNames: ['transport'],
       registers,
+      collect() {
+        const read = sources().connections;
+        if (read === undefined) return;
+        const now = read();
+        for (const t of ['mqtt', 'ble'] satisfies TransportKind[]) this.set({ transport: t }, now[t] ?? 0);
+      },
     });
     this.credentialExpiry = new Gauge({
       name: 'gatehouse_credential_expiry_timestamp_seconds',
       help: 'Unix time the gateway credential expires (0 while none is held).',
       registers,
+      collect() {
+        const read = sources().credentialNotAfter;
+        if (read !== undefined) this.set(read() ?? 0);
+      },
     });
     this.credentialExpiry.set(0);
     for (const t of ['mqtt', 'ble'] satisfies TransportKind[]) this.connections.set({ transport: t }, 0);
     if (opts.processMetrics === true) collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' });
+  }
+
+  /**
+   * Read connection counts and credential expiry from the live gateway at every scrape
+   * (instead of setting the gauges by hand).
+   */
+  setSources(sources: GaugeSources): void {
+    this.sources = sources;
   }
 
   /** Count one decision from the pipeline. Challenges are not decisions and are not timed. */

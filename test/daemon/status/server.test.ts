@@ -120,6 +120,14 @@ describe('daemon/status/server', () => {
     assert.match(m.body, /^gatehouse_decision_duration_seconds_bucket\{le="0\.025",transport="mqtt",outcome="welcome"\} 1$/m);
     assert.match(m.body, /^gatehouse_credential_expiry_timestamp_seconds 0$/m);
     assert.ok(!m.body.includes('dev-1'), 'no device ids as labels');
+    let open = 3;
+    source.metrics.setSources({ connections: () => ({ mqtt: open }), credentialNotAfter: () => 1_900_000_000 });
+    const m2 = await unixRequest(sock, '/metrics');
+    assert.match(m2.body, /^gatehouse_connections\{transport="mqtt"\} 3$/m);
+    assert.match(m2.body, /^gatehouse_connections\{transport="ble"\} 0$/m);
+    assert.match(m2.body, /^gatehouse_credential_expiry_timestamp_seconds 1900000000$/m);
+    open = 1;
+    assert.match((await unixRequest(sock, '/metrics')).body, /^gatehouse_connections\{transport="mqtt"\} 1$/m);
   });
 
   it('answers problems: 404, 405 with Allow, 413 for a body, 400 for bad or unknown parameters', async () => {
