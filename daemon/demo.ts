@@ -4,29 +4,20 @@
  * store, with a warning, only when swtpm is missing), the gateway with MQTT on loopback, and a
  * batch of simulated peripherals that authenticate over MQTT and verify their welcomes.
  */
-import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createCa, issueCert, type CertFiles } from '../backend/pki.js';
-import { startBackend, type RunningBackend } from '../backend/server.js';
+import { generateKeyFile } from '../peripherals/reference/keyfile.js';
 import { MqttReferencePeripheral, type MqttAuthResult } from '../peripherals/reference/mqtt-peripheral.js';
 import { NobleEd25519Signer } from '../peripherals/reference/noble-signer.js';
 import { ReferencePeripheral } from '../peripherals/reference/peripheral.js';
-import { generateKeyFile } from '../peripherals/reference/keyfile.js';
-import type { KeyStore } from '../tpm/key-store.js';
-import { provisionTpmKey } from '../tpm/provision.js';
-import { SoftwareKeyStore } from '../tpm/software-key-store.js';
-import { Swtpm } from '../tpm/swtpm-process.js';
-import { TpmKeyStore, DEFAULT_KEY_HANDLE, handleHex } from '../tpm/tpm-key-store.js';
-import { validateConfig } from './config/validate.js';
-import { formatIssue } from './config/errors.js';
-import type { GatehouseConfig } from './config/schema.js';
-import { Gateway } from './gateway.js';
-import { createRootLogger } from './log/logger.js';
 import { parse } from './cli/args.js';
 import { guard } from './cli/command.js';
 import { EXIT_FAILURE, EXIT_OK, type CliIO } from './cli/io.js';
+import type { GatehouseConfig } from './config/schema.js';
+import { EmbeddedSystem } from './embedded.js';
+import { Gateway } from './gateway.js';
+import { createRootLogger } from './log/logger.js';
 
 export const HELP = `Usage: gatehouse demo [--once] [--peripherals N] [--dir DIR] [--mqtt-port PORT]
 
@@ -44,7 +35,6 @@ Options:
   -h, --help         show this help
 `;
 
-const GW = 'gw-demo';
 const CONCURRENCY = 16;
 
 export function run(args: string[], io: CliIO): Promise<number> {
@@ -91,8 +81,7 @@ function intOption(v: string | undefined, dflt: number, min: number, max: number
 }
 
 class Demo {
-  #swtpm: Swtpm | undefined;
-  #backend: RunningBackend | undefined;
+  #system: EmbeddedSystem | undefined;
   #gateway: Gateway | undefined;
   readonly #peripherals: MqttReferencePeripheral[] = [];
   #logStream: ReturnType<typeof createWriteStream> | undefined;
@@ -111,100 +100,38 @@ class Demo {
   async start(): Promise<boolean> {
     const d = this.dir;
     this.#say(`Gatehouse demo: gateway, reference backend, TPM and ${this.count} simulated peripherals on this machine`);
-    this.#say(`  state in ${d}`);
-    // Fresh state each run except the PKI: the CA is made once, like a real deployment's.
-    for (const sub of ['backend', 'gateway', 'swtpm', 'peripherals', 'run']) await rm(join(d, sub), { recursive: true, force: true });
-    for (const sub of ['pki', 'backend', 'gateway', 'peripherals', 'run']) await mkdir(join(d, sub), { recursive: true, mode: 0o700 });
+    this.#say(`  state in ${d} (the CA is kept, the rest is fresh each run)`);
+    const system = await EmbeddedSystem.start({ dir: d, devices: this.count, ...(this.mqttPort !== undefined ? { mqttPort: this.mqttPort } : {}), onStep: (l) => this.#say(l) });
+    this.#system = system;
+    // A spare registered device whose key is on disk, for an outside MQTT client.
+    await mkdir(join(d, 'peripherals'), { recursive: true, mode: 0o700 });
+    const outsideKey = join(d, 'peripherals', 'outside-1.key');
+    await rm(outsideKey, { force: true });
+    const outside = await generateKeyFile(outsideKey, 'outside-1');
+    system.backend.registry.addDevices([{ id: outside.dev, publicKey: outside.signer.publicKeyRaw, gateways: [system.gw] }]);
 
-    const pki = await this.#pki(join(d, 'pki'));
-    const { keyStore, tcti } = await this.#keyStore(join(d, 'gateway'));
-
-    this.#backend = await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem } });
-    const backend = this.#backend;
-    backend.registry.addGateway({ id: GW, tpmPublicKeyPem: keyStore.publicKeyPem() });
-    this.#say(`[3/5] backend     ${backend.url} (reference verifier, SQLite registry, pk_S kid ${backend.kid})`);
-
-    const signers = await Promise.all(Array.from({ length: this.count }, (_, i) => NobleEd25519Signer.generate(`demo-sensor-${String(i + 1).padStart(3, '0')}`)));
-    const outside = await generateKeyFile(join(d, 'peripherals', 'outside-1.key'), 'outside-1');
-    backend.registry.addDevices([
-      ...signers.map((s) => ({ id: s.kid, publicKey: s.publicKeyRaw, gateways: [GW] })),
-      { id: outside.dev, publicKey: outside.signer.publicKeyRaw, gateways: [GW] },
-    ]);
-
-    const config = this.#config(tcti, backend, pki.ca.certPath, keyStore.kind, await this.#mqttPort());
+    const config = system.config;
     this.#logStream = createWriteStream(join(d, 'gatehouse.log'), { flags: 'a', mode: 0o600 });
     const logger = createRootLogger({ level: 'info', format: 'text', env: {}, stream: this.#logStream });
-    this.#gateway = new Gateway({ config, configFile: '(demo: built in)', logger, keyStore });
+    this.#gateway = new Gateway({ config, configFile: system.configFile, logger });
     await this.#gateway.start();
-    const addr = this.#gateway.mqttAddresses().tcp;
-    const mqttUrl = `mqtt://127.0.0.1:${addr?.port ?? config.mqtt.tcp.port}`;
-    this.#say(`[4/5] gateway     ${GW}: MQTT ${mqttUrl}, status socket ${config.status.socketPath}, log ${join(d, 'gatehouse.log')}`);
+    const mqttUrl = `mqtt://127.0.0.1:${this.#gateway.mqttAddresses().tcp?.port ?? config.mqtt.tcp.port}`;
+    this.#say(`[4/5] gateway     ${system.gw}: MQTT ${mqttUrl}, status socket ${config.status.socketPath}, log ${join(d, 'gatehouse.log')}`);
 
-    const results = await this.#authenticateAll(signers, backend, mqttUrl);
-    return this.#summary(results, config, mqttUrl, join(d, 'peripherals', 'outside-1.key'));
+    // The simulated peripherals sign with @noble/ed25519, as the reference firmware would.
+    const signers = await Promise.all(system.devices.map((x) => NobleEd25519Signer.fromSeed(x.seed, x.dev)));
+    const results = await this.#authenticateAll(signers, system.backendKeys, mqttUrl);
+    return this.#summary(results, config, mqttUrl, outsideKey);
   }
 
   async stop(): Promise<void> {
     await Promise.allSettled(this.#peripherals.map((p) => p.close()));
     await this.#gateway?.stop();
-    await this.#backend?.close();
-    await this.#swtpm?.dispose();
+    await this.#system?.close();
     await new Promise<void>((done) => (this.#logStream === undefined ? done() : this.#logStream.end(done)));
   }
 
-  async #pki(dir: string): Promise<{ ca: CertFiles; server: CertFiles }> {
-    const made = existsSync(join(dir, 'ca.pem')) && existsSync(join(dir, 'backend.pem'));
-    const ca: CertFiles = made ? await loadCertFiles(dir, 'ca') : await createCa(dir, { name: 'ca', cn: 'Gatehouse demo CA' });
-    const server: CertFiles = made ? await loadCertFiles(dir, 'backend') : await issueCert(dir, ca, { name: 'backend', sans: ['backend.gatehouse.local', '127.0.0.1'] });
-    this.#say(`[1/5] PKI         ${made ? 'reusing' : 'made'} the demo CA and backend certificate in ${dir}`);
-    return { ca, server };
-  }
-
-  /** swtpm when installed (the real TPM code path through libtss2), else the software store. */
-  async #keyStore(stateDir: string): Promise<{ keyStore: KeyStore; tcti: string }> {
-    if (!onPath('swtpm')) {
-      const keyStore = new SoftwareKeyStore({ production: false });
-      await keyStore.open();
-      this.#say('[2/5] key store   WARNING: swtpm not found: software key store (demo only; run ./setup.sh to install swtpm)');
-      return { keyStore, tcti: 'device:/dev/null' };
-    }
-    this.#swtpm = await Swtpm.start({ stateDir: join(this.dir, 'swtpm') });
-    const tcti = this.#swtpm.tcti;
-    const provisioned = await provisionTpmKey({ tcti, stateDir, handle: DEFAULT_KEY_HANDLE });
-    const keyStore = new TpmKeyStore({ tcti, stateDir, handle: DEFAULT_KEY_HANDLE });
-    await keyStore.open();
-    const thumb = Buffer.from(keyStore.thumbprint()).toString('hex');
-    this.#say(`[2/5] TPM         swtpm (${tcti}), P-256 key ${provisioned.action} at ${handleHex(DEFAULT_KEY_HANDLE)}, thumbprint ${thumb.slice(0, 16)}…`);
-    return { keyStore, tcti };
-  }
-
-  async #mqttPort(): Promise<number> {
-    if (this.mqttPort !== undefined) return this.mqttPort;
-    return (await portIsFree(1883)) ? 1883 : freePort();
-  }
-
-  #config(tcti: string, backend: RunningBackend, caFile: string, kind: 'tpm' | 'software', mqttPort: number): GatehouseConfig {
-    const d = this.dir;
-    const r = validateConfig({
-      gateway: { id: GW, production: false, stateDir: join(d, 'gateway'), runtimeDir: join(d, 'run') },
-      tpm: { kind, tcti },
-      backend: {
-        url: backend.url,
-        caFile,
-        backendPublicKey: Buffer.from(backend.publicKeyRaw).toString('base64url'),
-        backendKid: backend.kid,
-        revocationPollSec: 5,
-      },
-      mqtt: { tcp: { host: '127.0.0.1', port: mqttPort } },
-      status: { socketPath: join(d, 'run', 'status.sock') },
-      log: { level: 'info' },
-    });
-    if (!r.ok) throw new Error(`demo config invalid: ${r.issues.map(formatIssue).join('; ')}`);
-    return r.config;
-  }
-
-  async #authenticateAll(signers: NobleEd25519Signer[], backend: RunningBackend, url: string): Promise<{ dev: string; result: MqttAuthResult | Error; ms: number }[]> {
-    const backendKeys = new Map([[backend.kid, backend.publicKeyRaw]]);
+  async #authenticateAll(signers: NobleEd25519Signer[], backendKeys: ReadonlyMap<string, Uint8Array>, url: string): Promise<{ dev: string; result: MqttAuthResult | Error; ms: number }[]> {
     const results: { dev: string; result: MqttAuthResult | Error; ms: number }[] = [];
     let next = 0;
     // A live counter on a terminal; one line at the end otherwise (CI logs).
@@ -267,34 +194,4 @@ class Demo {
     this.#say(`  ${outsideKey}: see docs/operations.md "The demo" for the mosquitto_pub/sub steps.`);
     return welcomed.length === results.length;
   }
-}
-
-async function loadCertFiles(dir: string, name: string): Promise<CertFiles> {
-  const certPath = join(dir, `${name}.pem`);
-  const keyPath = join(dir, `${name}.key`);
-  return { certPath, keyPath, certPem: await readFile(certPath, 'utf8'), keyPem: await readFile(keyPath, 'utf8') };
-}
-
-function onPath(bin: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((p) => p !== '' && existsSync(join(p, bin)));
-}
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((done) => {
-    const s = createServer();
-    s.once('error', () => done(false));
-    s.listen({ host: '127.0.0.1', port, exclusive: true }, () => s.close(() => done(true)));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const a = s.address();
-      const p = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => done(p));
-    });
-  });
 }

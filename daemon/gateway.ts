@@ -27,6 +27,7 @@ import { BleTransport } from '../peripherals/ble/transport.js';
 import { NobleCentral } from '../peripherals/ble/noble-adapter.js';
 import type { KeyStore } from '../tpm/key-store.js';
 import { createKeyStore } from '../tpm/factory.js';
+import { softwareKeyFile } from './embedded.js';
 
 export class GatewayError extends GatehouseError {}
 
@@ -215,7 +216,7 @@ export class Gateway {
   #buildKeyStore(): KeyStore {
     const cfg = this.#o.config;
     return createKeyStore(
-      { ...cfg.tpm, stateDir: cfg.gateway.stateDir, production: cfg.gateway.production },
+      { ...cfg.tpm, stateDir: cfg.gateway.stateDir, production: cfg.gateway.production, softwareKeyFile: softwareKeyFile(cfg.gateway.stateDir) },
       { logger: this.#log.child({ area: 'tpm' }) },
     );
   }
