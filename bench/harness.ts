@@ -1,0 +1,206 @@
+/**
+ * The bench environment: PKI, swtpm with a provisioned key, the reference backend (in this
+ * process: the harness registers devices with the registry's bulk insert), registered devices,
+ * load-generator processes, and the daemon or the echo broker as child processes. Memory comes
+ * from /proc/PID/status, never from the process itself.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { createCa, issueCert, type CertFiles } from '../backend/pki.js';
+import { startBackend, type RunningBackend } from '../backend/server.js';
+import { Ed25519Signer } from '../protocol/index.js';
+import { provisionTpmKey } from '../tpm/provision.js';
+import { Swtpm } from '../tpm/swtpm-process.js';
+import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
+import type { GenCommand, GenDevice, GenReport } from './load-generator.js';
+import type { GatewayWorkerStats } from './gateway-worker.js';
+
+export const GW = 'gw-bench';
+const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
+
+/** VmRSS and VmHWM (peak) of a process, MB. */
+export function memoryOf(pid: number): { rssMb: number; peakMb: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
+  return { rssMb: kb('VmRSS') / 1024, peakMb: kb('VmHWM') / 1024 };
+}
+
+/** One IPC request/answer with a deadline. */
+function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.off('message', onMsg);
+      reject(new Error(`${expectOp}: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onMsg = (m: { op: string; message?: string }): void => {
+      if (m.op !== expectOp && m.op !== 'error') return;
+      clearTimeout(timer);
+      child.off('message', onMsg);
+      if (m.op === 'error') reject(new Error(`worker failed: ${m.message ?? ''}`));
+      else resolve(m as T);
+    };
+    child.on('message', onMsg);
+    if (msg !== undefined) child.send(msg as object);
+  });
+}
+
+function forkWorker(file: string, args: string[]): ChildProcess {
+  // BENCH_CPU_PROF=DIR profiles the daemon (node --cpu-prof) to find its hot path.
+  const prof = process.env.BENCH_CPU_PROF;
+  const execArgv = prof !== undefined && file === 'gateway-worker.js' ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
+  return fork(join(DIST, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+}
+
+/** A forked load generator. */
+export class Generator {
+  readonly child: ChildProcess;
+  constructor() {
+    this.child = forkWorker('load-generator.js', []);
+  }
+  run(cmd: GenCommand, timeoutMs = 120_000): Promise<GenReport> {
+    return ask<GenReport>(this.child, cmd, cmd.op, timeoutMs);
+  }
+  async kill(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await exited(this.child);
+  }
+}
+
+/** A daemon (gateway-worker) or echo broker child process. */
+export class Daemon {
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+  ) {}
+  static async start(file: 'gateway-worker.js' | 'echo-worker.js', args: string[]): Promise<Daemon> {
+    const child = forkWorker(file, args);
+    const ready = await Promise.race([
+      ask<{ port: number }>(child, undefined, 'ready', 60_000),
+      exited(child).then(() => {
+        throw new Error(`${file} exited before it was ready`);
+      }),
+    ]);
+    return new Daemon(child, ready.port);
+  }
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+  memory(): { rssMb: number; peakMb: number } {
+    return memoryOf(this.pid);
+  }
+  stats(): Promise<GatewayWorkerStats> {
+    return ask<GatewayWorkerStats>(this.child, { op: 'stats' }, 'stats', 10_000);
+  }
+  async stop(): Promise<void> {
+    const done = exited(this.child);
+    this.child.send({ op: 'stop' });
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    await done;
+    clearTimeout(t);
+  }
+}
+
+export interface BenchDevice extends GenDevice {
+  publicKey: Uint8Array;
+}
+
+/** Everything but the daemon. */
+export class BenchEnv {
+  devices: BenchDevice[] = [];
+  private constructor(
+    readonly dir: string,
+    readonly swtpm: Swtpm,
+    readonly backend: RunningBackend,
+    readonly ca: CertFiles,
+  ) {}
+
+  static async create(dir: string, deviceCount: number): Promise<BenchEnv> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const ca = await createCa(join(dir, 'pki'), { name: 'ca', cn: 'Gatehouse bench CA' });
+    const server = await issueCert(join(dir, 'pki'), ca, { name: 'backend', sans: ['127.0.0.1'] });
+    const swtpm = await Swtpm.start({ stateDir: join(dir, 'swtpm') });
+    await provisionTpmKey({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm-state'), handle: DEFAULT_KEY_HANDLE });
+    const ks = new TpmKeyStore({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm-state'), handle: DEFAULT_KEY_HANDLE });
+    await ks.open();
+    const tpmPem = ks.publicKeyPem();
+    await ks.close();
+    const backend = await startBackend({ dataDir: join(dir, 'backend'), tls: { certPem: server.certPem, keyPem: server.keyPem } });
+    backend.registry.addGateway({ id: GW, tpmPublicKeyPem: tpmPem });
+    const env = new BenchEnv(dir, swtpm, backend, ca);
+    env.devices = Array.from({ length: deviceCount }, (_, i) => {
+      const seed = randomBytes(32);
+      const dev = `bench-${String(i).padStart(5, '0')}`;
+      return { dev, seed: seed.toString('base64'), publicKey: Ed25519Signer.fromSeed(new Uint8Array(seed), dev).publicKeyRaw };
+    });
+    // The registry's bulk insert (one transaction): registering 10,000 devices one call at a time is not what is measured.
+    backend.registry.addDevices(env.devices.map((d) => ({ id: d.dev, publicKey: d.publicKey, gateways: [GW] })));
+    return env;
+  }
+
+  get tcti(): string {
+    return this.swtpm.tcti;
+  }
+
+  /**
+   * The daemon config for a bench run: the limits that would cap throughput are lifted (rate
+   * limits, connection cap, queues); everything else is the shipped default.
+   */
+  async writeConfig(name: string, o: { batchMax?: number; logLevel?: string; stateDir?: string }): Promise<{ file: string; log: string }> {
+    const stateDir = o.stateDir ?? join(this.dir, `state-${name}`);
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    // Each run starts from fresh state (no leases) with the one provisioned key's record.
+    await copyFile(join(this.dir, 'tpm-state', 'tpm-key.json'), join(stateDir, 'tpm-key.json'));
+    const config = {
+      gateway: { id: GW, production: false, stateDir, runtimeDir: join(this.dir, 'run') },
+      tpm: { kind: 'tpm', tcti: this.tcti },
+      backend: {
+        url: this.backend.url,
+        caFile: this.ca.certPath,
+        backendPublicKey: Buffer.from(this.backend.publicKeyRaw).toString('base64url'),
+        backendKid: this.backend.kid,
+        queueLimit: 100_000,
+        ...(o.batchMax !== undefined ? { batch: { maxSize: o.batchMax } } : {}),
+      },
+      mqtt: { tcp: { host: '127.0.0.1', port: await freePort() }, maxConnections: 100_000 },
+      pipeline: {
+        maxOutstandingChallenges: 1_000_000,
+        maxPendingHellos: 100_000,
+        rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 },
+      },
+      status: { socketPath: join(this.dir, 'run', `status-${name}.sock`) },
+      log: { level: o.logLevel ?? 'info', format: 'json' },
+    };
+    await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
+    const file = join(this.dir, `gatehouse-${name}.yaml`);
+    await writeFile(file, stringify(config), { mode: 0o600 });
+    return { file, log: join(this.dir, `gatehouse-${name}.log`) };
+  }
+
+  async dispose(): Promise<void> {
+    await this.backend.close();
+    await this.swtpm.dispose();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const a = s.address();
+      const p = typeof a === 'object' && a !== null ? a.port : 0;
+      s.close(() => resolve(p));
+    });
+  });
+}
