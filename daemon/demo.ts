@@ -190,8 +190,11 @@ class Demo {
     this.#say(`  node dist/daemon/cli.js peripherals --socket ${config.status.socketPath}`);
     this.#say(`  node dist/daemon/cli.js events --follow --socket ${config.status.socketPath}`);
     this.#say(`  curl --unix-socket ${config.status.socketPath} http://localhost/metrics`);
-    this.#say(`An outside MQTT client (${mqttUrl}) authenticates as device outside-1 with the key`);
-    this.#say(`  ${outsideKey}: see docs/operations.md "The demo" for the mosquitto_pub/sub steps.`);
+    const kid = this.#system?.backend.kid ?? '';
+    const pk = Buffer.from(this.#system?.backend.publicKeyRaw ?? new Uint8Array()).toString('hex');
+    this.#say('An outside client, as registered device outside-1 (one MQTT connection for the whole exchange):');
+    this.#say(`  node dist/daemon/cli.js peripheral mqtt --key ${outsideKey} --url ${mqttUrl} --backend-kid ${kid} --backend-key ${pk}`);
+    this.#say(`  mosquitto_sub -h 127.0.0.1 -p ${mqttUrl.split(':').pop() ?? ''} -t '#'     (refused: peripherals must authenticate first; see docs/mqtt.md)`);
     return welcomed.length === results.length;
   }
 }

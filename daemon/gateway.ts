@@ -62,6 +62,7 @@ export class Gateway {
   #client: BackendClient | undefined;
   #pipeline: Pipeline | undefined;
   #mqtt: MqttTransport | undefined;
+  #ble: BleTransport | undefined;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #statusTimer: NodeJS.Timeout | undefined;
 
@@ -184,10 +185,11 @@ export class Gateway {
       this.#notifier.ready(status.line());
       const stopWatchdog = this.#notifier.startWatchdog();
       this.#stoppers.push({ name: 'watchdog', stop: stopWatchdog });
-      this.#statusTimer = setInterval(() => {
-        this.#notifier.status(status.line());
-        this.metrics.credentialExpiry.set(session.stats().notAfter);
-      }, 5000);
+      this.metrics.setSources({
+        connections: () => ({ mqtt: mqtt.stats().connections, ble: this.#ble?.stats().active ?? 0 }),
+        credentialNotAfter: () => (session.stats().notAfter > 0 ? session.stats().notAfter : undefined),
+      });
+      this.#statusTimer = setInterval(() => this.#notifier.status(status.line()), 5000);
       this.#statusTimer.unref();
       this.#log.info('gateway running', { gw, mqtt: mqtt.addresses(), ble: cfg.ble.enabled, keyStore: keyStore.kind });
     } catch (err) {
@@ -282,6 +284,7 @@ export class Gateway {
       logError(logger, 'BLE unavailable; continuing without it', err);
       return undefined;
     }
+    this.#ble = ble;
     this.#stoppers.push({ name: 'ble', stop: () => ble.stop() });
     return ble;
   }

@@ -38,6 +38,9 @@ Commands:
       --backend-key: a PEM file (Ed25519 public key) or 64 hex digits (raw key).
       --backend-kid: the key's kid (default: trust the kid the credential names).
       --now: the time to check expiry against (default: this machine's clock).
+  mqtt --key FILE --url mqtt://HOST:PORT --backend-key PEM|HEX --backend-kid KID [--ca FILE]
+      Authenticate over MQTT as the key file's device, on one connection (challenge-request,
+      hello, welcome), verify the welcome, and print the outcome.
 
 Run "gatehouse peripheral <command> --help" for one command's options.
 Exit codes: 0 ok, 1 failure or refused welcome, 2 usage error.
@@ -52,6 +55,12 @@ const HELP: Record<string, string> = {
     '                                         [--backend-kid KID] [--now UNIX_SECONDS | --no-clock]\n\n' +
     'Runs protocol-v1 "Peripheral checks on a welcome". Prints "ok …" (exit 0) or\n' +
     '"refused: CODE: detail" (exit 1).\n',
+  mqtt:
+    'Usage: gatehouse peripheral mqtt --key FILE --url mqtt://HOST:PORT|mqtts://HOST:PORT --backend-key PEM|HEX\n' +
+    '                                --backend-kid KID [--ca FILE] [--timeout-ms N]\n\n' +
+    'Runs the whole exchange as the reference MQTT peripheral on ONE connection (protocol-v1 binds\n' +
+    'the challenge to it), verifies the welcome and prints "welcomed …" (exit 0), or the reject\n' +
+    'reason / the refused welcome check (exit 1). --ca: the CA of an mqtts listener.\n',
 };
 
 class UsageError extends Error {}
@@ -169,11 +178,43 @@ async function verifyWelcome(args: string[], io: CliIO): Promise<number> {
   return EXIT_OK;
 }
 
+async function mqttExchange(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { key: { type: 'string' }, url: { type: 'string' }, 'backend-key': { type: 'string' }, 'backend-kid': { type: 'string' }, ca: { type: 'string' }, 'timeout-ms': { type: 'string' } },
+    strict: true,
+  });
+  const url = required(values, 'url');
+  if (!/^mqtts?:\/\/[^/]+$/.test(url)) throw new UsageError('--url must be mqtt://HOST:PORT or mqtts://HOST:PORT');
+  const timeout = values['timeout-ms'] === undefined ? 10_000 : Number(values['timeout-ms']);
+  if (!Number.isInteger(timeout) || timeout < 100 || timeout > 600_000) throw new UsageError('--timeout-ms must be a whole number from 100 to 600000');
+  const key = await loadKeyFile(required(values, 'key'));
+  const backendKey = await readBackendKey(required(values, 'backend-key'));
+  const { MqttReferencePeripheral } = await import('../../peripherals/reference/mqtt-peripheral.js');
+  const keys = new Map([[required(values, 'backend-kid'), backendKey]]);
+  const peripheral = new ReferencePeripheral({ dev: key.dev, signer: key.signer, backendKeys: keys });
+  const client = new MqttReferencePeripheral({ url, peripheral, timeoutMs: timeout, ...(values.ca !== undefined ? { ca: await readFile(values.ca) } : {}) });
+  try {
+    await client.connect();
+    const r = await client.authenticate();
+    if (r.kind === 'authenticated') {
+      write(io.stdout, `welcomed: gateway ${r.credential.gw} authenticated to ${key.dev}; credential expires ${new Date(r.credential.exp * 1000).toISOString()}\n`);
+      return EXIT_OK;
+    }
+    if (r.kind === 'rejected') write(io.stdout, `rejected: ${r.reason}${r.signed ? '' : ' (unsigned)'}; retry after ${r.retryAfterSeconds} s\n`);
+    else write(io.stdout, `welcome refused: ${r.code}: ${r.detail}\n`);
+    return EXIT_FAILURE;
+  } finally {
+    await client.close();
+  }
+}
+
 const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> = {
   keygen,
   'challenge-request': challengeRequest,
   hello,
   'verify-welcome': verifyWelcome,
+  mqtt: mqttExchange,
 };
 
 /** Entry point of `gatehouse peripheral`. */
