@@ -1,0 +1,86 @@
+/**
+ * `gatehouse run` as a child process under a stand-in for systemd (our own NOTIFY_SOCKET):
+ * READY=1 only once the MQTT listener accepts and the status socket answers; a reference
+ * peripheral authenticates through it and the CLI shows it; SIGTERM sends STOPPING=1 and exits 0.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import type { StatusReport } from '../../../daemon/status/types.js';
+import type { PeripheralInfo } from '../../../daemon/status/types.js';
+import { killAllChildren, runCli } from '../../helpers/daemon.js';
+import { unixRequest } from '../../helpers/unix-http.js';
+import { authenticate, device, mqttPeripheral, notifyFields, startDaemon, startRig, stopDaemon, tcpConnects, type Rig, type RunningDaemon } from './fixture.js';
+
+describe('daemon as a child process: readiness, status, stop', function () {
+  this.timeout(120_000);
+  let rig: Rig;
+  let daemon: RunningDaemon | undefined;
+
+  before(async () => {
+    rig = await startRig('life', { devices: 2 });
+  });
+
+  after(async () => {
+    await killAllChildren();
+    await daemon?.ns.close();
+    await rig?.close();
+  });
+
+  it('sends READY=1 only when MQTT accepts and the status socket answers; a peripheral is welcomed and listed; SIGTERM → STOPPING=1, exit 0', async () => {
+    const socketPath = rig.system.config.status.socketPath;
+    daemon = await startDaemon(rig.system.configFile);
+    // The moment READY=1 arrives, both must answer: no retry, no wait.
+    const [, status] = await Promise.all([tcpConnects(rig.mqttPort), unixRequest(socketPath, '/v1/status')]);
+    assert.equal(status.status, 200, status.body);
+    const report = JSON.parse(status.body) as StatusReport;
+    assert.equal(report.gateway.id, rig.system.gw);
+    assert.equal(report.gateway.pid, daemon.child.pid);
+    assert.equal(report.tpm.kind, 'tpm');
+    assert.deepEqual(report.session, { held: true, notAfter: report.session.notAfter });
+    assert.ok(report.transports.mqtt.listeners.some((l) => l.port === rig.mqttPort), JSON.stringify(report.transports));
+
+    // READY=1 came with a STATUS= line, and it was the first datagram (nothing claimed readiness earlier).
+    const ready = notifyFields(daemon.ready);
+    assert.equal(daemon.seen.indexOf(daemon.ready), 0, JSON.stringify(daemon.seen));
+    assert.match(ready.get('STATUS') ?? '', /^0 MQTT connections, 0 welcomed \(0 offline\), 0 rejected, session ok$/);
+
+    // A reference peripheral authenticates through the child and verifies its welcome.
+    const dev = device(rig.system, 0);
+    const p = mqttPeripheral(rig.system, dev, rig.mqttPort);
+    try {
+      const r = await authenticate(p);
+      assert.equal(r.kind, 'authenticated', JSON.stringify(r));
+      if (r.kind !== 'authenticated') return;
+      assert.equal(r.welcome.gw, rig.system.gw);
+      assert.equal(r.welcome.dev, dev.dev);
+
+      // The CLI, itself a child, shows it.
+      const st = await runCli(['status', '--json', '--socket', socketPath]);
+      assert.equal(st.code, 0, st.stderr);
+      const s = JSON.parse(st.stdout) as StatusReport;
+      assert.equal(s.decisions.welcome, 1);
+      assert.equal(s.transports.mqtt.connections, 1);
+      assert.equal(s.state, 'running');
+
+      const pl = await runCli(['peripherals', '--json', '--socket', socketPath]);
+      assert.equal(pl.code, 0, pl.stderr);
+      const list = (JSON.parse(pl.stdout) as { peripherals: PeripheralInfo[] }).peripherals;
+      assert.equal(list.length, 1, pl.stdout);
+      assert.equal(list[0]?.dev, dev.dev);
+      assert.equal(list[0]?.transport, 'mqtt');
+      assert.equal(list[0]?.state, 'welcomed');
+      assert.equal(list[0]?.offline, false);
+    } finally {
+      await p.close();
+    }
+
+    const { code, stopping } = await stopDaemon(daemon);
+    assert.equal(code, 0, daemon.child.stderr());
+    assert.equal(notifyFields(stopping).get('STOPPING'), '1');
+    assert.ok(notifyFields(stopping).has('STATUS'), stopping);
+    // The status socket is gone with the daemon, and the MQTT port is free again.
+    assert.equal(existsSync(socketPath), false);
+    await assert.rejects(tcpConnects(rig.mqttPort), /ECONNREFUSED/);
+    daemon = undefined;
+  });
+});
