@@ -12,7 +12,7 @@ import { TpmError } from './errors.js';
 import { sha256, spkiToPem, toHex } from './key-store.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord, writeTpmKeyRecord, type TpmKeyRecord } from './state-file.js';
-import { silentLogger } from './silent-logger.js';
+import { silentLogger } from '../daemon/log/logger.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
 import { checkPersistentHandle, DEFAULT_KEY_HANDLE, handleHex, readPersistentPublic } from './tpm-key-store.js';
 import {

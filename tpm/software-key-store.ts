@@ -12,7 +12,7 @@ import type { Signer } from '../protocol/types.js';
 import { TpmError } from './errors.js';
 import { checkDigest, es256Signer, sha256, spkiToPem, type KeyStore, type SignOptions } from './key-store.js';
 import { p256SignDigest } from './p256.js';
-import { silentLogger } from './silent-logger.js';
+import { silentLogger } from '../daemon/log/logger.js';
 import { writeFileAtomic } from './state-file.js';
 import { rawEcdsaToDer } from './tpm2-wire.js';
 

@@ -13,7 +13,7 @@ import type { Logger } from 'winston';
 import { CheckedTss, type EsysContext } from './ffi/checked.js';
 import { needsReconnect, TpmError } from './errors.js';
 import { SerialQueue } from './serial-queue.js';
-import { silentLogger } from './silent-logger.js';
+import { silentLogger } from '../daemon/log/logger.js';
 
 export const DEFAULT_TCTI = 'device:/dev/tpmrm0';
 

@@ -12,7 +12,7 @@ import { checkDigest, es256Signer, sha256, spkiToPem, toHex, type KeyStore, type
 import { DEFAULT_SIGN_RATE_LIMIT, TokenBucket, type RateLimit } from './rate-limiter.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord } from './state-file.js';
-import { silentLogger } from './silent-logger.js';
+import { silentLogger } from '../daemon/log/logger.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
 import {
   checkIdentityKey,

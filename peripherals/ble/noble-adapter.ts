@@ -22,7 +22,7 @@ import {
   type BleDiscovery,
 } from './port.js';
 import { describeError, PendingCalls } from './pending-calls.js';
-import { silentLogger } from './silent-logger.js';
+import { silentLogger } from '../../daemon/log/logger.js';
 import { sanitiseAdvertisement } from './advertisement.js';
 
 /** The parts of noble's `Noble` object this adapter uses (typed here: noble's own types are loose). */
