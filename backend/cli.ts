@@ -98,7 +98,7 @@ async function cmdInit(args: string[], io: CliIO): Promise<number> {
   const { values } = parseArgs({ args, options: COMMON, strict: true, allowPositionals: false });
   const dataDir = dataDirOf(values, io);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const { signer, created } = ensureSigningKey(dataDir);
+  const { signer, created } = await ensureSigningKey(dataDir);
   withRegistry(dataDir, () => undefined);
   const pk = Buffer.from(signer.publicKeyRaw);
   if (values.json === true) {

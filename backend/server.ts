@@ -8,7 +8,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import winston, { type Logger } from 'winston';
+import type { Logger } from 'winston';
+import { silentLogger } from '../daemon/log/logger.js';
 import { GATEHOUSE_MAX_SKEW_SECONDS, type HttpRequestParts } from '../protocol/http-signature.js';
 import { createSession, revocations, verifyHellos, type ApiDeps } from './api.js';
 import { authenticate, type Authenticated, type KeyKind } from './auth.js';
@@ -61,10 +62,6 @@ interface Route {
   handle(ctx: { auth: Authenticated; body: unknown; query: URLSearchParams; now: number }): Promise<{ status: number; value: unknown }>;
 }
 
-function silentLogger(): Logger {
-  return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
-}
-
 const HOST_RE = /^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$/;
 
 /** Read the body, refusing more than `max` bytes (by Content-Length up front, or while streaming). */
@@ -103,7 +100,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
   const clock = opts.clock ?? { now: () => Date.now() };
   const nowS = (): number => Math.floor(clock.now() / 1000);
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  const { signer, created } = ensureSigningKey(opts.dataDir);
+  const { signer, created } = await ensureSigningKey(opts.dataDir);
   if (created) logger.info('backend signing key created', { kid: signer.kid });
   const registry = Registry.open(join(opts.dataDir, REGISTRY_FILE), { now: nowS });
   const nonces = new NonceCache(opts.nonceCacheEntries ?? 100_000, GATEHOUSE_MAX_SKEW_SECONDS);

@@ -1,11 +1,13 @@
 /**
  * The backend's Ed25519 signing key `sk_S` (protocol-v1 "Parties and keys"): one PKCS#8 PEM file
- * in the data directory, mode 0600, written atomically (temp + fsync + rename). Its key id
- * `kid_S` is derived from the public key, so it never disagrees with it.
+ * in the data directory, mode 0600, written atomically (temp + fsync + rename, by
+ * daemon/state/atomic-file.ts). Its key id `kid_S` is derived from the public key, so it never
+ * disagrees with it.
  */
-import { createHash, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { createHash, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { lstatSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../daemon/state/atomic-file.js';
 import { Ed25519Signer } from '../protocol/index.js';
 import { BackendKeyError } from './errors.js';
 
@@ -14,28 +16,6 @@ export const SIGNING_KEY_FILE = 'backend-signing-key.pem';
 /** `kid_S`: "S-" and the first 8 bytes of SHA-256(pk_S) in hex. */
 export function backendKid(publicKeyRaw: Uint8Array): string {
   return `S-${createHash('sha256').update(publicKeyRaw).digest('hex').slice(0, 16)}`;
-}
-
-/** Write `data` to `path` atomically with mode 0600 (temp in the same directory, fsync, rename, fsync dir). */
-export function writeFileAtomic0600(path: string, data: string): void {
-  const tmp = join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY | fsc.O_NOFOLLOW, 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  const dirFd = openSync(dirname(path), fsc.O_RDONLY);
-  try {
-    fsyncSync(dirFd);
-  } finally {
-    closeSync(dirFd);
-  }
 }
 
 /** Load the signing key from `dataDir`. Refuses a key file readable by group or others. */
@@ -64,8 +44,11 @@ export function loadSigningKey(dataDir: string): Ed25519Signer {
   }
 }
 
-/** Create the signing key in `dataDir` unless one exists; returns it and whether it is new. */
-export function ensureSigningKey(dataDir: string): { signer: Ed25519Signer; created: boolean } {
+/**
+ * Create the signing key in `dataDir` unless one exists; returns it and whether it is new.
+ * Written atomically with mode 0600 (daemon/state/atomic-file.ts).
+ */
+export async function ensureSigningKey(dataDir: string): Promise<{ signer: Ed25519Signer; created: boolean }> {
   const path = join(dataDir, SIGNING_KEY_FILE);
   try {
     lstatSync(path);
@@ -74,6 +57,6 @@ export function ensureSigningKey(dataDir: string): { signer: Ed25519Signer; crea
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const { privateKey } = generateKeyPairSync('ed25519');
-  writeFileAtomic0600(path, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
+  await writeFileAtomic(path, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
   return { signer: loadSigningKey(dataDir), created: true };
 }

@@ -5,7 +5,7 @@
  * Reads are bounded and never follow a symlink at the target.
  */
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { GatehouseError } from '../../protocol/errors.js';
@@ -15,6 +15,7 @@ export const DEFAULT_MAX_STATE_BYTES = 1024 * 1024;
 
 export type StateFileErrorCode =
   | 'GH_STATE_WRITE'
+  | 'GH_STATE_EXISTS'
   | 'GH_STATE_NO_SPACE'
   | 'GH_STATE_READ_ONLY'
   | 'GH_STATE_READ'
@@ -35,6 +36,12 @@ export class StateFileError extends GatehouseError {
 export interface AtomicWriteOptions {
   /** Refuse to write more than this many bytes (default 1 MiB). */
   maxBytes?: number;
+  /**
+   * Replace an existing file (default true). With `false` an existing file is never replaced,
+   * also when two writers race: the write fails with `GH_STATE_EXISTS` (for keys, which must
+   * not be clobbered).
+   */
+  overwrite?: boolean;
 }
 
 export interface ReadStateOptions {
@@ -61,7 +68,8 @@ function writeError(path: string, err: unknown): StateFileError {
 
 /**
  * Replace `path` atomically with `data` (temp + fsync + rename + fsync dir, mode 0600).
- * A symlink at `path` is replaced by the file, never written through.
+ * A symlink at `path` is replaced by the file, never written through. With
+ * `overwrite: false` the temp is linked into place instead, so an existing `path` is kept.
  */
 export async function writeFileAtomic(
   path: string,
@@ -76,7 +84,7 @@ export async function writeFileAtomic(
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   let fh: FileHandle | undefined;
-  let renamed = false;
+  let tmpGone = false;
   try {
     // O_EXCL|O_NOFOLLOW: never reuse or follow something an attacker placed at the temp name.
     fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
@@ -89,16 +97,29 @@ export async function writeFileAtomic(
     await fh.sync();
     await fh.close();
     fh = undefined;
-    // rename(2) replaces a symlink at `path` itself rather than its target.
-    await rename(tmp, path);
-    renamed = true;
+    if (options.overwrite === false) {
+      // link(2) fails with EEXIST rather than replace, so racing writers cannot clobber a file.
+      try {
+        await link(tmp, path);
+      } catch (err) {
+        if (errnoCode(err) === 'EEXIST') {
+          throw new StateFileError('GH_STATE_EXISTS', path, 'file already exists; refusing to overwrite it', { cause: err });
+        }
+        throw err;
+      }
+      await unlink(tmp);
+    } else {
+      // rename(2) replaces a symlink at `path` itself rather than its target.
+      await rename(tmp, path);
+    }
+    tmpGone = true;
     await syncDir(dir);
   } catch (err) {
     if (err instanceof StateFileError) throw err;
     throw writeError(path, err);
   } finally {
     if (fh !== undefined) await fh.close().catch(() => undefined);
-    if (!renamed) await unlink(tmp).catch(() => undefined);
+    if (!tmpGone) await unlink(tmp).catch(() => undefined);
   }
 }
 

@@ -7,10 +7,9 @@
  *   {"format":"gatehouse-peripheral-key","version":1,"dev":"…","seed":"<64 hex>","publicKey":"<64 hex>"}
  * `publicKey` is redundant and checked on load, so a corrupted seed is caught.
  */
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { link, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
+import { StateFileError, writeFileAtomic } from '../../daemon/state/atomic-file.js';
 import { GatehouseError, isValidId } from '../../protocol/index.js';
 import { NobleEd25519Signer } from './noble-signer.js';
 
@@ -26,50 +25,19 @@ export interface PeripheralKey {
   signer: NobleEd25519Signer;
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, fsConstants.O_RDONLY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /**
- * Write `contents` to `path` atomically (temp file in the same directory, fsync, rename or
- * link, fsync directory) with mode 0600. Without `overwrite`, an existing file is never
- * replaced (GH_KEYFILE_EXISTS), also when two writers race.
+ * Write the key file through the project's one atomic writer (temp, fsync, rename or link,
+ * fsync directory; mode 0600). Without `overwrite`, an existing file is never replaced
+ * (GH_KEYFILE_EXISTS), also when two writers race.
  */
-export async function writeFileAtomic0600(path: string, contents: string, overwrite = false): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+async function writeKeyFile(path: string, contents: string, overwrite: boolean): Promise<void> {
   try {
-    try {
-      await fh.writeFile(contents, 'utf8');
-      await fh.chmod(0o600); // the umask cannot widen it, but be explicit
-      await fh.sync();
-    } finally {
-      await fh.close();
+    await writeFileAtomic(path, contents, { overwrite, maxBytes: MAX_KEY_FILE_BYTES });
+  } catch (cause) {
+    if (cause instanceof StateFileError && cause.code === 'GH_STATE_EXISTS') {
+      throw new KeyFileError('GH_KEYFILE_EXISTS', `${path} already exists; refusing to overwrite a key`, { cause });
     }
-    if (overwrite) {
-      await rename(tmp, path);
-    } else {
-      try {
-        await link(tmp, path);
-      } catch (cause) {
-        if ((cause as NodeJS.ErrnoException).code === 'EEXIST') {
-          throw new KeyFileError('GH_KEYFILE_EXISTS', `${path} already exists; refusing to overwrite a key`, { cause });
-        }
-        throw cause;
-      }
-      await unlink(tmp);
-    }
-    await fsyncDir(dir);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    if (e instanceof KeyFileError) throw e;
-    throw new KeyFileError('GH_KEYFILE_IO', `cannot write ${path}: ${(e as Error).message}`, { cause: e });
+    throw new KeyFileError('GH_KEYFILE_IO', `cannot write ${path}: ${(cause as Error).message}`, { cause });
   }
 }
 
@@ -84,7 +52,7 @@ export async function generateKeyFile(path: string, dev: string, opts: { overwri
     seed: Buffer.from(signer.exportSeed()).toString('hex'),
     publicKey: Buffer.from(signer.publicKeyRaw).toString('hex'),
   };
-  await writeFileAtomic0600(path, `${JSON.stringify(doc)}\n`, opts.overwrite ?? false);
+  await writeKeyFile(path, `${JSON.stringify(doc)}\n`, opts.overwrite ?? false);
   return { dev, signer };
 }
 

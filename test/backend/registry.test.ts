@@ -129,18 +129,18 @@ describe('backend/signing-key', () => {
   beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'gh-skey-'))));
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('creates once, then loads the same key', () => {
-    const a = ensureSigningKey(dir);
-    const b = ensureSigningKey(dir);
+  it('creates once, then loads the same key', async () => {
+    const a = await ensureSigningKey(dir);
+    const b = await ensureSigningKey(dir);
     assert.equal(a.created, true);
     assert.equal(b.created, false);
     assert.deepEqual(a.signer.publicKeyRaw, b.signer.publicKeyRaw);
     assert.match(a.signer.kid, /^S-[0-9a-f]{16}$/);
   });
 
-  it('refuses a key file others can read, a missing one and a non-key', () => {
+  it('refuses a key file others can read, a missing one and a non-key', async () => {
     assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MISSING');
-    ensureSigningKey(dir);
+    await ensureSigningKey(dir);
     chmodSync(join(dir, SIGNING_KEY_FILE), 0o644);
     assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MODE');
     writeFileSync(join(dir, SIGNING_KEY_FILE), 'not a key', { mode: 0o600 });

@@ -92,6 +92,18 @@ describe('daemon/state/atomic-file', () => {
     assert.ok((await lstat(p)).isFile());
   });
 
+  it('with overwrite: false keeps an existing file and leaves no temporaries', async () => {
+    const p = join(dir, 'key');
+    await writeFileAtomic(p, 'first', { overwrite: false });
+    assert.equal((await stat(p)).mode & 0o777, 0o600);
+    await assert.rejects(
+      writeFileAtomic(p, 'second', { overwrite: false }),
+      (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_EXISTS',
+    );
+    assert.equal(await readFile(p, 'utf8'), 'first');
+    assert.deepEqual(await readdir(dir), ['key']);
+  });
+
   it('gives GH_STATE_CORRUPT for unparsable or invalid content and bounds the size', async () => {
     const p = join(dir, 'bad.json');
     await writeFile(p, '{"x": 1');
