@@ -6,7 +6,7 @@
  * chunk index, send 2 KiB, advertise malformed data, never answer writes.
  */
 import { EventEmitter } from 'node:events';
-import { decodeDownMessage, encodeChallenge, type CheckWelcomeResult } from '../../protocol/index.js';
+import { decodeDownMessage, type CheckWelcomeResult } from '../../protocol/index.js';
 import type { ReasonCode } from '../../protocol/reasons.js';
 import type { Signer } from '../../protocol/types.js';
 import { chunkPayloadSize, encodeChunk, frameMessage, Reassembler } from '../ble/framing.js';
@@ -171,11 +171,9 @@ export class ReferenceBlePeripheral extends EventEmitter implements EmulatedGatt
         this.#link?.drop();
         return;
       }
-      // The reference library binds a challenge to its own dev (as on MQTT); on BLE the dev field
-      // names the connection, so hand it the same gn and gw under our id.
       let hello: Uint8Array;
       try {
-        hello = await this.#device.hello(encodeChallenge({ ...down.message, dev: this.dev }));
+        hello = await this.#device.hello(bytes, { transport: 'ble' });
       } catch (err) {
         this.#finish({ kind: 'invalid', detail: `challenge: ${err instanceof Error ? err.message : String(err)}` });
         return;

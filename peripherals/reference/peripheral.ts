@@ -36,6 +36,19 @@ export interface ReferencePeripheralOptions {
   defaultRetrySeconds?: number;
 }
 
+/** The transport a message arrived on; it decides what the `dev` of a challenge means. */
+export type PeripheralTransport = 'mqtt' | 'ble';
+
+/** Per-message options of {@link ReferencePeripheral.hello} and {@link ReferencePeripheral.receive}. */
+export interface ExchangeOptions {
+  /**
+   * `'mqtt'` (default): a challenge or reject must carry this device's `dev`. `'ble'`: there is
+   * no challenge-request, so the `dev` of a challenge (and of a reject sent in its place) is the
+   * gateway's connection label (e.g. `ble:7`) and is ignored; freshness still comes from `gn`.
+   */
+  transport?: PeripheralTransport;
+}
+
 /** What the peripheral made of a message from the gateway. */
 export type PeripheralEvent =
   | { kind: 'challenge'; gw: string }
@@ -85,12 +98,12 @@ export class ReferencePeripheral {
 
   /**
    * Answer a challenge with a hello signed by the device key, with a fresh 16-byte pn, and
-   * remember it for the welcome check. Throws a ProtocolError for a malformed challenge or
-   * one addressed to another device.
+   * remember it for the welcome check. Throws a ProtocolError for a malformed challenge or, on
+   * MQTT, one addressed to another device. The hello always carries this device's own `dev`.
    */
-  async hello(challengeBytes: Uint8Array): Promise<Uint8Array> {
+  async hello(challengeBytes: Uint8Array, options: ExchangeOptions = {}): Promise<Uint8Array> {
     const challenge = decodeChallenge(challengeBytes);
-    if (challenge.dev !== this.dev) {
+    if (!this.forUs(challenge.dev, options)) {
       throw new ProtocolError('GH_PERIPHERAL_WRONG_DEV', 'malformed', `challenge is for ${JSON.stringify(challenge.dev)}, not ${JSON.stringify(this.dev)}`);
     }
     // protocol-v1: pn is fresh random per hello.
@@ -115,7 +128,7 @@ export class ReferencePeripheral {
   }
 
   /** Interpret one message from the gateway. Never throws for bad input. */
-  receive(bytes: Uint8Array): PeripheralEvent {
+  receive(bytes: Uint8Array, options: ExchangeOptions = {}): PeripheralEvent {
     let msg;
     try {
       msg = decodeDownMessage(bytes);
@@ -125,7 +138,7 @@ export class ReferencePeripheral {
     }
     switch (msg.type) {
       case 'challenge':
-        if (msg.message.dev !== this.dev) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'challenge for another device' };
+        if (!this.forUs(msg.message.dev, options)) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'challenge for another device' };
         return { kind: 'challenge', gw: msg.message.gw };
       case 'welcome': {
         const r = this.verifyWelcome(bytes);
@@ -134,7 +147,7 @@ export class ReferencePeripheral {
         return { kind: 'authenticated', welcome: r.welcome, credential: r.credential };
       }
       case 'reject':
-        if (msg.message.dev !== this.dev) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'reject for another device' };
+        if (!this.forUs(msg.message.dev, options)) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'reject for another device' };
         return {
           kind: 'rejected',
           reason: msg.message.reason,
@@ -142,5 +155,14 @@ export class ReferencePeripheral {
           signed: msg.signed !== null,
         };
     }
+  }
+
+  /**
+   * Whether a challenge or reject with this `dev` is addressed to us. protocol-v1 "MQTT
+   * transport": it must name this device. BLE: the link is point-to-point and the gateway sends
+   * its connection label there (docs/protocol.md), so any valid id (the decoder checked it) is.
+   */
+  private forUs(dev: string, options: ExchangeOptions): boolean {
+    return options.transport === 'ble' || dev === this.dev;
   }
 }

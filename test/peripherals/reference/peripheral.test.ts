@@ -178,4 +178,15 @@ describe('peripherals/reference: ReferencePeripheral', () => {
     await assert.rejects(peripheral.hello(other), (e: unknown) => e instanceof ProtocolError && e.code === 'GH_PERIPHERAL_WRONG_DEV');
     assert.ok(decodeCbor(other));
   });
+
+  it('in BLE mode answers a challenge whose dev is the connection label, under its own dev and gn', async () => {
+    const bleChallenge = encodeChallenge({ type: 'challenge', version: 1, dev: 'ble:7', gn: f.gn, gw: f.gw });
+    assert.deepEqual(peripheral.receive(bleChallenge, { transport: 'ble' }), { kind: 'challenge', gw: f.gw });
+    assert.equal(peripheral.receive(bleChallenge).kind, 'ignored', 'MQTT mode still binds the challenge to dev');
+    const hello = await peripheral.hello(bleChallenge, { transport: 'ble' });
+    assert.deepEqual(hello, f.hello, 'the same hello as for a challenge naming the device itself');
+    const refused = encodeUnsignedReject({ type: 'reject', version: 1, dev: 'ble:7', reason: 'busy' });
+    assert.equal(peripheral.receive(refused, { transport: 'ble' }).kind, 'rejected');
+    await assert.rejects(peripheral.hello(new Uint8Array([0xff]), { transport: 'ble' }), (e: unknown) => e instanceof ProtocolError);
+  });
 });
