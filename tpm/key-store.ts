@@ -3,7 +3,8 @@
  * the TPM, never exportable"). Implemented by the TPM store (tpm/tpm-key-store.ts) and, for
  * development only, the software store (tpm/software-key-store.ts).
  */
-import { createHash, createPublicKey } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
+import { sha256 } from '../protocol/crypto.js';
 import { COSE_ALG_ES256, type Signer } from '../protocol/types.js';
 import { TpmError } from './errors.js';
 
@@ -35,10 +36,6 @@ export function spkiToPem(spki: Uint8Array): string {
   return createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }).export({ format: 'pem', type: 'spki' }).toString();
 }
 
-export function sha256(b: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(b).digest());
-}
-
 export function checkDigest(digest32: Uint8Array): void {
   if (!(digest32 instanceof Uint8Array) || digest32.length !== 32) {
     throw new TpmError('GH_TPM_BAD_INPUT', `sign() takes a 32-byte SHA-256 digest, got ${digest32?.length ?? 'none'} bytes`);
@@ -57,6 +54,7 @@ export function es256Signer(store: Pick<KeyStore, 'sign'>, kid: string): Signer 
   };
 }
 
+/** Lowercase hex, as thumbprints are shown and recorded. */
 export function toHex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }

@@ -7,12 +7,13 @@
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import type { Logger } from 'winston';
+import { silentLogger } from '../daemon/log/logger.js';
+import { sha256 } from '../protocol/crypto.js';
 import type { CheckedTss, EsysContext } from './ffi/checked.js';
 import { TpmError } from './errors.js';
-import { sha256, spkiToPem, toHex } from './key-store.js';
+import { spkiToPem, toHex } from './key-store.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord, writeTpmKeyRecord, type TpmKeyRecord } from './state-file.js';
-import { silentLogger } from '../daemon/log/logger.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
 import { checkPersistentHandle, DEFAULT_KEY_HANDLE, handleHex, readPersistentPublic } from './tpm-key-store.js';
 import {

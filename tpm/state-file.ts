@@ -8,8 +8,6 @@ import { join } from 'node:path';
 import { readStateFile, writeFileAtomic } from '../daemon/state/atomic-file.js';
 import { TpmError } from './errors.js';
 
-export { writeFileAtomic } from '../daemon/state/atomic-file.js';
-
 export const TPM_STATE_FILE = 'tpm-key.json';
 
 export interface TpmKeyRecord {

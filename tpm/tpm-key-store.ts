@@ -5,14 +5,15 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'winston';
+import { silentLogger } from '../daemon/log/logger.js';
+import { sha256 } from '../protocol/crypto.js';
 import type { Signer } from '../protocol/types.js';
 import type { CheckedTss, EsysContext, EsysTr } from './ffi/checked.js';
 import { TpmError } from './errors.js';
-import { checkDigest, es256Signer, sha256, spkiToPem, toHex, type KeyStore, type SignOptions } from './key-store.js';
+import { checkDigest, es256Signer, spkiToPem, toHex, type KeyStore, type SignOptions } from './key-store.js';
 import { DEFAULT_SIGN_RATE_LIMIT, TokenBucket, type RateLimit } from './rate-limiter.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord } from './state-file.js';
-import { silentLogger } from '../daemon/log/logger.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
 import {
   checkIdentityKey,

@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import type { Logger } from 'winston';
+import { silentLogger } from '../../daemon/log/logger.js';
 import { BleError } from './errors.js';
 import { MAX_ATT_MTU, MIN_ATT_MTU } from './framing.js';
 import {
@@ -22,7 +23,6 @@ import {
   type BleDiscovery,
 } from './port.js';
 import { describeError, PendingCalls } from './pending-calls.js';
-import { silentLogger } from '../../daemon/log/logger.js';
 import { sanitiseAdvertisement } from './advertisement.js';
 
 /** The parts of noble's `Noble` object this adapter uses (typed here: noble's own types are loose). */

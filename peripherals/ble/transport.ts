@@ -11,6 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
+import { silentLogger } from '../../daemon/log/logger.js';
 import type { AuthPipeline, IngressConnection } from '../../daemon/pipeline/types.js';
 import { decodeDownMessage } from '../../protocol/messages.js';
 import type { ReasonCode } from '../../protocol/reasons.js';
@@ -19,7 +20,6 @@ import { BleError, type BleErrorCode } from './errors.js';
 import { frameMessage } from './framing.js';
 import { helloReceiver, raceAbort } from './hello-receiver.js';
 import { normaliseUuid, type BleAdapterState, type BleCentral, type BleDiscovery } from './port.js';
-import { silentLogger } from '../../daemon/log/logger.js';
 
 /** protocol-v1: the service Gatehouse peripherals advertise. */
 export const GATEHOUSE_SERVICE_UUID = '84987abc-71fe-493c-a15d-1ddd7d599687';
