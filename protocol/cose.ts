@@ -8,7 +8,7 @@
  */
 import { KeyObject } from 'node:crypto';
 import { CborError, CborTag, COSE_SIGN1_TAG, decodeCbor, encodeCbor, type CborMap, type CborValue } from './cbor.js';
-import { ed25519RawFromKeyObject, ed25519Verify, es256Verify } from './crypto.js';
+import { concatBytes, ed25519RawFromKeyObject, ed25519Verify, es256Verify } from './crypto.js';
 import { ProtocolError } from './errors.js';
 import { isValidId } from './ids.js';
 import { COSE_ALG_EDDSA, COSE_ALG_ES256, type CoseAlg, type Signed, type Signer } from './types.js';
@@ -66,14 +66,7 @@ function asCoseAlg(value: CborValue | undefined): CoseAlg {
 /** RFC 9052 §4.4: Sig_structure = ["Signature1", body_protected, external_aad, payload]. */
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array, externalAad: Uint8Array = EMPTY): Uint8Array {
   // Laid out directly (one allocation): this runs for every signed message parsed.
-  const parts = [SIG1_PREFIX, bstrHead(protectedBytes.length), protectedBytes, bstrHead(externalAad.length), externalAad, bstrHead(payload.length), payload];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(SIG1_PREFIX, bstrHead(protectedBytes.length), protectedBytes, bstrHead(externalAad.length), externalAad, bstrHead(payload.length), payload);
 }
 
 // 0x84 (array of 4), then "Signature1" as a text string (RFC 9052 §4.4).

@@ -224,6 +224,17 @@ export function randomNonce(n = 16): Uint8Array {
   return new Uint8Array(randomBytes(n));
 }
 
+/** The byte strings one after another, in one fresh plain `Uint8Array` (one allocation). */
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** Constant-time equality of two byte strings (length leaks, contents do not). */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

@@ -24,6 +24,7 @@ export {
   Es256Signer,
   assertEd25519PublicKey,
   bytesEqual,
+  concatBytes,
   ed25519PublicKeyFromRaw,
   ed25519PublicKeyProblem,
   ed25519RawFromKeyObject,

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import {
   checkWelcome,
+  concatBytes,
   decodeCbor,
   decodeChallenge,
   decodeChallengeRequest,
@@ -24,16 +25,6 @@ const INPUTS = Number(process.env.GATEHOUSE_FUZZ_INPUTS ?? 100_000);
 /** Interesting bytes for CBOR heads: length prefixes, breaks, tags, simple values. */
 const MAGIC = [0x00, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x5f, 0x7f, 0x9f, 0xbf, 0xff, 0xd2, 0xd8, 0xf6, 0xf9, 0xfb, 0x9a, 0xba, 0x5b, 0x80, 0xa0, 0x40, 0x60];
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 function mutate(r: Prng, seedInput: Uint8Array, corpus: Uint8Array[]): Uint8Array {
   let b: Uint8Array = Uint8Array.from(seedInput);
   for (let n = r.range(1, 3); n > 0; n--) {
@@ -54,21 +45,21 @@ function mutate(r: Prng, seedInput: Uint8Array, corpus: Uint8Array[]): Uint8Arra
       case 4: {
         // insert bytes
         const ins = r.bytes(r.range(1, 4));
-        b = concat(b.subarray(0, at), ins, b.subarray(at));
+        b = concatBytes(b.subarray(0, at), ins, b.subarray(at));
         break;
       }
       case 5: // delete a run
-        b = concat(b.subarray(0, at), b.subarray(at + r.range(1, 8)));
+        b = concatBytes(b.subarray(0, at), b.subarray(at + r.range(1, 8)));
         break;
       case 6: {
         // splice in a piece of another message
         const other = r.pick(corpus);
         const from = r.int(other.length);
-        b = concat(b.subarray(0, at), other.subarray(from, from + r.range(1, 40)));
+        b = concatBytes(b.subarray(0, at), other.subarray(from, from + r.range(1, 40)));
         break;
       }
       default: // duplicate a chunk (repeated keys, extra items)
-        b = concat(b.subarray(0, at), b.subarray(at, at + r.range(1, 16)), b.subarray(at));
+        b = concatBytes(b.subarray(0, at), b.subarray(at, at + r.range(1, 16)), b.subarray(at));
     }
   }
   return b;
