@@ -4,13 +4,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { run } from '../../backend/cli.js';
 import { createTestPki } from '../../backend/pki.js';
 import { Ed25519Signer } from '../../protocol/index.js';
+import { captureIO } from '../helpers/cli-io.js';
 
 interface Ran {
   code: number;
@@ -19,14 +19,9 @@ interface Ran {
 }
 
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ran> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (c: Buffer) => (out += c.toString()));
-  stderr.on('data', (c: Buffer) => (err += c.toString()));
-  const code = await run(args, { stdout, stderr, env });
-  return { code, out, err };
+  const io = captureIO(env);
+  const code = await run(args, io);
+  return { code, out: io.out(), err: io.err() };
 }
 
 function devKeyHex(): { hex: string; b64: string } {

@@ -8,9 +8,9 @@ import { createPublicKey } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { run } from '../../daemon/cli/tpm.js';
+import { captureIO } from '../helpers/cli-io.js';
 import { Swtpm } from '../helpers/swtpm.js';
 
 const exec = promisify(execFile);
@@ -22,14 +22,9 @@ interface Captured {
 }
 
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Captured> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => (out += d.toString()));
-  stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await run(args, { stdout, stderr, env });
-  return { code, stdout: out, stderr: err };
+  const io = captureIO(env);
+  const code = await run(args, io);
+  return { code, stdout: io.out(), stderr: io.err() };
 }
 
 describe('daemon/cli/tpm (gatehouse tpm) on swtpm', function () {
