@@ -29,6 +29,8 @@ export interface IngressHost {
   /** Called after the connection's policy is set, before the welcome is published. */
   onWelcomed(conn: MqttConnection, dev: string): void;
   onDropped(conn: MqttConnection): void;
+  /** Called when a connection has no auth message left to decide or answer. */
+  onIdle(conn: MqttConnection): void;
 }
 
 export class MqttIngress {
@@ -69,6 +71,7 @@ export class MqttIngress {
       }
     } finally {
       conn.draining = false;
+      this.#h.onIdle(conn);
     }
   }
 

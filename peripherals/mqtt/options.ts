@@ -34,6 +34,8 @@ export interface MqttTransportOptions {
   maxQueuedPerConnection?: number;
   /** Bound on one down publish and on stop(). Default 5000. */
   operationTimeoutMs?: number;
+  /** stop() waits this long at most for auth messages being decided and replies being published. Default 5000. */
+  drainTimeoutMs?: number;
   /** Distinct subscriptions one connection may hold; beyond it SUBACK 0x80. Default 32. */
   maxSubscriptionsPerConnection?: number;
 }
@@ -54,6 +56,7 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
     allowRetain: options.allowRetain ?? false,
     maxQueuedPerConnection: options.maxQueuedPerConnection ?? 16,
     operationTimeoutMs: options.operationTimeoutMs ?? 5000,
+    drainTimeoutMs: options.drainTimeoutMs ?? 5000,
     maxSubscriptionsPerConnection: options.maxSubscriptionsPerConnection ?? 32,
   };
   const bad: string[] = [];
@@ -69,6 +72,7 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
     const v = o[name];
     if (!Number.isSafeInteger(v) || v < 1) bad.push(`${name}: expected an integer >= 1, got ${String(v)}`);
   }
+  if (!Number.isSafeInteger(o.drainTimeoutMs) || o.drainTimeoutMs < 0) bad.push(`drainTimeoutMs: expected an integer >= 0, got ${String(o.drainTimeoutMs)}`);
   // An auth message is at most 1024 bytes; the topic and headers need room too.
   if (!Number.isSafeInteger(o.maxPacketBytes) || o.maxPacketBytes < 2048) {
     bad.push(`maxPacketBytes: expected an integer >= 2048, got ${String(o.maxPacketBytes)}`);

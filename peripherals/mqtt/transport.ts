@@ -80,6 +80,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   #unsubscribeRevocations: (() => void) | undefined;
   #seq = 0;
   readonly #ingress: MqttIngress;
+  /** stop() waiting for in-flight auth messages to be answered. */
+  readonly #idleWaiters: (() => void)[] = [];
 
   constructor(options: MqttTransportOptions) {
     super();
@@ -101,6 +103,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       onDropped: () => {
         this.#stats.droppedAuthMessages += 1;
       },
+      onIdle: () => this.#checkIdle(),
     });
   }
 
@@ -154,7 +157,11 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
           { cert: this.#tls.cert, key: this.#tls.key, minVersion: 'TLSv1.2', handshakeTimeout: this.#o.connectTimeoutMs },
           (socket) => this.#accept(socket),
         );
-        server.on('tlsClientError', (err) => this.#log.debug('TLS handshake failed', { error: err.message }));
+        // With a listener here Node no longer destroys the socket itself (handshake timeout included).
+        server.on('tlsClientError', (err, socket) => {
+          this.#log.debug('TLS handshake failed', { error: err.message });
+          socket.destroy();
+        });
         await this.#listen(server, this.#tls.host ?? '127.0.0.1', this.#tls.port ?? 8883);
       }
     } catch (err) {
@@ -165,13 +172,18 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#log.info('MQTT broker listening', { addresses: this.addresses() });
   }
 
-  /** Stops the listeners first, then the broker and every connection, each bounded in time. */
+  /**
+   * Stops the listeners first (no new connections), lets auth messages already received be
+   * decided and answered (bounded by `drainTimeoutMs`: a SIGTERM loses no in-flight exchange),
+   * then stops the broker and every connection, each bounded in time.
+   */
   async stop(): Promise<void> {
     this.#unsubscribeRevocations?.();
     this.#unsubscribeRevocations = undefined;
     const servers = this.#servers;
     this.#servers = [];
     const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    await this.#drained();
     const broker = this.#broker;
     this.#broker = undefined;
     if (broker !== undefined) {
@@ -184,13 +196,29 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     await this.#bounded(Promise.all(closed).then(() => undefined), 'listener close');
   }
 
-  async #bounded(p: Promise<void>, what: string): Promise<void> {
+  #busy(): boolean {
+    for (const c of this.#conns.values()) if (c.draining || c.queue.length > 0) return true;
+    return false;
+  }
+
+  #checkIdle(): void {
+    if (this.#idleWaiters.length > 0 && !this.#busy()) for (const w of this.#idleWaiters.splice(0)) w();
+  }
+
+  /** Resolves once no connection has an auth message being decided or answered (bounded). */
+  async #drained(): Promise<void> {
+    if (this.#broker === undefined || !this.#busy()) return;
+    this.#log.info('draining in-flight auth messages', { maxMs: this.#o.drainTimeoutMs });
+    await this.#bounded(new Promise<void>((resolve) => this.#idleWaiters.push(resolve)), 'drain', this.#o.drainTimeoutMs);
+  }
+
+  async #bounded(p: Promise<void>, what: string, ms = this.#o.operationTimeoutMs): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        this.#log.warn('shutdown step timed out', { step: what, ms: this.#o.operationTimeoutMs });
+        this.#log.warn('shutdown step timed out', { step: what, ms });
         resolve();
-      }, this.#o.operationTimeoutMs);
+      }, ms);
     });
     await Promise.race([p, timeout]);
     clearTimeout(timer);
@@ -250,6 +278,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     if (!this.#conns.delete(conn.id)) return;
     clearTimeout(conn.authTimer);
     conn.queue.length = 0;
+    this.#checkIdle();
     this.#o.pipeline.connectionClosed(conn.ingress);
     this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev, droppedAuthMessages: conn.dropped });
     this.#emitSafely('closed', conn.id, conn.boundDev);

@@ -3,7 +3,12 @@
  * CONNECT timeout, authentication timeout, maximum connections, clean shutdown.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { createCa, issueCert } from '../../../backend/pki.js';
 import type { FakeVerifier } from '../../fakes/FakeVerifier.js';
 import type { FakeSessionProvider } from '../../fakes/FakeVerifier.js';
 import { closed, fakeBackend, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
@@ -53,6 +58,27 @@ describe('peripherals/mqtt connection limits (real aedes on loopback)', () => {
     await p.client.publishAsync('devices/dev-a/x', 'still here', { qos: 1 });
     assert.ok(p.client.connected);
     await p.close();
+  });
+
+  it('closes a TLS connection that never finishes its handshake, and serves one that does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'gh-mqtt-tls-'));
+    try {
+      const ca = await createCa(dir, { name: 'ca' });
+      const cert = await issueCert(dir, ca, { name: 'mqtt', sans: ['127.0.0.1'] });
+      h = await startHarness(backend, sessions, {
+        transport: { tcp: false, tls: { host: '127.0.0.1', port: 0, cert: cert.certPem, key: cert.keyPem }, connectTimeoutMs: 300 },
+      });
+      const silent = rawSocket(h.port);
+      await silent.gone;
+      const secure = tls.connect({ host: '127.0.0.1', port: h.port, ca: ca.certPem });
+      secure.on('error', () => undefined);
+      await within(new Promise<void>((resolve) => secure.once('secureConnect', () => resolve())), 10_000, 'TLS handshake');
+      assert.ok(secure.authorized);
+      // Then nothing: the CONNECT timeout applies inside TLS too.
+      await within(new Promise<void>((resolve) => secure.once('close', () => resolve())), 10_000, 'closed without CONNECT');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses connections beyond the maximum at accept', async () => {
