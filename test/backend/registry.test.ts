@@ -8,6 +8,7 @@ import { NonceCache } from '../../backend/nonce-cache.js';
 import { Registry } from '../../backend/registry.js';
 import { SIGNING_KEY_FILE, ensureSigningKey, loadSigningKey } from '../../backend/signing-key.js';
 import { Ed25519Signer } from '../../protocol/index.js';
+import { tempDirEach } from '../helpers/temp-dir.js';
 
 function p256Pem(): string {
   return generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'pem', type: 'spki' }).toString();
@@ -125,13 +126,11 @@ describe('backend/nonce-cache', () => {
 });
 
 describe('backend/signing-key', () => {
-  let dir: string;
-  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'gh-skey-'))));
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const tmp = tempDirEach('gh-skey-');
 
   it('creates once, then loads the same key', async () => {
-    const a = await ensureSigningKey(dir);
-    const b = await ensureSigningKey(dir);
+    const a = await ensureSigningKey(tmp.path);
+    const b = await ensureSigningKey(tmp.path);
     assert.equal(a.created, true);
     assert.equal(b.created, false);
     assert.deepEqual(a.signer.publicKeyRaw, b.signer.publicKeyRaw);
@@ -139,12 +138,12 @@ describe('backend/signing-key', () => {
   });
 
   it('refuses a key file others can read, a missing one and a non-key', async () => {
-    assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MISSING');
-    await ensureSigningKey(dir);
-    chmodSync(join(dir, SIGNING_KEY_FILE), 0o644);
-    assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MODE');
-    writeFileSync(join(dir, SIGNING_KEY_FILE), 'not a key', { mode: 0o600 });
-    chmodSync(join(dir, SIGNING_KEY_FILE), 0o600);
-    assert.throws(() => loadSigningKey(dir), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_INVALID');
+    assert.throws(() => loadSigningKey(tmp.path), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MISSING');
+    await ensureSigningKey(tmp.path);
+    chmodSync(join(tmp.path, SIGNING_KEY_FILE), 0o644);
+    assert.throws(() => loadSigningKey(tmp.path), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_MODE');
+    writeFileSync(join(tmp.path, SIGNING_KEY_FILE), 'not a key', { mode: 0o600 });
+    chmodSync(join(tmp.path, SIGNING_KEY_FILE), 0o600);
+    assert.throws(() => loadSigningKey(tmp.path), (e: unknown) => e instanceof BackendKeyError && e.code === 'GH_BACKEND_KEY_INVALID');
   });
 });

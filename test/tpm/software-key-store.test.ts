@@ -1,8 +1,7 @@
 /** The development-only software key store and the digest-level P-256 code behind it. */
 import assert from 'node:assert/strict';
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
@@ -10,15 +9,10 @@ import { COSE_ALG_ES256 } from '../../protocol/types.js';
 import { TpmError } from '../../tpm/errors.js';
 import { p256SignDigest, p256VerifyDigest } from '../../tpm/p256.js';
 import { SoftwareKeyStore } from '../../tpm/software-key-store.js';
+import { tempDirEach } from '../helpers/temp-dir.js';
 
 describe('tpm/SoftwareKeyStore', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'gh-swkey-'));
-  });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDirEach('gh-swkey-');
 
   it('creates a 0600 P-256 key file, warns at every open and keeps the key across opens', async () => {
     const lines: string[] = [];
@@ -29,7 +23,7 @@ describe('tpm/SoftwareKeyStore', () => {
       },
     });
     const logger = winston.createLogger({ transports: [new winston.transports.Stream({ stream: sink })] });
-    const keyFile = join(dir, 'sub', 'gateway-key.pem');
+    const keyFile = join(tmp.path, 'sub', 'gateway-key.pem');
     const a = new SoftwareKeyStore({ keyFile, logger });
     await a.open();
     assert.equal(a.kind, 'software');
@@ -58,12 +52,12 @@ describe('tpm/SoftwareKeyStore', () => {
   });
 
   it('is refused in production', async () => {
-    const s = new SoftwareKeyStore({ keyFile: join(dir, 'k.pem'), production: true });
+    const s = new SoftwareKeyStore({ keyFile: join(tmp.path, 'k.pem'), production: true });
     await assert.rejects(s.open(), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_SOFTWARE_KEY_REFUSED');
   });
 
   it('signs digests (raw and DER) and gives an ES256 signer', async () => {
-    const s = new SoftwareKeyStore({ keyFile: join(dir, 'k.pem') });
+    const s = new SoftwareKeyStore({ keyFile: join(tmp.path, 'k.pem') });
     await s.open();
     const pub = createPublicKey({ key: Buffer.from(s.publicKeySpkiDer()), format: 'der', type: 'spki' });
     for (let i = 0; i < 10; i++) {
@@ -82,14 +76,14 @@ describe('tpm/SoftwareKeyStore', () => {
   });
 
   it('tightens a loosened key file and refuses a key that is not P-256', async () => {
-    const keyFile = join(dir, 'k.pem');
+    const keyFile = join(tmp.path, 'k.pem');
     const s = new SoftwareKeyStore({ keyFile });
     await s.open();
     await chmod(keyFile, 0o644);
     await new SoftwareKeyStore({ keyFile }).open();
     assert.equal((await stat(keyFile)).mode & 0o777, 0o600);
 
-    const other = join(dir, 'p384.pem');
+    const other = join(tmp.path, 'p384.pem');
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
     await writeFile(other, privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
     await assert.rejects(new SoftwareKeyStore({ keyFile: other }).open(), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_KEY_ATTRIBUTES');

@@ -1,27 +1,25 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import winston from 'winston';
 import { checkLease, LeaseCache } from '../../../daemon/backend/lease-cache.js';
 import { DEFAULT_POLICY, Ed25519Signer, signLease, type Lease } from '../../../protocol/index.js';
 import { ManualClock } from './manual-clock.js';
+import { tempDirEach } from '../../helpers/temp-dir.js';
 
 const GW = 'gw-lab-1';
 const silent = winston.createLogger({ silent: true });
 
 describe('daemon/backend/lease-cache', () => {
-  let dir: string;
+  const tmp = tempDirEach('gh-leases-');
   let clock: ManualClock;
   const backend = Ed25519Signer.generate('backend-1');
   const impostor = Ed25519Signer.generate('backend-1');
   const backendKeys = new Map([[backend.kid, backend.publicKeyRaw]]);
 
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'gh-leases-'));
+  beforeEach(() => {
     clock = new ManualClock();
   });
-  afterEach(async () => rm(dir, { recursive: true, force: true }));
 
   const nowS = (): number => Math.floor(clock.now() / 1000);
 
@@ -34,7 +32,7 @@ describe('daemon/backend/lease-cache', () => {
   }
 
   function cache(extra: { maxLeases?: number; maxBytes?: number } = {}): LeaseCache {
-    return new LeaseCache({ gw: GW, backendKeys, stateDir: dir, clock, logger: silent, ...extra });
+    return new LeaseCache({ gw: GW, backendKeys, stateDir: tmp.path, clock, logger: silent, ...extra });
   }
 
   it('checkLease refuses a lease signed by another key, for another gateway or device, or expired', async () => {
@@ -93,7 +91,7 @@ describe('daemon/backend/lease-cache', () => {
     assert.equal(clock.pending, 1, 'one coalesced write armed');
     clock.advance(30_000);
     await c.flush();
-    const file = join(dir, 'leases.json');
+    const file = join(tmp.path, 'leases.json');
     assert.equal((await stat(file)).mode & 0o777, 0o600);
     const reloaded = cache();
     assert.equal(await reloaded.load(), 2);
@@ -109,7 +107,7 @@ describe('daemon/backend/lease-cache', () => {
   });
 
   it('an unreadable lease file does not stop the start: the cache starts empty and the next write replaces it', async () => {
-    const file = join(dir, 'leases.json');
+    const file = join(tmp.path, 'leases.json');
     await writeFile(file, '{"version":1,"leases":[');
     const c = cache();
     assert.equal(await c.load(), 0);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile, lstat, mkdir } from 'node:fs/promises';
+import { chmod, readdir, readFile, stat, symlink, writeFile, lstat, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,7 @@ import {
   writeFileAtomic,
   writeJsonAtomic,
 } from '../../../daemon/state/atomic-file.js';
+import { tempDirEach } from '../../helpers/temp-dir.js';
 
 const writer = fileURLToPath(new URL('./fixtures/crash-writer.ts', import.meta.url));
 
@@ -20,18 +21,10 @@ function isRoot(): boolean {
 }
 
 describe('daemon/state/atomic-file', () => {
-  let dir: string;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'gh-state-'));
-  });
-
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const tmp = tempDirEach('gh-state-');
 
   it('writes with mode 0600 and reads back', async () => {
-    const p = join(dir, 'a.json');
+    const p = join(tmp.path, 'a.json');
     await writeJsonAtomic(p, { x: 1 });
     const st = await stat(p);
     assert.equal(st.mode & 0o777, 0o600);
@@ -39,16 +32,16 @@ describe('daemon/state/atomic-file', () => {
     // replacing keeps 0600 and leaves no temporaries
     await writeJsonAtomic(p, { x: 2 });
     assert.equal((await stat(p)).mode & 0o777, 0o600);
-    assert.deepEqual(await readdir(dir), ['a.json']);
+    assert.deepEqual(await readdir(tmp.path), ['a.json']);
   });
 
   it('answers undefined for a missing file', async () => {
-    assert.equal(await readStateFile(join(dir, 'none')), undefined);
+    assert.equal(await readStateFile(join(tmp.path, 'none')), undefined);
   });
 
   it('leaves the old or the new content, never a partial one, when killed mid-write', async function () {
     this.timeout(30000);
-    const p = join(dir, 'crash.state');
+    const p = join(tmp.path, 'crash.state');
     for (let round = 0; round < 3; round += 1) {
       const child = spawn(process.execPath, ['--import', 'tsx', writer, p], { stdio: ['ignore', 'pipe', 'inherit'] });
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -75,16 +68,16 @@ describe('daemon/state/atomic-file', () => {
       assert.ok(/^(A+|B+)$/.test(content), 'content is one whole version');
     }
     // a crash may leave a temporary behind; the startup sweep removes only those
-    await writeFile(join(dir, 'other'), 'keep');
+    await writeFile(join(tmp.path, 'other'), 'keep');
     await removeStaleTemps(p);
-    const left = (await readdir(dir)).sort();
+    const left = (await readdir(tmp.path)).sort();
     assert.deepEqual(left, ['crash.state', 'other']);
   });
 
   it('replaces a symlink at the target instead of writing through it', async () => {
-    const victim = join(dir, 'victim');
+    const victim = join(tmp.path, 'victim');
     await writeFile(victim, 'precious');
-    const p = join(dir, 'link.json');
+    const p = join(tmp.path, 'link.json');
     await symlink(victim, p);
     await assert.rejects(readStateFile(p), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_NOT_REGULAR');
     await writeJsonAtomic(p, { y: 1 });
@@ -93,7 +86,7 @@ describe('daemon/state/atomic-file', () => {
   });
 
   it('with overwrite: false keeps an existing file and leaves no temporaries', async () => {
-    const p = join(dir, 'key');
+    const p = join(tmp.path, 'key');
     await writeFileAtomic(p, 'first', { overwrite: false });
     assert.equal((await stat(p)).mode & 0o777, 0o600);
     await assert.rejects(
@@ -101,11 +94,11 @@ describe('daemon/state/atomic-file', () => {
       (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_EXISTS',
     );
     assert.equal(await readFile(p, 'utf8'), 'first');
-    assert.deepEqual(await readdir(dir), ['key']);
+    assert.deepEqual(await readdir(tmp.path), ['key']);
   });
 
   it('gives GH_STATE_CORRUPT for unparsable or invalid content and bounds the size', async () => {
-    const p = join(dir, 'bad.json');
+    const p = join(tmp.path, 'bad.json');
     await writeFile(p, '{"x": 1');
     await assert.rejects(readJsonState(p, (v) => v), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_CORRUPT');
     await writeFile(p, '{"x": "s"}');
@@ -129,7 +122,7 @@ describe('daemon/state/atomic-file', () => {
     });
 
     it('a read-only directory gives GH_STATE_READ_ONLY and leaves the old content', async () => {
-      const ro = join(dir, 'ro');
+      const ro = join(tmp.path, 'ro');
       await mkdir(ro);
       const p = join(ro, 's.json');
       await writeJsonAtomic(p, { v: 1 });
@@ -140,7 +133,7 @@ describe('daemon/state/atomic-file', () => {
       } else {
         execFileSync('chmod', ['0555', ro]);
         if (isRoot()) {
-          await chmod(dir, 0o755);
+          await chmod(tmp.path, 0o755);
           assert.equal(childWrite(p, { uid: 65534 }), 'GH_STATE_READ_ONLY');
         } else {
           await assert.rejects(writeJsonAtomic(p, { v: 2 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_READ_ONLY');
@@ -151,7 +144,7 @@ describe('daemon/state/atomic-file', () => {
     });
 
     it('a full file system gives GH_STATE_NO_SPACE, leaves the old content and no temporary', async () => {
-      const full = join(dir, 'full');
+      const full = join(tmp.path, 'full');
       await mkdir(full);
       const p = join(full, 's.json');
       if (isRoot() && tryRun('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', full])) {

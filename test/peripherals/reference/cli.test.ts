@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { run } from '../../../daemon/cli/peripheral.js';
@@ -14,6 +13,7 @@ import {
   verifySign1,
 } from '../../../protocol/index.js';
 import { FIXTURE_EXP, makeFixture, type ProtocolFixture } from '../../helpers/protocol.js';
+import { tempDirEach } from '../../helpers/temp-dir.js';
 
 interface Result {
   code: number;
@@ -33,16 +33,10 @@ async function cli(args: string[]): Promise<Result> {
 }
 
 describe('daemon/cli/peripheral (gatehouse peripheral)', () => {
-  let dir: string;
+  const tmp = tempDirEach('gh-pcli-');
   let f: ProtocolFixture;
   before(async () => {
     f = await makeFixture();
-  });
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'gh-pcli-'));
-  });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
   });
 
   it('answers --help for itself and every command', async () => {
@@ -61,7 +55,7 @@ describe('daemon/cli/peripheral (gatehouse peripheral)', () => {
   });
 
   it('keygen → challenge-request → hello → verify-welcome, end to end', async () => {
-    const key = join(dir, 'dev.key');
+    const key = join(tmp.path, 'dev.key');
     const kg = await cli(['keygen', '--dev', f.dev, '--out', key]);
     assert.equal(kg.code, 0, kg.stderr);
     const { dev, publicKey } = JSON.parse(kg.stdout.toString()) as { dev: string; publicKey: string };
@@ -72,8 +66,8 @@ describe('daemon/cli/peripheral (gatehouse peripheral)', () => {
     assert.equal(cr.code, 0);
     assert.equal(decodeChallengeRequest(new Uint8Array(cr.stdout)).dev, f.dev);
 
-    const chPath = join(dir, 'challenge.cbor');
-    const helloPath = join(dir, 'hello.cbor');
+    const chPath = join(tmp.path, 'challenge.cbor');
+    const helloPath = join(tmp.path, 'hello.cbor');
     await writeFile(chPath, encodeChallenge({ type: 'challenge', version: 1, dev: f.dev, gn: f.gn, gw: f.gw }));
     const h = await cli(['hello', '--key', key, '--challenge', chPath, '--out', helloPath]);
     assert.equal(h.code, 0, h.stderr);
@@ -82,9 +76,9 @@ describe('daemon/cli/peripheral (gatehouse peripheral)', () => {
     assert.deepEqual(parsed.payload.gn, f.gn);
     assert.equal(verifySign1(parsed, ed25519PublicKeyFromRaw(Buffer.from(publicKey, 'hex'))), true);
 
-    const welcomePath = join(dir, 'welcome.cbor');
+    const welcomePath = join(tmp.path, 'welcome.cbor');
     await writeFile(welcomePath, await signWelcome({ type: 'welcome', version: 1, dev: f.dev, gw: f.gw, hh: helloHash(hello), cred: f.credential }, f.session));
-    const pemPath = join(dir, 'backend.pem');
+    const pemPath = join(tmp.path, 'backend.pem');
     await writeFile(pemPath, ed25519PublicKeyFromRaw(f.backend.publicKeyRaw).export({ format: 'pem', type: 'spki' }));
     const hexKey = Buffer.from(f.backend.publicKeyRaw).toString('hex');
     const base = ['verify-welcome', '--hello', helloPath, '--welcome', welcomePath, '--now', String(FIXTURE_EXP - 1)];
