@@ -24,6 +24,8 @@ export interface MqttReferencePeripheralOptions {
   keepaliveSec?: number;
   /** Client id; default the device id (the gateway ties client ids to devices). */
   clientId?: string;
+  /** A will (QoS 1, not retained), e.g. on a status topic the lease policy grants. */
+  will?: { topic: string; payload: string | Buffer };
 }
 
 /** How one authentication ended. */
@@ -76,6 +78,7 @@ export class MqttReferencePeripheral {
       reconnectPeriod: 0,
       connectTimeout: this.#timeoutMs,
       ...(this.#o.ca === undefined ? {} : { ca: this.#o.ca }),
+      ...(this.#o.will === undefined ? {} : { will: { topic: this.#o.will.topic, payload: Buffer.from(this.#o.will.payload), qos: 1, retain: false } }),
     };
     const client = mqtt.connect(this.#o.url, opts);
     this.#client = client;

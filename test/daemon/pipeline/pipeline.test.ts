@@ -12,7 +12,7 @@ import {
   type Ed25519Signer,
 } from '../../../protocol/index.js';
 import { Pipeline, type PipelineOptions } from '../../../daemon/pipeline/pipeline.js';
-import type { DecisionEvent, GatewaySession, IngressConnection } from '../../../daemon/pipeline/types.js';
+import type { DecisionEvent, GatewaySession, HelloVerifier, IngressConnection } from '../../../daemon/pipeline/types.js';
 import { FakeSessionProvider, FakeVerifier } from '../../fakes/FakeVerifier.js';
 
 const GW = 'gw-test';
@@ -250,6 +250,29 @@ describe('daemon/pipeline Pipeline', () => {
     assert.equal(timedOut.rejected?.reason, 'backend-unavailable');
     assert.equal(rejectOf(timedOut.reply).retry, 30);
     assert.equal(p.stats().pendingHellos, 0);
+  });
+
+  it('aborts the verifier call at its deadline, and on close(); after close() requests are busy', async () => {
+    backend.hang = true;
+    const seen: AbortSignal[] = [];
+    const spy: HelloVerifier = {
+      verify: (request, signal) => {
+        if (signal !== undefined) seen.push(signal);
+        return backend.verify(request, signal);
+      },
+    };
+    const q = new Pipeline({ gw: GW, verifier: spy, sessions, clock, verifyTimeoutMs: 100 });
+    const c = conn('mqtt:30');
+    const first = await q.hello(c, await hello(devA, 'dev-a', await gnFor(q, c, 'dev-a')), 'dev-a');
+    assert.equal(first.rejected?.reason, 'backend-unavailable');
+    assert.equal(seen[0]?.aborted, true, 'the verifier saw its signal abort at the deadline');
+    const q2 = new Pipeline({ gw: GW, verifier: spy, sessions, clock, verifyTimeoutMs: 60_000 });
+    const pending = q2.hello(c, await hello(devA, 'dev-a', await gnFor(q2, c, 'dev-a')), 'dev-a');
+    await new Promise((resolve) => setImmediate(resolve));
+    q2.close();
+    assert.equal((await pending).rejected?.reason, 'backend-unavailable');
+    assert.equal(seen[1]?.aborted, true);
+    assert.equal(rejectOf(await q2.challenge(c, 'dev-a')).reason, 'busy');
   });
 
   it('passes the backend reasons through, with retry for backend-unavailable', async () => {

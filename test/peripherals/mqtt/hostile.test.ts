@@ -20,6 +20,8 @@ import {
 } from '../../../protocol/index.js';
 import type { DecisionEvent } from '../../../daemon/pipeline/types.js';
 import type { FakeVerifier } from '../../fakes/FakeVerifier.js';
+import { MqttReferencePeripheral } from '../../../peripherals/reference/mqtt-peripheral.js';
+import { ReferencePeripheral } from '../../../peripherals/reference/peripheral.js';
 import { closed, fakeBackend, nextMessage, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
 
 const up = (dev: string): string => `gatehouse/v1/${dev}/up`;
@@ -300,8 +302,18 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     await legit('dev-a');
   });
 
-  it('closes the older connection when a device is welcomed again, and a revoked device\'s connection', async () => {
-    const first = peripheralFor(h.url, signer('dev-b'), backend.backendKeys());
+  it('closes the older connection when a device is welcomed again (its will dropped), and a revoked device\'s connection', async () => {
+    const obs = peripheralFor(h.url, signer('observer'), backend.backendKeys());
+    await obs.connect();
+    assert.equal((await obs.authenticate()).kind, 'authenticated');
+    await obs.client.subscribeAsync('devices/#', { qos: 1 });
+    const seen: string[] = [];
+    obs.client.on('message', (t) => seen.push(t));
+    const first = new MqttReferencePeripheral({
+      url: h.url,
+      peripheral: new ReferencePeripheral({ dev: 'dev-b', signer: signer('dev-b'), backendKeys: backend.backendKeys() }),
+      will: { topic: 'devices/dev-b/status', payload: 'first gone' },
+    });
     await first.connect();
     assert.equal((await first.authenticate()).kind, 'authenticated');
     const firstGone = closed(first.client);
@@ -310,6 +322,12 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     assert.equal((await second.authenticate()).kind, 'authenticated');
     await firstGone;
     assert.ok(second.client.connected);
+    // A message published after the close arrives; the superseded connection's will never does.
+    const marker = nextMessage(obs.client, 'devices/dev-b/marker');
+    await second.client.publishAsync('devices/dev-b/marker', 'm', { qos: 1 });
+    await marker;
+    assert.ok(!seen.includes('devices/dev-b/status'), 'will of a superseded connection dropped');
+    await obs.close();
     const secondGone = closed(second.client);
     h.revocations.revoke(['dev-b']);
     await secondGone;
