@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestPki, type TestPki } from '../../../backend/pki.js';
@@ -16,6 +15,7 @@ import type { VerifyRequest, VerifyResult } from '../../../daemon/pipeline/types
 import { DEFAULT_POLICY, Ed25519Signer, Es256Signer, randomNonce, sha256, signGatewayCredential, signHello, signLease } from '../../../protocol/index.js';
 import { base64UrlDecode } from '../../../protocol/http-signature.js';
 import { SessionManager } from '../../../daemon/backend/session.js';
+import { closeServer, listenLoopback } from '../../helpers/listen.js';
 
 const NAME = 'backend.example.com';
 const GW = 'gw-a';
@@ -60,12 +60,10 @@ describe('daemon/backend/client against broken and hostile answers', function ()
         });
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    port = (server.address() as AddressInfo).port;
+    port = await listenLoopback(server);
   });
   after(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
+    await closeServer(server);
     await rm(dir, { recursive: true, force: true });
   });
   beforeEach(() => {

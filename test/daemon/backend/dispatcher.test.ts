@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { BackendHttp, createBackendDispatcher, type BackendTlsOptions } from '../../../daemon/backend/dispatcher.js';
 import { BackendError } from '../../../daemon/backend/errors.js';
@@ -10,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestPki, issueCert, type CertFiles, type TestPki } from '../../../backend/pki.js';
+import { closeServer, listenLoopback } from '../../helpers/listen.js';
 
 interface Pem {
   key: string;
@@ -43,8 +43,7 @@ async function startServer(pem: Pem, handler?: (url: string) => { status: number
   });
   // A refused handshake is a client-side event; keep the server quiet about it.
   server.on('tlsClientError', () => undefined);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, port: (server.address() as AddressInfo).port, requests };
+  return { server, port: await listenLoopback(server), requests };
 }
 
 describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', () => {
@@ -70,7 +69,7 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
   }
   afterEach(async () => {
     await Promise.all(agents.splice(0).map((a) => a.close()));
-    await Promise.all(servers.splice(0).map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); })));
+    await Promise.all(servers.splice(0).map(closeServer));
   });
 
   async function serve(pem: Pem, handler?: Parameters<typeof startServer>[1]): Promise<TestServer> {
@@ -177,9 +176,9 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
 
   it('gives up on a backend that accepts but never answers (headers timeout)', async () => {
     const silent = createServer({ key: pki.server.keyPem, cert: pki.server.certPem }, () => undefined);
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = await listenLoopback(silent);
     servers.push(silent);
-    const http = client((silent.address() as AddressInfo).port, { headersTimeoutMs: 200 });
+    const http = client(port, { headersTimeoutMs: 200 });
     await assert.rejects(http.request({ method: 'GET', path: '/' }), (e: unknown) => e instanceof BackendError && e.kind === 'timeout' && e.unreachable);
   });
 
