@@ -111,8 +111,16 @@ export function checkWillAtConnect(topic: string, retain: boolean, opts: AclOpti
   return { ok: true };
 }
 
-/** CONNECT client id rule: empty, or a device id (protocol-v1 "Ids"). */
+/**
+ * Client ids that name Object.prototype members (`__proto__`, `constructor`, `toString`, …).
+ * Our state is in Maps, but a client id travels into libraries and logs; refusing these costs
+ * nothing (such a device connects with an empty client id) and removes a class of bugs.
+ */
+const RESERVED_CLIENT_IDS: ReadonlySet<string> = new Set(Object.getOwnPropertyNames(Object.prototype));
+
+/** CONNECT client id rule: empty, or a device id (protocol-v1 "Ids") that is not reserved. */
 export function checkClientId(clientId: string): AclDecision {
+  if (RESERVED_CLIENT_IDS.has(clientId)) return deny('reserved client id (an Object.prototype member name)');
   if (clientId === '' || isValidId(clientId)) return { ok: true };
   return deny('client id must be empty or a device id (1-64 of [A-Za-z0-9._:-])');
 }

@@ -90,6 +90,9 @@ describe('peripherals/mqtt ACL (default deny, no broker)', () => {
     assert.equal(checkClientId('').ok, true);
     assert.equal(checkClientId('dev-a').ok, true);
     assert.equal(checkClientId('#').ok, false);
+    for (const reserved of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', '__defineGetter__']) {
+      assert.equal(checkClientId(reserved).ok, false, reserved);
+    }
     assert.equal(checkClientId('mosq/x').ok, false);
     assert.equal(checkClientId('a'.repeat(65)).ok, false);
   });
