@@ -87,9 +87,9 @@ export class LogWatch {
     this.#events.emit('line', info);
   }
 
-  /** Resolves with the first line (already logged or to come) that matches. */
-  waitFor(match: (l: Record<string, unknown>) => boolean, timeoutMs: number, what: string): Promise<Record<string, unknown>> {
-    const seen = this.lines.find(match);
+  /** Resolves with the first matching line logged after line number `from` (default: any). */
+  waitFor(match: (l: Record<string, unknown>) => boolean, timeoutMs: number, what: string, from = 0): Promise<Record<string, unknown>> {
+    const seen = this.lines.slice(from).find(match);
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -284,6 +284,7 @@ export class FaultEnv {
 
   /** A validated daemon config; `over` is merged section by section. */
   async config(stateDir: string, over: Record<string, Record<string, unknown>> = {}): Promise<GatehouseConfig> {
+    await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
     const base: Record<string, Record<string, unknown>> = {
       gateway: { id: GW, production: false, stateDir, runtimeDir: join(this.dir, 'run') },
       tpm: { kind: 'tpm', tcti: this.swtpm.tcti },

@@ -1,0 +1,128 @@
+/**
+ * Fault: the daemon (`gatehouse run`, a child process) is killed with SIGKILL in the middle of a
+ * storm. Restarted on the same config and state directory, it serves every peripheral, and every
+ * state file it left (written atomically: temp + fsync + rename) parses.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { FaultEnv, pool, type FaultPeripheral, type Outcome } from './fixture.js';
+
+const STORM = 600;
+const KILL_AFTER = 150;
+const CLI = fileURLToPath(new URL('../../daemon/cli.ts', import.meta.url));
+
+/** `gatehouse run` as systemd would start it; resolves once it logs that it runs. */
+async function startDaemon(configFile: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: '' } });
+  let out = '';
+  let done = false;
+  const port = new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon not running within 60 s: ${out.slice(-2000)}`)), 60_000);
+    // Log lines go to stdout or stderr by level; both are read (and drained) to the end.
+    const onData = (b: Buffer): void => {
+      if (done) return;
+      out += b.toString('utf8');
+      const line = out.split('\n').find((l) => l.includes('"gateway running"'));
+      if (line === undefined) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(Number(/"port":(\d+)/.exec(line)?.[1] ?? 0));
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited (${String(code)}) before running: ${out.slice(-2000)}`));
+    });
+  });
+  try {
+    return { child, port: await port };
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+describe('faults: daemon killed with SIGKILL mid-storm', function () {
+  this.timeout(170_000);
+  let env: FaultEnv;
+  let daemon: ChildProcess | undefined;
+  const open: FaultPeripheral[] = [];
+
+  before(async () => {
+    env = await FaultEnv.create({ devices: STORM });
+  });
+
+  after(async () => {
+    for (const p of open) p.close();
+    if (daemon !== undefined && daemon.exitCode === null && daemon.signalCode === null) {
+      daemon.kill('SIGKILL');
+      await exited(daemon);
+    }
+    await env?.dispose();
+  });
+
+  it(`restarts and serves all ${STORM} peripherals; its state files parse`, async () => {
+    const stateDir = await env.stateDir('kill9');
+    const config = await env.config(stateDir, { log: { level: 'info', format: 'json' } });
+    const configFile = join(env.dir, 'kill9.yaml');
+    await writeFile(configFile, stringify(config), { mode: 0o600 });
+
+    const first = await startDaemon(configFile);
+    daemon = first.child;
+    let welcomed = 0;
+    let killed: Promise<number | null> | undefined;
+    const storm1 = env.devices.map((d) => env.peripheral(d));
+    open.push(...storm1);
+    const results1: Outcome[] = await pool(storm1, STORM, async (p) => {
+      try {
+        await p.connect(first.port);
+      } catch (err) {
+        return { kind: 'no-answer', why: (err as Error).message };
+      }
+      const r = await p.authenticate(20_000);
+      if (r.kind === 'welcome' && ++welcomed === KILL_AFTER) {
+        first.child.kill('SIGKILL');
+        killed = exited(first.child);
+      }
+      return r;
+    });
+    assert.ok(killed !== undefined, 'the daemon was killed mid-storm');
+    await killed;
+    assert.equal(first.child.signalCode, 'SIGKILL');
+    const cut = results1.filter((r) => r.kind !== 'welcome').length;
+    assert.ok(cut > 0, `the kill cut exchanges short (${cut} without a welcome)`);
+    for (const p of storm1) p.close();
+
+    const second = await startDaemon(configFile);
+    daemon = second.child;
+    const storm2 = env.devices.map((d) => env.peripheral(d));
+    open.push(...storm2);
+    const results2 = await pool(storm2, STORM, async (p) => {
+      await p.connect(second.port);
+      return p.authenticate(30_000);
+    });
+    assert.deepEqual(results2.filter((r) => r.kind !== 'welcome'), [], 'the restarted daemon welcomes everyone');
+    for (const p of storm2) p.close();
+
+    second.child.kill('SIGTERM');
+    assert.equal(await exited(second.child), 0, 'clean stop after the restart');
+    const files = (await readdir(stateDir)).filter((f) => f.endsWith('.json'));
+    assert.ok(files.includes('leases.json'), `leases persisted at stop (${files.join(', ')})`);
+    for (const f of files) {
+      const text = await readFile(join(stateDir, f), 'utf8');
+      assert.doesNotThrow(() => JSON.parse(text), `${f} parses`);
+    }
+    const leftovers = (await readdir(stateDir)).filter((f) => f.includes('.tmp'));
+    assert.deepEqual(leftovers, [], 'no temp files left by the atomic writes');
+  });
+});

@@ -1,0 +1,117 @@
+/**
+ * Fault: the state directory stops taking writes — full (ENOSPC) or read-only (EROFS) — while
+ * the daemon runs. Writing the lease cache then fails with a clear error naming the cause, and
+ * service continues from memory: peripherals are welcomed, and the leases held in memory still
+ * give offline welcomes when the backend goes away. As root a small tmpfs is mounted (full, then
+ * remounted read-only); without root only the read-only case runs, by chmod 0500.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Gateway } from '../../daemon/gateway.js';
+import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from './fixture.js';
+
+function canMount(dir: string): boolean {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir], { stdio: 'ignore' });
+    execFileSync('umount', [dir], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+type Mode = { name: string; code: string; errno: string; break: (dir: string) => Promise<void> };
+
+describe('faults: state directory full or read-only', function () {
+  this.timeout(120_000);
+  let env: FaultEnv;
+  const clock = new JumpClock();
+  let gateway: Gateway | undefined;
+  const mounts: string[] = [];
+  const open: FaultPeripheral[] = [];
+
+  before(async () => {
+    env = await FaultEnv.create({ devices: 8, backendClock: clock });
+  });
+
+  afterEach(async () => {
+    for (const p of open.splice(0)) p.close();
+    await gateway?.stop();
+    gateway = undefined;
+    for (const m of mounts.splice(0)) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+  });
+
+  after(async () => {
+    clock.dispose();
+    await env?.dispose();
+  });
+
+  const probe = join('/tmp', `gh-faults-probe-${process.pid}`);
+  execFileSync('mkdir', ['-p', probe]);
+  const mount = canMount(probe);
+  execFileSync('rmdir', [probe]);
+  const modes: Mode[] = mount
+    ? [
+        {
+          name: 'full (tmpfs at ENOSPC)',
+          code: 'GH_STATE_NO_SPACE',
+          errno: 'ENOSPC',
+          break: async (dir) => {
+            // Fill the file system to the last block.
+            try {
+              for (let i = 0; ; i += 1) await writeFile(join(dir, `filler-${i}`), Buffer.alloc(64 * 1024));
+            } catch (err) {
+              assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+            }
+          },
+        },
+        { name: 'read-only (tmpfs remounted ro)', code: 'GH_STATE_READ_ONLY', errno: 'EROFS', break: (dir) => Promise.resolve(execFileSync('mount', ['-o', 'remount,ro', dir])).then(() => undefined) },
+      ]
+    : [{ name: 'read-only (chmod 0500)', code: 'GH_STATE_READ_ONLY', errno: 'EACCES', break: (dir) => chmod(dir, 0o500) }];
+
+  for (const mode of modes) {
+    it(`${mode.name}: a clear error, and service continues from memory`, async () => {
+      const stateDir = join(env.dir, `state-${mode.errno}`);
+      await mkdir(stateDir, { recursive: true, mode: 0o700 });
+      if (mount) {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', stateDir]);
+        mounts.push(stateDir);
+      }
+      const prepared = await env.stateDir(`${mode.errno}-src`);
+      execFileSync('cp', [join(prepared, 'tpm-key.json'), join(stateDir, 'tpm-key.json')]);
+      const watch = new LogWatch();
+      const config = await env.config(stateDir, { backend: { circuit: { failureThreshold: 1, openMs: 500 }, connectTimeoutMs: 1000 } });
+      gateway = await env.gateway(config, { clock, logger: watch.logger() });
+      const port = gateway.mqttAddresses().tcp?.port ?? 0;
+
+      await mode.break(stateDir);
+      const ps = env.devices.slice(0, 4).map((d) => env.peripheral(d));
+      open.push(...ps);
+      for (const p of ps) {
+        await p.connect(port);
+        assert.deepEqual(await p.authenticate(), { kind: 'welcome' });
+      }
+      // The lease cache writes 30 s after a change: step the clock past it.
+      const mark = watch.lines.length;
+      clock.jump(31_000);
+      const line = await watch.waitFor((l) => l.message === 'cannot persist leases', 30_000, 'lease write failure', mark);
+      assert.equal(line.level, 'error');
+      assert.equal(line.code, mode.code, 'the error has a stable code');
+      assert.match(String(line.error), new RegExp(mode.errno), 'and names the cause');
+
+      // Service continues: online, and offline from the leases held in memory.
+      assert.deepEqual(await ps[0]?.authenticate(), { kind: 'welcome' });
+      await env.backend.close();
+      try {
+        assert.deepEqual(await ps[1]?.authenticate(), { kind: 'welcome' }, 'offline welcome from the in-memory lease');
+      } finally {
+        await env.startBackend();
+      }
+      assert.ok((gateway.backendStats()?.offlineWelcomes ?? 0) >= 1);
+      if (!mount) await chmod(stateDir, 0o700);
+    });
+  }
+});
