@@ -17,6 +17,18 @@ export class GatehouseError extends Error {
 }
 
 /**
+ * Base of an area's error class whose `code` is one of a closed union of stable codes, so code
+ * branching on it is type-checked: `export class BleError extends CodedError<BleErrorCode> {}`.
+ */
+export class CodedError<C extends string> extends GatehouseError {
+  declare readonly code: C;
+
+  constructor(code: C, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/**
  * A message or signature failed a protocol check. `reason` is the protocol-v1 reason code a
  * reject for this failure carries.
  */

@@ -2,7 +2,7 @@
  * TPM errors: one class, stable `GH_TPM_…` codes, the raw TSS2_RC and its decoded text.
  * Callers branch on `code`, never on `text` (STYLE.md §6).
  */
-import { GatehouseError } from '../protocol/errors.js';
+import { CodedError } from '../protocol/errors.js';
 
 /** Stable codes. Documented in docs/tpm.md (error table). */
 export const TPM_ERROR_CODES = [
@@ -35,8 +35,7 @@ export const TPM_ERROR_CODES = [
 export type TpmErrorCode = (typeof TPM_ERROR_CODES)[number];
 
 /** A TPM, TSS or key-store failure. `rc` is the TSS2_RC (0 when the error is not from the TSS). */
-export class TpmError extends GatehouseError {
-  override readonly code: TpmErrorCode;
+export class TpmError extends CodedError<TpmErrorCode> {
   /** The TSS2_RC as returned by the library, or 0. */
   readonly rc: number;
   /** `Tss2_RC_Decode(rc)`, or '' when `rc` is 0. */
@@ -44,7 +43,6 @@ export class TpmError extends GatehouseError {
 
   constructor(code: TpmErrorCode, message: string, options?: { rc?: number; text?: string; cause?: unknown }) {
     super(code, message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
     this.rc = (options?.rc ?? 0) >>> 0;
     this.text = options?.text ?? '';
   }

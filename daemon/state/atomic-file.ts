@@ -8,7 +8,7 @@ import { constants as fsc } from 'node:fs';
 import { link, mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
-import { GatehouseError } from '../../protocol/errors.js';
+import { CodedError } from '../../protocol/errors.js';
 
 /** Default upper bound on a state file (1 MiB): state files are small; a huge one is corrupt. */
 export const DEFAULT_MAX_STATE_BYTES = 1024 * 1024;
@@ -24,7 +24,7 @@ export type StateFileErrorCode =
   | 'GH_STATE_CORRUPT';
 
 /** A state file could not be written or read back. `path` names the file concerned. */
-export class StateFileError extends GatehouseError {
+export class StateFileError extends CodedError<StateFileErrorCode> {
   readonly path: string;
 
   constructor(code: StateFileErrorCode, path: string, message: string, options?: { cause?: unknown }) {

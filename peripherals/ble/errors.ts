@@ -1,7 +1,7 @@
 /**
  * Errors of the BLE transport. Code branches on `code`, never on message text (STYLE §6).
  */
-import { GatehouseError } from '../../protocol/errors.js';
+import { CodedError } from '../../protocol/errors.js';
 
 /** Stable codes of the BLE area. */
 export type BleErrorCode =
@@ -28,13 +28,8 @@ export type BleErrorCode =
   /** A chunk arrived after the reassembler had aborted or the exchange expected no more. */
   | 'GH_BLE_FRAME_UNEXPECTED';
 
-export class BleError extends GatehouseError {
-  declare readonly code: BleErrorCode;
-
-  constructor(code: BleErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-  }
-}
+/** An error of the BLE transport; `code` is a {@link BleErrorCode}. */
+export class BleError extends CodedError<BleErrorCode> {}
 
 /** True when `err` is a `BleError` with the given code. */
 export function isBleError(err: unknown, code?: BleErrorCode): err is BleError {

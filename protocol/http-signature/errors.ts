@@ -1,5 +1,5 @@
 /** Errors of the RFC 9421 / RFC 9530 module (protocol/http-signature.ts). */
-import { GatehouseError } from '../errors.js';
+import { CodedError } from '../errors.js';
 
 /** Stable codes: `GH_HTTPSIG_*` for the signature, `GH_DIGEST_*` for Content-Digest. */
 export type HttpSignatureErrorCode =
@@ -15,9 +15,5 @@ export type HttpSignatureErrorCode =
   | 'GH_DIGEST_MALFORMED'
   | 'GH_DIGEST_MISMATCH';
 
-export class HttpSignatureError extends GatehouseError {
-  declare readonly code: HttpSignatureErrorCode;
-  constructor(code: HttpSignatureErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-  }
-}
+/** An RFC 9421 / RFC 9530 check failed; `code` is a {@link HttpSignatureErrorCode}. */
+export class HttpSignatureError extends CodedError<HttpSignatureErrorCode> {}
