@@ -257,7 +257,6 @@ export class Gateway {
       authTimeoutMs: m.authTimeoutSec * 1000,
       connectTimeoutMs: m.connectTimeoutSec * 1000,
       keepaliveMaxSec: m.keepaliveMaxSec,
-      defaultPolicy: m.defaultPolicy,
     });
     await mqtt.start();
     this.#mqtt = mqtt;

@@ -3,7 +3,7 @@
  * default and description. docs/configuration.md is generated from this (see docs.ts) and a
  * test keeps the two in agreement.
  */
-import { bool, int, num, oneOf, optStr, section, str, strList, type Infer } from './schema-dsl.js';
+import { bool, int, num, oneOf, optStr, section, str, type Infer } from './schema-dsl.js';
 
 /** protocol-v1 "Ids": 1–64 characters of [A-Za-z0-9._:-]. */
 const ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -28,7 +28,6 @@ const port = (description: string, dflt: number) => int({ description, default: 
 const absPath = (description: string, dflt: string) =>
   str({ description, default: dflt, pattern: ABS_PATH_RE, typeName: 'absolute path' });
 const optPath = (description: string) => optStr({ description, pattern: ABS_PATH_RE, typeName: 'absolute path' });
-const topicFilter = /^[^\0#+]*(?:[#+][^\0]*)*$/;
 
 export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
   gateway: section('This gateway', {
@@ -147,10 +146,6 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
     authTimeoutSec: int({ description: 'A connection not welcomed within this is closed (protocol-v1: 60 s).', default: 60, min: 1, max: 3600 }),
     connectTimeoutSec: int({ description: 'Time allowed between TCP accept and CONNECT.', default: 10, min: 1, max: 300 }),
     keepaliveMaxSec: int({ description: 'Largest keepalive a client may ask for.', default: 300, min: 10, max: 65535 }),
-    defaultPolicy: section('Policy when a lease carries none (`{dev}` is replaced by the device id)', {
-      pub: strList({ description: 'Topic filters a welcomed device may publish to.', default: ['devices/{dev}/#'], maxItems: 64, pattern: topicFilter }),
-      sub: strList({ description: 'Topic filters a welcomed device may subscribe to.', default: ['devices/{dev}/cmd/#'], maxItems: 64, pattern: topicFilter }),
-    }),
   }),
   ble: section('The BLE transport (gateway is the GATT client)', {
     enabled: bool({ description: 'Scan for and authenticate BLE peripherals.', default: false }),

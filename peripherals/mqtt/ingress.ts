@@ -20,8 +20,6 @@ export interface IngressHost {
   log: Logger;
   /** Auth messages waiting per connection; beyond it they are dropped. */
   maxQueued: number;
-  /** Policy when a lease carries an empty one. */
-  defaultPolicy: Policy;
   /** False once the connection is closed or being closed. */
   isLive(conn: MqttConnection): boolean;
   publishDown(dev: string, payload: Uint8Array): Promise<void>;
@@ -98,8 +96,8 @@ export class MqttIngress {
 
   /** Applies the lease policy before the welcome is published, so the peer may use it at once. */
   #welcome(conn: MqttConnection, dev: string, policy: Policy): void {
-    const base = policy.pub.length === 0 && policy.sub.length === 0 ? this.#h.defaultPolicy : policy;
-    conn.policy = expandPolicy(base, dev);
+    // Default deny: the lease's policy verbatim; an empty one grants nothing beyond the auth topics.
+    conn.policy = expandPolicy(policy, dev);
     clearTimeout(conn.authTimer);
     conn.authTimer = undefined;
     this.#h.onWelcomed(conn, dev);

@@ -3,8 +3,6 @@
  * once, each naming its option).
  */
 import type { Logger } from 'winston';
-import { DEFAULT_POLICY } from '../../protocol/index.js';
-import type { Policy } from '../../protocol/types.js';
 import type { AuthPipeline, RevocationSource } from '../../daemon/pipeline/types.js';
 import { MqttError } from './errors.js';
 
@@ -26,8 +24,6 @@ export interface MqttTransportOptions {
   connectTimeoutMs?: number;
   /** Largest keepalive (seconds) a client may ask for; 0 (none) is refused too. Default 300. */
   keepaliveMaxSec?: number;
-  /** Policy when a lease carries an empty one. Default protocol-v1's. */
-  defaultPolicy?: Policy;
   /** Allow retained publishes on policy topics. Default false. */
   allowRetain?: boolean;
   /** Auth messages queued per connection for the pipeline; beyond it they are dropped. Default 16. */
@@ -52,7 +48,6 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
     authTimeoutMs: options.authTimeoutMs ?? 60_000,
     connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
     keepaliveMaxSec: options.keepaliveMaxSec ?? 300,
-    defaultPolicy: options.defaultPolicy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] },
     allowRetain: options.allowRetain ?? false,
     maxQueuedPerConnection: options.maxQueuedPerConnection ?? 16,
     operationTimeoutMs: options.operationTimeoutMs ?? 5000,

@@ -95,7 +95,6 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       pipeline: this.#o.pipeline,
       log: this.#log,
       maxQueued: this.#o.maxQueuedPerConnection,
-      defaultPolicy: this.#o.defaultPolicy,
       isLive: (conn) => !conn.closing && this.#conns.has(conn.id),
       publishDown: (dev, payload) => this.#publishDown(dev, payload),
       close: (conn) => this.#close(conn),

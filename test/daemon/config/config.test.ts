@@ -33,7 +33,6 @@ describe('daemon/config', () => {
     assert.equal(c.backend.batch.maxSize, 64);
     assert.equal(c.backend.caFile, undefined);
     assert.equal(c.mqtt.tcp.port, 1883);
-    assert.deepEqual(c.mqtt.defaultPolicy.pub, ['devices/{dev}/#']);
     assert.equal(c.status.socketPath, '/run/gatehouse/status.sock');
     assert.equal(c.log.level, 'info');
   });

@@ -38,6 +38,7 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     backend = fb.backend;
     for (const dev of ['dev-a', 'dev-b', 'dev-c', 'flood', '__proto__', 'constructor']) signers.set(dev, backend.addDevice(dev));
     signers.set('observer', backend.addDevice('observer', { pub: [], sub: ['devices/#'] }));
+    signers.set('dev-empty', backend.addDevice('dev-empty', { pub: [], sub: [] }));
     // Many tests welcome the same few devices: the per-device bucket is widened; the flood test
     // relies on the per-connection one (20 per minute).
     h = await startHarness(backend, fb.sessions, { pipeline: { rateLimits: { perDevicePerMin: 500 } } });
@@ -144,6 +145,17 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     await p.client.publishAsync('devices/dev-a/temp', '21.5', { qos: 1 });
     assert.equal((await seen).toString(), '21.5');
     await Promise.all([p.close(), obs.close()]);
+  });
+
+  it('grants nothing beyond the auth topics when the lease policy is empty (default deny, never widened)', async () => {
+    const p = peripheralFor(h.url, signer('dev-empty'), backend.backendKeys());
+    await p.connect();
+    assert.equal((await p.authenticate()).kind, 'authenticated');
+    assert.deepEqual(await granted(p.client, ['devices/dev-empty/cmd/#', 'devices/dev-empty/#']), [128, 128]);
+    const gone = closed(p.client);
+    p.client.publish('devices/dev-empty/temp', '1', { qos: 1 });
+    await gone;
+    await p.close();
   });
 
   it('closes a connection that publishes on another device\'s up topic or on a down topic', async () => {
