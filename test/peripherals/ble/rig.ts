@@ -39,6 +39,25 @@ export function waitForEvent<T extends unknown[]>(
   });
 }
 
+/** {@link waitForEvent} on the `name` event of a Node `EventEmitter`. */
+export function waitForEmitter<T extends unknown[]>(
+  emitter: EventEmitter,
+  name: string,
+  match: (...args: T) => boolean,
+  what: string,
+  ms = 10_000,
+): Promise<T> {
+  return waitForEvent<T>(
+    (l) => {
+      emitter.on(name, l);
+      return () => emitter.off(name, l);
+    },
+    match,
+    what,
+    ms,
+  );
+}
+
 export interface Rig {
   radio: EmulatedNobleBindings;
   central: NobleCentral;
@@ -53,6 +72,17 @@ export interface Rig {
   stop(): Promise<void>;
 }
 
+/** Record the length of every write the gateway makes on the emulated radio (its chunk sizes). */
+export function recordWriteLengths(radio: EmulatedNobleBindings): number[] {
+  const lengths: number[] = [];
+  const write = radio.write.bind(radio);
+  radio.write = (id, s, c, data, wr) => {
+    lengths.push(data.length);
+    write(id, s, c, data, wr);
+  };
+  return lengths;
+}
+
 export function addressOf(n: number): string {
   return `c0:de:00:00:00:${n.toString(16).padStart(2, '0')}`;
 }
@@ -61,11 +91,9 @@ export function addressOf(n: number): string {
 export function resultOf(p: ReferenceBlePeripheral, ms = 10_000): Promise<BlePeripheralResult> {
   const first = p.results[0];
   if (first) return Promise.resolve(first);
-  return waitForEvent<[BlePeripheralResult]>(
-    (l) => {
-      p.on('result', l);
-      return () => p.off('result', l);
-    },
+  return waitForEmitter<[BlePeripheralResult]>(
+    p,
+    'result',
     () => true,
     `result of ${p.dev}`,
     ms,
@@ -124,11 +152,9 @@ export async function makeRig(
     exchangeOf(address, ms = 10_000) {
       const seen = exchanges.find((e) => e.address === address);
       if (seen) return Promise.resolve(seen);
-      return waitForEvent<[BleExchangeEvent]>(
-        (l) => {
-          feed.on('exchange', l);
-          return () => feed.off('exchange', l);
-        },
+      return waitForEmitter<[BleExchangeEvent]>(
+        feed,
+        'exchange',
         (e) => e.address === address,
         `exchange of ${address}`,
         ms,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { HCI_LOCAL_HOST_TERMINATED } from '../../../peripherals/reference/ble-emulated-bindings.js';
 import { GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../../../peripherals/ble/transport.js';
 import type { Challenge } from '../../../protocol/index.js';
-import { addressOf, GW, makeRig, resultOf, waitForEvent, type Rig } from './rig.js';
+import { addressOf, GW, makeRig, recordWriteLengths, resultOf, waitForEmitter, waitForEvent, type Rig } from './rig.js';
 
 describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   let rig: Rig | undefined;
@@ -31,12 +31,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     rig = await makeRig();
     await rig.transport.start();
     assert.equal(rig.transport.stats().scanning, true);
-    const maxWrite: number[] = [];
-    const radioWrite = rig.radio.write.bind(rig.radio);
-    rig.radio.write = (id, s, c, data, wr) => {
-      maxWrite.push(data.length);
-      radioWrite(id, s, c, data, wr);
-    };
+    const maxWrite = recordWriteLengths(rig.radio);
     await welcomed(rig, 1, 23);
     // The challenge and the welcome went out in chunks of at most MTU-3 = 20 bytes.
     assert.equal(Math.max(...maxWrite), 20);
@@ -50,11 +45,9 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     rig = await makeRig();
     await rig.transport.start();
     const p = rig.addPeripheral(12);
-    const challenge = waitForEvent<[Challenge]>(
-      (l) => {
-        p.on('challenge', l);
-        return () => p.off('challenge', l);
-      },
+    const challenge = waitForEmitter<[Challenge]>(
+      p,
+      'challenge',
       () => true,
       'challenge',
     );
@@ -86,12 +79,7 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
   it('completes an exchange at MTU 247 in chunks of up to 244 bytes', async () => {
     rig = await makeRig();
     await rig.transport.start();
-    const lengths: number[] = [];
-    const radioWrite = rig.radio.write.bind(rig.radio);
-    rig.radio.write = (id, s, c, data, wr) => {
-      lengths.push(data.length);
-      radioWrite(id, s, c, data, wr);
-    };
+    const lengths = recordWriteLengths(rig.radio);
     await welcomed(rig, 2, 247);
     assert.ok(lengths.every((l) => l <= 244));
     assert.equal(Math.max(...lengths), 244, 'the welcome is longer than one chunk at MTU 247');
@@ -127,11 +115,9 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     rig = await makeRig();
     await rig.transport.start();
     const p = rig.addPeripheral(6, { misbehave: { skipChunkIndex: 1 } });
-    const disconnected = waitForEvent<[number]>(
-      (l) => {
-        p.on('disconnect', l);
-        return () => p.off('disconnect', l);
-      },
+    const disconnected = waitForEmitter<[number]>(
+      p,
+      'disconnect',
       () => true,
       'disconnect',
     );
@@ -320,11 +306,9 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     rig = await makeRig();
     await rig.transport.start();
     const p = rig.addPeripheral(101, { misbehave: { helloChunkPayload: 1 } });
-    const [hello] = await waitForEvent<[Uint8Array]>(
-      (l) => {
-        p.on('hello', l);
-        return () => p.off('hello', l);
-      },
+    const [hello] = await waitForEmitter<[Uint8Array]>(
+      p,
+      'hello',
       () => true,
       'hello',
     );
@@ -376,11 +360,9 @@ describe('peripherals/ble/transport (real noble, emulated radio)', function () {
     const p = rig.addPeripheral(131);
     const e = await rig.exchangeOf(p.address);
     assert.equal(e.error, 'GH_BLE_TIMEOUT');
-    const dropped = waitForEvent<[number]>(
-      (l) => {
-        p.on('disconnect', l);
-        return () => p.off('disconnect', l);
-      },
+    const dropped = waitForEmitter<[number]>(
+      p,
+      'disconnect',
       () => true,
       'the late link to be dropped',
     );
