@@ -163,7 +163,7 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
     rateLimits: section('Token buckets (requests per minute, burst = the same number)', {
       perConnectionPerMin: int({ description: 'Challenges+hellos per connection.', default: 20, min: 1, max: 100000 }),
       perDevicePerMin: int({ description: 'Challenges+hellos per device id.', default: 20, min: 1, max: 100000 }),
-      globalPerMin: int({ description: 'Challenges+hellos for the whole gateway.', default: 6000, min: 1, max: 10000000 }),
+      globalPerMin: int({ description: 'Challenges+hellos for the whole gateway (an auth is two; the default allows a reconnect storm of ~4,000 auths/s).', default: 480000, min: 1, max: 10000000 }),
     }),
   }),
   status: section('The local status socket', {

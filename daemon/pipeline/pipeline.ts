@@ -89,7 +89,7 @@ function resolve(o: PipelineOptions): Resolved {
     verifyTimeoutMs: o.verifyTimeoutMs ?? 10_000,
     perConnectionPerMin: o.rateLimits?.perConnectionPerMin ?? 20,
     perDevicePerMin: o.rateLimits?.perDevicePerMin ?? 20,
-    globalPerMin: o.rateLimits?.globalPerMin ?? 6000,
+    globalPerMin: o.rateLimits?.globalPerMin ?? 480_000,
     maxRateLimitKeys: o.maxRateLimitKeys ?? 10_000,
     eventRingSize: o.eventRingSize ?? 1000,
     busyRetry: o.retrySec?.busy ?? 5,
