@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SessionManager } from '../../../daemon/backend/session.js';
 import type { VerifyResult } from '../../../daemon/pipeline/types.js';
 import { Ed25519Signer, ed25519PublicKeyFromRaw, verifySign1, parseLease } from '../../../protocol/index.js';
-import type { TestPki } from '../../../backend/pki.js';
 import { BackendEnv, GW, ShiftedClock } from './env.js';
 import { checkRequestSignature } from './independent-check.js';
 
@@ -18,17 +16,11 @@ describe('daemon/backend/client against the reference backend over HTTPS', funct
   this.timeout(60000);
   let env: BackendEnv;
   let session: SessionManager;
-  let pkiDir: string;
-  let pki: TestPki;
+  const pki = BackendEnv.suitePki('gh-bc-pki-');
 
-  before(async () => {
-    pkiDir = await mkdtemp(join(tmpdir(), 'gh-bc-pki-'));
-    pki = await BackendEnv.makePki(pkiDir);
-  });
-  after(async () => rm(pkiDir, { recursive: true, force: true }));
 
   beforeEach(async () => {
-    env = await BackendEnv.create({ pki });
+    env = await BackendEnv.create({ pki: pki() });
     session = env.session();
     assert.equal(await session.start(), true);
   });

@@ -47,6 +47,26 @@ export class BackendEnv {
     return createTestPki(dir, { dnsNames: [BACKEND_NAME] });
   }
 
+  /**
+   * One PKI shared by the tests of the enclosing suite: made in `before` in a temp dir that
+   * `after` removes. Call at describe level; the returned function gives the PKI inside tests.
+   */
+  static suitePki(prefix: string): () => TestPki {
+    let dir: string | undefined;
+    let pki: TestPki | undefined;
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), prefix));
+      pki = await BackendEnv.makePki(dir);
+    });
+    after(async () => {
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    });
+    return () => {
+      if (pki === undefined) throw new Error(`suitePki(${JSON.stringify(prefix)}): read before the suite started`);
+      return pki;
+    };
+  }
+
   /** Start a backend (optionally on `clock`), register GW with a software key. */
   static async create(opts: { clock?: { now(): number }; pki?: TestPki } = {}): Promise<BackendEnv> {
     const env = new BackendEnv(await mkdtemp(join(tmpdir(), 'gh-bc-')));

@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TestPki } from '../../../backend/pki.js';
 import { Ed25519Signer, parseGatewayCredential, verifySign1, bytesEqual } from '../../../protocol/index.js';
 import { provisionTpmKey } from '../../../tpm/provision.js';
 import { TpmKeyStore } from '../../../tpm/tpm-key-store.js';
@@ -16,20 +14,14 @@ const HOUR_MS = 3600_000;
 
 describe('daemon/backend/session against the reference backend over HTTPS', function () {
   this.timeout(60000);
-  let pkiDir: string;
-  let pki: TestPki;
+  const pki = BackendEnv.suitePki('gh-bs-pki-');
   let env: BackendEnv;
   let clock: ManualClock;
 
-  before(async () => {
-    pkiDir = await mkdtemp(join(tmpdir(), 'gh-bs-pki-'));
-    pki = await BackendEnv.makePki(pkiDir);
-  });
-  after(async () => rm(pkiDir, { recursive: true, force: true }));
   beforeEach(async () => {
     // One injected clock for the gateway and the backend, so `created` stays in the window.
     clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
-    env = await BackendEnv.create({ pki, clock });
+    env = await BackendEnv.create({ pki: pki(), clock });
   });
   afterEach(async () => env.dispose());
 
