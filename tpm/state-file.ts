@@ -5,7 +5,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readStateFile, writeFileAtomic } from '../daemon/state/atomic-file.js';
+import { readJsonState, StateFileError, writeFileAtomic } from '../daemon/state/atomic-file.js';
 import { TpmError } from './errors.js';
 
 export const TPM_STATE_FILE = 'tpm-key.json';
@@ -20,22 +20,8 @@ export interface TpmKeyRecord {
   provisionedAt: string;
 }
 
-/** Read the record, or `undefined` when the file does not exist. Strict: a malformed file throws GH_TPM_STATE. */
-export async function readTpmKeyRecord(stateDir: string): Promise<TpmKeyRecord | undefined> {
-  const path = join(stateDir, TPM_STATE_FILE);
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = await readStateFile(path, { maxBytes: 4096 });
-  } catch (cause) {
-    throw new TpmError('GH_TPM_STATE', `cannot read ${path}`, { cause });
-  }
-  if (bytes === undefined) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch (cause) {
-    throw new TpmError('GH_TPM_STATE', `${path} is not valid JSON`, { cause });
-  }
+/** The record's shape, checked strictly; anything else is GH_TPM_STATE. */
+function validateRecord(path: string, v: unknown): TpmKeyRecord {
   const r = v as Partial<TpmKeyRecord> | null;
   if (
     typeof r !== 'object' ||
@@ -50,6 +36,21 @@ export async function readTpmKeyRecord(stateDir: string): Promise<TpmKeyRecord |
     throw new TpmError('GH_TPM_STATE', `${path} is not a Gatehouse TPM key record`);
   }
   return { version: 1, handle: r.handle, thumbprint: r.thumbprint, provisionedAt: r.provisionedAt };
+}
+
+/** Read the record, or `undefined` when the file does not exist. Strict: a malformed file throws GH_TPM_STATE. */
+export async function readTpmKeyRecord(stateDir: string): Promise<TpmKeyRecord | undefined> {
+  const path = join(stateDir, TPM_STATE_FILE);
+  try {
+    return await readJsonState(path, (v) => validateRecord(path, v), { maxBytes: 4096 });
+  } catch (cause) {
+    // readJsonState wraps a validator failure as GH_STATE_CORRUPT: surface ours as it is.
+    if (cause instanceof StateFileError && cause.cause instanceof TpmError) throw cause.cause;
+    if (cause instanceof StateFileError && cause.code === 'GH_STATE_CORRUPT') {
+      throw new TpmError('GH_TPM_STATE', `${path} is not valid JSON`, { cause });
+    }
+    throw new TpmError('GH_TPM_STATE', `cannot read ${path}`, { cause });
+  }
 }
 
 export async function writeTpmKeyRecord(stateDir: string, record: TpmKeyRecord): Promise<void> {
