@@ -2,9 +2,7 @@
  * The `gatehouse` command: one binary, subcommands loaded lazily so `gatehouse --help` stays
  * fast and a command whose module is missing or broken does not take the others down.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { VERSION } from '../version.js';
 import { write } from './format.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CliIO } from './io.js';
 
@@ -30,21 +28,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   tpm: { summary: 'Provision and inspect the TPM identity key', module: './tpm.js' },
   peripheral: { summary: 'Reference peripheral: keys, hello, welcome checks', module: './peripheral.js' },
 };
-
-function version(): string {
-  // daemon/cli/ in the source tree, dist/daemon/cli/ when built: walk up to our package.json.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
-      if (pkg.name === 'gatehouse' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // not here: keep walking up
-    }
-    dir = dirname(dir);
-  }
-  return 'unknown';
-}
 
 export function usage(): string {
   const w = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
@@ -85,7 +68,7 @@ export async function main(argv: string[], io: CliIO, commands: Readonly<Record<
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
   if (first === '-V' || first === '--version') {
-    write(io.stdout, `gatehouse ${version()}`);
+    write(io.stdout, `gatehouse ${VERSION}`);
     return EXIT_OK;
   }
   if (first === 'help') {
