@@ -45,7 +45,7 @@ describe('daemon/cli', () => {
     const { readFile } = await import('node:fs/promises');
     const src = await readFile(join(REPO, 'daemon/cli/main.ts'), 'utf8');
     const imports = [...src.matchAll(/^import .* from '([^']+)';$/gm)].map((m) => m[1]);
-    assert.deepEqual(imports.sort(), ['./format.js', './io.js', 'node:fs', 'node:path', 'node:url']);
+    assert.deepEqual(imports.sort(), ['../version.js', './format.js', './io.js']);
   });
 
   it('unknown commands and options name themselves (exit 2)', async () => {
