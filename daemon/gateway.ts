@@ -288,6 +288,15 @@ export class Gateway {
     return ble;
   }
 
+  /**
+   * SIGHUP: apply what can change without dropping connections. Log level is the logger's
+   * (daemon/cli/run.ts); here the pipeline's rate limits. Everything else needs a restart.
+   */
+  reload(config: GatehouseConfig): void {
+    this.#pipeline?.setRateLimits(config.pipeline.rateLimits);
+    this.#log.info('configuration reloaded: rate limits', { rateLimits: config.pipeline.rateLimits });
+  }
+
   async #stopAll(): Promise<void> {
     const drainMs = this.#o.drainTimeoutMs ?? 10_000;
     // Intake first: transports stop accepting; their stop() waits for in-flight replies.

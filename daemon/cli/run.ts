@@ -23,7 +23,7 @@ Options:
   -h, --help       show this help
 
 Signals: SIGTERM/SIGINT stop intake, drain in-flight exchanges (bounded) and exit 0;
-SIGHUP reloads log.level from the config file.
+SIGHUP reloads log.level and pipeline.rateLimits from the config file (no connection is dropped).
 Exit codes: 0 clean stop, 1 failure (bad config, start failed), 2 usage error.
 `;
 
@@ -48,7 +48,12 @@ export function run(args: string[], io: CliIO): Promise<number> {
     }
     const logger = createRootLogger({ level: config.log.level, format: config.log.format, env: io.env });
     const gateway = new Gateway({ config, configFile: file, logger });
-    const stopHup = reloadLevelOnSighup(logger, async () => (await loadConfig(file)).log.level);
+    // SIGHUP: log level and rate limits from the file again; a broken file changes nothing.
+    const stopHup = reloadLevelOnSighup(logger, async () => {
+      const next = await loadConfig(file);
+      gateway.reload(next);
+      return next.log.level;
+    });
     let stopping: Promise<void> | undefined;
     const stopped = new Promise<void>((resolve) => {
       const onSignal = (signal: NodeJS.Signals): void => {

@@ -160,7 +160,7 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
     challengeTtlSec: int({ description: 'Lifetime of an outstanding challenge (protocol-v1: 30 s).', default: 30, min: 1, max: 600 }),
     maxOutstandingChallenges: int({ description: 'Challenges outstanding at once, all connections.', default: 10000, min: 1, max: 1000000 }),
     maxPendingHellos: int({ description: 'Hellos being decided at once; beyond it `busy`.', default: 1024, min: 1, max: 100000 }),
-    rateLimits: section('Token buckets (requests per minute, burst = the same number)', {
+    rateLimits: section('Token buckets (requests per minute, burst = the same number); reloaded on SIGHUP', {
       perConnectionPerMin: int({ description: 'Challenges+hellos per connection.', default: 20, min: 1, max: 100000 }),
       perDevicePerMin: int({ description: 'Challenges+hellos per device id.', default: 20, min: 1, max: 100000 }),
       globalPerMin: int({ description: 'Challenges+hellos for the whole gateway (an auth is two; the default allows a reconnect storm of ~4,000 auths/s).', default: 480000, min: 1, max: 10000000 }),

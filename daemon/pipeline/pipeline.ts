@@ -23,7 +23,7 @@ import { ChallengeStore } from './challenge-store.js';
 import { systemClock, systemRandom, type Clock, type RandomSource } from './clock.js';
 import { DecisionLog } from './events.js';
 import { PipelineError } from './errors.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter, type BucketSpec } from './rate-limit.js';
 import type {
   AuthPipeline,
   GatewaySession,
@@ -171,16 +171,12 @@ export class Pipeline implements AuthPipeline {
       maxTotal: this.#o.maxOutstandingChallenges,
       maxPerConnection: this.#o.maxChallengesPerConnection,
     });
-    const perMin = (n: number) => ({ capacity: n, refillPerSec: n / 60 });
-    this.#limits = new RateLimiter(
-      {
-        perConnection: perMin(this.#o.perConnectionPerMin),
-        perDevice: perMin(this.#o.perDevicePerMin),
-        global: perMin(this.#o.globalPerMin),
-      },
-      this.#clock,
-      this.#o.maxRateLimitKeys,
-    );
+    this.#limits = new RateLimiter(bucketSpecs(this.#o), this.#clock, this.#o.maxRateLimitKeys);
+  }
+
+  /** SIGHUP: new rate limits take effect at once; connections, challenges and buckets are kept. */
+  setRateLimits(limits: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number }): void {
+    this.#limits.setSpecs(bucketSpecs(limits));
   }
 
   /** Sizes of the bounded state, for metrics and tests. */
@@ -382,4 +378,10 @@ export class Pipeline implements AuthPipeline {
       offline: fields.offline,
     });
   }
+}
+
+/** Token buckets from per-minute limits; the burst equals the per-minute number. */
+function bucketSpecs(l: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number }): { perConnection: BucketSpec; perDevice: BucketSpec; global: BucketSpec } {
+  const perMin = (n: number): BucketSpec => ({ capacity: n, refillPerSec: n / 60 });
+  return { perConnection: perMin(l.perConnectionPerMin), perDevice: perMin(l.perDevicePerMin), global: perMin(l.globalPerMin) };
 }

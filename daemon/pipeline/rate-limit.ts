@@ -31,7 +31,7 @@ function retryAfter(bucket: Bucket, spec: BucketSpec): number {
 
 /** A table of token buckets keyed by string (Map: never a plain-object lookup on client input). */
 export class KeyedBuckets {
-  readonly #spec: BucketSpec;
+  #spec: BucketSpec;
   readonly #clock: Clock;
   readonly #maxKeys: number;
   readonly #buckets = new Map<string, Bucket>();
@@ -44,6 +44,12 @@ export class KeyedBuckets {
 
   get size(): number {
     return this.#buckets.size;
+  }
+
+  /** New limits (SIGHUP reload): existing buckets keep their tokens, capped at the new burst. */
+  setSpec(spec: BucketSpec): void {
+    this.#spec = spec;
+    for (const b of this.#buckets.values()) b.tokens = Math.min(b.tokens, spec.capacity);
   }
 
   /** Takes one token for `key`; answers 0 on success or the seconds to wait. */
@@ -119,6 +125,13 @@ export class RateLimiter {
 
   connectionClosed(conn: string): void {
     this.#perConnection.delete(conn);
+  }
+
+  /** Replaces the three limits without dropping state (SIGHUP reload). */
+  setSpecs(specs: { perConnection: BucketSpec; perDevice: BucketSpec; global: BucketSpec }): void {
+    this.#perConnection.setSpec(specs.perConnection);
+    this.#perDevice.setSpec(specs.perDevice);
+    this.#global.setSpec(specs.global);
   }
 
   /** Number of keyed buckets held (for tests and metrics: stays bounded). */

@@ -209,6 +209,18 @@ describe('daemon/pipeline Pipeline', () => {
     await gnFor(p, c, 'dev-a');
   });
 
+  it('applies new rate limits at once (SIGHUP): buckets are capped at the new burst', async () => {
+    const p = make({ rateLimits: { perConnectionPerMin: 10, perDevicePerMin: 10, globalPerMin: 100 } });
+    const c = conn('mqtt:20');
+    await gnFor(p, c, 'dev-a');
+    p.setRateLimits({ perConnectionPerMin: 1, perDevicePerMin: 10, globalPerMin: 100 });
+    await gnFor(p, c, 'dev-a');
+    assert.equal(rejectOf(await p.challenge(c, 'dev-a')).reason, 'rate-limited');
+    p.setRateLimits({ perConnectionPerMin: 10, perDevicePerMin: 10, globalPerMin: 100 });
+    clock.t += 6_000;
+    await gnFor(p, c, 'dev-a');
+  });
+
   it('bounds outstanding challenges per connection (oldest dropped) and in total (busy)', async () => {
     const p = make({ maxChallengesPerConnection: 2, maxOutstandingChallenges: 3 });
     const c = conn('mqtt:14');
