@@ -100,6 +100,19 @@ export class MqttFrameGuard extends Duplex {
     this.#socket.write(chunk, callback);
   }
 
+  /**
+   * mqtt-packet writes one packet as several small buffers while the stream is corked: pass them
+   * to the socket in one write (one syscall) instead of one write per buffer, each waiting for
+   * the previous one to complete.
+   */
+  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], callback: (error?: Error | null) => void): void {
+    if (this.#socket.destroyed) {
+      callback(new Error('socket closed'));
+      return;
+    }
+    this.#socket.write(chunks.length === 1 ? (chunks[0] as { chunk: Buffer }).chunk : Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     this.#socket.end();
     callback();
