@@ -5,10 +5,11 @@
  * reference library over MQTT.
  */
 import { connect } from 'node:net';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import mqtt, { type MqttClient } from 'mqtt';
+import { parse, stringify } from 'yaml';
 import { EmbeddedSystem, freePort, type EmbeddedDevice, type EmbeddedSystemOptions } from '../../../daemon/embedded.js';
 import { MqttReferencePeripheral, type MqttAuthResult } from '../../../peripherals/reference/mqtt-peripheral.js';
 import { ReferencePeripheral } from '../../../peripherals/reference/peripheral.js';
@@ -48,11 +49,28 @@ export async function startRig(name: string, opts: Partial<EmbeddedSystemOptions
   };
 }
 
-/** Writes `input` (a config object) as YAML next to the rig's own config and returns its path. */
-export async function writeConfig(dir: string, name: string, input: unknown): Promise<string> {
-  const file = join(dir, name);
+/** A config input: sections of options, as the YAML file holds them. */
+export type ConfigInput = Record<string, Record<string, unknown>>;
+
+/** Writes `input` as YAML in the rig's dir and returns its path. */
+export async function writeConfig(rig: Rig, name: string, input: unknown): Promise<string> {
+  const file = join(rig.dir, name);
   await writeFile(file, stringify(input), { mode: 0o600 });
   return file;
+}
+
+/** The rig's own config file, changed by `edit`, written as `name`. */
+export async function deriveConfig(rig: Rig, name: string, edit: (input: ConfigInput) => void): Promise<string> {
+  const input = parse(await readFile(rig.system.configFile, 'utf8')) as ConfigInput;
+  edit(input);
+  return writeConfig(rig, name, input);
+}
+
+/** `input[section]`, which must exist. */
+export function sectionOf(input: ConfigInput, name: string): Record<string, unknown> {
+  const s = input[name];
+  if (s === undefined) throw new Error(`config has no ${name} section`);
+  return s;
 }
 
 /**
@@ -163,4 +181,105 @@ export function device(system: EmbeddedSystem, i: number): EmbeddedDevice {
   const d = system.devices[i];
   if (d === undefined) throw new Error(`no device ${i}`);
   return d;
+}
+
+/**
+ * A peripheral on a raw mqtt.js client, one step at a time, so a test can stop between the
+ * hello's PUBACK and the welcome. The reference library builds and checks the messages.
+ */
+export class StepPeripheral {
+  readonly ref: ReferencePeripheral;
+  #client: MqttClient | undefined;
+  readonly #inbox: Uint8Array[] = [];
+  #waiter: ((b: Uint8Array | undefined) => void) | undefined;
+  #closed = false;
+
+  constructor(
+    system: EmbeddedSystem,
+    readonly device: EmbeddedDevice,
+  ) {
+    this.ref = new ReferencePeripheral({ dev: device.dev, signer: device.signer, backendKeys: system.backendKeys });
+  }
+
+  get #up(): string {
+    return `gatehouse/v1/${this.device.dev}/up`;
+  }
+
+  get #down(): string {
+    return `gatehouse/v1/${this.device.dev}/down`;
+  }
+
+  get #c(): MqttClient {
+    if (this.#client === undefined) throw new Error('not connected');
+    return this.#client;
+  }
+
+  async connect(port: number): Promise<void> {
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clean: true, clientId: this.device.dev, keepalive: 60, reconnectPeriod: 0, connectTimeout: 20_000 });
+    this.#client = c;
+    c.on('message', (topic, payload) => {
+      if (topic !== this.#down) return;
+      const b = new Uint8Array(payload);
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      if (w !== undefined) w(b);
+      else this.#inbox.push(b);
+    });
+    c.on('error', () => undefined);
+    c.on('close', () => {
+      this.#closed = true;
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      w?.(undefined);
+    });
+    const granted = await c.subscribeAsync(this.#down, { qos: 1 });
+    if (granted[0]?.qos !== 1) throw new Error(`subscription refused: ${JSON.stringify(granted)}`);
+  }
+
+  /** challenge-request → the challenge (bytes). */
+  async challenge(timeoutMs = 20_000): Promise<Uint8Array> {
+    await this.#c.publishAsync(this.#up, Buffer.from(this.ref.challengeRequest()), { qos: 1 });
+    const b = await this.next(timeoutMs);
+    const e = this.ref.receive(b);
+    if (e.kind !== 'challenge') throw new Error(`expected a challenge, got ${JSON.stringify(e)}`);
+    return b;
+  }
+
+  /** Publishes the hello at QoS 1; resolves on its PUBACK. */
+  async hello(challenge: Uint8Array): Promise<void> {
+    await this.#c.publishAsync(this.#up, Buffer.from(await this.ref.hello(challenge)), { qos: 1 });
+  }
+
+  /** The next message on the down topic; rejects on close or after `timeoutMs`. */
+  next(timeoutMs = 20_000): Promise<Uint8Array> {
+    const queued = this.#inbox.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    if (this.#closed) return Promise.reject(new Error(`${this.device.dev}: connection closed`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiter = undefined;
+        reject(new Error(`${this.device.dev}: nothing on down within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#waiter = (b) => {
+        clearTimeout(timer);
+        if (b === undefined) reject(new Error(`${this.device.dev}: connection closed while waiting for the gateway`));
+        else resolve(b);
+      };
+    });
+  }
+
+  /** Connect, challenge, hello; then the gateway's answer as the reference library sees it. */
+  async authenticate(port: number): Promise<ReturnType<ReferencePeripheral['receive']>> {
+    await this.connect(port);
+    await this.hello(await this.challenge());
+    return this.ref.receive(await this.next());
+  }
+
+  async close(): Promise<void> {
+    const c = this.#client;
+    this.#client = undefined;
+    if (c === undefined) return;
+    await Promise.race([c.endAsync(), new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]).catch(() => undefined);
+    c.end(true);
+  }
 }
