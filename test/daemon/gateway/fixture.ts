@@ -268,6 +268,18 @@ export class StepPeripheral {
     });
   }
 
+  /** Resolves once the gateway closed this connection; rejects after `timeoutMs`. */
+  closedByGateway(timeoutMs: number): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.device.dev}: still connected after ${timeoutMs} ms`)), timeoutMs);
+      this.#c.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   /** Connect, challenge, hello; then the gateway's answer as the reference library sees it. */
   async authenticate(port: number): Promise<ReturnType<ReferencePeripheral['receive']>> {
     await this.connect(port);
