@@ -7,6 +7,7 @@ import type { Registry } from 'prom-client';
 import type { BackendClient } from './backend/client.js';
 import type { Clock } from './backend/clock.js';
 import type { SessionManager } from './backend/session.js';
+import { probeBackendTls } from './check/probes/backend-tls.js';
 import { runChecks } from './check/runner.js';
 import type { CheckContext, CheckReport, ListenerFacts } from './check/types.js';
 import type { GatehouseConfig } from './config/schema.js';
@@ -129,9 +130,13 @@ export class GatewayStatus implements StatusSource {
         return { notAfter: n > 0 ? n : undefined, lifetimeSec: cfg.backend.sessionLifetimeSec };
       },
       backend: async () => {
+        // A closed circuit only says no request failed lately (an idle gateway has made none):
+        // ask the backend now, with the same TLS handshake as `check --offline`.
+        const probe = await probeBackendTls(cfg.backend);
+        if (!probe.ok) return probe;
         const s = this.#o.client.stats();
         return s.circuit === 'closed'
-          ? { ok: true, detail: `circuit closed, ${s.requests} requests so far` }
+          ? { ok: true, detail: `${probe.detail}; circuit closed, ${s.requests} requests so far` }
           : { ok: false, detail: `circuit ${s.circuit}: the backend is not answering`, code: 'GH_CHECK_BACKEND_DOWN' };
       },
       ...(this.#ble !== undefined || cfg.ble.enabled ? { ble: () => ({ adapterState: this.#ble?.stats().state ?? 'unavailable' }) } : {}),
