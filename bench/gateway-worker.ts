@@ -4,11 +4,12 @@
  * bench reads its memory from /proc and its counters (TPM signatures, backend batches) over IPC.
  */
 import { createWriteStream } from 'node:fs';
+import { writeHeapSnapshot } from 'node:v8';
 import { loadConfig } from '../daemon/config/load.js';
 import { Gateway } from '../daemon/gateway.js';
 import { createRootLogger } from '../daemon/log/logger.js';
 
-export type GatewayWorkerCommand = { op: 'stats' } | { op: 'stop' } | { op: 'gc' };
+export type GatewayWorkerCommand = { op: 'stats' } | { op: 'stop' } | { op: 'heap'; file: string };
 
 export interface GatewayWorkerStats {
   op: 'stats';
@@ -44,6 +45,9 @@ process.on('message', (cmd: GatewayWorkerCommand) => {
       rssMb: m.rss / 2 ** 20,
     };
     process.send?.(out);
+  } else if (cmd.op === 'heap') {
+    // For memory investigations (docs/performance.md): a V8 heap snapshot of the running daemon.
+    process.send?.({ op: 'heap', file: writeHeapSnapshot(cmd.file) });
   } else if (cmd.op === 'stop') {
     void gateway.stop().finally(() => stream.end(() => process.exit(0)));
   }

@@ -53,6 +53,8 @@ function forkWorker(file: string, args: string[]): ChildProcess {
   // BENCH_CPU_PROF=DIR profiles the daemon (node --cpu-prof) to find its hot path.
   const prof = process.env.BENCH_CPU_PROF;
   const execArgv = prof !== undefined && file === 'gateway-worker.js' ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
+  // BENCH_DAEMON_FLAGS: node flags for the daemon (e.g. a V8 heap cap), to compare memory settings.
+  if (file === 'gateway-worker.js' && process.env.BENCH_DAEMON_FLAGS !== undefined) execArgv.push(...process.env.BENCH_DAEMON_FLAGS.split(' ').filter((f) => f !== ''));
   return fork(join(DIST, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
 }
 

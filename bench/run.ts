@@ -137,6 +137,13 @@ try {
     echo: { roundTripsPerSec: echoRt.authsPerSec, ceilingAuthsPerSec: ceiling, load: echoRt.load },
     sustained,
     fractionOfCeiling: round(sustained.authsPerSec.median / ceiling.median, 2),
+    // CPU time per operation: what a dedicated core would sustain is 1e6 / µs.
+    cpuPerOp: {
+      daemonUsPerAuth: Math.round((sustained.load.daemonCpu / sustained.authsPerSec.median) * 1e6),
+      generatorUsPerAuth: Math.round((sustained.load.generatorCpu / sustained.authsPerSec.median) * 1e6),
+      backendUsPerAuth: Math.round((sustained.load.backendCpu / sustained.authsPerSec.median) * 1e6),
+      echoDaemonUsPerRoundTrip: Math.round((echoRt.load.daemonCpu / echoRt.authsPerSec.median) * 1e6),
+    },
     openLoop: open,
     unbatched,
     batchedOverUnbatched: round(sustained.authsPerSec.median / unbatched.authsPerSec.median, 1),
@@ -184,6 +191,8 @@ try {
   log(`| idle RSS (MB) | ${round(idle.rssMb)} |`);
   log(`| RSS with ${held.report.ok} authenticated connections (MB) | ${round(holdMem.rssMb)} |`);
   log(`| CPU during sustained run (cores): daemon / generators / backend | ${sustained.load.daemonCpu} / ${sustained.load.generatorCpu} / ${sustained.load.backendCpu} |`);
+  log(`| daemon CPU per full auth / per no-auth round trip (µs) | ${summary.cpuPerOp.daemonUsPerAuth} / ${summary.cpuPerOp.echoDaemonUsPerRoundTrip} |`);
+  log(`| generator CPU per auth (µs; the peripheral side) | ${summary.cpuPerOp.generatorUsPerAuth} |`);
   log('');
   for (const [t, v, ok] of targets) log(`${ok ? 'MET   ' : 'MISSED'}  ${t}: ${v}`);
   log(`\nwrote bench/results/latest.json and bench/results/latency.svg (load at end ${loadavg().map((x) => x.toFixed(2)).join(' ')})`);
