@@ -65,6 +65,9 @@ export class Gateway {
   #ble: BleTransport | undefined;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #statusTimer: NodeJS.Timeout | undefined;
+  /** The running start(), so that a stop() during it can wait for it to give up. */
+  #starting: Promise<void> | undefined;
+  #stopRequested = false;
 
   constructor(options: GatewayOptions) {
     this.#o = options;
@@ -97,9 +100,19 @@ export class Gateway {
     return this.#client?.stats();
   }
 
-  async start(): Promise<void> {
-    if (this.#state !== 'new') throw new GatewayError('GH_GATEWAY_STATE', `start() in state ${this.#state}`);
+  start(): Promise<void> {
+    if (this.#state !== 'new') return Promise.reject(new GatewayError('GH_GATEWAY_STATE', `start() in state ${this.#state}`));
     this.#state = 'starting';
+    this.#starting = this.#start();
+    return this.#starting;
+  }
+
+  /** Between start steps: a stop() asked for meanwhile ends the start (what started is stopped). */
+  #giveUpIfStopRequested(): void {
+    if (this.#stopRequested) throw new GatewayError('GH_GATEWAY_STOPPED_WHILE_STARTING', 'stop requested while starting');
+  }
+
+  async #start(): Promise<void> {
     const cfg = this.#o.config;
     const gw = cfg.gateway.id;
     try {
@@ -107,6 +120,7 @@ export class Gateway {
       const keyStore = this.#o.keyStore ?? this.#buildKeyStore();
       await keyStore.open();
       this.#stoppers.push({ name: 'key store', stop: () => keyStore.close() });
+      this.#giveUpIfStopRequested();
 
       // 2. Backend link and session key, authorised once by the TPM key.
       const { http, dispatcher } = await this.#buildBackendHttp();
@@ -129,6 +143,7 @@ export class Gateway {
       // A backend that is down at start is not fatal: the session manager keeps retrying, and
       // until it succeeds rejects go out unsigned (protocol-v1 "The exchange").
       if (!(await session.start())) this.#log.warn('no gateway session yet: the backend did not grant one; retrying in the background');
+      this.#giveUpIfStopRequested();
 
       const client = new BackendClient({
         gw,
@@ -150,6 +165,7 @@ export class Gateway {
       await client.start();
       this.#client = client;
       this.#stoppers.push({ name: 'backend client', stop: () => client.stop() });
+      this.#giveUpIfStopRequested();
 
       // 3. The pipeline, one for both transports.
       const pipeline = new Pipeline({
@@ -175,11 +191,13 @@ export class Gateway {
       const mqtt = await this.#startMqtt(pipeline, client);
       status.attachMqtt(mqtt);
       if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline));
+      this.#giveUpIfStopRequested();
 
       // 5. The status socket, last: it reports on everything above.
       const server = new StatusServer({ socketPath: cfg.status.socketPath, source: status, group: cfg.status.group, logger: this.#log.child({ area: 'status' }) });
       await server.start();
       this.#stoppers.push({ name: 'status socket', stop: () => server.stop() });
+      this.#giveUpIfStopRequested();
 
       this.#state = 'running';
       this.#notifier.ready(status.line());
@@ -193,7 +211,8 @@ export class Gateway {
       this.#statusTimer.unref();
       this.#log.info('gateway running', { gw, mqtt: mqtt.addresses(), ble: cfg.ble.enabled, keyStore: keyStore.kind });
     } catch (err) {
-      logError(this.#log, 'gateway start failed; stopping what started', err);
+      if (this.#stopRequested) this.#log.info('stop requested while starting; stopping what started');
+      else logError(this.#log, 'gateway start failed; stopping what started', err);
       await this.#stopAll();
       this.#state = 'stopped';
       throw err;
@@ -205,6 +224,13 @@ export class Gateway {
    * within the bound, then services stop in reverse order of start.
    */
   async stop(): Promise<void> {
+    if (this.#state === 'starting') {
+      // SIGTERM before READY=1: start() gives up at its next step and stops what it started;
+      // carrying on would leave listeners open in a process that was told to exit.
+      this.#stopRequested = true;
+      this.#notifier.stopping('stopping before ready');
+      await this.#starting?.catch(() => undefined);
+    }
     if (this.#state === 'stopping' || this.#state === 'stopped') return;
     this.#state = 'stopping';
     this.#notifier.stopping('draining');

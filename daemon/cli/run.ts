@@ -66,6 +66,12 @@ export function run(args: string[], io: CliIO): Promise<number> {
     try {
       await gateway.start();
     } catch (err) {
+      if (stopping !== undefined) {
+        // Told to stop while starting: a clean stop, not a failure.
+        await stopped;
+        stopHup();
+        return EXIT_OK;
+      }
       logError(logger, 'gateway failed to start', err);
       write(io.stderr, `${cmd}: failed to start: ${err instanceof Error ? err.message : String(err)}`);
       stopHup();

@@ -29,6 +29,7 @@ export class GatehouseChild {
   #stderr = '';
   #exit: ChildExit | undefined;
   readonly #exited: Promise<ChildExit>;
+  readonly #stderrWaiters = new Set<() => void>();
 
   constructor(args: string[], opts: SpawnOptions = {}) {
     // NOTIFY_SOCKET and friends of the test runner must not leak into the child unless asked for.
@@ -41,7 +42,10 @@ export class GatehouseChild {
     });
     this.child = child;
     child.stdout?.on('data', (d: Buffer) => (this.#stdout += d.toString('utf8')));
-    child.stderr?.on('data', (d: Buffer) => (this.#stderr += d.toString('utf8')));
+    child.stderr?.on('data', (d: Buffer) => {
+      this.#stderr += d.toString('utf8');
+      for (const w of [...this.#stderrWaiters]) w();
+    });
     live.add(this);
     this.#exited = new Promise<ChildExit>((resolve) => {
       // 'close': the process exited AND its stdio is fully read.
@@ -69,6 +73,27 @@ export class GatehouseChild {
 
   stderr(): string {
     return this.#stderr;
+  }
+
+  /** Resolves once stderr matches `re` (already or later); rejects on exit or after `timeoutMs`. */
+  waitForStderr(re: RegExp, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (err?: Error): void => {
+        clearTimeout(timer);
+        this.#stderrWaiters.delete(onData);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onData = (): void => {
+        if (re.test(this.#stderr)) done();
+        else if (this.#exit !== undefined) done(new Error(`child exited before stderr showed ${String(re)}:\n${this.#stderr.slice(-4000)}`));
+      };
+      timer = setTimeout(() => done(new Error(`stderr did not show ${String(re)} within ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`)), timeoutMs);
+      this.#stderrWaiters.add(onData);
+      void this.#exited.then(onData);
+      onData();
+    });
   }
 
   /** How it ended, once it has. */

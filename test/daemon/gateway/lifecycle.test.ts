@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import type { StatusReport } from '../../../daemon/status/types.js';
 import type { PeripheralInfo } from '../../../daemon/status/types.js';
-import { killAllChildren, runCli } from '../../helpers/daemon.js';
+import { killAllChildren, runCli, spawnDaemon } from '../../helpers/daemon.js';
 import { unixRequest } from '../../helpers/unix-http.js';
-import { authenticate, device, mqttPeripheral, notifyFields, startDaemon, startRig, stopDaemon, tcpConnects, type Rig, type RunningDaemon } from './fixture.js';
+import { openNotifySocket } from '../../helpers/notify-socket.js';
+import { authenticate, device, mqttPeripheral, notifyFields, START_TIMEOUT_MS, startDaemon, startRig, stopDaemon, STOP_TIMEOUT_MS, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
 
 describe('daemon as a child process: readiness, status, stop', function () {
   this.timeout(120_000);
@@ -53,6 +54,8 @@ describe('daemon as a child process: readiness, status, stop', function () {
       if (r.kind !== 'authenticated') return;
       assert.equal(r.welcome.gw, rig.system.gw);
       assert.equal(r.welcome.dev, dev.dev);
+      // systemd's STATUS= follows along (the daemon refreshes it every 5 s).
+      await waitForNotify(daemon.ns, (d) => /^STATUS=1 MQTT connections, 1 welcomed \(0 offline\), 0 rejected, session ok$/m.test(d), 20_000, daemon.seen, daemon.child);
 
       // The CLI, itself a child, shows it.
       const st = await runCli(['status', '--json', '--socket', socketPath]);
@@ -82,5 +85,34 @@ describe('daemon as a child process: readiness, status, stop', function () {
     assert.equal(existsSync(socketPath), false);
     await assert.rejects(tcpConnects(rig.mqttPort), /ECONNREFUSED/);
     daemon = undefined;
+  });
+
+  it('stops on SIGINT as on SIGTERM: STOPPING=1, exit 0', async () => {
+    daemon = await startDaemon(rig.system.configFile);
+    daemon.child.signal('SIGINT');
+    const stopping = await waitForNotify(daemon.ns, (d) => notifyFields(d).get('STOPPING') === '1', STOP_TIMEOUT_MS, daemon.seen);
+    assert.ok(stopping.length > 0);
+    assert.equal((await daemon.child.exited(STOP_TIMEOUT_MS)).code, 0, daemon.child.stderr());
+    await daemon.ns.close();
+    daemon = undefined;
+    await assert.rejects(tcpConnects(rig.mqttPort), /ECONNREFUSED/);
+  });
+
+  it('exits 0 when SIGTERM arrives while it is still starting, leaving nothing listening', async () => {
+    const ns = await openNotifySocket(5);
+    try {
+      const child = spawnDaemon(rig.system.configFile, { env: { NOTIFY_SOCKET: ns.path } });
+      // The session is granted before the transports start: stop right there.
+      await child.waitForStderr(/gateway session renewed/, START_TIMEOUT_MS);
+      child.signal('SIGTERM');
+      const exit = await child.exited(STOP_TIMEOUT_MS);
+      assert.equal(exit.code, 0, child.stderr());
+      // systemd hears STOPPING=1 whether or not READY=1 went out first.
+      assert.ok(ns.drain().some((d) => notifyFields(d).get('STOPPING') === '1'), 'STOPPING=1 sent');
+      assert.doesNotMatch(child.stderr(), /failed to start/);
+      await assert.rejects(tcpConnects(rig.mqttPort), /ECONNREFUSED/);
+    } finally {
+      await ns.close();
+    }
   });
 });
