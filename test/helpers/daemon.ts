@@ -78,7 +78,6 @@ export class GatehouseChild {
   /** Resolves once stderr matches `re` (already or later); rejects on exit or after `timeoutMs`. */
   waitForStderr(re: RegExp, timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
       const done = (err?: Error): void => {
         clearTimeout(timer);
         this.#stderrWaiters.delete(onData);
@@ -89,7 +88,7 @@ export class GatehouseChild {
         if (re.test(this.#stderr)) done();
         else if (this.#exit !== undefined) done(new Error(`child exited before stderr showed ${String(re)}:\n${this.#stderr.slice(-4000)}`));
       };
-      timer = setTimeout(() => done(new Error(`stderr did not show ${String(re)} within ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`)), timeoutMs);
+      const timer = setTimeout(() => done(new Error(`stderr did not show ${String(re)} within ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`)), timeoutMs);
       this.#stderrWaiters.add(onData);
       void this.#exited.then(onData);
       onData();
