@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import type { StatusReport } from '../../../daemon/status/types.js';
 import type { PeripheralInfo } from '../../../daemon/status/types.js';
 import { killAllChildren, runCli, spawnDaemon } from '../../helpers/daemon.js';
 import { unixRequest } from '../../helpers/unix-http.js';
 import { openNotifySocket } from '../../helpers/notify-socket.js';
-import { authenticate, device, mqttPeripheral, notifyFields, START_TIMEOUT_MS, startDaemon, startRig, stopDaemon, STOP_TIMEOUT_MS, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
+import { authenticate, deriveConfig, device, mqttPeripheral, notifyFields, sectionOf, START_TIMEOUT_MS, startDaemon, startRig, stopDaemon, STOP_TIMEOUT_MS, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
 
 describe('daemon as a child process: readiness, status, stop', function () {
   this.timeout(120_000);
@@ -114,5 +115,25 @@ describe('daemon as a child process: readiness, status, stop', function () {
     } finally {
       await ns.close();
     }
+  });
+
+  it('SIGHUP reloads log.level from the file; a broken file on SIGHUP changes nothing and the daemon keeps serving', async () => {
+    const file = await deriveConfig(rig, 'hup.yaml', () => undefined);
+    daemon = await startDaemon(file);
+    await deriveConfig(rig, 'hup.yaml', (c) => {
+      sectionOf(c, 'log').level = 'debug';
+    });
+    daemon.child.signal('SIGHUP');
+    await daemon.child.waitForStderr(/log level changed from=info to=debug/, 20_000);
+
+    await writeFile(file, 'log: [broken\n', { mode: 0o600 });
+    daemon.child.signal('SIGHUP');
+    await daemon.child.waitForStderr(/SIGHUP: config reload failed, log level unchanged/, 20_000);
+    const r = await unixRequest(rig.system.config.status.socketPath, '/v1/status');
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as StatusReport).state, 'running');
+
+    assert.equal((await stopDaemon(daemon)).code, 0, daemon.child.stderr());
+    daemon = undefined;
   });
 });
