@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { killAllChildren } from '../../helpers/daemon.js';
 import { HoldProxy } from './hold-proxy.js';
-import { deriveConfig, notifyFields, sectionOf, startDaemon, startRig, STOP_TIMEOUT_MS, StepPeripheral, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
+import { deriveConfig, notifyFields, sectionOf, startDaemon, startRig, STOP_TIMEOUT_MS, StepPeripheral, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
 
 const N = 20;
 
@@ -54,6 +54,9 @@ describe('daemon as a child process: SIGTERM drain', function () {
     daemon.child.signal('SIGTERM');
     const stopping = await waitForNotify(daemon.ns, (d) => notifyFields(d).get('STOPPING') === '1', STOP_TIMEOUT_MS, daemon.seen, daemon.child);
     assert.ok(stopping.length > 0);
+    // Intake is closed first: once the transport says it drains, new connections are refused.
+    await daemon.child.waitForStderr(/draining in-flight auth messages/, STOP_TIMEOUT_MS);
+    await assert.rejects(tcpConnects(rig.mqttPort), /ECONNREFUSED/);
     // The daemon is draining with every verify still held: let the backend answer now.
     assert.equal(daemon.child.exit, undefined, 'the daemon exited before its in-flight exchanges were answered');
     proxy.release();
