@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import type { StatusReport } from '../../../daemon/status/types.js';
 import type { PeripheralInfo } from '../../../daemon/status/types.js';
@@ -133,6 +134,30 @@ describe('daemon as a child process: readiness, status, stop', function () {
     assert.equal(r.status, 200, r.body);
     assert.equal((JSON.parse(r.body) as StatusReport).state, 'running');
 
+    assert.equal((await stopDaemon(daemon)).code, 0, daemon.child.stderr());
+    daemon = undefined;
+  });
+
+  it('exits 1 with the reason when its MQTT port is taken, without READY=1 and without leaving its status socket', async () => {
+    const squatter = createServer();
+    await new Promise<void>((resolve, reject) => {
+      squatter.once('error', reject);
+      squatter.listen({ host: '127.0.0.1', port: rig.mqttPort, exclusive: true }, () => resolve());
+    });
+    const ns = await openNotifySocket(5);
+    try {
+      const child = spawnDaemon(rig.system.configFile, { env: { NOTIFY_SOCKET: ns.path } });
+      const exit = await child.exited(START_TIMEOUT_MS);
+      assert.equal(exit.code, 1, child.stderr());
+      assert.match(child.stderr(), new RegExp(`gatehouse run: failed to start: cannot listen on 127\\.0\\.0\\.1:${rig.mqttPort}`));
+      assert.equal(ns.drain().some((d) => notifyFields(d).get('READY') === '1'), false);
+      assert.equal(existsSync(rig.system.config.status.socketPath), false);
+    } finally {
+      await ns.close();
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    }
+    // What it started was stopped (the TPM connection too): the next start works.
+    daemon = await startDaemon(rig.system.configFile);
     assert.equal((await stopDaemon(daemon)).code, 0, daemon.child.stderr());
     daemon = undefined;
   });
