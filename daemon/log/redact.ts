@@ -9,7 +9,7 @@ export const REDACTED_NAME =
   /(?:key|secret|nonce|credential|cred|^gn$|^pn$|signature|^sig$|password|passphrase|token|seed|authorization|cookie)/i;
 
 /** Fields that match the pattern above but only ever hold an identifier or a path, never the secret. */
-const ALLOWED_NAMES: ReadonlySet<string> = new Set(['keyFile', 'caFile', 'certFile', 'kid', 'backendKid', 'keyId']);
+const ALLOWED_NAMES: ReadonlySet<string> = new Set(['keyFile', 'caFile', 'certFile', 'kid', 'backendKid', 'keyId', 'keyStore']);
 
 export const REDACTED = '[redacted]';
 const MAX_DEPTH = 6;

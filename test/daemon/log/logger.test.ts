@@ -59,6 +59,7 @@ describe('daemon/log', () => {
       list: [{ secret }],
       blob: Buffer.from(secret),
       keyFile: '/etc/gatehouse/mqtt.key',
+      keyStore: 'tpm',
       dev: 'dev-1',
     });
     await flush();
@@ -70,6 +71,7 @@ describe('daemon/log', () => {
     assert.equal(rec.gn, '[redacted]');
     assert.equal(rec.blob, `[${secret.length} bytes]`);
     assert.equal(rec.keyFile, '/etc/gatehouse/mqtt.key');
+    assert.equal(rec.keyStore, 'tpm');
     assert.equal(rec.dev, 'dev-1');
     assert.deepEqual(rec.nested, { deeper: { signature: '[redacted]', nonce: '[redacted]', ok: 'visible' } });
   });
