@@ -39,6 +39,8 @@ export interface GenReport {
   backlogged?: number;
   connected?: number;
   retries?: number;
+  /** Storm: why attempts were retried (connect failures, rejects with a retry hint). */
+  retried?: Record<string, number>;
 }
 
 interface Peer {
@@ -257,6 +259,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
       const latencies: number[] = [];
       let lastDoneAt = 0;
       let retries = 0;
+      const retried: Record<string, number> = {};
       const wait = Math.max(0, cmd.startAt - Date.now());
       await new Promise((r) => setTimeout(r, wait));
       const t = performance.now();
@@ -266,8 +269,15 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
             try {
               if (p.client === undefined || p.client.closed) await connectPeer(p, cmd.host, cmd.port, cmd.stepTimeoutMs);
             } catch (err) {
-              fail(failures, `connect: ${err instanceof Error ? err.message : String(err)}`);
-              return;
+              if (!cmd.retry) {
+                fail(failures, `connect: ${err instanceof Error ? err.message : String(err)}`);
+                return;
+              }
+              // Like an MQTT client's reconnect period: try again a second later.
+              retries += 1;
+              fail(retried, `connect: ${err instanceof Error ? err.message : String(err)}`);
+              await new Promise((res) => setTimeout(res, 1000));
+              continue;
             }
             const r = await authOnce(p, cmd.stepTimeoutMs);
             if (r.ok) {
@@ -281,12 +291,13 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
             }
             // protocol-v1: a rejected peripheral retries after `retry` seconds.
             retries += 1;
+            fail(retried, r.why);
             await new Promise((res) => setTimeout(res, r.retry === undefined ? 1000 : r.retry * 1000));
           }
           fail(failures, 'gave up after 5 attempts');
         }),
       );
-      return report('storm', t0, cpu0, { ok: latencies.length, failures, latencies, lastDoneAt, retries });
+      return report('storm', t0, cpu0, { ok: latencies.length, failures, latencies, lastDoneAt, retries, retried });
     }
     case 'close': {
       for (const p of peers) p.client?.destroy();

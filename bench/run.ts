@@ -109,7 +109,7 @@ try {
   const gwHold = await startGateway('hold');
   await new Promise((r) => setTimeout(r, 1000));
   const idle2 = gwHold.memory();
-  const held = await storm(gens, env, gwHold, env.devices.slice(0, HOLD), false);
+  const held = await storm(gens, env, gwHold, env.devices.slice(0, HOLD), true);
   await new Promise((r) => setTimeout(r, 1000));
   const holdMem = gwHold.memory();
   await closePools(gens);
@@ -119,7 +119,7 @@ try {
   // 6. Reconnect storms.
   log(`[6/7] reconnect storm: ${STORM} peripherals at once over ${STORM_GENS} generator processes, ${RUNS} runs`);
   const storms = await stormRuns(gens, env, { runs: RUNS, size: STORM, startDaemon: (n) => startGateway(n) });
-  log(`      all welcomed in ${fmt(storms.allWelcomedSec, ' s')}, welcomed ${storms.welcomed.join('/')}, peak RSS ${fmt(storms.peakRssMb, ' MB')}`);
+  log(`      all welcomed in ${fmt(storms.allWelcomedSec, ' s')}, welcomed ${storms.welcomed.join('/')}, peak RSS ${fmt(storms.peakRssMb, ' MB')}, retried attempts ${storms.retries} ${JSON.stringify(storms.retried)}`);
 
   // 7. Micro benches of the parts (their owners' functions).
   let micro: { tpm?: unknown; backend?: unknown } = {};
@@ -188,6 +188,7 @@ try {
   for (const p of open) log(`| open loop ${p.rate}/s: p50 / p95 / p99 ms | ${p.p50.median} / ${p.p95.median} / ${fmt(p.p99)} |`);
   log(`| storm ${STORM}: all welcomed (s) | ${fmt(storms.allWelcomedSec)} |`);
   log(`| storm: daemon peak RSS (MB) | ${fmt(storms.peakRssMb)} |`);
+  log(`| storm: retried attempts over all runs (connect failures, rejects) | ${storms.retries} |`);
   log(`| idle RSS (MB) | ${round(idle.rssMb)} |`);
   log(`| RSS with ${held.report.ok} authenticated connections (MB) | ${round(holdMem.rssMb)} |`);
   log(`| CPU during sustained run (cores): daemon / generators / backend | ${sustained.load.daemonCpu} / ${sustained.load.generatorCpu} / ${sustained.load.backendCpu} |`);
