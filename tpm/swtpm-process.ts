@@ -6,6 +6,8 @@
  * a failed run left behind. Field units use /dev/tpmrm0 instead (tpm.tcti).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -36,17 +38,46 @@ function listenOn(port: number): Promise<{ port: number; close: () => Promise<vo
   });
 }
 
-/** Two consecutive free loopback ports (swtpm uses P for commands and P+1 for control). */
+/** The kernel's ephemeral port range: outgoing connections take their local ports from it. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo !== undefined && hi !== undefined && Number.isInteger(lo) && Number.isInteger(hi)) return [lo, hi];
+  } catch {
+    // not Linux, or /proc hidden: assume the IANA range
+  }
+  return [49152, 65535];
+}
+
+async function pairFreeAt(port: number): Promise<boolean> {
+  const a = await listenOn(port);
+  if (!a) return false;
+  const b = await listenOn(port + 1);
+  await a.close();
+  if (!b) return false;
+  await b.close();
+  return true;
+}
+
+/**
+ * Two consecutive free loopback ports (swtpm uses P for commands and P+1 for control). Chosen
+ * below the ephemeral range, so that a busy machine's outgoing connections (a storm of MQTT
+ * clients, say) cannot be holding P+1; port 0's pick is the fallback.
+ */
 export async function freePortPair(): Promise<number> {
+  const [ephemeralLow] = ephemeralRange();
+  const low = 10_000;
+  const high = Math.max(low + 2, ephemeralLow) - 2;
+  for (let i = 0; i < 50; i++) {
+    const p = low + randomInt(high - low);
+    if (await pairFreeAt(p)) return p;
+  }
   for (let i = 0; i < 20; i++) {
     const a = await listenOn(0);
     if (!a) continue;
-    const b = a.port < 65535 ? await listenOn(a.port + 1) : undefined;
+    const p = a.port;
     await a.close();
-    if (b) {
-      await b.close();
-      return a.port;
-    }
+    if (p < 65535 && (await pairFreeAt(p))) return p;
   }
   throw new SwtpmError('GH_SWTPM_NO_PORTS', 'no two consecutive free loopback ports found');
 }
