@@ -3,7 +3,8 @@
  * the daemon runs. Writing the lease cache then fails with a clear error naming the cause, and
  * service continues from memory: peripherals are welcomed, and the leases held in memory still
  * give offline welcomes when the backend goes away. As root a small tmpfs is mounted (full, then
- * remounted read-only); without root only the read-only case runs, by chmod 0500.
+ * remounted read-only); as root without mount rights (a container) the directory is made
+ * immutable (chattr +i); without root only the read-only case runs, by chmod 0500.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -13,7 +14,8 @@ import type { Gateway } from '../../daemon/gateway.js';
 import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from './fixture.js';
 
 function canMount(dir: string): boolean {
-  if (process.getuid?.() !== 0) return false;
+  // GATEHOUSE_FAULT_NO_MOUNT=1 exercises the fallback a container without mount rights takes.
+  if (process.getuid?.() !== 0 || process.env.GATEHOUSE_FAULT_NO_MOUNT === '1') return false;
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir], { stdio: 'ignore' });
     execFileSync('umount', [dir], { stdio: 'ignore' });
@@ -70,7 +72,10 @@ describe('faults: state directory full or read-only', function () {
         },
         { name: 'read-only (tmpfs remounted ro)', code: 'GH_STATE_READ_ONLY', errno: 'EROFS', break: (dir) => Promise.resolve(execFileSync('mount', ['-o', 'remount,ro', dir])).then(() => undefined) },
       ]
-    : [{ name: 'read-only (chmod 0500)', code: 'GH_STATE_READ_ONLY', errno: 'EACCES', break: (dir) => chmod(dir, 0o500) }];
+    : process.getuid?.() === 0
+      ? // Root without mount rights (a container): root ignores modes, but not the immutable flag.
+        [{ name: 'read-only (chattr +i)', code: 'GH_STATE_READ_ONLY', errno: 'EPERM', break: (dir) => Promise.resolve(execFileSync('chattr', ['+i', dir])).then(() => undefined) }]
+      : [{ name: 'read-only (chmod 0500)', code: 'GH_STATE_READ_ONLY', errno: 'EACCES', break: (dir) => chmod(dir, 0o500) }];
 
   for (const mode of modes) {
     it(`${mode.name}: a clear error, and service continues from memory`, async () => {
@@ -111,7 +116,8 @@ describe('faults: state directory full or read-only', function () {
         await env.startBackend();
       }
       assert.ok((gateway.backendStats()?.offlineWelcomes ?? 0) >= 1);
-      if (!mount) await chmod(stateDir, 0o700);
+      if (!mount && process.getuid?.() === 0) execFileSync('chattr', ['-i', stateDir]);
+      else if (!mount) await chmod(stateDir, 0o700);
     });
   }
 });
