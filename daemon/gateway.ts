@@ -22,6 +22,7 @@ import { StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
 import { GatewayStatus } from './gateway-status.js';
 import { GatehouseError } from '../protocol/errors.js';
+import type { Signer } from '../protocol/types.js';
 import { MqttTransport } from '../peripherals/mqtt/transport.js';
 import { BleTransport } from '../peripherals/ble/transport.js';
 import { NobleCentral } from '../peripherals/ble/noble-adapter.js';
@@ -129,7 +130,7 @@ export class Gateway {
       const session = new SessionManager({
         gw,
         http,
-        tpmSigner: keyStore.signer(`tpm:${gw}`),
+        tpmSigner: this.#timed(keyStore.signer(`tpm:${gw}`)),
         tpmPublicKeySpki: keyStore.publicKeySpkiDer(),
         backendKeys,
         stateDir: cfg.gateway.stateDir,
@@ -312,6 +313,23 @@ export class Gateway {
     this.#ble = ble;
     this.#stoppers.push({ name: 'ble', stop: () => ble.stop() });
     return ble;
+  }
+
+  /** The TPM signer, timed into gatehouse_tpm_sign_duration_seconds (its _count is the TPM signatures used). */
+  #timed(signer: Signer): Signer {
+    const histogram = this.metrics.tpmSignLatency;
+    return {
+      alg: signer.alg,
+      kid: signer.kid,
+      sign: async (toBeSigned) => {
+        const end = histogram.startTimer();
+        try {
+          return await signer.sign(toBeSigned);
+        } finally {
+          end();
+        }
+      },
+    };
   }
 
   /**

@@ -75,6 +75,14 @@ describe('daemon as a child process: readiness, status, stop', function () {
       assert.equal(list[0]?.transport, 'mqtt');
       assert.equal(list[0]?.state, 'welcomed');
       assert.equal(list[0]?.offline, false);
+
+      // Metrics: one TPM signature (the session), the connection, the credential expiry, the welcome.
+      const m = await unixRequest(socketPath, '/metrics');
+      assert.equal(m.status, 200);
+      assert.match(m.body, /^gatehouse_tpm_sign_duration_seconds_count 1$/m);
+      assert.match(m.body, /^gatehouse_connections\{transport="mqtt"\} 1$/m);
+      assert.match(m.body, new RegExp(`^gatehouse_credential_expiry_timestamp_seconds ${report.session.notAfter ?? 'x'}$`, 'm'));
+      assert.match(m.body, /^gatehouse_decisions_total\{transport="mqtt",outcome="welcome",reason=""\} 1$/m);
     } finally {
       await p.close();
     }
