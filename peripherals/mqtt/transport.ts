@@ -305,6 +305,14 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       cb(new Error('unknown connection'), false);
       return;
     }
+    // [MQTT-3.1.2-14] will QoS 3 and [MQTT-3.1.2-22] a password without a user name are protocol
+    // violations: close the connection without a CONNACK [MQTT-4.8.0-1].
+    const violation = (packet.will?.qos ?? 0) > 2 ? 'will QoS 3' : packet.password !== undefined && packet.username === undefined ? 'password without user name' : undefined;
+    if (violation !== undefined) {
+      this.#log.info('CONNECT refused: protocol violation', { conn: conn.id, why: violation });
+      cb(new Error(violation), false);
+      return;
+    }
     conn.clientId = typeof packet.clientId === 'string' ? packet.clientId : '';
     conn.keepalive = packet.keepalive ?? 0;
     if (packet.will !== undefined && packet.will !== null) {

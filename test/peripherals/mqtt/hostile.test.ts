@@ -424,6 +424,27 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     await legit('dev-c');
   });
 
+  it('closes a CONNECT with will QoS 3 or a password without a user name, without a CONNACK', async () => {
+    const connect = (flags: number, payload: number[]): Buffer => {
+      const variable = [0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, flags, 0x00, 0x3c];
+      const body = [...variable, ...payload];
+      return Buffer.from([0x10, body.length, ...body]);
+    };
+    const willQos3 = connect(0x02 | 0x04 | 0x18, [0x00, 0x00, 0x00, 0x03, 0x77, 0x2f, 0x74, 0x00, 0x01, 0x78]);
+    const passwordOnly = connect(0x02 | 0x40, [0x00, 0x00, 0x00, 0x02, 0x70, 0x77]);
+    for (const packet of [willQos3, passwordOnly]) {
+      const socket = net.connect(h.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      const received: Buffer[] = [];
+      socket.on('data', (d: Buffer) => received.push(d));
+      const gone = within(new Promise<void>((resolve) => socket.once('close', () => resolve())), 10_000, 'raw socket closed');
+      socket.write(packet);
+      await gone;
+      assert.equal(Buffer.concat(received).length, 0, 'no CONNACK');
+    }
+    await legit('dev-c');
+  });
+
   it('refuses an MQTT 5 client with CONNACK "unacceptable protocol version"', async () => {
     // aedes serves MQTT 3.1.1 only: CONNACK return code 1 [MQTT-3.2.2-5], which mqtt.js names.
     await assert.rejects(client({ protocolVersion: 5, clientId: 'dev-b' }), (e: Error & { code?: number }) => {
