@@ -12,6 +12,9 @@ export interface Clock {
 /** The system clock. */
 export const systemClock: Clock = { now: () => Date.now() };
 
+/** A monotonic clock in milliseconds: elapsed time that wall-clock steps do not move. */
+export const monotonicClock: Clock = { now: () => performance.now() };
+
 /** Returns `n` cryptographically random bytes. */
 export type RandomSource = (n: number) => Uint8Array;
 

@@ -20,7 +20,7 @@ import { ProtocolError } from '../../protocol/errors.js';
 import type { ReasonCode } from '../../protocol/reasons.js';
 import type { Hello, Signed, Signer } from '../../protocol/types.js';
 import { ChallengeStore } from './challenge-store.js';
-import { systemClock, systemRandom, type Clock, type RandomSource } from './clock.js';
+import { monotonicClock, systemClock, systemRandom, type Clock, type RandomSource } from './clock.js';
 import { DecisionLog } from './events.js';
 import { PipelineError } from './errors.js';
 import { RateLimiter, type BucketSpec } from './rate-limit.js';
@@ -42,7 +42,10 @@ export interface PipelineOptions {
   gw: string;
   verifier: HelloVerifier;
   sessions: SessionProvider;
+  /** Wall clock (unix ms) for event timestamps. */
   clock?: Clock;
+  /** Elapsed-time clock for TTLs, rate limits and latency; default monotonic (`performance.now`), or `clock` when only that is given. */
+  elapsedClock?: Clock;
   random?: RandomSource;
   logger?: Logger;
   /** protocol-v1: 30 s. */
@@ -147,6 +150,8 @@ export class Pipeline implements AuthPipeline {
   readonly #verifier: HelloVerifier;
   readonly #sessions: SessionProvider;
   readonly #clock: Clock;
+  /** Elapsed time: challenge TTLs, rate limits, latency. Never stepped by NTP or an operator. */
+  readonly #elapsed: Clock;
   readonly #random: RandomSource;
   readonly #log: Logger;
   readonly #o: Resolved;
@@ -162,16 +167,18 @@ export class Pipeline implements AuthPipeline {
     this.#verifier = options.verifier;
     this.#sessions = options.sessions;
     this.#clock = options.clock ?? systemClock;
+    // A wall-clock step back would stretch outstanding challenges; injected clocks (tests) drive both.
+    this.#elapsed = options.elapsedClock ?? options.clock ?? monotonicClock;
     this.#random = options.random ?? systemRandom;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.events = new DecisionLog(this.#o.eventRingSize, this.#log);
     this.#challenges = new ChallengeStore({
-      clock: this.#clock,
+      clock: this.#elapsed,
       ttlMs: this.#o.challengeTtlMs,
       maxTotal: this.#o.maxOutstandingChallenges,
       maxPerConnection: this.#o.maxChallengesPerConnection,
     });
-    this.#limits = new RateLimiter(bucketSpecs(this.#o), this.#clock, this.#o.maxRateLimitKeys);
+    this.#limits = new RateLimiter(bucketSpecs(this.#o), this.#elapsed, this.#o.maxRateLimitKeys);
   }
 
   /** SIGHUP: new rate limits take effect at once; connections, challenges and buckets are kept. */
@@ -193,7 +200,7 @@ export class Pipeline implements AuthPipeline {
   }
 
   async hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string): Promise<HelloOutcome> {
-    const started = this.#clock.now();
+    const started = this.#elapsed.now();
     const fallbackDev = expectedDev ?? conn.id;
     try {
       const checked = this.#check(conn, helloBytes, expectedDev);
@@ -217,7 +224,7 @@ export class Pipeline implements AuthPipeline {
   }
 
   async #issue(conn: IngressConnection, dev: string | undefined): Promise<Uint8Array> {
-    const started = this.#clock.now();
+    const started = this.#elapsed.now();
     const replyDev = dev ?? conn.id;
     try {
       if (!isValidId(replyDev)) {
@@ -374,7 +381,7 @@ export class Pipeline implements AuthPipeline {
       ...(fields.dev === undefined ? {} : { dev: fields.dev }),
       outcome: fields.outcome,
       ...(fields.reason === undefined ? {} : { reason: fields.reason }),
-      latencyMs: Math.max(0, this.#clock.now() - started),
+      latencyMs: Math.max(0, this.#elapsed.now() - started),
       offline: fields.offline,
     });
   }

@@ -156,6 +156,18 @@ describe('daemon/pipeline Pipeline', () => {
     assert.equal((await short.hello(c, await hello(devA, 'dev-a', gn3), 'dev-a')).rejected?.reason, 'stale-challenge');
   });
 
+  it('expires gn on elapsed time: a wall-clock step back of 1 h does not stretch it', async () => {
+    const wall = { t: 1_800_000_000_000, now(): number { return this.t; } };
+    const p = make({ clock: wall, elapsedClock: clock });
+    const c = conn('mqtt:8');
+    const gn = await gnFor(p, c, 'dev-a');
+    wall.t -= 3_600_000;
+    clock.t += 30_000;
+    assert.equal((await p.hello(c, await hello(devA, 'dev-a', gn), 'dev-a')).rejected?.reason, 'stale-challenge');
+    // Event timestamps come from the wall clock.
+    assert.equal(p.events.recent().at(-1)?.at, wall.t);
+  });
+
   it('refuses a hello whose dev does not match the topic (expectedDev), before touching gn', async () => {
     const p = make();
     const c = conn('mqtt:8');
