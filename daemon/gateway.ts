@@ -16,6 +16,7 @@ import { SessionManager } from './backend/session.js';
 import type { GatehouseConfig } from './config/schema.js';
 import { logError, silentLogger } from './log/logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
+import { monotonicClock } from './pipeline/clock.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
 import { StatusServer } from './status/server.js';
@@ -174,6 +175,8 @@ export class Gateway {
         verifier: client,
         sessions: session,
         clock: this.#clock,
+        // Elapsed time (challenge TTLs, rate limits) is monotonic unless a test injects the clock.
+        elapsedClock: this.#o.clock ?? monotonicClock,
         logger: this.#log.child({ area: 'pipeline' }),
         challengeTtlMs: cfg.pipeline.challengeTtlSec * 1000,
         maxOutstandingChallenges: cfg.pipeline.maxOutstandingChallenges,
