@@ -19,6 +19,7 @@ import { Swtpm } from '../tpm/swtpm-process.js';
 import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
 import type { GenCommand, GenDevice, GenReport } from './load-generator.js';
 import type { GatewayWorkerStats } from './gateway-worker.js';
+import { freePort } from '../daemon/embedded.js';
 
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
@@ -194,15 +195,3 @@ export class BenchEnv {
   }
 }
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const a = s.address();
-      const p = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => resolve(p));
-    });
-  });
-}

@@ -1,7 +1,7 @@
 /**
  * Errors of the authentication pipeline. Code branches on `code`, never on message text.
  */
-import { GatehouseError } from '../../protocol/errors.js';
+import { CodedError } from '../../protocol/errors.js';
 
 /** Stable codes of the pipeline area. */
 export type PipelineErrorCode =
@@ -12,10 +12,4 @@ export type PipelineErrorCode =
   /** The pipeline was closed while a request was pending. */
   | 'GH_PIPELINE_CLOSED';
 
-export class PipelineError extends GatehouseError {
-  declare readonly code: PipelineErrorCode;
-
-  constructor(code: PipelineErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-  }
-}
+export class PipelineError extends CodedError<PipelineErrorCode> {}

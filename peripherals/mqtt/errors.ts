@@ -1,7 +1,7 @@
 /**
  * Errors of the MQTT transport. Code branches on `code`, never on message text.
  */
-import { GatehouseError } from '../../protocol/errors.js';
+import { CodedError } from '../../protocol/errors.js';
 
 /** Stable codes of the MQTT area. */
 export type MqttErrorCode =
@@ -14,10 +14,4 @@ export type MqttErrorCode =
   /** The transport is not started, or was stopped. */
   | 'GH_MQTT_NOT_RUNNING';
 
-export class MqttError extends GatehouseError {
-  declare readonly code: MqttErrorCode;
-
-  constructor(code: MqttErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-  }
-}
+export class MqttError extends CodedError<MqttErrorCode> {}

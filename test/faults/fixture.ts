@@ -7,7 +7,6 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -24,6 +23,7 @@ import { provisionTpmKey } from '../../tpm/provision.js';
 import { Swtpm } from '../../tpm/swtpm-process.js';
 import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../../tpm/tpm-key-store.js';
 import { RawMqttClient } from '../../bench/mqtt-wire.js';
+import { freePort } from '../../daemon/embedded.js';
 
 export const GW = 'gw-faults';
 
@@ -324,15 +324,3 @@ export class FaultEnv {
   }
 }
 
-/** A free loopback port (the config refuses port 0). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const a = s.address();
-      const p = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => resolve(p));
-    });
-  });
-}
