@@ -7,7 +7,7 @@
  */
 import { Duplex } from 'node:stream';
 
-export type FrameViolation = 'first-packet-not-connect' | 'packet-too-large' | 'bad-remaining-length';
+export type FrameViolation = 'first-packet-not-connect' | 'packet-too-large' | 'bad-remaining-length' | 'bad-fixed-header';
 
 export interface FrameGuardOptions {
   maxPacketBytes: number;
@@ -16,12 +16,39 @@ export interface FrameGuardOptions {
 
 const CONNECT_FIXED_HEADER = 0x10;
 
+/**
+ * MQTT 3.1.1 §2.2 and §3: the fixed-header byte of every packet a client may send, with the
+ * remaining length it must have (undefined: any). PUBLISH (0x3_) is checked apart: any flags but
+ * QoS 3. Anything else (server-only packets, reserved types 0 and 15, wrong flags) is a protocol
+ * violation that closes the connection [MQTT-2.2.2-2], [MQTT-4.8.0-1].
+ */
+const CLIENT_PACKETS: ReadonlyMap<number, number | undefined> = new Map([
+  [0x10, undefined], // CONNECT
+  [0x40, 2], // PUBACK
+  [0x50, 2], // PUBREC
+  [0x62, 2], // PUBREL
+  [0x70, 2], // PUBCOMP
+  [0x82, undefined], // SUBSCRIBE
+  [0xa2, undefined], // UNSUBSCRIBE
+  [0xc0, 0], // PINGREQ
+  [0xe0, 0], // DISCONNECT
+]);
+
+function fixedHeaderProblem(type: number, remaining: number): string | undefined {
+  if (type >> 4 === 3) return (type & 0x06) === 0x06 ? 'PUBLISH with QoS 3' : undefined;
+  if (!CLIENT_PACKETS.has(type)) return `fixed header 0x${type.toString(16)} is not a client packet`;
+  const want = CLIENT_PACKETS.get(type);
+  return want !== undefined && remaining !== want ? `fixed header 0x${type.toString(16)} with remaining length ${remaining}, want ${want}` : undefined;
+}
+
 export class MqttFrameGuard extends Duplex {
   readonly #socket: Duplex;
   readonly #opts: FrameGuardOptions;
   #first = true;
   /** 'type': next byte is a fixed-header type byte; 'length': reading the varint; 'body': skipping. */
   #phase: 'type' | 'length' | 'body' = 'type';
+  /** The fixed-header byte of the packet being read. */
+  #type = 0;
   #lengthBytes = 0;
   #multiplier = 1;
   #remaining = 0;
@@ -58,6 +85,7 @@ export class MqttFrameGuard extends Duplex {
           return this.#violate('first-packet-not-connect', `first byte 0x${byte.toString(16)}`);
         }
         this.#first = false;
+        this.#type = byte;
         this.#phase = 'length';
         this.#lengthBytes = 0;
         this.#multiplier = 1;
@@ -75,6 +103,8 @@ export class MqttFrameGuard extends Duplex {
         if (this.#lengthBytes === 4) return this.#violate('bad-remaining-length', 'more than four length bytes');
         continue;
       }
+      const problem = fixedHeaderProblem(this.#type, this.#remaining);
+      if (problem !== undefined) return this.#violate('bad-fixed-header', problem);
       this.#phase = this.#remaining === 0 ? 'type' : 'body';
     }
     return true;

@@ -48,6 +48,19 @@ describe('peripherals/mqtt MqttFrameGuard (no TCP)', () => {
     assert.equal(r.passed.length, connect.length + 2);
   });
 
+  it('refuses fixed headers a client may not send: reserved flags, server packets, bodies on PINGREQ/DISCONNECT, PUBLISH QoS 3', async () => {
+    for (const bad of [[0xc0, 0x01, 0x00], [0xe0, 0x02, 0, 0], [0x80, 0x02, 0, 1], [0x20, 0x02, 0, 0], [0x00, 0x00], [0xf0, 0x00], [0x36, 0x02, 0, 0], [0x40, 0x03, 0, 1, 2]]) {
+      const r = await run([...connect, ...bad], 1);
+      assert.deepEqual(r.violations, ['bad-fixed-header'], JSON.stringify(bad));
+      // The type byte went through; the length byte that gives it away did not, nor any body.
+      assert.equal(r.passed.length, connect.length + 1, JSON.stringify(bad));
+      assert.ok(r.socketDestroyed);
+    }
+    // The legitimate ones pass.
+    const ok = [...connect, 0x82, 0x04, 0, 1, 0, 0, 0x40, 0x02, 0, 1, 0x62, 0x02, 0, 1, 0xa2, 0x03, 0, 1, 0, 0xc0, 0x00, 0xe0, 0x00];
+    assert.deepEqual((await run(ok, 3)).violations, []);
+  });
+
   it('refuses a remaining length of more than four bytes', async () => {
     const r = await run([...connect, 0x30, 0x80, 0x80, 0x80, 0x80, 0x01], 1, 1 << 30);
     assert.deepEqual(r.violations, ['bad-remaining-length']);
