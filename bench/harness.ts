@@ -19,7 +19,7 @@ import { Swtpm } from '../tpm/swtpm-process.js';
 import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
 import type { GenCommand, GenDevice, GenReport } from './load-generator.js';
 import type { GatewayWorkerStats } from './gateway-worker.js';
-import { freePort } from '../daemon/embedded.js';
+import { freePort, gatewayConfigInput } from '../daemon/embedded.js';
 
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
@@ -162,26 +162,29 @@ export class BenchEnv {
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     // Each run starts from fresh state (no leases) with the one provisioned key's record.
     await copyFile(join(this.dir, 'tpm-state', 'tpm-key.json'), join(stateDir, 'tpm-key.json'));
-    const config = {
-      gateway: { id: GW, production: false, stateDir, runtimeDir: join(this.dir, 'run') },
-      tpm: { kind: 'tpm', tcti: this.tcti },
-      backend: {
-        url: this.backend.url,
+    const config = gatewayConfigInput(
+      {
+        gw: GW,
+        stateDir,
+        runtimeDir: join(this.dir, 'run'),
+        kind: 'tpm',
+        tcti: this.tcti,
+        backend: this.backend,
         caFile: this.ca.certPath,
-        backendPublicKey: Buffer.from(this.backend.publicKeyRaw).toString('base64url'),
-        backendKid: this.backend.kid,
-        queueLimit: 100_000,
-        ...(o.batchMax !== undefined ? { batch: { maxSize: o.batchMax } } : {}),
+        mqttPort: await freePort(),
+        socketPath: join(this.dir, 'run', `status-${name}.sock`),
       },
-      mqtt: { tcp: { host: '127.0.0.1', port: await freePort() }, maxConnections: 100_000 },
-      pipeline: {
-        maxOutstandingChallenges: 1_000_000,
-        maxPendingHellos: 100_000,
-        rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 },
+      {
+        backend: { queueLimit: 100_000, ...(o.batchMax !== undefined ? { batch: { maxSize: o.batchMax } } : {}) },
+        mqtt: { maxConnections: 100_000 },
+        pipeline: {
+          maxOutstandingChallenges: 1_000_000,
+          maxPendingHellos: 100_000,
+          rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 },
+        },
+        log: { level: o.logLevel ?? 'info', format: 'json' },
       },
-      status: { socketPath: join(this.dir, 'run', `status-${name}.sock`) },
-      log: { level: o.logLevel ?? 'info', format: 'json' },
-    };
+    );
     await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
     const file = join(this.dir, `gatehouse-${name}.yaml`);
     await writeFile(file, stringify(config), { mode: 0o600 });

@@ -115,7 +115,9 @@ export class EmbeddedSystem {
       });
       backend.registry.addDevices(devices.map((x) => ({ id: x.dev, publicKey: x.signer.publicKeyRaw, gateways: [gw], ...(opts.policy ? { policy: opts.policy } : {}) })));
 
-      const input = configInput({ d, gw, keyCfg, backend, caFile: pki.ca.certPath, mqttPort: opts.mqttPort ?? ((await portIsFree(1883)) ? 1883 : await freePort()) });
+      const mqttPort = opts.mqttPort ?? ((await portIsFree(1883)) ? 1883 : await freePort());
+      const base = { gw, stateDir, runtimeDir: join(d, 'run'), kind: keyCfg.kind, tcti, backend, caFile: pki.ca.certPath, mqttPort, socketPath: join(d, 'run', 'status.sock') };
+      const input = gatewayConfigInput(base, { backend: { revocationPollSec: 5 } });
       for (const [section, values] of Object.entries(opts.config ?? {})) input[section] = { ...(input[section] ?? {}), ...values };
       const r = validateConfig(input);
       if (!r.ok) throw new EmbeddedError('GH_EMBEDDED_CONFIG', `embedded config invalid: ${r.issues.map(formatIssue).join('; ')}`);
@@ -154,28 +156,39 @@ export function softwareKeyFile(stateDir: string): string {
   return join(stateDir, 'software-identity-key.pem');
 }
 
-function configInput(a: {
-  d: string;
+/** What a gateway config needs to point at an embedded backend and TPM. */
+export interface GatewayConfigBase {
   gw: string;
-  keyCfg: { kind: 'tpm' | 'software'; tcti: string };
+  stateDir: string;
+  runtimeDir: string;
+  kind: 'tpm' | 'software';
+  tcti: string;
   backend: RunningBackend;
   caFile: string;
   mqttPort: number;
-}): Record<string, Record<string, unknown>> {
-  return {
-    gateway: { id: a.gw, production: false, stateDir: join(a.d, 'gateway'), runtimeDir: join(a.d, 'run') },
-    tpm: { kind: a.keyCfg.kind, tcti: a.keyCfg.tcti },
+  socketPath: string;
+}
+
+/**
+ * The config input (before validation) of a gateway against an embedded backend and TPM;
+ * `over` is merged section by section. Used by the demo, the fault tests and the benchmarks.
+ */
+export function gatewayConfigInput(b: GatewayConfigBase, over: Record<string, Record<string, unknown>> = {}): Record<string, Record<string, unknown>> {
+  const input: Record<string, Record<string, unknown>> = {
+    gateway: { id: b.gw, production: false, stateDir: b.stateDir, runtimeDir: b.runtimeDir },
+    tpm: { kind: b.kind, tcti: b.tcti },
     backend: {
-      url: a.backend.url,
-      caFile: a.caFile,
-      backendPublicKey: Buffer.from(a.backend.publicKeyRaw).toString('base64url'),
-      backendKid: a.backend.kid,
-      revocationPollSec: 5,
+      url: b.backend.url,
+      caFile: b.caFile,
+      backendPublicKey: Buffer.from(b.backend.publicKeyRaw).toString('base64url'),
+      backendKid: b.backend.kid,
     },
-    mqtt: { tcp: { enabled: true, host: '127.0.0.1', port: a.mqttPort } },
-    status: { socketPath: join(a.d, 'run', 'status.sock') },
+    mqtt: { tcp: { enabled: true, host: '127.0.0.1', port: b.mqttPort } },
+    status: { socketPath: b.socketPath },
     log: { level: 'info' },
   };
+  for (const [section, values] of Object.entries(over)) input[section] = { ...(input[section] ?? {}), ...values };
+  return input;
 }
 
 async function makePki(dir: string, say: (l: string) => void): Promise<{ ca: CertFiles; server: CertFiles }> {

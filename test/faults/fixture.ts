@@ -23,7 +23,7 @@ import { provisionTpmKey } from '../../tpm/provision.js';
 import { Swtpm } from '../../tpm/swtpm-process.js';
 import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../../tpm/tpm-key-store.js';
 import { RawMqttClient } from '../../bench/mqtt-wire.js';
-import { freePort } from '../../daemon/embedded.js';
+import { freePort, gatewayConfigInput } from '../../daemon/embedded.js';
 
 export const GW = 'gw-faults';
 
@@ -285,21 +285,24 @@ export class FaultEnv {
   /** A validated daemon config; `over` is merged section by section. */
   async config(stateDir: string, over: Record<string, Record<string, unknown>> = {}): Promise<GatehouseConfig> {
     await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
-    const base: Record<string, Record<string, unknown>> = {
-      gateway: { id: GW, production: false, stateDir, runtimeDir: join(this.dir, 'run') },
-      tpm: { kind: 'tpm', tcti: this.swtpm.tcti },
-      backend: {
-        url: this.backend.url,
+    const base = gatewayConfigInput(
+      {
+        gw: GW,
+        stateDir,
+        runtimeDir: join(this.dir, 'run'),
+        kind: 'tpm',
+        tcti: this.swtpm.tcti,
+        backend: this.backend,
         caFile: this.ca.certPath,
-        backendPublicKey: Buffer.from(this.backend.publicKeyRaw).toString('base64url'),
-        backendKid: this.backend.kid,
-        queueLimit: 100_000,
+        mqttPort: await freePort(),
+        socketPath: join(this.dir, 'run', `status-${Math.random().toString(36).slice(2, 8)}.sock`),
       },
-      mqtt: { tcp: { host: '127.0.0.1', port: await freePort() }, maxConnections: 20_000 },
-      pipeline: { maxOutstandingChallenges: 100_000, maxPendingHellos: 100_000, rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 } },
-      status: { socketPath: join(this.dir, 'run', `status-${Math.random().toString(36).slice(2, 8)}.sock`) },
-      log: { level: 'info' },
-    };
+      {
+        backend: { queueLimit: 100_000 },
+        mqtt: { maxConnections: 20_000 },
+        pipeline: { maxOutstandingChallenges: 100_000, maxPendingHellos: 100_000, rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 } },
+      },
+    );
     for (const [k, v] of Object.entries(over)) base[k] = { ...(base[k] ?? {}), ...v };
     const r = validateConfig(base);
     if (!r.ok) throw new Error(`fault config invalid: ${JSON.stringify(r.issues)}`);
