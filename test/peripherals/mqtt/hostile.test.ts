@@ -118,6 +118,17 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
     return parseReject(bytes).message.reason;
   }
 
+  /** The observer device, welcomed and subscribed to devices/#; `seen` collects topics it receives. */
+  async function observer(): Promise<{ obs: MqttReferencePeripheral; seen: string[] }> {
+    const obs = peripheralFor(h.url, signer('observer'), backend.backendKeys());
+    await obs.connect();
+    assert.equal((await obs.authenticate()).kind, 'authenticated');
+    await obs.client.subscribeAsync('devices/#', { qos: 1 });
+    const seen: string[] = [];
+    obs.client.on('message', (t) => seen.push(t));
+    return { obs, seen };
+  }
+
   /** A legitimate peripheral, welcomed in parallel with the attack. */
   async function legit(dev: string): Promise<void> {
     const p = peripheralFor(h.url, signer(dev), backend.backendKeys());
@@ -212,12 +223,7 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
   });
 
   it('publishes a welcomed connection\'s will inside its policy, and never a will outside it', async () => {
-    const obs = peripheralFor(h.url, signer('observer'), backend.backendKeys());
-    await obs.connect();
-    assert.equal((await obs.authenticate()).kind, 'authenticated');
-    await obs.client.subscribeAsync('devices/#', { qos: 1 });
-    const seen: string[] = [];
-    obs.client.on('message', (t) => seen.push(t));
+    const { obs, seen } = await observer();
     const dieWith = async (dev: string, willTopic: string): Promise<void> => {
       const c = await client({ clientId: dev, will: { topic: willTopic, payload: Buffer.from('gone'), qos: 1, retain: false } });
       await c.subscribeAsync(down(dev), { qos: 1 });
@@ -315,12 +321,7 @@ describe('peripherals/mqtt hostile clients (real aedes on loopback)', function (
   });
 
   it('closes the older connection when a device is welcomed again (its will dropped), and a revoked device\'s connection', async () => {
-    const obs = peripheralFor(h.url, signer('observer'), backend.backendKeys());
-    await obs.connect();
-    assert.equal((await obs.authenticate()).kind, 'authenticated');
-    await obs.client.subscribeAsync('devices/#', { qos: 1 });
-    const seen: string[] = [];
-    obs.client.on('message', (t) => seen.push(t));
+    const { obs, seen } = await observer();
     const first = new MqttReferencePeripheral({
       url: h.url,
       peripheral: new ReferencePeripheral({ dev: 'dev-b', signer: signer('dev-b'), backendKeys: backend.backendKeys() }),
