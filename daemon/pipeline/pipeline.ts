@@ -3,6 +3,7 @@
  * challenges, runs the gateway checks on a hello in the order the spec gives, asks the backend
  * client, and answers a welcome or a reject signed with the session key.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'winston';
 import winston from 'winston';
 import {
@@ -169,6 +170,9 @@ export class Pipeline implements AuthPipeline {
     this.#clock = options.clock ?? systemClock;
     // A wall-clock step back would stretch outstanding challenges; injected clocks (tests) drive both.
     this.#elapsed = options.elapsedClock ?? options.clock ?? monotonicClock;
+    // Every pending hello listens on the closing signal (removed when it settles): bounded by
+    // maxPendingHellos, not a leak, so Node's 10-listener warning does not apply.
+    setMaxListeners(this.#o.maxPendingHellos + 1, this.#closing.signal);
     this.#random = options.random ?? systemRandom;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.events = new DecisionLog(this.#o.eventRingSize, this.#log);
