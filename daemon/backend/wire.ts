@@ -2,15 +2,14 @@
  * protocol-v1 "Backend HTTP API" on the gateway side: building signed requests and reading
  * answers strictly (content type, size, JSON, RFC 9457 problems).
  */
-import { randomBytes } from 'node:crypto';
-import { isReasonCode } from '../../protocol/index.js';
+import { isReasonCode, randomNonce } from '../../protocol/index.js';
 import { signGatehouseRequest, type HttpSigAlg, type HttpSign } from '../../protocol/http-signature.js';
 import type { BackendHttp, BackendRequest, BackendResponse } from './dispatcher.js';
 import { BackendError } from './errors.js';
 
 /** A fresh request nonce: 16 random bytes, base64url (protocol-v1: replayed nonces are refused). */
 export function requestNonce(): string {
-  return randomBytes(16).toString('base64url');
+  return Buffer.from(randomNonce(16)).toString('base64url');
 }
 
 export interface SignOptions {

@@ -2,7 +2,7 @@
  * Time and randomness as injected dependencies, so expiry and rate limits are tested without
  * waiting and nonces can be made deterministic in tests.
  */
-import { randomBytes } from 'node:crypto';
+import { randomNonce } from '../../protocol/index.js';
 
 /** A source of wall-clock time in unix milliseconds. */
 export interface Clock {
@@ -18,5 +18,5 @@ export const monotonicClock: Clock = { now: () => performance.now() };
 /** Returns `n` cryptographically random bytes. */
 export type RandomSource = (n: number) => Uint8Array;
 
-/** `crypto.randomBytes`, the default random source. */
-export const systemRandom: RandomSource = (n) => new Uint8Array(randomBytes(n));
+/** The CSPRNG (`randomNonce`: node:crypto, pooled), the default random source. */
+export const systemRandom: RandomSource = (n) => randomNonce(n);

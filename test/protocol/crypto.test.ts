@@ -11,6 +11,7 @@ import {
   ed25519Verify,
   es256Verify,
   ProtocolError,
+  randomNonce,
   sha256,
 } from '../../protocol/index.js';
 
@@ -124,5 +125,31 @@ describe('protocol/crypto', () => {
     assert.equal(es256Verify(s.publicKey, msg, sig.subarray(1)), false);
     assert.equal(es256Verify(ed25519PublicKeyFromRaw(PK), msg, sig), false);
     assert.equal(es256Verify(new Uint8Array([1, 2, 3]), msg, sig), false);
+  });
+
+  it('randomNonce: fresh, unaliased bytes of the asked length, across pool refills and above the pool', () => {
+    const seen = new Set<string>();
+    let previous: Uint8Array | undefined;
+    // 4 KiB pool / 16 bytes = 256 nonces per refill: 1,000 cross several refills.
+    for (let i = 0; i < 1000; i += 1) {
+      const n = randomNonce(16);
+      assert.equal(n.length, 16);
+      assert.equal(n.byteOffset, 0);
+      assert.equal(n.buffer.byteLength, 16, 'each nonce owns its buffer: no view into the pool');
+      seen.add(toHex(n));
+      if (previous !== undefined) {
+        const before = toHex(previous);
+        n.fill(0);
+        assert.equal(toHex(previous), before, 'writing one nonce does not touch another');
+      }
+      previous = n;
+    }
+    assert.equal(seen.size, 1000);
+    for (const len of [0, 1, 7, 32, 1024, 1025, 5000]) assert.equal(randomNonce(len).length, len);
+    assert.throws(() => randomNonce(-1), RangeError);
+    assert.throws(() => randomNonce(1.5), RangeError);
+    // Mixed odd sizes straddle the refill boundary without repeating bytes.
+    const big = Array.from({ length: 600 }, (_, i) => toHex(randomNonce(7 + (i % 5))));
+    assert.equal(new Set(big).size, big.length);
   });
 });
