@@ -44,6 +44,8 @@ describe('daemon/backend/client against broken and hostile answers', function ()
   const backend = Ed25519Signer.generate('backend-1');
   const impostor = Ed25519Signer.generate('backend-1');
   const device = Ed25519Signer.generate('dev-1');
+  // The same key under kid dev-2: the test leases carry `device`'s public key as dpk.
+  const device2 = Ed25519Signer.fromKeyObject(device.privateKey, 'dev-2');
   const closers: (() => Promise<void>)[] = [];
 
   before(async () => {
@@ -152,6 +154,39 @@ describe('daemon/backend/client against broken and hostile answers', function ()
       assert.equal(reasonOf(await c.verify(await hello())), 'backend-unavailable');
     }
     assert.equal(c.stats().errors.lease, 4);
+    assert.equal(c.stats().leases, 0);
+  });
+
+  it('verifies the signature of the first lease of an answer at once, and every lease before it is used offline', async () => {
+    const c = client();
+    const [d1, d2] = ['dev-1', 'dev-2'];
+    // One answer for two hellos: the first lease is genuine, the second is signed by an impostor
+    // under the backend's kid (right structure, gateway, device and expiry; wrong signature).
+    handler = async (_p, b) =>
+      json({ results: [
+        { id: b.hellos?.[0]?.id, ok: true, dev: d1, lease: await lease(d1) },
+        { id: b.hellos?.[1]?.id, ok: true, dev: d2, lease: await lease(d2, { signer: impostor }) },
+      ] });
+    const online = await Promise.all([c.verify(await hello(d1)), c.verify(await hello(d2, device2))]);
+    assert.equal(c.stats().batches, 1);
+    assert.deepEqual(online.map(reasonOf), ['ok', 'ok'], 'the verdicts come over the pinned TLS link');
+    assert.equal(c.stats().leases, 2);
+    // Backend down: the offline rule relies on the leases, so each is verified before use.
+    handler = () => json({ title: 'down' }, 503);
+    const offline = await c.verify(await hello(d1));
+    assert.ok(offline.ok && offline.offline);
+    assert.equal(reasonOf(await c.verify(await hello(d2, device2))), 'backend-unavailable', 'the forged lease is refused at use');
+    assert.equal(c.stats().leases, 1, 'and dropped from the cache');
+    assert.equal(c.stats().offlineWelcomes, 1);
+  });
+
+  it('keeps verifying an answer\'s leases until one passes', async () => {
+    const c = client();
+    const forged = [await lease('dev-1', { signer: impostor }), await lease('dev-2', { signer: impostor })];
+    handler = (_p, b) => json({ results: (b.hellos ?? []).map((h, i) => ({ id: h.id, ok: true, dev: `dev-${i + 1}`, lease: forged[i] })) });
+    const r = await Promise.all([c.verify(await hello('dev-1')), c.verify(await hello('dev-2', device2))]);
+    assert.deepEqual(r.map(reasonOf), ['backend-unavailable', 'backend-unavailable']);
+    assert.equal(c.stats().errors.lease, 2);
     assert.equal(c.stats().leases, 0);
   });
 

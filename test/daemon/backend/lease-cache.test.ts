@@ -45,6 +45,15 @@ describe('daemon/backend/lease-cache', () => {
     assert.match(String((checkLease(new Uint8Array([1, 2, 3]), opts) as { why: string }).why), /parse/);
   });
 
+  it('checkLease without the signature check still refuses what is not for this gateway, device or time', async () => {
+    const opts = { gw: GW, backendKeys, nowS: nowS(), verifySignature: false };
+    assert.ok(checkLease((await lease('d1', { signer: impostor })).bytes, opts).ok, 'only the signature is left out');
+    assert.match(String((checkLease((await lease('d1', { gw: 'gw-other' })).bytes, opts) as { why: string }).why), /gateway/);
+    assert.match(String((checkLease((await lease('d1')).bytes, { ...opts, dev: 'd2' }) as { why: string }).why), /device/);
+    assert.match(String((checkLease((await lease('d1', { iat: nowS() - 10, exp: nowS() })).bytes, opts) as { why: string }).why), /expired/);
+    assert.match(String((checkLease((await lease('d1', { signer: Ed25519Signer.generate('backend-other') })).bytes, opts) as { why: string }).why), /unknown backend kid/);
+  });
+
   it('evicts the least recently used beyond the count bound', async () => {
     const c = cache({ maxLeases: 2 });
     for (const d of ['a', 'b']) {
