@@ -66,6 +66,8 @@ export class ReferencePeripheral {
   private readonly random: (n: number) => Uint8Array;
   private readonly defaultRetry: number;
   private sentHello: Uint8Array | undefined;
+  /** The credential of the last welcome accepted: the same bytes need no second signature check. */
+  private verifiedCredential: Uint8Array | undefined;
 
   constructor(opts: ReferencePeripheralOptions) {
     if (!isValidId(opts.dev)) throw new ProtocolError('GH_PERIPHERAL_BAD_DEV', 'internal', 'dev must be 1–64 characters of [A-Za-z0-9._:-]');
@@ -119,12 +121,15 @@ export class ReferencePeripheral {
       return { ok: false, code: 'GH_WELCOME_HELLO_HASH', detail: 'no hello has been sent, so no welcome can match' };
     }
     const now = this.clock?.();
-    return checkWelcome(welcomeBytes, {
+    const result = checkWelcome(welcomeBytes, {
       backendKeys: this.backendKeys,
       dev: this.dev,
       helloBytes: this.sentHello,
       ...(now === undefined ? {} : { now }),
+      ...(this.verifiedCredential === undefined ? {} : { verifiedCredential: this.verifiedCredential }),
     });
+    if (result.ok) this.verifiedCredential = result.welcome.cred;
+    return result;
   }
 
   /** Interpret one message from the gateway. Never throws for bad input. */

@@ -54,6 +54,22 @@ describe('protocol/peripheral-checks: checkWelcome', () => {
     refusedWith(check(await signWelcome({ ...w, cred: otherKid }, f.session)), 'GH_WELCOME_CRED_UNKNOWN_KID');
   });
 
+  it('verifiedCredential: the same bytes skip only the credential signature; other bytes and every other check still count', async () => {
+    const rogue = Ed25519Signer.fromSeed(testSeed(0x66), 'backend-1');
+    const forged = await signGatewayCredential(f.credentialPayload, rogue);
+    // The forged credential is what a peripheral would wrongly have remembered: identical bytes pass
+    // check 1 without a verification, which shows the verification is what is skipped ...
+    assert.ok(check(await signWelcome({ ...w, cred: forged }, f.session), { verifiedCredential: forged }).ok);
+    // ... and a credential other than the remembered one is verified as always.
+    refusedWith(check(await signWelcome({ ...w, cred: forged }, f.session), { verifiedCredential: w.cred }), 'GH_WELCOME_CRED_SIGNATURE');
+    assert.ok(check(f.welcome, { verifiedCredential: w.cred }).ok);
+    // The kid must still be pinned, and the later checks still run.
+    refusedWith(check(f.welcome, { verifiedCredential: w.cred, backendKeys: new Map() }), 'GH_WELCOME_CRED_UNKNOWN_KID');
+    refusedWith(check(f.welcome, { verifiedCredential: w.cred, now: FIXTURE_EXP }), 'GH_WELCOME_EXPIRED');
+    refusedWith(check(f.welcome, { verifiedCredential: w.cred, dev: 'someone-else' }), 'GH_WELCOME_DEV_MISMATCH');
+    refusedWith(check(await signWelcome(w, Ed25519Signer.fromSeed(testSeed(0x67), f.gw)), { verifiedCredential: w.cred }), 'GH_WELCOME_SIGNATURE');
+  });
+
   it('GH_WELCOME_CRED_TYPE: a lease (or anything else backend-signed) is not a credential', async () => {
     refusedWith(check(await signWelcome({ ...w, cred: f.lease }, f.session)), 'GH_WELCOME_CRED_TYPE');
     const lease = await signLease({ ...f.leasePayload, gw: f.gw }, f.backend);

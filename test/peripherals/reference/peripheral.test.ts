@@ -150,6 +150,22 @@ describe('peripherals/reference: ReferencePeripheral', () => {
     assert.ok(ev.kind === 'authenticated' && ev.credential.gw === f.gw);
   });
 
+  it('remembers the credential it verified: the same one is accepted again, any other is verified afresh', async () => {
+    const welcomeFor = async (hello: Uint8Array, cred: Uint8Array): Promise<Uint8Array> =>
+      signWelcome({ type: 'welcome', version: 1, dev: f.dev, gw: f.gw, hh: helloHash(hello), cred }, f.session);
+    assert.ok(peripheral.verifyWelcome(await welcomeFor(await peripheral.hello(f.challenge), f.credential)).ok);
+    assert.ok(peripheral.verifyWelcome(await welcomeFor(await peripheral.hello(f.challenge), f.credential)).ok);
+    // Same payload and kid, another signature: a credential this peripheral has not verified.
+    const forged = new Uint8Array(f.credential);
+    forged[forged.length - 1] = (forged[forged.length - 1] as number) ^ 0x01;
+    const r = peripheral.verifyWelcome(await welcomeFor(await peripheral.hello(f.challenge), forged));
+    assert.equal(r.ok ? 'ok' : r.code, 'GH_WELCOME_CRED_SIGNATURE');
+    // The other checks still run: a welcome for some other hello is refused.
+    await peripheral.hello(f.challenge);
+    const r2 = peripheral.verifyWelcome(await welcomeFor(new Uint8Array([0xa0]), f.credential));
+    assert.equal(r2.ok ? 'ok' : r2.code, 'GH_WELCOME_HELLO_HASH');
+  });
+
   it('refuses an expired credential when it has a clock', async () => {
     await peripheral.hello(f.challenge);
     now = FIXTURE_EXP;
