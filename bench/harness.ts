@@ -53,7 +53,9 @@ function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: 
 function forkWorker(file: string, args: string[]): ChildProcess {
   // BENCH_CPU_PROF=DIR profiles the daemon (node --cpu-prof) to find its hot path.
   const prof = process.env.BENCH_CPU_PROF;
-  const execArgv = prof !== undefined && file === 'gateway-worker.js' ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
+  // BENCH_CPU_PROF_GENERATORS=1 profiles the load generators too.
+  const profiled = file === 'gateway-worker.js' || (file === 'load-generator.js' && process.env.BENCH_CPU_PROF_GENERATORS === '1');
+  const execArgv = prof !== undefined && profiled ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
   // BENCH_DAEMON_FLAGS: node flags for the daemon (e.g. a V8 heap cap), to compare memory settings.
   if (file === 'gateway-worker.js' && process.env.BENCH_DAEMON_FLAGS !== undefined) execArgv.push(...process.env.BENCH_DAEMON_FLAGS.split(' ').filter((f) => f !== ''));
   return fork(join(DIST, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });

@@ -1,7 +1,8 @@
 /**
- * `node --import tsx bench/profile.ts [--seconds N] [--out DIR]`: one closed-loop sustained run
- * against the daemon under `node --cpu-prof`, then a summary of where the daemon's CPU went
- * (self time by function and by package). For hot-path work (docs/performance.md); the numbers
+ * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators]`: one
+ * closed-loop sustained run against the daemon under `node --cpu-prof`, then a summary of where
+ * the daemon's CPU went (self time by function and by package); `--generators` profiles the load
+ * generators too. For hot-path work (docs/performance.md); the numbers
  * that count come from `npm run bench`.
  */
 import { execFileSync } from 'node:child_process';
@@ -14,7 +15,7 @@ import { BenchEnv, Daemon, Generator } from './harness.js';
 import { closePools, closedLoop, connectPools } from './scenarios.js';
 import { fmt } from './stats.js';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' } } });
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = values.out ?? (await mkdtemp(join(tmpdir(), 'gh-prof-')));
 process.env.BENCH_CPU_PROF = out;
@@ -22,6 +23,8 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
 
 const dir = await mkdtemp(join(tmpdir(), 'gh-bench-'));
 const env = await BenchEnv.create(dir, 256);
+// --generators: profile the load generators (the simulated peripherals) as well.
+if (values.generators === true) process.env.BENCH_CPU_PROF_GENERATORS = '1';
 const gens = [new Generator(), new Generator()];
 try {
   const { file, log } = await env.writeConfig('profile', { logLevel: 'info', ...(values.batch !== undefined ? { batchMax: Number(values.batch) } : {}) });
