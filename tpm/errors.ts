@@ -128,7 +128,11 @@ export function adviceFor(code: TpmErrorCode): string | undefined {
     case 'GH_TPM_PERMISSION_DENIED':
       return "permission denied on the TPM device: add the service user to the 'tss' group (sudo usermod -aG tss USER, then log in again)";
     case 'GH_TPM_LOCKOUT':
-      return 'the TPM is in dictionary-attack lockout: wait for the recovery time or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout)';
+      return (
+        'the TPM is in dictionary-attack lockout: wait for the recovery time or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout). ' +
+        'Only a key without the noDA attribute (provisioned by an older Gatehouse) is blocked by a lockout: `gatehouse tpm provision --force` re-creates it with noDA, ' +
+        'which changes the public key: register the new one with the backend'
+      );
     case 'GH_TPM_HANDLE_OCCUPIED':
       return 'the persistent handle already holds a different key: choose another --handle, or pass --force to replace it (the old key is destroyed)';
     case 'GH_TPM_OBJECT_MEMORY':

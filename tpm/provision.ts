@@ -1,9 +1,10 @@
 /**
  * Provisioning of the gateway identity key: an ECDSA P-256 signing key made by TPM2_CreatePrimary
- * in the owner hierarchy (fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | sign;
- * scheme ECDSA-SHA256) and persisted with TPM2_EvictControl. A primary key needs no parent and
- * no stored private blob; a random `unique` value makes every provisioning a new key. Every run
- * ends with a self-test signature, so a key that cannot sign (DA lockout, broken TPM) is reported.
+ * in the owner hierarchy (fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA |
+ * sign; scheme ECDSA-SHA256) and persisted with TPM2_EvictControl. A primary key needs no parent
+ * and no stored private blob; a random `unique` value makes every provisioning a new key. Every
+ * run ends with a self-test signature, so a key that cannot sign (DA lockout of a key without
+ * noDA, broken TPM) is reported.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import type { Logger } from 'winston';
@@ -25,6 +26,7 @@ import {
   emptyPcrSelection,
   emptySensitiveCreate,
   emptyTpm2b,
+  hasNoDA,
   nullHashcheckTicket,
   p256SpkiDer,
   parseEccPublic,
@@ -35,7 +37,10 @@ export interface ProvisionOptions extends TpmConnectionOptions {
   handle?: number;
   /** Where tpm-key.json is written. */
   stateDir: string;
-  /** Replace a different key found at the handle (it is destroyed). */
+  /**
+   * Replace whatever is at the handle unless it is the recorded key with noDA: a different key,
+   * or the recorded key made without noDA (older releases). The replaced key is destroyed.
+   */
   force?: boolean;
   /** Clock for the record's timestamp. */
   now?: () => number;
@@ -45,6 +50,8 @@ export interface ProvisionResult {
   /** created: handle was free; replaced: --force evicted another key; unchanged: the recorded key is already there. */
   action: 'created' | 'replaced' | 'unchanged';
   handle: number;
+  /** Whether the key at the handle has noDA; false only for an `unchanged` key from an older release. */
+  noDA: boolean;
   publicKeyPem: string;
   spkiDer: Uint8Array;
   thumbprint: Uint8Array;
@@ -54,6 +61,7 @@ export interface ProvisionResult {
 
 interface Existing {
   thumbprint: string | undefined;
+  noDA: boolean;
   problem: string | undefined;
 }
 
@@ -68,10 +76,10 @@ async function inspectExisting(tss: CheckedTss, ctx: EsysContext, handle: number
   try {
     const pub = parseEccPublic(found.publicArea);
     checkIdentityKey(pub, handleHex(handle));
-    return { tr: found.tr, info: { thumbprint: toHex(sha256(p256SpkiDer(pub.x, pub.y))), problem: undefined } };
+    return { tr: found.tr, info: { thumbprint: toHex(sha256(p256SpkiDer(pub.x, pub.y))), noDA: hasNoDA(pub), problem: undefined } };
   } catch (err) {
     if (err instanceof TpmError && err.code === 'GH_TPM_KEY_ATTRIBUTES') {
-      return { tr: found.tr, info: { thumbprint: undefined, problem: err.message } };
+      return { tr: found.tr, info: { thumbprint: undefined, noDA: false, problem: err.message } };
     }
     tss.trClose(ctx, found.tr);
     throw err;
@@ -99,16 +107,22 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
           tss.trClose(ctx, tr);
           return { action: ours.action };
         }
-        if (info.thumbprint !== undefined && record?.handle === hex && record.thumbprint === info.thumbprint) {
+        const recorded = info.thumbprint !== undefined && record?.handle === hex && record.thumbprint === info.thumbprint;
+        // The recorded key stays, unless it lacks noDA and the operator asked (--force) for a
+        // new one: that is the upgrade path for keys provisioned by older releases.
+        if (recorded && (info.noDA || !opts.force)) {
           tss.trClose(ctx, tr);
           return { action: 'unchanged' as const };
         }
-        if (!opts.force) {
+        if (!recorded && !opts.force) {
           tss.trClose(ctx, tr);
           const what = info.problem ?? `a key (thumbprint ${info.thumbprint}) that ${record ? 'is not the one recorded in' : 'is not recorded in'} ${opts.stateDir}`;
           throw new TpmError('GH_TPM_HANDLE_OCCUPIED', `persistent handle ${hex} already holds ${what}; refusing to replace it without --force`);
         }
-        logger.warn('replacing the key at a persistent handle (--force)', { handle: hex, oldThumbprint: info.thumbprint });
+        logger.warn(recorded ? 're-creating the recorded key with noDA (--force): the public key changes' : 'replacing the key at a persistent handle (--force)', {
+          handle: hex,
+          oldThumbprint: info.thumbprint,
+        });
         await tss.evictControl(ctx, tr, handle);
         try {
           tss.trClose(ctx, tr);
@@ -139,12 +153,12 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
       return { action };
     });
     // Read the key back from the handle: that is what every later open() will see.
-    const spki = await conn.run('read provisioned key', async (tss, ctx) => {
+    const { spki, noDA } = await conn.run('read provisioned key', async (tss, ctx) => {
       const { tr, publicArea } = await readPersistentPublic(tss, ctx, handle);
       tss.trClose(ctx, tr);
       const pub = parseEccPublic(publicArea);
       checkIdentityKey(pub, hex);
-      return p256SpkiDer(pub.x, pub.y);
+      return { spki: p256SpkiDer(pub.x, pub.y), noDA: hasNoDA(pub) };
     });
     const thumbprint = sha256(spki);
     const previous = record && record.thumbprint !== toHex(thumbprint) ? record : undefined;
@@ -175,6 +189,7 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
     return {
       action: outcome.action,
       handle,
+      noDA,
       publicKeyPem: spkiToPem(spki),
       spkiDer: spki,
       thumbprint,

@@ -1,7 +1,8 @@
 /**
  * The gateway identity key in the TPM: an ECDSA P-256 key persisted at a handle by
  * `provisionTpmKey` (tpm/provision.ts). `open()` checks it is a proper identity key and the one
- * the state directory recorded; `sign()` is rate-limited, serialised and self-verified.
+ * the state directory recorded, and warns about a key made without `noDA`; `sign()` is
+ * rate-limited, serialised and self-verified.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'winston';
@@ -20,6 +21,7 @@ import {
   digestTpm2b,
   ecdsaSha256Scheme,
   ecdsaSignatureRaw,
+  hasNoDA,
   nullHashcheckTicket,
   p256SpkiDer,
   parseEccPublic,
@@ -41,6 +43,20 @@ export interface TpmKeyStoreOptions extends TpmConnectionOptions {
   rateLimit?: RateLimit;
   /** Clock for the rate limiter (ms). */
   now?: () => number;
+}
+
+/**
+ * What to tell an operator whose key lacks `noDA` (provisioned before Gatehouse set it). The key
+ * keeps working: refusing it would take a field gateway offline after an upgrade.
+ */
+export function noDAAdvice(handle: string): string {
+  return (
+    `the TPM key at ${handle} was provisioned without the noDA attribute: while the TPM is in dictionary-attack lockout ` +
+    '(which failed authorizations by any other TPM user can trigger) it cannot sign, so the gateway cannot renew its session. ' +
+    'Fix: stop the daemon and run `gatehouse tpm provision --force`, which re-creates the key with noDA. That is a NEW key: ' +
+    "the gateway's public key and thumbprint change, so register the new public key (`gatehouse tpm show`) in the backend's " +
+    'gateway registry before starting the daemon again'
+  );
 }
 
 export function handleHex(h: number): string {
@@ -95,7 +111,7 @@ export class TpmKeyStore implements KeyStore {
   private readonly logger: Logger;
   private readonly bucket: TokenBucket;
   private conn: TpmConnection | undefined;
-  private key: { spki: Uint8Array; thumbprint: Uint8Array; keyObject: KeyObject } | undefined;
+  private key: { spki: Uint8Array; thumbprint: Uint8Array; keyObject: KeyObject; noDA: boolean } | undefined;
   private cachedTr: { tr: EsysTr; generation: number } | undefined;
   private opening: Promise<void> | undefined;
 
@@ -119,12 +135,12 @@ export class TpmKeyStore implements KeyStore {
   private async doOpen(): Promise<void> {
     const conn = new TpmConnection({ ...this.opts, logger: this.logger });
     try {
-      const { spki } = await conn.run('open key', async (tss, ctx, generation) => {
+      const { spki, noDA } = await conn.run('open key', async (tss, ctx, generation) => {
         const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
         this.cachedTr = { tr, generation };
         const pub = parseEccPublic(publicArea);
         checkIdentityKey(pub, handleHex(this.handle));
-        return { spki: p256SpkiDer(pub.x, pub.y) };
+        return { spki: p256SpkiDer(pub.x, pub.y), noDA: hasNoDA(pub) };
       });
       const thumbprint = sha256(spki);
       if (this.opts.stateDir !== undefined) {
@@ -139,9 +155,12 @@ export class TpmKeyStore implements KeyStore {
           );
         }
       }
-      this.key = { spki, thumbprint, keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }) };
+      this.key = { spki, thumbprint, keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }), noDA };
       this.conn = conn;
-      this.logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti });
+      this.logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti, noDA });
+      if (!noDA) {
+        this.logger.warn(noDAAdvice(handleHex(this.handle)), { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), fix: 'gatehouse tpm provision --force' });
+      }
     } catch (err) {
       this.cachedTr = undefined;
       await conn.close();
@@ -172,6 +191,11 @@ export class TpmKeyStore implements KeyStore {
 
   thumbprint(): Uint8Array {
     return this.opened().key.thumbprint.slice();
+  }
+
+  /** Whether the key has `noDA`, i.e. keeps signing while the TPM is in dictionary-attack lockout. */
+  noDA(): boolean {
+    return this.opened().key.noDA;
   }
 
   /** The key's ESYS_TR in this context generation; after a reconnect, re-resolved and re-checked. */

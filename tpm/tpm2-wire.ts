@@ -25,13 +25,25 @@ export const TPMA_OBJECT = {
   sign: 0x00040000,
 } as const;
 
-/** What the gateway identity key must have: non-exportable, born in the TPM, signing only. */
+/**
+ * What the gateway identity key must have: non-exportable, born in the TPM, signing only. `open()`
+ * checks these; `noDA` is not among them, so a key provisioned before Gatehouse set it still opens
+ * (with a warning, see `hasNoDA`).
+ */
 export const REQUIRED_ATTRIBUTES =
   TPMA_OBJECT.fixedTPM |
   TPMA_OBJECT.fixedParent |
   TPMA_OBJECT.sensitiveDataOrigin |
   TPMA_OBJECT.userWithAuth |
   TPMA_OBJECT.sign;
+/**
+ * What provisioning creates: REQUIRED_ATTRIBUTES plus `noDA` (0x00040472). The key's authValue is
+ * empty, so dictionary-attack protection guards nothing for it, while without `noDA` a lockout
+ * caused by anyone's failed authorizations would stop it signing. TPM 2.0 Part 1 "Dictionary
+ * Attack Protection" and Part 2 TPMA_OBJECT: an object with noDA is not subject to DA
+ * protection, so it stays usable in lockout.
+ */
+export const PROVISIONED_ATTRIBUTES = REQUIRED_ATTRIBUTES | TPMA_OBJECT.noDA;
 /** Must be clear: not a decryption key, not a restricted (attestation) key. */
 export const FORBIDDEN_ATTRIBUTES = TPMA_OBJECT.decrypt | TPMA_OBJECT.restricted;
 
@@ -86,16 +98,17 @@ class Reader {
 }
 
 /**
- * TPM2B_PUBLIC template for the gateway key: ECC P-256, ECDSA-SHA256, attributes as
- * REQUIRED_ATTRIBUTES. `unique` seeds primary-key derivation (Part 1 §27.2.6), so a fresh random
- * value gives a fresh key from the same owner seed.
+ * TPM2B_PUBLIC template for the gateway key: ECC P-256, ECDSA-SHA256, attributes
+ * PROVISIONED_ATTRIBUTES unless given (tests make keys the way older releases did). `unique`
+ * seeds primary-key derivation (Part 1 §27.2.6), so a fresh random value gives a fresh key from
+ * the same owner seed.
  */
-export function eccSigningTemplate(unique: Uint8Array): Uint8Array {
+export function eccSigningTemplate(unique: Uint8Array, attributes: number = PROVISIONED_ATTRIBUTES): Uint8Array {
   const w = new Writer();
   const inner = new Writer()
     .u16(TPM2_ALG.ECC) // type
     .u16(TPM2_ALG.SHA256) // nameAlg
-    .u32(REQUIRED_ATTRIBUTES)
+    .u32(attributes)
     .tpm2b(new Uint8Array(0)) // authPolicy: none
     .u16(TPM2_ALG.NULL) // symmetric: none (not a storage key)
     .u16(TPM2_ALG.ECDSA) // scheme
@@ -189,6 +202,11 @@ export function checkIdentityKey(pub: EccPublic, handleHex: string): void {
   if (problems.length > 0) {
     throw new TpmError('GH_TPM_KEY_ATTRIBUTES', `the key at ${handleHex} is not a Gatehouse identity key: ${problems.join('; ')}`);
   }
+}
+
+/** Whether the key is exempt from dictionary-attack lockout (TPMA_OBJECT.noDA). */
+export function hasNoDA(pub: EccPublic): boolean {
+  return (pub.attributes & TPMA_OBJECT.noDA) !== 0;
 }
 
 function leftPad(b: Uint8Array, len: number): Uint8Array {

@@ -7,7 +7,7 @@ import { adviceFor, TpmError } from '../../tpm/errors.js';
 import { toHex } from '../../tpm/key-store.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { DEFAULT_TCTI } from '../../tpm/tpm-connection.js';
-import { DEFAULT_KEY_HANDLE, handleHex, parseHandle, TpmKeyStore } from '../../tpm/tpm-key-store.js';
+import { DEFAULT_KEY_HANDLE, handleHex, noDAAdvice, parseHandle, TpmKeyStore } from '../../tpm/tpm-key-store.js';
 import type { CliIO } from './io.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/gatehouse';
@@ -24,14 +24,17 @@ Run \`gatehouse tpm <command> --help\` for the options of each command.
 const PROVISION_HELP = `Usage: gatehouse tpm provision [--tcti S] [--handle H] [--state-dir D] [--force] [--json]
 
 Creates an ECDSA P-256 signing key inside the TPM (owner hierarchy, fixedTPM, not
-exportable), persists it at the handle and records its thumbprint in the state directory.
-Running it again with the recorded key in place changes nothing.
+exportable, noDA: not blocked by a dictionary-attack lockout), persists it at the handle and
+records its thumbprint in the state directory. Running it again with the recorded key in place
+changes nothing.
 
 Options:
   --tcti S        TCTI string (default: $GATEHOUSE_TPM_TCTI or ${DEFAULT_TCTI})
   --handle H      persistent handle, 0x81000000-0x817fffff (default ${handleHex(DEFAULT_KEY_HANDLE)})
   --state-dir D   state directory (default: $GATEHOUSE_STATE_DIR or ${DEFAULT_STATE_DIR})
-  --force         replace a different key found at the handle (that key is destroyed)
+  --force         replace a different key found at the handle, or re-create the recorded
+                  key if it lacks noDA (older releases); the old key is destroyed and the
+                  gateway's public key changes: register the new one with the backend
   --json          print the result as JSON
   -h, --help      show this help
 `;
@@ -39,13 +42,14 @@ Options:
 const SHOW_HELP = `Usage: gatehouse tpm show [--tcti S] [--handle H] [--state-dir D] [--json]
 
 Prints the public key (PEM) of the key at the handle and its thumbprint (SHA-256 of the DER
-SubjectPublicKeyInfo, hex): what you register with the backend for this gateway.
+SubjectPublicKeyInfo, hex): what you register with the backend for this gateway. Also says
+whether the key has noDA (keeps signing during a dictionary-attack lockout).
 
 Options:
   --tcti S        TCTI string (default: $GATEHOUSE_TPM_TCTI or ${DEFAULT_TCTI})
   --handle H      persistent handle (default ${handleHex(DEFAULT_KEY_HANDLE)})
   --state-dir D   also check that the key is the one recorded in this state directory
-  --json          print {handle, thumbprint, publicKeyPem} as JSON
+  --json          print {handle, thumbprint, noDA, publicKeyPem} as JSON
   -h, --help      show this help
 `;
 
@@ -97,14 +101,15 @@ async function provision(args: string[], io: CliIO): Promise<number> {
   const r = await provisionTpmKey({ tcti: c.tcti, handle: c.handle, stateDir, force: values.force ?? false });
   const thumbprint = toHex(r.thumbprint);
   if (c.json) {
-    write(io.stdout, JSON.stringify({ action: r.action, handle: handleHex(r.handle), thumbprint, publicKeyPem: r.publicKeyPem }));
+    write(io.stdout, JSON.stringify({ action: r.action, handle: handleHex(r.handle), thumbprint, noDA: r.noDA, publicKeyPem: r.publicKeyPem }));
   } else {
     const what = { created: 'created', replaced: 'created (the previous key was destroyed)', unchanged: 'already provisioned' }[r.action];
-    write(io.stdout, `TPM key ${what} at ${handleHex(r.handle)}\nthumbprint: ${thumbprint}\n${r.publicKeyPem}`);
+    write(io.stdout, `TPM key ${what} at ${handleHex(r.handle)}\nthumbprint: ${thumbprint}\nnoDA: ${r.noDA ? 'yes' : 'no'}\n${r.publicKeyPem}`);
   }
   if (r.previous) {
     write(io.stderr, `note: this replaces the key recorded on ${r.previous.provisionedAt} (thumbprint ${r.previous.thumbprint}); register the new key with the backend`);
   }
+  if (!r.noDA) write(io.stderr, `warning: ${noDAAdvice(handleHex(r.handle))}`);
   return 0;
 }
 
@@ -124,8 +129,10 @@ async function show(args: string[], io: CliIO): Promise<number> {
   try {
     const thumbprint = toHex(store.thumbprint());
     const pem = store.publicKeyPem();
-    if (c.json) write(io.stdout, JSON.stringify({ handle: handleHex(c.handle), thumbprint, publicKeyPem: pem }));
-    else write(io.stdout, `handle: ${handleHex(c.handle)}\nthumbprint: ${thumbprint}\n${pem}`);
+    const noDA = store.noDA();
+    if (c.json) write(io.stdout, JSON.stringify({ handle: handleHex(c.handle), thumbprint, noDA, publicKeyPem: pem }));
+    else write(io.stdout, `handle: ${handleHex(c.handle)}\nthumbprint: ${thumbprint}\nnoDA: ${noDA ? 'yes' : 'no'}\n${pem}`);
+    if (!noDA) write(io.stderr, `warning: ${noDAAdvice(handleHex(c.handle))}`);
   } finally {
     await store.close();
   }

@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { run } from '../../daemon/cli/tpm.js';
 import { captureIO } from '../helpers/cli-io.js';
 import { Swtpm } from '../helpers/swtpm.js';
+import { clearDaLockout, enterDaLockout, inDaLockout, provisionLegacyKey } from './tpm2-tools.js';
 
 const exec = promisify(execFile);
 
@@ -73,6 +74,8 @@ describe('daemon/cli/tpm (gatehouse tpm) on swtpm', function () {
     const pem = /-----BEGIN PUBLIC KEY-----[\s\S]+?-----END PUBLIC KEY-----\n/.exec(s.stdout)?.[0];
     assert.ok(thumb && pem, s.stdout);
     assert.ok(p.stdout.includes(thumb), 'provision and show print the same thumbprint');
+    assert.match(s.stdout, /^noDA: yes$/m);
+    assert.equal(s.stderr, '', 'no warning for a key with noDA');
 
     // tpm2-tools' view of the same handle: PEM and the raw point.
     const pemFile = join(dir, 'readpublic.pem');
@@ -83,12 +86,12 @@ describe('daemon/cli/tpm (gatehouse tpm) on swtpm', function () {
     const y = /^y: ([0-9a-f]+)$/m.exec(yaml)?.[1];
     assert.equal(x, Buffer.from(jwk.x ?? '', 'base64url').toString('hex'));
     assert.equal(y, Buffer.from(jwk.y ?? '', 'base64url').toString('hex'));
-    assert.match(yaml, /fixedtpm\|/);
-    assert.match(yaml, /sign$/m);
+    assert.match(yaml, /^\s+value: fixedtpm\|fixedparent\|sensitivedataorigin\|userwithauth\|noda\|sign$/m);
+    assert.match(yaml, /^\s+raw: 0x40472$/m);
 
     const j = await cli(['show', '--json', '--tcti', tpm.tcti]);
     assert.equal(j.code, 0);
-    assert.deepEqual(JSON.parse(j.stdout), { handle: '0x81010001', thumbprint: thumb, publicKeyPem: pem });
+    assert.deepEqual(JSON.parse(j.stdout), { handle: '0x81010001', thumbprint: thumb, noDA: true, publicKeyPem: pem });
 
     const again = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--json']);
     assert.equal(again.code, 0, again.stderr);
@@ -170,26 +173,42 @@ process.exitCode = await run(['show', '--tcti', 'device:${node}'], { stdout: pro
     assert.match(r.stderr, /GH_TPM_NO_DEVICE/);
   });
 
-  it('explains DA lockout (provision self-test signature)', async () => {
+  it('shows a key without noDA with a warning, explains its DA lockout, and --force re-creates it so that it signs in lockout', async () => {
     const stateDir = join(dir, 'lockout-state');
     const handle = '0x81010050';
-    assert.equal((await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle])).code, 0);
-    // Put the TPM into lockout the way an attacker guessing passwords would: one failure allowed.
-    await exec('tpm2_dictionarylockout', ['-s', '-n', '1', '-t', '600', '-l', '600'], { env: tools, timeout: 20_000 });
-    const ctx = join(dir, 'da.ctx');
-    await exec('tpm2_createprimary', ['-C', 'o', '-G', 'ecc', '-p', 'secret', '-c', ctx], { env: tools, timeout: 60_000 });
-    const msg = join(dir, 'da-msg');
-    await writeFile(msg, 'anything');
-    await assert.rejects(exec('tpm2_sign', ['-c', ctx, '-p', 'wrong', '-g', 'sha256', '-o', join(dir, 'sig'), msg], { env: tools, timeout: 20_000 }));
-    await exec('tpm2_flushcontext', ['-t'], { env: tools, timeout: 20_000 });
+    const old = await provisionLegacyKey(tpm, { handle: 0x81010050, stateDir, workDir: dir });
 
-    const r = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /GH_TPM_LOCKOUT/);
-    assert.match(r.stderr, /hint: .*lockout/);
+    const s = await cli(['show', '--tcti', tpm.tcti, '--handle', handle, '--state-dir', stateDir]);
+    assert.equal(s.code, 0, 'the old key still works: a warning, not a failure');
+    assert.match(s.stdout, /^noDA: no$/m);
+    assert.match(s.stderr, /^warning: the TPM key at 0x81010050 was provisioned without the noDA attribute/);
+    assert.match(s.stderr, /`gatehouse tpm provision --force`.*public key and thumbprint change/);
+    const j = await cli(['show', '--tcti', tpm.tcti, '--handle', handle, '--json']);
+    assert.equal((JSON.parse(j.stdout) as { noDA: boolean; thumbprint: string }).noDA, false);
 
-    await exec('tpm2_dictionarylockout', ['-c'], { env: tools, timeout: 20_000 });
-    assert.equal((await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle])).code, 0);
+    await enterDaLockout(tpm, dir);
+    try {
+      // The recorded key stays without --force; its self-test signature meets the lockout.
+      const r = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /GH_TPM_LOCKOUT/);
+      assert.match(r.stderr, /hint: .*lockout.*`gatehouse tpm provision --force` re-creates it with noDA/);
+
+      const forced = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle, '--force']);
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.match(forced.stdout, /created \(the previous key was destroyed\)/);
+      assert.match(forced.stdout, /^noDA: yes$/m);
+      assert.ok(!forced.stdout.includes(old), 'a new thumbprint');
+      assert.match(forced.stderr, new RegExp(`note: this replaces the key recorded on .*\\(thumbprint ${old}\\); register the new key with the backend`));
+
+      const again = await cli(['provision', '--tcti', tpm.tcti, '--state-dir', stateDir, '--handle', handle, '--json']);
+      assert.equal(again.code, 0, again.stderr);
+      const { action, noDA } = JSON.parse(again.stdout) as { action: string; noDA: boolean };
+      assert.equal(action, 'unchanged', 'the new key passes its self-test signature in lockout');
+      assert.equal(noDA, true);
+      assert.ok(await inDaLockout(tpm));
+    } finally {
+      await clearDaLockout(tpm);
+    }
   });
 });
-

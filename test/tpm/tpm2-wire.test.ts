@@ -6,8 +6,10 @@ import {
   checkIdentityKey,
   eccSigningTemplate,
   ecdsaSignatureRaw,
+  hasNoDA,
   p256SpkiDer,
   parseEccPublic,
+  PROVISIONED_ATTRIBUTES,
   rawEcdsaToDer,
   REQUIRED_ATTRIBUTES,
   TPMA_OBJECT,
@@ -22,7 +24,7 @@ describe('tpm/tpm2-wire', () => {
       hex(t),
       '0038' + // TPM2B size (56)
         '0023' + '000b' + // ECC, nameAlg SHA256
-        '00040072' + // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|sign
+        '00040472' + // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|noDA|sign
         '0000' + // authPolicy
         '0010' + // symmetric NULL
         '0018000b' + // ECDSA-SHA256
@@ -32,8 +34,16 @@ describe('tpm/tpm2-wire', () => {
         '0000', // unique.y
     );
     const pub = parseEccPublic(t);
-    assert.equal(pub.attributes, REQUIRED_ATTRIBUTES);
+    assert.equal(pub.attributes, PROVISIONED_ATTRIBUTES);
+    assert.ok(hasNoDA(pub));
     checkIdentityKey({ ...pub, x: new Uint8Array(32), y: new Uint8Array(32) }, '0x81010001');
+  });
+
+  it('still accepts an identity key made without noDA (as before noDA was set), and tells it apart', () => {
+    const legacy = parseEccPublic(eccSigningTemplate(new Uint8Array(32), REQUIRED_ATTRIBUTES));
+    assert.equal(legacy.attributes, 0x00040072);
+    assert.ok(!hasNoDA(legacy));
+    checkIdentityKey(legacy, '0x81010001');
   });
 
   it('refuses keys that are not signing-only P-256 identity keys', () => {
