@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'winston';
 import type { KeyStore } from './key-store.js';
+import { DEFAULT_SIGN_RATE_LIMIT } from './rate-limiter.js';
 import { SoftwareKeyStore } from './software-key-store.js';
 import { parseHandle, TpmKeyStore } from './tpm-key-store.js';
 
@@ -14,7 +15,7 @@ export interface KeyStoreConfig {
   tcti: string;
   /** Persistent handle as configured, e.g. "0x81010001" (tpm.handle). */
   handle: string;
-  /** Sustained signature rate (tpm.signRatePerSec); bursts of up to 10 are allowed. */
+  /** Sustained signature rate (tpm.signRatePerSec, default 0.1 as DEFAULT_SIGN_RATE_LIMIT); bursts of up to 10 are allowed. */
   signRatePerSec: number;
   /** State directory holding tpm-key.json (gateway.stateDir). */
   stateDir: string;
@@ -24,8 +25,8 @@ export interface KeyStoreConfig {
   softwareKeyFile?: string;
 }
 
-/** Back-to-back signatures allowed before the sustained rate applies. */
-export const SIGN_BURST = 10;
+/** Back-to-back signatures allowed before the sustained rate applies (the key store's default burst). */
+export const SIGN_BURST = DEFAULT_SIGN_RATE_LIMIT.burst;
 
 export function createKeyStore(cfg: KeyStoreConfig, deps: { logger?: Logger; now?: () => number } = {}): KeyStore {
   if (cfg.kind === 'software') {

@@ -13,8 +13,15 @@ export interface RateLimit {
   perSecond: number;
 }
 
-/** Default: 10 back to back, then one every 6 s. */
-export const DEFAULT_SIGN_RATE_LIMIT: RateLimit = { burst: 10, perSecond: 1 / 6 };
+/**
+ * Default: 10 back to back, then one every 10 s (0.1 per second; config `tpm.signRatePerSec` has
+ * the same default). What the gateway needs: one signature per session renewal (every 12 h by
+ * default, every 150 s at the shortest session the config allows), a forced renewal at most every
+ * 5 min, and failed renewals retried with exponential backoff (0.5 s doubling to 150–300 s): the
+ * burst covers the quick early retries and a start, the sustained rate everything after with a
+ * wide margin. 0.1 rather than 1/6: a number a config file and the docs can state exactly.
+ */
+export const DEFAULT_SIGN_RATE_LIMIT: RateLimit = { burst: 10, perSecond: 0.1 };
 
 export class TokenBucket {
   private tokens: number;

@@ -39,7 +39,7 @@ export interface TpmKeyStoreOptions extends TpmConnectionOptions {
    * key other than the recorded one. `gatehouse tpm show` omits it to show whatever is there.
    */
   stateDir?: string;
-  /** Signing rate limit (TPM-FAIL mitigation). Default 10 back to back, then 1 per 6 s. */
+  /** Signing rate limit (TPM-FAIL mitigation). Default DEFAULT_SIGN_RATE_LIMIT: 10 back to back, then 1 per 10 s. */
   rateLimit?: RateLimit;
   /** Clock for the rate limiter (ms). */
   now?: () => number;

@@ -61,8 +61,11 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       typeName: 'persistent handle 0x81000000..0x817FFFFF',
     }),
     signRatePerSec: num({
-      description: 'Upper bound on TPM signatures per second (the TPM signs about once a day; this guards against loops).',
-      default: 1,
+      description:
+        'Sustained TPM signatures per second after a burst of 10 (token bucket); the default 0.1 is one every 10 s, the key store\'s own default. ' +
+        'The TPM signs once per session renewal (every 12 h by default, at most every 150 s) plus backed-off retries, so this is ample; ' +
+        'a higher rate only lets a compromised process get more signed (TPM-FAIL-style timing attacks need thousands of signatures). See docs/tpm.md.',
+      default: 0.1,
       min: 0.01,
       max: 50,
     }),

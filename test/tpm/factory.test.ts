@@ -3,9 +3,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseConfigText } from '../../daemon/config/index.js';
 import { TpmError } from '../../tpm/errors.js';
-import { createKeyStore } from '../../tpm/factory.js';
+import { createKeyStore, SIGN_BURST } from '../../tpm/factory.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
+import { DEFAULT_SIGN_RATE_LIMIT } from '../../tpm/rate-limiter.js';
+import { minimalConfigYaml } from '../helpers/config.js';
 import { Swtpm } from '../helpers/swtpm.js';
 
 describe('tpm/createKeyStore', function () {
@@ -37,6 +40,29 @@ describe('tpm/createKeyStore', function () {
       for (let i = 0; i < 10; i++) await ks.sign(new Uint8Array(32).fill(i));
       await assert.rejects(ks.sign(new Uint8Array(32)), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_RATE_LIMITED');
       now += 2000;
+      await ks.sign(new Uint8Array(32));
+    } finally {
+      await ks.close();
+    }
+  });
+
+  it('applies the same sign rate from a default config as the key store defaults to: 10 back to back, then one every 10 s', async () => {
+    const cfg = parseConfigText(minimalConfigYaml());
+    assert.equal(cfg.tpm.signRatePerSec, DEFAULT_SIGN_RATE_LIMIT.perSecond, 'config default = key store default');
+    assert.equal(SIGN_BURST, DEFAULT_SIGN_RATE_LIMIT.burst);
+    assert.deepEqual(DEFAULT_SIGN_RATE_LIMIT, { burst: 10, perSecond: 0.1 });
+
+    const stateDir = join(dir, 'default-rate');
+    await provisionTpmKey({ tcti: tpm.tcti, stateDir, handle: 0x81010004 });
+    let now = 0;
+    const ks = createKeyStore({ ...cfg.tpm, tcti: tpm.tcti, handle: '0x81010004', stateDir, production: false }, { now: () => now });
+    await ks.open();
+    try {
+      for (let i = 0; i < 10; i++) await ks.sign(new Uint8Array(32).fill(i));
+      await assert.rejects(ks.sign(new Uint8Array(32)), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_RATE_LIMITED' && /retry in 10000 ms/.test(e.message));
+      now += 9_999;
+      await assert.rejects(ks.sign(new Uint8Array(32)), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_RATE_LIMITED');
+      now += 1;
       await ks.sign(new Uint8Array(32));
     } finally {
       await ks.close();
