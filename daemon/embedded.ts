@@ -97,7 +97,7 @@ export class EmbeddedSystem {
       } else {
         say('[2/5] key store   WARNING: swtpm not found: software key store (demo only; ./setup.sh installs swtpm)');
       }
-      const keyCfg = { kind: useSwtpm ? ('tpm' as const) : ('software' as const), tcti, handle: handleHex(DEFAULT_KEY_HANDLE), signRatePerSec: 1, stateDir, production: false };
+      const keyCfg = { kind: useSwtpm ? ('tpm' as const) : ('software' as const), tcti, handle: handleHex(DEFAULT_KEY_HANDLE), signRatePerSec: 0.1, stateDir, production: false };
       // Read the public key the way the daemon will open it, then let go: the daemon opens it itself.
       const keyStore = createKeyStore({ ...keyCfg, softwareKeyFile: softwareKeyFile(stateDir) });
       await keyStore.open();

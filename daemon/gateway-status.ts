@@ -124,7 +124,10 @@ export class GatewayStatus implements StatusSource {
       config: { ok: true, config: cfg, file: this.#o.configFile },
       now: () => new Date(this.#o.clock.now()),
       // The daemon holds the key store open: a public-key read proves the TPM answered at open.
-      tpm: async () => ({ reachable: true, keyPresent: this.#o.keyStore.thumbprint().length === 32 }),
+      tpm: async () => {
+        const noDA = this.#o.keyStore.noDA?.();
+        return { reachable: true, keyPresent: this.#o.keyStore.thumbprint().length === 32, ...(noDA === undefined ? {} : { noDA }) };
+      },
       session: () => {
         const n = this.#o.session.stats().notAfter;
         return { notAfter: n > 0 ? n : undefined, lifetimeSec: cfg.backend.sessionLifetimeSec };

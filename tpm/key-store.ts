@@ -29,6 +29,8 @@ export interface KeyStore {
   sign(digest32: Uint8Array, opts?: SignOptions): Promise<Uint8Array>;
   /** A protocol `Signer` (alg -7, ES256) over this key. */
   signer(kid: string): Signer;
+  /** TPM stores: whether the key has the noDA attribute (a DA lockout cannot stop it signing). */
+  noDA?(): boolean;
 }
 
 /** PEM of a SPKI DER. */

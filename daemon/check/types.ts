@@ -35,6 +35,8 @@ export interface TpmProbeResult {
   detail?: string;
   /** What to do, when the probe knows (e.g. tpm/errors.ts adviceFor). */
   advice?: string;
+  /** Whether the key has the noDA attribute; false for a key provisioned before noDA (docs/tpm.md). */
+  noDA?: boolean;
 }
 
 export interface SessionFacts {

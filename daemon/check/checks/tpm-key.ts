@@ -30,6 +30,13 @@ export const tpmKey: Check = {
         action: r.advice ?? 'provision it: gatehouse tpm provision --help',
       };
     }
+    if (r.noDA === false) {
+      return {
+        status: 'warn',
+        message: `key at ${cfg.tpm.handle} has no noDA attribute: a TPM dictionary-attack lockout (anyone's failed authorisations) would stop its signatures`,
+        action: 'gatehouse tpm provision --force re-creates it with noDA; the gateway public key changes, so register the new one with the backend (docs/tpm.md)',
+      };
+    }
     return { status: 'ok', message: `key at ${cfg.tpm.handle} via ${cfg.tpm.tcti}` };
   },
 };

@@ -100,6 +100,17 @@ describe('daemon/check', () => {
     assert.match(r['state.writable']?.message ?? '', /ENOENT/);
   });
 
+  it('a TPM key without noDA warns, naming the fix', async () => {
+    const report = await runChecks({ ...healthy, tpm: () => Promise.resolve({ reachable: true, keyPresent: true, noDA: false }) }, ALL_CHECKS, { only: ['tpm.key'] });
+    const r = byId(report);
+    assert.equal(r['tpm.key']?.status, 'warn');
+    assert.match(r['tpm.key']?.message ?? '', /noDA/);
+    assert.match(r['tpm.key']?.action ?? '', /gatehouse tpm provision --force/);
+    assert.equal(exitCodeFor(report), 3);
+    const withNoDA = byId(await runChecks({ ...healthy, tpm: () => Promise.resolve({ reachable: true, keyPresent: true, noDA: true }) }, ALL_CHECKS, { only: ['tpm.key'] }));
+    assert.equal(withNoDA['tpm.key']?.status, 'ok');
+  });
+
   it('the software key store warns', async () => {
     if (!healthy.config.ok) throw new Error('unreachable');
     const cfg = structuredClone(healthy.config.config);
