@@ -1,6 +1,7 @@
 /**
- * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators]`: one
- * closed-loop sustained run against the daemon under `node --cpu-prof`, then a summary of where
+ * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--no-prof]`:
+ * one closed-loop sustained run (or with --storm, one reconnect storm of N peripherals;
+ * with --rate, an open loop at R auths/s) against the daemon under `node --cpu-prof`, then a summary of where
  * the daemon's CPU went (self time by function and by package); `--generators` profiles the load
  * generators too. For hot-path work (docs/performance.md); the numbers
  * that count come from `npm run bench`.
@@ -12,30 +13,48 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BenchEnv, Daemon, Generator } from './harness.js';
-import { closePools, closedLoop, connectPools } from './scenarios.js';
+import { closePools, closedLoop, connectPools, cpuSecondsOf, openLoop, storm } from './scenarios.js';
 import { fmt } from './stats.js';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' } } });
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = values.out ?? (await mkdtemp(join(tmpdir(), 'gh-prof-')));
-process.env.BENCH_CPU_PROF = out;
+if (values['no-prof'] !== true) process.env.BENCH_CPU_PROF = out;
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'bench/tsconfig.bench.json'), '--noCheck'], { stdio: 'inherit' });
 
 const dir = await mkdtemp(join(tmpdir(), 'gh-bench-'));
-const env = await BenchEnv.create(dir, 256);
-// --generators: profile the load generators (the simulated peripherals) as well.
-if (values.generators === true) process.env.BENCH_CPU_PROF_GENERATORS = '1';
-const gens = [new Generator(), new Generator()];
+const STORM = values.storm === undefined ? 0 : Number(values.storm);
+const env = await BenchEnv.create(dir, Math.max(256, STORM));
+const gens = Array.from({ length: STORM > 0 ? 4 : 2 }, () => new Generator());
 try {
   const { file, log } = await env.writeConfig('profile', { logLevel: 'info', ...(values.batch !== undefined ? { batchMax: Number(values.batch) } : {}) });
   const gw = await Daemon.start('gateway-worker.js', [file, log]);
-  await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
-  const r = await closedLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000 });
-  console.log(`sustained ${fmt(r.authsPerSec, '/s')}; daemon ${r.load.daemonCpu} cores → ${Math.round((r.load.daemonCpu / r.authsPerSec.median) * 1e6)} µs/auth; generators ${r.load.generatorCpu}, backend ${r.load.backendCpu}`);
+  if (STORM > 0) {
+    // --storm N: one reconnect storm of N peripherals over 4 generators (as bench/run.ts [6/7]).
+    const cpu0 = cpuSecondsOf(gw.pid);
+    const s = await storm(gens, env, gw, env.devices.slice(0, STORM), true);
+    const cpu = cpuSecondsOf(gw.pid) - cpu0;
+    console.log(`storm ${STORM}: all welcomed in ${((s.lastDoneAt - s.startAt) / 1000).toFixed(1)} s, welcomed ${s.report.ok}, retries ${s.retries} ${JSON.stringify(s.retried)}, failures ${JSON.stringify(s.report.failures)}; daemon CPU ${cpu.toFixed(1)} s (${Math.round((cpu / STORM) * 1e6)} µs per peripheral), peak RSS ${gw.memory().peakMb.toFixed(0)} MB`);
+  } else if (values.rate !== undefined) {
+    // --rate R: open loop at R auths/s (latency from the scheduled start).
+    await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
+    const [p] = await openLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000, rates: [Number(values.rate)] });
+    if (p !== undefined) console.log(`open loop ${p.rate}/s: achieved ${p.achieved.median}/s, p50 ${p.p50.median} ms, p95 ${p.p95.median} ms, p99 ${p.p99.median} ms; daemon ${p.load.daemonCpu} cores`);
+  } else {
+    await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
+    const r = await closedLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000 });
+    console.log(`sustained ${fmt(r.authsPerSec, '/s')}; daemon ${r.load.daemonCpu} cores → ${Math.round((r.load.daemonCpu / r.authsPerSec.median) * 1e6)} µs/auth; generators ${r.load.generatorCpu}, backend ${r.load.backendCpu}`);
+  }
   await closePools(gens);
   await gw.stop();
 } finally {
-  await Promise.all(gens.map((g) => g.kill()));
+  // A generator exits on disconnect (writing its profile); SIGKILL would lose the profile.
+  await Promise.all(gens.map((g) => new Promise<void>((resolve) => {
+    const timer = setTimeout(() => void g.kill().then(resolve), 10_000);
+    g.child.once('exit', () => { clearTimeout(timer); resolve(); });
+    if (g.child.connected) g.child.disconnect();
+    else void g.kill().then(resolve);
+  })));
   await env.dispose();
 }
 
