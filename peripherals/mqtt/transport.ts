@@ -43,6 +43,26 @@ function connackError(message: string, returnCode: number): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
 
+/** The part of aedes' persistence (aedes-persistence 'memory') that forgetCleanOutgoing replaces. */
+interface OutgoingClear {
+  outgoingClearMessageId(client: Client, packet: { messageId?: number }): Promise<unknown>;
+}
+
+/**
+ * aedes-persistence's memory store answers every PUBACK by looking up the client's outgoing
+ * queue and *creates* an empty one when there is none (`getMapRef(…, CREATE_ON_EMPTY)`); nothing
+ * deletes it for a clean session. Our broker-side client ids are unique per connection
+ * (`mqtt:<n>`), so each connection that ever acknowledged a QoS 1 message left a map entry
+ * behind for the life of the process. Every session here is clean, and aedes never queues
+ * outgoing messages of a clean session in the store (deliverQoS writes them at once), so there is
+ * nothing to clear for it; persistent sessions (none today) keep the store's behaviour.
+ */
+function forgetCleanOutgoing(broker: Aedes): void {
+  const persistence = (broker as unknown as { persistence: OutgoingClear }).persistence;
+  const clear = persistence.outgoingClearMessageId.bind(persistence);
+  persistence.outgoingClearMessageId = (client, packet) => (client.clean ? Promise.resolve(undefined) : clear(client, packet));
+}
+
 /** Topics and payload sizes from clients go to logs only shortened. */
 function short(s: string): string {
   return s.length > 96 ? `${s.slice(0, 96)}…` : s;
@@ -140,6 +160,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       authorizeForward: (client, packet) => this.#authorizeForward(client, packet),
       published: (packet, client, cb) => this.#published(packet, client, cb),
     });
+    forgetCleanOutgoing(broker);
     broker.on('connectionError', (_client: Client, err: Error) => this.#log.debug('connection error before CONNECT', { error: err.message }));
     broker.on('unsubscribe', (filters: string[], client: Client) => {
       const conn = this.#byClient.get(client);

@@ -8,10 +8,57 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { getHeapSnapshot } from 'node:v8';
 import { createCa, issueCert } from '../../../backend/pki.js';
 import type { FakeVerifier } from '../../fakes/FakeVerifier.js';
 import type { FakeSessionProvider } from '../../fakes/FakeVerifier.js';
 import { closed, fakeBackend, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
+
+/**
+ * Takes a heap snapshot of this process (after a full GC) and answers which of `strings` are
+ * held in a `Map` or `Set` (as key or value): where per-connection state of the transport and
+ * of aedes lives. Other holders are left out on purpose: bounded ones (the pipeline's ring of
+ * recent decisions), V8's table of internalized strings, and this test's own arguments.
+ */
+async function inMapsOrSets(strings: readonly string[]): Promise<string[]> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of getHeapSnapshot()) chunks.push(chunk as Buffer);
+  const snap = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+    snapshot: { meta: { node_fields: string[]; edge_fields: string[]; edge_types: [string[]] } };
+    nodes: number[];
+    edges: number[];
+    strings: string[];
+  };
+  const { node_fields: nf, edge_fields: ef, edge_types: [edgeTypes] } = snap.snapshot.meta;
+  const [nodeLen, edgeLen] = [nf.length, ef.length];
+  const [iName, iEdges] = [nf.indexOf('name'), nf.indexOf('edge_count')];
+  const [eType, eName, eTo] = [ef.indexOf('type'), ef.indexOf('name_or_index'), ef.indexOf('to_node')];
+  const nameOf = (node: number): string => snap.strings[snap.nodes[node + iName] as number] as string;
+  const firstEdge = new Map<number, number>();
+  for (let node = 0, edge = 0; node < snap.nodes.length; node += nodeLen) {
+    firstEdge.set(node, edge);
+    edge += (snap.nodes[node + iEdges] as number) * edgeLen;
+  }
+  const targets = function* (node: number): Generator<[string, number]> {
+    const first = firstEdge.get(node) as number;
+    for (let k = 0; k < (snap.nodes[node + iEdges] as number); k += 1) {
+      const edge = first + k * edgeLen;
+      const type = edgeTypes[snap.edges[edge + eType] as number];
+      const name = type === 'element' || type === 'hidden' ? '' : (snap.strings[snap.edges[edge + eName] as number] as string);
+      yield [name, snap.edges[edge + eTo] as number];
+    }
+  };
+  const wanted = new Set(strings);
+  const held = new Set<string>();
+  for (let node = 0; node < snap.nodes.length; node += nodeLen) {
+    if (nameOf(node) !== 'Map' && nameOf(node) !== 'Set') continue;
+    for (const [name, table] of targets(node)) {
+      if (name !== 'table') continue;
+      for (const [, entry] of targets(table)) if (wanted.has(nameOf(entry))) held.add(nameOf(entry));
+    }
+  }
+  return [...held];
+}
 
 function rawSocket(port: number): { socket: net.Socket; gone: Promise<void>; connected: Promise<void> } {
   const socket = net.connect(port, '127.0.0.1');
@@ -115,6 +162,29 @@ describe('peripherals/mqtt connection limits (real aedes on loopback)', () => {
     await p.client.unsubscribeAsync('devices/dev-a/cmd/a');
     assert.equal(await grant('devices/dev-a/cmd/c'), 1);
     await p.close();
+  });
+
+  it('keeps no per-connection state of a closed connection that acknowledged QoS 1 messages (no Map or Set holds its broker-side id)', async () => {
+    h = await startHarness(backend, sessions);
+    const harness = h;
+    const signer = backend.devices.get('dev-a');
+    assert.ok(signer);
+    // Only the numbers are kept here, so the test itself holds no string naming a connection.
+    const seqs: number[] = [];
+    harness.transport.on('welcomed', (conn) => seqs.push(Number(conn.slice(conn.indexOf(':') + 1))));
+    for (let i = 0; i < 3; i += 1) {
+      const p = peripheralFor(h.url, signer, backend.backendKeys());
+      await p.connect();
+      // The challenge and the welcome arrive at QoS 1: the peripheral acknowledges both.
+      assert.equal((await p.authenticate()).kind, 'authenticated');
+      const gone = within(new Promise<void>((resolve) => harness.transport.once('closed', () => resolve())), 10_000, 'connection closed');
+      await p.close();
+      await gone;
+    }
+    assert.equal(seqs.length, 3);
+    // Let aedes finish its close callbacks (setImmediate) before the snapshot's full GC.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.deepEqual(await inMapsOrSets(seqs.map((n) => `mqtt:${n}`)), [], 'broker-side ids of closed connections still held');
   });
 
   it('stops cleanly: listeners first, then the broker closes every connection; the port is free again', async () => {
