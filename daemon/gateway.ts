@@ -5,6 +5,7 @@
  * them in reverse. Nothing starts at import time.
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
@@ -29,9 +30,17 @@ import { BleTransport } from '../peripherals/ble/transport.js';
 import { NobleCentral } from '../peripherals/ble/noble-adapter.js';
 import type { KeyStore } from '../tpm/key-store.js';
 import { createKeyStore } from '../tpm/factory.js';
-import { softwareKeyFile } from './embedded.js';
 
 export class GatewayError extends GatehouseError {}
+
+/**
+ * Where the software key store (development only) keeps the identity key: in the state
+ * directory. Defined here, not taken from daemon/embedded.ts, so that the daemon does not load
+ * the demo's embedded backend, PKI and swtpm helpers (and better-sqlite3) it never runs.
+ */
+export function softwareKeyFile(stateDir: string): string {
+  return join(stateDir, 'software-identity-key.pem');
+}
 
 export interface GatewayOptions {
   config: GatehouseConfig;
