@@ -13,10 +13,29 @@
  * - an optional SPKI pin is checked after the name check, never instead of it.
  */
 import { createHash, X509Certificate } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
-import { Agent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Agent as UndiciAgent, buildConnector as UndiciBuildConnector, Dispatcher, errors as UndiciErrors } from 'undici';
 import { BackendConfigError, BackendError } from './errors.js';
+
+// Only the parts of undici this link uses: its Agent (HTTP/1.1 client pool), the TLS connector,
+// its error classes and `request`. undici's index also loads fetch, WebSocket, EventSource, the
+// caches, mocks, interceptors and HTTP/2, which cost the daemon ~7 MB of resident memory it never
+// uses (docs/dependencies.md "undici"). undici has no `exports` map, so these paths are public
+// files of the exactly pinned version; they are the same modules the index re-exports.
+const undiciFile = createRequire(import.meta.url);
+const Agent = undiciFile('undici/lib/dispatcher/agent.js') as typeof UndiciAgent;
+const buildConnector = undiciFile('undici/lib/core/connect.js') as typeof UndiciBuildConnector;
+const undiciErrors = undiciFile('undici/lib/core/errors.js') as typeof UndiciErrors;
+const undiciRequest = undiciFile('undici/lib/api/api-request.js') as Dispatcher['request'];
+
+/**
+ * The backend Agent. undici's index mixes its API (`request`, `stream`, …) into every dispatcher;
+ * without the index this subclass carries the one method `BackendHttp` calls.
+ */
+class BackendAgent extends Agent {}
+BackendAgent.prototype.request = undiciRequest;
 
 export interface BackendTlsOptions {
   /** Backend base URL, `https://host[:port]` (a path is not allowed). */
@@ -110,7 +129,7 @@ function spkiOf(cert: PeerCertificate): Buffer {
 }
 
 /** Build the injected undici Agent for the backend with the TLS policy above. */
-export function createBackendDispatcher(options: BackendTlsOptions): Agent {
+export function createBackendDispatcher(options: BackendTlsOptions): UndiciAgent {
   const origin = parseBackendOrigin(options.url, options.serverName);
   const sni = isIP(origin.expectedName) === 0 ? origin.expectedName : undefined;
   const pins = options.spkiPinsSha256;
@@ -123,7 +142,7 @@ export function createBackendDispatcher(options: BackendTlsOptions): Agent {
     ...(sni !== undefined ? { servername: sni } : {}),
     checkServerIdentity: (_host: string, cert: PeerCertificate) => checkBackendIdentity(origin.expectedName, cert, pins),
   });
-  const connect: buildConnector.connector = (opts, callback) => {
+  const connect: UndiciBuildConnector.connector = (opts, callback) => {
     // SNI is the expected name even when the URL host is an IP or connectAddress is used.
     base(
       {
@@ -134,7 +153,7 @@ export function createBackendDispatcher(options: BackendTlsOptions): Agent {
       callback,
     );
   };
-  return new Agent({
+  return new BackendAgent({
     connect,
     connections: options.connections ?? 4,
     headersTimeout: options.headersTimeoutMs ?? 10000,
