@@ -21,7 +21,7 @@ import { BackendConfigError, BackendError } from './errors.js';
 
 // Only the parts of undici this link uses: its Agent (HTTP/1.1 client pool), the TLS connector,
 // its error classes and `request`. undici's index also loads fetch, WebSocket, EventSource, the
-// caches, mocks, interceptors and HTTP/2, which cost the daemon ~7 MB of resident memory it never
+// caches, mocks, interceptors and HTTP/2, which cost the daemon ~5 MB of resident memory it never
 // uses (docs/dependencies.md "undici"). undici has no `exports` map, so these paths are public
 // files of the exactly pinned version; they are the same modules the index re-exports.
 const undiciFile = createRequire(import.meta.url);
