@@ -5,6 +5,7 @@
  * The access policy lives in acl.ts; this file only wires aedes hooks to it.
  */
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
@@ -61,6 +62,18 @@ function forgetCleanOutgoing(broker: Aedes): void {
   const persistence = (broker as unknown as { persistence: OutgoingClear }).persistence;
   const clear = persistence.outgoingClearMessageId.bind(persistence);
   persistence.outgoingClearMessageId = (client, packet) => (client.clean ? Promise.resolve(undefined) : clear(client, packet));
+}
+
+/**
+ * mqtt-packet (aedes' encoder, loaded as aedes loads it: a dependency of aedes, not ours) writes
+ * every 16-bit number (packet ids, topic lengths) from a table of 65,536 two-byte Buffers that it
+ * builds at its first packet: 6.6 MB of heap, ~14 MB of RSS, for the life of the process.
+ * Without it each number is a two-byte Buffer from the pool when written. The switch is
+ * process-wide (anything else using this mqtt-packet, mqtt.js included, writes the same bytes).
+ */
+function dropNumberCache(): void {
+  const mqttPacket = createRequire(createRequire(import.meta.url).resolve('aedes'))('mqtt-packet') as { writeToStream: { cacheNumbers: boolean } };
+  mqttPacket.writeToStream.cacheNumbers = false;
 }
 
 /** Topics and payload sizes from clients go to logs only shortened. */
@@ -151,6 +164,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   /** Starts the broker, then the listeners. */
   async start(): Promise<void> {
     if (this.#broker !== undefined) return;
+    dropNumberCache();
     const broker = await Aedes.createBroker({
       connectTimeout: this.#o.connectTimeoutMs,
       preConnect: (client, packet, cb) => this.#preConnect(client, packet, cb),

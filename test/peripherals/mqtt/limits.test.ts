@@ -8,6 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { createRequire } from 'node:module';
 import { getHeapSnapshot } from 'node:v8';
 import { createCa, issueCert } from '../../../backend/pki.js';
 import type { FakeVerifier } from '../../fakes/FakeVerifier.js';
@@ -185,6 +186,20 @@ describe('peripherals/mqtt connection limits (real aedes on loopback)', () => {
     // Let aedes finish its close callbacks (setImmediate) before the snapshot's full GC.
     await new Promise<void>((resolve) => setImmediate(resolve));
     assert.deepEqual(await inMapsOrSets(seqs.map((n) => `mqtt:${n}`)), [], 'broker-side ids of closed connections still held');
+  });
+
+  it("writes packets without mqtt-packet's table of 65,536 number Buffers (6.6 MB of heap)", async () => {
+    const writeToStream = (createRequire(createRequire(import.meta.url).resolve('aedes'))('mqtt-packet') as { writeToStream: { cacheNumbers: boolean } }).writeToStream;
+    writeToStream.cacheNumbers = true;
+    h = await startHarness(backend, sessions);
+    assert.equal(writeToStream.cacheNumbers, false, 'the transport switches the table off at start');
+    // Packet ids and topic lengths written without the table: a whole exchange still verifies.
+    const signer = backend.devices.get('dev-a');
+    assert.ok(signer);
+    const p = peripheralFor(h.url, signer, backend.backendKeys());
+    await p.connect();
+    assert.equal((await p.authenticate()).kind, 'authenticated');
+    await p.close();
   });
 
   it('stops cleanly: listeners first, then the broker closes every connection; the port is free again', async () => {
