@@ -1,7 +1,8 @@
 /**
  * The daemon under test, in its own process (child_process.fork): the composition root exactly
- * as `gatehouse run` builds it (config file → loadConfig → Gateway), with a file logger. The
- * bench reads its memory from /proc and its counters (TPM signatures, backend batches) over IPC.
+ * as `gatehouse run` builds it (config file → loadConfig → Gateway), with a file logger, started
+ * with the node flags of the systemd unit's ExecStart (bench/harness.ts). The bench reads its
+ * memory from /proc and its counters (TPM signatures, backend batches) over IPC.
  */
 import { createWriteStream } from 'node:fs';
 import { writeHeapSnapshot } from 'node:v8';

@@ -50,12 +50,24 @@ function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: 
   });
 }
 
+/**
+ * The node flags the systemd unit starts the daemon with (`ExecStart=/usr/bin/node FLAGS
+ * …/daemon/cli.js run`). The bench's daemon gets exactly these, so it measures what ships.
+ */
+export function shippedNodeFlags(unitFile = fileURLToPath(new URL('../systemd/gatehouse.service', import.meta.url))): string[] {
+  const m = /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \S+\/daemon\/cli\.js run/m.exec(readFileSync(unitFile, 'utf8'));
+  if (m === null) throw new Error(`${unitFile}: ExecStart is not "/usr/bin/node [--flag …] …/daemon/cli.js run …"`);
+  return (m[1] ?? '').split(' ').filter((f) => f !== '');
+}
+
 function forkWorker(file: string, args: string[]): ChildProcess {
+  // The daemon runs with the node flags of the systemd unit.
+  const execArgv = file === 'gateway-worker.js' ? shippedNodeFlags() : [];
   // BENCH_CPU_PROF=DIR profiles the daemon (node --cpu-prof) to find its hot path.
   const prof = process.env.BENCH_CPU_PROF;
   // BENCH_CPU_PROF_GENERATORS=1 profiles the load generators too.
   const profiled = file === 'gateway-worker.js' || (file === 'load-generator.js' && process.env.BENCH_CPU_PROF_GENERATORS === '1');
-  const execArgv = prof !== undefined && profiled ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
+  if (prof !== undefined && profiled) execArgv.push('--cpu-prof', '--cpu-prof-dir', prof);
   // BENCH_DAEMON_FLAGS: node flags for the daemon (e.g. a V8 heap cap), to compare memory settings.
   if (file === 'gateway-worker.js' && process.env.BENCH_DAEMON_FLAGS !== undefined) execArgv.push(...process.env.BENCH_DAEMON_FLAGS.split(' ').filter((f) => f !== ''));
   return fork(join(DIST, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });

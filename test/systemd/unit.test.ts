@@ -55,8 +55,8 @@ describe('systemd/gatehouse.service', () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-unit-'));
     // verify needs ExecStart to name an existing absolute executable: substitute this node and CLI.
     const text = (await readFile(UNIT, 'utf8')).replace(
-      /^ExecStart=\/usr\/bin\/node \/usr\/lib\/gatehouse\/dist\/daemon\/cli\.js/m,
-      `ExecStart=${process.execPath} ${join(REPO, 'daemon/cli.ts')}`,
+      /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \/usr\/lib\/gatehouse\/dist\/daemon\/cli\.js/m,
+      `ExecStart=${process.execPath}$1 ${join(REPO, 'daemon/cli.ts')}`,
     );
     assert.ok(text.includes(`ExecStart=${process.execPath}`), 'ExecStart substituted');
     unitCopy = join(dir, 'gatehouse.service');
@@ -79,6 +79,14 @@ describe('systemd/gatehouse.service', () => {
     assert.ok(m, r.stdout);
     const exposure = Number(m[1]);
     assert.ok(exposure <= MAX_EXPOSURE, `exposure ${exposure} > ${MAX_EXPOSURE}`);
+  });
+
+  it("starts node with flags this node accepts (an unknown flag is 'bad option', exit 9: the daemon would never start)", async () => {
+    const flags = /^ExecStart=\/usr\/bin\/node((?: --\S+)*) /m.exec(await readFile(UNIT, 'utf8'))?.[1]?.trim().split(' ').filter((f) => f !== '') ?? [];
+    const r = await sh(process.execPath, [...flags, '-e', 'process.exit(0)']);
+    assert.equal(r.code, 0, `node ${flags.join(' ')}: ${r.stderr}`);
+    const bad = await sh(process.execPath, ['--no-such-flag-gatehouse', '-e', 'process.exit(0)']);
+    assert.notEqual(bad.code, 0, 'an unknown flag is refused, so the check above means something');
   });
 
   it('declares notify, the watchdog, the sandbox and only the capability BLE needs', async () => {
@@ -141,7 +149,7 @@ describe('systemd/gatehouse.service', () => {
     const r = await sh(join(src, 'systemd/install.sh'), ['--destdir', stage, '--prefix', '/opt/gatehouse', '--backend-allow', '203.0.113.0/24,2001:db8::/32']);
     assert.equal(r.code, 0, r.stderr);
     const unit = await readFile(join(stage, 'etc/systemd/system/gatehouse.service'), 'utf8');
-    assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/gatehouse\/dist\/daemon\/cli\.js run/m);
+    assert.match(unit, /^ExecStart=\/usr\/bin\/node(?: --\S+)* \/opt\/gatehouse\/dist\/daemon\/cli\.js run/m);
     const dropIn = await readFile(join(stage, 'etc/systemd/system/gatehouse.service.d/10-backend.conf'), 'utf8');
     assert.match(dropIn, /^IPAddressAllow=203\.0\.113\.0\/24 2001:db8::\/32$/m);
     assert.equal(await readlink(join(stage, 'usr/bin/gatehouse')), '/opt/gatehouse/dist/daemon/cli.js');
@@ -151,7 +159,7 @@ describe('systemd/gatehouse.service', () => {
     assert.ok((await lstat(join(stage, 'usr/lib/tmpfiles.d/gatehouse.conf'))).isFile());
     // The staged unit with its drop-in still verifies.
     const staged = join(dir, 'staged.service');
-    await writeFile(staged, unit.replace(/^ExecStart=\S+ \S+/m, `ExecStart=${process.execPath} ${join(REPO, 'daemon/cli.ts')}`).replace('[Install]', `${dropIn.replace(/^#.*\n/, '').replace('[Service]\n', '')}\n[Install]`));
+    await writeFile(staged, unit.replace(/^ExecStart=\S+((?: --\S+)*) \S+/m, `ExecStart=${process.execPath}$1 ${join(REPO, 'daemon/cli.ts')}`).replace('[Install]', `${dropIn.replace(/^#.*\n/, '').replace('[Service]\n', '')}\n[Install]`));
     const v = await sh('systemd-analyze', ['verify', staged]);
     assert.equal(v.code, 0, v.stderr);
   });
