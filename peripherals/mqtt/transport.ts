@@ -36,8 +36,8 @@ export interface MqttTransportStats {
 
 // aedes AuthErrorCode is a const enum in its typings; MQTT 3.1.1 §3.2.2.3 return codes.
 const IDENTIFIER_REJECTED = 2;
-/** Pending-connection queue of the listeners (see #listen). */
-const LISTEN_BACKLOG = 4096;
+/** Pending-connection queue of the listeners: as deep as the kernel allows (see #listen). */
+const LISTEN_BACKLOG = 65535;
 const NOT_AUTHORIZED = 5;
 
 function connackError(message: string, returnCode: number): AuthenticateError {
@@ -269,8 +269,9 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       const onError = (err: Error): void => reject(new MqttError('GH_MQTT_LISTEN', `cannot listen on ${host}:${port}`, { cause: err }));
       server.once('error', onError);
       // A reconnect storm (every peripheral after a gateway reboot) arrives faster than accept()
-      // drains; node's default backlog of 511 overflows and the kernel drops handshakes, which
-      // peers only retry after 1, 3, 7, 15 s. The kernel caps this at net.core.somaxconn.
+      // drains; an overflowing accept queue drops handshakes (peers retry after 1, 3, 7, 15 s) or
+      // resets them, and every reset peer reconnects. The kernel caps the backlog at
+      // net.core.somaxconn (4096 by default), so the operator's sysctl decides (docs/mqtt.md).
       server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         server.off('error', onError);
         resolve();

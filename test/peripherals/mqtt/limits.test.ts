@@ -3,7 +3,8 @@
  * CONNECT timeout, authentication timeout, maximum connections, clean shutdown.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -200,6 +201,17 @@ describe('peripherals/mqtt connection limits (real aedes on loopback)', () => {
     await p.connect();
     assert.equal((await p.authenticate()).kind, 'authenticated');
     await p.close();
+  });
+
+  it('listens with the deepest accept queue the kernel allows (net.core.somaxconn)', async () => {
+    h = await startHarness(backend, sessions);
+    const somaxconn = Number((await readFile('/proc/sys/net/core/somaxconn', 'utf8')).trim());
+    // For a listening socket ss reports the backlog as Send-Q.
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('ss', ['-ltnH', `sport = :${h?.port ?? 0}`], { timeout: 5000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    const sendQ = Number(out.trim().split(/\s+/)[2]);
+    assert.equal(sendQ, Math.min(somaxconn, 65535));
   });
 
   it('stops cleanly: listeners first, then the broker closes every connection; the port is free again', async () => {
