@@ -23,6 +23,7 @@ import { formatIssue } from './config/errors.js';
 import type { GatehouseConfig } from './config/schema.js';
 import { validateConfig } from './config/validate.js';
 import { GatehouseError } from '../protocol/errors.js';
+import { softwareKeyFile } from './gateway.js';
 
 export class EmbeddedError extends GatehouseError {}
 
@@ -151,10 +152,8 @@ export class EmbeddedSystem {
   }
 }
 
-/** Where the software key store keeps the development identity key. */
-export function softwareKeyFile(stateDir: string): string {
-  return join(stateDir, 'software-identity-key.pem');
-}
+/** Where the software key store keeps the development identity key (one definition, in gateway.ts). */
+export { softwareKeyFile };
 
 /** What a gateway config needs to point at an embedded backend and TPM. */
 export interface GatewayConfigBase {

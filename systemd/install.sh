@@ -48,7 +48,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 root=$destdir
 umask 022
 install -d "$root$prefix" "$root/etc/systemd/system/gatehouse.service.d" \
-  "$root/usr/lib/sysusers.d" "$root/usr/lib/tmpfiles.d" "$root/usr/bin" "$root/etc/gatehouse"
+  "$root/usr/lib/sysusers.d" "$root/usr/lib/tmpfiles.d" "$root/usr/lib/sysctl.d" "$root/usr/bin" "$root/etc/gatehouse"
 rm -rf "$root$prefix/dist"
 cp -R "$src/dist" "$root$prefix/dist"
 install -m 0644 "$src/package.json" "$src/package-lock.json" "$root$prefix/"
@@ -66,6 +66,7 @@ chmod 0644 "$root/etc/systemd/system/gatehouse.service"
 } > "$root/etc/systemd/system/gatehouse.service.d/10-backend.conf"
 install -m 0644 "$src/systemd/gatehouse.sysusers.conf" "$root/usr/lib/sysusers.d/gatehouse.conf"
 install -m 0644 "$src/systemd/gatehouse.tmpfiles.conf" "$root/usr/lib/tmpfiles.d/gatehouse.conf"
+install -m 0644 "$src/systemd/gatehouse.sysctl.conf" "$root/usr/lib/sysctl.d/90-gatehouse.conf"
 if [ ! -e "$root/etc/gatehouse/gatehouse.yaml" ]; then
   install -m 0640 "$src/systemd/gatehouse.example.yaml" "$root/etc/gatehouse/gatehouse.yaml"
   echo "install.sh: wrote /etc/gatehouse/gatehouse.yaml from the example: edit it, then: gatehouse config check"
@@ -81,6 +82,7 @@ if [ "$skip_deps" -eq 0 ]; then
 fi
 systemd-sysusers /usr/lib/sysusers.d/gatehouse.conf
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/gatehouse.conf
+sysctl -q -p /usr/lib/sysctl.d/90-gatehouse.conf || echo "install.sh: could not apply the sysctl limits now (they apply at the next boot)" >&2
 systemctl daemon-reload
 echo "install.sh: installed. Next:"
 echo "  gatehouse config check && systemctl enable --now gatehouse && gatehouse check"

@@ -137,7 +137,7 @@ describe('systemd/gatehouse.service', () => {
     assert.ok((await stat(script)).mode & 0o111, 'executable');
   });
 
-  it('install.sh --destdir stages the program, unit, drop-in, sysusers, tmpfiles and config', async () => {
+  it('install.sh --destdir stages the program, unit, drop-in, sysusers, tmpfiles, sysctl and config', async () => {
     // A minimal source tree: the script finds everything relative to itself.
     const src = join(dir, 'src');
     await mkdir(join(src, 'dist/daemon'), { recursive: true });
@@ -157,6 +157,9 @@ describe('systemd/gatehouse.service', () => {
     assert.equal((await stat(join(stage, 'etc/gatehouse/gatehouse.yaml'))).mode & 0o777, 0o640);
     assert.ok((await lstat(join(stage, 'usr/lib/sysusers.d/gatehouse.conf'))).isFile());
     assert.ok((await lstat(join(stage, 'usr/lib/tmpfiles.d/gatehouse.conf'))).isFile());
+    const sysctl = await readFile(join(stage, 'usr/lib/sysctl.d/90-gatehouse.conf'), 'utf8');
+    assert.match(sysctl, /^net\.core\.somaxconn = 16384$/m);
+    assert.match(sysctl, /^net\.ipv4\.tcp_max_syn_backlog = 16384$/m);
     // The staged unit with its drop-in still verifies.
     const staged = join(dir, 'staged.service');
     await writeFile(staged, unit.replace(/^ExecStart=\S+((?: --\S+)*) \S+/m, `ExecStart=${process.execPath}$1 ${join(REPO, 'daemon/cli.ts')}`).replace('[Install]', `${dropIn.replace(/^#.*\n/, '').replace('[Service]\n', '')}\n[Install]`));
