@@ -236,7 +236,8 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
       await new Promise<void>((resolve) => {
         const tick = (): void => {
           const now = performance.now();
-          const due = Math.min(total, Math.floor(((now - start) * cmd.rate) / 1000));
+          // Exchange k is due at start + k/rate: those with k <= elapsed·rate are due now.
+          const due = Math.min(total, Math.floor(((now - start) * cmd.rate) / 1000) + 1);
           for (; scheduled < due; scheduled += 1) {
             const at = start + (scheduled * 1000) / cmd.rate;
             const p = idle.pop();
@@ -245,7 +246,8 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
               backlog.push(at);
             } else run(p, at);
           }
-          if (scheduled >= total) resolve();
+          // The phase lasts its whole duration (the last exchange is due one interval before its end).
+          if (scheduled >= total && now - start >= cmd.durationMs) resolve();
           else setTimeout(tick, 1);
         };
         tick();

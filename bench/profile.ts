@@ -45,6 +45,14 @@ try {
     const r = await closedLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000 });
     console.log(`sustained ${fmt(r.authsPerSec, '/s')}; daemon ${r.load.daemonCpu} cores → ${Math.round((r.load.daemonCpu / r.authsPerSec.median) * 1e6)} µs/auth; generators ${r.load.generatorCpu}, backend ${r.load.backendCpu}`);
   }
+  // Where the time went inside the daemon: its own histograms (status socket /metrics), as means.
+  const metrics = execFileSync('curl', ['-s', '--max-time', '5', '--unix-socket', join(dir, 'run', 'status-profile.sock'), 'http://gatehouse/metrics']).toString();
+  const mean = (name: string, label: string): string => {
+    const sum = new RegExp(`^${name}_sum\\{${label}\\} (\\S+)$`, 'm').exec(metrics)?.[1];
+    const count = new RegExp(`^${name}_count\\{${label}\\} (\\S+)$`, 'm').exec(metrics)?.[1];
+    return sum === undefined || count === undefined ? 'n/a' : `${((Number(sum) / Number(count)) * 1000).toFixed(2)} ms mean of ${count}`;
+  };
+  console.log(`daemon: hello→welcome ${mean('gatehouse_decision_duration_seconds', 'transport="mqtt",outcome="welcome"')}; backend verify request ${mean('gatehouse_backend_request_duration_seconds', 'call="verify"')}`);
   await closePools(gens);
   await gw.stop();
 } finally {

@@ -276,7 +276,7 @@ export class Gateway {
       bodyTimeoutMs: b.requestTimeoutMs,
       connections: b.maxInFlight + 1,
     });
-    return { http: new BackendHttp({ url: b.url, dispatcher }), dispatcher };
+    return { http: new BackendHttp({ url: b.url, dispatcher, observe: (call, seconds, error) => this.metrics.recordBackendRequest(call, seconds, error) }), dispatcher };
   }
 
   async #startMqtt(pipeline: Pipeline, client: BackendClient): Promise<MqttTransport> {

@@ -17,7 +17,7 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type { Agent as UndiciAgent, buildConnector as UndiciBuildConnector, Dispatcher, errors as UndiciErrors } from 'undici';
-import { BackendConfigError, BackendError } from './errors.js';
+import { BackendConfigError, BackendError, type BackendErrorKind } from './errors.js';
 
 // Only the parts of undici this link uses: its Agent (HTTP/1.1 client pool), the TLS connector,
 // its error classes and `request`. undici's index also loads fetch, WebSocket, EventSource, the
@@ -230,6 +230,22 @@ export function classifyTransportError(err: unknown, signal?: AbortSignal): Back
   return new BackendError('network', `backend connection failed (${code ?? 'error'})`, { cause: err });
 }
 
+/** Hears every backend request: its call (verify, session, revocations, other), seconds, and error kind if it failed. */
+export type BackendObserver = (call: BackendCall, seconds: number, error?: BackendErrorKind) => void;
+
+export type BackendCall = 'verify' | 'session' | 'revocations' | 'other';
+
+/** The metrics label of a request path (bounded: never the gateway id in the path). */
+export function backendCall(path: string): BackendCall {
+  if (path === '/v1/verify') return 'verify';
+  if (path.startsWith('/v1/gateways/')) {
+    const rest = path.split('?', 1)[0]!;
+    if (rest.endsWith('/sessions')) return 'session';
+    if (rest.endsWith('/revocations')) return 'revocations';
+  }
+  return 'other';
+}
+
 /**
  * Requests to the backend over the injected dispatcher. Answers are bounded; a 3xx is an error
  * (redirects are never followed, so a signed request cannot be bounced to another origin).
@@ -238,11 +254,13 @@ export class BackendHttp {
   readonly origin: string;
   private readonly dispatcher: Dispatcher;
   private readonly maxResponseBytes: number;
+  private readonly observe: BackendObserver | undefined;
 
-  constructor(options: { url: string; dispatcher: Dispatcher; maxResponseBytes?: number }) {
+  constructor(options: { url: string; dispatcher: Dispatcher; maxResponseBytes?: number; observe?: BackendObserver }) {
     this.origin = parseBackendOrigin(options.url).origin;
     this.dispatcher = options.dispatcher;
     this.maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
+    this.observe = options.observe;
   }
 
   /** The absolute URL of a path, as it is signed (`@target-uri`). */
@@ -250,8 +268,28 @@ export class BackendHttp {
     return new URL(path, this.origin).href;
   }
 
-  /** Send one request. Throws BackendError for transport failures, 3xx and over-long answers. */
+  /**
+   * Send one request. Throws BackendError for transport failures, 3xx and over-long answers.
+   * The observer (metrics) hears every request's duration and, for a failure, its error kind
+   * (an HTTP 4xx/5xx answer is not thrown here; the caller's check classifies it).
+   */
   async request(req: BackendRequest): Promise<BackendResponse> {
+    const observe = this.observe;
+    if (observe === undefined) return this.send(req);
+    const t0 = performance.now();
+    const call = backendCall(req.path);
+    try {
+      const res = await this.send(req);
+      const kind = res.status >= 500 ? 'server' : res.status >= 400 ? 'client' : undefined;
+      observe(call, (performance.now() - t0) / 1000, kind);
+      return res;
+    } catch (err) {
+      observe(call, (performance.now() - t0) / 1000, err instanceof BackendError ? err.kind : 'network');
+      throw err;
+    }
+  }
+
+  private async send(req: BackendRequest): Promise<BackendResponse> {
     let res: Dispatcher.ResponseData;
     try {
       res = await this.dispatcher.request({

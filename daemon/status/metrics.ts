@@ -24,7 +24,7 @@ export class GatehouseMetrics {
   readonly decisions: Counter<'transport' | 'outcome' | 'reason'>;
   readonly decisionLatency: Histogram<'transport' | 'outcome'>;
   readonly offlineDecisions: Counter<'transport'>;
-  readonly backendErrors: Counter<'kind'>;
+  readonly backendErrors: Counter<'call' | 'kind'>;
   readonly backendLatency: Histogram<'call'>;
   readonly tpmSignLatency: Histogram;
   readonly connections: Gauge<'transport'>;
@@ -54,15 +54,15 @@ export class GatehouseMetrics {
     });
     this.backendErrors = new Counter({
       name: 'gatehouse_backend_errors_total',
-      help: 'Failed backend calls by kind (connect, timeout, tls, http-5xx, http-4xx, circuit-open, protocol).',
-      labelNames: ['kind'],
+      help: 'Failed backend requests by call and kind (connect, timeout, tls, network, redirect, server = 5xx, client = 4xx, response = over-long answer, aborted).',
+      labelNames: ['call', 'kind'],
       registers,
     });
     this.backendLatency = new Histogram({
       name: 'gatehouse_backend_request_duration_seconds',
-      help: 'Backend request latency by call (verify, session, revocations).',
+      help: 'Backend request latency by call (verify, session, revocations), failed requests included.',
       labelNames: ['call'],
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
     this.tpmSignLatency = new Histogram({
@@ -104,6 +104,12 @@ export class GatehouseMetrics {
    */
   setSources(sources: GaugeSources): void {
     this.sources = sources;
+  }
+
+  /** One backend request (BackendHttp's observer): its latency, and its error kind if it failed. */
+  recordBackendRequest(call: string, seconds: number, error?: string): void {
+    this.backendLatency.observe({ call }, seconds);
+    if (error !== undefined) this.backendErrors.inc({ call, kind: error });
   }
 
   /** Count one decision from the pipeline. Challenges are not decisions and are not timed. */

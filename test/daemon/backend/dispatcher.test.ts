@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import { BackendHttp, createBackendDispatcher, type BackendTlsOptions } from '../../../daemon/backend/dispatcher.js';
+import { BackendHttp, backendCall, createBackendDispatcher, type BackendTlsOptions } from '../../../daemon/backend/dispatcher.js';
 import { BackendError } from '../../../daemon/backend/errors.js';
 import { GatehouseError } from '../../../protocol/errors.js';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -188,5 +188,31 @@ describe('daemon/backend/dispatcher: TLS policy over real HTTPS on loopback', ()
     agents.push(dispatcher);
     const http = new BackendHttp({ url: `https://${NAME}:${s.port}`, dispatcher, maxResponseBytes: 4 });
     await assert.rejects(http.request({ method: 'GET', path: '/' }), (e: unknown) => e instanceof BackendError && e.kind === 'response');
+  });
+
+  it('tells its observer each request: call label, seconds, and the error kind of a failure', async () => {
+    const s = await serve(pem(pki.server), (url) => ({ status: url.startsWith('/v1/gateways/') ? 503 : 200 }));
+    const dispatcher = createBackendDispatcher({ url: `https://${NAME}:${s.port}`, ca: ca.cert, connectAddress: '127.0.0.1' });
+    agents.push(dispatcher);
+    const seen: [string, number, string | undefined][] = [];
+    const http = new BackendHttp({ url: `https://${NAME}:${s.port}`, dispatcher, maxResponseBytes: 64, observe: (call, seconds, kind) => seen.push([call, seconds, kind]) });
+    assert.equal((await http.request({ method: 'POST', path: '/v1/verify', body: new Uint8Array([1]) })).status, 200);
+    assert.equal((await http.request({ method: 'GET', path: '/v1/gateways/gw%2D1/revocations?since=3' })).status, 503);
+    const refused = await leaf([`other.${NAME}`]);
+    const bad = await serve(refused);
+    const badDispatcher = createBackendDispatcher({ url: `https://${NAME}:${bad.port}`, ca: ca.cert, connectAddress: '127.0.0.1' });
+    agents.push(badDispatcher);
+    const badHttp = new BackendHttp({ url: `https://${NAME}:${bad.port}`, dispatcher: badDispatcher, observe: (call, seconds, kind) => seen.push([call, seconds, kind]) });
+    await assert.rejects(badHttp.request({ method: 'POST', path: '/v1/gateways/gw-1/sessions' }), (e: unknown) => e instanceof BackendError && e.kind === 'tls');
+    assert.deepEqual(seen.map(([call, , kind]) => [call, kind]), [['verify', undefined], ['revocations', 'server'], ['session', 'tls']]);
+    for (const [, seconds] of seen) assert.ok(seconds > 0 && seconds < 60, String(seconds));
+  });
+
+  it('labels calls by path with a bounded set (never the gateway id)', () => {
+    assert.equal(backendCall('/v1/verify'), 'verify');
+    assert.equal(backendCall('/v1/gateways/gw-7/sessions'), 'session');
+    assert.equal(backendCall('/v1/gateways/gw-7/revocations?since=0'), 'revocations');
+    assert.equal(backendCall('/v1/verify/extra'), 'other');
+    assert.equal(backendCall('/'), 'other');
   });
 });

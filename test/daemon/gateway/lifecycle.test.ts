@@ -83,6 +83,10 @@ describe('daemon as a child process: readiness, status, stop', function () {
       assert.match(m.body, /^gatehouse_connections\{transport="mqtt"\} 1$/m);
       assert.match(m.body, new RegExp(`^gatehouse_credential_expiry_timestamp_seconds ${report.session.notAfter ?? 'x'}$`, 'm'));
       assert.match(m.body, /^gatehouse_decisions_total\{transport="mqtt",outcome="welcome",reason=""\} 1$/m);
+      // Backend requests are timed by call: the session grant and the one verify batch.
+      assert.match(m.body, /^gatehouse_backend_request_duration_seconds_count\{call="session"\} 1$/m);
+      assert.match(m.body, /^gatehouse_backend_request_duration_seconds_count\{call="verify"\} 1$/m);
+      assert.doesNotMatch(m.body, /^gatehouse_backend_errors_total\{/m);
     } finally {
       await p.close();
     }
