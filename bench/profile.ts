@@ -38,6 +38,8 @@ try {
   } else if (values.rate !== undefined) {
     // --rate R: open loop at R auths/s (latency from the scheduled start).
     await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
+    // Warm up first (JIT, pools), as bench/run.ts's open loop follows its sustained runs.
+    await closedLoop(gens, gw, { runs: 1, durationMs: 2000 });
     const [p] = await openLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000, rates: [Number(values.rate)] });
     if (p !== undefined) console.log(`open loop ${p.rate}/s: achieved ${p.achieved.median}/s, p50 ${p.p50.median} ms, p95 ${p.p95.median} ms, p99 ${p.p99.median} ms; daemon ${p.load.daemonCpu} cores`);
   } else {

@@ -164,6 +164,7 @@ export class Gateway {
         stateDir: cfg.gateway.stateDir,
         maxBatch: cfg.backend.batch.maxSize,
         maxWaitMs: cfg.backend.batch.maxWaitMs,
+        flushWhenIdle: cfg.backend.batch.flushWhenIdle,
         maxInFlight: cfg.backend.maxInFlight,
         maxQueue: cfg.backend.queueLimit,
         requestTimeoutMs: cfg.backend.requestTimeoutMs,

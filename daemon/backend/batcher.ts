@@ -1,7 +1,11 @@
 /**
  * Coalescing queue for backend calls: items wait until `maxBatch` are queued or `maxWaitMs`
  * has passed, at most `maxInFlight` batches run at once, at most `maxQueue` items wait (beyond
- * that `submit` refuses, and the caller answers `busy`). Every item has a deadline and an
+ * that `submit` refuses, and the caller answers `busy`). With `flushWhenIdle` (the default), an
+ * item that finds no batch in flight leaves at the end of the current event-loop turn (with
+ * whatever else arrived in that turn) instead of waiting `maxWaitMs`: an idle link has nothing
+ * to wait for. Items arriving while a batch is in flight wait as above, or until that batch
+ * answers and frees its slot, so under load batches still fill (self-clocking, as Nagle). Every item has a deadline and an
  * optional AbortSignal; whichever comes first of its batch's answer, its deadline, its abort
  * or `drain()` settles it, exactly once.
  */
@@ -26,6 +30,8 @@ export interface BatcherOptions<Req, Res> {
   maxWaitMs: number;
   maxInFlight: number;
   maxQueue: number;
+  /** Send at once (end of this turn) when no batch is in flight (default true). */
+  flushWhenIdle?: boolean;
   /** Send one batch; settle its items through `settle`. Must not throw. */
   run: (items: BatchItem<Req, Res>[]) => Promise<void>;
   /** The answer for an item whose deadline passed first. */
@@ -39,6 +45,7 @@ export interface BatcherOptions<Req, Res> {
 export class Batcher<Req, Res> {
   private readonly queue: BatchItem<Req, Res>[] = [];
   private flushTimer: TimerHandle | undefined;
+  private idleFlush: NodeJS.Immediate | undefined;
   private running = 0;
   private seq = 0;
 
@@ -87,12 +94,20 @@ export class Batcher<Req, Res> {
   drain(answer: (item: BatchItem<Req, Res>) => Res): void {
     if (this.flushTimer !== undefined) this.o.clock.clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
+    if (this.idleFlush !== undefined) clearImmediate(this.idleFlush);
+    this.idleFlush = undefined;
     for (const item of this.queue.splice(0)) this.settle(item, answer(item));
   }
 
   private schedule(): void {
     if (this.queue.length >= this.o.maxBatch) {
       this.flush();
+    } else if (this.running === 0 && this.o.flushWhenIdle !== false) {
+      // setImmediate, not a clock timer: "the end of this turn" is not a duration to fake.
+      this.idleFlush ??= setImmediate(() => {
+        this.idleFlush = undefined;
+        this.flush();
+      });
     } else if (this.flushTimer === undefined) {
       this.flushTimer = this.o.clock.setTimeout(() => {
         this.flushTimer = undefined;

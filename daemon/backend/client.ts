@@ -41,8 +41,10 @@ export interface BackendClientOptions {
   stateDir: string;
   /** Hellos per request (default 64, at most 256). */
   maxBatch?: number;
-  /** Longest a hello waits for companions (default 5 ms). */
+  /** Longest a hello waits for companions while a batch is in flight (default 5 ms). */
   maxWaitMs?: number;
+  /** A hello that finds no batch in flight leaves at the end of this turn (default true). */
+  flushWhenIdle?: boolean;
   /** Concurrent verify requests (default 4). */
   maxInFlight?: number;
   /** Hellos waiting for a request slot before `busy` is answered (default 1024). */
@@ -145,6 +147,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       clock: this.clock,
       maxBatch: this.batchMax,
       maxWaitMs: options.maxWaitMs ?? 5,
+      flushWhenIdle: options.flushWhenIdle ?? true,
       maxInFlight: options.maxInFlight ?? 4,
       maxQueue: options.maxQueue ?? 1024,
       run: (items) => this.runBatch(items),

@@ -91,7 +91,11 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
     requestTimeoutMs: int({ description: 'Whole-request timeout.', default: 10000, min: 100, max: 120000 }),
     batch: section('Batching of hellos into one `POST /v1/verify`', {
       maxSize: int({ description: 'Hellos per request (protocol-v1: at most 256).', default: 64, min: 1, max: 256 }),
-      maxWaitMs: int({ description: 'How long a hello may wait for a batch to fill.', default: 10, min: 0, max: 1000 }),
+      maxWaitMs: int({ description: 'How long a hello may wait for a batch to fill while another batch is in flight.', default: 10, min: 0, max: 1000 }),
+      flushWhenIdle: bool({
+        description: 'A hello that finds no batch in flight is sent at once (with the others of that event-loop turn) instead of waiting `maxWaitMs`.',
+        default: true,
+      }),
     }),
     maxInFlight: int({ description: 'Concurrent requests to the backend.', default: 4, min: 1, max: 64 }),
     queueLimit: int({

@@ -326,7 +326,8 @@ describe('daemon/backend/client against broken and hostile answers', function ()
   });
 
   it('answers every queued hello when stopped, and answers an aborted caller at once', async () => {
-    const c = client({ maxWaitMs: 10_000 });
+    // Held in the queue: a long batch wait and no send-when-idle.
+    const c = client({ maxWaitMs: 10_000, flushWhenIdle: false });
     handler = (_p, b) => okAll(b);
     const pending = c.verify(await hello());
     const ac = new AbortController();
