@@ -61,9 +61,40 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 // Encoder
 // ---------------------------------------------------------------------------------------------
 
+/** Scratch buffers above this size are not kept for the next encoding. */
+const SINK_KEEP_BYTES = 16 * 1024;
+
 class ByteSink {
   private buf = new Uint8Array(256);
   private len = 0;
+
+  /** Empty again, for the next encoding (a grown buffer is dropped, not kept). */
+  reset(): void {
+    this.len = 0;
+    if (this.buf.length > SINK_KEEP_BYTES) this.buf = new Uint8Array(256);
+  }
+
+  /** Text as UTF-8; ASCII (ids, message types) is copied without TextEncoder's allocation. */
+  utf8(text: string): void {
+    const n = text.length;
+    let ascii = true;
+    for (let i = 0; i < n; i++) {
+      if (text.charCodeAt(i) > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (!ascii) {
+      const b = utf8Encoder.encode(text);
+      writeHead(this, MT_TSTR, b.length);
+      this.bytes(b);
+      return;
+    }
+    writeHead(this, MT_TSTR, n);
+    this.reserve(n);
+    for (let i = 0; i < n; i++) this.buf[this.len + i] = text.charCodeAt(i);
+    this.len += n;
+  }
 
   private reserve(n: number): void {
     if (this.len + n <= this.buf.length) return;
@@ -141,9 +172,7 @@ function encodeInto(out: ByteSink, v: CborValue, depth: number): void {
   } else if (typeof v === 'string') {
     // TextEncoder would silently turn a lone surrogate into U+FFFD: refuse instead.
     if (LONE_SURROGATE.test(v)) throw new CborError('GH_CBOR_UTF8', 'text contains a lone UTF-16 surrogate');
-    const b = utf8Encoder.encode(v);
-    writeHead(out, MT_TSTR, b.length);
-    out.bytes(b);
+    out.utf8(v);
   } else if (v instanceof Uint8Array) {
     writeHead(out, MT_BSTR, v.length);
     out.bytes(v);
@@ -156,7 +185,7 @@ function encodeInto(out: ByteSink, v: CborValue, depth: number): void {
       if (typeof k !== 'number' && typeof k !== 'string') {
         throw new CborError('GH_CBOR_UNSUPPORTED_TYPE', 'map keys must be integers or text');
       }
-      return { key: encodeCbor(k), val };
+      return { key: encodeKey(k), val };
     });
     entries.sort((a, b) => compareBytes(a.key, b.key));
     for (let i = 1; i < entries.length; i++) {
@@ -184,9 +213,32 @@ function encodeInto(out: ByteSink, v: CborValue, depth: number): void {
  * values outside the data model (non-integers, unsafe integers, duplicate keys).
  */
 export function encodeCbor(v: CborValue): Uint8Array {
-  const out = new ByteSink();
-  encodeInto(out, v, 0);
-  return out.result();
+  // One scratch sink serves every encoding (they never interleave: encoding is synchronous);
+  // a nested call, should one happen, gets its own. Allocating a fresh buffer per call was
+  // half of the encoder's time.
+  const out = spareSink ?? new ByteSink();
+  spareSink = undefined;
+  try {
+    encodeInto(out, v, 0);
+    return out.result();
+  } finally {
+    out.reset();
+    spareSink = out;
+  }
+}
+
+let spareSink: ByteSink | undefined = new ByteSink();
+
+/** The encodings of the integer keys -24…23 (one byte each): protocol-v1's maps use these. */
+const SMALL_INT_KEYS = new Map<number, Uint8Array>(
+  Array.from({ length: 48 }, (_, i) => {
+    const k = i - 24;
+    return [k, Uint8Array.of(k >= 0 ? (MT_UINT << 5) | k : (MT_NINT << 5) | (-1 - k))] as const;
+  }),
+);
+
+function encodeKey(k: number | string): Uint8Array {
+  return (typeof k === 'number' ? SMALL_INT_KEYS.get(k) : undefined) ?? encodeCbor(k);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,6 +59,20 @@ describe('protocol/cbor', () => {
       assert.equal(toHex(encodeCbor(m)), 'a5' + '0105' + '1002' + '2003' + '63707562' + '04' + '63737562' + '01');
     });
 
+    it('gives each encoding its own bytes: a later one (large, small, failed) leaves earlier results alone', () => {
+      const small = encodeCbor(new Map<number | string, CborValue>([[1, 'hello'], [-24, 'é'], [24, 'x']]));
+      // keys in bytewise order of their encodings: 01 < 1818 < 37
+      assert.equal(toHex(small), 'a3' + '01' + '6568656c6c6f' + '1818' + '6178' + '37' + '62c3a9');
+      const big = encodeCbor(new Uint8Array(40_000).fill(7));
+      assert.throws(() => encodeCbor([1, 'a\ud800']), CborError);
+      const again = encodeCbor(new Map<number | string, CborValue>([[1, 'hello'], [-24, 'é'], [24, 'x']]));
+      assert.deepEqual(again, small);
+      assert.notEqual(again.buffer, small.buffer);
+      assert.equal(big.length, 3 + 40_000);
+      assert.ok(big.subarray(3).every((b) => b === 7));
+      assert.equal(toHex(encodeCbor(-0)), '00');
+    });
+
     it('refuses values outside the data model', () => {
       for (const v of [1.5, NaN, 2 ** 60, true, null, undefined, { a: 1 }, 'a\ud800', '\udc00b']) {
         assert.throws(() => encodeCbor(v as unknown as CborValue), CborError);
