@@ -1,5 +1,5 @@
 /**
- * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--no-prof]`:
+ * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--no-prof] [--host-network]`:
  * one closed-loop sustained run (or with --storm, one reconnect storm of N peripherals;
  * with --rate, an open loop at R auths/s) against the daemon under `node --cpu-prof`, then a summary of where
  * the daemon's CPU went (self time by function and by package); `--generators` profiles the load
@@ -13,10 +13,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BenchEnv, Daemon, Generator } from './harness.js';
+import { enterBenchNetwork } from './netns.js';
 import { closePools, closedLoop, connectPools, cpuSecondsOf, openLoop, storm } from './scenarios.js';
 import { fmt } from './stats.js';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' }, 'host-network': { type: 'boolean' } } });
+// As bench/run.ts: the shipped sysctl limits in a private network namespace when root.
+const network = enterBenchNetwork(values['host-network'] === true);
+console.log(`network: ${network.kind}${network.note !== undefined ? ` (${network.note})` : ''}, somaxconn ${network.somaxconn}`);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = values.out ?? (await mkdtemp(join(tmpdir(), 'gh-prof-')));
 if (values['no-prof'] !== true) process.env.BENCH_CPU_PROF = out;
@@ -29,6 +33,9 @@ const gens = Array.from({ length: STORM > 0 ? 4 : 2 }, () => new Generator());
 try {
   const { file, log } = await env.writeConfig('profile', { logLevel: 'info', ...(values.batch !== undefined ? { batchMax: Number(values.batch) } : {}) });
   const gw = await Daemon.start('gateway-worker.js', [file, log]);
+  // The daemon's own histograms (status socket /metrics): means over the measured phase.
+  const scrape = (): string => execFileSync('curl', ['-s', '--max-time', '5', '--unix-socket', join(dir, 'run', 'status-profile.sock'), 'http://gatehouse/metrics']).toString();
+  let before = scrape();
   if (STORM > 0) {
     // --storm N: one reconnect storm of N peripherals over 4 generators (as bench/run.ts [6/7]).
     const cpu0 = cpuSecondsOf(gw.pid);
@@ -40,6 +47,7 @@ try {
     await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
     // Warm up first (JIT, pools), as bench/run.ts's open loop follows its sustained runs.
     await closedLoop(gens, gw, { runs: 1, durationMs: 2000 });
+    before = scrape();
     const [p] = await openLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000, rates: [Number(values.rate)] });
     if (p !== undefined) console.log(`open loop ${p.rate}/s: achieved ${p.achieved.median}/s, p50 ${p.p50.median} ms, p95 ${p.p95.median} ms, p99 ${p.p99.median} ms; daemon ${p.load.daemonCpu} cores`);
   } else {
@@ -47,14 +55,15 @@ try {
     const r = await closedLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000 });
     console.log(`sustained ${fmt(r.authsPerSec, '/s')}; daemon ${r.load.daemonCpu} cores → ${Math.round((r.load.daemonCpu / r.authsPerSec.median) * 1e6)} µs/auth; generators ${r.load.generatorCpu}, backend ${r.load.backendCpu}`);
   }
-  // Where the time went inside the daemon: its own histograms (status socket /metrics), as means.
-  const metrics = execFileSync('curl', ['-s', '--max-time', '5', '--unix-socket', join(dir, 'run', 'status-profile.sock'), 'http://gatehouse/metrics']).toString();
+  const after = scrape();
   const mean = (name: string, label: string): string => {
-    const sum = new RegExp(`^${name}_sum\\{${label}\\} (\\S+)$`, 'm').exec(metrics)?.[1];
-    const count = new RegExp(`^${name}_count\\{${label}\\} (\\S+)$`, 'm').exec(metrics)?.[1];
-    return sum === undefined || count === undefined ? 'n/a' : `${((Number(sum) / Number(count)) * 1000).toFixed(2)} ms mean of ${count}`;
+    const v = (m: string, part: string): number => Number(new RegExp(`^${name}_${part}\\{${label}\\} (\\S+)$`, 'm').exec(m)?.[1] ?? 0);
+    const count = v(after, 'count') - v(before, 'count');
+    return count === 0 ? 'n/a' : `${(((v(after, 'sum') - v(before, 'sum')) / count) * 1000).toFixed(2)} ms mean of ${count}`;
   };
-  console.log(`daemon: hello→welcome ${mean('gatehouse_decision_duration_seconds', 'transport="mqtt",outcome="welcome"')}; backend verify request ${mean('gatehouse_backend_request_duration_seconds', 'call="verify"')}`);
+  const lag = (q: string): string => (Number(new RegExp(`^gatehouse_nodejs_eventloop_lag_${q}_seconds (\\S+)$`, 'm').exec(after)?.[1] ?? Number.NaN) * 1000).toFixed(1);
+  console.log(`daemon event-loop lag since start (ms): p50 ${lag('p50')}, p99 ${lag('p99')}, max ${lag('max')}`);
+  console.log(`daemon, measured phase only: hello→welcome ${mean('gatehouse_decision_duration_seconds', 'transport="mqtt",outcome="welcome"')}; backend verify request ${mean('gatehouse_backend_request_duration_seconds', 'call="verify"')}`);
   await closePools(gens);
   await gw.stop();
 } finally {

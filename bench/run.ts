@@ -4,7 +4,8 @@
  * docs/performance.md.
  *
  * Options: --quick (small sizes, for checking the harness), --runs N, --storm N, --skip-micro
- * (leave out the TPM and backend-client micro benches).
+ * (leave out the TPM and backend-client micro benches), --host-network (the host's kernel limits
+ * instead of the shipped sysctl drop-in in a private network namespace; bench/netns.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -14,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { benchBackend } from './backend.js';
 import { BenchEnv, Daemon, Generator } from './harness.js';
+import { enterBenchNetwork } from './netns.js';
 import { closePools, closedLoop, connectPools, naive, openLoop, storm, stormRuns } from './scenarios.js';
 import { fmt, round, spread } from './stats.js';
 import { latencySvg } from './svg.js';
@@ -26,8 +28,11 @@ const { values } = parseArgs({
     storm: { type: 'string' },
     'skip-micro': { type: 'boolean' },
     'log-level': { type: 'string' },
+    'host-network': { type: 'boolean' },
   },
 });
+// As root: re-run in a private network namespace with systemd/gatehouse.sysctl.conf applied.
+const network = enterBenchNetwork(values['host-network'] === true);
 const quick = values.quick === true;
 const RUNS = Math.max(quick ? 1 : 3, Number(values.runs ?? 3));
 const STORM = Number(values.storm ?? (quick ? 1000 : 10_000));
@@ -45,6 +50,11 @@ const results = fileURLToPath(new URL('./results/', import.meta.url));
 const log = (s: string): void => console.log(s);
 
 log(`Gatehouse bench ${quick ? '(quick) ' : ''}— ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+log(
+  network.kind === 'netns'
+    ? `network: private namespace (loopback) with systemd/gatehouse.sysctl.conf: somaxconn ${network.somaxconn}, tcp_max_syn_backlog ${network.tcpMaxSynBacklog}`
+    : `network: the host's (${network.note ?? ''}): somaxconn ${network.somaxconn}, tcp_max_syn_backlog ${network.tcpMaxSynBacklog}; a storm beyond somaxconn sees retries`,
+);
 log('compiling the daemon and workers (tsc --noCheck → bench/results/.dist) …');
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'bench/tsconfig.bench.json'), '--noCheck'], { stdio: 'inherit' });
 
@@ -133,7 +143,7 @@ try {
   const summary = {
     at: startedAt,
     machine: { cores: cpus().length, model: cpus()[0]?.model, node: process.version, loadAtStart: loadAtStart.map((x) => round(x, 2)), loadAtEnd: loadavg().map((x) => round(x, 2)) },
-    settings: { runs: RUNS, throughputGenerators: THROUGHPUT_GENS, connectionsPerGenerator: POOL, durationMs: DURATION, openLoopDurationMs: OPEN_DURATION, stormGenerators: STORM_GENS, logLevel: LOG_LEVEL, quick },
+    settings: { runs: RUNS, throughputGenerators: THROUGHPUT_GENS, connectionsPerGenerator: POOL, durationMs: DURATION, openLoopDurationMs: OPEN_DURATION, stormGenerators: STORM_GENS, logLevel: LOG_LEVEL, quick, network },
     echo: { roundTripsPerSec: echoRt.authsPerSec, ceilingAuthsPerSec: ceiling, load: echoRt.load },
     sustained,
     fractionOfCeiling: round(sustained.authsPerSec.median / ceiling.median, 2),
