@@ -17,7 +17,7 @@ import { SessionManager } from './backend/session.js';
 import type { GatehouseConfig } from './config/schema.js';
 import { logError, silentLogger } from './log/logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { monotonicClock } from './pipeline/clock.js';
+import { monotonicClock, type Clock as ElapsedClock } from './pipeline/clock.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
 import { StatusServer } from './status/server.js';
@@ -53,7 +53,13 @@ export interface GatewayOptions {
   notifier?: SystemdNotifier;
   /** Radio bindings for noble (the emulated radio in tests and the demo); noble's own when absent. */
   bleBindings?: EventEmitter;
+  /** Wall-clock time (sessions, leases, signatures' `created`); the system clock when absent. */
   clock?: Clock;
+  /**
+   * Elapsed time (challenge TTLs, rate limits): monotonic (`performance.now`) when absent, unless
+   * only `clock` is injected, which then serves both (tests that expire challenges by hand).
+   */
+  elapsedClock?: ElapsedClock;
   /** How long `stop()` lets in-flight exchanges finish (default 10 000 ms). */
   drainTimeoutMs?: number;
 }
@@ -186,7 +192,7 @@ export class Gateway {
         sessions: session,
         clock: this.#clock,
         // Elapsed time (challenge TTLs, rate limits) is monotonic unless a test injects the clock.
-        elapsedClock: this.#o.clock ?? monotonicClock,
+        elapsedClock: this.#o.elapsedClock ?? this.#o.clock ?? monotonicClock,
         logger: this.#log.child({ area: 'pipeline' }),
         challengeTtlMs: cfg.pipeline.challengeTtlSec * 1000,
         maxOutstandingChallenges: cfg.pipeline.maxOutstandingChallenges,

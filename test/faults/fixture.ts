@@ -309,9 +309,16 @@ export class FaultEnv {
     return r.config;
   }
 
-  async gateway(config: GatehouseConfig, o: { clock?: Clock; logger?: Logger } = {}): Promise<Gateway> {
+  async gateway(config: GatehouseConfig, o: { clock?: Clock; elapsedClock?: { now(): number }; logger?: Logger } = {}): Promise<Gateway> {
     await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
-    const g = new Gateway({ config, configFile: '(faults)', drainTimeoutMs: 3000, ...(o.clock !== undefined ? { clock: o.clock } : {}), ...(o.logger !== undefined ? { logger: o.logger } : {}) });
+    const g = new Gateway({
+      config,
+      configFile: '(faults)',
+      drainTimeoutMs: 3000,
+      ...(o.clock !== undefined ? { clock: o.clock } : {}),
+      ...(o.elapsedClock !== undefined ? { elapsedClock: o.elapsedClock } : {}),
+      ...(o.logger !== undefined ? { logger: o.logger } : {}),
+    });
     await g.start();
     return g;
   }
