@@ -86,12 +86,36 @@ export function underJournald(env: NodeJS.ProcessEnv): boolean {
 export function createRootLogger(opts: RootLoggerOptions): Logger {
   const journald = underJournald(opts.env ?? process.env);
   const stream = opts.stream ?? process.stderr;
-  return createLogger({
-    level: opts.level,
-    format: format.combine(format.timestamp(), redactFormat(), lineFormat(opts.format, journald)),
-    transports: [new transports.Stream({ stream })],
-    exitOnError: false,
-  });
+  return gateLevels(
+    createLogger({
+      level: opts.level,
+      format: format.combine(format.timestamp(), redactFormat(), lineFormat(opts.format, journald)),
+      transports: [new transports.Stream({ stream })],
+      exitOnError: false,
+    }),
+  );
+}
+
+/**
+ * winston's `logger.debug(msg, meta)` builds the record and writes it through its stream
+ * pipeline before the transport drops it by level: a disabled line costs nearly what a logged one
+ * does (the daemon's per-connection debug lines were ~3 % of its CPU in a reconnect storm). Each
+ * level method of the root checks the level first; children (`Object.create(root)`) inherit it,
+ * and the check runs at call time, so `setLogLevel` keeps working.
+ */
+function gateLevels(root: Logger): Logger {
+  for (const level of Object.keys(root.levels)) {
+    const write = (root as unknown as Record<string, (...args: unknown[]) => Logger>)[level];
+    if (typeof write !== 'function') continue;
+    Object.defineProperty(root, level, {
+      configurable: true,
+      writable: true,
+      value: function gated(this: Logger, ...args: unknown[]): Logger {
+        return this.isLevelEnabled(level) ? write.apply(this, args) : this;
+      },
+    });
+  }
+  return root;
 }
 
 /** A logger that writes nothing, for components given none. */

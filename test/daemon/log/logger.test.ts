@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { EventEmitter } from 'node:events';
-import { createRootLogger, logError, reloadLevelOnSighup, type LogLevel } from '../../../daemon/log/index.js';
+import { createRootLogger, logError, reloadLevelOnSighup, setLogLevel, type LogLevel } from '../../../daemon/log/index.js';
 import { GatehouseError } from '../../../protocol/errors.js';
 
 function capture(): { stream: PassThrough; lines: () => string[] } {
@@ -27,6 +27,33 @@ describe('daemon/log', () => {
     mqtt.debug('d1');
     await flush();
     assert.deepEqual(c.lines(), ['<3>ERROR mqtt: e1', '<4>WARN mqtt: w1', '<6>INFO mqtt: i1 conn=mqtt:1', '<7>DEBUG mqtt: d1']);
+  });
+
+  it('builds no record for a disabled level (nothing enters the pipeline), and follows level changes', async () => {
+    const c = capture();
+    const log = createRootLogger({ level: 'info', format: 'text', env: {}, stream: c.stream });
+    const child = log.child({ area: 'mqtt' });
+    let records = 0;
+    const write = log.write.bind(log);
+    log.write = (chunk: unknown, ...rest: never[]): boolean => {
+      records += 1;
+      return write(chunk as never, ...rest);
+    };
+    const meta = { get conn(): string { throw new Error('a disabled line must not read its fields'); } };
+    child.debug('connection accepted', meta);
+    log.debug('root debug');
+    assert.equal(records, 0);
+    child.info('peripheral welcomed', { dev: 'd1' });
+    assert.equal(records, 1);
+    setLogLevel(log, 'debug');
+    child.debug('now shown', { conn: 'mqtt:1' });
+    assert.equal(records, 2);
+    setLogLevel(log, 'warn');
+    child.info('hidden again');
+    assert.equal(records, 2);
+    await flush();
+    assert.equal(c.lines().length, 2);
+    assert.match(c.lines()[1] ?? '', /DEBUG mqtt: now shown conn=mqtt:1$/);
   });
 
   it('writes JSON lines without prefixes outside systemd', async () => {
