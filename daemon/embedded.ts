@@ -152,9 +152,6 @@ export class EmbeddedSystem {
   }
 }
 
-/** Where the software key store keeps the development identity key (one definition, in gateway.ts). */
-export { softwareKeyFile };
-
 /** What a gateway config needs to point at an embedded backend and TPM. */
 export interface GatewayConfigBase {
   gw: string;

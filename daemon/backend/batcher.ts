@@ -5,9 +5,9 @@
  * item that finds no batch in flight leaves at the end of the current event-loop turn (with
  * whatever else arrived in that turn) instead of waiting `maxWaitMs`: an idle link has nothing
  * to wait for. Items arriving while a batch is in flight wait as above, or until that batch
- * answers and frees its slot, so under load batches still fill (self-clocking, as Nagle). Every item has a deadline and an
- * optional AbortSignal; whichever comes first of its batch's answer, its deadline, its abort
- * or `drain()` settles it, exactly once.
+ * answers and frees its slot, so under load batches still fill (self-clocking, as Nagle).
+ * Every item has a deadline and an optional AbortSignal; whichever comes first of its batch's
+ * answer, its deadline, its abort or `drain()` settles it, exactly once.
  */
 import type { Clock, TimerHandle } from './clock.js';
 

@@ -4,6 +4,8 @@
  * reason code, error kind. Never a device id: that would be unbounded cardinality.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BackendCall } from '../backend/dispatcher.js';
+import type { BackendErrorKind } from '../backend/errors.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 
 /** Live values read at scrape time, so gauges never go stale. */
@@ -107,7 +109,7 @@ export class GatehouseMetrics {
   }
 
   /** One backend request (BackendHttp's observer): its latency, and its error kind if it failed. */
-  recordBackendRequest(call: string, seconds: number, error?: string): void {
+  recordBackendRequest(call: BackendCall, seconds: number, error?: BackendErrorKind): void {
     this.backendLatency.observe({ call }, seconds);
     if (error !== undefined) this.backendErrors.inc({ call, kind: error });
   }
