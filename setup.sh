@@ -48,4 +48,4 @@ npm ci --no-audit --no-fund --loglevel=error
 echo "setup: building"
 npm run --silent build
 
-exec node dist/daemon/cli.js demo "$@"
+exec node dist/cli/gatehouse.js demo "$@"

@@ -3,19 +3,7 @@
  * session credentials, hello verification with leases, and the revocation feed.
  */
 import type { Logger } from 'winston';
-import {
-  MAX_MESSAGE_BYTES,
-  ProtocolError,
-  ed25519PublicKeyProblem,
-  isValidId,
-  parseHello,
-  signGatewayCredential,
-  signLease,
-  verifySign1,
-  type ReasonCode,
-  type Signer,
-} from '../protocol/index.js';
-import { base64UrlDecode, base64UrlEncode } from '../protocol/http-signature.js';
+import { MAX_MESSAGE_BYTES, ProtocolError, ed25519PublicKeyProblem, isValidId, parseHello, signGatewayCredential, signLease, verifySign1, type ReasonCode, type Signer, base64UrlDecode, base64UrlEncode } from '../protocol/index.js';
 import { Problem } from './problem.js';
 import type { GatewayRecord, Registry } from './registry.js';
 

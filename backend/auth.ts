@@ -4,13 +4,7 @@
  * gateway whose TPM key (`tpm:{gw}`) or current session key (`session:{gw}`) signed it.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { isValidId, ed25519PublicKeyFromRaw } from '../protocol/index.js';
-import {
-  HttpSignatureError,
-  verifyGatehouseRequest,
-  type HttpRequestParts,
-  type HttpSigAlg,
-} from '../protocol/http-signature.js';
+import { isValidId, ed25519PublicKeyFromRaw, HttpSignatureError, verifyGatehouseRequest, type HttpRequestParts, type HttpSigAlg } from '../protocol/index.js';
 import type { NonceCache } from './nonce-cache.js';
 import { Problem, type ProblemSlug } from './problem.js';
 import type { GatewayRecord, Registry } from './registry.js';

@@ -1,5 +1,5 @@
 /** Errors of the reference backend (registry, key file, admin CLI). */
-import { GatehouseError } from '../protocol/errors.js';
+import { GatehouseError } from '../common/errors.js';
 
 /** Stable codes: `GH_REGISTRY_*` for the registry, `GH_BACKEND_KEY_*` for the signing key file. */
 export class RegistryError extends GatehouseError {}

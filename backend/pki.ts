@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { GatehouseError } from '../protocol/errors.js';
+import { GatehouseError } from '../common/errors.js';
 
 export class PkiError extends GatehouseError {}
 

@@ -1,11 +1,11 @@
 /**
  * RFC 9457 problem details for the reference backend: stable `type` URIs and titles, an
- * optional protocol-v1 `reason` extension, never internal detail (STYLE 9: internal failures
+ * optional protocol-v1 `reason` extension, never internal detail (CONTRIBUTING.md §9: internal failures
  * answer a generic problem and log the chain).
  */
 import type { ServerResponse } from 'node:http';
-import { GatehouseError } from '../protocol/errors.js';
-import type { ReasonCode } from '../protocol/reasons.js';
+import { GatehouseError } from '../common/errors.js';
+import type { ReasonCode } from '../protocol/index.js';
 
 /** The problem types the backend answers with. `type` is `urn:gatehouse:problem:<slug>`. */
 export const PROBLEMS = {

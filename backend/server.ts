@@ -9,8 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'winston';
-import { silentLogger } from '../daemon/log/logger.js';
-import { GATEHOUSE_MAX_SKEW_SECONDS, type HttpRequestParts } from '../protocol/http-signature.js';
+import { silentLogger } from '../common/log/logger.js';
+import { GATEHOUSE_MAX_SKEW_SECONDS, type HttpRequestParts } from '../protocol/index.js';
 import { createSession, revocations, verifyHellos, type ApiDeps } from './api.js';
 import { authenticate, type Authenticated, type KeyKind } from './auth.js';
 import { NonceCache } from './nonce-cache.js';
@@ -196,7 +196,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
             if (status === 'close') res.once('finish', () => req.destroy());
             return;
           }
-          // STYLE 9: the client gets a generic problem; the chain goes to the log.
+          // CONTRIBUTING.md §9: the client gets a generic problem; the chain goes to the log.
           logger.error('request failed', { method: req.method, path: req.url?.split('?')[0], error: err instanceof Error ? err.message : String(err) });
           logger.debug('request failure stack', { stack: err instanceof Error ? err.stack : undefined });
           sendProblem(res, 'internal');

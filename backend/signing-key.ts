@@ -1,13 +1,13 @@
 /**
  * The backend's Ed25519 signing key `sk_S` (protocol-v1 "Parties and keys"): one PKCS#8 PEM file
  * in the data directory, mode 0600, written atomically (temp + fsync + rename, by
- * daemon/state/atomic-file.ts). Its key id `kid_S` is derived from the public key, so it never
+ * common/atomic-file.ts). Its key id `kid_S` is derived from the public key, so it never
  * disagrees with it.
  */
 import { createHash, createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../daemon/state/atomic-file.js';
+import { writeFileAtomic } from '../common/atomic-file.js';
 import { Ed25519Signer } from '../protocol/index.js';
 import { BackendKeyError } from './errors.js';
 
@@ -46,7 +46,7 @@ export function loadSigningKey(dataDir: string): Ed25519Signer {
 
 /**
  * Create the signing key in `dataDir` unless one exists; returns it and whether it is new.
- * Written atomically with mode 0600 (daemon/state/atomic-file.ts).
+ * Written atomically with mode 0600 (common/atomic-file.ts).
  */
 export async function ensureSigningKey(dataDir: string): Promise<{ signer: Ed25519Signer; created: boolean }> {
   const path = join(dataDir, SIGNING_KEY_FILE);

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { VerifyRequest } from '../daemon/pipeline/types.js';
-import { BackendEnv } from '../test/daemon/backend/env.js';
+import { BackendEnv } from '../testkit/backend-env.js';
 
 export interface BackendBenchOptions {
   /** Hellos per run (default 1000). */

@@ -6,7 +6,7 @@
  */
 import { encodeChallenge } from '../protocol/index.js';
 import type { AuthPipeline, HelloOutcome } from '../daemon/pipeline/types.js';
-import { MqttTransport } from '../peripherals/mqtt/transport.js';
+import { MqttTransport } from '../daemon/transports/mqtt/transport.js';
 
 const maxConnections = Number(process.argv[2] ?? '20000');
 const reply = encodeChallenge({ type: 'challenge', version: 1, dev: 'echo', gn: new Uint8Array(16), gw: 'gw-bench' });

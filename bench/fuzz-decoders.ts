@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { decodeChallengeRequest, decodeUpMessage, parseHello, ProtocolError } from '../protocol/index.js';
-import { BleError } from '../peripherals/ble/errors.js';
-import { frameMessage, MAX_ATT_MTU, MIN_ATT_MTU, Reassembler } from '../peripherals/ble/framing.js';
+import { BleError } from '../daemon/transports/ble/errors.js';
+import { frameMessage, MAX_ATT_MTU, MIN_ATT_MTU, Reassembler } from '../protocol/ble.js';
 
 /** xorshift32: small, fast, reproducible. */
 export class Prng {

@@ -5,7 +5,7 @@
  * legitimate peripheral authenticates every `checkEveryMs`, and the daemon's RSS is sampled.
  */
 import net from 'node:net';
-import { connectPacket, encodeRemainingLength, publishPacket, subscribePacket } from './mqtt-wire.js';
+import { connectPacket, encodeRemainingLength, publishPacket, subscribePacket } from '../testkit/mqtt-wire.js';
 import { Prng } from './fuzz-decoders.js';
 
 function raw(first: number, body: number[] | Buffer): Buffer {

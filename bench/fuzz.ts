@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Ed25519Signer } from '../protocol/index.js';
-import { FaultPeripheral } from '../test/faults/fixture.js';
+import { FaultPeripheral } from '../testkit/faults.js';
 import { fuzzDecoders, fuzzReassembler, loadSeeds, Prng } from './fuzz-decoders.js';
 import { hostileCases, sendCase, slowloris } from './fuzz-mqtt.js';
 import { BenchEnv, Daemon } from './harness.js';

@@ -8,7 +8,7 @@ import { createWriteStream } from 'node:fs';
 import { writeHeapSnapshot } from 'node:v8';
 import { loadConfig } from '../daemon/config/load.js';
 import { Gateway } from '../daemon/gateway.js';
-import { createRootLogger } from '../daemon/log/logger.js';
+import { createRootLogger } from '../common/log/logger.js';
 
 export type GatewayWorkerCommand = { op: 'stats' } | { op: 'stop' } | { op: 'heap'; file: string };
 

@@ -19,7 +19,7 @@ import { Swtpm } from '../tpm/swtpm-process.js';
 import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
 import type { GenCommand, GenDevice, GenReport } from './load-generator.js';
 import type { GatewayWorkerStats } from './gateway-worker.js';
-import { freePort, gatewayConfigInput } from '../daemon/embedded.js';
+import { freePort, gatewayConfigInput } from '../demo/embedded.js';
 
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
@@ -52,11 +52,11 @@ function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: 
 
 /**
  * The node flags the systemd unit starts the daemon with (`ExecStart=/usr/bin/node FLAGS
- * …/daemon/cli.js run`). The bench's daemon gets exactly these, so it measures what ships.
+ * …/cli/gatehouse.js run`). The bench's daemon gets exactly these, so it measures what ships.
  */
 export function shippedNodeFlags(unitFile = fileURLToPath(new URL('../systemd/gatehouse.service', import.meta.url))): string[] {
-  const m = /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \S+\/daemon\/cli\.js run/m.exec(readFileSync(unitFile, 'utf8'));
-  if (m === null) throw new Error(`${unitFile}: ExecStart is not "/usr/bin/node [--flag …] …/daemon/cli.js run …"`);
+  const m = /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \S+\/cli\/gatehouse\.js run/m.exec(readFileSync(unitFile, 'utf8'));
+  if (m === null) throw new Error(`${unitFile}: ExecStart is not "/usr/bin/node [--flag …] …/cli/gatehouse.js run …"`);
   return (m[1] ?? '').split(' ').filter((f) => f !== '');
 }
 

@@ -7,7 +7,7 @@
  */
 import { Ed25519Signer } from '../protocol/index.js';
 import { ReferencePeripheral } from '../peripherals/reference/peripheral.js';
-import { RawMqttClient } from './mqtt-wire.js';
+import { RawMqttClient } from '../testkit/mqtt-wire.js';
 
 export interface GenDevice {
   dev: string;

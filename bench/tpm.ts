@@ -15,7 +15,7 @@ import { p256VerifyDigest } from '../tpm/p256.js';
 import { provisionTpmKey } from '../tpm/provision.js';
 import { TpmConnection } from '../tpm/tpm-connection.js';
 import { TpmKeyStore } from '../tpm/tpm-key-store.js';
-import { Swtpm } from '../test/helpers/swtpm.js';
+import { Swtpm } from '../testkit/swtpm.js';
 
 export interface TpmBenchOptions {
   /** Signatures to time (default 200). */

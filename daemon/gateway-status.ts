@@ -4,9 +4,9 @@
  */
 import type { Logger } from 'winston';
 import type { Registry } from 'prom-client';
-import type { BackendClient } from './backend/client.js';
-import type { Clock } from './backend/clock.js';
-import type { SessionManager } from './backend/session.js';
+import type { BackendClient } from './backend-client/client.js';
+import type { TimerClock } from '../common/clock.js';
+import type { SessionManager } from './backend-client/session.js';
 import { probeBackendTls } from './check/probes/backend-tls.js';
 import { runChecks } from './check/runner.js';
 import type { CheckContext, CheckReport, ListenerFacts } from './check/types.js';
@@ -14,8 +14,8 @@ import type { GatehouseConfig } from './config/schema.js';
 import type { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import type { EventPage, PeripheralInfo, StatusReport, StatusSource } from './status/types.js';
-import type { MqttTransport } from '../peripherals/mqtt/transport.js';
-import type { BleTransport } from '../peripherals/ble/transport.js';
+import type { MqttTransport } from './transports/mqtt/transport.js';
+import type { BleTransport } from './transports/ble/transport.js';
 import type { KeyStore } from '../tpm/key-store.js';
 import { VERSION } from './version.js';
 
@@ -30,7 +30,7 @@ export interface GatewayStatusOptions {
   session: SessionManager;
   client: BackendClient;
   pipeline: Pipeline;
-  clock: Clock;
+  clock: TimerClock;
   logger: Logger;
 }
 

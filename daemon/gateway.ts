@@ -1,5 +1,5 @@
 /**
- * The composition root (STYLE §4): one `Gateway` builds every service from the validated config
+ * The composition root (CONTRIBUTING.md §4): one `Gateway` builds every service from the validated config
  * and injected dependencies, starts them in order — key store → session/credential → backend
  * client → pipeline → MQTT broker and BLE → status socket — then tells systemd READY=1, and stops
  * them in reverse. Nothing starts at import time.
@@ -10,24 +10,23 @@ import { rootCertificates } from 'node:tls';
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
 import type { Agent } from 'undici';
-import { BackendClient } from './backend/client.js';
-import { systemClock, type Clock } from './backend/clock.js';
-import { BackendHttp, createBackendDispatcher } from './backend/dispatcher.js';
-import { SessionManager } from './backend/session.js';
+import { BackendClient } from './backend-client/client.js';
+import { monotonicClock, systemClock, type Clock, type TimerClock } from '../common/clock.js';
+import { BackendHttp, createBackendDispatcher } from './backend-client/dispatcher.js';
+import { SessionManager } from './backend-client/session.js';
 import type { GatehouseConfig } from './config/schema.js';
-import { logError, silentLogger } from './log/logger.js';
+import { logError, silentLogger } from '../common/log/logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { monotonicClock, type Clock as ElapsedClock } from './pipeline/clock.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
 import { StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
 import { GatewayStatus } from './gateway-status.js';
-import { GatehouseError } from '../protocol/errors.js';
-import type { Signer } from '../protocol/types.js';
-import { MqttTransport } from '../peripherals/mqtt/transport.js';
-import { BleTransport } from '../peripherals/ble/transport.js';
-import { NobleCentral } from '../peripherals/ble/noble-adapter.js';
+import { GatehouseError } from '../common/errors.js';
+import type { Signer } from '../protocol/index.js';
+import { MqttTransport } from './transports/mqtt/transport.js';
+import { BleTransport } from './transports/ble/transport.js';
+import { NobleCentral } from './transports/ble/noble-adapter.js';
 import type { KeyStore } from '../tpm/key-store.js';
 import { createKeyStore } from '../tpm/factory.js';
 
@@ -35,7 +34,7 @@ export class GatewayError extends GatehouseError {}
 
 /**
  * Where the software key store (development only) keeps the identity key: in the state
- * directory. Defined here, not taken from daemon/embedded.ts, so that the daemon does not load
+ * directory. Defined here, not taken from demo/embedded.ts, so that the daemon does not load
  * the demo's embedded backend, PKI and swtpm helpers (and better-sqlite3) it never runs.
  */
 export function softwareKeyFile(stateDir: string): string {
@@ -54,12 +53,12 @@ export interface GatewayOptions {
   /** Radio bindings for noble (the emulated radio in tests and the demo); noble's own when absent. */
   bleBindings?: EventEmitter;
   /** Wall-clock time (sessions, leases, signatures' `created`); the system clock when absent. */
-  clock?: Clock;
+  clock?: TimerClock;
   /**
    * Elapsed time (challenge TTLs, rate limits): monotonic (`performance.now`) when absent, unless
    * only `clock` is injected, which then serves both (tests that expire challenges by hand).
    */
-  elapsedClock?: ElapsedClock;
+  elapsedClock?: Clock;
   /** How long `stop()` lets in-flight exchanges finish (default 10 000 ms). */
   drainTimeoutMs?: number;
 }
@@ -72,7 +71,7 @@ export class Gateway {
   readonly #o: GatewayOptions;
   readonly #log: Logger;
   readonly #notifier: SystemdNotifier;
-  readonly #clock: Clock;
+  readonly #clock: TimerClock;
   /** Started services, stopped in reverse. */
   readonly #stoppers: Stopper[] = [];
   #session: SessionManager | undefined;

@@ -62,3 +62,5 @@ export {
 } from './messages.js';
 export { MAX_TOPIC_FILTER_CHARS, NONCE_BYTES, topicFilterProblem } from './payload.js';
 export { checkWelcome, type CheckWelcomeOptions, type CheckWelcomeResult, type WelcomeRefusal } from './peripheral-checks.js';
+export * from './http-signature.js';
+export * from './ble.js';

@@ -43,7 +43,7 @@ if [ -z "$destdir" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-[ -f "$src/dist/daemon/cli.js" ] || { echo "install.sh: $src/dist is missing: run npm ci && npm run build first" >&2; exit 1; }
+[ -f "$src/dist/cli/gatehouse.js" ] || { echo "install.sh: $src/dist is missing: run npm ci && npm run build first" >&2; exit 1; }
 
 root=$destdir
 umask 022
@@ -54,8 +54,8 @@ cp -R "$src/dist" "$root$prefix/dist"
 install -m 0644 "$src/package.json" "$src/package-lock.json" "$root$prefix/"
 install -d "$root$prefix/docs"
 install -m 0644 "$src/docs/operations.md" "$src/docs/configuration.md" "$root$prefix/docs/"
-chmod 0755 "$root$prefix/dist/daemon/cli.js"
-ln -sf "$prefix/dist/daemon/cli.js" "$root/usr/bin/gatehouse"
+chmod 0755 "$root$prefix/dist/cli/gatehouse.js"
+ln -sf "$prefix/dist/cli/gatehouse.js" "$root/usr/bin/gatehouse"
 
 sed "s|/usr/lib/gatehouse/|$prefix/|g" "$src/systemd/gatehouse.service" > "$root/etc/systemd/system/gatehouse.service"
 chmod 0644 "$root/etc/systemd/system/gatehouse.service"

@@ -1,8 +1,8 @@
 /**
  * TPM errors: one class, stable `GH_TPM_…` codes, the raw TSS2_RC and its decoded text.
- * Callers branch on `code`, never on `text` (STYLE.md §6).
+ * Callers branch on `code`, never on `text` (CONTRIBUTING.md §6).
  */
-import { CodedError } from '../protocol/errors.js';
+import { CodedError } from '../common/errors.js';
 
 /** Stable codes. Documented in docs/tpm.md (error table). */
 export const TPM_ERROR_CODES = [

@@ -4,8 +4,7 @@
  * development only, the software store (tpm/software-key-store.ts).
  */
 import { createPublicKey } from 'node:crypto';
-import { sha256 } from '../protocol/crypto.js';
-import { COSE_ALG_ES256, type Signer } from '../protocol/types.js';
+import { sha256, COSE_ALG_ES256, type Signer } from '../protocol/index.js';
 import { TpmError } from './errors.js';
 
 export interface SignOptions {

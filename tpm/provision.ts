@@ -8,8 +8,8 @@
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import type { Logger } from 'winston';
-import { silentLogger } from '../daemon/log/logger.js';
-import { sha256 } from '../protocol/crypto.js';
+import { silentLogger } from '../common/log/logger.js';
+import { sha256 } from '../protocol/index.js';
 import type { CheckedTss, EsysContext } from './ffi/checked.js';
 import { TpmError } from './errors.js';
 import { spkiToPem, toHex } from './key-store.js';

@@ -1,7 +1,7 @@
 /**
  * A bounded serial queue: jobs run one at a time, in order. The ESAPI context is not
  * thread-safe and koffi runs async calls on worker threads, so every TPM call goes through
- * one of these (STYLE.md §3).
+ * one of these (CONTRIBUTING.md §3).
  */
 import { TpmError } from './errors.js';
 

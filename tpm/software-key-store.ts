@@ -8,10 +8,10 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'winston';
-import { silentLogger } from '../daemon/log/logger.js';
-import { writeFileAtomic } from '../daemon/state/atomic-file.js';
-import { sha256 } from '../protocol/crypto.js';
-import type { Signer } from '../protocol/types.js';
+import { silentLogger } from '../common/log/logger.js';
+import { writeFileAtomic } from '../common/atomic-file.js';
+import { sha256 } from '../protocol/index.js';
+import type { Signer } from '../protocol/index.js';
 import { TpmError } from './errors.js';
 import { checkDigest, es256Signer, spkiToPem, type KeyStore, type SignOptions } from './key-store.js';
 import { p256SignDigest } from './p256.js';

@@ -1,11 +1,11 @@
 /**
  * The state directory's record of the provisioned TPM key: a small JSON file written through
- * daemon/state/atomic-file.ts (temp + fsync + rename + fsync dir, mode 0600). The key store
+ * common/atomic-file.ts (temp + fsync + rename + fsync dir, mode 0600). The key store
  * checks the key in the TPM against it at every open.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readJsonState, StateFileError, writeFileAtomic } from '../daemon/state/atomic-file.js';
+import { readJsonState, StateFileError, writeFileAtomic } from '../common/atomic-file.js';
 import { TpmError } from './errors.js';
 
 export const TPM_STATE_FILE = 'tpm-key.json';

@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GatehouseError } from '../protocol/errors.js';
+import { GatehouseError } from '../common/errors.js';
 
 export class SwtpmError extends GatehouseError {}
 

@@ -10,7 +10,7 @@
  */
 import { access, constants } from 'node:fs/promises';
 import type { Logger } from 'winston';
-import { silentLogger } from '../daemon/log/logger.js';
+import { silentLogger } from '../common/log/logger.js';
 import { CheckedTss, type EsysContext } from './ffi/checked.js';
 import { needsReconnect, TpmError } from './errors.js';
 import { SerialQueue } from './serial-queue.js';

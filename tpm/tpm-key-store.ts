@@ -6,9 +6,9 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'winston';
-import { silentLogger } from '../daemon/log/logger.js';
-import { sha256 } from '../protocol/crypto.js';
-import type { Signer } from '../protocol/types.js';
+import { silentLogger } from '../common/log/logger.js';
+import { sha256 } from '../protocol/index.js';
+import type { Signer } from '../protocol/index.js';
 import type { CheckedTss, EsysContext, EsysTr } from './ffi/checked.js';
 import { TpmError } from './errors.js';
 import { checkDigest, es256Signer, spkiToPem, toHex, type KeyStore, type SignOptions } from './key-store.js';

@@ -3,7 +3,7 @@
  * and the report's worst status maps to the CLI exit code (0 ok, 1 fail, 3 warn).
  */
 import type { Logger } from 'winston';
-import { logError, silentLogger } from '../log/logger.js';
+import { logError, silentLogger } from '../../common/log/logger.js';
 import type { Check, CheckContext, CheckOutcome, CheckReport, CheckResult, CheckStatus } from './types.js';
 import { backendSession } from './checks/backend-session.js';
 import { backendTls } from './checks/backend-tls.js';

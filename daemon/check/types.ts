@@ -1,5 +1,5 @@
 /**
- * The `gatehouse check` model (STYLE §10): one small check per file, each with a stable id, a
+ * The `gatehouse check` model (CONTRIBUTING.md §10): one small check per file, each with a stable id, a
  * one-line description, a status and what to do about it.
  */
 import type { GatehouseConfig } from '../config/schema.js';

@@ -1,9 +1,9 @@
 /**
  * Option parsing for every subcommand: node:util parseArgs in strict mode, with errors that
- * name the wrong option and the command (STYLE §7: a wrong option names itself).
+ * name the wrong option and the command (CONTRIBUTING.md §7: a wrong option names itself).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { GatehouseError } from '../../protocol/errors.js';
+import { GatehouseError } from '../../common/errors.js';
 
 /** Wrong usage: exit code 2. */
 export class UsageError extends GatehouseError {

@@ -3,7 +3,7 @@
  * tech can act on (not running, no permission).
  */
 import { request } from 'node:http';
-import { GatehouseError } from '../../protocol/errors.js';
+import { GatehouseError } from '../../common/errors.js';
 
 /** The daemon could not be asked. Codes: GH_CLI_NOT_RUNNING, GH_CLI_PERMISSION, GH_CLI_TIMEOUT, GH_CLI_ANSWER. */
 export class StatusClientError extends GatehouseError {}

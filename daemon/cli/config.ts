@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import { UsageError, configPath, parse } from './args.js';
 import { guard } from './command.js';
 import { write } from './format.js';
-import { EXIT_FAILURE, EXIT_OK, type CliIO } from './io.js';
+import { EXIT_FAILURE, EXIT_OK, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse config check [--config FILE] [--json]
 

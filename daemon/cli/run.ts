@@ -6,11 +6,11 @@
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { Gateway } from '../gateway.js';
-import { createRootLogger, logError, reloadLevelOnSighup } from '../log/logger.js';
+import { createRootLogger, logError, reloadLevelOnSighup } from '../../common/log/logger.js';
 import { configPath, parse } from './args.js';
 import { guard } from './command.js';
 import { write } from './format.js';
-import { EXIT_FAILURE, EXIT_OK, type CliIO } from './io.js';
+import { EXIT_FAILURE, EXIT_OK, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse run [--config FILE]
 

@@ -4,7 +4,7 @@ import { SOCKET_OPTIONS, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
 import { guard } from './command.js';
 import { duration, isoTime, keyValues, write } from './format.js';
-import { EXIT_OK, type CliIO } from './io.js';
+import { EXIT_OK, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse status [--json] [--socket PATH]
 

@@ -8,7 +8,7 @@ import { toHex } from '../../tpm/key-store.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { DEFAULT_TCTI } from '../../tpm/tpm-connection.js';
 import { DEFAULT_KEY_HANDLE, handleHex, noDAAdvice, parseHandle, TpmKeyStore } from '../../tpm/tpm-key-store.js';
-import type { CliIO } from './io.js';
+import type { CliIO } from '../../common/cli-io.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/gatehouse';
 

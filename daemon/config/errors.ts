@@ -1,4 +1,4 @@
-import { GatehouseError } from '../../protocol/errors.js';
+import { GatehouseError } from '../../common/errors.js';
 import type { ConfigIssue } from './schema-dsl.js';
 
 /**

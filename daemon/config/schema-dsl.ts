@@ -1,7 +1,7 @@
 /**
  * A tiny declarative schema language for the config file: every option carries its type,
  * default and description in one place, so validation, the TypeScript type and
- * docs/configuration.md all come from the same source (STYLE §7).
+ * docs/configuration.md all come from the same source (CONTRIBUTING.md §7).
  */
 
 /** One validation problem: where, what was expected, what was found. */

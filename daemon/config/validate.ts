@@ -1,6 +1,6 @@
 /**
  * Config validation: every problem at once, each with its path, expected and actual value,
- * then cross-field checks (STYLE §7). Unknown keys are errors that name the key.
+ * then cross-field checks (CONTRIBUTING.md §7). Unknown keys are errors that name the key.
  */
 import { CONFIG_SCHEMA, type GatehouseConfig } from './schema.js';
 import { renderActual, type ConfigIssue, type Fields, type Node } from './schema-dsl.js';

@@ -3,7 +3,7 @@
  * connection that asked for it and to `dev`, and expires after a TTL. Bounded in total and per
  * connection. Expiry is read from the injected clock: no timers.
  */
-import type { Clock } from './clock.js';
+import type { Clock } from '../../common/clock.js';
 
 export interface ChallengeStoreOptions {
   clock: Clock;

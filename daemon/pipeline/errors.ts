@@ -1,7 +1,7 @@
 /**
  * Errors of the authentication pipeline. Code branches on `code`, never on message text.
  */
-import { CodedError } from '../../protocol/errors.js';
+import { CodedError } from '../../common/errors.js';
 
 /** Stable codes of the pipeline area. */
 export type PipelineErrorCode =

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'winston';
 import type { DecisionEvent, TransportKind } from './types.js';
-import type { ReasonCode } from '../../protocol/reasons.js';
+import type { ReasonCode } from '../../protocol/index.js';
 
 /** One counter row: how many decisions of this kind. */
 export interface DecisionCount {

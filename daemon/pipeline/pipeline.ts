@@ -6,22 +6,11 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'winston';
 import winston from 'winston';
-import {
-  COSE_ALG_EDDSA,
-  MAX_MESSAGE_BYTES,
-  encodeChallenge,
-  encodeUnsignedReject,
-  helloHash,
-  isValidId,
-  parseHello,
-  signReject,
-  signWelcome,
-} from '../../protocol/index.js';
-import { ProtocolError } from '../../protocol/errors.js';
-import type { ReasonCode } from '../../protocol/reasons.js';
-import type { Hello, Signed, Signer } from '../../protocol/types.js';
+import { COSE_ALG_EDDSA, MAX_MESSAGE_BYTES, encodeChallenge, encodeUnsignedReject, helloHash, isValidId, parseHello, signReject, signWelcome, ProtocolError } from '../../protocol/index.js';
+import type { ReasonCode, Hello, Signed, Signer } from '../../protocol/index.js';
 import { ChallengeStore } from './challenge-store.js';
-import { monotonicClock, systemClock, systemRandom, type Clock, type RandomSource } from './clock.js';
+import { monotonicClock, systemClock, type Clock } from '../../common/clock.js';
+import { systemRandom, type RandomSource } from './random.js';
 import { DecisionLog } from './events.js';
 import { PipelineError } from './errors.js';
 import { RateLimiter, type BucketSpec } from './rate-limit.js';

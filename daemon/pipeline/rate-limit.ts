@@ -3,7 +3,7 @@
  * from the injected clock. Keyed tables are bounded: beyond `maxKeys` the least recently
  * touched bucket is dropped (the global bucket still holds the line against key rotation).
  */
-import type { Clock } from './clock.js';
+import type { Clock } from '../../common/clock.js';
 
 export interface BucketSpec {
   /** Burst size. */

@@ -2,8 +2,7 @@
  * Contracts between the transports, the authentication pipeline and the backend client.
  * Data flows one way: transport → pipeline → backend client → pipeline → transport.
  */
-import type { ReasonCode } from '../../protocol/reasons.js';
-import type { Lease, Policy, Signer } from '../../protocol/types.js';
+import type { ReasonCode, Lease, Policy, Signer } from '../../protocol/index.js';
 
 export type TransportKind = 'mqtt' | 'ble';
 

@@ -1,4 +1,4 @@
-import { GatehouseError } from '../../protocol/errors.js';
+import { GatehouseError } from '../../common/errors.js';
 
 /**
  * The status socket could not be served. Codes: GH_STATUS_SOCKET_SYMLINK,

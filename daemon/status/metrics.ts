@@ -4,8 +4,8 @@
  * reason code, error kind. Never a device id: that would be unbounded cardinality.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { BackendCall } from '../backend/dispatcher.js';
-import type { BackendErrorKind } from '../backend/errors.js';
+import type { BackendCall } from '../backend-client/dispatcher.js';
+import type { BackendErrorKind } from '../backend-client/errors.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 
 /** Live values read at scrape time, so gauges never go stale. */

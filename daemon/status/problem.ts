@@ -1,6 +1,6 @@
 /**
  * RFC 9457 problem details for the status socket. Only fixed titles and details we wrote: an
- * internal failure answers a generic 500 and the chain goes to the log (STYLE §9).
+ * internal failure answers a generic 500 and the chain goes to the log (CONTRIBUTING.md §9).
  */
 import type { ServerResponse } from 'node:http';
 

@@ -2,12 +2,12 @@
  * The status socket: HTTP/1.1 over a Unix socket, read-only. Routes: GET /v1/status,
  * /v1/peripherals, /v1/events?since=&limit=, /v1/check, /metrics. Access control is the socket's
  * mode (0660) and group; no body is ever accepted; every internal failure answers a generic
- * problem and logs the chain (STYLE §9).
+ * problem and logs the chain (CONTRIBUTING.md §9).
  */
 import { chmod, chown, lstat, stat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'winston';
-import { logError, silentLogger } from '../log/logger.js';
+import { logError, silentLogger } from '../../common/log/logger.js';
 import { StatusError } from './errors.js';
 import { problem, sendJson, sendProblem } from './problem.js';
 import { groupId, prepareSocketPath } from './socket-file.js';

@@ -4,7 +4,7 @@
  * Notification never throws: a failed send is logged and the daemon carries on.
  */
 import type { Logger } from 'winston';
-import { silentLogger } from '../log/logger.js';
+import { silentLogger } from '../../common/log/logger.js';
 import { AF_UNIX, MSG_DONTWAIT, MSG_NOSIGNAL, SOCK_CLOEXEC, SOCK_DGRAM, libc, sockaddrUn } from './libc.js';
 
 export interface SystemdNotifier {

@@ -6,11 +6,8 @@
  * chunk index, send 2 KiB, advertise malformed data, never answer writes.
  */
 import { EventEmitter } from 'node:events';
-import { decodeDownMessage, type CheckWelcomeResult } from '../../protocol/index.js';
-import type { ReasonCode } from '../../protocol/reasons.js';
-import type { Signer } from '../../protocol/types.js';
-import { chunkPayloadSize, encodeChunk, frameMessage, Reassembler } from '../ble/framing.js';
-import { GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../ble/transport.js';
+import { decodeDownMessage, type CheckWelcomeResult, chunkPayloadSize, encodeChunk, frameMessage, Reassembler, GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../../protocol/index.js';
+import type { ReasonCode, Signer } from '../../protocol/index.js';
 import {
   buildAdvertisingData,
   nobleUuid,

@@ -9,8 +9,9 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { StateFileError, writeFileAtomic } from '../../daemon/state/atomic-file.js';
-import { GatehouseError, isValidId } from '../../protocol/index.js';
+import { StateFileError, writeFileAtomic } from '../../common/atomic-file.js';
+import { isValidId } from '../../protocol/index.js';
+import { GatehouseError } from '../../common/errors.js';
 import { NobleEd25519Signer } from './noble-signer.js';
 
 export const KEY_FILE_FORMAT = 'gatehouse-peripheral-key';

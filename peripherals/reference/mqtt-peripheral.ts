@@ -6,7 +6,7 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { bytesEqual, helloHash, parseReject, type GatewayCredential, type ReasonCode, type Welcome } from '../../protocol/index.js';
-import { GatehouseError } from '../../protocol/errors.js';
+import { GatehouseError } from '../../common/errors.js';
 import type { ReferencePeripheral } from './peripheral.js';
 
 /** Error of the MQTT reference peripheral (`GH_MQTT_PERIPHERAL_*`). */

@@ -1,5 +1,5 @@
 /** Errors of the RFC 9421 / RFC 9530 module (protocol/http-signature.ts). */
-import { CodedError } from '../errors.js';
+import { CodedError } from '../../common/errors.js';
 
 /** Stable codes: `GH_HTTPSIG_*` for the signature, `GH_DIGEST_*` for Content-Digest. */
 export type HttpSignatureErrorCode =

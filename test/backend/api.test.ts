@@ -12,7 +12,7 @@ import {
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
-import { startTestBackend, type CallResult, type TestBackend, type TestGateway } from '../helpers/backend.js';
+import { startTestBackend, type CallResult, type TestBackend, type TestGateway } from '../../testkit/backend.js';
 
 const T0 = 1_800_000_000;
 

@@ -10,7 +10,7 @@ import { Agent, request } from 'undici';
 import { run } from '../../backend/cli.js';
 import { createTestPki } from '../../backend/pki.js';
 import { Ed25519Signer } from '../../protocol/index.js';
-import { captureIO } from '../helpers/cli-io.js';
+import { captureIO } from '../../testkit/cli-io.js';
 
 interface Ran {
   code: number;

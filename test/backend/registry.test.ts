@@ -8,7 +8,7 @@ import { NonceCache } from '../../backend/nonce-cache.js';
 import { Registry } from '../../backend/registry.js';
 import { SIGNING_KEY_FILE, ensureSigningKey, loadSigningKey } from '../../backend/signing-key.js';
 import { Ed25519Signer } from '../../protocol/index.js';
-import { tempDirEach } from '../helpers/temp-dir.js';
+import { tempDirEach } from '../../testkit/temp-dir.js';
 
 function p256Pem(): string {
   return generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'pem', type: 'spki' }).toString();

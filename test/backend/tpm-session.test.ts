@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { Ed25519Signer, parseGatewayCredential, sha256 } from '../../protocol/index.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { TpmKeyStore } from '../../tpm/tpm-key-store.js';
-import { startTestBackend, type TestBackend } from '../helpers/backend.js';
-import { Swtpm } from '../helpers/swtpm.js';
+import { startTestBackend, type TestBackend } from '../../testkit/backend.js';
+import { Swtpm } from '../../testkit/swtpm.js';
 
 describe('backend: session credential for a real TPM key (swtpm)', function () {
   this.timeout(120_000);

@@ -2,7 +2,7 @@
  * A stand-in for the backend client (HelloVerifier) and the session it holds, for pipeline and
  * MQTT tests that run before or without the reference backend. It does what protocol-v1
  * "Backend checks" asks for a hello with real keys: device registered, not revoked, signature
- * valid under its registered key; and answers a real signed lease. Named Fake… per STYLE §11.
+ * valid under its registered key; and answers a real signed lease. Named Fake… per CONTRIBUTING.md §11.
  */
 import {
   Ed25519Signer,

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import type { Gateway } from '../../daemon/gateway.js';
-import { FaultEnv, LogWatch, pool, type FaultPeripheral, type Outcome } from './fixture.js';
+import { FaultEnv, LogWatch, pool, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
 
 const OUTAGE_MS = Number(process.env.GATEHOUSE_FAULT_OUTAGE_MS ?? 20_000);
 const STORM = Number(process.env.GATEHOUSE_FAULT_STORM ?? 2000);

@@ -9,11 +9,11 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { FaultEnv, pool, type FaultPeripheral, type Outcome } from './fixture.js';
+import { FaultEnv, pool, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
 
 const STORM = 600;
 const KILL_AFTER = 150;
-const CLI = fileURLToPath(new URL('../../daemon/cli.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../cli/gatehouse.ts', import.meta.url));
 
 /** `gatehouse run` as systemd would start it; resolves once it logs that it runs. */
 async function startDaemon(configFile: string): Promise<{ child: ChildProcess; port: number }> {

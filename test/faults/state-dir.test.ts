@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Gateway } from '../../daemon/gateway.js';
-import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from './fixture.js';
+import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
 
 function canMount(dir: string): boolean {
   // GATEHOUSE_FAULT_NO_MOUNT=1 exercises the fallback a container without mount rights takes.

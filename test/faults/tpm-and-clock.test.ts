@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import type { Gateway } from '../../daemon/gateway.js';
-import { monotonicClock } from '../../daemon/pipeline/clock.js';
-import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from './fixture.js';
+import { monotonicClock } from '../../common/clock.js';
+import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
 
 const HOUR = 3_600_000;
 

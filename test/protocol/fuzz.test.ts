@@ -16,8 +16,8 @@ import {
   parseWelcome,
   ProtocolError,
 } from '../../protocol/index.js';
-import { makeFixture, type ProtocolFixture } from '../helpers/protocol.js';
-import { Prng, testSeedFromEnv } from '../helpers/prng.js';
+import { makeFixture, type ProtocolFixture } from '../../testkit/protocol.js';
+import { Prng, testSeedFromEnv } from '../../testkit/prng.js';
 
 const SEED = testSeedFromEnv(0xf022);
 const INPUTS = Number(process.env.GATEHOUSE_FUZZ_INPUTS ?? 100_000);

@@ -26,7 +26,7 @@ import {
   type CborMap,
   type CborValue,
 } from '../../protocol/index.js';
-import { makeFixture, testSeed, type ProtocolFixture } from '../helpers/protocol.js';
+import { makeFixture, testSeed, type ProtocolFixture } from '../../testkit/protocol.js';
 
 function refusal(fn: () => unknown): { code: string; reason: string } {
   try {

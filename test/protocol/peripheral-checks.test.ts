@@ -12,7 +12,7 @@ import {
   type CborValue,
   type Welcome,
 } from '../../protocol/index.js';
-import { FIXTURE_EXP, makeFixture, testSeed, type ProtocolFixture } from '../helpers/protocol.js';
+import { FIXTURE_EXP, makeFixture, testSeed, type ProtocolFixture } from '../../testkit/protocol.js';
 
 describe('protocol/peripheral-checks: checkWelcome', () => {
   let f: ProtocolFixture;

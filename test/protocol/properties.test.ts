@@ -26,7 +26,7 @@ import {
   type Policy,
   type Reject,
 } from '../../protocol/index.js';
-import { Prng, testSeedFromEnv } from '../helpers/prng.js';
+import { Prng, testSeedFromEnv } from '../../testkit/prng.js';
 
 const ID_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-';
 const SEED = testSeedFromEnv(0x6a7e);

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 const REPO = join(import.meta.dirname, '../..');
 const UNIT = join(REPO, 'systemd/gatehouse.service');
-/** brief: exposure must be at most 2.0; the shipped unit scores 1.8. */
+/** The hardening target: exposure at most 2.0 (the shipped unit scores 1.8). */
 const MAX_EXPOSURE = 2.0;
 
 interface Result {
@@ -56,7 +56,7 @@ describe('systemd/gatehouse.service', () => {
     // verify needs ExecStart to name an existing absolute executable: substitute this node and CLI.
     const text = (await readFile(UNIT, 'utf8')).replace(
       /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \/usr\/lib\/gatehouse\/dist\/daemon\/cli\.js/m,
-      `ExecStart=${process.execPath}$1 ${join(REPO, 'daemon/cli.ts')}`,
+      `ExecStart=${process.execPath}$1 ${join(REPO, 'cli/gatehouse.ts')}`,
     );
     assert.ok(text.includes(`ExecStart=${process.execPath}`), 'ExecStart substituted');
     unitCopy = join(dir, 'gatehouse.service');
@@ -140,10 +140,10 @@ describe('systemd/gatehouse.service', () => {
   it('install.sh --destdir stages the program, unit, drop-in, sysusers, tmpfiles, sysctl and config', async () => {
     // A minimal source tree: the script finds everything relative to itself.
     const src = join(dir, 'src');
-    await mkdir(join(src, 'dist/daemon'), { recursive: true });
+    await mkdir(join(src, 'dist/cli'), { recursive: true });
     await mkdir(join(src, 'docs'), { recursive: true });
     await cp(join(REPO, 'systemd'), join(src, 'systemd'), { recursive: true });
-    await writeFile(join(src, 'dist/daemon/cli.js'), '#!/usr/bin/env node\n');
+    await writeFile(join(src, 'dist/cli/gatehouse.js'), '#!/usr/bin/env node\n');
     for (const f of ['package.json', 'package-lock.json', 'docs/operations.md', 'docs/configuration.md']) await writeFile(join(src, f), '{}\n');
     const stage = join(dir, 'stage');
     const r = await sh(join(src, 'systemd/install.sh'), ['--destdir', stage, '--prefix', '/opt/gatehouse', '--backend-allow', '203.0.113.0/24,2001:db8::/32']);
@@ -152,8 +152,8 @@ describe('systemd/gatehouse.service', () => {
     assert.match(unit, /^ExecStart=\/usr\/bin\/node(?: --\S+)* \/opt\/gatehouse\/dist\/daemon\/cli\.js run/m);
     const dropIn = await readFile(join(stage, 'etc/systemd/system/gatehouse.service.d/10-backend.conf'), 'utf8');
     assert.match(dropIn, /^IPAddressAllow=203\.0\.113\.0\/24 2001:db8::\/32$/m);
-    assert.equal(await readlink(join(stage, 'usr/bin/gatehouse')), '/opt/gatehouse/dist/daemon/cli.js');
-    assert.ok((await stat(join(stage, 'opt/gatehouse/dist/daemon/cli.js'))).mode & 0o100, 'cli.js executable');
+    assert.equal(await readlink(join(stage, 'usr/bin/gatehouse')), '/opt/gatehouse/dist/cli/gatehouse.js');
+    assert.ok((await stat(join(stage, 'opt/gatehouse/dist/cli/gatehouse.js'))).mode & 0o100, 'cli.js executable');
     assert.equal((await stat(join(stage, 'etc/gatehouse/gatehouse.yaml'))).mode & 0o777, 0o640);
     assert.ok((await lstat(join(stage, 'usr/lib/sysusers.d/gatehouse.conf'))).isFile());
     assert.ok((await lstat(join(stage, 'usr/lib/tmpfiles.d/gatehouse.conf'))).isFile());
@@ -162,7 +162,7 @@ describe('systemd/gatehouse.service', () => {
     assert.match(sysctl, /^net\.ipv4\.tcp_max_syn_backlog = 16384$/m);
     // The staged unit with its drop-in still verifies.
     const staged = join(dir, 'staged.service');
-    await writeFile(staged, unit.replace(/^ExecStart=\S+((?: --\S+)*) \S+/m, `ExecStart=${process.execPath}$1 ${join(REPO, 'daemon/cli.ts')}`).replace('[Install]', `${dropIn.replace(/^#.*\n/, '').replace('[Service]\n', '')}\n[Install]`));
+    await writeFile(staged, unit.replace(/^ExecStart=\S+((?: --\S+)*) \S+/m, `ExecStart=${process.execPath}$1 ${join(REPO, 'cli/gatehouse.ts')}`).replace('[Install]', `${dropIn.replace(/^#.*\n/, '').replace('[Service]\n', '')}\n[Install]`));
     const v = await sh('systemd-analyze', ['verify', staged]);
     assert.equal(v.code, 0, v.stderr);
   });

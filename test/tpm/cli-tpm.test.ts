@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { run } from '../../daemon/cli/tpm.js';
-import { captureIO } from '../helpers/cli-io.js';
-import { Swtpm } from '../helpers/swtpm.js';
+import { captureIO } from '../../testkit/cli-io.js';
+import { Swtpm } from '../../testkit/swtpm.js';
 import { clearDaLockout, enterDaLockout, inDaLockout, provisionLegacyKey } from './tpm2-tools.js';
 
 const exec = promisify(execFile);

@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfigText } from '../../daemon/config/index.js';
+import { parseConfigText } from '../../daemon/config/load.js';
 import { TpmError } from '../../tpm/errors.js';
 import { createKeyStore, SIGN_BURST } from '../../tpm/factory.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { DEFAULT_SIGN_RATE_LIMIT } from '../../tpm/rate-limiter.js';
-import { minimalConfigYaml } from '../helpers/config.js';
-import { Swtpm } from '../helpers/swtpm.js';
+import { minimalConfigYaml } from '../../testkit/config.js';
+import { Swtpm } from '../../testkit/swtpm.js';
 
 describe('tpm/createKeyStore', function () {
   this.timeout(60_000);

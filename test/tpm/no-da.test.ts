@@ -15,7 +15,7 @@ import { TpmError } from '../../tpm/errors.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { TpmKeyStore, type TpmKeyStoreOptions } from '../../tpm/tpm-key-store.js';
 import { PROVISIONED_ATTRIBUTES, REQUIRED_ATTRIBUTES } from '../../tpm/tpm2-wire.js';
-import { Swtpm } from '../helpers/swtpm.js';
+import { Swtpm } from '../../testkit/swtpm.js';
 import { clearDaLockout, enterDaLockout, inDaLockout, provisionLegacyKey, readAttributes } from './tpm2-tools.js';
 
 interface LogLine {

@@ -9,7 +9,7 @@ import { COSE_ALG_ES256 } from '../../protocol/types.js';
 import { TpmError } from '../../tpm/errors.js';
 import { p256SignDigest, p256VerifyDigest } from '../../tpm/p256.js';
 import { SoftwareKeyStore } from '../../tpm/software-key-store.js';
-import { tempDirEach } from '../helpers/temp-dir.js';
+import { tempDirEach } from '../../testkit/temp-dir.js';
 
 describe('tpm/SoftwareKeyStore', () => {
   const tmp = tempDirEach('gh-swkey-');

@@ -15,7 +15,7 @@ import { TpmError } from '../../tpm/errors.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { TPM_STATE_FILE } from '../../tpm/state-file.js';
 import { TpmKeyStore, type TpmKeyStoreOptions } from '../../tpm/tpm-key-store.js';
-import { Swtpm } from '../helpers/swtpm.js';
+import { Swtpm } from '../../testkit/swtpm.js';
 import winston from 'winston';
 import { Writable } from 'node:stream';
 

@@ -10,7 +10,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeTpmKeyRecord } from '../../tpm/state-file.js';
-import type { Swtpm } from '../helpers/swtpm.js';
+import type { Swtpm } from '../../testkit/swtpm.js';
 
 const run = promisify(execFile);
 

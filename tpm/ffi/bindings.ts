@@ -1,6 +1,6 @@
 /**
  * Raw bindings to tpm2-tss (the ESAPI, the TCTI loader, the marshalling library and the
- * response-code decoder). This is the ONLY file that imports koffi (STYLE.md §3): everything
+ * response-code decoder). This is the ONLY file that imports koffi (CONTRIBUTING.md §3): everything
  * above it sees plain numbers, `bigint` native pointers and byte buffers.
  *
  * Structures never cross this boundary as hand-laid-out C structs: a caller passes TPM wire

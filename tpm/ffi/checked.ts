@@ -1,5 +1,5 @@
 /**
- * The checker layer (STYLE.md §3): wraps the raw bindings so that every non-zero TSS2_RC
+ * The checker layer (CONTRIBUTING.md §3): wraps the raw bindings so that every non-zero TSS2_RC
  * becomes a `TpmError { code, rc, text }` (text from `Tss2_RC_Decode`), and every ESAPI output
  * is marshalled to wire bytes and `Esys_Free`d in a `finally`. Knows nothing about keys,
  * queues or reconnection: that is the key store's job.

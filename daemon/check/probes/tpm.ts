@@ -8,10 +8,14 @@ import type { TpmProbeResult } from '../types.js';
 const UNREACHABLE = new Set(['GH_TPM_NO_DEVICE', 'GH_TPM_PERMISSION_DENIED', 'GH_TPM_CONNECTION', 'GH_TPM_TIMEOUT', 'GH_TPM_LIBRARY', 'GH_TPM_NOT_INITIALIZED', 'GH_TPM_FAILURE']);
 
 export async function probeTpm(cfg: GatehouseConfig, opts: { timeoutMs?: number } = {}): Promise<TpmProbeResult> {
-  const tpm = await import('../../../tpm/index.js');
-  const store = new tpm.TpmKeyStore({
+  // Loaded on use: the TPM store binds libtss2 through koffi, which `check --offline` never needs.
+  const [{ TpmKeyStore, parseHandle }, { TpmError, adviceFor }] = await Promise.all([
+    import('../../../tpm/tpm-key-store.js'),
+    import('../../../tpm/errors.js'),
+  ]);
+  const store = new TpmKeyStore({
     tcti: cfg.tpm.tcti,
-    handle: tpm.parseHandle(cfg.tpm.handle),
+    handle: parseHandle(cfg.tpm.handle),
     stateDir: cfg.gateway.stateDir,
     callTimeoutMs: opts.timeoutMs ?? 10000,
   });
@@ -19,8 +23,8 @@ export async function probeTpm(cfg: GatehouseConfig, opts: { timeoutMs?: number 
     await store.open();
     return { reachable: true, keyPresent: true, noDA: store.noDA(), detail: `thumbprint ${Buffer.from(store.thumbprint()).toString('hex').slice(0, 16)}…` };
   } catch (err) {
-    if (err instanceof tpm.TpmError) {
-      const advice = tpm.adviceFor(err.code as Parameters<typeof tpm.adviceFor>[0]);
+    if (err instanceof TpmError) {
+      const advice = adviceFor(err.code);
       return { reachable: !UNREACHABLE.has(err.code), keyPresent: false, detail: `${err.code}: ${err.message.split('\n')[0] ?? ''}`, ...(advice === undefined ? {} : { advice }) };
     }
     return { reachable: false, keyPresent: false, detail: err instanceof Error ? err.message.split('\n')[0] : 'unknown error' };

@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ALL_CHECKS, exitCodeFor, runChecks, type CheckContext, type CheckReport } from '../../../daemon/check/index.js';
-import { parseConfigText } from '../../../daemon/config/index.js';
-import { minimalConfigYaml } from '../../helpers/config.js';
+import { ALL_CHECKS, exitCodeFor, runChecks } from '../../../daemon/check/runner.js';
+import { type CheckContext, type CheckReport } from '../../../daemon/check/types.js';
+import { parseConfigText } from '../../../daemon/config/load.js';
+import { minimalConfigYaml } from '../../../testkit/config.js';
 
 const NOW = new Date('2026-06-01T12:00:00Z');
 const NOW_S = Math.floor(NOW.getTime() / 1000);

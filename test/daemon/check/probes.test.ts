@@ -5,11 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:tls';
 import { createTestPki, type CertFiles, type TestPki } from '../../../backend/pki.js';
-import { probeBackendTls, probeTpm } from '../../../daemon/check/index.js';
-import { parseConfigText, type GatehouseConfig } from '../../../daemon/config/index.js';
+import { probeBackendTls } from '../../../daemon/check/probes/backend-tls.js';
+import { probeTpm } from '../../../daemon/check/probes/tpm.js';
+import { parseConfigText } from '../../../daemon/config/load.js';
+import { type GatehouseConfig } from '../../../daemon/config/schema.js';
 import { provisionTpmKey } from '../../../tpm/provision.js';
-import { minimalConfigYaml } from '../../helpers/config.js';
-import { Swtpm } from '../../helpers/swtpm.js';
+import { minimalConfigYaml } from '../../../testkit/config.js';
+import { Swtpm } from '../../../testkit/swtpm.js';
 
 function listen(cert: CertFiles): Promise<{ server: Server; port: number }> {
   return new Promise((resolve) => {

@@ -4,11 +4,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { COMMANDS, main } from '../../../daemon/cli/main.js';
+import { COMMANDS, main } from '../../../cli/main.js';
 import { runEvents } from '../../../daemon/cli/events.js';
-import { StatusServer } from '../../../daemon/status/index.js';
-import { captureIO } from '../../helpers/cli-io.js';
-import { minimalConfigYaml } from '../../helpers/config.js';
+import { StatusServer } from '../../../daemon/status/server.js';
+import { captureIO } from '../../../testkit/cli-io.js';
+import { minimalConfigYaml } from '../../../testkit/config.js';
 import { TestSource } from '../status/fixtures.js';
 
 const exec = promisify(execFile);
@@ -33,7 +33,7 @@ describe('daemon/cli', () => {
   });
 
   it('the bin prints usage fast-path help and exits 0; no command is usage error 2', async () => {
-    const r = await exec(process.execPath, ['--import', 'tsx', join(REPO, 'daemon/cli.ts'), '--help'], { cwd: REPO, timeout: 30000 });
+    const r = await exec(process.execPath, ['--import', 'tsx', join(REPO, 'cli/gatehouse.ts'), '--help'], { cwd: REPO, timeout: 30000 });
     assert.match(r.stdout, /^Usage: gatehouse <command>/);
     for (const name of Object.keys(COMMANDS)) assert.match(r.stdout, new RegExp(`^  ${name} `, 'm'));
     const io = captureIO();
@@ -43,9 +43,9 @@ describe('daemon/cli', () => {
 
   it('the dispatcher imports nothing heavy: subcommands load lazily', async () => {
     const { readFile } = await import('node:fs/promises');
-    const src = await readFile(join(REPO, 'daemon/cli/main.ts'), 'utf8');
+    const src = await readFile(join(REPO, 'cli/main.ts'), 'utf8');
     const imports = [...src.matchAll(/^import .* from '([^']+)';$/gm)].map((m) => m[1]);
-    assert.deepEqual(imports.sort(), ['../version.js', './format.js', './io.js']);
+    assert.deepEqual(imports.sort(), ['../common/cli-io.js', '../daemon/cli/format.js', '../daemon/version.js']);
   });
 
   it('unknown commands and options name themselves (exit 2)', async () => {
@@ -81,7 +81,7 @@ describe('daemon/cli', () => {
     const commands = {
       ...COMMANDS,
       gone: { summary: 'missing module', module: './no-such-command.js' },
-      shapeless: { summary: 'module without run()', module: './format.js' },
+      shapeless: { summary: 'module without run()', module: '../daemon/cli/format.js' },
     };
     let io = captureIO();
     assert.equal(await main(['gone'], io, commands), 1);

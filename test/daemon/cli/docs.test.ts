@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ALL_CHECKS } from '../../../daemon/check/index.js';
-import { COMMANDS } from '../../../daemon/cli/main.js';
+import { ALL_CHECKS } from '../../../daemon/check/runner.js';
+import { COMMANDS } from '../../../cli/main.js';
 import { HELP as CHECK_HELP } from '../../../daemon/cli/check.js';
 import { HELP as CONFIG_HELP } from '../../../daemon/cli/config.js';
 import { HELP as EVENTS_HELP } from '../../../daemon/cli/events.js';

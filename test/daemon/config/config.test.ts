@@ -2,8 +2,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, parseConfigText, validateConfig, type ConfigIssue } from '../../../daemon/config/index.js';
-import { minimalConfigObject, minimalConfigYaml } from '../../helpers/config.js';
+import { ConfigError } from '../../../daemon/config/errors.js';
+import { loadConfig, parseConfigText } from '../../../daemon/config/load.js';
+import { validateConfig } from '../../../daemon/config/validate.js';
+import { type ConfigIssue } from '../../../daemon/config/schema-dsl.js';
+import { minimalConfigObject, minimalConfigYaml } from '../../../testkit/config.js';
 
 function issuesOf(input: unknown): ConfigIssue[] {
   const r = validateConfig(input);

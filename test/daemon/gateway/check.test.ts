@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createCa } from '../../../backend/pki.js';
 import type { CheckReport, CheckStatus } from '../../../daemon/check/types.js';
-import { killAllChildren, runCli, spawnDaemon } from '../../helpers/daemon.js';
+import { killAllChildren, runCli, spawnDaemon } from '../../../testkit/daemon.js';
 import { deriveConfig, sectionOf, START_TIMEOUT_MS, startDaemon, startRig, stopDaemon, type Rig, type RunningDaemon } from './fixture.js';
 
 const run = promisify(execFile);

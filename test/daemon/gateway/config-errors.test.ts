@@ -9,10 +9,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { freePort } from '../../../daemon/embedded.js';
-import { TEST_BACKEND_KEY } from '../../helpers/config.js';
-import { killAllChildren, spawnDaemon } from '../../helpers/daemon.js';
-import { openNotifySocket, type NotifySocket } from '../../helpers/notify-socket.js';
+import { freePort } from '../../../demo/embedded.js';
+import { TEST_BACKEND_KEY } from '../../../testkit/config.js';
+import { killAllChildren, spawnDaemon } from '../../../testkit/daemon.js';
+import { openNotifySocket, type NotifySocket } from '../../../testkit/notify-socket.js';
 import { START_TIMEOUT_MS, tcpConnects } from './fixture.js';
 
 describe('daemon as a child process: config errors', function () {

@@ -9,8 +9,8 @@ import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StatusReport } from '../../../daemon/status/types.js';
-import { killAllChildren } from '../../helpers/daemon.js';
-import { unixRequest } from '../../helpers/unix-http.js';
+import { killAllChildren } from '../../../testkit/daemon.js';
+import { unixRequest } from '../../../testkit/unix-http.js';
 import { device, startDaemon, startRig, stopDaemon, StepPeripheral, type Rig, type RunningDaemon } from './fixture.js';
 
 const STATE_FILES = ['session.json', 'leases.json', 'revocations.json', 'tpm-key.json'];

@@ -5,7 +5,7 @@
  * peripheral must still get a welcome that verifies, and the daemon must exit 0.
  */
 import assert from 'node:assert/strict';
-import { killAllChildren } from '../../helpers/daemon.js';
+import { killAllChildren } from '../../../testkit/daemon.js';
 import { HoldProxy } from './hold-proxy.js';
 import { deriveConfig, notifyFields, sectionOf, startDaemon, startRig, STOP_TIMEOUT_MS, StepPeripheral, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
 

@@ -10,11 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { parse, stringify } from 'yaml';
-import { EmbeddedSystem, freePort, type EmbeddedDevice, type EmbeddedSystemOptions } from '../../../daemon/embedded.js';
+import { EmbeddedSystem, freePort, type EmbeddedDevice, type EmbeddedSystemOptions } from '../../../demo/embedded.js';
 import { MqttReferencePeripheral, type MqttAuthResult } from '../../../peripherals/reference/mqtt-peripheral.js';
 import { ReferencePeripheral } from '../../../peripherals/reference/peripheral.js';
-import { openNotifySocket, type NotifySocket } from '../../helpers/notify-socket.js';
-import { spawnDaemon, type GatehouseChild } from '../../helpers/daemon.js';
+import { openNotifySocket, type NotifySocket } from '../../../testkit/notify-socket.js';
+import { spawnDaemon, type GatehouseChild } from '../../../testkit/daemon.js';
 
 /** Generous bounds: a loaded 2-core machine compiles TypeScript in every child. */
 export const START_TIMEOUT_MS = 60_000;

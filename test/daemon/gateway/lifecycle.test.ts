@@ -9,9 +9,9 @@ import { createServer } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import type { StatusReport } from '../../../daemon/status/types.js';
 import type { PeripheralInfo } from '../../../daemon/status/types.js';
-import { killAllChildren, runCli, spawnDaemon } from '../../helpers/daemon.js';
-import { unixRequest } from '../../helpers/unix-http.js';
-import { openNotifySocket } from '../../helpers/notify-socket.js';
+import { killAllChildren, runCli, spawnDaemon } from '../../../testkit/daemon.js';
+import { unixRequest } from '../../../testkit/unix-http.js';
+import { openNotifySocket } from '../../../testkit/notify-socket.js';
 import { authenticate, deriveConfig, device, mqttPeripheral, notifyFields, sectionOf, START_TIMEOUT_MS, startDaemon, startRig, stopDaemon, STOP_TIMEOUT_MS, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
 
 describe('daemon as a child process: readiness, status, stop', function () {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { EventRing } from '../../../daemon/status/index.js';
+import { EventRing } from '../../../daemon/status/events.js';
 
 const base = { at: 0, transport: 'ble' as const, connection: 'ble:1', outcome: 'welcome' as const, latencyMs: 1, offline: false };
 

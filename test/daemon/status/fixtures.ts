@@ -1,5 +1,7 @@
 /** A StatusSource over the real EventRing and metrics, with a switch to make it fail. */
-import { EventRing, GatehouseMetrics, type StatusReport, type StatusSource, type PeripheralInfo } from '../../../daemon/status/index.js';
+import { EventRing } from '../../../daemon/status/events.js';
+import { GatehouseMetrics } from '../../../daemon/status/metrics.js';
+import { type StatusReport, type StatusSource, type PeripheralInfo } from '../../../daemon/status/types.js';
 import type { CheckReport } from '../../../daemon/check/types.js';
 
 export const SECRET_DETAIL = 'internal-path-/var/lib/gatehouse/session.key-SECRET';

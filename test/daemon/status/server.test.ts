@@ -6,9 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
-import { StatusError, StatusServer, groupId } from '../../../daemon/status/index.js';
-import { createRootLogger } from '../../../daemon/log/index.js';
-import { unixRequest } from '../../helpers/unix-http.js';
+import { StatusError } from '../../../daemon/status/errors.js';
+import { StatusServer } from '../../../daemon/status/server.js';
+import { groupId } from '../../../daemon/status/socket-file.js';
+import { createRootLogger } from '../../../common/log/logger.js';
+import { unixRequest } from '../../../testkit/unix-http.js';
 import { SECRET_DETAIL, TestSource } from './fixtures.js';
 
 const exec = promisify(execFile);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createSystemdNotifier, watchdogIntervalMs } from '../../../daemon/systemd/notify.js';
-import { openNotifySocket, type NotifySocket } from '../../helpers/notify-socket.js';
+import { openNotifySocket, type NotifySocket } from '../../../testkit/notify-socket.js';
 
 describe('daemon/systemd/notify', () => {
   let sock: NotifySocket;

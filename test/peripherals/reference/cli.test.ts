@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { run } from '../../../daemon/cli/peripheral.js';
+import { run } from '../../../peripherals/cli.js';
 import {
   decodeChallengeRequest,
   ed25519PublicKeyFromRaw,
@@ -12,8 +12,8 @@ import {
   signWelcome,
   verifySign1,
 } from '../../../protocol/index.js';
-import { FIXTURE_EXP, makeFixture, type ProtocolFixture } from '../../helpers/protocol.js';
-import { tempDirEach } from '../../helpers/temp-dir.js';
+import { FIXTURE_EXP, makeFixture, type ProtocolFixture } from '../../../testkit/protocol.js';
+import { tempDirEach } from '../../../testkit/temp-dir.js';
 
 interface Result {
   code: number;
@@ -32,7 +32,7 @@ async function cli(args: string[]): Promise<Result> {
   return { code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') };
 }
 
-describe('daemon/cli/peripheral (gatehouse peripheral)', () => {
+describe('peripherals/cli (gatehouse peripheral)', () => {
   const tmp = tempDirEach('gh-pcli-');
   let f: ProtocolFixture;
   before(async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { chmod, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyFile, KeyFileError, loadKeyFile } from '../../../peripherals/reference/keyfile.js';
-import { tempDirEach } from '../../helpers/temp-dir.js';
+import { tempDirEach } from '../../../testkit/temp-dir.js';
 
 describe('peripherals/reference: key files', () => {
   const tmp = tempDirEach('gh-keyfile-');

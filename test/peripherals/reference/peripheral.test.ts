@@ -16,7 +16,7 @@ import {
 } from '../../../protocol/index.js';
 import { NobleEd25519Signer } from '../../../peripherals/reference/noble-signer.js';
 import { ReferencePeripheral } from '../../../peripherals/reference/peripheral.js';
-import { countingBytes, FIXTURE_EXP, makeFixture, testSeed, type ProtocolFixture } from '../../helpers/protocol.js';
+import { countingBytes, FIXTURE_EXP, makeFixture, testSeed, type ProtocolFixture } from '../../../testkit/protocol.js';
 
 /** Reads one CBOR byte-string head by hand (no library code), returning [content, next offset]. */
 function bstrAt(b: Uint8Array, i: number): [Uint8Array, number] {

@@ -1,0 +1,89 @@
+/**
+ * Errors of the backend client. `kind` is what the retry policy, the circuit breaker and the
+ * offline rule branch on (protocol-v1 "Offline": refused, timeout, 5xx, open circuit).
+ */
+import { GatehouseError } from '../../common/errors.js';
+
+export type BackendErrorKind =
+  /** TLS handshake refused: untrusted CA, wrong name, expired, pin mismatch. */
+  | 'tls'
+  /** TCP connection refused or unreachable. */
+  | 'connect'
+  /** Connect, headers or body timeout, or the caller's deadline. */
+  | 'timeout'
+  /** The connection broke mid-request. */
+  | 'network'
+  /** A 3xx: redirects are never followed. */
+  | 'redirect'
+  /** A 5xx answer. */
+  | 'server'
+  /** A 4xx answer (the request itself was refused). */
+  | 'client'
+  /** An answer that does not parse or verify. */
+  | 'response'
+  /** The circuit breaker is open: no request was sent. */
+  | 'circuit-open'
+  /** The caller aborted. */
+  | 'aborted'
+  /** No gateway session yet: a request cannot be signed. */
+  | 'no-session';
+
+const CODES: Record<BackendErrorKind, string> = {
+  tls: 'GH_BACKEND_TLS',
+  connect: 'GH_BACKEND_CONNECT',
+  timeout: 'GH_BACKEND_TIMEOUT',
+  network: 'GH_BACKEND_NETWORK',
+  redirect: 'GH_BACKEND_REDIRECT',
+  server: 'GH_BACKEND_HTTP_5XX',
+  client: 'GH_BACKEND_HTTP_4XX',
+  response: 'GH_BACKEND_BAD_RESPONSE',
+  'circuit-open': 'GH_BACKEND_CIRCUIT_OPEN',
+  aborted: 'GH_BACKEND_ABORTED',
+  'no-session': 'GH_BACKEND_NO_SESSION',
+};
+
+/** A backend call failed. `status` and `problem` are set for HTTP answers. */
+export class BackendError extends GatehouseError {
+  readonly kind: BackendErrorKind;
+  readonly status?: number;
+  /** RFC 9457 problem fields the backend sent, when it sent any. */
+  readonly problem?: { type?: string; title?: string; detail?: string; reason?: string };
+
+  constructor(
+    kind: BackendErrorKind,
+    message: string,
+    options?: { cause?: unknown; status?: number; problem?: BackendError['problem'] },
+  ) {
+    super(CODES[kind], message, options);
+    this.kind = kind;
+    if (options?.status !== undefined) this.status = options.status;
+    if (options?.problem !== undefined) this.problem = options.problem;
+  }
+
+  /** protocol-v1 "Offline": the backend cannot be reached, so leases may be used. */
+  get unreachable(): boolean {
+    return (
+      this.kind === 'connect' ||
+      this.kind === 'timeout' ||
+      this.kind === 'network' ||
+      this.kind === 'server' ||
+      this.kind === 'circuit-open' ||
+      this.kind === 'tls'
+    );
+  }
+
+  /** Worth retrying: transient by nature (never a TLS refusal, a redirect or a 4xx). */
+  get retryable(): boolean {
+    return this.kind === 'connect' || this.kind === 'timeout' || this.kind === 'network' || this.kind === 'server';
+  }
+}
+
+/** The backend client's configuration is unusable (`GH_BACKEND_CONFIG`). */
+export class BackendConfigError extends GatehouseError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('GH_BACKEND_CONFIG', message, options);
+  }
+}
+
+/** Session credential could not be obtained or is invalid. */
+export class SessionError extends GatehouseError {}

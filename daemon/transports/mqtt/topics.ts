@@ -1,0 +1,93 @@
+/**
+ * MQTT topic names and filters (MQTT 3.1.1 §4.7) and the protocol-v1 auth topics.
+ * Pure functions: the ACL and the tests use them without a broker.
+ */
+import { isValidId } from '../../../protocol/index.js';
+
+/** protocol-v1 "MQTT transport": every auth topic lives under this prefix. */
+export const AUTH_ROOT = 'gatehouse';
+const AUTH_PREFIX = 'gatehouse/v1/';
+
+/** `gatehouse/v1/{dev}/up`: peripheral → gateway. */
+export function upTopic(dev: string): string {
+  return `${AUTH_PREFIX}${dev}/up`;
+}
+
+/** `gatehouse/v1/{dev}/down`: gateway → peripheral. */
+export function downTopic(dev: string): string {
+  return `${AUTH_PREFIX}${dev}/down`;
+}
+
+/** Parses an exact auth topic; anything else (including wildcards) answers undefined. */
+export function parseAuthTopic(topic: string): { dev: string; direction: 'up' | 'down' } | undefined {
+  if (!topic.startsWith(AUTH_PREFIX)) return undefined;
+  const rest = topic.slice(AUTH_PREFIX.length).split('/');
+  if (rest.length !== 2) return undefined;
+  const [dev, direction] = rest as [string, string];
+  if (!isValidId(dev)) return undefined;
+  if (direction !== 'up' && direction !== 'down') return undefined;
+  return { dev, direction };
+}
+
+/** True for any name or filter in the reserved auth namespace (first level `gatehouse`). */
+export function inAuthNamespace(topicOrFilter: string): boolean {
+  const first = topicOrFilter.split('/', 1)[0];
+  return first === AUTH_ROOT;
+}
+
+/** [MQTT-4.7.3-1..2] a topic name: non-empty, no wildcard, no NUL, at most 65535 bytes. */
+export function isValidTopicName(topic: string): boolean {
+  if (topic.length === 0 || Buffer.byteLength(topic, 'utf8') > 65535) return false;
+  return !topic.includes('+') && !topic.includes('#') && !topic.includes('\u0000');
+}
+
+/** [MQTT-4.7.1-2..3] a topic filter: `#` alone and last, `+` alone in its level. */
+export function isValidTopicFilter(filter: string): boolean {
+  if (filter.length === 0 || Buffer.byteLength(filter, 'utf8') > 65535 || filter.includes('\u0000')) return false;
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i] as string;
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return false;
+    if (level.includes('+') && level !== '+') return false;
+  }
+  return true;
+}
+
+/**
+ * MQTT 3.1.1 §4.7: does `filter` match topic name `topic`? `+` matches one level, `#` any
+ * number including the parent ([MQTT-4.7.1-2]); a filter starting with a wildcard does not
+ * match a `$` topic ([MQTT-4.7.2-1]).
+ */
+export function topicMatches(filter: string, topic: string): boolean {
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i] as string;
+    if (level === '#') return true;
+    if (i >= t.length) return false;
+    if (level !== '+' && level !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/**
+ * Is every topic matched by `requested` also matched by `granted`? A subscription is allowed
+ * only when some granted filter covers it, so `devices/a/cmd/#` is within `devices/a/#` but
+ * `devices/+/cmd` is not within `devices/a/#`.
+ */
+export function filterCovers(granted: string, requested: string): boolean {
+  if (requested.startsWith('$') && (granted.startsWith('+') || granted.startsWith('#'))) return false;
+  const g = granted.split('/');
+  const r = requested.split('/');
+  for (let i = 0; i < g.length; i++) {
+    const level = g[i] as string;
+    if (level === '#') return true;
+    if (i >= r.length) return false;
+    const want = r[i] as string;
+    if (want === '#') return false;
+    if (level === '+') continue;
+    if (want === '+' || want !== level) return false;
+  }
+  return g.length === r.length;
+}
