@@ -5,12 +5,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { run } from '../../daemon/cli/tpm.js';
 import { captureIO } from '../../testkit/cli-io.js';
+import { readableBuild } from '../../testkit/readable-build.js';
 import { Swtpm } from '../../testkit/swtpm.js';
 import { clearDaLockout, enterDaLockout, inDaLockout, provisionLegacyKey } from './tpm2-tools.js';
 
@@ -144,24 +145,28 @@ describe('daemon/cli/tpm (gatehouse tpm) on swtpm', function () {
     await writeFile(node, '');
     await chmod(node, 0);
     await chmod(dir, 0o755);
-    const script = `import { run } from ${JSON.stringify(new URL('../../daemon/cli/tpm.ts', import.meta.url).pathname)};
-process.exitCode = await run(['show', '--tcti', 'device:${node}'], { stdout: process.stdout, stderr: process.stderr, env: {} });`;
-    const argv = ['--import', 'tsx', '--input-type=module', '-e', script];
-    const asRoot = process.getuid?.() === 0;
-    const [cmd, args] = asRoot
-      ? ['setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...argv]]
-      : [process.execPath, argv];
-    // tsx keeps a compile cache under TMPDIR: keep the child's inside our temp dir.
-    const childTmp = join(dir, 'child-tmp');
-    await mkdir(childTmp, { mode: 0o777 });
-    await chmod(childTmp, 0o777);
-    const r = await exec(cmd, args, { cwd: process.cwd(), timeout: 60_000, env: { ...process.env, TMPDIR: childTmp } }).then(
-      () => assert.fail('expected exit code 1'),
-      (e: { code?: number; stderr?: string }) => e,
+    // The child runs as another user, who may not be able to enter the checkout (a 0700 home or
+    // mktemp directory): it runs a bundle of the CLI from a world-readable temporary directory.
+    const bundle = await readableBuild(
+      `import { run } from './daemon/cli/tpm.ts';
+process.exitCode = await run(['show', '--tcti', 'device:${node}'], { stdout: process.stdout, stderr: process.stderr, env: {} });`,
+      ['koffi'],
     );
-    assert.equal(r.code, 1);
-    assert.match(r.stderr ?? '', /permission denied on .*tpmrm0.*\[GH_TPM_PERMISSION_DENIED\]/);
-    assert.match(r.stderr ?? '', /hint: .*'tss' group/);
+    try {
+      const asRoot = process.getuid?.() === 0;
+      const [cmd, args] = asRoot
+        ? ['setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, bundle.file]]
+        : [process.execPath, [bundle.file]];
+      const r = await exec(cmd, args, { cwd: bundle.dir, timeout: 60_000 }).then(
+        () => assert.fail('expected exit code 1'),
+        (e: { code?: number; stderr?: string }) => e,
+      );
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr ?? '', /permission denied on .*tpmrm0.*\[GH_TPM_PERMISSION_DENIED\]/);
+      assert.match(r.stderr ?? '', /hint: .*'tss' group/);
+    } finally {
+      await bundle.dispose();
+    }
   });
 
   it('explains an unreachable TPM simulator', async () => {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { chmod, readdir, readFile, stat, symlink, writeFile, lstat, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -12,6 +11,7 @@ import {
   writeFileAtomic,
   writeJsonAtomic,
 } from '../../../common/atomic-file.js';
+import { readableBuild } from '../../../testkit/readable-build.js';
 import { tempDirEach } from '../../../testkit/temp-dir.js';
 
 const writer = fileURLToPath(new URL('./fixtures/crash-writer.ts', import.meta.url));
@@ -134,7 +134,7 @@ describe('common/atomic-file', () => {
         execFileSync('chmod', ['0555', ro]);
         if (isRoot()) {
           await chmod(tmp.path, 0o755);
-          assert.equal(childWrite(p, { uid: 65534 }), 'GH_STATE_READ_ONLY');
+          assert.equal(await childWrite(p, { uid: 65534 }), 'GH_STATE_READ_ONLY');
         } else {
           await assert.rejects(writeJsonAtomic(p, { v: 2 }), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_READ_ONLY');
         }
@@ -153,7 +153,7 @@ describe('common/atomic-file', () => {
         await assert.rejects(writeFileAtomic(p, 'z'.repeat(200 * 1024)), (e: unknown) => e instanceof StateFileError && e.code === 'GH_STATE_NO_SPACE');
       } else {
         await writeJsonAtomic(p, { v: 1 });
-        assert.equal(childWrite(p, { fsizeLimit: 65536 }), 'GH_STATE_NO_SPACE');
+        assert.equal(await childWrite(p, { fsizeLimit: 65536 }), 'GH_STATE_NO_SPACE');
       }
       assert.deepEqual(await readJsonState(p, (v) => v), { v: 1 });
       assert.deepEqual(await readdir(full), ['s.json']);
@@ -175,15 +175,23 @@ function tryRun(cmd: string, args: string[]): boolean {
  * Write 200 KiB to `path` with writeFileAtomic from a child process, as another user or under a
  * file-size limit (RLIMIT_FSIZE gives EFBIG). Returns the error code the child saw, or 'ok'.
  */
-function childWrite(path: string, opts: { uid?: number; fsizeLimit?: number }): string {
-  const mod = new URL('../../../common/atomic-file.ts', import.meta.url).href;
-  const script = `import(${JSON.stringify(mod)}).then(m => m.writeFileAtomic(${JSON.stringify(path)}, 'z'.repeat(204800))).then(() => console.log('ok'), e => console.log(e.code))`;
-  const node = [process.execPath, '--import', 'tsx', '-e', script];
-  const [cmd, ...args] = opts.fsizeLimit !== undefined ? ['prlimit', `--fsize=${opts.fsizeLimit}`, ...node] : node;
-  const out = execFileSync(cmd as string, args, {
-    encoding: 'utf8',
-    cwd: process.cwd(),
-    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid, env: { ...process.env, HOME: tmpdir() } } : {}),
-  });
-  return out.trim().split('\n').pop() ?? '';
+async function childWrite(path: string, opts: { uid?: number; fsizeLimit?: number }): Promise<string> {
+  // A bundle in a world-readable directory: a child running as another user may not be able to
+  // enter the checkout (a 0700 home or mktemp directory).
+  const bundle = await readableBuild(
+    `import { writeFileAtomic } from './common/atomic-file.ts';
+writeFileAtomic(${JSON.stringify(path)}, 'z'.repeat(204800)).then(() => console.log('ok'), (e) => console.log(e.code));`,
+  );
+  try {
+    const node = [process.execPath, bundle.file];
+    const [cmd, ...args] = opts.fsizeLimit !== undefined ? ['prlimit', `--fsize=${opts.fsizeLimit}`, ...node] : node;
+    const out = execFileSync(cmd as string, args, {
+      encoding: 'utf8',
+      cwd: bundle.dir,
+      ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid, env: { ...process.env, HOME: bundle.dir } } : {}),
+    });
+    return out.trim().split('\n').pop() ?? '';
+  } finally {
+    await bundle.dispose();
+  }
 }
