@@ -5,7 +5,8 @@
  * bundles an entry (esbuild, what tsx runs on) into one ESM file in a fresh 0755 directory, with
  * the native packages it names copied beside it, all world-readable.
  */
-import { chmod, cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,9 +44,8 @@ export async function readableBuild(source: string, external: readonly string[] 
       // Bundled CommonJS (winston and friends) calls require(): give the ESM bundle one.
       banner: { js: "import { createRequire as __ghCreateRequire } from 'node:module'; const require = __ghCreateRequire(import.meta.url);" },
     });
-    for (const name of external) {
-      await cp(join(REPO, 'node_modules', name), join(dir, 'node_modules', name), { recursive: true, dereference: true });
-    }
+    const copied = new Set<string>();
+    for (const name of external) await copyPackage(name, dir, copied);
     await writeFile(join(dir, 'package.json'), '{"type":"module"}\n');
     await chmodTree(dir);
     return { dir, file, dispose: () => rm(dir, { recursive: true, force: true }) };
@@ -53,6 +53,20 @@ export async function readableBuild(source: string, external: readonly string[] 
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * Copies package `name` from the checkout's node_modules into `<dir>/node_modules`, with the
+ * dependencies and installed optional dependencies it names (koffi's native binary is one).
+ */
+async function copyPackage(name: string, dir: string, copied: Set<string>): Promise<void> {
+  if (copied.has(name)) return;
+  const from = join(REPO, 'node_modules', name);
+  if (!existsSync(from)) return;
+  copied.add(name);
+  await cp(from, join(dir, 'node_modules', name), { recursive: true, dereference: true });
+  const pkg = JSON.parse(await readFile(join(from, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+  for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) await copyPackage(dep, dir, copied);
 }
 
 /** Every directory 0755 and every file 0644 (0755 where executable). */
