@@ -55,7 +55,7 @@ describe('systemd/gatehouse.service', () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-unit-'));
     // verify needs ExecStart to name an existing absolute executable: substitute this node and CLI.
     const text = (await readFile(UNIT, 'utf8')).replace(
-      /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \/usr\/lib\/gatehouse\/dist\/daemon\/cli\.js/m,
+      /^ExecStart=\/usr\/bin\/node((?: --\S+)*) \/usr\/lib\/gatehouse\/dist\/cli\/gatehouse\.js/m,
       `ExecStart=${process.execPath}$1 ${join(REPO, 'cli/gatehouse.ts')}`,
     );
     assert.ok(text.includes(`ExecStart=${process.execPath}`), 'ExecStart substituted');
@@ -149,7 +149,7 @@ describe('systemd/gatehouse.service', () => {
     const r = await sh(join(src, 'systemd/install.sh'), ['--destdir', stage, '--prefix', '/opt/gatehouse', '--backend-allow', '203.0.113.0/24,2001:db8::/32']);
     assert.equal(r.code, 0, r.stderr);
     const unit = await readFile(join(stage, 'etc/systemd/system/gatehouse.service'), 'utf8');
-    assert.match(unit, /^ExecStart=\/usr\/bin\/node(?: --\S+)* \/opt\/gatehouse\/dist\/daemon\/cli\.js run/m);
+    assert.match(unit, /^ExecStart=\/usr\/bin\/node(?: --\S+)* \/opt\/gatehouse\/dist\/cli\/gatehouse\.js run/m);
     const dropIn = await readFile(join(stage, 'etc/systemd/system/gatehouse.service.d/10-backend.conf'), 'utf8');
     assert.match(dropIn, /^IPAddressAllow=203\.0\.113\.0\/24 2001:db8::\/32$/m);
     assert.equal(await readlink(join(stage, 'usr/bin/gatehouse')), '/opt/gatehouse/dist/cli/gatehouse.js');
