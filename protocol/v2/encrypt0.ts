@@ -4,7 +4,7 @@
  * nothing else.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { encodeCbor } from '../cbor.js';
+import { CborTag, decodeCbor, encodeCbor, type CborValue } from '../cbor.js';
 import { ProtocolError } from '../errors.js';
 
 /** RFC 9053 §4.2: AES-CCM-16-64-128. */
@@ -58,4 +58,29 @@ export function aesCcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, 
   } catch (cause) {
     throw new ProtocolError('GH_AEAD_DECRYPT', 'malformed', 'AES-CCM tag does not verify', { cause });
   }
+}
+
+const HDR_ALG = 1;
+const HDR_IV = 5;
+
+/**
+ * Decrypt a COSE_Encrypt0 (RFC 9052 §5.2) whose protected header names alg 10 and whose
+ * unprotected header carries the full IV (label 5): the general form, for interoperability
+ * vectors. Frames use their own stricter parser (partial IV, fixed headers). Throws a
+ * ProtocolError (`GH_COSE_STRUCTURE`, `GH_COSE_HEADER`, `GH_COSE_UNSUPPORTED_ALG`, `GH_AEAD_DECRYPT`).
+ */
+export function openEncrypt0(bytes: Uint8Array, key: Uint8Array, externalAad: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const top = decodeCbor(bytes, { maxBytes: 64 * 1024, topLevelTag: COSE_ENCRYPT0_TAG });
+  const body = top instanceof CborTag ? top.value : top;
+  if (!Array.isArray(body) || body.length !== 3) throw new ProtocolError('GH_COSE_STRUCTURE', 'malformed', 'COSE_Encrypt0 must be an array of 3 items');
+  const [prot, unprot, ct] = body as [CborValue, CborValue, CborValue];
+  if (!(prot instanceof Uint8Array) || !(unprot instanceof Map) || !(ct instanceof Uint8Array)) {
+    throw new ProtocolError('GH_COSE_STRUCTURE', 'malformed', 'COSE_Encrypt0 is [bstr, map, bstr]');
+  }
+  const header = prot.length === 0 ? new Map() : decodeCbor(prot, { allowTopLevelTag: false });
+  if (!(header instanceof Map)) throw new ProtocolError('GH_COSE_HEADER', 'malformed', 'protected header is not a map');
+  if (header.get(HDR_ALG) !== COSE_ALG_AES_CCM_16_64_128) throw new ProtocolError('GH_COSE_UNSUPPORTED_ALG', 'malformed', 'only alg 10 (AES-CCM-16-64-128) is supported');
+  const iv = unprot.get(HDR_IV);
+  if (!(iv instanceof Uint8Array)) throw new ProtocolError('GH_COSE_HEADER', 'malformed', 'unprotected header has no IV (label 5)');
+  return aesCcmOpen(key, iv, encStructure(prot, externalAad), ct);
 }
