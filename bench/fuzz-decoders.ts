@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { decodeChallengeRequest, decodeUpMessage, parseHello, ProtocolError } from '../protocol/index.js';
+import { decodeChallengeRequestV2, decodeFramePayload, decodeUpMessageV2, parseHelloV2, parseFrameEnvelope } from '../protocol/v2/index.js';
 import { BleError } from '../peripherals/ble/errors.js';
 import { frameMessage, MAX_ATT_MTU, MIN_ATT_MTU, Reassembler } from '../peripherals/ble/framing.js';
 
@@ -87,16 +88,22 @@ export interface FuzzCount {
   crashes: { target: string; input: string; error: string }[];
 }
 
-/** Loads the vector messages (hex) as seeds. */
+/** Loads the vector messages and frames (hex) as seeds. */
 export function loadSeeds(file: string): Uint8Array[] {
-  const v = JSON.parse(readFileSync(file, 'utf8')) as { messages: { hex?: string }[] };
-  return v.messages.filter((m) => typeof m.hex === 'string').map((m) => new Uint8Array(Buffer.from(m.hex ?? '', 'hex')));
+  const v = JSON.parse(readFileSync(file, 'utf8')) as { messages: { hex?: string }[]; frames?: { hex?: string }[] };
+  return [...v.messages, ...(v.frames ?? [])].filter((m) => typeof m.hex === 'string').map((m) => new Uint8Array(Buffer.from(m.hex ?? '', 'hex')));
 }
 
 const DECODERS: [string, (b: Uint8Array) => unknown][] = [
   ['decodeUpMessage', decodeUpMessage],
   ['parseHello', parseHello],
   ['decodeChallengeRequest', decodeChallengeRequest],
+  // protocol-v2: what a gateway decodes from a peripheral before any key is known.
+  ['decodeUpMessageV2', decodeUpMessageV2],
+  ['parseHelloV2', parseHelloV2],
+  ['decodeChallengeRequestV2', decodeChallengeRequestV2],
+  ['parseFrameEnvelope', parseFrameEnvelope],
+  ['decodeFramePayload', (b) => decodeFramePayload(b)],
 ];
 
 /** `n` mutated inputs, each through every decoder. */

@@ -28,12 +28,12 @@ const log = (s: string): void => console.log(s);
 let failed = false;
 
 log(`Gatehouse fuzz — seed ${SEED}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-const seeds = loadSeeds(join(root, 'test/vectors/protocol-v1.json'));
+const seeds = [...loadSeeds(join(root, 'test/vectors/protocol-v1.json')), ...loadSeeds(join(root, 'test/vectors/protocol-v2.json'))];
 const r = new Prng(SEED);
 let t = performance.now();
 const decoders = fuzzDecoders(seeds, Math.round(INPUTS * 0.6), r);
 const decoderSec = (performance.now() - t) / 1000;
-log(`decoders (decodeUpMessage, parseHello, decodeChallengeRequest): ${decoders.inputs} inputs from ${seeds.length} vector seeds in ${decoderSec.toFixed(1)} s: ${decoders.decoded} decodes, ${decoders.typedErrors} typed ProtocolErrors, ${decoders.crashCount} crashes`);
+log(`decoders (v1: decodeUpMessage, parseHello, decodeChallengeRequest; v2: decodeUpMessageV2, parseHelloV2, decodeChallengeRequestV2, parseFrameEnvelope, decodeFramePayload): ${decoders.inputs} inputs from ${seeds.length} vector seeds in ${decoderSec.toFixed(1)} s: ${decoders.decoded} decodes, ${decoders.typedErrors} typed ProtocolErrors, ${decoders.crashCount} crashes`);
 t = performance.now();
 const reasm = fuzzReassembler(seeds, INPUTS - decoders.inputs, r);
 const reasmSec = (performance.now() - t) / 1000;
