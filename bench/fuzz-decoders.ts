@@ -1,13 +1,13 @@
 /**
  * Mutation fuzzing of the peripheral-facing decoders (hello, challenge-request, the up-message
  * dispatcher) and the BLE reassembler. Seeds are the protocol-v1 test vectors; every input must
- * either decode or fail with a typed error (ProtocolError, BleError). Anything else is a crash.
+ * either decode or fail with a typed error (ProtocolError, BleFrameError). Anything else is a crash.
  * Deterministic: the PRNG seed is printed and can be given back.
  */
 import { readFileSync } from 'node:fs';
 import { decodeChallengeRequest, decodeUpMessage, parseHello, ProtocolError } from '../protocol/index.js';
-import { BleError } from '../daemon/transports/ble/errors.js';
-import { frameMessage, MAX_ATT_MTU, MIN_ATT_MTU, Reassembler } from '../protocol/ble.js';
+import { BleFrameError, frameMessage, MAX_ATT_MTU, MIN_ATT_MTU, Reassembler } from '../protocol/ble.js';
+import { decodeChallengeRequestV2, decodeFramePayload, decodeUpMessageV2, parseHelloV2, parseFrameEnvelope } from '../protocol/v2/index.js';
 
 /** xorshift32: small, fast, reproducible. */
 export class Prng {
@@ -87,16 +87,22 @@ export interface FuzzCount {
   crashes: { target: string; input: string; error: string }[];
 }
 
-/** Loads the vector messages (hex) as seeds. */
+/** Loads the vector messages and frames (hex) as seeds. */
 export function loadSeeds(file: string): Uint8Array[] {
-  const v = JSON.parse(readFileSync(file, 'utf8')) as { messages: { hex?: string }[] };
-  return v.messages.filter((m) => typeof m.hex === 'string').map((m) => new Uint8Array(Buffer.from(m.hex ?? '', 'hex')));
+  const v = JSON.parse(readFileSync(file, 'utf8')) as { messages: { hex?: string }[]; frames?: { hex?: string }[] };
+  return [...v.messages, ...(v.frames ?? [])].filter((m) => typeof m.hex === 'string').map((m) => new Uint8Array(Buffer.from(m.hex ?? '', 'hex')));
 }
 
 const DECODERS: [string, (b: Uint8Array) => unknown][] = [
   ['decodeUpMessage', decodeUpMessage],
   ['parseHello', parseHello],
   ['decodeChallengeRequest', decodeChallengeRequest],
+  // protocol-v2: what a gateway decodes from a peripheral before any key is known.
+  ['decodeUpMessageV2', decodeUpMessageV2],
+  ['parseHelloV2', parseHelloV2],
+  ['decodeChallengeRequestV2', decodeChallengeRequestV2],
+  ['parseFrameEnvelope', parseFrameEnvelope],
+  ['decodeFramePayload', (b) => decodeFramePayload(b)],
 ];
 
 /** `n` mutated inputs, each through every decoder. */
@@ -173,7 +179,7 @@ export function fuzzReassembler(seeds: Uint8Array[], n: number, r: Prng): FuzzCo
       c.decoded += 1;
       if (intact && (out === undefined || Buffer.compare(Buffer.from(out), Buffer.from(seed)) !== 0)) c.roundTripFailures += 1;
     } catch (err) {
-      if (err instanceof BleError) {
+      if (err instanceof BleFrameError) {
         c.typedErrors += 1;
         if (intact) c.roundTripFailures += 1;
         // protocol-v1: the exchange aborts; every later chunk is refused the same typed way.
@@ -182,7 +188,7 @@ export function fuzzReassembler(seeds: Uint8Array[], n: number, r: Prng): FuzzCo
           c.crashCount += 1;
           c.crashes.push({ target: 'Reassembler', input: 'chunk after abort', error: 'accepted' });
         } catch (e2) {
-          if (!(e2 instanceof BleError)) {
+          if (!(e2 instanceof BleFrameError)) {
             c.crashCount += 1;
             c.crashes.push({ target: 'Reassembler', input: 'chunk after abort', error: String(e2) });
           }

@@ -28,16 +28,16 @@ const log = (s: string): void => console.log(s);
 let failed = false;
 
 log(`Gatehouse fuzz — seed ${SEED}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-const seeds = loadSeeds(join(root, 'test/vectors/protocol-v1.json'));
+const seeds = [...loadSeeds(join(root, 'test/vectors/protocol-v1.json')), ...loadSeeds(join(root, 'test/vectors/protocol-v2.json'))];
 const r = new Prng(SEED);
 let t = performance.now();
 const decoders = fuzzDecoders(seeds, Math.round(INPUTS * 0.6), r);
 const decoderSec = (performance.now() - t) / 1000;
-log(`decoders (decodeUpMessage, parseHello, decodeChallengeRequest): ${decoders.inputs} inputs from ${seeds.length} vector seeds in ${decoderSec.toFixed(1)} s: ${decoders.decoded} decodes, ${decoders.typedErrors} typed ProtocolErrors, ${decoders.crashCount} crashes`);
+log(`decoders (v1: decodeUpMessage, parseHello, decodeChallengeRequest; v2: decodeUpMessageV2, parseHelloV2, decodeChallengeRequestV2, parseFrameEnvelope, decodeFramePayload): ${decoders.inputs} inputs from ${seeds.length} vector seeds in ${decoderSec.toFixed(1)} s: ${decoders.decoded} decodes, ${decoders.typedErrors} typed ProtocolErrors, ${decoders.crashCount} crashes`);
 t = performance.now();
 const reasm = fuzzReassembler(seeds, INPUTS - decoders.inputs, r);
 const reasmSec = (performance.now() - t) / 1000;
-log(`BLE reassembler: ${reasm.inputs} chunk sequences in ${reasmSec.toFixed(1)} s: ${reasm.decoded} accepted, ${reasm.typedErrors} typed BleErrors, ${reasm.crashCount} crashes, ${reasm.roundTripFailures} intact sequences not reassembled exactly`);
+log(`BLE reassembler: ${reasm.inputs} chunk sequences in ${reasmSec.toFixed(1)} s: ${reasm.decoded} accepted, ${reasm.typedErrors} typed BleFrameErrors, ${reasm.crashCount} crashes, ${reasm.roundTripFailures} intact sequences not reassembled exactly`);
 for (const c of [...decoders.crashes, ...reasm.crashes]) log(`  CRASH ${c.target}: ${c.error} on ${c.input}`);
 if (decoders.crashCount + reasm.crashCount + reasm.roundTripFailures > 0) failed = true;
 

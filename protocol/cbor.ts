@@ -39,8 +39,13 @@ export interface DecodeOptions {
   maxBytes?: number;
   /** Refuse nesting deeper than this (default {@link DEFAULT_MAX_DEPTH}). */
   maxDepth?: number;
-  /** Accept tag 18 around the top-level item (default true). Tags anywhere else are always refused. */
+  /** Accept a tag around the top-level item (default true). Tags anywhere else are always refused. */
   allowTopLevelTag?: boolean;
+  /**
+   * The one tag accepted around the top-level item (default 18, COSE_Sign1). protocol-v2 frames
+   * pass 16 (COSE_Encrypt0); any other tag number stays refused.
+   */
+  topLevelTag?: number;
 }
 
 const MT_UINT = 0;
@@ -251,6 +256,7 @@ class Reader {
     readonly buf: Uint8Array,
     readonly maxDepth: number,
     readonly allowTopLevelTag: boolean,
+    readonly topLevelTag: number = COSE_SIGN1_TAG,
   ) {}
 
   get remaining(): number {
@@ -379,13 +385,13 @@ class Reader {
       }
       case MT_TAG:
         // protocol-v1 "Encoding": the only tag is 18, and only around the whole message.
-        if (arg !== COSE_SIGN1_TAG) {
+        if (arg !== this.topLevelTag) {
           this.pos = start;
-          this.fail('GH_CBOR_TAG', `tag ${arg} is not accepted (only tag 18, COSE_Sign1)`);
+          this.fail('GH_CBOR_TAG', this.topLevelTag === COSE_SIGN1_TAG ? `tag ${arg} is not accepted (only tag 18, COSE_Sign1)` : `tag ${arg} is not accepted (only tag ${this.topLevelTag})`);
         }
         if (depth !== 0 || !this.allowTopLevelTag) {
           this.pos = start;
-          this.fail('GH_CBOR_TAG', 'tag 18 is only accepted around the top-level item');
+          this.fail('GH_CBOR_TAG', `tag ${arg} is only accepted around the top-level item`);
         }
         return new CborTag(arg, this.item(depth + 1));
       default:
@@ -411,7 +417,7 @@ export function decodeCbor(bytes: Uint8Array, opts: DecodeOptions = {}): CborVal
   // A plain Uint8Array view: on a Buffer, slice() would return a view into the caller's
   // (possibly reused) memory instead of a copy.
   const view = Object.getPrototypeOf(bytes) === Uint8Array.prototype ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const r = new Reader(view, opts.maxDepth ?? DEFAULT_MAX_DEPTH, opts.allowTopLevelTag ?? true);
+  const r = new Reader(view, opts.maxDepth ?? DEFAULT_MAX_DEPTH, opts.allowTopLevelTag ?? true, opts.topLevelTag ?? COSE_SIGN1_TAG);
   const value = r.item(0);
   if (r.remaining !== 0) r.fail('GH_CBOR_TRAILING_BYTES', `${r.remaining} trailing bytes after the item`);
   return value;

@@ -64,3 +64,4 @@ export { MAX_TOPIC_FILTER_CHARS, NONCE_BYTES, topicFilterProblem } from './paylo
 export { checkWelcome, type CheckWelcomeOptions, type CheckWelcomeResult, type WelcomeRefusal } from './peripheral-checks.js';
 export * from './http-signature.js';
 export * from './ble.js';
+export * from './v2/index.js';

@@ -6,20 +6,38 @@ import type { CborMap, CborValue } from './cbor.js';
 import { ed25519PublicKeyProblem } from './crypto.js';
 import { ProtocolError } from './errors.js';
 import { isValidId } from './ids.js';
-import { isReasonCode } from './reasons.js';
+import { isByeReason, isReasonCode } from './reasons.js';
 import { PROTOCOL_VERSION, type MessageType, type Policy } from './types.js';
 
-type FieldKind = 'id' | 'nonce' | 'hash' | 'pubkey' | 'cose' | 'uint' | 'reason' | 'policy';
+type FieldKind =
+  | 'id'
+  | 'nonce'
+  | 'hash'
+  | 'pubkey'
+  | 'cose'
+  | 'uint'
+  | 'reason'
+  | 'policy'
+  // protocol-v2 "New payload keys"
+  | 'x25519'
+  | 'seq'
+  | 'seqs'
+  | 'topic'
+  | 'body'
+  | 'status'
+  | 'bye-reason';
 
-interface FieldSpec {
+export interface FieldSpec {
   key: number;
   name: string;
   kind: FieldKind;
   optional?: boolean;
+  /** `body`: the largest byte string accepted. */
+  max?: number;
 }
 
-// protocol-v1 "Encoding" key table.
-const F = {
+// protocol-v1 "Encoding" key table, then protocol-v2's keys 17–31.
+export const F = {
   dev: { key: 3, name: 'dev', kind: 'id' },
   pn: { key: 4, name: 'pn', kind: 'nonce' },
   gn: { key: 5, name: 'gn', kind: 'nonce' },
@@ -34,6 +52,21 @@ const F = {
   policy: { key: 14, name: 'policy', kind: 'policy' },
   dpk: { key: 15, name: 'dpk', kind: 'pubkey' },
   retry: { key: 16, name: 'retry', kind: 'uint' },
+  ge: { key: 17, name: 'ge', kind: 'x25519' },
+  pe: { key: 18, name: 'pe', kind: 'x25519' },
+  grant: { key: 19, name: 'grant', kind: 'cose' },
+  upto: { key: 20, name: 'upto', kind: 'seq' },
+  topic: { key: 21, name: 'topic', kind: 'topic' },
+  body: { key: 22, name: 'body', kind: 'body' },
+  cid: { key: 23, name: 'cid', kind: 'uint' },
+  status: { key: 24, name: 'status', kind: 'status' },
+  life: { key: 25, name: 'life', kind: 'uint' },
+  cmd: { key: 26, name: 'cmd', kind: 'cose' },
+  lease: { key: 27, name: 'lease', kind: 'cose' },
+  denied: { key: 28, name: 'denied', kind: 'seqs' },
+  busy: { key: 29, name: 'busy', kind: 'seqs' },
+  mid: { key: 30, name: 'mid', kind: 'uint' },
+  lost: { key: 31, name: 'lost', kind: 'seqs' },
 } as const satisfies Record<string, FieldSpec>;
 
 export const KEY_TYPE = 1;
@@ -51,6 +84,24 @@ export const SCHEMAS: Readonly<Record<MessageType, readonly FieldSpec[]>> = {
 };
 
 export const MESSAGE_TYPES = Object.keys(SCHEMAS) as MessageType[];
+
+/**
+ * A family of payload maps checked by one table: protocol-v1's messages, protocol-v2's
+ * messages, protocol-v2's frame plaintexts. `version` is the value key 2 must hold, or null for
+ * maps that carry no version (frame plaintexts, where key 2 is an unknown key).
+ */
+export interface PayloadProfile {
+  readonly name: string;
+  readonly schemas: Readonly<Record<string, readonly FieldSpec[]>>;
+  readonly version: number | null;
+}
+
+export const V1_PROFILE: PayloadProfile = { name: 'protocol-v1', schemas: SCHEMAS, version: PROTOCOL_VERSION };
+
+/** protocol-v2: the largest sequence number (`piv` is at most 5 bytes). */
+export const MAX_SEQ = 2 ** 40 - 1;
+/** protocol-v2: a topic name is 1–128 bytes of UTF-8. */
+export const MAX_TOPIC_BYTES = 128;
 
 /** Nonces (pn, gn) are 16 bytes; hashes (hh, tpk) SHA-256; keys (spk, dpk) raw Ed25519. */
 export const NONCE_BYTES = 16;
@@ -97,6 +148,23 @@ function checkPolicy(value: CborValue): Policy {
   return out;
 }
 
+const utf8Encoder = new TextEncoder();
+
+/** Why `topic` is not an acceptable protocol-v2 topic name (key 21), or undefined. */
+export function topicNameProblem(topic: unknown): string | undefined {
+  if (typeof topic !== 'string') return 'is not a text string';
+  const n = utf8Encoder.encode(topic).length;
+  if (n === 0 || n > MAX_TOPIC_BYTES) return `must be 1–${MAX_TOPIC_BYTES} bytes of UTF-8, got ${n}`;
+  // protocol-v2 key 21: a topic name, so no wildcards [MQTT-4.7.1-1], and no U+0000 [MQTT-4.7.3-2].
+  if (topic.includes('\u0000')) return 'contains U+0000';
+  if (topic.includes('+') || topic.includes('#')) return "contains a wildcard ('+' or '#')";
+  return undefined;
+}
+
+function isSeq(v: CborValue): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_SEQ;
+}
+
 function checkField(spec: FieldSpec, value: CborValue): unknown {
   const where = `field ${spec.name} (key ${spec.key})`;
   const bytesOf = (n: number): Uint8Array => {
@@ -131,17 +199,54 @@ function checkField(spec: FieldSpec, value: CborValue): unknown {
       return value;
     case 'policy':
       return checkPolicy(value);
+    case 'x25519':
+      return bytesOf(PUBKEY_BYTES);
+    case 'seq':
+      if (!isSeq(value)) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be a sequence number (0 to 2^40 - 1)`);
+      return value;
+    case 'seqs': {
+      if (!Array.isArray(value)) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be an array of sequence numbers`);
+      if (value.length === 0) throw malformed('GH_MSG_BAD_SEQ_LIST', `${where} must not be empty (leave it out instead)`);
+      let prev = -1;
+      for (const v of value) {
+        if (!isSeq(v)) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be an array of sequence numbers (0 to 2^40 - 1)`);
+        if (v <= prev) throw malformed('GH_MSG_BAD_SEQ_LIST', `${where} must be sorted and without repeats`);
+        prev = v;
+      }
+      return value.slice();
+    }
+    case 'topic': {
+      const problem = topicNameProblem(value);
+      if (problem !== undefined) throw malformed(typeof value === 'string' ? 'GH_MSG_BAD_TOPIC' : 'GH_MSG_FIELD_TYPE', `${where} ${problem}`);
+      return value;
+    }
+    case 'body':
+      if (!(value instanceof Uint8Array)) throw malformed('GH_MSG_FIELD_TYPE', `${where} must be a byte string`);
+      if (spec.max !== undefined && value.length > spec.max) throw malformed('GH_MSG_BODY_TOO_LARGE', `${where} is ${value.length} bytes, at most ${spec.max}`);
+      return value;
+    case 'status':
+      if (value !== 'done' && value !== 'failed' && value !== 'refused') throw malformed('GH_MSG_BAD_STATUS', `${where} must be "done", "failed" or "refused"`);
+      return value;
+    case 'bye-reason':
+      if (typeof value !== 'string') throw malformed('GH_MSG_FIELD_TYPE', `${where} must be a text string`);
+      if (!isByeReason(value)) throw malformed('GH_MSG_BAD_REASON', `${where}: unknown reason code ${JSON.stringify(value)}`);
+      return value;
   }
 }
 
 /** The `type` field of a payload map, or a ProtocolError when it has none or an unknown one. */
 export function payloadType(map: CborValue): MessageType {
+  return payloadTypeIn(map, V1_PROFILE) as MessageType;
+}
+
+/** The `type` field of a payload map, checked against `profile`'s types. */
+export function payloadTypeIn(map: CborValue, profile: PayloadProfile): string {
   if (!(map instanceof Map)) throw malformed('GH_MSG_NOT_MAP', 'payload must be a CBOR map');
   const type = map.get(KEY_TYPE);
   if (type === undefined) throw malformed('GH_MSG_MISSING_FIELD', 'missing field type (key 1)');
   if (typeof type !== 'string') throw malformed('GH_MSG_FIELD_TYPE', 'field type (key 1) must be a text string');
-  if (!(MESSAGE_TYPES as string[]).includes(type)) throw malformed('GH_MSG_UNKNOWN_TYPE', `unknown message type ${JSON.stringify(type)}`);
-  return type as MessageType;
+  if (!Object.hasOwn(profile.schemas, type)) throw malformed('GH_MSG_UNKNOWN_TYPE', `unknown ${profile.name} type ${JSON.stringify(type)}`);
+  return type;
 }
 
 /**
@@ -150,25 +255,32 @@ export function payloadType(map: CborValue): MessageType {
  * `unsupported-version` before anything else is looked at), unknown keys, each field.
  */
 export function checkPayload<T>(map: CborValue, expected: MessageType): T {
-  const type = payloadType(map);
+  return checkPayloadIn<T>(map, expected, V1_PROFILE);
+}
+
+/** {@link checkPayload} for any profile (protocol-v2 messages, frame plaintexts). */
+export function checkPayloadIn<T>(map: CborValue, expected: string, profile: PayloadProfile): T {
+  const type = payloadTypeIn(map, profile);
   if (type !== expected) throw malformed('GH_MSG_WRONG_TYPE', `expected a ${expected} message, got ${type}`);
   const m = map as CborMap;
-  const version = m.get(KEY_VERSION);
-  if (version === undefined) throw malformed('GH_MSG_MISSING_FIELD', 'missing field version (key 2)');
-  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 0) {
-    throw malformed('GH_MSG_FIELD_TYPE', 'field version (key 2) must be an unsigned integer');
+  if (profile.version !== null) {
+    const version = m.get(KEY_VERSION);
+    if (version === undefined) throw malformed('GH_MSG_MISSING_FIELD', 'missing field version (key 2)');
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 0) {
+      throw malformed('GH_MSG_FIELD_TYPE', 'field version (key 2) must be an unsigned integer');
+    }
+    if (version !== profile.version) {
+      throw new ProtocolError('GH_MSG_UNSUPPORTED_VERSION', 'unsupported-version', `protocol version ${version} is not supported here (only ${profile.version})`);
+    }
   }
-  if (version !== PROTOCOL_VERSION) {
-    throw new ProtocolError('GH_MSG_UNSUPPORTED_VERSION', 'unsupported-version', `protocol version ${version} is not supported (only 1)`);
-  }
-  const schema = SCHEMAS[expected];
+  const schema = profile.schemas[expected] ?? [];
   for (const key of m.keys()) {
-    if (key === KEY_TYPE || key === KEY_VERSION) continue;
+    if (key === KEY_TYPE || (key === KEY_VERSION && profile.version !== null)) continue;
     if (!schema.some((f) => f.key === key)) {
       throw malformed('GH_MSG_UNKNOWN_FIELD', `unknown key ${JSON.stringify(key)} in a ${expected} message`);
     }
   }
-  const out: Record<string, unknown> = { type: expected, version: PROTOCOL_VERSION };
+  const out: Record<string, unknown> = profile.version === null ? { type: expected } : { type: expected, version: profile.version };
   for (const spec of schema) {
     const value = m.get(spec.key);
     if (value === undefined) {
@@ -200,22 +312,26 @@ function toCbor(spec: FieldSpec, value: unknown): CborValue {
  * returned, so encoders can never emit what parsers would refuse.
  */
 export function buildPayload(message: { type: MessageType } & object, expected: MessageType): CborMap {
+  return buildPayloadIn(message, expected, V1_PROFILE);
+}
+
+/** {@link buildPayload} for any profile. */
+export function buildPayloadIn(message: { type: string } & object, expected: string, profile: PayloadProfile): CborMap {
   if (message.type !== expected) throw malformed('GH_MSG_WRONG_TYPE', `expected a ${expected} message, got ${String(message.type)}`);
   const fields = message as unknown as Record<string, unknown>;
-  const map: CborMap = new Map<number, CborValue>([
-    [KEY_TYPE, expected],
-    [KEY_VERSION, fields.version as CborValue],
-  ]);
-  for (const spec of SCHEMAS[expected]) {
+  const map: CborMap = new Map<number, CborValue>([[KEY_TYPE, expected]]);
+  if (profile.version !== null) map.set(KEY_VERSION, fields.version as CborValue);
+  const schema = profile.schemas[expected] ?? [];
+  for (const spec of schema) {
     const value = fields[spec.name];
     if (value === undefined) continue;
     map.set(spec.key, toCbor(spec, value));
   }
   for (const name of Object.keys(fields)) {
-    if (name !== 'type' && name !== 'version' && fields[name] !== undefined && !SCHEMAS[expected].some((f) => f.name === name)) {
+    if (name !== 'type' && (name !== 'version' || profile.version === null) && fields[name] !== undefined && !schema.some((f) => f.name === name)) {
       throw malformed('GH_MSG_UNKNOWN_FIELD', `unknown field ${name} in a ${expected} message`);
     }
   }
-  checkPayload(map, expected);
+  checkPayloadIn(map, expected, profile);
   return map;
 }

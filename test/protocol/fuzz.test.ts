@@ -16,6 +16,22 @@ import {
   parseWelcome,
   ProtocolError,
 } from '../../protocol/index.js';
+import {
+  checkCommand,
+  checkWelcomeV2,
+  decodeChallengeRequestV2,
+  decodeChallengeV2,
+  decodeDownMessageV2,
+  decodeFramePayload,
+  decodeUpMessageV2,
+  FrameReceiver,
+  parseCommand,
+  parseGrant,
+  parseHelloV2,
+  parseRejectV2,
+  parseWelcomeV2,
+} from '../../protocol/v2/index.js';
+import { generateVectorsV2 } from '../vectors/generate-v2.js';
 import { makeFixture, type ProtocolFixture } from '../../testkit/protocol.js';
 import { Prng, testSeedFromEnv } from '../../testkit/prng.js';
 
@@ -69,9 +85,11 @@ describe(`protocol: ${INPUTS} random and mutated inputs against every decoder (s
   // CPU-bound: give a loaded machine room (it takes seconds on an idle one).
   this.timeout(180_000);
   let f: ProtocolFixture;
+  let v2: Awaited<ReturnType<typeof generateVectorsV2>>;
   let stackTraceLimit: number;
   before(async () => {
     f = await makeFixture();
+    v2 = await generateVectorsV2();
     // Capturing (and source-mapping) a stack for each of ~10^6 refusals would dominate the run;
     // the decoders are what is under test.
     stackTraceLimit = Error.stackTraceLimit;
@@ -91,7 +109,14 @@ describe(`protocol: ${INPUTS} random and mutated inputs against every decoder (s
       f.credential,
       f.lease,
       encodeUnsignedReject({ type: 'reject', version: 1, dev: f.dev, reason: 'busy', retry: 5 }),
+      // protocol-v2: every valid message and frame of the v2 vectors.
+      ...v2.messages.filter((m) => m.verdict === 'valid').map((m) => new Uint8Array(Buffer.from(m.hex, 'hex'))),
+      ...v2.frames.filter((m) => m.expect === 'frame').map((m) => new Uint8Array(Buffer.from(m.hex, 'hex'))),
+      ...v2.frames.filter((m) => m.plaintext !== null).map((m) => new Uint8Array(Buffer.from(m.plaintext ?? '', 'hex'))),
     ];
+    const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+    const v2BackendKeys = new Map([['backend-1', hex(v2.keys.backend?.publicKey ?? '')]]);
+    const v2Keys = { key: hex(v2.keySchedule.kUp as string), iv: hex(v2.keySchedule.ivUp as string), sid: hex(v2.keySchedule.sid as string) };
     const decoders: [string, (b: Uint8Array) => unknown][] = [
       ['decodeCbor', (b) => decodeCbor(b)],
       ['decodeSign1', (b) => decodeSign1(b)],
@@ -105,6 +130,19 @@ describe(`protocol: ${INPUTS} random and mutated inputs against every decoder (s
       ['parseLease', parseLease],
       ['decodeUpMessage', decodeUpMessage],
       ['decodeDownMessage', decodeDownMessage],
+      ['decodeChallengeRequestV2', decodeChallengeRequestV2],
+      ['decodeChallengeV2', decodeChallengeV2],
+      ['parseHelloV2', parseHelloV2],
+      ['parseGrant', parseGrant],
+      ['parseWelcomeV2', parseWelcomeV2],
+      ['parseRejectV2', parseRejectV2],
+      ['parseCommand', parseCommand],
+      ['decodeUpMessageV2', decodeUpMessageV2],
+      ['decodeDownMessageV2', decodeDownMessageV2],
+      ['decodeFramePayload', (b) => decodeFramePayload(b)],
+      // A frame receiver never throws: every input is a frame, a denial or a drop.
+      ['FrameReceiver.open', (b) => new FrameReceiver(v2Keys, 'p2g').open(b)],
+      ['checkCommand', (b) => checkCommand(b, { backendKeys: v2BackendKeys, dev: v2.inputs.dev, hh: hex(v2.inputs.hh) })],
     ];
     const r = new Prng(SEED);
     const accepted = new Map<string, number>();
@@ -127,6 +165,11 @@ describe(`protocol: ${INPUTS} random and mutated inputs against every decoder (s
       // checkWelcome verifies up to two signatures per well-formed input: run it on every
       // fourth input to keep the suite fast (the exhaustive byte-flip test covers it too).
       if (i % 4 !== 0) continue;
+      const res2 = checkWelcomeV2(input, { backendKeys: v2BackendKeys, dev: v2.inputs.dev, devicePublicKey: hex(v2.keys.device?.publicKey ?? ''), helloBytes: hex(v2.inputs.helloV2), allowOffline: true });
+      if (res2.ok) {
+        const h = Buffer.from(input).toString('hex');
+        assert.ok(v2.messages.some((m) => m.hex === h), `a mutated v2 welcome passed the peripheral checks: ${h} (seed ${SEED}, input ${i})`);
+      }
       const res = checkWelcome(input, { backendKeys: f.backendKeys, dev: f.dev, helloBytes: f.hello });
       if (res.ok) {
         const h = Buffer.from(input).toString('hex');

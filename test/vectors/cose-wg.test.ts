@@ -52,7 +52,8 @@ function publicKey(jwk: Jwk): KeyObject | Uint8Array {
 }
 
 describe('vectors: COSE WG Examples (generic COSE_Sign1 mode)', () => {
-  const files = readdirSync(DIR).filter((n) => n.endsWith('.json'));
+  // The AES-CCM (COSE_Encrypt0) example has its own test: cose-wg-encrypt0.test.ts.
+  const files = readdirSync(DIR).filter((n) => n.endsWith('.json') && !n.startsWith('aes-ccm-'));
 
   it('has an expectation for every copied vector', () => {
     assert.deepEqual(files.map((n) => n.replace(/\.json$/, '')).sort(), Object.keys(EXPECT).sort());
