@@ -12,7 +12,9 @@ import type { Signer } from '../protocol/index.js';
 import type { CheckedTss, EsysContext, EsysTr } from './ffi/checked.js';
 import { TpmError } from './errors.js';
 import { checkDigest, es256Signer, spkiToPem, toHex, type KeyStore, type SignOptions } from './key-store.js';
-import { DEFAULT_SIGN_RATE_LIMIT, TokenBucket, type RateLimit } from './rate-limiter.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import type { BucketSpec } from '../common/token-bucket.js';
+import { DEFAULT_SIGN_RATE_LIMIT, SignRateLimiter } from './rate-limiter.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord } from './state-file.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
@@ -40,9 +42,9 @@ export interface TpmKeyStoreOptions extends TpmConnectionOptions {
    */
   stateDir?: string;
   /** Signing rate limit (TPM-FAIL mitigation). Default DEFAULT_SIGN_RATE_LIMIT: 10 back to back, then 1 per 10 s. */
-  rateLimit?: RateLimit;
-  /** Clock for the rate limiter (ms). */
-  now?: () => number;
+  rateLimit?: BucketSpec;
+  /** Clock for the rate limiter (default the system clock). */
+  clock?: Clock;
 }
 
 /**
@@ -109,7 +111,7 @@ export class TpmKeyStore implements KeyStore {
   readonly handle: number;
   private readonly opts: TpmKeyStoreOptions;
   private readonly logger: Logger;
-  private readonly bucket: TokenBucket;
+  private readonly bucket: SignRateLimiter;
   private conn: TpmConnection | undefined;
   private key: { spki: Uint8Array; thumbprint: Uint8Array; keyObject: KeyObject; noDA: boolean } | undefined;
   private cachedTr: { tr: EsysTr; generation: number } | undefined;
@@ -120,7 +122,7 @@ export class TpmKeyStore implements KeyStore {
     this.handle = opts.handle ?? DEFAULT_KEY_HANDLE;
     checkPersistentHandle(this.handle);
     this.logger = opts.logger ?? silentLogger();
-    this.bucket = new TokenBucket(opts.rateLimit ?? DEFAULT_SIGN_RATE_LIMIT, opts.now);
+    this.bucket = new SignRateLimiter(opts.rateLimit ?? DEFAULT_SIGN_RATE_LIMIT, opts.clock ?? systemClock);
   }
 
   /** Concurrent callers share one opening attempt. */

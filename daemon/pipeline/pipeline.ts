@@ -13,7 +13,8 @@ import { monotonicClock, systemClock, type Clock } from '../../common/clock.js';
 import { systemRandom, type RandomSource } from './random.js';
 import { DecisionLog } from './events.js';
 import { PipelineError } from './errors.js';
-import { RateLimiter, type BucketSpec } from './rate-limit.js';
+import type { BucketSpec } from '../../common/token-bucket.js';
+import { RateLimiter } from './rate-limit.js';
 import type {
   AuthPipeline,
   GatewaySession,
@@ -382,6 +383,6 @@ export class Pipeline implements AuthPipeline {
 
 /** Token buckets from per-minute limits; the burst equals the per-minute number. */
 function bucketSpecs(l: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number }): { perConnection: BucketSpec; perDevice: BucketSpec; global: BucketSpec } {
-  const perMin = (n: number): BucketSpec => ({ capacity: n, refillPerSec: n / 60 });
+  const perMin = (n: number): BucketSpec => ({ burst: n, perSecond: n / 60 });
   return { perConnection: perMin(l.perConnectionPerMin), perDevice: perMin(l.perDevicePerMin), global: perMin(l.globalPerMin) };
 }
