@@ -9,7 +9,7 @@ import { checkWelcome, decodeSign1, ed25519PublicKeyProblem, ed25519RawFromKeyOb
 import { GatehouseError } from '../common/errors.js';
 import { generateKeyFile, loadKeyFile } from './reference/keyfile.js';
 import { ReferencePeripheral } from './reference/peripheral.js';
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CliIO } from '../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type CliIO } from '../common/cli-io.js';
 
 const USAGE = `Usage: gatehouse peripheral <command> [options]
 
@@ -53,8 +53,6 @@ const HELP: Record<string, string> = {
     'the challenge to it), verifies the welcome and prints "welcomed …" (exit 0), or the reject\n' +
     'reason / the refused welcome check (exit 1). --ca: the CA of an mqtts listener.\n',
 };
-
-class UsageError extends Error {}
 
 function write(stream: NodeJS.WritableStream, text: string): void {
   stream.write(text);

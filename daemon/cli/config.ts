@@ -1,10 +1,10 @@
 /** `gatehouse config check`: validate a config file without starting anything. */
 import { ConfigError, formatIssue } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
-import { UsageError, configPath, parse } from './args.js';
+import { configPath, parse } from './args.js';
 import { guard } from './command.js';
 import { write } from './format.js';
-import { EXIT_FAILURE, EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, UsageError, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse config check [--config FILE] [--json]
 

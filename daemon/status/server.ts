@@ -39,12 +39,10 @@ const SOCKET_MODE = 0o660;
 const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/events', '/v1/check', '/metrics']);
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 
-class BadRequest extends Error {}
-
 function intParam(params: URLSearchParams, name: string, dflt: number, max: number): number {
   const v = params.get(name);
   if (v === null) return dflt;
-  if (!/^\d{1,16}$/.test(v) || Number(v) > max) throw new BadRequest(`query parameter ${name} must be an integer 0..${max}`);
+  if (!/^\d{1,16}$/.test(v) || Number(v) > max) throw new StatusError('GH_STATUS_BAD_QUERY', `query parameter ${name} must be an integer 0..${max}`);
   return Number(v);
 }
 
@@ -209,7 +207,7 @@ export class StatusServer {
           since = intParam(params, 'since', 0, MAX_SEQ);
           limit = intParam(params, 'limit', 100, this.opts.maxEventsPerPage);
         } catch (err) {
-          if (err instanceof BadRequest) {
+          if (err instanceof StatusError && err.code === 'GH_STATUS_BAD_QUERY') {
             sendProblem(res, problem(400, err.message), {}, head);
             return;
           }
