@@ -13,6 +13,19 @@ export interface CliIO {
   env: NodeJS.ProcessEnv;
 }
 
+/** Writes `text` as whole lines: a newline is added unless it already ends in one. */
+export function write(stream: NodeJS.WritableStream, text: string): void {
+  stream.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+/**
+ * Writes exactly `data`, no newline added: for output that is not a line (binary CBOR on
+ * stdout, a progress line redrawn in place with `\r`).
+ */
+export function writeRaw(stream: NodeJS.WritableStream, data: string | Uint8Array): void {
+  stream.write(data);
+}
+
 /** Exit codes every subcommand uses. */
 export const EXIT_OK = 0;
 /** The command failed. */
