@@ -86,22 +86,32 @@ class Demo {
   readonly #peripherals: MqttReferencePeripheral[] = [];
   #logStream: ReturnType<typeof createWriteStream> | undefined;
 
+  readonly #io: CliIO;
+  readonly #dir: string;
+  readonly #count: number;
+  readonly #mqttPort: number | undefined;
+
   constructor(
-    private readonly io: CliIO,
-    private readonly dir: string,
-    private readonly count: number,
-    private readonly mqttPort: number | undefined,
-  ) {}
+    io: CliIO,
+    dir: string,
+    count: number,
+    mqttPort: number | undefined,
+  ) {
+    this.#io = io;
+    this.#dir = dir;
+    this.#count = count;
+    this.#mqttPort = mqttPort;
+  }
 
   #say(line: string): void {
-    write(this.io.stdout, line);
+    write(this.#io.stdout, line);
   }
 
   async start(): Promise<boolean> {
-    const d = this.dir;
-    this.#say(`Gatehouse demo: gateway, reference backend, TPM and ${this.count} simulated peripherals on this machine`);
+    const d = this.#dir;
+    this.#say(`Gatehouse demo: gateway, reference backend, TPM and ${this.#count} simulated peripherals on this machine`);
     this.#say(`  state in ${d} (the CA is kept, the rest is fresh each run)`);
-    const system = await EmbeddedSystem.start({ dir: d, devices: this.count, ...(this.mqttPort !== undefined ? { mqttPort: this.mqttPort } : {}), onStep: (l) => this.#say(l) });
+    const system = await EmbeddedSystem.start({ dir: d, devices: this.#count, ...(this.#mqttPort !== undefined ? { mqttPort: this.#mqttPort } : {}), onStep: (l) => this.#say(l) });
     this.#system = system;
     // A spare registered device whose key is on disk, for an outside MQTT client.
     await mkdir(join(d, 'peripherals'), { recursive: true, mode: 0o700 });
@@ -135,11 +145,11 @@ class Demo {
     const results: { dev: string; result: MqttAuthResult | Error; ms: number }[] = [];
     let next = 0;
     // A live counter on a terminal; one line at the end otherwise (CI logs).
-    const tty = (this.io.stdout as { isTTY?: boolean }).isTTY === true;
+    const tty = (this.#io.stdout as { isTTY?: boolean }).isTTY === true;
     const progress = (): void => {
       if (!tty && results.length < signers.length) return;
       const ok = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'authenticated').length;
-      writeRaw(this.io.stdout, `${tty ? '\r' : ''}[5/5] peripherals ${results.length}/${signers.length} done, ${ok} welcomed and verified`);
+      writeRaw(this.#io.stdout, `${tty ? '\r' : ''}[5/5] peripherals ${results.length}/${signers.length} done, ${ok} welcomed and verified`);
     };
     const worker = async (): Promise<void> => {
       for (;;) {
@@ -161,7 +171,7 @@ class Demo {
     };
     progress();
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, signers.length) }, worker));
-    writeRaw(this.io.stdout, '\n');
+    writeRaw(this.#io.stdout, '\n');
     return results;
   }
 
