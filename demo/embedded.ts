@@ -22,10 +22,15 @@ import { DEFAULT_KEY_HANDLE, handleHex } from '../tpm/tpm-key-store.js';
 import { formatIssue } from '../daemon/config/errors.js';
 import type { GatehouseConfig } from '../daemon/config/schema.js';
 import { validateConfig } from '../daemon/config/validate.js';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 import { softwareKeyFile } from '../daemon/gateway.js';
 
-export class EmbeddedError extends GatehouseError {}
+export type EmbeddedErrorCode =
+  /** The embedded system's options or generated config are unusable. */
+  'GH_EMBEDDED_CONFIG';
+
+/** The embedded demo system could not be composed. */
+export class EmbeddedError extends CodedError<EmbeddedErrorCode> {}
 
 export interface EmbeddedSystemOptions {
   /** State root; its `pki/` is kept across runs, everything else is made fresh. */

@@ -6,7 +6,7 @@
  * Floats, simple values (false/true/null/undefined), indefinite lengths and other tags are
  * refused, because no protocol-v1 message uses them.
  */
-import { ProtocolError } from './errors.js';
+import { ProtocolError, type ProtocolErrorCode } from './errors.js';
 
 /** Maximum size of any protocol-v1 message (protocol-v1 "Encoding"). */
 export const MAX_MESSAGE_BYTES = 1024;
@@ -27,9 +27,13 @@ export type CborKey = number | string;
 export type CborMap = Map<CborKey, CborValue>;
 export type CborValue = number | string | Uint8Array | CborValue[] | CborMap | CborTag;
 
+export type CborErrorCode = Extract<ProtocolErrorCode, `GH_CBOR_${string}`>;
+
 /** A CBOR encoding or decoding failure. Always carries reason `malformed`. */
 export class CborError extends ProtocolError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  declare readonly code: CborErrorCode;
+
+  constructor(code: CborErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, 'malformed', message, options);
   }
 }
@@ -257,7 +261,7 @@ class Reader {
     return this.buf.length - this.pos;
   }
 
-  fail(code: string, what: string): never {
+  fail(code: CborErrorCode, what: string): never {
     throw new CborError(code, `${what} (at byte ${this.pos})`);
   }
 

@@ -12,9 +12,18 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 
-export class SwtpmError extends GatehouseError {}
+export type SwtpmErrorCode =
+  /** No pair of free loopback ports for swtpm. */
+  | 'GH_SWTPM_NO_PORTS'
+  /** swtpm exited before it was ready. */
+  | 'GH_SWTPM_EXITED'
+  /** swtpm did not become ready in time. */
+  | 'GH_SWTPM_TIMEOUT';
+
+/** The swtpm simulator could not be started. */
+export class SwtpmError extends CodedError<SwtpmErrorCode> {}
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
