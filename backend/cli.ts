@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import winston from 'winston';
-import type { CliIO } from '../common/cli-io.js';
+import { UsageError, write, type CliIO } from '../common/cli-io.js';
 import { GatehouseError } from '../common/errors.js';
 import { DEFAULT_DATA_DIR, HELP, HELPS } from './cli-help.js';
 import { importDevices, parseDevicePublicKey, splitGateways, type ImportFormat } from './import.js';
@@ -20,16 +20,6 @@ import { Registry, type DeviceRecord, type GatewayRecord } from './registry.js';
 import { REGISTRY_FILE, startBackend } from './server.js';
 import { ensureSigningKey } from './signing-key.js';
 import type { Policy } from '../protocol/index.js';
-
-function write(stream: NodeJS.WritableStream, text: string): void {
-  stream.write(text.endsWith('\n') ? text : `${text}\n`);
-}
-
-class UsageError extends GatehouseError {
-  constructor(message: string) {
-    super('GH_CLI_USAGE', message);
-  }
-}
 
 function dataDirOf(values: { 'data-dir'?: string | undefined }, io: CliIO): string {
   return values['data-dir'] ?? io.env['GATEHOUSE_BACKEND_DATA_DIR'] ?? DEFAULT_DATA_DIR;

@@ -1,7 +1,34 @@
 /** Errors of the reference backend (registry, key file, admin CLI). */
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 
-/** Stable codes: `GH_REGISTRY_*` for the registry, `GH_BACKEND_KEY_*` for the signing key file. */
-export class RegistryError extends GatehouseError {}
+export type RegistryErrorCode =
+  /** The registry database cannot be opened. */
+  | 'GH_REGISTRY_OPEN'
+  /** The registry database has a schema this version does not know. */
+  | 'GH_REGISTRY_SCHEMA'
+  /** A gateway or device id outside 1–64 characters of [A-Za-z0-9._:-]. */
+  | 'GH_REGISTRY_BAD_ID'
+  /** A public key that is not acceptable (length, encoding, small order). */
+  | 'GH_REGISTRY_BAD_KEY'
+  /** A device record that is not acceptable (e.g. its policy). */
+  | 'GH_REGISTRY_BAD_DEVICE'
+  /** A gateway or device with that id is already registered. */
+  | 'GH_REGISTRY_EXISTS';
 
-export class BackendKeyError extends GatehouseError {}
+/** The registry refused or could not do an operation. */
+export class RegistryError extends CodedError<RegistryErrorCode> {}
+
+export type BackendKeyErrorCode =
+  /** The signing key file does not exist. */
+  | 'GH_BACKEND_KEY_MISSING'
+  /** The signing key file cannot be read. */
+  | 'GH_BACKEND_KEY_READ'
+  /** The signing key path is not a regular file. */
+  | 'GH_BACKEND_KEY_NOT_FILE'
+  /** The signing key file is readable by group or others. */
+  | 'GH_BACKEND_KEY_MODE'
+  /** The signing key file does not hold an Ed25519 private key. */
+  | 'GH_BACKEND_KEY_INVALID';
+
+/** The backend's signing key file cannot be used. */
+export class BackendKeyError extends CodedError<BackendKeyErrorCode> {}

@@ -8,32 +8,38 @@ export type NonceOutcome = 'fresh' | 'replay' | 'full';
 
 export class NonceCache {
   /** key → unix seconds after which the entry may be dropped. */
-  private readonly entries = new Map<string, number>();
-  private lastSweep = 0;
+  readonly #entries = new Map<string, number>();
+  #lastSweep = 0;
+
+  readonly #maxEntries: number;
+  readonly #windowSeconds: number;
 
   constructor(
-    private readonly maxEntries: number,
-    private readonly windowSeconds: number,
-  ) {}
+    maxEntries: number,
+    windowSeconds: number,
+  ) {
+    this.#maxEntries = maxEntries;
+    this.#windowSeconds = windowSeconds;
+  }
 
   get size(): number {
-    return this.entries.size;
+    return this.#entries.size;
   }
 
   /** Record `nonce` for `keyid` (signed at `created`); `replay` if it was already seen. */
   check(keyid: string, nonce: string, created: number, now: number): NonceOutcome {
     const key = `${keyid}\u0000${nonce}`;
-    const until = this.entries.get(key);
+    const until = this.#entries.get(key);
     if (until !== undefined && until >= now) return 'replay';
     // Sweep once a minute, or when full (at most once a second, so a flood cannot make every request O(n)).
-    if (now - this.lastSweep >= 60 || (this.entries.size >= this.maxEntries && now > this.lastSweep)) this.sweep(now);
-    if (this.entries.size >= this.maxEntries) return 'full';
-    this.entries.set(key, created + this.windowSeconds);
+    if (now - this.#lastSweep >= 60 || (this.#entries.size >= this.#maxEntries && now > this.#lastSweep)) this.#sweep(now);
+    if (this.#entries.size >= this.#maxEntries) return 'full';
+    this.#entries.set(key, created + this.#windowSeconds);
     return 'fresh';
   }
 
-  private sweep(now: number): void {
-    this.lastSweep = now;
-    for (const [k, until] of this.entries) if (until < now) this.entries.delete(k);
+  #sweep(now: number): void {
+    this.#lastSweep = now;
+    for (const [k, until] of this.#entries) if (until < now) this.#entries.delete(k);
   }
 }

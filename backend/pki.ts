@@ -9,9 +9,16 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 
-export class PkiError extends GatehouseError {}
+export type PkiErrorCode =
+  /** A file stem, CN or subjectAltName that is not acceptable (or no DNS name given). */
+  | 'GH_PKI_BAD_NAME'
+  /** openssl failed while making the test PKI. */
+  | 'GH_PKI_OPENSSL';
+
+/** The test PKI could not be made. */
+export class PkiError extends CodedError<PkiErrorCode> {}
 
 /** A certificate and its key, as files and as PEM text. */
 export interface CertFiles {

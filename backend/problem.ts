@@ -4,7 +4,7 @@
  * answer a generic problem and log the chain).
  */
 import type { ServerResponse } from 'node:http';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 import type { ReasonCode } from '../protocol/index.js';
 
 /** The problem types the backend answers with. `type` is `urn:gatehouse:problem:<slug>`. */
@@ -32,17 +32,22 @@ export type ProblemSlug = keyof typeof PROBLEMS;
 
 export const PROBLEM_TYPE_PREFIX = 'urn:gatehouse:problem:';
 
+type SnakeCase<S extends string> = S extends `${infer A}-${infer B}` ? `${A}_${SnakeCase<B>}` : S;
+
+/** The stable code of each problem: `GH_BACKEND_` and the slug, e.g. `GH_BACKEND_REPLAYED_NONCE`. */
+export type ProblemCode = `GH_BACKEND_${Uppercase<SnakeCase<ProblemSlug>>}`;
+
 /**
  * Thrown by request handling; turned into a problem answer. `detail` must be safe to show.
  * Code: `GH_BACKEND_` and the slug, e.g. `GH_BACKEND_REPLAYED_NONCE`.
  */
-export class Problem extends GatehouseError {
+export class Problem extends CodedError<ProblemCode> {
   constructor(
     readonly slug: ProblemSlug,
     readonly detail?: string,
     options?: { cause?: unknown },
   ) {
-    super(`GH_BACKEND_${slug.toUpperCase().replace(/-/g, '_')}`, detail ?? PROBLEMS[slug].title, options);
+    super(`GH_BACKEND_${slug.toUpperCase().replace(/-/g, '_')}` as ProblemCode, detail ?? PROBLEMS[slug].title, options);
   }
 }
 

@@ -158,14 +158,14 @@ export function parseTpmPublicKey(pem: string): { key: KeyObject; pem: string; t
 
 /** The registry. One instance per database file; synchronous (better-sqlite3). */
 export class Registry {
-  private readonly db: Database.Database;
-  private readonly now: NowSeconds;
-  private readonly stmts;
+  readonly #db: Database.Database;
+  readonly #now: NowSeconds;
+  readonly #stmts;
 
   private constructor(db: Database.Database, now: NowSeconds) {
-    this.db = db;
-    this.now = now;
-    this.stmts = {
+    this.#db = db;
+    this.#now = now;
+    this.#stmts = {
       getGateway: db.prepare<[string], GatewayRow>('SELECT * FROM gateways WHERE id = ?'),
       listGateways: db.prepare<[], GatewayRow>('SELECT * FROM gateways ORDER BY id'),
       insertGateway: db.prepare(
@@ -220,7 +220,7 @@ export class Registry {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (this.#db.open) this.#db.close();
   }
 
   // -- gateways ---------------------------------------------------------------------------------
@@ -230,25 +230,25 @@ export class Registry {
     const groups = [...(g.groups ?? [])];
     for (const name of groups) if (!isValidId(name)) throw new RegistryError('GH_REGISTRY_BAD_ID', `"${name}" is not a valid group name`);
     const { pem, tpk } = parseTpmPublicKey(g.tpmPublicKeyPem);
-    if (this.stmts.getGateway.get(g.id) !== undefined) throw new RegistryError('GH_REGISTRY_EXISTS', `gateway "${g.id}" already exists`);
-    this.stmts.insertGateway.run(g.id, pem, Buffer.from(tpk), JSON.stringify(groups), this.now());
+    if (this.#stmts.getGateway.get(g.id) !== undefined) throw new RegistryError('GH_REGISTRY_EXISTS', `gateway "${g.id}" already exists`);
+    this.#stmts.insertGateway.run(g.id, pem, Buffer.from(tpk), JSON.stringify(groups), this.#now());
     return this.getGateway(g.id) as GatewayRecord;
   }
 
   getGateway(id: string): GatewayRecord | undefined {
-    const row = this.stmts.getGateway.get(id);
+    const row = this.#stmts.getGateway.get(id);
     return row === undefined ? undefined : gatewayFromRow(row);
   }
 
   listGateways(): GatewayRecord[] {
-    return this.stmts.listGateways.all().map(gatewayFromRow);
+    return this.#stmts.listGateways.all().map(gatewayFromRow);
   }
 
   /** Revoke a gateway and forget its session keys. False when unknown or already revoked. */
   revokeGateway(id: string): boolean {
-    return this.db.transaction(() => {
-      const changed = this.stmts.revokeGateway.run(this.now(), id).changes > 0;
-      if (changed) this.stmts.deleteSessions.run(id);
+    return this.#db.transaction(() => {
+      const changed = this.#stmts.revokeGateway.run(this.#now(), id).changes > 0;
+      if (changed) this.#stmts.deleteSessions.run(id);
       return changed;
     })();
   }
@@ -270,7 +270,7 @@ export class Registry {
       const p = policyProblem(d.policy);
       if (p !== undefined) return p;
     }
-    if (this.stmts.getDevice.get(d.id) !== undefined) return `device "${d.id}" already exists`;
+    if (this.#stmts.getDevice.get(d.id) !== undefined) return `device "${d.id}" already exists`;
     return undefined;
   }
 
@@ -278,33 +278,33 @@ export class Registry {
     const problem = this.deviceProblem(d);
     if (problem !== undefined) throw new RegistryError('GH_REGISTRY_BAD_DEVICE', problem);
     const policy = d.policy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] };
-    this.stmts.insertDevice.run(d.id, Buffer.from(d.publicKey), JSON.stringify([...d.gateways]), JSON.stringify(policy), this.now());
+    this.#stmts.insertDevice.run(d.id, Buffer.from(d.publicKey), JSON.stringify([...d.gateways]), JSON.stringify(policy), this.#now());
     return this.getDevice(d.id) as DeviceRecord;
   }
 
   /** Add all devices or none (one transaction). Callers check each with `deviceProblem` first. */
   addDevices(devices: readonly NewDevice[]): number {
-    this.db.transaction(() => {
+    this.#db.transaction(() => {
       for (const d of devices) this.addDevice(d);
     })();
     return devices.length;
   }
 
   getDevice(id: string): DeviceRecord | undefined {
-    const row = this.stmts.getDevice.get(id);
+    const row = this.#stmts.getDevice.get(id);
     return row === undefined ? undefined : deviceFromRow(row);
   }
 
   listDevices(): DeviceRecord[] {
-    return this.stmts.listDevices.all().map(deviceFromRow);
+    return this.#stmts.listDevices.all().map(deviceFromRow);
   }
 
   /** Revoke a device and append it to the revocation feed. Returns the feed cursor, or undefined. */
   revokeDevice(id: string): number | undefined {
-    return this.db.transaction(() => {
-      const at = this.now();
-      if (this.stmts.revokeDevice.run(at, id).changes === 0) return undefined;
-      return Number(this.stmts.insertRevocation.run(id, at).lastInsertRowid);
+    return this.#db.transaction(() => {
+      const at = this.#now();
+      if (this.#stmts.revokeDevice.run(at, id).changes === 0) return undefined;
+      return Number(this.#stmts.insertRevocation.run(id, at).lastInsertRowid);
     })();
   }
 
@@ -317,9 +317,9 @@ export class Registry {
 
   /** Devices revoked after `since`, oldest first, at most {@link REVOCATION_PAGE}; `cursor` to ask from next. */
   revocationsSince(since: number, limit = REVOCATION_PAGE): { cursor: number; devices: string[] } {
-    const rows = this.stmts.revocationsSince.all(since, limit);
+    const rows = this.#stmts.revocationsSince.all(since, limit);
     const last = rows[rows.length - 1];
-    const cursor = last !== undefined ? last.cursor : Math.min(since, this.stmts.maxCursor.get()?.c ?? 0);
+    const cursor = last !== undefined ? last.cursor : Math.min(since, this.#stmts.maxCursor.get()?.c ?? 0);
     return { cursor, devices: rows.map((r) => r.device_id) };
   }
 
@@ -327,17 +327,17 @@ export class Registry {
 
   /** Record a session key issued to `gw`, keeping only the newest {@link SESSION_KEYS_KEPT}. */
   recordSessionKey(gw: string, publicKey: Uint8Array, notAfter: number): void {
-    this.db.transaction(() => {
+    this.#db.transaction(() => {
       // A retried certification of the same key must not push the previous key out.
-      this.stmts.deleteSameSession.run(gw, Buffer.from(publicKey));
-      this.stmts.insertSession.run(gw, Buffer.from(publicKey), this.now(), notAfter);
-      this.stmts.pruneSessions.run(gw, gw, SESSION_KEYS_KEPT);
+      this.#stmts.deleteSameSession.run(gw, Buffer.from(publicKey));
+      this.#stmts.insertSession.run(gw, Buffer.from(publicKey), this.#now(), notAfter);
+      this.#stmts.pruneSessions.run(gw, gw, SESSION_KEYS_KEPT);
     })();
   }
 
   /** The newest session keys of `gw` that have not expired at `now` (unix s), newest first. */
   sessionKeys(gw: string, now: number): SessionKeyRecord[] {
-    return this.stmts.sessions
+    return this.#stmts.sessions
       .all(gw, SESSION_KEYS_KEPT)
       .filter((r) => r.not_after > now)
       .map((r) => ({ publicKey: new Uint8Array(r.public_key), issuedAt: r.issued_at, notAfter: r.not_after }));

@@ -3,8 +3,7 @@
  * fast and a command whose module is missing or broken does not take the others down.
  */
 import { VERSION } from '../daemon/version.js';
-import { write } from '../daemon/cli/format.js';
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CliIO } from '../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, write, type CliIO } from '../common/cli-io.js';
 
 interface CommandModule {
   run(args: string[], io: CliIO): Promise<number>;
@@ -73,7 +72,7 @@ export async function main(argv: string[], io: CliIO, commands: Readonly<Record<
   }
   if (first === 'help') {
     if (rest[0] === undefined) {
-      io.stdout.write(usage());
+      write(io.stdout, usage());
       return EXIT_OK;
     }
     return main([rest[0], '--help'], io, commands);

@@ -22,7 +22,7 @@ import { GatehouseMetrics } from './status/metrics.js';
 import { StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
 import { GatewayStatus } from './gateway-status.js';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 import type { Signer } from '../protocol/index.js';
 import { MqttTransport } from './transports/mqtt/transport.js';
 import { BleTransport } from './transports/ble/transport.js';
@@ -30,7 +30,18 @@ import { NobleCentral } from './transports/ble/noble-adapter.js';
 import type { KeyStore } from '../tpm/key-store.js';
 import { createKeyStore } from '../tpm/factory.js';
 
-export class GatewayError extends GatehouseError {}
+export type GatewayErrorCode =
+  /** An operation that needs a started gateway was called before start(). */
+  | 'GH_GATEWAY_NOT_STARTED'
+  /** start() or stop() called in a state that does not allow it. */
+  | 'GH_GATEWAY_STATE'
+  /** stop() was called while start() was still running. */
+  | 'GH_GATEWAY_STOPPED_WHILE_STARTING'
+  /** A service did not stop within its deadline. */
+  | 'GH_GATEWAY_STOP_TIMEOUT';
+
+/** The gateway's lifecycle was misused or did not complete. */
+export class GatewayError extends CodedError<GatewayErrorCode> {}
 
 /**
  * Where the software key store (development only) keeps the identity key: in the state

@@ -13,7 +13,7 @@ import { NobleEd25519Signer } from '../peripherals/reference/noble-signer.js';
 import { ReferencePeripheral } from '../peripherals/reference/peripheral.js';
 import { parse } from '../daemon/cli/args.js';
 import { guard } from '../daemon/cli/command.js';
-import { EXIT_FAILURE, EXIT_OK, type CliIO } from '../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, write, writeRaw, type CliIO } from '../common/cli-io.js';
 import type { GatehouseConfig } from '../daemon/config/schema.js';
 import { EmbeddedSystem } from './embedded.js';
 import { Gateway } from '../daemon/gateway.js';
@@ -48,25 +48,25 @@ export function run(args: string[], io: CliIO): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     const count = intOption(values.peripherals, 20, 1, 1000, '--peripherals');
     const port = values['mqtt-port'] === undefined ? undefined : intOption(values['mqtt-port'], 1883, 1, 65535, '--mqtt-port');
     if (typeof count === 'string' || typeof port === 'string') {
-      io.stderr.write(`${cmd}: ${typeof count === 'string' ? count : String(port)}\n`);
+      write(io.stderr, `${cmd}: ${typeof count === 'string' ? count : String(port)}`);
       return 2;
     }
     const demo = new Demo(io, resolve(values.dir ?? join(process.cwd(), '.gatehouse', 'demo')), count, port);
     try {
       const ok = await demo.start();
       if (values.once === true) return ok ? EXIT_OK : EXIT_FAILURE;
-      io.stdout.write('\nServing until Ctrl-C.\n');
+      write(io.stdout, '\nServing until Ctrl-C.');
       await new Promise<void>((done) => {
         process.once('SIGINT', done);
         process.once('SIGTERM', done);
       });
-      io.stdout.write('\nStopping…\n');
+      write(io.stdout, '\nStopping…');
       return EXIT_OK;
     } finally {
       await demo.stop();
@@ -86,22 +86,32 @@ class Demo {
   readonly #peripherals: MqttReferencePeripheral[] = [];
   #logStream: ReturnType<typeof createWriteStream> | undefined;
 
+  readonly #io: CliIO;
+  readonly #dir: string;
+  readonly #count: number;
+  readonly #mqttPort: number | undefined;
+
   constructor(
-    private readonly io: CliIO,
-    private readonly dir: string,
-    private readonly count: number,
-    private readonly mqttPort: number | undefined,
-  ) {}
+    io: CliIO,
+    dir: string,
+    count: number,
+    mqttPort: number | undefined,
+  ) {
+    this.#io = io;
+    this.#dir = dir;
+    this.#count = count;
+    this.#mqttPort = mqttPort;
+  }
 
   #say(line: string): void {
-    this.io.stdout.write(`${line}\n`);
+    write(this.#io.stdout, line);
   }
 
   async start(): Promise<boolean> {
-    const d = this.dir;
-    this.#say(`Gatehouse demo: gateway, reference backend, TPM and ${this.count} simulated peripherals on this machine`);
+    const d = this.#dir;
+    this.#say(`Gatehouse demo: gateway, reference backend, TPM and ${this.#count} simulated peripherals on this machine`);
     this.#say(`  state in ${d} (the CA is kept, the rest is fresh each run)`);
-    const system = await EmbeddedSystem.start({ dir: d, devices: this.count, ...(this.mqttPort !== undefined ? { mqttPort: this.mqttPort } : {}), onStep: (l) => this.#say(l) });
+    const system = await EmbeddedSystem.start({ dir: d, devices: this.#count, ...(this.#mqttPort !== undefined ? { mqttPort: this.#mqttPort } : {}), onStep: (l) => this.#say(l) });
     this.#system = system;
     // A spare registered device whose key is on disk, for an outside MQTT client.
     await mkdir(join(d, 'peripherals'), { recursive: true, mode: 0o700 });
@@ -135,11 +145,11 @@ class Demo {
     const results: { dev: string; result: MqttAuthResult | Error; ms: number }[] = [];
     let next = 0;
     // A live counter on a terminal; one line at the end otherwise (CI logs).
-    const tty = (this.io.stdout as { isTTY?: boolean }).isTTY === true;
+    const tty = (this.#io.stdout as { isTTY?: boolean }).isTTY === true;
     const progress = (): void => {
       if (!tty && results.length < signers.length) return;
       const ok = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'authenticated').length;
-      this.io.stdout.write(`${tty ? '\r' : ''}[5/5] peripherals ${results.length}/${signers.length} done, ${ok} welcomed and verified`);
+      writeRaw(this.#io.stdout, `${tty ? '\r' : ''}[5/5] peripherals ${results.length}/${signers.length} done, ${ok} welcomed and verified`);
     };
     const worker = async (): Promise<void> => {
       for (;;) {
@@ -161,7 +171,7 @@ class Demo {
     };
     progress();
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, signers.length) }, worker));
-    this.io.stdout.write('\n');
+    writeRaw(this.#io.stdout, '\n');
     return results;
   }
 

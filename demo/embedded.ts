@@ -22,10 +22,15 @@ import { DEFAULT_KEY_HANDLE, handleHex } from '../tpm/tpm-key-store.js';
 import { formatIssue } from '../daemon/config/errors.js';
 import type { GatehouseConfig } from '../daemon/config/schema.js';
 import { validateConfig } from '../daemon/config/validate.js';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 import { softwareKeyFile } from '../daemon/gateway.js';
 
-export class EmbeddedError extends GatehouseError {}
+export type EmbeddedErrorCode =
+  /** The embedded system's options or generated config are unusable. */
+  'GH_EMBEDDED_CONFIG';
+
+/** The embedded demo system could not be composed. */
+export class EmbeddedError extends CodedError<EmbeddedErrorCode> {}
 
 export interface EmbeddedSystemOptions {
   /** State root; its `pki/` is kept across runs, everything else is made fresh. */
@@ -55,25 +60,29 @@ export interface EmbeddedDevice {
 
 /** A running backend, TPM and config, ready for a gateway to start against. */
 export class EmbeddedSystem {
+  #backendHandle: RunningBackend;
+
   private constructor(
     readonly dir: string,
     readonly gw: string,
     readonly pki: { ca: CertFiles; server: CertFiles },
     readonly swtpm: Swtpm | undefined,
-    private backendHandle: RunningBackend,
+    backendHandle: RunningBackend,
     readonly devices: EmbeddedDevice[],
     readonly config: GatehouseConfig,
     readonly configFile: string,
     readonly tpmPublicKeyPem: string,
-  ) {}
+  ) {
+    this.#backendHandle = backendHandle;
+  }
 
   get backend(): RunningBackend {
-    return this.backendHandle;
+    return this.#backendHandle;
   }
 
   /** The backend's pinned keys, as peripherals hold them. */
   get backendKeys(): Map<string, Uint8Array> {
-    return new Map([[this.backendHandle.kid, this.backendHandle.publicKeyRaw]]);
+    return new Map([[this.#backendHandle.kid, this.#backendHandle.publicKeyRaw]]);
   }
 
   static async start(opts: EmbeddedSystemOptions): Promise<EmbeddedSystem> {
@@ -134,20 +143,20 @@ export class EmbeddedSystem {
 
   /** Stop the backend (fault tests): the gateway sees connection refused. */
   async stopBackend(): Promise<void> {
-    await this.backendHandle.close();
+    await this.#backendHandle.close();
   }
 
   /** Start the backend again on the same port, data and keys. */
   async restartBackend(): Promise<void> {
-    this.backendHandle = await startBackend({
+    this.#backendHandle = await startBackend({
       dataDir: join(this.dir, 'backend'),
-      port: this.backendHandle.port,
+      port: this.#backendHandle.port,
       tls: { certPem: this.pki.server.certPem, keyPem: this.pki.server.keyPem },
     });
   }
 
   async close(): Promise<void> {
-    await this.backendHandle.close().catch(() => undefined);
+    await this.#backendHandle.close().catch(() => undefined);
     await this.swtpm?.dispose();
   }
 }

@@ -9,7 +9,7 @@ import { checkWelcome, decodeSign1, ed25519PublicKeyProblem, ed25519RawFromKeyOb
 import { GatehouseError } from '../common/errors.js';
 import { generateKeyFile, loadKeyFile } from './reference/keyfile.js';
 import { ReferencePeripheral } from './reference/peripheral.js';
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, type CliIO } from '../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, write, writeRaw, type CliIO } from '../common/cli-io.js';
 
 const USAGE = `Usage: gatehouse peripheral <command> [options]
 
@@ -54,12 +54,6 @@ const HELP: Record<string, string> = {
     'reason / the refused welcome check (exit 1). --ca: the CA of an mqtts listener.\n',
 };
 
-class UsageError extends Error {}
-
-function write(stream: NodeJS.WritableStream, text: string): void {
-  stream.write(text);
-}
-
 function required(values: Record<string, unknown>, name: string): string {
   const v = values[name];
   if (typeof v !== 'string' || v.length === 0) throw new UsageError(`--${name} is required`);
@@ -101,7 +95,7 @@ async function challengeRequest(args: string[], io: CliIO): Promise<number> {
   if (!isValidId(dev)) throw new UsageError('--dev must be 1–64 characters of [A-Za-z0-9._:-]');
   const bytes = encodeChallengeRequest({ type: 'challenge-request', version: 1, dev });
   if (typeof values.out === 'string') await writeFile(values.out, bytes);
-  else io.stdout.write(bytes);
+  else writeRaw(io.stdout, bytes);
   return EXIT_OK;
 }
 

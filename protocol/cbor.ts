@@ -6,7 +6,7 @@
  * Floats, simple values (false/true/null/undefined), indefinite lengths and other tags are
  * refused, because no protocol-v1 message uses them.
  */
-import { ProtocolError } from './errors.js';
+import { ProtocolError, type ProtocolErrorCode } from './errors.js';
 
 /** Maximum size of any protocol-v1 message (protocol-v1 "Encoding"). */
 export const MAX_MESSAGE_BYTES = 1024;
@@ -27,9 +27,13 @@ export type CborKey = number | string;
 export type CborMap = Map<CborKey, CborValue>;
 export type CborValue = number | string | Uint8Array | CborValue[] | CborMap | CborTag;
 
+export type CborErrorCode = Extract<ProtocolErrorCode, `GH_CBOR_${string}`>;
+
 /** A CBOR encoding or decoding failure. Always carries reason `malformed`. */
 export class CborError extends ProtocolError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  declare readonly code: CborErrorCode;
+
+  constructor(code: CborErrorCode, message: string, options?: { cause?: unknown }) {
     super(code, 'malformed', message, options);
   }
 }
@@ -70,13 +74,13 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const SINK_KEEP_BYTES = 16 * 1024;
 
 class ByteSink {
-  private buf = new Uint8Array(256);
-  private len = 0;
+  #buf = new Uint8Array(256);
+  #len = 0;
 
   /** Empty again, for the next encoding (a grown buffer is dropped, not kept). */
   reset(): void {
-    this.len = 0;
-    if (this.buf.length > SINK_KEEP_BYTES) this.buf = new Uint8Array(256);
+    this.#len = 0;
+    if (this.#buf.length > SINK_KEEP_BYTES) this.#buf = new Uint8Array(256);
   }
 
   /** Text as UTF-8; ASCII (ids, message types) is copied without TextEncoder's allocation. */
@@ -96,33 +100,33 @@ class ByteSink {
       return;
     }
     writeHead(this, MT_TSTR, n);
-    this.reserve(n);
-    for (let i = 0; i < n; i++) this.buf[this.len + i] = text.charCodeAt(i);
-    this.len += n;
+    this.#reserve(n);
+    for (let i = 0; i < n; i++) this.#buf[this.#len + i] = text.charCodeAt(i);
+    this.#len += n;
   }
 
-  private reserve(n: number): void {
-    if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
+  #reserve(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#len + n) size *= 2;
     const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.len));
-    this.buf = next;
+    next.set(this.#buf.subarray(0, this.#len));
+    this.#buf = next;
   }
 
   byte(b: number): void {
-    this.reserve(1);
-    this.buf[this.len++] = b;
+    this.#reserve(1);
+    this.#buf[this.#len++] = b;
   }
 
   bytes(b: Uint8Array): void {
-    this.reserve(b.length);
-    this.buf.set(b, this.len);
-    this.len += b.length;
+    this.#reserve(b.length);
+    this.#buf.set(b, this.#len);
+    this.#len += b.length;
   }
 
   result(): Uint8Array {
-    return this.buf.slice(0, this.len);
+    return this.#buf.slice(0, this.#len);
   }
 }
 
@@ -263,7 +267,7 @@ class Reader {
     return this.buf.length - this.pos;
   }
 
-  fail(code: string, what: string): never {
+  fail(code: CborErrorCode, what: string): never {
     throw new CborError(code, `${what} (at byte ${this.pos})`);
   }
 

@@ -9,7 +9,7 @@
 import { KeyObject } from 'node:crypto';
 import { CborError, CborTag, COSE_SIGN1_TAG, decodeCbor, encodeCbor, type CborMap, type CborValue } from './cbor.js';
 import { concatBytes, ed25519RawFromKeyObject, ed25519Verify, es256Verify } from './crypto.js';
-import { ProtocolError } from './errors.js';
+import { ProtocolError, type ProtocolErrorCode } from './errors.js';
 import { isValidId } from './ids.js';
 import { COSE_ALG_EDDSA, COSE_ALG_ES256, type CoseAlg, type Signed, type Signer } from './types.js';
 
@@ -48,7 +48,7 @@ export interface DecodedSign1 extends Signed<Uint8Array> {
   unprotectedHeader: CborMap;
 }
 
-function coseError(code: string, message: string, cause?: unknown): ProtocolError {
+function coseError(code: ProtocolErrorCode, message: string, cause?: unknown): ProtocolError {
   return new ProtocolError(code, 'malformed', message, cause === undefined ? undefined : { cause });
 }
 

@@ -4,7 +4,7 @@
  */
 import type { CborMap, CborValue } from './cbor.js';
 import { ed25519PublicKeyProblem } from './crypto.js';
-import { ProtocolError } from './errors.js';
+import { ProtocolError, type ProtocolErrorCode } from './errors.js';
 import { isValidId } from './ids.js';
 import { isByeReason, isReasonCode } from './reasons.js';
 import { PROTOCOL_VERSION, type MessageType, type Policy } from './types.js';
@@ -110,7 +110,7 @@ export const PUBKEY_BYTES = 32;
 /** Limits on a policy's topic filters (spec silent; see docs/protocol.md). */
 export const MAX_TOPIC_FILTER_CHARS = 256;
 
-function malformed(code: string, message: string): ProtocolError {
+function malformed(code: ProtocolErrorCode, message: string): ProtocolError {
   return new ProtocolError(code, 'malformed', message);
 }
 

@@ -3,16 +3,16 @@
  * seed, and the same seed replays the same inputs. Owned by the protocol helper.
  */
 export class Prng {
-  private state: number;
+  #state: number;
 
   constructor(readonly seed: number) {
-    this.state = seed >>> 0;
+    this.#state = seed >>> 0;
   }
 
   /** Uniform 32-bit unsigned integer. */
   u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
+    let t = this.#state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return (t ^ (t >>> 14)) >>> 0;

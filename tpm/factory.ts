@@ -3,6 +3,7 @@
  * composition root. Nothing is opened here: the caller calls `open()` in its start sequence.
  */
 import type { Logger } from 'winston';
+import type { Clock } from '../common/clock.js';
 import type { KeyStore } from './key-store.js';
 import { DEFAULT_SIGN_RATE_LIMIT } from './rate-limiter.js';
 import { SoftwareKeyStore } from './software-key-store.js';
@@ -28,7 +29,7 @@ export interface KeyStoreConfig {
 /** Back-to-back signatures allowed before the sustained rate applies (the key store's default burst). */
 export const SIGN_BURST = DEFAULT_SIGN_RATE_LIMIT.burst;
 
-export function createKeyStore(cfg: KeyStoreConfig, deps: { logger?: Logger; now?: () => number } = {}): KeyStore {
+export function createKeyStore(cfg: KeyStoreConfig, deps: { logger?: Logger; clock?: Clock } = {}): KeyStore {
   if (cfg.kind === 'software') {
     return new SoftwareKeyStore({
       production: cfg.production,
@@ -42,6 +43,6 @@ export function createKeyStore(cfg: KeyStoreConfig, deps: { logger?: Logger; now
     stateDir: cfg.stateDir,
     rateLimit: { burst: SIGN_BURST, perSecond: cfg.signRatePerSec },
     ...(deps.logger ? { logger: deps.logger } : {}),
-    ...(deps.now ? { now: deps.now } : {}),
+    ...(deps.clock ? { clock: deps.clock } : {}),
   });
 }

@@ -1,17 +1,12 @@
 /**
- * Token bucket for TPM signatures. TPM-FAIL (CVE-2019-11090, CVE-2019-16863) recovered ECDSA
+ * The TPM signature rate limit. TPM-FAIL (CVE-2019-11090, CVE-2019-16863) recovered ECDSA
  * keys from the timing of a few thousand signatures; Gatehouse needs about one signature a day
  * (protocol-v1: the TPM only authorises the session key), so a low rate costs nothing and makes
  * collecting such a sample set take far longer than a key's useful life.
  */
+import type { Clock } from '../common/clock.js';
+import { TokenBucket, type BucketSpec } from '../common/token-bucket.js';
 import { TpmError } from './errors.js';
-
-export interface RateLimit {
-  /** Bucket size: signatures allowed back to back. */
-  burst: number;
-  /** Refill rate, tokens per second. */
-  perSecond: number;
-}
 
 /**
  * Default: 10 back to back, then one every 10 s (0.1 per second; config `tpm.signRatePerSec` has
@@ -21,38 +16,25 @@ export interface RateLimit {
  * burst covers the quick early retries and a start, the sustained rate everything after with a
  * wide margin. 0.1 rather than 1/6: a number a config file and the docs can state exactly.
  */
-export const DEFAULT_SIGN_RATE_LIMIT: RateLimit = { burst: 10, perSecond: 0.1 };
+export const DEFAULT_SIGN_RATE_LIMIT: BucketSpec = { burst: 10, perSecond: 0.1 };
 
-export class TokenBucket {
-  private tokens: number;
-  private last: number;
+/** A token bucket whose refusal is a `TpmError`. */
+export class SignRateLimiter {
+  readonly #bucket: TokenBucket;
 
-  constructor(
-    private readonly limit: RateLimit,
-    private readonly now: () => number = Date.now,
-  ) {
+  /** Throws GH_TPM_BAD_CONFIG unless burst >= 1 and perSecond > 0. */
+  constructor(limit: BucketSpec, clock: Clock) {
     if (!(limit.burst >= 1) || !(limit.perSecond > 0)) {
       throw new TpmError('GH_TPM_BAD_CONFIG', `sign rate limit needs burst >= 1 and perSecond > 0, got ${JSON.stringify(limit)}`);
     }
-    this.tokens = limit.burst;
-    this.last = now();
-  }
-
-  private refill(): void {
-    const t = this.now();
-    const elapsed = Math.max(0, t - this.last) / 1000;
-    this.last = t;
-    this.tokens = Math.min(this.limit.burst, this.tokens + elapsed * this.limit.perSecond);
+    this.#bucket = new TokenBucket(limit, clock);
   }
 
   /** Take one token or throw GH_TPM_RATE_LIMITED saying when to retry. */
   take(): void {
-    this.refill();
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return;
-    }
-    const retryAfterMs = Math.ceil(((1 - this.tokens) / this.limit.perSecond) * 1000);
+    const wait = this.#bucket.take();
+    if (wait === 0) return;
+    const retryAfterMs = Math.ceil(wait * 1000);
     throw new TpmError('GH_TPM_RATE_LIMITED', `TPM signing rate limit reached; retry in ${retryAfterMs} ms`);
   }
 }

@@ -18,14 +18,18 @@ export interface JobSignal {
 }
 
 export class SerialQueue {
-  private tail: Promise<unknown> = Promise.resolve();
-  private pending = 0;
+  #tail: Promise<unknown> = Promise.resolve();
+  #pending = 0;
 
-  constructor(private readonly opts: SerialQueueOptions) {}
+  readonly #opts: SerialQueueOptions;
+
+  constructor(opts: SerialQueueOptions) {
+    this.#opts = opts;
+  }
 
   /** Jobs waiting or running. */
   get size(): number {
-    return this.pending;
+    return this.#pending;
   }
 
   /**
@@ -34,25 +38,25 @@ export class SerialQueue {
    * to finish (a native call cannot be interrupted), so two jobs never overlap.
    */
   run<T>(job: (signal: JobSignal) => Promise<T>, what: string, onTimeout?: () => void): Promise<T> {
-    if (this.pending >= this.opts.maxPending) {
-      return Promise.reject(new TpmError('GH_TPM_BUSY', `TPM queue full (${this.opts.maxPending} requests): ${what} refused`));
+    if (this.#pending >= this.#opts.maxPending) {
+      return Promise.reject(new TpmError('GH_TPM_BUSY', `TPM queue full (${this.#opts.maxPending} requests): ${what} refused`));
     }
-    this.pending++;
+    this.#pending++;
     const signal = { timedOut: false };
-    const result = this.tail.then(() => (signal.timedOut ? Promise.reject(new TpmError('GH_TPM_TIMEOUT', `${what} timed out`)) : job(signal)));
+    const result = this.#tail.then(() => (signal.timedOut ? Promise.reject(new TpmError('GH_TPM_TIMEOUT', `${what} timed out`)) : job(signal)));
     const settled = result.then(
       () => undefined,
       () => undefined,
     );
-    this.tail = settled.finally(() => {
-      this.pending--;
+    this.#tail = settled.finally(() => {
+      this.#pending--;
     });
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         signal.timedOut = true;
         onTimeout?.();
-        reject(new TpmError('GH_TPM_TIMEOUT', `${what} did not finish within ${this.opts.timeoutMs} ms`));
-      }, this.opts.timeoutMs);
+        reject(new TpmError('GH_TPM_TIMEOUT', `${what} did not finish within ${this.#opts.timeoutMs} ms`));
+      }, this.#opts.timeoutMs);
       result.then(
         (v) => {
           clearTimeout(timer);
@@ -68,6 +72,6 @@ export class SerialQueue {
 
   /** Resolves once every job queued so far has settled. */
   async drain(): Promise<void> {
-    await this.tail;
+    await this.#tail;
   }
 }

@@ -25,32 +25,42 @@ export interface SoftwareKeyStoreOptions {
   logger?: Logger;
 }
 
+/** The key while the store is open. */
+interface OpenSoftwareKey {
+  priv: KeyObject;
+  spki: Uint8Array;
+  thumbprint: Uint8Array;
+}
+
 export class SoftwareKeyStore implements KeyStore {
   readonly kind = 'software' as const;
-  private readonly logger: Logger;
-  private key: { priv: KeyObject; spki: Uint8Array; thumbprint: Uint8Array } | undefined;
+  readonly #logger: Logger;
+  #key: OpenSoftwareKey | undefined;
 
-  constructor(private readonly opts: SoftwareKeyStoreOptions) {
-    this.logger = opts.logger ?? silentLogger();
+  readonly #opts: SoftwareKeyStoreOptions;
+
+  constructor(opts: SoftwareKeyStoreOptions) {
+    this.#opts = opts;
+    this.#logger = opts.logger ?? silentLogger();
   }
 
   async open(): Promise<void> {
-    if (this.opts.production) {
+    if (this.#opts.production) {
       throw new TpmError('GH_TPM_SOFTWARE_KEY_REFUSED', 'the software key store is for development only and is refused in production: use the TPM key store');
     }
-    const keyFile = this.opts.keyFile;
-    this.logger.warn('using the SOFTWARE key store: the gateway key is not in a TPM (development only)', {
+    const keyFile = this.#opts.keyFile;
+    this.#logger.warn('using the SOFTWARE key store: the gateway key is not in a TPM (development only)', {
       keyFile: keyFile ?? '(ephemeral, in memory)',
     });
-    const priv = keyFile === undefined ? generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey : await this.loadOrCreate(keyFile);
+    const priv = keyFile === undefined ? generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey : await this.#loadOrCreate(keyFile);
     if (priv.asymmetricKeyType !== 'ec' || priv.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
       throw new TpmError('GH_TPM_KEY_ATTRIBUTES', `${keyFile ?? 'the key'} is not a P-256 key`);
     }
     const spki = new Uint8Array(createPublicKey(priv).export({ format: 'der', type: 'spki' }));
-    this.key = { priv, spki, thumbprint: sha256(spki) };
+    this.#key = { priv, spki, thumbprint: sha256(spki) };
   }
 
-  private async loadOrCreate(keyFile: string): Promise<KeyObject> {
+  async #loadOrCreate(keyFile: string): Promise<KeyObject> {
     let pem: string;
     try {
       const st = await stat(keyFile);
@@ -65,7 +75,7 @@ export class SoftwareKeyStore implements KeyStore {
       pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
       await mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
       await writeFileAtomic(keyFile, pem);
-      this.logger.info('software key created', { keyFile });
+      this.#logger.info('software key created', { keyFile });
     }
     try {
       return createPrivateKey(pem);
@@ -75,29 +85,29 @@ export class SoftwareKeyStore implements KeyStore {
   }
 
   async close(): Promise<void> {
-    this.key = undefined;
+    this.#key = undefined;
   }
 
-  private opened(): NonNullable<SoftwareKeyStore['key']> {
-    if (!this.key) throw new TpmError('GH_TPM_CLOSED', 'the software key store is not open');
-    return this.key;
+  #opened(): OpenSoftwareKey {
+    if (!this.#key) throw new TpmError('GH_TPM_CLOSED', 'the software key store is not open');
+    return this.#key;
   }
 
   publicKeySpkiDer(): Uint8Array {
-    return this.opened().spki.slice();
+    return this.#opened().spki.slice();
   }
 
   publicKeyPem(): string {
-    return spkiToPem(this.opened().spki);
+    return spkiToPem(this.#opened().spki);
   }
 
   thumbprint(): Uint8Array {
-    return this.opened().thumbprint.slice();
+    return this.#opened().thumbprint.slice();
   }
 
   async sign(digest32: Uint8Array, opts?: SignOptions): Promise<Uint8Array> {
     checkDigest(digest32);
-    const raw = p256SignDigest(this.opened().priv, digest32);
+    const raw = p256SignDigest(this.#opened().priv, digest32);
     return opts?.format === 'der' ? rawEcdsaToDer(raw) : raw;
   }
 

@@ -12,9 +12,18 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GatehouseError } from '../common/errors.js';
+import { CodedError } from '../common/errors.js';
 
-export class SwtpmError extends GatehouseError {}
+export type SwtpmErrorCode =
+  /** No pair of free loopback ports for swtpm. */
+  | 'GH_SWTPM_NO_PORTS'
+  /** swtpm exited before it was ready. */
+  | 'GH_SWTPM_EXITED'
+  /** swtpm did not become ready in time. */
+  | 'GH_SWTPM_TIMEOUT';
+
+/** The swtpm simulator could not be started. */
+export class SwtpmError extends CodedError<SwtpmErrorCode> {}
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -103,16 +112,20 @@ export interface SwtpmStartOptions {
 }
 
 export class Swtpm {
-  private child: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
-  private stderr = '';
+  #child: ChildProcess | undefined;
+  #exited: Promise<void> = Promise.resolve();
+  #stderr = '';
+
+  readonly #ownsStateDir: boolean;
 
   private constructor(
     readonly port: number,
     readonly stateDir: string,
     /** True when the state directory is a temp dir of ours, deleted by dispose(). */
-    private readonly ownsStateDir: boolean,
-  ) {}
+    ownsStateDir: boolean,
+  ) {
+    this.#ownsStateDir = ownsStateDir;
+  }
 
   /** TCTI loader string for this instance. */
   get tcti(): string {
@@ -124,12 +137,12 @@ export class Swtpm {
   }
 
   get running(): boolean {
-    return this.child !== undefined;
+    return this.#child !== undefined;
   }
 
   /** PID of the running process (tests use it to prove nothing is left behind). */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.#child?.pid;
   }
 
   static async start(opts: SwtpmStartOptions = {}): Promise<Swtpm> {
@@ -139,7 +152,7 @@ export class Swtpm {
     if (!owned) await mkdir(stateDir, { recursive: true, mode: 0o700 });
     const t = new Swtpm(await freePortPair(), stateDir, owned);
     try {
-      await t.launch(opts);
+      await t.#launch(opts);
     } catch (err) {
       if (owned) await rm(stateDir, { recursive: true, force: true });
       throw err;
@@ -147,7 +160,7 @@ export class Swtpm {
     return t;
   }
 
-  private async launch(opts: SwtpmStartOptions): Promise<void> {
+  async #launch(opts: SwtpmStartOptions): Promise<void> {
     const flags = opts.startupClear === false ? 'not-need-init' : 'not-need-init,startup-clear';
     const child = spawn(
       'swtpm',
@@ -160,32 +173,32 @@ export class Swtpm {
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
-    this.stderr = '';
+    this.#stderr = '';
     child.stderr?.on('data', (d: Buffer) => {
-      this.stderr = (this.stderr + d.toString()).slice(-4000);
+      this.#stderr = (this.#stderr + d.toString()).slice(-4000);
     });
     live.add(child);
-    this.child = child;
-    this.exited = new Promise<void>((resolve) => {
+    this.#child = child;
+    this.#exited = new Promise<void>((resolve) => {
       child.once('exit', () => {
         live.delete(child);
-        if (this.child === child) this.child = undefined;
+        if (this.#child === child) this.#child = undefined;
         resolve();
       });
       child.once('error', () => {
         live.delete(child);
-        if (this.child === child) this.child = undefined;
+        if (this.#child === child) this.#child = undefined;
         resolve();
       });
     });
     const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
     let delay = 5;
     for (;;) {
-      if (this.child !== child) throw new SwtpmError('GH_SWTPM_EXITED', `swtpm exited before accepting connections: ${this.stderr}`);
+      if (this.#child !== child) throw new SwtpmError('GH_SWTPM_EXITED', `swtpm exited before accepting connections: ${this.#stderr}`);
       if (await canConnect(this.port)) return;
       if (Date.now() > deadline) {
         await this.stop('SIGKILL');
-        throw new SwtpmError('GH_SWTPM_TIMEOUT', `swtpm did not accept connections on port ${this.port}: ${this.stderr}`);
+        throw new SwtpmError('GH_SWTPM_TIMEOUT', `swtpm did not accept connections on port ${this.port}: ${this.#stderr}`);
       }
       // Polling a port that is being bound: back off a little between connection attempts.
       await new Promise((r) => setTimeout(r, delay));
@@ -195,9 +208,9 @@ export class Swtpm {
 
   /** Kill the process and wait until it has exited (SIGKILL after 5 s of SIGTERM). */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const child = this.child;
+    const child = this.#child;
     if (!child) return;
-    const exited = this.exited;
+    const exited = this.#exited;
     child.kill('SIGCONT'); // a paused process would not act on SIGTERM
     child.kill(signal);
     const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
@@ -212,23 +225,23 @@ export class Swtpm {
 
   /** Freeze the process (SIGSTOP): it keeps its sockets but answers nothing, like a hung TPM. */
   pause(): void {
-    this.child?.kill('SIGSTOP');
+    this.#child?.kill('SIGSTOP');
   }
 
   /** Undo `pause()` (SIGCONT). */
   resume(): void {
-    this.child?.kill('SIGCONT');
+    this.#child?.kill('SIGCONT');
   }
 
   /** Start again on the same ports and state directory. */
   async restart(opts: SwtpmStartOptions = {}): Promise<void> {
     await this.stop();
-    await this.launch(opts);
+    await this.#launch(opts);
   }
 
   /** Stop, and delete the state directory if it is our temp dir. */
   async dispose(): Promise<void> {
     await this.stop();
-    if (this.ownsStateDir) await rm(this.stateDir, { recursive: true, force: true });
+    if (this.#ownsStateDir) await rm(this.stateDir, { recursive: true, force: true });
   }
 }

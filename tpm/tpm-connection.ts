@@ -48,73 +48,73 @@ export async function checkDeviceNode(tcti: string): Promise<void> {
 
 export class TpmConnection {
   readonly tcti: string;
-  private readonly logger: Logger;
-  private readonly queue: SerialQueue;
-  private tss: CheckedTss | undefined;
-  private ctx: EsysContext | undefined;
-  private generation = 0;
-  private suspect = false;
-  private closed = false;
-  private readonly closeTimeoutMs: number;
+  readonly #logger: Logger;
+  readonly #queue: SerialQueue;
+  #tss: CheckedTss | undefined;
+  #ctx: EsysContext | undefined;
+  #generation = 0;
+  #suspect = false;
+  #closed = false;
+  readonly #closeTimeoutMs: number;
 
   constructor(opts: TpmConnectionOptions = {}) {
     this.tcti = opts.tcti ?? DEFAULT_TCTI;
-    this.logger = opts.logger ?? silentLogger();
-    this.closeTimeoutMs = opts.callTimeoutMs ?? 30_000;
-    this.queue = new SerialQueue({ maxPending: opts.maxPending ?? 32, timeoutMs: this.closeTimeoutMs });
+    this.#logger = opts.logger ?? silentLogger();
+    this.#closeTimeoutMs = opts.callTimeoutMs ?? 30_000;
+    this.#queue = new SerialQueue({ maxPending: opts.maxPending ?? 32, timeoutMs: this.#closeTimeoutMs });
   }
 
   /** Run `call` on the context, serialised, reconnecting as described above. */
   run<T>(what: string, call: TpmCall<T>): Promise<T> {
-    if (this.closed) return Promise.reject(new TpmError('GH_TPM_CLOSED', `TPM connection closed: ${what} refused`));
-    return this.queue.run(
-      () => this.withReconnect(what, call),
+    if (this.#closed) return Promise.reject(new TpmError('GH_TPM_CLOSED', `TPM connection closed: ${what} refused`));
+    return this.#queue.run(
+      () => this.#withReconnect(what, call),
       what,
       () => {
-        this.suspect = true;
+        this.#suspect = true;
       },
     );
   }
 
-  private async ensure(): Promise<{ tss: CheckedTss; ctx: EsysContext }> {
-    if (this.ctx && this.suspect) this.reset('a call timed out');
-    this.suspect = false;
-    this.tss ??= CheckedTss.load();
-    if (!this.ctx) {
+  async #ensure(): Promise<{ tss: CheckedTss; ctx: EsysContext }> {
+    if (this.#ctx && this.#suspect) this.#reset('a call timed out');
+    this.#suspect = false;
+    this.#tss ??= CheckedTss.load();
+    if (!this.#ctx) {
       await checkDeviceNode(this.tcti);
-      this.ctx = await this.tss.open(this.tcti);
-      this.generation++;
-      this.logger.debug('TPM context opened', { tcti: this.tcti, generation: this.generation });
+      this.#ctx = await this.#tss.open(this.tcti);
+      this.#generation++;
+      this.#logger.debug('TPM context opened', { tcti: this.tcti, generation: this.#generation });
     }
-    return { tss: this.tss, ctx: this.ctx };
+    return { tss: this.#tss, ctx: this.#ctx };
   }
 
-  private reset(why: string): void {
-    if (this.ctx && this.tss) {
-      this.tss.close(this.ctx);
-      this.logger.warn('TPM context reset', { tcti: this.tcti, reason: why });
+  #reset(why: string): void {
+    if (this.#ctx && this.#tss) {
+      this.#tss.close(this.#ctx);
+      this.#logger.warn('TPM context reset', { tcti: this.tcti, reason: why });
     }
-    this.ctx = undefined;
+    this.#ctx = undefined;
   }
 
-  private async withReconnect<T>(what: string, call: TpmCall<T>): Promise<T> {
+  async #withReconnect<T>(what: string, call: TpmCall<T>): Promise<T> {
     // At most: one reconnect, one Startup, then the real attempt.
     for (let attempt = 0; ; attempt++) {
-      const { tss, ctx } = await this.ensure();
+      const { tss, ctx } = await this.#ensure();
       try {
-        return await call(tss, ctx, this.generation);
+        return await call(tss, ctx, this.#generation);
       } catch (err) {
         if (attempt >= 2 || !needsReconnect(err)) throw err;
         const code = (err as TpmError).code;
         if (code === 'GH_TPM_NOT_INITIALIZED') {
-          this.logger.warn('TPM not started (it restarted?): sending TPM2_Startup(CLEAR)', { what });
+          this.#logger.warn('TPM not started (it restarted?): sending TPM2_Startup(CLEAR)', { what });
           await tss.startup(ctx).catch((e: unknown) => {
             // TPM_RC_INITIALIZE from Startup itself means someone else already started it.
             if (!(e instanceof TpmError && e.code === 'GH_TPM_NOT_INITIALIZED')) throw e;
           });
-          this.generation++;
+          this.#generation++;
         } else {
-          this.reset(`${what}: ${(err as TpmError).message}`);
+          this.#reset(`${what}: ${(err as TpmError).message}`);
         }
       }
     }
@@ -126,22 +126,22 @@ export class TpmConnection {
    * than freed under a worker thread that may still use it.
    */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.#closed) return;
+    this.#closed = true;
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
-      this.queue.drain().then(() => true),
+      this.#queue.drain().then(() => true),
       new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), this.closeTimeoutMs);
+        timer = setTimeout(() => resolve(false), this.#closeTimeoutMs);
       }),
     ]);
     clearTimeout(timer);
     if (!drained) {
-      this.logger.warn('TPM call still running at close: abandoning the context', { tcti: this.tcti });
-      this.ctx = undefined;
+      this.#logger.warn('TPM call still running at close: abandoning the context', { tcti: this.tcti });
+      this.#ctx = undefined;
       return;
     }
-    if (this.ctx && this.tss) this.tss.close(this.ctx);
-    this.ctx = undefined;
+    if (this.#ctx && this.#tss) this.#tss.close(this.#ctx);
+    this.#ctx = undefined;
   }
 }

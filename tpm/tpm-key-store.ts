@@ -12,7 +12,9 @@ import type { Signer } from '../protocol/index.js';
 import type { CheckedTss, EsysContext, EsysTr } from './ffi/checked.js';
 import { TpmError } from './errors.js';
 import { checkDigest, es256Signer, spkiToPem, toHex, type KeyStore, type SignOptions } from './key-store.js';
-import { DEFAULT_SIGN_RATE_LIMIT, TokenBucket, type RateLimit } from './rate-limiter.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import type { BucketSpec } from '../common/token-bucket.js';
+import { DEFAULT_SIGN_RATE_LIMIT, SignRateLimiter } from './rate-limiter.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord } from './state-file.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
@@ -40,9 +42,9 @@ export interface TpmKeyStoreOptions extends TpmConnectionOptions {
    */
   stateDir?: string;
   /** Signing rate limit (TPM-FAIL mitigation). Default DEFAULT_SIGN_RATE_LIMIT: 10 back to back, then 1 per 10 s. */
-  rateLimit?: RateLimit;
-  /** Clock for the rate limiter (ms). */
-  now?: () => number;
+  rateLimit?: BucketSpec;
+  /** Clock for the rate limiter (default the system clock). */
+  clock?: Clock;
 }
 
 /**
@@ -104,119 +106,127 @@ export async function readPersistentPublic(
   }
 }
 
+/** The key's public half and attributes while the store is open. */
+interface OpenTpmKey {
+  spki: Uint8Array;
+  thumbprint: Uint8Array;
+  keyObject: KeyObject;
+  noDA: boolean;
+}
+
 export class TpmKeyStore implements KeyStore {
   readonly kind = 'tpm' as const;
   readonly handle: number;
-  private readonly opts: TpmKeyStoreOptions;
-  private readonly logger: Logger;
-  private readonly bucket: TokenBucket;
-  private conn: TpmConnection | undefined;
-  private key: { spki: Uint8Array; thumbprint: Uint8Array; keyObject: KeyObject; noDA: boolean } | undefined;
-  private cachedTr: { tr: EsysTr; generation: number } | undefined;
-  private opening: Promise<void> | undefined;
+  readonly #opts: TpmKeyStoreOptions;
+  readonly #logger: Logger;
+  readonly #bucket: SignRateLimiter;
+  #conn: TpmConnection | undefined;
+  #key: OpenTpmKey | undefined;
+  #cachedTr: { tr: EsysTr; generation: number } | undefined;
+  #opening: Promise<void> | undefined;
 
   constructor(opts: TpmKeyStoreOptions = {}) {
-    this.opts = opts;
+    this.#opts = opts;
     this.handle = opts.handle ?? DEFAULT_KEY_HANDLE;
     checkPersistentHandle(this.handle);
-    this.logger = opts.logger ?? silentLogger();
-    this.bucket = new TokenBucket(opts.rateLimit ?? DEFAULT_SIGN_RATE_LIMIT, opts.now);
+    this.#logger = opts.logger ?? silentLogger();
+    this.#bucket = new SignRateLimiter(opts.rateLimit ?? DEFAULT_SIGN_RATE_LIMIT, opts.clock ?? systemClock);
   }
 
   /** Concurrent callers share one opening attempt. */
   open(): Promise<void> {
-    if (this.conn) return Promise.resolve();
-    this.opening ??= this.doOpen().finally(() => {
-      this.opening = undefined;
+    if (this.#conn) return Promise.resolve();
+    this.#opening ??= this.#doOpen().finally(() => {
+      this.#opening = undefined;
     });
-    return this.opening;
+    return this.#opening;
   }
 
-  private async doOpen(): Promise<void> {
-    const conn = new TpmConnection({ ...this.opts, logger: this.logger });
+  async #doOpen(): Promise<void> {
+    const conn = new TpmConnection({ ...this.#opts, logger: this.#logger });
     try {
       const { spki, noDA } = await conn.run('open key', async (tss, ctx, generation) => {
         const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
-        this.cachedTr = { tr, generation };
+        this.#cachedTr = { tr, generation };
         const pub = parseEccPublic(publicArea);
         checkIdentityKey(pub, handleHex(this.handle));
         return { spki: p256SpkiDer(pub.x, pub.y), noDA: hasNoDA(pub) };
       });
       const thumbprint = sha256(spki);
-      if (this.opts.stateDir !== undefined) {
-        const record = await readTpmKeyRecord(this.opts.stateDir);
+      if (this.#opts.stateDir !== undefined) {
+        const record = await readTpmKeyRecord(this.#opts.stateDir);
         if (!record) {
-          throw new TpmError('GH_TPM_NOT_PROVISIONED', `no TPM key recorded in ${this.opts.stateDir}: run \`gatehouse tpm provision\``);
+          throw new TpmError('GH_TPM_NOT_PROVISIONED', `no TPM key recorded in ${this.#opts.stateDir}: run \`gatehouse tpm provision\``);
         }
         if (record.thumbprint !== toHex(thumbprint) || record.handle !== handleHex(this.handle)) {
           throw new TpmError(
             'GH_TPM_KEY_MISMATCH',
-            `the key at ${handleHex(this.handle)} (thumbprint ${toHex(thumbprint)}) is not the key recorded in ${this.opts.stateDir} (${record.handle}, ${record.thumbprint})`,
+            `the key at ${handleHex(this.handle)} (thumbprint ${toHex(thumbprint)}) is not the key recorded in ${this.#opts.stateDir} (${record.handle}, ${record.thumbprint})`,
           );
         }
       }
-      this.key = { spki, thumbprint, keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }), noDA };
-      this.conn = conn;
-      this.logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti, noDA });
+      this.#key = { spki, thumbprint, keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }), noDA };
+      this.#conn = conn;
+      this.#logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti, noDA });
       if (!noDA) {
-        this.logger.warn(noDAAdvice(handleHex(this.handle)), { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), fix: 'gatehouse tpm provision --force' });
+        this.#logger.warn(noDAAdvice(handleHex(this.handle)), { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), fix: 'gatehouse tpm provision --force' });
       }
     } catch (err) {
-      this.cachedTr = undefined;
+      this.#cachedTr = undefined;
       await conn.close();
       throw err;
     }
   }
 
   async close(): Promise<void> {
-    const conn = this.conn;
-    this.conn = undefined;
-    this.key = undefined;
-    this.cachedTr = undefined;
+    const conn = this.#conn;
+    this.#conn = undefined;
+    this.#key = undefined;
+    this.#cachedTr = undefined;
     await conn?.close();
   }
 
-  private opened(): { conn: TpmConnection; key: NonNullable<TpmKeyStore['key']> } {
-    if (!this.conn || !this.key) throw new TpmError('GH_TPM_CLOSED', 'the TPM key store is not open');
-    return { conn: this.conn, key: this.key };
+  #opened(): { conn: TpmConnection; key: OpenTpmKey } {
+    if (!this.#conn || !this.#key) throw new TpmError('GH_TPM_CLOSED', 'the TPM key store is not open');
+    return { conn: this.#conn, key: this.#key };
   }
 
   publicKeySpkiDer(): Uint8Array {
-    return this.opened().key.spki.slice();
+    return this.#opened().key.spki.slice();
   }
 
   publicKeyPem(): string {
-    return spkiToPem(this.opened().key.spki);
+    return spkiToPem(this.#opened().key.spki);
   }
 
   thumbprint(): Uint8Array {
-    return this.opened().key.thumbprint.slice();
+    return this.#opened().key.thumbprint.slice();
   }
 
   /** Whether the key has `noDA`, i.e. keeps signing while the TPM is in dictionary-attack lockout. */
   noDA(): boolean {
-    return this.opened().key.noDA;
+    return this.#opened().key.noDA;
   }
 
   /** The key's ESYS_TR in this context generation; after a reconnect, re-resolved and re-checked. */
-  private async keyTr(tss: CheckedTss, ctx: EsysContext, generation: number, spki: Uint8Array): Promise<EsysTr> {
-    if (this.cachedTr?.generation === generation) return this.cachedTr.tr;
+  async #keyTr(tss: CheckedTss, ctx: EsysContext, generation: number, spki: Uint8Array): Promise<EsysTr> {
+    if (this.#cachedTr?.generation === generation) return this.#cachedTr.tr;
     const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
     const pub = parseEccPublic(publicArea);
     if (!Buffer.from(p256SpkiDer(pub.x, pub.y)).equals(Buffer.from(spki))) {
       tss.trClose(ctx, tr);
       throw new TpmError('GH_TPM_KEY_MISMATCH', `the key at ${handleHex(this.handle)} changed while the TPM was disconnected`);
     }
-    this.cachedTr = { tr, generation };
+    this.#cachedTr = { tr, generation };
     return tr;
   }
 
   async sign(digest32: Uint8Array, opts?: SignOptions): Promise<Uint8Array> {
     checkDigest(digest32);
-    const { conn, key } = this.opened();
-    this.bucket.take();
+    const { conn, key } = this.#opened();
+    this.#bucket.take();
     const wire = await conn.run('sign', async (tss, ctx, generation) => {
-      const tr = await this.keyTr(tss, ctx, generation, key.spki);
+      const tr = await this.#keyTr(tss, ctx, generation, key.spki);
       return tss.sign(ctx, tr, digestTpm2b(digest32), ecdsaSha256Scheme(), nullHashcheckTicket());
     });
     const raw = ecdsaSignatureRaw(wire);

@@ -48,52 +48,58 @@ export const PROVISIONED_ATTRIBUTES = REQUIRED_ATTRIBUTES | TPMA_OBJECT.noDA;
 export const FORBIDDEN_ATTRIBUTES = TPMA_OBJECT.decrypt | TPMA_OBJECT.restricted;
 
 class Writer {
-  private readonly parts: number[] = [];
+  readonly #parts: number[] = [];
   u16(v: number): this {
-    this.parts.push((v >>> 8) & 0xff, v & 0xff);
+    this.#parts.push((v >>> 8) & 0xff, v & 0xff);
     return this;
   }
   u32(v: number): this {
-    this.parts.push((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
+    this.#parts.push((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
     return this;
   }
   tpm2b(b: Uint8Array): this {
     this.u16(b.length);
-    for (const x of b) this.parts.push(x);
+    for (const x of b) this.#parts.push(x);
     return this;
   }
   bytes(): Uint8Array {
-    return Uint8Array.from(this.parts);
+    return Uint8Array.from(this.#parts);
   }
 }
 
 class Reader {
-  private off = 0;
-  constructor(private readonly b: Uint8Array, private readonly what: string) {}
-  private need(n: number): void {
-    if (this.off + n > this.b.length) throw new TpmError('GH_TPM_COMMAND', `truncated ${this.what} from the TPM`);
+  #off = 0;
+  readonly #b: Uint8Array;
+  readonly #what: string;
+
+  constructor(b: Uint8Array, what: string) {
+    this.#b = b;
+    this.#what = what;
+  }
+  #need(n: number): void {
+    if (this.#off + n > this.#b.length) throw new TpmError('GH_TPM_COMMAND', `truncated ${this.#what} from the TPM`);
   }
   u16(): number {
-    this.need(2);
-    const v = ((this.b[this.off] ?? 0) << 8) | (this.b[this.off + 1] ?? 0);
-    this.off += 2;
+    this.#need(2);
+    const v = ((this.#b[this.#off] ?? 0) << 8) | (this.#b[this.#off + 1] ?? 0);
+    this.#off += 2;
     return v;
   }
   u32(): number {
-    this.need(4);
+    this.#need(4);
     const v = this.u16() * 0x10000 + this.u16();
     return v >>> 0;
   }
   tpm2b(max: number): Uint8Array {
     const n = this.u16();
-    if (n > max) throw new TpmError('GH_TPM_COMMAND', `oversized field in ${this.what} from the TPM`);
-    this.need(n);
-    const v = this.b.slice(this.off, this.off + n);
-    this.off += n;
+    if (n > max) throw new TpmError('GH_TPM_COMMAND', `oversized field in ${this.#what} from the TPM`);
+    this.#need(n);
+    const v = this.#b.slice(this.#off, this.#off + n);
+    this.#off += n;
     return v;
   }
   get remaining(): number {
-    return this.b.length - this.off;
+    return this.#b.length - this.#off;
   }
 }
 

@@ -43,40 +43,44 @@ export interface BatcherOptions<Req, Res> {
 }
 
 export class Batcher<Req, Res> {
-  private readonly queue: BatchItem<Req, Res>[] = [];
-  private flushTimer: TimerHandle | undefined;
-  private idleFlush: NodeJS.Immediate | undefined;
-  private running = 0;
-  private seq = 0;
+  readonly #queue: BatchItem<Req, Res>[] = [];
+  #flushTimer: TimerHandle | undefined;
+  #idleFlush: NodeJS.Immediate | undefined;
+  #running = 0;
+  #seq = 0;
 
-  constructor(private readonly o: BatcherOptions<Req, Res>) {}
+  readonly #o: BatcherOptions<Req, Res>;
+
+  constructor(o: BatcherOptions<Req, Res>) {
+    this.#o = o;
+  }
 
   get inFlight(): number {
-    return this.running;
+    return this.#running;
   }
 
   get queued(): number {
-    return this.queue.length;
+    return this.#queue.length;
   }
 
   /** Queue `req` with a deadline `timeoutMs` from now; undefined when the queue is full. */
   submit(req: Req, timeoutMs: number, signal?: AbortSignal): Promise<Res> | undefined {
-    if (this.queue.length >= this.o.maxQueue) return undefined;
+    if (this.#queue.length >= this.#o.maxQueue) return undefined;
     return new Promise<Res>((resolve) => {
       const item: BatchItem<Req, Res> = {
-        req, wireId: String(++this.seq), deadline: this.o.clock.now() + timeoutMs, settled: false, resolve,
+        req, wireId: String(++this.#seq), deadline: this.#o.clock.now() + timeoutMs, settled: false, resolve,
         timer: undefined, signal, onAbort: undefined,
       };
-      item.timer = this.o.clock.setTimeout(() => {
+      item.timer = this.#o.clock.setTimeout(() => {
         item.timer = undefined;
-        this.settle(item, this.o.onDeadline(item));
+        this.settle(item, this.#o.onDeadline(item));
       }, timeoutMs);
       if (signal !== undefined) {
-        item.onAbort = () => this.settle(item, this.o.onAbort(item));
+        item.onAbort = () => this.settle(item, this.#o.onAbort(item));
         signal.addEventListener('abort', item.onAbort, { once: true });
       }
-      this.queue.push(item);
-      this.schedule();
+      this.#queue.push(item);
+      this.#schedule();
     });
   }
 
@@ -84,51 +88,51 @@ export class Batcher<Req, Res> {
   settle(item: BatchItem<Req, Res>, res: Res): void {
     if (item.settled) return;
     item.settled = true;
-    if (item.timer !== undefined) this.o.clock.clearTimeout(item.timer);
+    if (item.timer !== undefined) this.#o.clock.clearTimeout(item.timer);
     if (item.signal !== undefined && item.onAbort !== undefined) item.signal.removeEventListener('abort', item.onAbort);
-    this.o.onSettled?.(res);
+    this.#o.onSettled?.(res);
     item.resolve(res);
   }
 
   /** Stop the batch timer and answer everything still queued with `answer`. */
   drain(answer: (item: BatchItem<Req, Res>) => Res): void {
-    if (this.flushTimer !== undefined) this.o.clock.clearTimeout(this.flushTimer);
-    this.flushTimer = undefined;
-    if (this.idleFlush !== undefined) clearImmediate(this.idleFlush);
-    this.idleFlush = undefined;
-    for (const item of this.queue.splice(0)) this.settle(item, answer(item));
+    if (this.#flushTimer !== undefined) this.#o.clock.clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (this.#idleFlush !== undefined) clearImmediate(this.#idleFlush);
+    this.#idleFlush = undefined;
+    for (const item of this.#queue.splice(0)) this.settle(item, answer(item));
   }
 
-  private schedule(): void {
-    if (this.queue.length >= this.o.maxBatch) {
-      this.flush();
-    } else if (this.running === 0 && this.o.flushWhenIdle !== false) {
+  #schedule(): void {
+    if (this.#queue.length >= this.#o.maxBatch) {
+      this.#flush();
+    } else if (this.#running === 0 && this.#o.flushWhenIdle !== false) {
       // setImmediate, not a clock timer: "the end of this turn" is not a duration to fake.
-      this.idleFlush ??= setImmediate(() => {
-        this.idleFlush = undefined;
-        this.flush();
+      this.#idleFlush ??= setImmediate(() => {
+        this.#idleFlush = undefined;
+        this.#flush();
       });
-    } else if (this.flushTimer === undefined) {
-      this.flushTimer = this.o.clock.setTimeout(() => {
-        this.flushTimer = undefined;
-        this.flush();
-      }, this.o.maxWaitMs);
+    } else if (this.#flushTimer === undefined) {
+      this.#flushTimer = this.#o.clock.setTimeout(() => {
+        this.#flushTimer = undefined;
+        this.#flush();
+      }, this.#o.maxWaitMs);
     }
   }
 
-  private flush(): void {
-    while (this.running < this.o.maxInFlight && this.queue.length > 0) {
+  #flush(): void {
+    while (this.#running < this.#o.maxInFlight && this.#queue.length > 0) {
       const batch: BatchItem<Req, Res>[] = [];
-      while (batch.length < this.o.maxBatch && this.queue.length > 0) {
-        const item = this.queue.shift() as BatchItem<Req, Res>;
+      while (batch.length < this.#o.maxBatch && this.#queue.length > 0) {
+        const item = this.#queue.shift() as BatchItem<Req, Res>;
         if (!item.settled) batch.push(item);
       }
       if (batch.length === 0) break;
-      this.running += 1;
-      void this.o.run(batch).finally(() => {
-        this.running -= 1;
+      this.#running += 1;
+      void this.#o.run(batch).finally(() => {
+        this.#running -= 1;
         // A freed slot takes what queued meanwhile at once: it has already waited.
-        if (this.queue.length > 0) this.flush();
+        if (this.#queue.length > 0) this.#flush();
       });
     }
   }

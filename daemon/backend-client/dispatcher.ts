@@ -252,15 +252,15 @@ export function backendCall(path: string): BackendCall {
  */
 export class BackendHttp {
   readonly origin: string;
-  private readonly dispatcher: Dispatcher;
-  private readonly maxResponseBytes: number;
-  private readonly observe: BackendObserver | undefined;
+  readonly #dispatcher: Dispatcher;
+  readonly #maxResponseBytes: number;
+  readonly #observe: BackendObserver | undefined;
 
   constructor(options: { url: string; dispatcher: Dispatcher; maxResponseBytes?: number; observe?: BackendObserver }) {
     this.origin = parseBackendOrigin(options.url).origin;
-    this.dispatcher = options.dispatcher;
-    this.maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
-    this.observe = options.observe;
+    this.#dispatcher = options.dispatcher;
+    this.#maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
+    this.#observe = options.observe;
   }
 
   /** The absolute URL of a path, as it is signed (`@target-uri`). */
@@ -274,12 +274,12 @@ export class BackendHttp {
    * (an HTTP 4xx/5xx answer is not thrown here; the caller's check classifies it).
    */
   async request(req: BackendRequest): Promise<BackendResponse> {
-    const observe = this.observe;
-    if (observe === undefined) return this.send(req);
+    const observe = this.#observe;
+    if (observe === undefined) return this.#send(req);
     const t0 = performance.now();
     const call = backendCall(req.path);
     try {
-      const res = await this.send(req);
+      const res = await this.#send(req);
       const kind = res.status >= 500 ? 'server' : res.status >= 400 ? 'client' : undefined;
       observe(call, (performance.now() - t0) / 1000, kind);
       return res;
@@ -289,10 +289,10 @@ export class BackendHttp {
     }
   }
 
-  private async send(req: BackendRequest): Promise<BackendResponse> {
+  async #send(req: BackendRequest): Promise<BackendResponse> {
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.dispatcher.request({
+      res = await this.#dispatcher.request({
         origin: this.origin,
         method: req.method,
         path: req.path,
@@ -308,9 +308,9 @@ export class BackendHttp {
       throw new BackendError('redirect', `backend answered ${res.statusCode}; redirects are not followed`, { status: res.statusCode });
     }
     const declared = Number(res.headers['content-length'] ?? Number.NaN);
-    if (Number.isFinite(declared) && declared > this.maxResponseBytes) {
+    if (Number.isFinite(declared) && declared > this.#maxResponseBytes) {
       discard(res.body);
-      throw new BackendError('response', `backend answer of ${declared} bytes exceeds ${this.maxResponseBytes}`, { status: res.statusCode });
+      throw new BackendError('response', `backend answer of ${declared} bytes exceeds ${this.#maxResponseBytes}`, { status: res.statusCode });
     }
     const chunks: Buffer[] = [];
     let total = 0;
@@ -318,9 +318,9 @@ export class BackendHttp {
       for await (const chunk of res.body) {
         const b = chunk as Buffer;
         total += b.length;
-        if (total > this.maxResponseBytes) {
+        if (total > this.#maxResponseBytes) {
           discard(res.body);
-          throw new BackendError('response', `backend answer exceeds ${this.maxResponseBytes} bytes`, { status: res.statusCode });
+          throw new BackendError('response', `backend answer exceeds ${this.#maxResponseBytes} bytes`, { status: res.statusCode });
         }
         chunks.push(b);
       }

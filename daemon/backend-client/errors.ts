@@ -2,7 +2,7 @@
  * Errors of the backend client. `kind` is what the retry policy, the circuit breaker and the
  * offline rule branch on (protocol-v1 "Offline": refused, timeout, 5xx, open circuit).
  */
-import { GatehouseError } from '../../common/errors.js';
+import { CodedError } from '../../common/errors.js';
 
 export type BackendErrorKind =
   /** TLS handshake refused: untrusted CA, wrong name, expired, pin mismatch. */
@@ -28,7 +28,7 @@ export type BackendErrorKind =
   /** No gateway session yet: a request cannot be signed. */
   | 'no-session';
 
-const CODES: Record<BackendErrorKind, string> = {
+const CODES = {
   tls: 'GH_BACKEND_TLS',
   connect: 'GH_BACKEND_CONNECT',
   timeout: 'GH_BACKEND_TIMEOUT',
@@ -40,10 +40,13 @@ const CODES: Record<BackendErrorKind, string> = {
   'circuit-open': 'GH_BACKEND_CIRCUIT_OPEN',
   aborted: 'GH_BACKEND_ABORTED',
   'no-session': 'GH_BACKEND_NO_SESSION',
-};
+} as const satisfies Record<BackendErrorKind, `GH_BACKEND_${string}`>;
+
+/** The stable code of each kind, one to one. */
+export type BackendErrorCode = (typeof CODES)[BackendErrorKind];
 
 /** A backend call failed. `status` and `problem` are set for HTTP answers. */
-export class BackendError extends GatehouseError {
+export class BackendError extends CodedError<BackendErrorCode> {
   readonly kind: BackendErrorKind;
   readonly status?: number;
   /** RFC 9457 problem fields the backend sent, when it sent any. */
@@ -79,11 +82,23 @@ export class BackendError extends GatehouseError {
 }
 
 /** The backend client's configuration is unusable (`GH_BACKEND_CONFIG`). */
-export class BackendConfigError extends GatehouseError {
+export class BackendConfigError extends CodedError<'GH_BACKEND_CONFIG'> {
   constructor(message: string, options?: { cause?: unknown }) {
     super('GH_BACKEND_CONFIG', message, options);
   }
 }
 
+export type SessionErrorCode =
+  /** The credential does not verify under a pinned backend key. */
+  | 'GH_SESSION_CRED_SIGNATURE'
+  /** The credential is for another gateway. */
+  | 'GH_SESSION_CRED_GW'
+  /** The credential names another session key. */
+  | 'GH_SESSION_CRED_SPK'
+  /** The credential names another TPM key. */
+  | 'GH_SESSION_CRED_TPK'
+  /** The credential is already expired (or exp is not after iat). */
+  | 'GH_SESSION_CRED_EXPIRED';
+
 /** Session credential could not be obtained or is invalid. */
-export class SessionError extends GatehouseError {}
+export class SessionError extends CodedError<SessionErrorCode> {}

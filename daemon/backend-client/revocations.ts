@@ -32,59 +32,63 @@ export interface RevocationFeedOptions {
 }
 
 export class RevocationFeed {
-  private cursor = 0;
-  private timer: TimerHandle | undefined;
-  private running = false;
-  private burst = 0;
-  private readonly listeners = new Set<(devices: string[]) => void>();
+  #cursor = 0;
+  #timer: TimerHandle | undefined;
+  #running = false;
+  #burst = 0;
+  readonly #listeners = new Set<(devices: string[]) => void>();
   /** Polls answered, devices named. */
   readonly counters = { polls: 0, revokedDevices: 0 };
 
-  constructor(private readonly o: RevocationFeedOptions) {}
+  readonly #o: RevocationFeedOptions;
 
-  get position(): number {
-    return this.cursor;
+  constructor(o: RevocationFeedOptions) {
+    this.#o = o;
   }
 
-  private get file(): string {
-    return join(this.o.stateDir, 'revocations.json');
+  get position(): number {
+    return this.#cursor;
+  }
+
+  get #file(): string {
+    return join(this.#o.stateDir, 'revocations.json');
   }
 
   async start(): Promise<void> {
     try {
-      this.cursor = (await readJsonState(this.file, validateCursorFile, { maxBytes: 4096 })) ?? 0;
+      this.#cursor = (await readJsonState(this.#file, validateCursorFile, { maxBytes: 4096 })) ?? 0;
     } catch (err) {
       // Starting the feed from 0 again is always safe: it only repeats revocations.
-      this.o.logger.error('revocation cursor unreadable; starting from 0', { error: (err as Error).message });
-      this.cursor = 0;
+      this.#o.logger.error('revocation cursor unreadable; starting from 0', { error: (err as Error).message });
+      this.#cursor = 0;
     }
-    this.running = true;
-    this.schedule(0);
+    this.#running = true;
+    this.#schedule(0);
   }
 
   stop(): void {
-    this.running = false;
-    if (this.timer !== undefined) this.o.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.#running = false;
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
   onRevoked(listener: (devices: string[]) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
-  private schedule(ms: number): void {
-    if (!this.running || this.o.pollMs <= 0) return;
-    if (this.timer !== undefined) this.o.clock.clearTimeout(this.timer);
-    this.timer = this.o.clock.setTimeout(() => {
-      this.timer = undefined;
+  #schedule(ms: number): void {
+    if (!this.#running || this.#o.pollMs <= 0) return;
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
+    this.#timer = this.#o.clock.setTimeout(() => {
+      this.#timer = undefined;
       void this.poll().then(
         (devices) => {
           // The feed is paged: after a non-empty answer ask again at once, a bounded number of times.
-          this.burst = devices !== undefined && devices.length > 0 && this.burst < MAX_BURST ? this.burst + 1 : 0;
-          this.schedule(this.burst > 0 ? 0 : this.o.pollMs);
+          this.#burst = devices !== undefined && devices.length > 0 && this.#burst < MAX_BURST ? this.#burst + 1 : 0;
+          this.#schedule(this.#burst > 0 ? 0 : this.#o.pollMs);
         },
-        () => this.schedule(this.o.pollMs),
+        () => this.#schedule(this.#o.pollMs),
       );
     }, ms);
   }
@@ -96,37 +100,37 @@ export class RevocationFeed {
   async poll(): Promise<string[] | undefined> {
     let answer: { cursor: number; devices: string[] } | undefined;
     try {
-      answer = await this.o.get(`/v1/gateways/${encodeURIComponent(this.o.gw)}/revocations?since=${this.cursor}`, parseRevocations);
+      answer = await this.#o.get(`/v1/gateways/${encodeURIComponent(this.#o.gw)}/revocations?since=${this.#cursor}`, parseRevocations);
       if (answer === undefined) return undefined;
     } catch (err) {
-      this.o.logger.warn('revocation poll failed', { error: (err as Error).message, code: (err as { code?: string }).code });
+      this.#o.logger.warn('revocation poll failed', { error: (err as Error).message, code: (err as { code?: string }).code });
       return undefined;
     }
     this.counters.polls += 1;
     let leasesOnDisk = true;
     if (answer.devices.length > 0) {
-      const held = this.o.leases.revoke(answer.devices);
+      const held = this.#o.leases.revoke(answer.devices);
       this.counters.revokedDevices += answer.devices.length;
-      this.o.logger.warn('devices revoked', { count: answer.devices.length, leasesDropped: held });
+      this.#o.logger.warn('devices revoked', { count: answer.devices.length, leasesDropped: held });
       // Leases on disk go before the cursor moves: a crash between the two must not leave a
       // revoked device's lease behind a cursor that will never name it again.
-      leasesOnDisk = await this.o.leases.flush();
+      leasesOnDisk = await this.#o.leases.flush();
     }
     if (!leasesOnDisk) {
-      this.o.logger.error('revocation cursor kept: the lease file could not be updated', { cursor: this.cursor });
-    } else if (answer.cursor !== this.cursor) {
-      if (answer.cursor < this.cursor) this.o.logger.warn('revocation cursor went back (backend reset?)', { from: this.cursor, to: answer.cursor });
-      this.cursor = answer.cursor;
-      await writeJsonAtomic(this.file, { version: 1, cursor: this.cursor }, { maxBytes: 4096 }).catch((err: unknown) => {
-        this.o.logger.error('cannot persist revocation cursor', { error: (err as Error).message });
+      this.#o.logger.error('revocation cursor kept: the lease file could not be updated', { cursor: this.#cursor });
+    } else if (answer.cursor !== this.#cursor) {
+      if (answer.cursor < this.#cursor) this.#o.logger.warn('revocation cursor went back (backend reset?)', { from: this.#cursor, to: answer.cursor });
+      this.#cursor = answer.cursor;
+      await writeJsonAtomic(this.#file, { version: 1, cursor: this.#cursor }, { maxBytes: 4096 }).catch((err: unknown) => {
+        this.#o.logger.error('cannot persist revocation cursor', { error: (err as Error).message });
       });
     }
     if (answer.devices.length > 0) {
-      for (const l of this.listeners) {
+      for (const l of this.#listeners) {
         try {
           l([...answer.devices]);
         } catch (err) {
-          this.o.logger.error('revocation listener failed', { error: (err as Error).message });
+          this.#o.logger.error('revocation listener failed', { error: (err as Error).message });
         }
       }
     }

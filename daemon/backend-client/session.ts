@@ -72,23 +72,23 @@ export interface SessionStats {
 
 /** Implements SessionProvider: holds the current session and keeps it renewed. */
 export class SessionManager implements SessionProvider {
-  private readonly o: SessionManagerOptions;
-  private readonly clock: TimerClock;
-  private readonly log: Logger;
-  private readonly file: string;
-  private session: (GatewaySession & { iat: number }) | undefined;
-  private timer: TimerHandle | undefined;
-  private attempt = 0;
-  private stopped = true;
-  private inFlight: Promise<boolean> | undefined;
-  private readonly listeners = new Set<(s: GatewaySession) => void>();
-  private readonly counters = { tpmSignatures: 0, renewals: 0, renewalFailures: 0 };
+  readonly #o: SessionManagerOptions;
+  readonly #clock: TimerClock;
+  readonly #log: Logger;
+  readonly #file: string;
+  #session: (GatewaySession & { iat: number }) | undefined;
+  #timer: TimerHandle | undefined;
+  #attempt = 0;
+  #stopped = true;
+  #inFlight: Promise<boolean> | undefined;
+  readonly #listeners = new Set<(s: GatewaySession) => void>();
+  readonly #counters = { tpmSignatures: 0, renewals: 0, renewalFailures: 0 };
 
   constructor(options: SessionManagerOptions) {
-    this.o = options;
-    this.clock = options.clock ?? systemClock;
-    this.log = options.logger ?? winston.createLogger({ silent: true });
-    this.file = join(options.stateDir, 'session.json');
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#file = join(options.stateDir, 'session.json');
   }
 
   /**
@@ -96,37 +96,37 @@ export class SessionManager implements SessionProvider {
    * failed (retries then continue in the background). Never throws for backend failures.
    */
   async start(): Promise<boolean> {
-    this.stopped = false;
-    await ensureStateDir(this.o.stateDir);
+    this.#stopped = false;
+    await ensureStateDir(this.#o.stateDir);
     return this.renewNow();
   }
 
   /** Stop renewing. The current session stays readable until it expires. */
   stop(): void {
-    this.stopped = true;
-    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
   current(): GatewaySession | undefined {
-    const s = this.session;
-    if (s === undefined || this.clock.now() >= s.notAfter * 1000) return undefined;
+    const s = this.#session;
+    if (s === undefined || this.#clock.now() >= s.notAfter * 1000) return undefined;
     return { signer: s.signer, credential: s.credential, notAfter: s.notAfter };
   }
 
   /** Called with every new session (for the client, status, metrics). Returns an unsubscribe. */
   onRenewed(listener: (s: GatewaySession) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   stats(): SessionStats {
-    return { ...this.counters, notAfter: this.current()?.notAfter ?? 0 };
+    return { ...this.#counters, notAfter: this.current()?.notAfter ?? 0 };
   }
 
   /** The persisted record of the last session, if any (for status / check). */
   async persisted(): Promise<SessionRecord | undefined> {
-    return readJsonState(this.file, validateRecord, { maxBytes: 16 * 1024 });
+    return readJsonState(this.#file, validateRecord, { maxBytes: 16 * 1024 });
   }
 
   /**
@@ -134,118 +134,118 @@ export class SessionManager implements SessionProvider {
    * share one attempt. Resolves true on success.
    */
   renewNow(): Promise<boolean> {
-    if (this.inFlight === undefined) {
-      if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
-      this.timer = undefined;
-      this.inFlight = this.attemptRenewal().finally(() => {
-        this.inFlight = undefined;
+    if (this.#inFlight === undefined) {
+      if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#inFlight = this.#attemptRenewal().finally(() => {
+        this.#inFlight = undefined;
       });
     }
-    return this.inFlight;
+    return this.#inFlight;
   }
 
-  private async attemptRenewal(): Promise<boolean> {
+  async #attemptRenewal(): Promise<boolean> {
     try {
-      const fresh = await this.obtain();
-      this.session = fresh;
-      this.attempt = 0;
-      this.counters.renewals += 1;
-      await this.persist(fresh).catch((err: unknown) => {
+      const fresh = await this.#obtain();
+      this.#session = fresh;
+      this.#attempt = 0;
+      this.#counters.renewals += 1;
+      await this.#persist(fresh).catch((err: unknown) => {
         // The session works without its record; say so and carry on.
-        this.log.warn('cannot persist session record', { error: (err as Error).message });
+        this.#log.warn('cannot persist session record', { error: (err as Error).message });
       });
-      this.log.info('gateway session renewed', { notAfter: fresh.notAfter });
+      this.#log.info('gateway session renewed', { notAfter: fresh.notAfter });
       const view = { signer: fresh.signer, credential: fresh.credential, notAfter: fresh.notAfter };
-      for (const l of this.listeners) l(view);
+      for (const l of this.#listeners) l(view);
       // protocol-v1: renewed at half-life.
       const halfLifeMs = ((fresh.notAfter - fresh.iat) * 1000) / 2;
-      this.schedule(fresh.iat * 1000 + halfLifeMs - this.clock.now());
+      this.#schedule(fresh.iat * 1000 + halfLifeMs - this.#clock.now());
       return true;
     } catch (err) {
-      this.counters.renewalFailures += 1;
-      const delay = backoffMs(this.attempt, this.o.retryBaseMs ?? 1000, this.o.retryMaxMs ?? 300_000, this.o.random);
-      this.attempt += 1;
-      this.log.warn('gateway session renewal failed; retrying', {
+      this.#counters.renewalFailures += 1;
+      const delay = backoffMs(this.#attempt, this.#o.retryBaseMs ?? 1000, this.#o.retryMaxMs ?? 300_000, this.#o.random);
+      this.#attempt += 1;
+      this.#log.warn('gateway session renewal failed; retrying', {
         error: (err as Error).message,
         code: (err as { code?: string }).code,
         retryInMs: delay,
         validUntil: this.current()?.notAfter,
       });
-      this.log.debug('session renewal failure', { stack: (err as Error).stack });
-      this.schedule(delay);
+      this.#log.debug('session renewal failure', { stack: (err as Error).stack });
+      this.#schedule(delay);
       return false;
     }
   }
 
-  private schedule(ms: number): void {
-    if (this.stopped) return;
-    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
-    this.timer = this.clock.setTimeout(() => {
-      this.timer = undefined;
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
       void this.renewNow();
     }, Math.max(0, ms));
   }
 
-  private async obtain(): Promise<GatewaySession & { iat: number }> {
-    const { gw, http } = this.o;
-    const nowS = Math.floor(this.clock.now() / 1000);
+  async #obtain(): Promise<GatewaySession & { iat: number }> {
+    const { gw, http } = this.#o;
+    const nowS = Math.floor(this.#clock.now() / 1000);
     const signer = Ed25519Signer.generate(gw); // protocol-v1: welcomes carry kid=gw
-    const notAfter = nowS + (this.o.lifetimeSeconds ?? DEFAULT_SESSION_LIFETIME_S);
+    const notAfter = nowS + (this.#o.lifetimeSeconds ?? DEFAULT_SESSION_LIFETIME_S);
     const path = `/v1/gateways/${encodeURIComponent(gw)}/sessions`;
     const req = await signedRequest(http, 'POST', path, { sessionPublicKey: base64UrlEncode(signer.publicKeyRaw), notAfter }, {
       keyid: `tpm:${gw}`,
       alg: 'ecdsa-p256-sha256',
-      nowMs: this.clock.now(),
-      ...(this.o.nonce !== undefined ? { nonce: this.o.nonce } : {}),
+      nowMs: this.#clock.now(),
+      ...(this.#o.nonce !== undefined ? { nonce: this.#o.nonce } : {}),
       sign: async (base) => {
-        this.counters.tpmSignatures += 1;
-        return this.o.tpmSigner.sign(base);
+        this.#counters.tpmSignatures += 1;
+        return this.#o.tpmSigner.sign(base);
       },
     });
-    const res = await http.request({ ...req, signal: AbortSignal.timeout(this.o.requestTimeoutMs ?? 15000) });
+    const res = await http.request({ ...req, signal: AbortSignal.timeout(this.#o.requestTimeoutMs ?? 15000) });
     const body = expectJson(res, 201);
     if (!isObject(body)) badField('session answer is not an object');
     const credB64 = body.credential;
     if (typeof credB64 !== 'string') badField('credential is not a string');
     const credBytes = base64UrlDecode(credB64, 1024);
     if (credBytes === undefined) badField('credential is not base64url');
-    const cred = this.checkCredential(credBytes, signer.publicKeyRaw, nowS);
+    const cred = this.#checkCredential(credBytes, signer.publicKeyRaw, nowS);
     if (body.notAfter !== cred.exp) badField('notAfter does not match the credential exp');
     return { signer, credential: credBytes, notAfter: cred.exp, iat: cred.iat };
   }
 
   /** protocol-v1 "Gateway credential": what a peripheral will check, checked here first. */
-  private checkCredential(bytes: Uint8Array, spk: Uint8Array, nowS: number): GatewayCredential {
+  #checkCredential(bytes: Uint8Array, spk: Uint8Array, nowS: number): GatewayCredential {
     let signed;
     try {
       signed = parseGatewayCredential(bytes);
     } catch (cause) {
       throw new BackendError('response', 'credential does not parse', { cause });
     }
-    const key = this.o.backendKeys.get(signed.kid);
+    const key = this.#o.backendKeys.get(signed.kid);
     if (key === undefined || !verifySign1(signed, key)) {
       throw new SessionError('GH_SESSION_CRED_SIGNATURE', `credential does not verify under a pinned backend key (kid ${signed.kid})`);
     }
     const c = signed.payload;
-    if (c.gw !== this.o.gw) throw new SessionError('GH_SESSION_CRED_GW', `credential is for gateway ${c.gw}`);
+    if (c.gw !== this.#o.gw) throw new SessionError('GH_SESSION_CRED_GW', `credential is for gateway ${c.gw}`);
     if (!bytesEqual(c.spk, spk)) throw new SessionError('GH_SESSION_CRED_SPK', 'credential names another session key');
-    if (this.o.tpmPublicKeySpki !== undefined && !bytesEqual(c.tpk, sha256(this.o.tpmPublicKeySpki))) {
+    if (this.#o.tpmPublicKeySpki !== undefined && !bytesEqual(c.tpk, sha256(this.#o.tpmPublicKeySpki))) {
       throw new SessionError('GH_SESSION_CRED_TPK', 'credential names another TPM key');
     }
     if (c.exp <= nowS || c.exp <= c.iat) throw new SessionError('GH_SESSION_CRED_EXPIRED', 'credential is already expired');
     return c;
   }
 
-  private async persist(s: GatewaySession & { iat: number }): Promise<void> {
+  async #persist(s: GatewaySession & { iat: number }): Promise<void> {
     const signer = s.signer as Ed25519Signer;
     const record: SessionRecord = {
       version: 1,
-      gw: this.o.gw,
+      gw: this.#o.gw,
       credential: base64UrlEncode(s.credential),
       spk: base64UrlEncode(signer.publicKeyRaw),
       iat: s.iat,
       notAfter: s.notAfter,
     };
-    await writeJsonAtomic(this.file, record, { maxBytes: 16 * 1024 });
+    await writeJsonAtomic(this.#file, record, { maxBytes: 16 * 1024 });
   }
 }

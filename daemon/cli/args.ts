@@ -3,14 +3,7 @@
  * name the wrong option and the command (CONTRIBUTING.md §7: a wrong option names itself).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { GatehouseError } from '../../common/errors.js';
-
-/** Wrong usage: exit code 2. */
-export class UsageError extends GatehouseError {
-  constructor(message: string) {
-    super('GH_CLI_USAGE', message);
-  }
-}
+import { UsageError } from '../../common/cli-io.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 

@@ -2,11 +2,10 @@
 import { ALL_CHECKS, exitCodeFor, runChecks } from '../check/runner.js';
 import { offlineCheckContext } from '../check/context.js';
 import type { CheckReport, CheckStatus } from '../check/types.js';
-import { SOCKET_OPTIONS, UsageError, configPath, parse, socketPath } from './args.js';
+import { SOCKET_OPTIONS, configPath, parse, socketPath } from './args.js';
 import { StatusClientError, getJson } from './client.js';
 import { guard } from './command.js';
-import { write } from './format.js';
-import { EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { EXIT_OK, UsageError, write, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse check [--offline [--config FILE]] [--only ID,...] [--json] [--socket PATH]
 
@@ -56,7 +55,7 @@ export function run(args: string[], io: CliIO): Promise<number> {
   return guard(cmd, io, async () => {
     const { values } = parse(cmd, args, OPTIONS);
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     const only = values.only?.split(',').map((s) => s.trim()).filter((s) => s !== '');

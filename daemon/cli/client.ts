@@ -3,10 +3,20 @@
  * tech can act on (not running, no permission).
  */
 import { request } from 'node:http';
-import { GatehouseError } from '../../common/errors.js';
+import { CodedError } from '../../common/errors.js';
 
-/** The daemon could not be asked. Codes: GH_CLI_NOT_RUNNING, GH_CLI_PERMISSION, GH_CLI_TIMEOUT, GH_CLI_ANSWER. */
-export class StatusClientError extends GatehouseError {}
+export type StatusClientErrorCode =
+  /** Nothing answers on the status socket. */
+  | 'GH_CLI_NOT_RUNNING'
+  /** The socket exists but this user may not connect to it. */
+  | 'GH_CLI_PERMISSION'
+  /** The daemon did not answer in time. */
+  | 'GH_CLI_TIMEOUT'
+  /** The daemon's answer is unusable (status, size, JSON). */
+  | 'GH_CLI_ANSWER';
+
+/** The daemon could not be asked. */
+export class StatusClientError extends CodedError<StatusClientErrorCode> {}
 
 const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
 

@@ -1,8 +1,6 @@
 /** Shared exit-code handling for subcommands: usage 2, failure 1, never a stack for a known error. */
 import { GatehouseError } from '../../common/errors.js';
-import { UsageError } from './args.js';
-import { write } from './format.js';
-import { EXIT_FAILURE, EXIT_USAGE, type CliIO } from '../../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_USAGE, UsageError, write, type CliIO } from '../../common/cli-io.js';
 
 export async function guard(command: string, io: CliIO, body: () => Promise<number>): Promise<number> {
   try {

@@ -1,10 +1,9 @@
 /** `gatehouse config check`: validate a config file without starting anything. */
 import { ConfigError, formatIssue } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
-import { UsageError, configPath, parse } from './args.js';
+import { configPath, parse } from './args.js';
 import { guard } from './command.js';
-import { write } from './format.js';
-import { EXIT_FAILURE, EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, UsageError, write, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse config check [--config FILE] [--json]
 
@@ -31,7 +30,7 @@ export function run(args: string[], io: CliIO): Promise<number> {
   return guard(cmd, io, async () => {
     const { values, positionals } = parse(cmd, args, OPTIONS, true);
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     const sub = positionals[0];

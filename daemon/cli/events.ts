@@ -4,8 +4,8 @@ import type { EventPage } from '../status/types.js';
 import { SOCKET_OPTIONS, intOption, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
 import { guard } from './command.js';
-import { isoTime, table, write } from './format.js';
-import { EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { isoTime, table } from './format.js';
+import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse events [--since SEQ] [--limit N] [--follow] [--json] [--socket PATH]
 
@@ -56,7 +56,7 @@ export function runEvents(args: string[], io: CliIO, signal: AbortSignal): Promi
     const cmd = 'gatehouse events';
     const { values } = parse(cmd, args, OPTIONS);
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     let since = intOption(cmd, 'since', values.since, 0, Number.MAX_SAFE_INTEGER);

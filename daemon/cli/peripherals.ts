@@ -3,8 +3,8 @@ import type { PeripheralInfo } from '../status/types.js';
 import { SOCKET_OPTIONS, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
 import { guard } from './command.js';
-import { isoTime, table, write } from './format.js';
-import { EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { isoTime, table } from './format.js';
+import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse peripherals [--json] [--socket PATH]
 
@@ -37,7 +37,7 @@ export function run(args: string[], io: CliIO): Promise<number> {
   return guard('gatehouse peripherals', io, async () => {
     const { values } = parse('gatehouse peripherals', args, SOCKET_OPTIONS);
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     const r = await getJson<{ peripherals: PeripheralInfo[] }>(socketPath(values.socket, io.env), '/v1/peripherals');

@@ -9,8 +9,7 @@ import { Gateway } from '../gateway.js';
 import { createRootLogger, logError, reloadLevelOnSighup } from '../../common/log/logger.js';
 import { configPath, parse } from './args.js';
 import { guard } from './command.js';
-import { write } from './format.js';
-import { EXIT_FAILURE, EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { EXIT_FAILURE, EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse run [--config FILE]
 
@@ -32,7 +31,7 @@ export function run(args: string[], io: CliIO): Promise<number> {
   return guard(cmd, io, async () => {
     const { values } = parse(cmd, args, { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     const file = configPath(values.config, io.env);

@@ -3,8 +3,8 @@ import type { StatusReport } from '../status/types.js';
 import { SOCKET_OPTIONS, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
 import { guard } from './command.js';
-import { duration, isoTime, keyValues, write } from './format.js';
-import { EXIT_OK, type CliIO } from '../../common/cli-io.js';
+import { duration, isoTime, keyValues } from './format.js';
+import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
 export const HELP = `Usage: gatehouse status [--json] [--socket PATH]
 
@@ -41,7 +41,7 @@ export function run(args: string[], io: CliIO): Promise<number> {
   return guard('gatehouse status', io, async () => {
     const { values } = parse('gatehouse status', args, SOCKET_OPTIONS);
     if (values.help === true) {
-      io.stdout.write(HELP);
+      write(io.stdout, HELP);
       return EXIT_OK;
     }
     const s = await getJson<StatusReport>(socketPath(values.socket, io.env), '/v1/status');

@@ -8,7 +8,7 @@ import { toHex } from '../../tpm/key-store.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
 import { DEFAULT_TCTI } from '../../tpm/tpm-connection.js';
 import { DEFAULT_KEY_HANDLE, handleHex, noDAAdvice, parseHandle, TpmKeyStore } from '../../tpm/tpm-key-store.js';
-import type { CliIO } from '../../common/cli-io.js';
+import { write, type CliIO } from '../../common/cli-io.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/gatehouse';
 
@@ -52,10 +52,6 @@ Options:
   --json          print {handle, thumbprint, noDA, publicKeyPem} as JSON
   -h, --help      show this help
 `;
-
-function write(stream: NodeJS.WritableStream, text: string): void {
-  stream.write(text.endsWith('\n') ? text : `${text}\n`);
-}
 
 function reportError(io: CliIO, err: unknown): number {
   if (err instanceof TpmError) {

@@ -1,18 +1,25 @@
-import { GatehouseError } from '../../common/errors.js';
+import { CodedError } from '../../common/errors.js';
 import type { ConfigIssue } from './schema-dsl.js';
 
-/**
- * The config cannot be used. The daemon fails closed on it: nothing listens.
- * Codes: GH_CONFIG_MISSING, GH_CONFIG_UNREADABLE, GH_CONFIG_SYNTAX, GH_CONFIG_INVALID.
- */
-export class ConfigError extends GatehouseError {
+export type ConfigErrorCode =
+  /** The config file does not exist. */
+  | 'GH_CONFIG_MISSING'
+  /** The config file cannot be read. */
+  | 'GH_CONFIG_UNREADABLE'
+  /** The config file is not valid YAML. */
+  | 'GH_CONFIG_SYNTAX'
+  /** The config fails validation; `issues` lists every problem. */
+  | 'GH_CONFIG_INVALID';
+
+/** The config cannot be used. The daemon fails closed on it: nothing listens. */
+export class ConfigError extends CodedError<ConfigErrorCode> {
   /** Every problem found (GH_CONFIG_INVALID and GH_CONFIG_SYNTAX). */
   readonly issues: readonly ConfigIssue[];
   /** The file, when one was read. */
   readonly file: string | undefined;
 
   constructor(
-    code: string,
+    code: ConfigErrorCode,
     message: string,
     options: { issues?: readonly ConfigIssue[]; file?: string; cause?: unknown } = {},
   ) {

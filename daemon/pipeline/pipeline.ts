@@ -13,7 +13,9 @@ import { monotonicClock, systemClock, type Clock } from '../../common/clock.js';
 import { systemRandom, type RandomSource } from './random.js';
 import { DecisionLog } from './events.js';
 import { PipelineError } from './errors.js';
-import { RateLimiter, type BucketSpec } from './rate-limit.js';
+import { CONFIG_SCHEMA } from '../config/schema.js';
+import type { BucketSpec } from '../../common/token-bucket.js';
+import { RateLimiter } from './rate-limit.js';
 import type {
   AuthPipeline,
   GatewaySession,
@@ -38,21 +40,21 @@ export interface PipelineOptions {
   elapsedClock?: Clock;
   random?: RandomSource;
   logger?: Logger;
-  /** protocol-v1: 30 s. */
+  /** protocol-v1: 30 s (default: config `pipeline.challengeTtlSec`). */
   challengeTtlMs?: number;
-  /** Challenges outstanding across all connections (default 10000); beyond it `busy`. */
+  /** Challenges outstanding across all connections (default: config `pipeline.maxOutstandingChallenges`); beyond it `busy`. */
   maxOutstandingChallenges?: number;
   /** Challenges outstanding per connection (default 4); beyond it the oldest is dropped. */
   maxChallengesPerConnection?: number;
-  /** Hellos waiting for the backend at once (default 1024); beyond it `busy`. */
+  /** Hellos waiting for the backend at once (default: config `pipeline.maxPendingHellos`); beyond it `busy`. */
   maxPendingHellos?: number;
-  /** Deadline of one verifier call (default 10000 ms). */
+  /** Deadline of one verifier call (default: config `backend.requestTimeoutMs`). */
   verifyTimeoutMs?: number;
-  /** Token buckets in requests per minute; burst equals the per-minute number. */
+  /** Token buckets in requests per minute; burst equals the per-minute number (defaults: config `pipeline.rateLimits`). */
   rateLimits?: { perConnectionPerMin?: number; perDevicePerMin?: number; globalPerMin?: number };
   /** Keyed rate-limit buckets kept per table (default 10000). */
   maxRateLimitKeys?: number;
-  /** Decision events kept (default 1000). */
+  /** Decision events kept (default: config `status.eventRingSize`). */
   eventRingSize?: number;
   /** `retry` (seconds) sent with `busy` (default 5) and `backend-unavailable` (default 30). */
   retrySec?: { busy?: number; backendUnavailable?: number };
@@ -73,18 +75,29 @@ interface Resolved {
   unavailableRetry: number;
 }
 
+/** The schema's default of a leaf that has one (CONTRIBUTING.md §7: defaults live only in the schema). */
+function schemaDefault<T>(leaf: { readonly default?: T }): T {
+  if (leaf.default === undefined) throw new PipelineError('GH_PIPELINE_BAD_OPTION', 'config schema leaf has no default');
+  return leaf.default;
+}
+
+const CFG = CONFIG_SCHEMA.fields;
+const PIPE = CFG.pipeline.fields;
+
 function resolve(o: PipelineOptions): Resolved {
+  // The daemon passes every configurable value from the resolved config (daemon/gateway.ts);
+  // a component built directly (tests, bench) gets the config's defaults.
   const r: Resolved = {
-    challengeTtlMs: o.challengeTtlMs ?? 30_000,
-    maxOutstandingChallenges: o.maxOutstandingChallenges ?? 10_000,
+    challengeTtlMs: o.challengeTtlMs ?? schemaDefault(PIPE.challengeTtlSec) * 1000,
+    maxOutstandingChallenges: o.maxOutstandingChallenges ?? schemaDefault(PIPE.maxOutstandingChallenges),
     maxChallengesPerConnection: o.maxChallengesPerConnection ?? 4,
-    maxPendingHellos: o.maxPendingHellos ?? 1024,
-    verifyTimeoutMs: o.verifyTimeoutMs ?? 10_000,
-    perConnectionPerMin: o.rateLimits?.perConnectionPerMin ?? 20,
-    perDevicePerMin: o.rateLimits?.perDevicePerMin ?? 20,
-    globalPerMin: o.rateLimits?.globalPerMin ?? 480_000,
+    maxPendingHellos: o.maxPendingHellos ?? schemaDefault(PIPE.maxPendingHellos),
+    verifyTimeoutMs: o.verifyTimeoutMs ?? schemaDefault(CFG.backend.fields.requestTimeoutMs),
+    perConnectionPerMin: o.rateLimits?.perConnectionPerMin ?? schemaDefault(PIPE.rateLimits.fields.perConnectionPerMin),
+    perDevicePerMin: o.rateLimits?.perDevicePerMin ?? schemaDefault(PIPE.rateLimits.fields.perDevicePerMin),
+    globalPerMin: o.rateLimits?.globalPerMin ?? schemaDefault(PIPE.rateLimits.fields.globalPerMin),
     maxRateLimitKeys: o.maxRateLimitKeys ?? 10_000,
-    eventRingSize: o.eventRingSize ?? 1000,
+    eventRingSize: o.eventRingSize ?? schemaDefault(CFG.status.fields.eventRingSize),
     busyRetry: o.retrySec?.busy ?? 5,
     unavailableRetry: o.retrySec?.backendUnavailable ?? 30,
   };
@@ -382,6 +395,6 @@ export class Pipeline implements AuthPipeline {
 
 /** Token buckets from per-minute limits; the burst equals the per-minute number. */
 function bucketSpecs(l: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number }): { perConnection: BucketSpec; perDevice: BucketSpec; global: BucketSpec } {
-  const perMin = (n: number): BucketSpec => ({ capacity: n, refillPerSec: n / 60 });
+  const perMin = (n: number): BucketSpec => ({ burst: n, perSecond: n / 60 });
   return { perConnection: perMin(l.perConnectionPerMin), perDevice: perMin(l.perDevicePerMin), global: perMin(l.globalPerMin) };
 }

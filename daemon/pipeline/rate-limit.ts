@@ -4,29 +4,11 @@
  * touched bucket is dropped (the global bucket still holds the line against key rotation).
  */
 import type { Clock } from '../../common/clock.js';
+import { TokenBucket, type BucketSpec } from '../../common/token-bucket.js';
 
-export interface BucketSpec {
-  /** Burst size. */
-  capacity: number;
-  /** Tokens added per second. */
-  refillPerSec: number;
-}
-
-interface Bucket {
-  tokens: number;
-  last: number;
-}
-
-function refill(bucket: Bucket, spec: BucketSpec, now: number): void {
-  const elapsed = Math.max(0, now - bucket.last) / 1000;
-  bucket.tokens = Math.min(spec.capacity, bucket.tokens + elapsed * spec.refillPerSec);
-  bucket.last = now;
-}
-
-/** Seconds until one token is available again (at least 1, rounded up). */
-function retryAfter(bucket: Bucket, spec: BucketSpec): number {
-  const missing = 1 - bucket.tokens;
-  return Math.max(1, Math.ceil(missing / spec.refillPerSec));
+/** Whole seconds to wait for a bucket's answer (at least 1, rounded up): the `retry` of `busy`. */
+function retrySeconds(waitSeconds: number): number {
+  return Math.max(1, Math.ceil(waitSeconds));
 }
 
 /** A table of token buckets keyed by string (Map: never a plain-object lookup on client input). */
@@ -34,7 +16,7 @@ export class KeyedBuckets {
   #spec: BucketSpec;
   readonly #clock: Clock;
   readonly #maxKeys: number;
-  readonly #buckets = new Map<string, Bucket>();
+  readonly #buckets = new Map<string, TokenBucket>();
 
   constructor(spec: BucketSpec, clock: Clock, maxKeys: number) {
     this.#spec = spec;
@@ -49,36 +31,30 @@ export class KeyedBuckets {
   /** New limits (SIGHUP reload): existing buckets keep their tokens, capped at the new burst. */
   setSpec(spec: BucketSpec): void {
     this.#spec = spec;
-    for (const b of this.#buckets.values()) b.tokens = Math.min(b.tokens, spec.capacity);
+    for (const b of this.#buckets.values()) b.setSpec(spec);
   }
 
   /** Takes one token for `key`; answers 0 on success or the seconds to wait. */
   take(key: string): number {
-    const now = this.#clock.now();
     let bucket = this.#buckets.get(key);
     if (bucket === undefined) {
       if (this.#buckets.size >= this.#maxKeys) {
         const oldest = this.#buckets.keys().next();
         if (!oldest.done) this.#buckets.delete(oldest.value);
       }
-      bucket = { tokens: this.#spec.capacity, last: now };
+      bucket = new TokenBucket(this.#spec, this.#clock);
     } else {
       this.#buckets.delete(key);
-      refill(bucket, this.#spec, now);
     }
     // Re-inserted so the Map's order is least recently touched first.
     this.#buckets.set(key, bucket);
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return 0;
-    }
-    return retryAfter(bucket, this.#spec);
+    const wait = bucket.take();
+    return wait === 0 ? 0 : retrySeconds(wait);
   }
 
   /** Gives back a token taken by `take` (when a later check refused the request). */
   giveBack(key: string): void {
-    const bucket = this.#buckets.get(key);
-    if (bucket !== undefined) bucket.tokens = Math.min(this.#spec.capacity, bucket.tokens + 1);
+    this.#buckets.get(key)?.giveBack();
   }
 
   delete(key: string): void {

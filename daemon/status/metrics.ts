@@ -31,7 +31,7 @@ export class GatehouseMetrics {
   readonly tpmSignLatency: Histogram;
   readonly connections: Gauge<'transport'>;
   readonly credentialExpiry: Gauge;
-  private sources: GaugeSources = {};
+  #sources: GaugeSources = {};
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -73,7 +73,7 @@ export class GatehouseMetrics {
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers,
     });
-    const sources = (): GaugeSources => this.sources;
+    const sources = (): GaugeSources => this.#sources;
     this.connections = new Gauge({
       name: 'gatehouse_connections',
       help: 'Open peripheral connections by transport.',
@@ -105,7 +105,7 @@ export class GatehouseMetrics {
    * (instead of setting the gauges by hand).
    */
   setSources(sources: GaugeSources): void {
-    this.sources = sources;
+    this.#sources = sources;
   }
 
   /** One backend request (BackendHttp's observer): its latency, and its error kind if it failed. */

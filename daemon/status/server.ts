@@ -39,12 +39,10 @@ const SOCKET_MODE = 0o660;
 const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/events', '/v1/check', '/metrics']);
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 
-class BadRequest extends Error {}
-
 function intParam(params: URLSearchParams, name: string, dflt: number, max: number): number {
   const v = params.get(name);
   if (v === null) return dflt;
-  if (!/^\d{1,16}$/.test(v) || Number(v) > max) throw new BadRequest(`query parameter ${name} must be an integer 0..${max}`);
+  if (!/^\d{1,16}$/.test(v) || Number(v) > max) throw new StatusError('GH_STATUS_BAD_QUERY', `query parameter ${name} must be an integer 0..${max}`);
   return Number(v);
 }
 
@@ -57,14 +55,14 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
 }
 
 export class StatusServer {
-  private server: Server | undefined;
-  private ino: number | undefined;
-  private readonly log: Logger;
-  private readonly opts: Required<Omit<StatusServerOptions, 'group' | 'logger'>> & Pick<StatusServerOptions, 'group'>;
+  #server: Server | undefined;
+  #ino: number | undefined;
+  readonly #log: Logger;
+  readonly #opts: Required<Omit<StatusServerOptions, 'group' | 'logger'>> & Pick<StatusServerOptions, 'group'>;
 
   constructor(options: StatusServerOptions) {
-    this.log = options.logger ?? silentLogger();
-    this.opts = {
+    this.#log = options.logger ?? silentLogger();
+    this.#opts = {
       socketPath: options.socketPath,
       source: options.source,
       group: options.group,
@@ -80,23 +78,23 @@ export class StatusServer {
 
   /** Listen. Replaces a stale socket safely; refuses symlinks, other files and a live daemon. */
   async start(): Promise<void> {
-    if (this.server !== undefined) throw new StatusError('GH_STATUS_LISTEN', 'status server already started');
-    const path = this.opts.socketPath;
+    if (this.#server !== undefined) throw new StatusError('GH_STATUS_LISTEN', 'status server already started');
+    const path = this.#opts.socketPath;
     await prepareSocketPath(path);
     const server = createServer(
       {
-        maxHeaderSize: this.opts.maxHeaderBytes,
-        requestTimeout: this.opts.requestTimeoutMs,
-        headersTimeout: Math.min(5000, this.opts.requestTimeoutMs),
+        maxHeaderSize: this.#opts.maxHeaderBytes,
+        requestTimeout: this.#opts.requestTimeoutMs,
+        headersTimeout: Math.min(5000, this.#opts.requestTimeoutMs),
         // A client that sends half a request (slowloris) is cut off within a second of its deadline.
-        connectionsCheckingInterval: this.opts.timeoutCheckIntervalMs,
+        connectionsCheckingInterval: this.#opts.timeoutCheckIntervalMs,
       },
-      (req, res) => this.handle(req, res),
+      (req, res) => this.#handle(req, res),
     );
     server.keepAliveTimeout = 5000;
     server.maxRequestsPerSocket = 100;
     server.maxHeadersCount = 32;
-    server.maxConnections = this.opts.maxConnections;
+    server.maxConnections = this.#opts.maxConnections;
     server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
       // Oversized or malformed heads and half-sent requests get a bare answer, no detail.
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
@@ -108,25 +106,25 @@ export class StatusServer {
       server.once('error', (err) => reject(new StatusError('GH_STATUS_LISTEN', `cannot listen on ${path}`, { cause: err })));
       server.listen(path, () => resolve());
     });
-    this.server = server;
+    this.#server = server;
     try {
       await chmod(path, SOCKET_MODE);
       const st = await lstat(path);
-      this.ino = st.ino;
-      await this.applyGroup(path, st.gid);
+      this.#ino = st.ino;
+      await this.#applyGroup(path, st.gid);
     } catch (err) {
       await this.stop();
       throw err instanceof StatusError ? err : new StatusError('GH_STATUS_LISTEN', `cannot set permissions on ${path}`, { cause: err });
     }
-    this.log.info('status socket listening', { path, mode: '0660', group: this.opts.group ?? null });
+    this.#log.info('status socket listening', { path, mode: '0660', group: this.#opts.group ?? null });
   }
 
-  private async applyGroup(path: string, currentGid: number): Promise<void> {
-    const name = this.opts.group;
+  async #applyGroup(path: string, currentGid: number): Promise<void> {
+    const name = this.#opts.group;
     if (name === undefined) return;
-    const gid = await this.opts.resolveGroup(name);
+    const gid = await this.#opts.resolveGroup(name);
     if (gid === undefined) {
-      this.log.warn('status group does not exist; socket keeps its owner group', { group: name });
+      this.#log.warn('status group does not exist; socket keeps its owner group', { group: name });
       return;
     }
     // Under the shipped unit the runtime directory is setgid gatehouse-status: nothing to do.
@@ -134,33 +132,33 @@ export class StatusServer {
     try {
       await chown(path, -1, gid);
     } catch (err) {
-      logError(this.log, 'cannot give the status socket its group; members may be refused', err, { group: name });
+      logError(this.#log, 'cannot give the status socket its group; members may be refused', err, { group: name });
     }
   }
 
   /** Stop answering, close connections, remove our socket file (only ours). */
   async stop(): Promise<void> {
-    const server = this.server;
+    const server = this.#server;
     if (server === undefined) return;
-    this.server = undefined;
+    this.#server = undefined;
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
     });
-    const st = await stat(this.opts.socketPath).catch(() => undefined);
+    const st = await stat(this.#opts.socketPath).catch(() => undefined);
     // node:http unlinks its socket on close; if a file is still there and it is ours, remove it.
-    if (st !== undefined && st.isSocket() && st.ino === this.ino) await unlink(this.opts.socketPath).catch(() => undefined);
+    if (st !== undefined && st.isSocket() && st.ino === this.#ino) await unlink(this.#opts.socketPath).catch(() => undefined);
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    this.route(req, res).catch((err: unknown) => {
-      logError(this.log, 'status request failed', err, { method: req.method, path: (req.url ?? '').split('?')[0] });
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#route(req, res).catch((err: unknown) => {
+      logError(this.#log, 'status request failed', err, { method: req.method, path: (req.url ?? '').split('?')[0] });
       if (!res.headersSent) sendProblem(res, problem(500));
       else res.destroy();
     });
   }
 
-  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const head = req.method === 'HEAD';
     if (req.method !== 'GET' && !head) {
       sendProblem(res, problem(405, 'the status API is read-only'), { allow: 'GET, HEAD' });
@@ -194,7 +192,7 @@ export class StatusServer {
         return;
       }
     }
-    const src = this.opts.source;
+    const src = this.#opts.source;
     switch (url.pathname) {
       case '/v1/status':
         sendJson(res, 200, await src.getStatus(), head);
@@ -207,9 +205,9 @@ export class StatusServer {
         let limit: number;
         try {
           since = intParam(params, 'since', 0, MAX_SEQ);
-          limit = intParam(params, 'limit', 100, this.opts.maxEventsPerPage);
+          limit = intParam(params, 'limit', 100, this.#opts.maxEventsPerPage);
         } catch (err) {
-          if (err instanceof BadRequest) {
+          if (err instanceof StatusError && err.code === 'GH_STATUS_BAD_QUERY') {
             sendProblem(res, problem(400, err.message), {}, head);
             return;
           }
@@ -219,7 +217,7 @@ export class StatusServer {
         return;
       }
       case '/v1/check': {
-        const report = await withTimeout(src.runChecks(), this.opts.checkTimeoutMs);
+        const report = await withTimeout(src.runChecks(), this.#opts.checkTimeoutMs);
         if (report === 'timeout') {
           sendProblem(res, problem(503, 'checks did not finish in time'), {}, head);
           return;

@@ -11,15 +11,27 @@ import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { StateFileError, writeFileAtomic } from '../../common/atomic-file.js';
 import { isValidId } from '../../protocol/index.js';
-import { GatehouseError } from '../../common/errors.js';
+import { CodedError } from '../../common/errors.js';
 import { NobleEd25519Signer } from './noble-signer.js';
 
 export const KEY_FILE_FORMAT = 'gatehouse-peripheral-key';
 /** A key file is tiny; anything bigger is not ours. */
 const MAX_KEY_FILE_BYTES = 4096;
 
+export type KeyFileErrorCode =
+  /** The device id is not acceptable. */
+  | 'GH_KEYFILE_BAD_DEV'
+  /** The key file exists and overwriting was not asked for. */
+  | 'GH_KEYFILE_EXISTS'
+  /** The file is not a key file of this format. */
+  | 'GH_KEYFILE_FORMAT'
+  /** The file cannot be read or written. */
+  | 'GH_KEYFILE_IO'
+  /** The file is accessible by group or others. */
+  | 'GH_KEYFILE_PERMISSIONS';
+
 /** A key file could not be written or loaded. */
-export class KeyFileError extends GatehouseError {}
+export class KeyFileError extends CodedError<KeyFileErrorCode> {}
 
 export interface PeripheralKey {
   dev: string;

@@ -6,11 +6,23 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { bytesEqual, helloHash, parseReject, type GatewayCredential, type ReasonCode, type Welcome } from '../../protocol/index.js';
-import { GatehouseError } from '../../common/errors.js';
+import { CodedError } from '../../common/errors.js';
 import type { ReferencePeripheral } from './peripheral.js';
 
-/** Error of the MQTT reference peripheral (`GH_MQTT_PERIPHERAL_*`). */
-export class MqttPeripheralError extends GatehouseError {}
+export type MqttPeripheralErrorCode =
+  /** The broker could not be reached or refused the connection. */
+  | 'GH_MQTT_PERIPHERAL_CONNECT'
+  /** An exchange was asked for before connect(). */
+  | 'GH_MQTT_PERIPHERAL_NOT_CONNECTED'
+  /** The subscription to the answer topic was refused. */
+  | 'GH_MQTT_PERIPHERAL_SUBSCRIBE'
+  /** No answer within the timeout. */
+  | 'GH_MQTT_PERIPHERAL_TIMEOUT'
+  /** The connection closed during an exchange. */
+  | 'GH_MQTT_PERIPHERAL_CLOSED';
+
+/** Error of the MQTT reference peripheral. */
+export class MqttPeripheralError extends CodedError<MqttPeripheralErrorCode> {}
 
 export interface MqttReferencePeripheralOptions {
   /** `mqtt://host:port` or `mqtts://host:port`. */

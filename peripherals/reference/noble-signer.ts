@@ -9,12 +9,16 @@ import { COSE_ALG_EDDSA, ProtocolError, type Signer } from '../../protocol/index
 export class NobleEd25519Signer implements Signer {
   readonly alg = COSE_ALG_EDDSA;
 
+  readonly #seed: Uint8Array;
+
   private constructor(
     readonly kid: string,
-    private readonly seed: Uint8Array,
+    seed: Uint8Array,
     /** Raw 32-byte public key. */
     readonly publicKeyRaw: Uint8Array,
-  ) {}
+  ) {
+    this.#seed = seed;
+  }
 
   /** Derive the key pair from a 32-byte RFC 8032 seed. */
   static async fromSeed(seed: Uint8Array, kid: string): Promise<NobleEd25519Signer> {
@@ -31,11 +35,11 @@ export class NobleEd25519Signer implements Signer {
   }
 
   sign(toBeSigned: Uint8Array): Promise<Uint8Array> {
-    return ed.signAsync(toBeSigned, this.seed);
+    return ed.signAsync(toBeSigned, this.#seed);
   }
 
   /** The seed, for writing a key file. Never log it. */
   exportSeed(): Uint8Array {
-    return Uint8Array.from(this.seed);
+    return Uint8Array.from(this.#seed);
   }
 }

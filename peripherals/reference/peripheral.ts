@@ -60,14 +60,14 @@ export type PeripheralEvent =
 
 export class ReferencePeripheral {
   readonly dev: string;
-  private readonly signer: Signer;
-  private readonly backendKeys: ReadonlyMap<string, Uint8Array>;
-  private readonly clock: (() => number) | undefined;
-  private readonly random: (n: number) => Uint8Array;
-  private readonly defaultRetry: number;
-  private sentHello: Uint8Array | undefined;
+  readonly #signer: Signer;
+  readonly #backendKeys: ReadonlyMap<string, Uint8Array>;
+  readonly #clock: (() => number) | undefined;
+  readonly #random: (n: number) => Uint8Array;
+  readonly #defaultRetry: number;
+  #sentHello: Uint8Array | undefined;
   /** The credential of the last welcome accepted: the same bytes need no second signature check. */
-  private verifiedCredential: Uint8Array | undefined;
+  #verifiedCredential: Uint8Array | undefined;
 
   constructor(opts: ReferencePeripheralOptions) {
     if (!isValidId(opts.dev)) throw new ProtocolError('GH_PERIPHERAL_BAD_DEV', 'internal', 'dev must be 1–64 characters of [A-Za-z0-9._:-]');
@@ -75,11 +75,11 @@ export class ReferencePeripheral {
       throw new ProtocolError('GH_PERIPHERAL_BAD_DEV', 'internal', 'the signer kid must be the device id (protocol-v1: hello kid=dev)');
     }
     this.dev = opts.dev;
-    this.signer = opts.signer;
-    this.backendKeys = opts.backendKeys;
-    this.clock = opts.clock;
-    this.random = opts.random ?? randomNonce;
-    this.defaultRetry = opts.defaultRetrySeconds ?? 30;
+    this.#signer = opts.signer;
+    this.#backendKeys = opts.backendKeys;
+    this.#clock = opts.clock;
+    this.#random = opts.random ?? randomNonce;
+    this.#defaultRetry = opts.defaultRetrySeconds ?? 30;
   }
 
   /** Build a peripheral from a key file written by `gatehouse peripheral keygen`. */
@@ -90,7 +90,7 @@ export class ReferencePeripheral {
 
   /** The hello most recently sent, exactly as sent (hh hashes these bytes). */
   get lastHello(): Uint8Array | undefined {
-    return this.sentHello;
+    return this.#sentHello;
   }
 
   /** `{1:"challenge-request", 2:1, 3:dev}` (MQTT only; BLE gateways send the challenge unasked). */
@@ -105,30 +105,30 @@ export class ReferencePeripheral {
    */
   async hello(challengeBytes: Uint8Array, options: ExchangeOptions = {}): Promise<Uint8Array> {
     const challenge = decodeChallenge(challengeBytes);
-    if (!this.forUs(challenge.dev, options)) {
+    if (!this.#forUs(challenge.dev, options)) {
       throw new ProtocolError('GH_PERIPHERAL_WRONG_DEV', 'malformed', `challenge is for ${JSON.stringify(challenge.dev)}, not ${JSON.stringify(this.dev)}`);
     }
     // protocol-v1: pn is fresh random per hello.
-    const pn = this.random(16);
-    const bytes = await signHello({ type: 'hello', version: 1, dev: this.dev, pn, gn: challenge.gn }, this.signer);
-    this.sentHello = bytes;
+    const pn = this.#random(16);
+    const bytes = await signHello({ type: 'hello', version: 1, dev: this.dev, pn, gn: challenge.gn }, this.#signer);
+    this.#sentHello = bytes;
     return bytes;
   }
 
   /** Run the welcome checks against the last hello sent. */
   verifyWelcome(welcomeBytes: Uint8Array): CheckWelcomeResult {
-    if (this.sentHello === undefined) {
+    if (this.#sentHello === undefined) {
       return { ok: false, code: 'GH_WELCOME_HELLO_HASH', detail: 'no hello has been sent, so no welcome can match' };
     }
-    const now = this.clock?.();
+    const now = this.#clock?.();
     const result = checkWelcome(welcomeBytes, {
-      backendKeys: this.backendKeys,
+      backendKeys: this.#backendKeys,
       dev: this.dev,
-      helloBytes: this.sentHello,
+      helloBytes: this.#sentHello,
       ...(now === undefined ? {} : { now }),
-      ...(this.verifiedCredential === undefined ? {} : { verifiedCredential: this.verifiedCredential }),
+      ...(this.#verifiedCredential === undefined ? {} : { verifiedCredential: this.#verifiedCredential }),
     });
-    if (result.ok) this.verifiedCredential = result.welcome.cred;
+    if (result.ok) this.#verifiedCredential = result.welcome.cred;
     return result;
   }
 
@@ -143,20 +143,20 @@ export class ReferencePeripheral {
     }
     switch (msg.type) {
       case 'challenge':
-        if (!this.forUs(msg.message.dev, options)) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'challenge for another device' };
+        if (!this.#forUs(msg.message.dev, options)) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'challenge for another device' };
         return { kind: 'challenge', gw: msg.message.gw };
       case 'welcome': {
         const r = this.verifyWelcome(bytes);
         if (!r.ok) return { kind: 'welcome-refused', code: r.code, detail: r.detail };
-        this.sentHello = undefined;
+        this.#sentHello = undefined;
         return { kind: 'authenticated', welcome: r.welcome, credential: r.credential };
       }
       case 'reject':
-        if (!this.forUs(msg.message.dev, options)) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'reject for another device' };
+        if (!this.#forUs(msg.message.dev, options)) return { kind: 'ignored', code: 'GH_PERIPHERAL_WRONG_DEV', detail: 'reject for another device' };
         return {
           kind: 'rejected',
           reason: msg.message.reason,
-          retryAfterSeconds: msg.message.retry ?? this.defaultRetry,
+          retryAfterSeconds: msg.message.retry ?? this.#defaultRetry,
           signed: msg.signed !== null,
         };
     }
@@ -167,7 +167,7 @@ export class ReferencePeripheral {
    * transport": it must name this device. BLE: the link is point-to-point and the gateway sends
    * its connection label there (docs/protocol.md), so any valid id (the decoder checked it) is.
    */
-  private forUs(dev: string, options: ExchangeOptions): boolean {
+  #forUs(dev: string, options: ExchangeOptions): boolean {
     return options.transport === 'ble' || dev === this.dev;
   }
 }

@@ -34,32 +34,36 @@ const TOKEN_CHAR = /[!#$%&'*+\-.^_`|~0-9A-Za-z:/]/;
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
 class SfParser {
-  private pos = 0;
-  constructor(private readonly s: string) {}
+  #pos = 0;
+  readonly #s: string;
 
-  private peek(): string | undefined {
-    return this.s[this.pos];
+  constructor(s: string) {
+    this.#s = s;
   }
-  private eof(): boolean {
-    return this.pos >= this.s.length;
+
+  #peek(): string | undefined {
+    return this.#s[this.#pos];
   }
-  private skipSp(): void {
-    while (this.s[this.pos] === ' ') this.pos++;
+  #eof(): boolean {
+    return this.#pos >= this.#s.length;
   }
-  private skipOws(): void {
-    while (this.s[this.pos] === ' ' || this.s[this.pos] === '\t') this.pos++;
+  #skipSp(): void {
+    while (this.#s[this.#pos] === ' ') this.#pos++;
+  }
+  #skipOws(): void {
+    while (this.#s[this.#pos] === ' ' || this.#s[this.#pos] === '\t') this.#pos++;
   }
 
   // RFC 8941 §4.2.2
   dictionary(): Map<string, SfMember> {
     const dict = new Map<string, SfMember>();
-    this.skipSp();
-    while (!this.eof()) {
-      const key = this.key();
+    this.#skipSp();
+    while (!this.#eof()) {
+      const key = this.#key();
       let member: SfMember;
-      if (this.peek() === '=') {
-        this.pos++;
-        member = this.peek() === '(' ? this.innerList() : this.item();
+      if (this.#peek() === '=') {
+        this.#pos++;
+        member = this.#peek() === '(' ? this.innerList() : this.item();
       } else {
         member = { value: true, params: this.params() };
       }
@@ -67,50 +71,50 @@ class SfParser {
       if (dict.has(key)) throw malformed(`duplicate dictionary key "${key}"`);
       if (dict.size >= SF_LIMITS.members) throw malformed('too many dictionary members');
       dict.set(key, member);
-      this.skipOws();
-      if (this.eof()) return dict;
-      if (this.peek() !== ',') throw malformed(`expected "," at ${this.pos}`);
-      this.pos++;
-      this.skipOws();
-      if (this.eof()) throw malformed('trailing comma');
+      this.#skipOws();
+      if (this.#eof()) return dict;
+      if (this.#peek() !== ',') throw malformed(`expected "," at ${this.#pos}`);
+      this.#pos++;
+      this.#skipOws();
+      if (this.#eof()) throw malformed('trailing comma');
     }
     return dict;
   }
 
   // RFC 8941 §4.2.1.2
   innerList(): SfInnerList {
-    this.pos++; // "("
+    this.#pos++; // "("
     const items: SfItem[] = [];
-    while (!this.eof()) {
-      this.skipSp();
-      if (this.peek() === ')') {
-        this.pos++;
+    while (!this.#eof()) {
+      this.#skipSp();
+      if (this.#peek() === ')') {
+        this.#pos++;
         return { items, params: this.params() };
       }
       if (items.length >= SF_LIMITS.innerItems) throw malformed('too many inner list items');
       items.push(this.item());
-      const c = this.peek();
-      if (c !== ' ' && c !== ')') throw malformed(`expected " " or ")" at ${this.pos}`);
+      const c = this.#peek();
+      if (c !== ' ' && c !== ')') throw malformed(`expected " " or ")" at ${this.#pos}`);
     }
     throw malformed('unterminated inner list');
   }
 
   item(): SfItem {
-    const value = this.bareItem();
+    const value = this.#bareItem();
     return { value, params: this.params() };
   }
 
   // RFC 8941 §4.2.3.2
   params(): SfParams {
     const params: SfParams = new Map();
-    while (this.peek() === ';') {
-      this.pos++;
-      this.skipSp();
-      const key = this.key();
+    while (this.#peek() === ';') {
+      this.#pos++;
+      this.#skipSp();
+      const key = this.#key();
       let value: SfBareItem = true;
-      if (this.peek() === '=') {
-        this.pos++;
-        value = this.bareItem();
+      if (this.#peek() === '=') {
+        this.#pos++;
+        value = this.#bareItem();
       }
       if (params.has(key)) throw malformed(`duplicate parameter "${key}"`);
       if (params.size >= SF_LIMITS.params) throw malformed('too many parameters');
@@ -120,44 +124,44 @@ class SfParser {
   }
 
   // RFC 8941 §4.2.3.3
-  private key(): string {
-    const start = this.pos;
-    const first = this.peek();
-    if (first === undefined || !KEY_FIRST.test(first)) throw malformed(`bad key at ${this.pos}`);
-    this.pos++;
-    while (!this.eof() && KEY_CHAR.test(this.s[this.pos] as string)) this.pos++;
-    if (this.pos - start > 64) throw malformed('key too long');
-    return this.s.slice(start, this.pos);
+  #key(): string {
+    const start = this.#pos;
+    const first = this.#peek();
+    if (first === undefined || !KEY_FIRST.test(first)) throw malformed(`bad key at ${this.#pos}`);
+    this.#pos++;
+    while (!this.#eof() && KEY_CHAR.test(this.#s[this.#pos] as string)) this.#pos++;
+    if (this.#pos - start > 64) throw malformed('key too long');
+    return this.#s.slice(start, this.#pos);
   }
 
   // RFC 8941 §4.2.3.1
-  private bareItem(): SfBareItem {
-    const c = this.peek();
+  #bareItem(): SfBareItem {
+    const c = this.#peek();
     if (c === undefined) throw malformed('missing value');
-    if (c === '-' || (c >= '0' && c <= '9')) return this.integer();
-    if (c === '"') return this.string();
-    if (c === ':') return this.bytes();
-    if (c === '?') return this.boolean();
-    if (/[A-Za-z*]/.test(c)) return this.token();
-    throw malformed(`unexpected "${c}" at ${this.pos}`);
+    if (c === '-' || (c >= '0' && c <= '9')) return this.#integer();
+    if (c === '"') return this.#string();
+    if (c === ':') return this.#bytes();
+    if (c === '?') return this.#boolean();
+    if (/[A-Za-z*]/.test(c)) return this.#token();
+    throw malformed(`unexpected "${c}" at ${this.#pos}`);
   }
 
-  private integer(): number {
-    const m = /^-?[0-9]{1,15}/.exec(this.s.slice(this.pos, this.pos + 16));
-    if (!m) throw malformed(`bad integer at ${this.pos}`);
-    this.pos += m[0].length;
-    if (this.peek() === '.') throw malformed('decimals are not supported');
-    if (this.peek() !== undefined && /[0-9]/.test(this.peek() as string)) throw malformed('integer too long');
+  #integer(): number {
+    const m = /^-?[0-9]{1,15}/.exec(this.#s.slice(this.#pos, this.#pos + 16));
+    if (!m) throw malformed(`bad integer at ${this.#pos}`);
+    this.#pos += m[0].length;
+    if (this.#peek() === '.') throw malformed('decimals are not supported');
+    if (this.#peek() !== undefined && /[0-9]/.test(this.#peek() as string)) throw malformed('integer too long');
     return Number(m[0]);
   }
 
-  private string(): string {
-    this.pos++;
+  #string(): string {
+    this.#pos++;
     let out = '';
-    while (!this.eof()) {
-      const ch = this.s[this.pos++] as string;
+    while (!this.#eof()) {
+      const ch = this.#s[this.#pos++] as string;
       if (ch === '\\') {
-        const next = this.s[this.pos++];
+        const next = this.#s[this.#pos++];
         if (next !== '"' && next !== '\\') throw malformed('bad escape in string');
         out += next;
       } else if (ch === '"') {
@@ -172,18 +176,18 @@ class SfParser {
     throw malformed('unterminated string');
   }
 
-  private token(): SfToken {
-    const start = this.pos;
-    this.pos++;
-    while (!this.eof() && TOKEN_CHAR.test(this.s[this.pos] as string)) this.pos++;
-    return new SfToken(this.s.slice(start, this.pos));
+  #token(): SfToken {
+    const start = this.#pos;
+    this.#pos++;
+    while (!this.#eof() && TOKEN_CHAR.test(this.#s[this.#pos] as string)) this.#pos++;
+    return new SfToken(this.#s.slice(start, this.#pos));
   }
 
-  private bytes(): Uint8Array {
-    const end = this.s.indexOf(':', this.pos + 1);
+  #bytes(): Uint8Array {
+    const end = this.#s.indexOf(':', this.#pos + 1);
     if (end < 0) throw malformed('unterminated byte sequence');
-    const b64 = this.s.slice(this.pos + 1, end);
-    this.pos = end + 1;
+    const b64 = this.#s.slice(this.#pos + 1, end);
+    this.#pos = end + 1;
     if (!BASE64_RE.test(b64) || b64.length % 4 !== 0) throw malformed('bad base64 in byte sequence');
     const bytes = Buffer.from(b64, 'base64');
     // Refuse non-canonical encodings (stray bits in the last character) so one value has one form.
@@ -191,10 +195,10 @@ class SfParser {
     return new Uint8Array(bytes);
   }
 
-  private boolean(): boolean {
-    const v = this.s.slice(this.pos, this.pos + 2);
+  #boolean(): boolean {
+    const v = this.#s.slice(this.#pos, this.#pos + 2);
     if (v !== '?0' && v !== '?1') throw malformed('bad boolean');
-    this.pos += 2;
+    this.#pos += 2;
     return v === '?1';
   }
 }

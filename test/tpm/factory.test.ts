@@ -32,7 +32,7 @@ describe('tpm/createKeyStore', function () {
     const stateDir = join(dir, 'state');
     const provisioned = await provisionTpmKey({ tcti: tpm.tcti, stateDir, handle: 0x81010003 });
     let now = 0;
-    const ks = createKeyStore({ ...base, kind: 'tpm', tcti: tpm.tcti, handle: '0x81010003', stateDir, signRatePerSec: 0.5 }, { now: () => now });
+    const ks = createKeyStore({ ...base, kind: 'tpm', tcti: tpm.tcti, handle: '0x81010003', stateDir, signRatePerSec: 0.5 }, { clock: { now: () => now } });
     assert.equal(ks.kind, 'tpm');
     await ks.open();
     try {
@@ -55,7 +55,7 @@ describe('tpm/createKeyStore', function () {
     const stateDir = join(dir, 'default-rate');
     await provisionTpmKey({ tcti: tpm.tcti, stateDir, handle: 0x81010004 });
     let now = 0;
-    const ks = createKeyStore({ ...cfg.tpm, tcti: tpm.tcti, handle: '0x81010004', stateDir, production: false }, { now: () => now });
+    const ks = createKeyStore({ ...cfg.tpm, tcti: tpm.tcti, handle: '0x81010004', stateDir, production: false }, { clock: { now: () => now } });
     await ks.open();
     try {
       for (let i = 0; i < 10; i++) await ks.sign(new Uint8Array(32).fill(i));

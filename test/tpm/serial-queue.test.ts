@@ -1,7 +1,8 @@
 /** The serial queue every TPM call goes through; the token bucket in front of signing. */
 import assert from 'node:assert/strict';
 import { TpmError } from '../../tpm/errors.js';
-import { TokenBucket } from '../../tpm/rate-limiter.js';
+import { systemClock } from '../../common/clock.js';
+import { SignRateLimiter } from '../../tpm/rate-limiter.js';
 import { SerialQueue } from '../../tpm/serial-queue.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -63,10 +64,10 @@ describe('tpm/serial-queue', () => {
   });
 });
 
-describe('tpm/rate-limiter', () => {
+describe('tpm/rate-limiter (SignRateLimiter over common/token-bucket)', () => {
   it('allows a burst, then refills at the configured rate (injected clock)', () => {
     let now = 0;
-    const b = new TokenBucket({ burst: 3, perSecond: 0.5 }, () => now);
+    const b = new SignRateLimiter({ burst: 3, perSecond: 0.5 }, { now: () => now });
     b.take();
     b.take();
     b.take();
@@ -81,7 +82,7 @@ describe('tpm/rate-limiter', () => {
   });
 
   it('refuses a nonsensical configuration', () => {
-    assert.throws(() => new TokenBucket({ burst: 0, perSecond: 1 }), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_BAD_CONFIG');
-    assert.throws(() => new TokenBucket({ burst: 1, perSecond: 0 }), TpmError);
+    assert.throws(() => new SignRateLimiter({ burst: 0, perSecond: 1 }, systemClock), (e: unknown) => e instanceof TpmError && e.code === 'GH_TPM_BAD_CONFIG');
+    assert.throws(() => new SignRateLimiter({ burst: 1, perSecond: 0 }, systemClock), TpmError);
   });
 });

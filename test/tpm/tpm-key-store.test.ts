@@ -294,7 +294,7 @@ describe('tpm/TpmKeyStore on swtpm', function () {
 
   it('rate-limits signing (token bucket)', async () => {
     let now = 1_000_000;
-    const ks = store({ rateLimit: { burst: 2, perSecond: 1 }, now: () => now });
+    const ks = store({ rateLimit: { burst: 2, perSecond: 1 }, clock: { now: () => now } });
     await ks.open();
     const d = new Uint8Array(32).fill(7);
     await ks.sign(d);

@@ -45,7 +45,7 @@ describe('daemon/cli', () => {
     const { readFile } = await import('node:fs/promises');
     const src = await readFile(join(REPO, 'cli/main.ts'), 'utf8');
     const imports = [...src.matchAll(/^import .* from '([^']+)';$/gm)].map((m) => m[1]);
-    assert.deepEqual(imports.sort(), ['../common/cli-io.js', '../daemon/cli/format.js', '../daemon/version.js']);
+    assert.deepEqual(imports.sort(), ['../common/cli-io.js', '../daemon/version.js']);
   });
 
   it('unknown commands and options name themselves (exit 2)', async () => {
