@@ -111,7 +111,68 @@ export type ProtocolErrorCode =
   /** A peripheral's own id is invalid or not its signer's kid (reason `internal`). */
   | 'GH_PERIPHERAL_BAD_DEV'
   /** A challenge for another device than this peripheral. */
-  | 'GH_PERIPHERAL_WRONG_DEV';
+  | 'GH_PERIPHERAL_WRONG_DEV'
+  | ProtocolV2ErrorCode;
+
+/** Codes of protocol v2 (protocol/v2/, the reference peripheral's v2 session). */
+export type ProtocolV2ErrorCode =
+  // Primitives.
+  /** An X25519 key that is not 32 bytes. */
+  | 'GH_X25519_BAD_KEY'
+  /** X25519 gave the all-zero shared secret (RFC 7748 §6.1): a small-order peer key. */
+  | 'GH_X25519_ALL_ZERO'
+  /** HKDF input out of range (a length or label the key schedule never uses). */
+  | 'GH_KDF_INPUT'
+  /** AES-CCM key, nonce or tag of the wrong size. */
+  | 'GH_AEAD_INPUT'
+  /** AES-CCM authentication failed. */
+  | 'GH_AEAD_DECRYPT'
+  // Messages and frame payloads.
+  /** A v2 COSE object that is not tagged (v2 objects always are). */
+  | 'GH_MSG_NOT_TAGGED'
+  /** A welcome with other than exactly one of {grant} or {cred, lease}. */
+  | 'GH_MSG_WELCOME_SHAPE'
+  /** A receipt's lists are not sorted, disjoint, or above nothing. */
+  | 'GH_MSG_BAD_SEQ_LIST'
+  /** A topic with a wildcard or NUL, empty, or over 128 bytes. */
+  | 'GH_MSG_BAD_TOPIC'
+  /** A body over its bound (1,024 for pub and msg, 800 for a command). */
+  | 'GH_MSG_BODY_TOO_LARGE'
+  /** An ack status other than done, failed or refused. */
+  | 'GH_MSG_BAD_STATUS'
+  /** A receipt that breaks its rules (busy without retry, lists not sorted or not disjoint). */
+  | 'GH_MSG_BAD_RECEIPT'
+  /** A frame type that does not travel in this direction (a receipt from a peripheral, say). */
+  | 'GH_FRAME_WRONG_DIRECTION'
+  // The gateway's v2 hello checks.
+  /** hello.gw is not this gateway. */
+  | 'GH_HELLO_GW_MISMATCH'
+  /** hello.ge is not the ge issued with this gn. */
+  | 'GH_HELLO_GE_MISMATCH'
+  /** pe is not a usable X25519 key. */
+  | 'GH_HELLO_PE'
+  // Frames (protocol/v2/frame.ts: FrameDropCode are the drops).
+  | 'GH_FRAME_TOO_LARGE'
+  | 'GH_FRAME_NOT_CBOR'
+  | 'GH_FRAME_NOT_TAG16'
+  | 'GH_FRAME_STRUCTURE'
+  | 'GH_FRAME_PROTECTED'
+  | 'GH_FRAME_UNPROTECTED'
+  | 'GH_FRAME_PIV'
+  | 'GH_FRAME_DECRYPT'
+  | 'GH_FRAME_REPLAY'
+  | 'GH_FRAME_TOO_OLD'
+  /** A plaintext over 1,264 bytes. */
+  | 'GH_FRAME_PLAINTEXT_TOO_LARGE'
+  /** A seq outside 0..2^40−1. */
+  | 'GH_FRAME_SEQ_RANGE'
+  /** The sender's seq would pass 2^40−1: the session must end. */
+  | 'GH_FRAME_SEQ_EXHAUSTED'
+  // The reference peripheral's v2 session.
+  /** The session has ended (bye sent or received, life over, 16 drops). */
+  | 'GH_SESSION_ENDED'
+  /** The gateway answered busy: no pub before its retry has passed. */
+  | 'GH_SESSION_BUSY';
 
 /**
  * A message or signature failed a protocol check. `reason` is the protocol-v1 reason code a

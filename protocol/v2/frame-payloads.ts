@@ -4,7 +4,7 @@
  * each field typed), plus the receipt's own rules.
  */
 import { CborError, decodeCbor, encodeCbor, type CborMap, type CborValue } from '../cbor.js';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, type ProtocolErrorCode } from '../errors.js';
 import { buildPayloadIn, checkPayloadIn, F, payloadTypeIn, type FieldSpec, type PayloadProfile } from '../payload.js';
 import type { DownFramePayload, FrameDirection, FramePayload, FrameType, ReceiptFrame, UpFramePayload } from './types.js';
 
@@ -30,7 +30,7 @@ export const FRAME_PROFILE: PayloadProfile = { name: 'frame', schemas: FRAME_SCH
 const UP_TYPES: ReadonlySet<string> = new Set(['pub', 'ack', 'ping', 'bye']);
 const DOWN_TYPES: ReadonlySet<string> = new Set(['receipt', 'msg', 'cmd', 'ping', 'bye']);
 
-function malformed(code: string, message: string): ProtocolError {
+function malformed(code: ProtocolErrorCode, message: string): ProtocolError {
   return new ProtocolError(code, 'malformed', message);
 }
 

@@ -6,7 +6,7 @@
  */
 import { CborError, decodeCbor, encodeCbor, type CborMap, type CborValue } from '../cbor.js';
 import { decodeSign1, signSign1, type DecodedSign1 } from '../cose.js';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, type ProtocolErrorCode } from '../errors.js';
 import { buildPayloadIn, checkPayloadIn, F, KEY_TYPE, payloadTypeIn, SCHEMAS, type FieldSpec, type PayloadProfile } from '../payload.js';
 import { COSE_ALG_EDDSA, type Signed, type Signer } from '../types.js';
 import { MAX_FRAME_BYTES } from './frame-payloads.js';
@@ -45,7 +45,7 @@ const SIZE: Readonly<Record<MessageTypeV2, number>> = {
   command: MAX_COMMAND_BYTES,
 };
 
-function malformed(code: string, message: string): ProtocolError {
+function malformed(code: ProtocolErrorCode, message: string): ProtocolError {
   return new ProtocolError(code, 'malformed', message);
 }
 
