@@ -26,7 +26,7 @@ fi
 
 # Debian packages: swtpm + tpm2-tss (the TPM and its FFI target), tpm2-tools (cross-checks in tests),
 # mosquitto clients (third-party MQTT clients in tests), openssl (test/demo PKI), curl (status socket),
-# util-linux (setpriv: status-socket permission test), iproute2 (ss: listen-backlog test),
+# util-linux (setpriv: status-socket permission test, and the demo's children die with it), iproute2 (ss: listen-backlog test),
 # build tools for native npm modules.
 DEBIAN_PACKAGES=(
   swtpm swtpm-tools tpm2-tools

@@ -99,6 +99,7 @@ export class GatewayStatus implements StatusSource {
         ble: { enabled: cfg.ble.enabled, adapterState: this.#ble?.stats().state ?? 'unavailable', active: this.#ble?.stats().active ?? 0 },
       },
       decisions: this.#decisionTotals(),
+      rateLimits: this.#o.pipeline.rateLimits(),
     };
   }
 

@@ -3,10 +3,13 @@
  * backend over HTTPS with its own CA (made on first run), swtpm as the TPM (the software key
  * store, with a warning, only when swtpm is missing), the gateway with MQTT on loopback, and a
  * batch of simulated peripherals that authenticate over MQTT and verify their welcomes.
+ * Every way out of it leaves no swtpm or backend process behind (demo/exits.ts, demo/leftovers.ts).
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import type { Logger } from 'winston';
 import { generateKeyFile } from '../peripherals/reference/keyfile.js';
 import { MqttReferencePeripheral, type MqttAuthResult } from '../peripherals/reference/mqtt-peripheral.js';
 import { NobleEd25519Signer } from '../peripherals/reference/noble-signer.js';
@@ -14,12 +17,17 @@ import { ReferencePeripheral } from '../peripherals/reference/peripheral.js';
 import { parse } from '../daemon/cli/args.js';
 import { guard } from '../daemon/cli/command.js';
 import { EXIT_FAILURE, EXIT_OK, write, writeRaw, type CliIO } from '../common/cli-io.js';
+import { ConfigError } from '../daemon/config/errors.js';
+import { loadConfig } from '../daemon/config/load.js';
 import type { GatehouseConfig } from '../daemon/config/schema.js';
-import { EmbeddedSystem } from './embedded.js';
+import { EmbeddedSystem, embeddedPaths, gatewayConfigInput, writeConfigInput } from './embedded.js';
 import { Gateway } from '../daemon/gateway.js';
-import { createRootLogger } from '../common/log/logger.js';
-
+import { createRootLogger, logError, setLogLevel } from '../common/log/logger.js';
+import { ExitGuard } from './exits.js';
+import { DemoError, PidFile, reapLeftovers } from './leftovers.js';
+import { applyOverrides, describeIssues, readOverrides, type ConfigInput } from './overrides.js';
 export const HELP = `Usage: gatehouse demo [--once] [--peripherals N] [--dir DIR] [--mqtt-port PORT]
+                     [--config FILE] [--print-config] [--backend-process]
 
 Run the whole system on this machine: the reference backend (HTTPS, its own CA made on first
 run), swtpm as the TPM, the gateway with MQTT on loopback, and N simulated peripherals that
@@ -32,7 +40,22 @@ Options:
   --peripherals N    simulated peripherals (default 20, at most 1000)
   --dir DIR          demo state (default ./.gatehouse/demo; the PKI is kept, the rest is fresh each run)
   --mqtt-port PORT   MQTT port (default 1883, or a free port when 1883 is taken)
+  --config FILE      YAML overrides merged over the demo's generated config (any option of
+                     docs/configuration.md except the ones that wire the demo together: gateway.id,
+                     stateDir, runtimeDir, tpm.kind, tpm.tcti, backend.url, caFile, backendPublicKey,
+                     backendKid); validated like \`gatehouse run\`'s config, every problem at once.
+                     E.g. "pipeline: {rateLimits: {perDevicePerMin: 600, perConnectionPerMin: 600}}"
+  --print-config     start the backend and TPM, print the effective config (every option, defaults
+                     included) and exit; ports and keys are chosen afresh at each start
+  --backend-process  run the reference backend as its own process (gatehouse-backend serve) and
+                     print how to stop and restart it, to try a backend outage by hand
   -h, --help         show this help
+
+Signals: SIGINT/SIGTERM stop the demo and everything it started (a second one stops at once);
+SIGHUP reloads log.level and pipeline.rateLimits, from --config merged again when given, else
+from DIR/gatehouse.yaml (other changes need a restart). The demo's pid file DIR/demo.pid names
+its swtpm and backend; a demo that starts after one was killed (kill -9) kills their leftovers.
+Exit codes: 0 ok, 1 failure (a peripheral not welcomed with --once, bad --config), 2 usage error.
 `;
 
 const CONCURRENCY = 16;
@@ -45,6 +68,9 @@ export function run(args: string[], io: CliIO): Promise<number> {
       peripherals: { type: 'string' },
       dir: { type: 'string' },
       'mqtt-port': { type: 'string' },
+      config: { type: 'string' },
+      'print-config': { type: 'boolean' },
+      'backend-process': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help === true) {
@@ -57,19 +83,50 @@ export function run(args: string[], io: CliIO): Promise<number> {
       write(io.stderr, `${cmd}: ${typeof count === 'string' ? count : String(port)}`);
       return 2;
     }
-    const demo = new Demo(io, resolve(values.dir ?? join(process.cwd(), '.gatehouse', 'demo')), count, port);
+    const dir = resolve(values.dir ?? join(process.cwd(), '.gatehouse', 'demo'));
+    const configFile = values.config === undefined ? undefined : resolve(values.config);
+    let overrides: ConfigInput | undefined;
+    if (configFile !== undefined) {
+      // Refused before anything starts: the same merge over stand-ins for what start picks.
+      const checked = await checkOverrides(configFile, dir, port);
+      if (typeof checked === 'string') {
+        write(io.stderr, `${cmd}: refusing to start: ${checked}`);
+        return EXIT_FAILURE;
+      }
+      overrides = checked;
+    }
+    const demo = new Demo(io, { dir, count, mqttPort: port, overrides, overridesFile: configFile, backendProcess: values['backend-process'] === true });
+    const exits = new ExitGuard({
+      io,
+      killNow: () => demo.killNow(),
+      onHup: () => {
+        demo.reload().then(
+          (line) => demo.say(line),
+          (err: unknown) => demo.say(`SIGHUP: reload refused, nothing changed: ${err instanceof Error ? err.message : String(err)}`),
+        );
+      },
+    });
+    void exits.stopRequested.then((signal) => {
+      demo.say(`\n${signal}: stopping…`);
+      demo.requestStop();
+    });
     try {
+      if (values['print-config'] === true) {
+        write(io.stdout, await demo.effectiveConfig());
+        return EXIT_OK;
+      }
       const ok = await demo.start();
       if (values.once === true) return ok ? EXIT_OK : EXIT_FAILURE;
-      write(io.stdout, '\nServing until Ctrl-C.');
-      await new Promise<void>((done) => {
-        process.once('SIGINT', done);
-        process.once('SIGTERM', done);
-      });
-      write(io.stdout, '\nStopping…');
+      if (!demo.stopRequested) demo.say(`\nServing until Ctrl-C (pid ${process.pid}; kill -HUP ${process.pid} reloads the log level and rate limits).`);
+      await exits.stopRequested;
+      demo.finalSummary();
       return EXIT_OK;
+    } catch (err) {
+      if (demo.stopRequested && err instanceof DemoError && err.code === 'GH_DEMO_STOPPED') return EXIT_OK;
+      throw err;
     } finally {
       await demo.stop();
+      exits.dispose();
     }
   });
 }
@@ -80,65 +137,206 @@ function intOption(v: string | undefined, dflt: number, min: number, max: number
   return Number.isInteger(n) && n >= min && n <= max ? n : `${name} wants a whole number from ${min} to ${max}, got "${v}"`;
 }
 
+/** The overrides, or every problem with them, judged against the demo's config with stand-ins for the ports and keys. */
+async function checkOverrides(file: string, dir: string, mqttPort: number | undefined): Promise<ConfigInput | string> {
+  let over: ConfigInput;
+  try {
+    over = await readOverrides(file);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message;
+    throw err;
+  }
+  const p = embeddedPaths(dir);
+  const standIn = gatewayConfigInput(
+    { gw: 'gw-demo', stateDir: p.stateDir, runtimeDir: p.runtimeDir, kind: 'tpm', tcti: 'swtpm:host=127.0.0.1,port=2321', caFile: p.caFile, mqttPort: mqttPort ?? 1883, socketPath: p.socketPath, backend: { url: 'https://127.0.0.1:8443', kid: 'S-0000000000000000', publicKeyRaw: new Uint8Array(32) } },
+    { backend: { revocationPollSec: 5 } },
+  );
+  const m = applyOverrides(standIn, over);
+  return m.ok ? over : describeIssues(file, m.issues);
+}
+
+interface DemoOptions {
+  dir: string;
+  count: number;
+  mqttPort: number | undefined;
+  overrides: ConfigInput | undefined;
+  overridesFile: string | undefined;
+  backendProcess: boolean;
+}
+
 class Demo {
   #system: EmbeddedSystem | undefined;
   #gateway: Gateway | undefined;
+  #logger: Logger | undefined;
   readonly #peripherals: MqttReferencePeripheral[] = [];
   #logStream: ReturnType<typeof createWriteStream> | undefined;
-
+  readonly #pidFile: PidFile;
+  #pidFileOurs = false;
   readonly #io: CliIO;
-  readonly #dir: string;
-  readonly #count: number;
-  readonly #mqttPort: number | undefined;
+  readonly #o: DemoOptions;
+  #stopRequested = false;
+  #stopping = false;
 
   constructor(
     io: CliIO,
-    dir: string,
-    count: number,
-    mqttPort: number | undefined,
+    o: DemoOptions,
   ) {
     this.#io = io;
-    this.#dir = dir;
-    this.#count = count;
-    this.#mqttPort = mqttPort;
+    this.#o = o;
+    this.#pidFile = new PidFile(o.dir);
   }
 
-  #say(line: string): void {
+  say(line: string): void {
     write(this.#io.stdout, line);
   }
 
-  async start(): Promise<boolean> {
-    const d = this.#dir;
-    this.#say(`Gatehouse demo: gateway, reference backend, TPM and ${this.#count} simulated peripherals on this machine`);
-    this.#say(`  state in ${d} (the CA is kept, the rest is fresh each run)`);
-    const system = await EmbeddedSystem.start({ dir: d, devices: this.#count, ...(this.#mqttPort !== undefined ? { mqttPort: this.#mqttPort } : {}), onStep: (l) => this.#say(l) });
+  get stopRequested(): boolean {
+    return this.#stopRequested;
+  }
+
+  /** SIGINT/SIGTERM: start gives up at its next step; a gateway that is starting is stopped. */
+  requestStop(): void {
+    this.#stopRequested = true;
+    // Ctrl-C reaches the whole process group: the backend process ending now is not an outage.
+    this.#stopping = true;
+    if (this.#gateway?.state === 'starting') void this.#gateway.stop();
+  }
+
+  #giveUpIfStopRequested(): void {
+    if (this.#stopRequested) throw new DemoError('GH_DEMO_STOPPED', 'stopped while starting');
+  }
+
+  /** Reap a previous demo's leftovers, then PKI, swtpm, backend and config. */
+  async #startSystem(): Promise<EmbeddedSystem> {
+    const d = this.#o.dir;
+    await mkdir(d, { recursive: true, mode: 0o700 });
+    for (const r of await reapLeftovers(d)) this.say(`  killed pid ${r.pid}, the ${r.role} a previous demo in ${d} left running`);
+    this.#pidFileOurs = true;
+    await this.#pidFile.write();
+    this.#giveUpIfStopRequested();
+    const system = await EmbeddedSystem.start({
+      dir: d,
+      devices: this.#o.count,
+      ...(this.#o.mqttPort !== undefined ? { mqttPort: this.#o.mqttPort } : {}),
+      ...(this.#o.overrides !== undefined ? { overrides: this.#o.overrides } : {}),
+      backendProcess: this.#o.backendProcess,
+      onStep: (l) => this.say(l),
+      onChild: (role, pid) => this.#pidFile.record(role, pid),
+    });
     this.#system = system;
+    this.#giveUpIfStopRequested();
+    return system;
+  }
+
+  /** `--print-config`: the validated config of this start, every option, as YAML. */
+  async effectiveConfig(): Promise<string> {
+    const system = await this.#startSystem();
+    return `# gatehouse demo: the effective config of this start (${system.configFile} holds the input)\n${stringify(system.config)}`;
+  }
+
+  async start(): Promise<boolean> {
+    const d = this.#o.dir;
+    this.say(`Gatehouse demo: gateway, reference backend, TPM and ${this.#o.count} simulated peripherals on this machine`);
+    this.say(`  state in ${d} (the CA is kept, the rest is fresh each run)`);
+    const system = await this.#startSystem();
     // A spare registered device whose key is on disk, for an outside MQTT client.
     await mkdir(join(d, 'peripherals'), { recursive: true, mode: 0o700 });
     const outsideKey = join(d, 'peripherals', 'outside-1.key');
     await rm(outsideKey, { force: true });
     const outside = await generateKeyFile(outsideKey, 'outside-1');
-    system.backend.registry.addDevices([{ id: outside.dev, publicKey: outside.signer.publicKeyRaw, gateways: [system.gw] }]);
+    system.registry.addDevices([{ id: outside.dev, publicKey: outside.signer.publicKeyRaw, gateways: [system.gw] }]);
 
     const config = system.config;
     this.#logStream = createWriteStream(join(d, 'gatehouse.log'), { flags: 'a', mode: 0o600 });
-    const logger = createRootLogger({ level: 'info', format: 'text', env: {}, stream: this.#logStream });
-    this.#gateway = new Gateway({ config, configFile: system.configFile, logger });
+    this.#logger = createRootLogger({ level: config.log.level, format: 'text', env: {}, stream: this.#logStream });
+    this.#gateway = new Gateway({ config, configFile: system.configFile, logger: this.#logger });
     await this.#gateway.start();
+    this.#giveUpIfStopRequested();
     const mqttUrl = `mqtt://127.0.0.1:${this.#gateway.mqttAddresses().tcp?.port ?? config.mqtt.tcp.port}`;
-    this.#say(`[4/5] gateway     ${system.gw}: MQTT ${mqttUrl}, status socket ${config.status.socketPath}, log ${join(d, 'gatehouse.log')}`);
+    this.say(`[4/5] gateway     ${system.gw}: MQTT ${mqttUrl}, status socket ${config.status.socketPath}, log ${join(d, 'gatehouse.log')}`);
+    this.#watchBackendProcess(system);
 
     // The simulated peripherals sign with @noble/ed25519, as the reference firmware would.
     const signers = await Promise.all(system.devices.map((x) => NobleEd25519Signer.fromSeed(x.seed, x.dev)));
     const results = await this.#authenticateAll(signers, system.backendKeys, mqttUrl);
+    this.#giveUpIfStopRequested();
     return this.#summary(results, config, mqttUrl, outsideKey);
   }
 
+  /** A backend process that ends while the demo runs is an outage being tried: say what follows. */
+  #watchBackendProcess(system: EmbeddedSystem): void {
+    const proc = system.backendProcess;
+    if (proc === undefined) return;
+    void proc.exited.then((e) => {
+      if (this.#stopping) return;
+      this.say(`\nThe backend process (pid ${proc.pid}) ended (${e.signal ?? `exit code ${String(e.code)}`}): peripherals welcomed before are welcomed offline under their cached leases, others get backend-unavailable.`);
+      this.say(`  start it again:  ${proc.serveCommand()}`);
+    });
+  }
+
+  /** SIGHUP: what the daemon reloads (log level, rate limits), from the same source it started from. */
+  async reload(): Promise<string> {
+    const system = this.#system;
+    const gateway = this.#gateway;
+    if (system === undefined || gateway === undefined || gateway.state !== 'running') return 'SIGHUP: the demo is still starting; nothing to reload yet';
+    let next: GatehouseConfig;
+    const file = this.#o.overridesFile ?? system.configFile;
+    if (this.#o.overridesFile !== undefined) {
+      const m = applyOverrides(system.baseConfigInput, await readOverrides(this.#o.overridesFile));
+      if (!m.ok) throw new DemoError('GH_DEMO_RELOAD', describeIssues(this.#o.overridesFile, m.issues));
+      await writeConfigInput(system.configFile, m.input);
+      next = m.config;
+    } else {
+      next = await loadConfig(system.configFile);
+    }
+    gateway.reload(next);
+    if (this.#logger !== undefined) {
+      if (this.#logger.level !== next.log.level) this.#logger.info('log level changed', { from: this.#logger.level, to: next.log.level });
+      setLogLevel(this.#logger, next.log.level);
+    }
+    const r = next.pipeline.rateLimits;
+    return `SIGHUP: reloaded ${file}: rate limits ${r.perConnectionPerMin}/min per connection, ${r.perDevicePerMin}/min per device, ${r.globalPerMin}/min in all; log level ${next.log.level}`;
+  }
+
+  /** What happened since the summary (offline welcomes during an outage, retries), when the demo stops. */
+  finalSummary(): void {
+    const gateway = this.#gateway;
+    if (gateway?.state !== 'running') return;
+    const b = gateway.backendStats();
+    let welcome = 0;
+    let offline = 0;
+    let reject = 0;
+    for (const c of gateway.pipeline.events.counts()) {
+      if (c.outcome === 'welcome') welcome += c.count;
+      if (c.outcome === 'welcome' && c.offline) offline += c.count;
+      if (c.outcome === 'reject') reject += c.count;
+    }
+    this.say('Since the demo started');
+    this.say(`  welcomed (offline, under a cached lease)               ${welcome} (${offline})`);
+    this.say(`  rejected                                               ${reject}`);
+    this.say(`  backend: retries, offline welcomes, offline rejects    ${b?.retries ?? 0}, ${b?.offlineWelcomes ?? 0}, ${b?.offlineRejects ?? 0}`);
+    this.say(`  backend: unavailable answers, circuit opened           ${b?.unavailable ?? 0}, ${b?.circuitOpens ?? 0}`);
+  }
+
   async stop(): Promise<void> {
+    this.#stopping = true;
     await Promise.allSettled(this.#peripherals.map((p) => p.close()));
-    await this.#gateway?.stop();
+    try {
+      await this.#gateway?.stop();
+    } catch (err) {
+      if (this.#logger !== undefined) logError(this.#logger, 'demo: stopping the gateway failed', err);
+    }
     await this.#system?.close();
+    if (this.#pidFileOurs) this.#pidFile.removeSync();
+    this.#pidFileOurs = false;
     await new Promise<void>((done) => (this.#logStream === undefined ? done() : this.#logStream.end(done)));
+  }
+
+  /** Exit paths that cannot wait: SIGKILL the children, drop the pid file. Synchronous. */
+  killNow(): void {
+    this.#system?.killChildrenNow();
+    if (this.#pidFileOurs) this.#pidFile.removeSync();
+    this.#pidFileOurs = false;
   }
 
   async #authenticateAll(signers: NobleEd25519Signer[], backendKeys: ReadonlyMap<string, Uint8Array>, url: string): Promise<{ dev: string; result: MqttAuthResult | Error; ms: number }[]> {
@@ -187,24 +385,33 @@ class Demo {
     const pct = (p: number): string => (ms.length === 0 ? '-' : `${ms[Math.min(ms.length - 1, Math.floor((p / 100) * ms.length))]?.toFixed(1)} ms`);
     const session = this.#gateway?.sessionStats();
     const backendStats = this.#gateway?.backendStats();
-    this.#say('');
-    this.#say('Summary');
-    this.#say(`  welcomed, and the welcome verified by the peripheral   ${welcomed.length}/${results.length}`);
-    for (const [why, n] of byReason) this.#say(`  ${why.padEnd(54)} ${n}`);
-    this.#say(`  latency, connect to verified welcome                   p50 ${pct(50)}, p95 ${pct(95)}, max ${pct(100)}`);
-    this.#say(`  backend verify requests (hellos are batched)           ${backendStats?.batches ?? 0} for ${backendStats?.hellos ?? 0} hellos`);
-    this.#say(`  TPM signatures (the session key signs the hot path)    ${session?.tpmSignatures ?? 0}`);
-    this.#say('');
-    this.#say('Look at it while it runs (another terminal):');
-    this.#say(`  node dist/cli/gatehouse.js status --socket ${config.status.socketPath}`);
-    this.#say(`  node dist/cli/gatehouse.js peripherals --socket ${config.status.socketPath}`);
-    this.#say(`  node dist/cli/gatehouse.js events --follow --socket ${config.status.socketPath}`);
-    this.#say(`  curl --unix-socket ${config.status.socketPath} http://localhost/metrics`);
-    const kid = this.#system?.backend.kid ?? '';
-    const pk = Buffer.from(this.#system?.backend.publicKeyRaw ?? new Uint8Array()).toString('hex');
-    this.#say('An outside client, as registered device outside-1 (one MQTT connection for the whole exchange):');
-    this.#say(`  node dist/cli/gatehouse.js peripheral mqtt --key ${outsideKey} --url ${mqttUrl} --backend-kid ${kid} --backend-key ${pk}`);
-    this.#say(`  mosquitto_sub -h 127.0.0.1 -p ${mqttUrl.split(':').pop() ?? ''} -t '#'     (refused: peripherals must authenticate first; see docs/mqtt.md)`);
+    this.say('');
+    this.say('Summary');
+    this.say(`  welcomed, and the welcome verified by the peripheral   ${welcomed.length}/${results.length}`);
+    for (const [why, n] of byReason) this.say(`  ${why.padEnd(54)} ${n}`);
+    this.say(`  latency, connect to verified welcome                   p50 ${pct(50)}, p95 ${pct(95)}, max ${pct(100)}`);
+    this.say(`  backend verify requests (hellos are batched)           ${backendStats?.batches ?? 0} for ${backendStats?.hellos ?? 0} hellos`);
+    this.say(`  TPM signatures (the session key signs the hot path)    ${session?.tpmSignatures ?? 0}`);
+    this.say(`  backend retries, offline welcomes, unavailable answers ${backendStats?.retries ?? 0}, ${backendStats?.offlineWelcomes ?? 0}, ${backendStats?.unavailable ?? 0}`);
+    this.say('');
+    this.say('Look at it while it runs (another terminal):');
+    this.say(`  node dist/cli/gatehouse.js status --socket ${config.status.socketPath}`);
+    this.say(`  node dist/cli/gatehouse.js peripherals --socket ${config.status.socketPath}`);
+    this.say(`  node dist/cli/gatehouse.js events --follow --socket ${config.status.socketPath}`);
+    this.say(`  curl --unix-socket ${config.status.socketPath} http://localhost/metrics`);
+    const kid = this.#system?.endpoint.kid ?? '';
+    const pk = Buffer.from(this.#system?.endpoint.publicKeyRaw ?? new Uint8Array()).toString('hex');
+    this.say('An outside client, as registered device outside-1 (one MQTT connection for the whole exchange):');
+    this.say(`  node dist/cli/gatehouse.js peripheral mqtt --key ${outsideKey} --url ${mqttUrl} --backend-kid ${kid} --backend-key ${pk}`);
+    this.say(`  mosquitto_sub -h 127.0.0.1 -p ${mqttUrl.split(':').pop() ?? ''} -t '#'     (refused: peripherals must authenticate first; see docs/mqtt.md)`);
+    const proc = this.#system?.backendProcess;
+    if (proc !== undefined) {
+      this.say(`Try a backend outage: the backend runs as its own process, pid ${proc.pid} (log ${join(this.#o.dir, 'backend.log')}):`);
+      this.say(`  stop it:         kill ${proc.pid}`);
+      this.say(`  start it again:  ${proc.serveCommand()}`);
+      this.say('  Meanwhile a peripheral welcomed before (outside-1 above, once it has been welcomed online) is welcomed');
+      this.say('  offline under its cached lease; `status` shows it, and so does the summary printed when the demo stops.');
+    }
     return welcomed.length === results.length;
   }
 }

@@ -29,7 +29,7 @@ export class GatehouseChild {
   #stderr = '';
   #exit: ChildExit | undefined;
   readonly #exited: Promise<ChildExit>;
-  readonly #stderrWaiters = new Set<() => void>();
+  readonly #waiters = new Set<() => void>();
 
   constructor(args: string[], opts: SpawnOptions = {}) {
     // NOTIFY_SOCKET and friends of the test runner must not leak into the child unless asked for.
@@ -41,10 +41,13 @@ export class GatehouseChild {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
-    child.stdout?.on('data', (d: Buffer) => (this.#stdout += d.toString('utf8')));
+    child.stdout?.on('data', (d: Buffer) => {
+      this.#stdout += d.toString('utf8');
+      for (const w of [...this.#waiters]) w();
+    });
     child.stderr?.on('data', (d: Buffer) => {
       this.#stderr += d.toString('utf8');
-      for (const w of [...this.#stderrWaiters]) w();
+      for (const w of [...this.#waiters]) w();
     });
     live.add(this);
     this.#exited = new Promise<ChildExit>((resolve) => {
@@ -77,19 +80,31 @@ export class GatehouseChild {
 
   /** Resolves once stderr matches `re` (already or later); rejects on exit or after `timeoutMs`. */
   waitForStderr(re: RegExp, timeoutMs: number): Promise<void> {
+    return this.#waitFor('stderr', re, timeoutMs).then(() => undefined);
+  }
+
+  /** Resolves with the match once stdout matches `re` (already or later); rejects on exit or after `timeoutMs`. */
+  waitForStdout(re: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+    return this.#waitFor('stdout', re, timeoutMs);
+  }
+
+  #waitFor(stream: 'stdout' | 'stderr', re: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+    const text = (): string => (stream === 'stdout' ? this.#stdout : this.#stderr);
+    const tail = (): string => `\nstdout:\n${this.#stdout.slice(-3000)}\nstderr:\n${this.#stderr.slice(-3000)}`;
     return new Promise((resolve, reject) => {
-      const done = (err?: Error): void => {
+      const done = (err: Error | undefined, m?: RegExpExecArray): void => {
         clearTimeout(timer);
-        this.#stderrWaiters.delete(onData);
-        if (err === undefined) resolve();
+        this.#waiters.delete(onData);
+        if (m !== undefined) resolve(m);
         else reject(err);
       };
       const onData = (): void => {
-        if (re.test(this.#stderr)) done();
-        else if (this.#exit !== undefined) done(new Error(`child exited before stderr showed ${String(re)}:\n${this.#stderr.slice(-4000)}`));
+        const m = re.exec(text());
+        if (m !== null) done(undefined, m);
+        else if (this.#exit !== undefined) done(new Error(`child exited before ${stream} showed ${String(re)}:${tail()}`));
       };
-      const timer = setTimeout(() => done(new Error(`stderr did not show ${String(re)} within ${timeoutMs} ms:\n${this.#stderr.slice(-4000)}`)), timeoutMs);
-      this.#stderrWaiters.add(onData);
+      const timer = setTimeout(() => done(new Error(`${stream} did not show ${String(re)} within ${timeoutMs} ms:${tail()}`)), timeoutMs);
+      this.#waiters.add(onData);
       void this.#exited.then(onData);
       onData();
     });

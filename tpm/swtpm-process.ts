@@ -12,18 +12,10 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CodedError } from '../common/errors.js';
+import { GatehouseError } from '../common/errors.js';
+import { dyingWithParent } from '../common/child-process.js';
 
-export type SwtpmErrorCode =
-  /** No pair of free loopback ports for swtpm. */
-  | 'GH_SWTPM_NO_PORTS'
-  /** swtpm exited before it was ready. */
-  | 'GH_SWTPM_EXITED'
-  /** swtpm did not become ready in time. */
-  | 'GH_SWTPM_TIMEOUT';
-
-/** The swtpm simulator could not be started. */
-export class SwtpmError extends CodedError<SwtpmErrorCode> {}
+export class SwtpmError extends GatehouseError {}
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -109,19 +101,26 @@ export interface SwtpmStartOptions {
   timeoutMs?: number;
   /** Keep the TPM state here (created if missing, kept by dispose()); a fresh temp dir when absent. */
   stateDir?: string;
+  /**
+   * Have the kernel kill swtpm when this process dies, however it dies (PR_SET_PDEATHSIG via
+   * setpriv; same pid). The demo sets it: the exit hook below does not run on `kill -9`.
+   */
+  dieWithParent?: boolean;
 }
 
 export class Swtpm {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #stderr = '';
+  /** Set by start(): restart() keeps it. */
+  #dieWithParent = false;
 
+  /** True when the state directory is a temp dir of ours, deleted by dispose(). */
   readonly #ownsStateDir: boolean;
 
   private constructor(
     readonly port: number,
     readonly stateDir: string,
-    /** True when the state directory is a temp dir of ours, deleted by dispose(). */
     ownsStateDir: boolean,
   ) {
     this.#ownsStateDir = ownsStateDir;
@@ -151,6 +150,7 @@ export class Swtpm {
     const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), 'gh-swtpm-')));
     if (!owned) await mkdir(stateDir, { recursive: true, mode: 0o700 });
     const t = new Swtpm(await freePortPair(), stateDir, owned);
+    t.#dieWithParent = opts.dieWithParent === true;
     try {
       await t.#launch(opts);
     } catch (err) {
@@ -162,17 +162,15 @@ export class Swtpm {
 
   async #launch(opts: SwtpmStartOptions): Promise<void> {
     const flags = opts.startupClear === false ? 'not-need-init' : 'not-need-init,startup-clear';
-    const child = spawn(
-      'swtpm',
-      [
-        'socket', '--tpm2',
-        '--server', `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
-        '--ctrl', `type=tcp,port=${this.ctrlPort},bindaddr=127.0.0.1`,
-        '--tpmstate', `dir=${this.stateDir}`,
-        '--flags', flags,
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const args = [
+      'socket', '--tpm2',
+      '--server', `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
+      '--ctrl', `type=tcp,port=${this.ctrlPort},bindaddr=127.0.0.1`,
+      '--tpmstate', `dir=${this.stateDir}`,
+      '--flags', flags,
+    ];
+    const cmd = (opts.dieWithParent ?? this.#dieWithParent) ? dyingWithParent('swtpm', args) : { command: 'swtpm', args };
+    const child = spawn(cmd.command, cmd.args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.#stderr = '';
     child.stderr?.on('data', (d: Buffer) => {
       this.#stderr = (this.#stderr + d.toString()).slice(-4000);

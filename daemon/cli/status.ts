@@ -9,7 +9,8 @@ import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 export const HELP = `Usage: gatehouse status [--json] [--socket PATH]
 
 Show the running daemon's state: gateway id and mode, session and credential expiry,
-backend connectivity, TPM, MQTT listeners and connections, BLE adapter, decision counts.
+backend connectivity, TPM, MQTT listeners and connections, BLE adapter, decision counts,
+the rate limits in force.
 
 Options:
   --json           print the /v1/status document
@@ -34,6 +35,7 @@ export function renderStatus(s: StatusReport, nowMs: number): string {
     ['MQTT', `${listeners}; ${s.transports.mqtt.connections} connection(s)`],
     ['BLE', s.transports.ble.enabled ? `${s.transports.ble.adapterState}, ${s.transports.ble.active} active` : 'disabled'],
     ['Decisions', `${s.decisions.welcome} welcome, ${s.decisions.reject} reject, ${s.decisions.offline} offline`],
+    ['Limits', `rate ${s.rateLimits.perConnectionPerMin}/min per connection, ${s.rateLimits.perDevicePerMin}/min per device, ${s.rateLimits.globalPerMin}/min in all`],
   ]);
 }
 

@@ -12,8 +12,11 @@ import { validateConfig } from './validate.js';
 /** A config is a few KiB; anything this large is not one. */
 export const MAX_CONFIG_BYTES = 256 * 1024;
 
-/** Parse YAML text and validate it. `file` names the source in messages. */
-export function parseConfigText(text: string, file = '<config>'): GatehouseConfig {
+/**
+ * Parse YAML text as strictly as the daemon does (duplicate keys are errors), without
+ * validating it against the schema: for callers that merge it over another config first.
+ */
+export function parseConfigYaml(text: string, file = '<config>'): unknown {
   const doc = parseDocument(text, {
     // Duplicate keys are an error, not "last wins": an operator's second `port:` must not be silently ignored.
     uniqueKeys: true,
@@ -33,7 +36,12 @@ export function parseConfigText(text: string, file = '<config>'): GatehouseConfi
     throw new ConfigError('GH_CONFIG_SYNTAX', `${file}: not valid YAML: ${issues.map(formatIssue).join('; ')}`, { issues, file });
   }
   const data: unknown = doc.toJS({ maxAliasCount: 50 });
-  const result = validateConfig(data ?? {});
+  return data ?? {};
+}
+
+/** Parse YAML text and validate it. `file` names the source in messages. */
+export function parseConfigText(text: string, file = '<config>'): GatehouseConfig {
+  const result = validateConfig(parseConfigYaml(text, file));
   if (!result.ok) {
     const lines = result.issues.map((i) => `  ${formatIssue(i)}`).join('\n');
     throw new ConfigError('GH_CONFIG_INVALID', `${file}: ${result.issues.length} problem(s):\n${lines}`, { issues: result.issues, file });
@@ -43,6 +51,11 @@ export function parseConfigText(text: string, file = '<config>'): GatehouseConfi
 
 /** Read and validate the config file at `file`. */
 export async function loadConfig(file: string): Promise<GatehouseConfig> {
+  return parseConfigText(await readConfigText(file), file);
+}
+
+/** The text of the config file at `file`: a regular file of at most MAX_CONFIG_BYTES. */
+export async function readConfigText(file: string): Promise<string> {
   let text: string;
   try {
     const st = await stat(file);
@@ -59,5 +72,5 @@ export async function loadConfig(file: string): Promise<GatehouseConfig> {
     }
     throw new ConfigError('GH_CONFIG_UNREADABLE', `${file}: cannot read (${code ?? 'error'})`, { file, cause: err });
   }
-  return parseConfigText(text, file);
+  return text;
 }

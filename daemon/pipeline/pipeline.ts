@@ -160,6 +160,7 @@ export class Pipeline implements AuthPipeline {
   readonly #o: Resolved;
   readonly #challenges: ChallengeStore;
   readonly #limits: RateLimiter;
+  #rateLimits: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number };
   readonly #closing = new AbortController();
   #pending = 0;
   #requestSeq = 0;
@@ -185,11 +186,18 @@ export class Pipeline implements AuthPipeline {
       maxPerConnection: this.#o.maxChallengesPerConnection,
     });
     this.#limits = new RateLimiter(bucketSpecs(this.#o), this.#elapsed, this.#o.maxRateLimitKeys);
+    this.#rateLimits = { perConnectionPerMin: this.#o.perConnectionPerMin, perDevicePerMin: this.#o.perDevicePerMin, globalPerMin: this.#o.globalPerMin };
   }
 
   /** SIGHUP: new rate limits take effect at once; connections, challenges and buckets are kept. */
   setRateLimits(limits: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number }): void {
     this.#limits.setSpecs(bucketSpecs(limits));
+    this.#rateLimits = { perConnectionPerMin: limits.perConnectionPerMin, perDevicePerMin: limits.perDevicePerMin, globalPerMin: limits.globalPerMin };
+  }
+
+  /** The rate limits in force (requests per minute), for the status report. */
+  rateLimits(): { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number } {
+    return { ...this.#rateLimits };
   }
 
   /** Sizes of the bounded state, for metrics and tests. */

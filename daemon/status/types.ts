@@ -36,6 +36,8 @@ export interface StatusReport {
     ble: { enabled: boolean; adapterState: string; active: number };
   };
   decisions: { welcome: number; reject: number; offline: number };
+  /** The pipeline's rate limits in force (requests per minute; SIGHUP changes them). */
+  rateLimits: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number };
 }
 
 export interface PeripheralInfo {

@@ -24,6 +24,7 @@ export class TestSource implements StatusSource {
       tpm: { kind: 'software', ready: true },
       transports: { mqtt: { listeners: [{ name: 'tcp', address: '127.0.0.1', port: 1883, tls: false }], connections: 1 }, ble: { enabled: false, adapterState: 'disabled', active: 0 } },
       decisions: { welcome: 1, reject: 0, offline: 0 },
+      rateLimits: { perConnectionPerMin: 20, perDevicePerMin: 20, globalPerMin: 480_000 },
     };
   }
 
