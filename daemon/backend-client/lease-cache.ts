@@ -8,10 +8,16 @@
  */
 import { join } from 'node:path';
 import type { Logger } from 'winston';
-import { parseLease, verifySign1, type Lease, type Signed, base64UrlDecode, base64UrlEncode } from '../../protocol/index.js';
+import { type Lease, base64UrlDecode, base64UrlEncode } from '../../protocol/index.js';
 import { readJsonState, removeStaleTemps, writeJsonAtomic } from '../../common/atomic-file.js';
 import type { TimerClock, TimerHandle } from '../../common/clock.js';
+import { checkLease } from './lease-check.js';
 import { isObject } from './wire.js';
+
+/** Most lease bytes kept unless told otherwise (not configurable). */
+export const LEASE_CACHE_MAX_BYTES = 4 * 1024 * 1024;
+/** Writes coalesce for this long after a change: flash wears; revocations flush at once (not configurable). */
+export const LEASE_PERSIST_DELAY_MS = 30_000;
 
 export interface LeaseCacheOptions {
   gw: string;
@@ -19,11 +25,11 @@ export interface LeaseCacheOptions {
   stateDir: string;
   clock: TimerClock;
   logger: Logger;
-  /** Most leases kept (default 10000). */
-  maxLeases?: number;
-  /** Most lease bytes kept (default 4 MiB). */
+  /** Most leases kept (`backend.leaseCache.maxEntries`; the schema holds the default). */
+  maxLeases: number;
+  /** Most lease bytes kept (LEASE_CACHE_MAX_BYTES unless given). */
   maxBytes?: number;
-  /** Coalesce writes for this long after a change (default 30000 ms: flash wears; revocations flush at once). */
+  /** Coalesce writes for this long after a change (LEASE_PERSIST_DELAY_MS unless given). */
   persistDelayMs?: number;
 }
 
@@ -32,94 +38,67 @@ interface Entry {
   lease: Lease;
 }
 
-export type LeaseCheck = { ok: true; lease: Signed<Lease> } | { ok: false; why: string };
-
-/**
- * Parse a lease and check it is for this gateway (and, when given, this device), unexpired and
- * signed by a known backend kid; and, unless `verifySignature` is false, that its signature
- * verifies under that pk_S.
- */
-export function checkLease(
-  bytes: Uint8Array,
-  opts: { gw: string; backendKeys: ReadonlyMap<string, Uint8Array>; nowS: number; dev?: string; verifySignature?: boolean },
-): LeaseCheck {
-  let signed: Signed<Lease>;
-  try {
-    signed = parseLease(bytes);
-  } catch (err) {
-    return { ok: false, why: `lease does not parse: ${(err as Error).message}` };
-  }
-  const key = opts.backendKeys.get(signed.kid);
-  if (key === undefined) return { ok: false, why: `lease signed by unknown backend kid ${signed.kid}` };
-  if (opts.verifySignature !== false && !verifySign1(signed, key)) return { ok: false, why: 'lease signature does not verify under pk_S' };
-  const l = signed.payload;
-  if (l.gw !== opts.gw) return { ok: false, why: `lease issued to gateway ${l.gw}` };
-  if (opts.dev !== undefined && l.dev !== opts.dev) return { ok: false, why: `lease is for device ${l.dev}` };
-  if (l.exp <= opts.nowS) return { ok: false, why: 'lease expired' };
-  return { ok: true, lease: signed };
-}
-
 export class LeaseCache {
-  private readonly o: LeaseCacheOptions;
-  private readonly file: string;
-  private readonly map = new Map<string, Entry>();
-  private bytes = 0;
-  private timer: TimerHandle | undefined;
-  private writing: Promise<void> = Promise.resolve();
-  private dirty = false;
+  readonly #o: LeaseCacheOptions;
+  readonly #file: string;
+  readonly #map = new Map<string, Entry>();
+  #bytes = 0;
+  #timer: TimerHandle | undefined;
+  #writing: Promise<void> = Promise.resolve();
+  #dirty = false;
 
   constructor(options: LeaseCacheOptions) {
-    this.o = options;
-    this.file = join(options.stateDir, 'leases.json');
+    this.#o = options;
+    this.#file = join(options.stateDir, 'leases.json');
   }
 
-  private get maxLeases(): number {
-    return this.o.maxLeases ?? 10000;
+  get #maxLeases(): number {
+    return this.#o.maxLeases;
   }
 
-  private get maxBytes(): number {
-    return this.o.maxBytes ?? 4 * 1024 * 1024;
+  get #maxBytes(): number {
+    return this.#o.maxBytes ?? LEASE_CACHE_MAX_BYTES;
   }
 
   get size(): number {
-    return this.map.size;
+    return this.#map.size;
   }
 
   get totalBytes(): number {
-    return this.bytes;
+    return this.#bytes;
   }
 
-  private nowS(): number {
-    return Math.floor(this.o.clock.now() / 1000);
+  #nowS(): number {
+    return Math.floor(this.#o.clock.now() / 1000);
   }
 
   /** Load persisted leases; the bad and the expired are dropped. Returns how many were kept. */
   async load(): Promise<number> {
-    await removeStaleTemps(this.file);
+    await removeStaleTemps(this.#file);
     // A lease is at most 1024 bytes; base64url plus JSON framing stays under 1.5x.
     let list: string[] | undefined;
     try {
-      list = await readJsonState(this.file, validateFile, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+      list = await readJsonState(this.#file, validateFile, { maxBytes: Math.ceil(this.#maxBytes * 1.5) + 4096 });
     } catch (err) {
       // The leases are a cache: an unreadable file must not keep the gateway from starting.
       // The next write replaces it (rename also replaces a symlink).
-      this.o.logger.error('lease cache unreadable; starting with none', { error: (err as Error).message, code: (err as { code?: string }).code });
-      this.dirty = true;
+      this.#o.logger.error('lease cache unreadable; starting with none', { error: (err as Error).message, code: (err as { code?: string }).code });
+      this.#dirty = true;
       return 0;
     }
     if (list === undefined) return 0;
     let dropped = 0;
     for (const b64 of list) {
       const bytes = base64UrlDecode(b64, 1024);
-      const check = bytes === undefined ? undefined : checkLease(bytes, { gw: this.o.gw, backendKeys: this.o.backendKeys, nowS: this.nowS() });
+      const check = bytes === undefined ? undefined : checkLease(bytes, { gw: this.#o.gw, backendKeys: this.#o.backendKeys, nowS: this.#nowS() });
       if (bytes === undefined || check === undefined || !check.ok) {
         dropped += 1;
         continue;
       }
-      this.insert(check.lease.payload.dev, { bytes, lease: check.lease.payload });
+      this.#insert(check.lease.payload.dev, { bytes, lease: check.lease.payload });
     }
-    if (dropped > 0) this.o.logger.warn('dropped invalid or expired persisted leases', { dropped });
-    return this.map.size;
+    if (dropped > 0) this.#o.logger.warn('dropped invalid or expired persisted leases', { dropped });
+    return this.#map.size;
   }
 
   /**
@@ -127,26 +106,26 @@ export class LeaseCache {
    * before any offline use, by `get`).
    */
   put(lease: Lease, bytes: Uint8Array): void {
-    this.insert(lease.dev, { bytes, lease });
-    this.changed();
+    this.#insert(lease.dev, { bytes, lease });
+    this.#changed();
   }
 
-  private insert(dev: string, e: Entry): void {
-    this.removeEntry(dev);
-    this.map.set(dev, e);
-    this.bytes += e.bytes.length;
+  #insert(dev: string, e: Entry): void {
+    this.#removeEntry(dev);
+    this.#map.set(dev, e);
+    this.#bytes += e.bytes.length;
     // LRU: the Map keeps insertion order; the first entries are the least recently used.
-    for (const [k] of this.map) {
-      if (this.map.size <= this.maxLeases && this.bytes <= this.maxBytes) break;
-      this.removeEntry(k);
+    for (const [k] of this.#map) {
+      if (this.#map.size <= this.#maxLeases && this.#bytes <= this.#maxBytes) break;
+      this.#removeEntry(k);
     }
   }
 
-  private removeEntry(dev: string): boolean {
-    const e = this.map.get(dev);
+  #removeEntry(dev: string): boolean {
+    const e = this.#map.get(dev);
     if (e === undefined) return false;
-    this.map.delete(dev);
-    this.bytes -= e.bytes.length;
+    this.#map.delete(dev);
+    this.#bytes -= e.bytes.length;
     return true;
   }
 
@@ -155,36 +134,36 @@ export class LeaseCache {
    * the LRU order.
    */
   get(dev: string): Entry | undefined {
-    const e = this.map.get(dev);
+    const e = this.#map.get(dev);
     if (e === undefined) return undefined;
-    const check = checkLease(e.bytes, { gw: this.o.gw, backendKeys: this.o.backendKeys, nowS: this.nowS(), dev });
+    const check = checkLease(e.bytes, { gw: this.#o.gw, backendKeys: this.#o.backendKeys, nowS: this.#nowS(), dev });
     if (!check.ok) {
       // Expiry is the normal end of a lease; anything else means the backend sent a bad one.
-      if (e.lease.exp > this.nowS()) this.o.logger.error('cached lease refused at use; dropped', { dev, why: check.why });
-      this.removeEntry(dev);
-      this.changed();
+      if (e.lease.exp > this.#nowS()) this.#o.logger.error('cached lease refused at use; dropped', { dev, why: check.why });
+      this.#removeEntry(dev);
+      this.#changed();
       return undefined;
     }
-    this.map.delete(dev);
-    this.map.set(dev, e);
+    this.#map.delete(dev);
+    this.#map.set(dev, e);
     return e;
   }
 
   /** Drop the leases of revoked devices. Returns how many were held. */
   revoke(devices: readonly string[]): number {
     let n = 0;
-    for (const d of devices) if (this.removeEntry(d)) n += 1;
-    if (n > 0) this.changed();
+    for (const d of devices) if (this.#removeEntry(d)) n += 1;
+    if (n > 0) this.#changed();
     return n;
   }
 
-  private changed(): void {
-    this.dirty = true;
-    if (this.timer !== undefined) return;
-    this.timer = this.o.clock.setTimeout(() => {
-      this.timer = undefined;
+  #changed(): void {
+    this.#dirty = true;
+    if (this.#timer !== undefined) return;
+    this.#timer = this.#o.clock.setTimeout(() => {
+      this.#timer = undefined;
       void this.flush();
-    }, this.o.persistDelayMs ?? 30_000);
+    }, this.#o.persistDelayMs ?? LEASE_PERSIST_DELAY_MS);
   }
 
   /**
@@ -192,31 +171,31 @@ export class LeaseCache {
    * Resolves true when the file on disk matches memory.
    */
   flush(): Promise<boolean> {
-    if (this.timer !== undefined) {
-      this.o.clock.clearTimeout(this.timer);
-      this.timer = undefined;
+    if (this.#timer !== undefined) {
+      this.#o.clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
     }
-    const done = this.writing.then(async () => {
-      if (!this.dirty) return true;
-      this.dirty = false;
-      const list = [...this.map.values()].map((e) => base64UrlEncode(e.bytes));
+    const done = this.#writing.then(async () => {
+      if (!this.#dirty) return true;
+      this.#dirty = false;
+      const list = [...this.#map.values()].map((e) => base64UrlEncode(e.bytes));
       try {
-        await writeJsonAtomic(this.file, { version: 1, leases: list }, { maxBytes: Math.ceil(this.maxBytes * 1.5) + 4096 });
+        await writeJsonAtomic(this.#file, { version: 1, leases: list }, { maxBytes: Math.ceil(this.#maxBytes * 1.5) + 4096 });
         return true;
       } catch (err) {
-        this.dirty = true;
-        this.o.logger.error('cannot persist leases', { error: (err as Error).message, code: (err as { code?: string }).code });
+        this.#dirty = true;
+        this.#o.logger.error('cannot persist leases', { error: (err as Error).message, code: (err as { code?: string }).code });
         return false;
       }
     });
-    this.writing = done.then(() => undefined);
+    this.#writing = done.then(() => undefined);
     return done;
   }
 
   /** Cancel the pending write timer (call flush() first to keep changes). */
   close(): void {
-    if (this.timer !== undefined) this.o.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }
 

@@ -24,7 +24,7 @@ import { subscribeHooks } from './hooks/subscribe.js';
 import { MqttIngress } from './ingress.js';
 import { resolveOptions, type MqttTransportOptions, type ResolvedOptions } from './options.js';
 
-export type { MqttTransportOptions } from './options.js';
+export type { MqttSettings, MqttTransportOptions } from './options.js';
 
 /** Counters for metrics and tests. */
 export interface MqttTransportStats {
@@ -99,7 +99,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   constructor(options: MqttTransportOptions) {
     super();
     this.#o = resolveOptions(options);
-    this.#tcp = options.tcp === false ? undefined : { host: options.tcp?.host ?? '127.0.0.1', port: options.tcp?.port ?? 1883 };
+    this.#tcp = options.tcp === false ? undefined : options.tcp;
     this.#tls = options.tls;
     this.#revocations = options.revocations;
     this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
@@ -185,7 +185,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
           this.#log.debug('TLS handshake failed', { error: err.message });
           socket.destroy();
         });
-        await this.#listen(server, this.#tls.host ?? '127.0.0.1', this.#tls.port ?? 8883);
+        await this.#listen(server, this.#tls.host, this.#tls.port);
       }
     } catch (err) {
       await this.stop();
