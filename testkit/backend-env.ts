@@ -37,9 +37,9 @@ export class BackendEnv {
   keyStore!: KeyStore;
   readonly requests: RecordedRequest[] = [];
   readonly devices = new Map<string, Ed25519Signer>();
-  private readonly closers: (() => Promise<void>)[] = [];
-  private port = 0;
-  private backendClock: { now(): number } | undefined;
+  readonly #closers: (() => Promise<void>)[] = [];
+  #port = 0;
+  #backendClock: { now(): number } | undefined;
 
   private constructor(readonly dir: string) {}
 
@@ -71,7 +71,7 @@ export class BackendEnv {
   /** Start a backend (optionally on `clock`), register GW with a software key. */
   static async create(opts: { clock?: { now(): number }; pki?: TestPki } = {}): Promise<BackendEnv> {
     const env = new BackendEnv(await mkdtemp(join(tmpdir(), 'gh-bc-')));
-    env.backendClock = opts.clock;
+    env.#backendClock = opts.clock;
     env.pki = opts.pki ?? (await createTestPki(join(env.dir, 'pki'), { dnsNames: [BACKEND_NAME] }));
     await env.startBackend();
     env.keyStore = new SoftwareKeyStore({ keyFile: join(env.dir, 'gw-key.pem') });
@@ -85,10 +85,10 @@ export class BackendEnv {
     this.backend = await startBackend({
       dataDir: join(this.dir, 'backend'),
       tls: { certPem: this.pki.server.certPem, keyPem: this.pki.server.keyPem },
-      port: this.port,
-      ...(this.backendClock !== undefined ? { clock: this.backendClock } : {}),
+      port: this.#port,
+      ...(this.#backendClock !== undefined ? { clock: this.#backendClock } : {}),
     });
-    this.port = this.backend.port;
+    this.#port = this.backend.port;
   }
 
   async stopBackend(): Promise<void> {
@@ -96,7 +96,7 @@ export class BackendEnv {
   }
 
   get url(): string {
-    return `https://${BACKEND_NAME}:${this.port}`;
+    return `https://${BACKEND_NAME}:${this.#port}`;
   }
 
   get backendKeys(): Map<string, Uint8Array> {
@@ -106,7 +106,7 @@ export class BackendEnv {
   /** The project's dispatcher for this backend, recording each request it carries. */
   http(opts: { ca?: string } = {}): BackendHttp {
     const agent = createBackendDispatcher({ url: this.url, ca: opts.ca ?? this.pki.ca.certPem, connectAddress: '127.0.0.1', connectTimeoutMs: 3000 });
-    this.closers.push(() => agent.close());
+    this.#closers.push(() => agent.close());
     const record: Dispatcher.DispatcherComposeInterceptor = (dispatch) => (o, handler) => {
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries((o.headers ?? {}) as Record<string, string>)) headers[k.toLowerCase()] = v;
@@ -127,7 +127,7 @@ export class BackendEnv {
       stateDir: join(this.dir, 'state'),
       ...opts,
     });
-    this.closers.push(async () => s.stop());
+    this.#closers.push(async () => s.stop());
     return s;
   }
 
@@ -142,7 +142,7 @@ export class BackendEnv {
       revocationPollMs: 0,
       ...opts,
     });
-    this.closers.push(() => c.stop());
+    this.#closers.push(() => c.stop());
     return c;
   }
 
@@ -162,7 +162,7 @@ export class BackendEnv {
   }
 
   async dispose(): Promise<void> {
-    for (const c of this.closers.splice(0).reverse()) await c().catch(() => undefined);
+    for (const c of this.#closers.splice(0).reverse()) await c().catch(() => undefined);
     await this.backend.close().catch(() => undefined);
     await this.keyStore.close();
     await rm(this.dir, { recursive: true, force: true });
