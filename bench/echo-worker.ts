@@ -7,6 +7,7 @@
 import { encodeChallenge } from '../protocol/index.js';
 import type { AuthPipeline, HelloOutcome } from '../daemon/pipeline/types.js';
 import { MqttTransport } from '../daemon/transports/mqtt/transport.js';
+import { MQTT_DEFAULTS } from '../testkit/component-defaults.js';
 
 const maxConnections = Number(process.argv[2] ?? '20000');
 const reply = encodeChallenge({ type: 'challenge', version: 1, dev: 'echo', gn: new Uint8Array(16), gw: 'gw-bench' });
@@ -19,7 +20,7 @@ const nullPipeline: AuthPipeline = {
   connectionClosed: () => undefined,
 };
 
-const mqtt = new MqttTransport({ pipeline: nullPipeline, tcp: { host: '127.0.0.1', port: 0 }, maxConnections, maxQueuedPerConnection: 64 });
+const mqtt = new MqttTransport({ pipeline: nullPipeline, ...MQTT_DEFAULTS, tcp: { host: '127.0.0.1', port: 0 }, maxConnections, maxQueuedPerConnection: 64 });
 await mqtt.start();
 process.send?.({ op: 'ready', port: mqtt.addresses().tcp?.port ?? 0 });
 process.on('message', (cmd: { op: string }) => {

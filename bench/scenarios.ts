@@ -15,6 +15,7 @@ import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
 import { BenchEnv, Daemon, GW, Generator, type BenchDevice } from './harness.js';
 import type { GenReport } from './load-generator.js';
 import { percentile, round, spread, type Spread } from './stats.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../testkit/component-defaults.js';
 
 /** CPU seconds (user + system) a process has used, from /proc/PID/stat. */
 export function cpuSecondsOf(pid: number): number {
@@ -267,7 +268,7 @@ export async function naive(env: BenchEnv, o: { runs: number; durationMs: number
   const http = new BackendHttp({ url: env.backend.url, dispatcher });
   const backendKeys = new Map([[env.backend.kid, env.backend.publicKeyRaw]]);
   const session = new SessionManager({ gw: GW, http, tpmSigner: ks.signer(`tpm:${GW}`), tpmPublicKeySpki: ks.publicKeySpkiDer(), backendKeys, stateDir: dir });
-  const client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir: dir, maxBatch: 1, maxWaitMs: 0, maxInFlight: 8, revocationPollMs: 0 });
+  const client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir: dir, ...BACKEND_CLIENT_DEFAULTS, maxBatch: 1, maxWaitMs: 0, maxInFlight: 8, revocationPollMs: 0 });
   try {
     if (!(await session.start())) throw new Error('naive baseline: no session');
     await client.start();

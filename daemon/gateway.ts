@@ -11,6 +11,7 @@ import type { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
 import type { Agent } from 'undici';
 import { BackendClient } from './backend-client/client.js';
+import { backendClientSettings, mqttSettings } from './config/settings.js';
 import { monotonicClock, systemClock, type Clock, type TimerClock } from '../common/clock.js';
 import { BackendHttp, createBackendDispatcher } from './backend-client/dispatcher.js';
 import { SessionManager } from './backend-client/session.js';
@@ -178,15 +179,7 @@ export class Gateway {
         session,
         backendKeys,
         stateDir: cfg.gateway.stateDir,
-        maxBatch: cfg.backend.batch.maxSize,
-        maxWaitMs: cfg.backend.batch.maxWaitMs,
-        flushWhenIdle: cfg.backend.batch.flushWhenIdle,
-        maxInFlight: cfg.backend.maxInFlight,
-        maxQueue: cfg.backend.queueLimit,
-        requestTimeoutMs: cfg.backend.requestTimeoutMs,
-        breaker: { failureThreshold: cfg.backend.circuit.failureThreshold, openMs: cfg.backend.circuit.openMs },
-        revocationPollMs: cfg.backend.revocationPollSec * 1000,
-        leases: { maxLeases: cfg.backend.leaseCache.enabled ? cfg.backend.leaseCache.maxEntries : 0 },
+        ...backendClientSettings(cfg),
         clock: this.#clock,
         logger: this.#log.child({ area: 'backend' }),
       });
@@ -306,13 +299,8 @@ export class Gateway {
       pipeline,
       revocations: client,
       logger: this.#log.child({ area: 'mqtt' }),
-      tcp: m.tcp.enabled ? { host: m.tcp.host, port: m.tcp.port } : false,
+      ...mqttSettings(this.#o.config),
       ...(tls !== undefined ? { tls } : {}),
-      maxConnections: m.maxConnections,
-      maxPacketBytes: m.maxPacketBytes,
-      authTimeoutMs: m.authTimeoutSec * 1000,
-      connectTimeoutMs: m.connectTimeoutSec * 1000,
-      keepaliveMaxSec: m.keepaliveMaxSec,
     });
     await mqtt.start();
     this.#mqtt = mqtt;

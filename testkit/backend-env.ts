@@ -19,6 +19,7 @@ import { Ed25519Signer, randomNonce, signHello } from '../protocol/index.js';
 import type { VerifyRequest } from '../daemon/pipeline/types.js';
 import { SoftwareKeyStore } from '../tpm/software-key-store.js';
 import type { KeyStore } from '../tpm/key-store.js';
+import { BACKEND_CLIENT_DEFAULTS } from './component-defaults.js';
 
 export const BACKEND_NAME = 'backend.example.com';
 export const GW = 'gw-test-1';
@@ -137,6 +138,7 @@ export class BackendEnv {
       session,
       backendKeys: this.backendKeys,
       stateDir: join(this.dir, 'state'),
+      ...BACKEND_CLIENT_DEFAULTS,
       revocationPollMs: 0,
       ...opts,
     });

@@ -8,32 +8,33 @@ import type { TimerClock } from '../../common/clock.js';
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
-export interface BreakerOptions {
-  /** Consecutive failures that open the circuit (default 5). */
-  failureThreshold?: number;
-  /** How long it stays open before a probe (default 10000 ms). */
-  openMs?: number;
+/** `backend.circuit.*` from the config (the schema holds the defaults). */
+export interface BreakerSettings {
+  /** Consecutive failures that open the circuit. */
+  failureThreshold: number;
+  /** How long it stays open before a probe. */
+  openMs: number;
 }
 
 export class CircuitBreaker {
+  readonly #clock: TimerClock;
+  readonly #threshold: number;
+  readonly #openMs: number;
   #state: CircuitState = 'closed';
   #failures = 0;
   #openedAt = 0;
   #probing = false;
-  readonly #threshold: number;
-  readonly #openMs: number;
-  /** Times the circuit opened. */
-  opens = 0;
+  #opens = 0;
 
-  readonly #clock: TimerClock;
-
-  constructor(
-    clock: TimerClock,
-    options: BreakerOptions = {},
-  ) {
+  constructor(clock: TimerClock, settings: BreakerSettings) {
     this.#clock = clock;
-    this.#threshold = options.failureThreshold ?? 5;
-    this.#openMs = options.openMs ?? 10000;
+    this.#threshold = settings.failureThreshold;
+    this.#openMs = settings.openMs;
+  }
+
+  /** Times the circuit opened. */
+  get opens(): number {
+    return this.#opens;
   }
 
   /** The state now (an open circuit whose time is up reads as half-open). */
@@ -68,7 +69,7 @@ export class CircuitBreaker {
   failure(): void {
     this.#failures += 1;
     if (this.#state === 'half-open' || this.#failures >= this.#threshold) {
-      if (this.#state !== 'open') this.opens += 1;
+      if (this.#state !== 'open') this.#opens += 1;
       this.#state = 'open';
       this.#openedAt = this.#clock.now();
     }

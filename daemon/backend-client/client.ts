@@ -14,63 +14,24 @@
  */
 import type { Logger } from 'winston';
 import winston from 'winston';
-import { isReasonCode, isValidId, parseHello, verifySign1, MAX_MESSAGE_BYTES, type Hello, type Signed, base64UrlDecode, base64UrlEncode } from '../../protocol/index.js';
-import type { HelloVerifier, RevocationSource, SessionProvider, VerifyRequest, VerifyResult } from '../pipeline/types.js';
+import { MAX_MESSAGE_BYTES, base64UrlEncode } from '../../protocol/index.js';
+import type { HelloVerifier, RevocationSource, VerifyRequest, VerifyResult } from '../pipeline/types.js';
 import { ensureStateDir } from '../../common/atomic-file.js';
 import { RevocationFeed } from './revocations.js';
-import { CircuitBreaker, type BreakerOptions, type CircuitState } from './breaker.js';
+import { CircuitBreaker, type CircuitState } from './breaker.js';
 import { Batcher, type BatchItem } from './batcher.js';
 import { backoffMs, systemClock, type TimerClock } from '../../common/clock.js';
-import type { BackendHttp } from './dispatcher.js';
 import { BackendError, type BackendErrorKind } from './errors.js';
-import { checkLease, LeaseCache } from './lease-cache.js';
-import { badField, expectJson, isObject, problemReason, signedRequest } from './wire.js';
+import { LeaseCache } from './lease-cache.js';
+import { CLIENT_TUNING, type BackendClientOptions } from './options.js';
+import { decideOffline } from './offline-rule.js';
+import { readVerifyAnswer } from './verify-answer.js';
+import { expectJson, problemReason, signedRequest } from './wire.js';
 
 /** protocol-v1: at most 256 hellos in one verify request. */
 export const MAX_VERIFY_BATCH = 256;
 
-export interface BackendClientOptions {
-  gw: string;
-  http: BackendHttp;
-  /** The session provider; `renewNow` (optional) is called when the backend refuses our session key. */
-  session: SessionProvider & { renewNow?: () => Promise<boolean> };
-  /** The backend's pinned Ed25519 keys, kid → raw public key (`pk_S`). */
-  backendKeys: ReadonlyMap<string, Uint8Array>;
-  /** Directory for `leases.json` and `revocations.json`. */
-  stateDir: string;
-  /** Hellos per request (default 64, at most 256). */
-  maxBatch?: number;
-  /** Longest a hello waits for companions while a batch is in flight (default 5 ms). */
-  maxWaitMs?: number;
-  /** A hello that finds no batch in flight leaves at the end of this turn (default true). */
-  flushWhenIdle?: boolean;
-  /** Concurrent verify requests (default 4). */
-  maxInFlight?: number;
-  /** Hellos waiting for a request slot before `busy` is answered (default 1024). */
-  maxQueue?: number;
-  /** A hello's deadline when the caller gives none (default 10000 ms). */
-  verifyTimeoutMs?: number;
-  /** Per-attempt HTTP deadline (default 5000 ms). */
-  requestTimeoutMs?: number;
-  /** Attempts per batch, first included (default 3). */
-  maxAttempts?: number;
-  /** Retry backoff base and cap (defaults 100 and 2000 ms). */
-  retryBaseMs?: number;
-  retryMaxMs?: number;
-  breaker?: BreakerOptions;
-  /** `retry` (s) in a backend-unavailable answer when the breaker gives none (default 30). */
-  unavailableRetrySeconds?: number;
-  /** Revocation poll period (default 30000 ms: a revoked device is closed within 60 s). 0 disables. */
-  revocationPollMs?: number;
-  leases?: { maxLeases?: number; maxBytes?: number; persistDelayMs?: number };
-  /** Least time between two renewals forced by a 401 for the session key (default 300000 ms). */
-  forcedRenewalMinMs?: number;
-  clock?: TimerClock;
-  random?: () => number;
-  /** Request nonce source (tests inject a repeating one to see replay refused). */
-  nonce?: () => string;
-  logger?: Logger;
-}
+export type { BackendClientOptions, BackendClientSettings } from './options.js';
 
 /** Plain numbers for metrics and the status socket. */
 export interface BackendClientStats {
@@ -112,99 +73,107 @@ const ZERO_ERRORS = (): BackendClientStats['errors'] => ({
 });
 
 export class BackendClient implements HelloVerifier, RevocationSource {
-  private readonly o: BackendClientOptions;
-  private readonly clock: TimerClock;
-  private readonly log: Logger;
-  private readonly breaker: CircuitBreaker;
+  readonly #o: BackendClientOptions;
+  readonly #t: Record<keyof typeof CLIENT_TUNING, number>;
+  readonly #clock: TimerClock;
+  readonly #log: Logger;
+  readonly #breaker: CircuitBreaker;
   readonly leases: LeaseCache;
-  private readonly batcher: Batcher<VerifyRequest, VerifyResult>;
-  private stopped = false;
-  private lastForcedRenewal = Number.NEGATIVE_INFINITY;
-  private readonly feed: RevocationFeed;
-  private readonly c = {
+  readonly #batcher: Batcher<VerifyRequest, VerifyResult>;
+  readonly #feed: RevocationFeed;
+  readonly #c = {
     requests: 0, batches: 0, hellos: 0, verdictsOk: 0, verdictsRejected: 0, busy: 0, retries: 0,
     offlineWelcomes: 0, offlineRejects: 0, unavailable: 0,
   };
-  private readonly errors = ZERO_ERRORS();
-  private readonly batchMax: number;
+  readonly #errors = ZERO_ERRORS();
+  #stopped = false;
+  #lastForcedRenewal = Number.NEGATIVE_INFINITY;
 
   constructor(options: BackendClientOptions) {
-    this.o = options;
-    this.clock = options.clock ?? systemClock;
-    this.log = options.logger ?? winston.createLogger({ silent: true });
-    this.breaker = new CircuitBreaker(this.clock, options.breaker);
-    this.batchMax = Math.min(MAX_VERIFY_BATCH, Math.max(1, options.maxBatch ?? 64));
+    this.#o = options;
+    this.#t = {
+      verifyTimeoutMs: options.verifyTimeoutMs ?? CLIENT_TUNING.verifyTimeoutMs,
+      maxAttempts: options.maxAttempts ?? CLIENT_TUNING.maxAttempts,
+      retryBaseMs: options.retryBaseMs ?? CLIENT_TUNING.retryBaseMs,
+      retryMaxMs: options.retryMaxMs ?? CLIENT_TUNING.retryMaxMs,
+      unavailableRetrySeconds: options.unavailableRetrySeconds ?? CLIENT_TUNING.unavailableRetrySeconds,
+      forcedRenewalMinMs: options.forcedRenewalMinMs ?? CLIENT_TUNING.forcedRenewalMinMs,
+    };
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#breaker = new CircuitBreaker(this.#clock, options.breaker);
     this.leases = new LeaseCache({
       gw: options.gw,
       backendKeys: options.backendKeys,
       stateDir: options.stateDir,
-      clock: this.clock,
-      logger: this.log,
+      clock: this.#clock,
+      logger: this.#log,
+      maxLeases: options.maxLeases,
       ...options.leases,
     });
-    this.batcher = new Batcher<VerifyRequest, VerifyResult>({
-      clock: this.clock,
-      maxBatch: this.batchMax,
-      maxWaitMs: options.maxWaitMs ?? 5,
-      flushWhenIdle: options.flushWhenIdle ?? true,
-      maxInFlight: options.maxInFlight ?? 4,
-      maxQueue: options.maxQueue ?? 1024,
-      run: (items) => this.runBatch(items),
+    this.#batcher = new Batcher<VerifyRequest, VerifyResult>({
+      clock: this.#clock,
+      maxBatch: Math.min(MAX_VERIFY_BATCH, Math.max(1, options.maxBatch)),
+      maxWaitMs: options.maxWaitMs,
+      flushWhenIdle: options.flushWhenIdle,
+      maxInFlight: options.maxInFlight,
+      maxQueue: options.maxQueue,
+      run: (items) => this.#runBatch(items),
       // The caller's deadline: answer by the offline rule (a timeout is "cannot be reached");
       // a late backend answer is then ignored.
       onDeadline: (item) => {
-        this.errors.timeout += 1;
-        return this.offline(item, 'timeout');
+        this.#errors.timeout += 1;
+        return this.#offline(item, 'timeout');
       },
-      onAbort: () => this.unavailable(),
-      onSettled: (r) => this.count(r),
+      onAbort: () => this.#unavailable(),
+      onSettled: (r) => this.#count(r),
     });
-    this.feed = new RevocationFeed({
+    this.#feed = new RevocationFeed({
       gw: options.gw,
       stateDir: options.stateDir,
       leases: this.leases,
-      clock: this.clock,
-      logger: this.log,
-      pollMs: options.revocationPollMs ?? 30000,
-      get: (path, parse) => this.sessionGet(path, parse),
+      clock: this.#clock,
+      logger: this.#log,
+      pollMs: options.revocationPollMs,
+      get: (path, parse) => this.#sessionGet(path, parse),
     });
   }
 
   /** Load leases and the revocation cursor, then start polling revocations. */
   async start(): Promise<void> {
-    await ensureStateDir(this.o.stateDir);
+    await ensureStateDir(this.#o.stateDir);
     await this.leases.load();
-    await this.feed.start();
+    await this.#feed.start();
   }
 
   /** Stop timers, answer everything still queued, persist leases. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.feed.stop();
-    this.batcher.drain(() => this.unavailable());
+    this.#stopped = true;
+    this.#feed.stop();
+    this.#batcher.drain(() => this.#unavailable());
     await this.leases.flush();
     this.leases.close();
   }
 
   onRevoked(listener: (devices: string[]) => void): () => void {
-    return this.feed.onRevoked(listener);
+    return this.#feed.onRevoked(listener);
   }
 
   stats(): BackendClientStats {
-    const tpm = (this.o.session as { stats?: () => { tpmSignatures: number } }).stats?.().tpmSignatures ?? 0;
+    const tpm = (this.#o.session as { stats?: () => { tpmSignatures: number } }).stats?.().tpmSignatures ?? 0;
     return {
-      ...this.c,
-      errors: { ...this.errors },
-      circuit: this.breaker.current,
-      circuitState: CIRCUIT_GAUGE[this.breaker.current],
-      circuitOpens: this.breaker.opens,
-      inFlight: this.batcher.inFlight,
-      queued: this.batcher.queued,
+      ...this.#c,
+      errors: { ...this.#errors },
+      circuit: this.#breaker.current,
+      circuitState: CIRCUIT_GAUGE[this.#breaker.current],
+      circuitOpens: this.#breaker.opens,
+      inFlight: this.#batcher.inFlight,
+      queued: this.#batcher.queued,
       leases: this.leases.size,
       leaseBytes: this.leases.totalBytes,
-      revocationPolls: this.feed.counters.polls,
-      revokedDevices: this.feed.counters.revokedDevices,
-      revocationCursor: this.feed.position,
+      revocationPolls: this.#feed.counters.polls,
+      revokedDevices: this.#feed.counters.revokedDevices,
+      revocationCursor: this.#feed.position,
       tpmSignatures: tpm,
     };
   }
@@ -212,224 +181,192 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   // ------------------------------------------------------------------ verify and batching
 
   verify(request: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult> {
-    this.c.hellos += 1;
-    if (this.stopped) return Promise.resolve(this.count(this.unavailable()));
-    if (request.hello.length > MAX_MESSAGE_BYTES) return Promise.resolve(this.count(this.reject('malformed')));
-    if (signal?.aborted === true) return Promise.resolve(this.count(this.unavailable()));
-    const answer = this.batcher.submit(request, this.o.verifyTimeoutMs ?? 10000, signal);
+    this.#c.hellos += 1;
+    if (this.#stopped) return Promise.resolve(this.#count(this.#unavailable()));
+    if (request.hello.length > MAX_MESSAGE_BYTES) return Promise.resolve(this.#count(this.#reject('malformed')));
+    if (signal?.aborted === true) return Promise.resolve(this.#count(this.#unavailable()));
+    const answer = this.#batcher.submit(request, this.#t.verifyTimeoutMs, signal);
     if (answer === undefined) {
       // Backpressure: a bounded queue answers busy instead of growing.
-      this.c.busy += 1;
-      return Promise.resolve(this.count({ ok: false, reason: 'busy', retry: 1 }));
+      this.#c.busy += 1;
+      return Promise.resolve(this.#count({ ok: false, reason: 'busy', retry: 1 }));
     }
     return answer;
   }
 
-  private count(result: VerifyResult): VerifyResult {
-    if (result.ok) this.c.verdictsOk += 1;
-    else this.c.verdictsRejected += 1;
+  #count(result: VerifyResult): VerifyResult {
+    if (result.ok) this.#c.verdictsOk += 1;
+    else this.#c.verdictsRejected += 1;
     return result;
   }
 
-  private settle(item: Item, result: VerifyResult): void {
-    this.batcher.settle(item, result);
+  #settle(item: Item, result: VerifyResult): void {
+    this.#batcher.settle(item, result);
   }
 
-  private async runBatch(items: Item[]): Promise<void> {
+  async #runBatch(items: Item[]): Promise<void> {
     for (let attempt = 0; ; attempt += 1) {
       const live = items.filter((i) => !i.settled);
       if (live.length === 0) return;
       let err: BackendError;
       try {
-        await this.sendBatch(live);
+        await this.#sendBatch(live);
         return;
       } catch (e) {
         err = e instanceof BackendError ? e : new BackendError('response', 'unexpected failure', { cause: e });
       }
-      this.errors[err.kind] += 1;
+      this.#errors[err.kind] += 1;
       const latest = Math.max(...live.map((i) => i.deadline));
-      const delay = backoffMs(attempt, this.o.retryBaseMs ?? 100, this.o.retryMaxMs ?? 2000, this.o.random);
-      const canRetry = err.retryable && this.breaker.current === 'closed' && attempt + 1 < (this.o.maxAttempts ?? 3) && this.clock.now() + delay < latest;
+      const delay = backoffMs(attempt, this.#t.retryBaseMs, this.#t.retryMaxMs, this.#o.random);
+      const canRetry = err.retryable && this.#breaker.current === 'closed' && attempt + 1 < this.#t.maxAttempts && this.#clock.now() + delay < latest;
       if (canRetry) {
-        this.c.retries += 1;
-        this.log.debug('verify batch failed; retrying', { kind: err.kind, attempt, delayMs: delay });
-        await new Promise<void>((resolve) => this.clock.setTimeout(resolve, delay));
+        this.#c.retries += 1;
+        this.#log.debug('verify batch failed; retrying', { kind: err.kind, attempt, delayMs: delay });
+        await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, delay));
         continue;
       }
-      this.failBatch(live, err);
+      this.#failBatch(live, err);
       return;
     }
   }
 
   /** Answer a whole batch after a request-level failure. */
-  private failBatch(items: Item[], err: BackendError): void {
+  #failBatch(items: Item[], err: BackendError): void {
     if (err.unreachable) {
-      this.log.warn('backend unreachable; applying the offline rule', { kind: err.kind, code: err.code, hellos: items.length });
-      for (const i of items) this.settle(i, this.offline(i, err.kind));
+      this.#log.warn('backend unreachable; applying the offline rule', { kind: err.kind, code: err.code, hellos: items.length });
+      for (const i of items) this.#settle(i, this.#offline(i, err.kind));
       return;
     }
     if (err.kind === 'no-session') {
-      this.log.warn('no gateway session: cannot ask the backend', { hellos: items.length });
-      for (const i of items) this.settle(i, this.unavailable());
+      this.#log.warn('no gateway session: cannot ask the backend', { hellos: items.length });
+      for (const i of items) this.#settle(i, this.#unavailable());
       return;
     }
     const reason = err.kind === 'client' ? problemReason(err) : undefined;
-    this.log.error('backend refused a verify request', { kind: err.kind, code: err.code, status: err.status, reason, title: err.problem?.title });
-    for (const i of items) this.settle(i, reason !== undefined ? this.reject(reason) : this.unavailable());
+    this.#log.error('backend refused a verify request', { kind: err.kind, code: err.code, status: err.status, reason, title: err.problem?.title });
+    for (const i of items) this.#settle(i, reason !== undefined ? this.#reject(reason) : this.#unavailable());
   }
 
-  private async sendBatch(items: Item[]): Promise<void> {
-    if (!this.breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.o.session.current();
+  async #sendBatch(items: Item[]): Promise<void> {
+    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
+    const session = this.#o.session.current();
     if (session === undefined) {
-      this.breaker.release();
+      this.#breaker.release();
       // No session key: the request cannot be signed (and no welcome could be either).
       throw new BackendError('no-session', 'no gateway session yet');
     }
     const body = { hellos: items.map((i) => ({ id: i.wireId, transport: i.req.transport, hello: base64UrlEncode(i.req.hello) })) };
     const latest = Math.max(...items.map((i) => i.deadline));
-    const timeout = Math.max(1, Math.min(this.o.requestTimeoutMs ?? 5000, latest - this.clock.now()));
+    const timeout = Math.max(1, Math.min(this.#o.requestTimeoutMs, latest - this.#clock.now()));
     let json: unknown;
     try {
-      const req = await signedRequest(this.o.http, 'POST', '/v1/verify', body, this.sessionSigning(session.signer));
-      this.c.requests += 1;
-      this.c.batches += 1;
-      const res = await this.o.http.request({ ...req, signal: AbortSignal.timeout(timeout) });
+      const req = await signedRequest(this.#o.http, 'POST', '/v1/verify', body, this.#sessionSigning(session.signer));
+      this.#c.requests += 1;
+      this.#c.batches += 1;
+      const res = await this.#o.http.request({ ...req, signal: AbortSignal.timeout(timeout) });
       json = expectJson(res, 200);
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'cannot build the verify request', { cause: e });
-      this.noteOutcome(err);
+      this.#noteOutcome(err);
       throw err;
     }
-    this.breaker.success();
-    this.applyResults(items, json);
+    this.#breaker.success();
+    this.#applyAnswer(items, json);
   }
 
-  private sessionSigning(signer: { sign(b: Uint8Array): Promise<Uint8Array> }): Parameters<typeof signedRequest>[4] {
+  #sessionSigning(signer: { sign(b: Uint8Array): Promise<Uint8Array> }): Parameters<typeof signedRequest>[4] {
     return {
-      keyid: `session:${this.o.gw}`,
+      keyid: `session:${this.#o.gw}`,
       alg: 'ed25519',
-      nowMs: this.clock.now(),
+      nowMs: this.#clock.now(),
       sign: (base) => signer.sign(base),
-      ...(this.o.nonce !== undefined ? { nonce: this.o.nonce } : {}),
+      ...(this.#o.nonce !== undefined ? { nonce: this.#o.nonce } : {}),
     };
   }
 
   /** Feed the breaker; on a 401 for our session key, renew it. */
-  private noteOutcome(err: BackendError): void {
-    if (err.unreachable) this.breaker.failure();
-    else if (err.kind === 'aborted') this.breaker.release();
-    else this.breaker.success(); // the backend answered: it is reachable
+  #noteOutcome(err: BackendError): void {
+    if (err.unreachable) this.#breaker.failure();
+    else if (err.kind === 'aborted') this.#breaker.release();
+    else this.#breaker.success(); // the backend answered: it is reachable
     // The backend keeps only the two newest session keys: a 401 for our key means it no longer
     // knows it. Renew, but at most once per `forcedRenewalMinMs` so a persistent fault cannot
     // turn into a stream of TPM signatures.
     const type = err.problem?.type ?? '';
-    if (err.kind === 'client' && err.status === 401 && /:(unknown-key|bad-signature)$/.test(type) && this.o.session.renewNow !== undefined) {
-      const now = this.clock.now();
-      if (now - this.lastForcedRenewal >= (this.o.forcedRenewalMinMs ?? 300_000)) {
-        this.lastForcedRenewal = now;
-        this.log.warn('backend does not accept our session key; renewing the session', { type });
-        void this.o.session.renewNow();
+    if (err.kind === 'client' && err.status === 401 && /:(unknown-key|bad-signature)$/.test(type) && this.#o.session.renewNow !== undefined) {
+      const now = this.#clock.now();
+      if (now - this.#lastForcedRenewal >= this.#t.forcedRenewalMinMs) {
+        this.#lastForcedRenewal = now;
+        this.#log.warn('backend does not accept our session key; renewing the session', { type });
+        void this.#o.session.renewNow();
       }
     }
   }
 
-  /** protocol-v1 `POST /v1/verify` answer, parsed strictly; each item answered exactly once. */
-  private applyResults(items: Item[], json: unknown): void {
+  /** Answers each item of the batch exactly once from the verify answer (verify-answer.ts). */
+  #applyAnswer(items: Item[], json: unknown): void {
+    const answer = readVerifyAnswer(json, new Map(items.map((i) => [i.wireId, i.req.dev])), {
+      gw: this.#o.gw,
+      backendKeys: this.#o.backendKeys,
+      nowS: Math.floor(this.#clock.now() / 1000),
+    });
     const byId = new Map(items.map((i) => [i.wireId, i]));
-    // The verdicts and their leases arrive over the pinned TLS link. A lease's signature protects
-    // the offline rule, and the lease cache verifies it wherever a lease is relied on (loaded from
-    // disk, used offline); verifying every lease here as well would cost an Ed25519 verification
-    // per welcome (~15 % of the gateway's CPU per auth) and protect nothing the channel does not.
-    // The first lease of each answer is verified all the same, so a backend signing with a key we
-    // do not pin is caught at once rather than at the first outage.
-    let spotChecked = false;
-    try {
-      if (!isObject(json) || !Array.isArray(json.results)) badField('results is not an array');
-      if (json.results.length > items.length) badField('more results than hellos');
-      for (const r of json.results as unknown[]) {
-        if (!isObject(r) || typeof r.id !== 'string') badField('result without a string id');
-        const item = byId.get(r.id);
-        if (item === undefined) badField(`result for unknown or repeated id ${r.id.slice(0, 16)}`);
-        byId.delete(r.id);
-        const result = this.parseResult(item, r, !spotChecked);
-        if (result.ok) spotChecked = true;
-        this.settle(item, result);
+    for (const [id, v] of answer.verdicts) {
+      const item = byId.get(id) as Item;
+      if (v.kind === 'welcome') {
+        this.leases.put(v.lease, v.leaseBytes);
+        this.#settle(item, { ok: true, dev: v.lease.dev, lease: v.lease, leaseBytes: v.leaseBytes, offline: false });
+      } else if (v.kind === 'reject') {
+        this.#settle(item, this.#reject(v.reason));
+      } else {
+        if (v.fault === 'lease') {
+          this.#errors.lease += 1;
+          this.#log.error('backend lease rejected', { dev: item.req.dev, why: v.why });
+        } else {
+          this.#errors.response += 1;
+          if (v.fault === 'result') this.#log.error('backend verify result malformed', { dev: item.req.dev });
+        }
+        this.#settle(item, this.#unavailable());
       }
-    } catch (e) {
-      const err = e instanceof BackendError ? e : new BackendError('response', 'bad verify answer', { cause: e });
-      this.errors.response += 1;
-      this.log.error('backend verify answer rejected', { error: err.message });
+    }
+    if (answer.refused !== undefined) {
+      this.#errors.response += 1;
+      this.#log.error('backend verify answer rejected', { error: answer.refused });
     }
     // Anything the answer did not cover still gets an answer.
-    for (const item of byId.values()) this.settle(item, this.unavailable());
-  }
-
-  private parseResult(item: Item, r: Record<string, unknown>, verifyLeaseSignature: boolean): VerifyResult {
-    if (r.ok === false) {
-      if (!isReasonCode(r.reason)) {
-        this.errors.response += 1;
-        return this.unavailable();
-      }
-      return this.reject(r.reason);
-    }
-    if (r.ok !== true || typeof r.dev !== 'string' || !isValidId(r.dev) || r.dev !== item.req.dev || typeof r.lease !== 'string') {
-      this.errors.response += 1;
-      this.log.error('backend verify result malformed', { dev: item.req.dev });
-      return this.unavailable();
-    }
-    // A lease that does not parse, is not for this gateway and device, is expired or names an
-    // unknown backend kid (or, when checked, does not verify under pk_S) makes the verdict a
-    // failure: the backend answer is not trustworthy.
-    const bytes = base64UrlDecode(r.lease, MAX_MESSAGE_BYTES);
-    const check = bytes === undefined
-      ? ({ ok: false, why: 'lease is not base64url' } as const)
-      : checkLease(bytes, { gw: this.o.gw, backendKeys: this.o.backendKeys, nowS: Math.floor(this.clock.now() / 1000), dev: item.req.dev, verifySignature: verifyLeaseSignature });
-    if (bytes === undefined || !check.ok) {
-      this.errors.lease += 1;
-      this.log.error('backend lease rejected', { dev: item.req.dev, why: check.ok ? '' : check.why });
-      return this.unavailable();
-    }
-    const lease = check.lease.payload;
-    this.leases.put(lease, bytes);
-    return { ok: true, dev: lease.dev, lease, leaseBytes: bytes, offline: false };
+    for (const item of items) if (!answer.verdicts.has(item.wireId)) this.#settle(item, this.#unavailable());
   }
 
   // ------------------------------------------------------------------ offline rule
 
-  /** protocol-v1 "Offline": verify under a cached lease's dpk, or backend-unavailable. */
-  private offline(item: Item, cause: BackendErrorKind): VerifyResult {
-    let hello: Signed<Hello>;
-    try {
-      hello = parseHello(item.req.hello);
-    } catch {
-      return this.reject('malformed');
+  /** protocol-v1 "Offline" (offline-rule.ts): a cached lease's dpk, or backend-unavailable. */
+  #offline(item: Item, cause: BackendErrorKind): VerifyResult {
+    const v = decideOffline(item.req.hello, item.req.dev, (dev) => this.leases.get(dev), Math.floor(this.#clock.now() / 1000));
+    switch (v.kind) {
+      case 'malformed':
+        return this.#reject('malformed');
+      case 'no-lease':
+        this.#log.info('offline: no lease, rejecting', { dev: v.dev, cause });
+        return this.#unavailable();
+      case 'bad-signature':
+        this.#c.offlineRejects += 1;
+        this.#log.warn('offline decision: hello does not verify under the leased key', { dev: v.dev, cause, offline: true });
+        return this.#reject('bad-signature');
+      case 'welcome':
+        this.#c.offlineWelcomes += 1;
+        this.#log.warn('offline decision: welcomed under a cached lease', { dev: v.dev, cause, leaseExp: v.lease.exp, offline: true });
+        return { ok: true, dev: v.dev, lease: v.lease, leaseBytes: v.leaseBytes, offline: true };
     }
-    const dev = hello.payload.dev;
-    if (dev !== item.req.dev) return this.reject('malformed');
-    const entry = this.leases.get(dev);
-    if (entry === undefined) {
-      this.log.info('offline: no lease, rejecting', { dev, cause });
-      return this.unavailable();
-    }
-    if (!verifySign1(hello, entry.lease.dpk)) {
-      this.c.offlineRejects += 1;
-      this.log.warn('offline decision: hello does not verify under the leased key', { dev, cause, offline: true });
-      return this.reject('bad-signature');
-    }
-    this.c.offlineWelcomes += 1;
-    this.log.warn('offline decision: welcomed under a cached lease', { dev, cause, leaseExp: entry.lease.exp, offline: true });
-    return { ok: true, dev, lease: entry.lease, leaseBytes: entry.bytes, offline: true };
   }
 
-  private reject(reason: Exclude<VerifyResult, { ok: true }>['reason']): VerifyResult {
+  #reject(reason: Exclude<VerifyResult, { ok: true }>['reason']): VerifyResult {
     return { ok: false, reason };
   }
 
-  private unavailable(): VerifyResult {
-    this.c.unavailable += 1;
-    const fromBreaker = Math.ceil(this.breaker.retryInMs / 1000);
-    return { ok: false, reason: 'backend-unavailable', retry: fromBreaker > 0 ? fromBreaker : (this.o.unavailableRetrySeconds ?? 30) };
+  #unavailable(): VerifyResult {
+    this.#c.unavailable += 1;
+    const fromBreaker = Math.ceil(this.#breaker.retryInMs / 1000);
+    return { ok: false, reason: 'backend-unavailable', retry: fromBreaker > 0 ? fromBreaker : this.#t.unavailableRetrySeconds };
   }
 
   // ------------------------------------------------------------------ revocations
@@ -439,26 +376,26 @@ export class BackendClient implements HelloVerifier, RevocationSource {
    * undefined when the poll could not be made or failed.
    */
   pollRevocations(): Promise<string[] | undefined> {
-    return this.feed.poll();
+    return this.#feed.poll();
   }
 
   /** A session-signed GET through the breaker; undefined when no request could be made. */
-  private async sessionGet<T>(path: string, parse: (body: unknown) => T): Promise<T | undefined> {
-    const session = this.o.session.current();
-    if (session === undefined || !this.breaker.tryAcquire()) return undefined;
+  async #sessionGet<T>(path: string, parse: (body: unknown) => T): Promise<T | undefined> {
+    const session = this.#o.session.current();
+    if (session === undefined || !this.#breaker.tryAcquire()) return undefined;
     let value: T;
     try {
-      const req = await signedRequest(this.o.http, 'GET', path, undefined, this.sessionSigning(session.signer));
-      this.c.requests += 1;
-      const res = await this.o.http.request({ ...req, signal: AbortSignal.timeout(this.o.requestTimeoutMs ?? 5000) });
+      const req = await signedRequest(this.#o.http, 'GET', path, undefined, this.#sessionSigning(session.signer));
+      this.#c.requests += 1;
+      const res = await this.#o.http.request({ ...req, signal: AbortSignal.timeout(this.#o.requestTimeoutMs) });
       value = parse(expectJson(res, 200));
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'backend GET failed', { cause: e });
-      this.errors[err.kind] += 1;
-      this.noteOutcome(err);
+      this.#errors[err.kind] += 1;
+      this.#noteOutcome(err);
       throw err;
     }
-    this.breaker.success();
+    this.#breaker.success();
     return value;
   }
 }

@@ -8,10 +8,16 @@
  */
 import { join } from 'node:path';
 import type { Logger } from 'winston';
-import { parseLease, verifySign1, type Lease, type Signed, base64UrlDecode, base64UrlEncode } from '../../protocol/index.js';
+import { type Lease, base64UrlDecode, base64UrlEncode } from '../../protocol/index.js';
 import { readJsonState, removeStaleTemps, writeJsonAtomic } from '../../common/atomic-file.js';
 import type { TimerClock, TimerHandle } from '../../common/clock.js';
+import { checkLease } from './lease-check.js';
 import { isObject } from './wire.js';
+
+/** Most lease bytes kept unless told otherwise (not configurable). */
+export const LEASE_CACHE_MAX_BYTES = 4 * 1024 * 1024;
+/** Writes coalesce for this long after a change: flash wears; revocations flush at once (not configurable). */
+export const LEASE_PERSIST_DELAY_MS = 30_000;
 
 export interface LeaseCacheOptions {
   gw: string;
@@ -19,44 +25,17 @@ export interface LeaseCacheOptions {
   stateDir: string;
   clock: TimerClock;
   logger: Logger;
-  /** Most leases kept (default 10000). */
-  maxLeases?: number;
-  /** Most lease bytes kept (default 4 MiB). */
+  /** Most leases kept (`backend.leaseCache.maxEntries`; the schema holds the default). */
+  maxLeases: number;
+  /** Most lease bytes kept (LEASE_CACHE_MAX_BYTES unless given). */
   maxBytes?: number;
-  /** Coalesce writes for this long after a change (default 30000 ms: flash wears; revocations flush at once). */
+  /** Coalesce writes for this long after a change (LEASE_PERSIST_DELAY_MS unless given). */
   persistDelayMs?: number;
 }
 
 interface Entry {
   bytes: Uint8Array;
   lease: Lease;
-}
-
-export type LeaseCheck = { ok: true; lease: Signed<Lease> } | { ok: false; why: string };
-
-/**
- * Parse a lease and check it is for this gateway (and, when given, this device), unexpired and
- * signed by a known backend kid; and, unless `verifySignature` is false, that its signature
- * verifies under that pk_S.
- */
-export function checkLease(
-  bytes: Uint8Array,
-  opts: { gw: string; backendKeys: ReadonlyMap<string, Uint8Array>; nowS: number; dev?: string; verifySignature?: boolean },
-): LeaseCheck {
-  let signed: Signed<Lease>;
-  try {
-    signed = parseLease(bytes);
-  } catch (err) {
-    return { ok: false, why: `lease does not parse: ${(err as Error).message}` };
-  }
-  const key = opts.backendKeys.get(signed.kid);
-  if (key === undefined) return { ok: false, why: `lease signed by unknown backend kid ${signed.kid}` };
-  if (opts.verifySignature !== false && !verifySign1(signed, key)) return { ok: false, why: 'lease signature does not verify under pk_S' };
-  const l = signed.payload;
-  if (l.gw !== opts.gw) return { ok: false, why: `lease issued to gateway ${l.gw}` };
-  if (opts.dev !== undefined && l.dev !== opts.dev) return { ok: false, why: `lease is for device ${l.dev}` };
-  if (l.exp <= opts.nowS) return { ok: false, why: 'lease expired' };
-  return { ok: true, lease: signed };
 }
 
 export class LeaseCache {
@@ -74,11 +53,11 @@ export class LeaseCache {
   }
 
   get #maxLeases(): number {
-    return this.#o.maxLeases ?? 10000;
+    return this.#o.maxLeases;
   }
 
   get #maxBytes(): number {
-    return this.#o.maxBytes ?? 4 * 1024 * 1024;
+    return this.#o.maxBytes ?? LEASE_CACHE_MAX_BYTES;
   }
 
   get size(): number {
@@ -184,7 +163,7 @@ export class LeaseCache {
     this.#timer = this.#o.clock.setTimeout(() => {
       this.#timer = undefined;
       void this.flush();
-    }, this.#o.persistDelayMs ?? 30_000);
+    }, this.#o.persistDelayMs ?? LEASE_PERSIST_DELAY_MS);
   }
 
   /**

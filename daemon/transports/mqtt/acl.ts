@@ -6,7 +6,7 @@
  * - a connection is bound to the first `dev` it uses and may not touch another device's topics;
  * - before a welcome it may do nothing else; after it, the lease's policy applies;
  * - no `$SYS`, no wildcard outside what the policy grants, nothing else under `gatehouse/`.
- * The aedes hooks in broker.ts only translate these decisions.
+ * The aedes hooks in hooks/ only translate these decisions.
  */
 import { isValidId } from '../../../protocol/index.js';
 import type { Policy } from '../../../protocol/index.js';

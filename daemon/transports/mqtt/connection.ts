@@ -1,6 +1,8 @@
 /**
- * One accepted MQTT connection as the transport tracks it: the ACL view, the pipeline's view,
- * its timers and its bounded queue of auth messages waiting for the pipeline.
+ * One accepted MQTT connection as the transport tracks it: what CONNECT said, the device it is
+ * bound to, its lease policy, its auth timer and its subscriptions. Every field is written here,
+ * through the methods below: the connect hook fills in CONNECT, the ACL's verdicts bind it, the
+ * connection table welcomes and closes it.
  */
 import type { Duplex } from 'node:stream';
 import type { Client } from 'aedes';
@@ -8,28 +10,26 @@ import type { Policy } from '../../../protocol/index.js';
 import type { IngressConnection } from '../../pipeline/types.js';
 import type { AclConnection } from './acl.js';
 
+/** What CONNECT told us, kept for the ACL and the authenticate hook. */
+export interface ConnectFacts {
+  clientId: string;
+  keepalive: number;
+  /** Why the will can never be allowed, when it cannot (checked at CONNECT). */
+  willProblem: string | undefined;
+}
+
 export class MqttConnection implements AclConnection {
   readonly id: string;
   readonly ingress: IngressConnection;
   readonly stream: Duplex;
-  /** Set by preConnect from CONNECT; '' until then. */
-  clientId = '';
-  keepalive = 0;
-  willProblem: string | undefined;
-  boundDev: string | undefined;
-  policy: Policy | undefined;
-  closing = false;
-  /** Close once the current reply is published (a welcomed device refused on a new hello). */
-  closeAfterReply = false;
-  client: Client | undefined;
-  authTimer: NodeJS.Timeout | undefined;
-  /** Filters granted to this connection (bounded by the transport). */
-  readonly subscriptions = new Set<string>();
-  /** Auth messages (up payloads) waiting for the pipeline, oldest first; bounded by the transport. */
-  readonly queue: Uint8Array[] = [];
-  draining = false;
-  /** Auth messages dropped because the queue was full. */
-  dropped = 0;
+  /** Filters granted to this connection (bounded by the subscribe hook). */
+  readonly #subscriptions = new Set<string>();
+  #connect: ConnectFacts = { clientId: '', keepalive: 0, willProblem: undefined };
+  #boundDev: string | undefined;
+  #policy: Policy | undefined;
+  #closing = false;
+  #client: Client | undefined;
+  #authTimer: NodeJS.Timeout | undefined;
 
   constructor(seq: number, remote: string, stream: Duplex) {
     this.id = `mqtt:${seq}`;
@@ -37,7 +37,89 @@ export class MqttConnection implements AclConnection {
     this.stream = stream;
   }
 
+  /** The client id from CONNECT; '' until then. */
+  get clientId(): string {
+    return this.#connect.clientId;
+  }
+
+  get keepalive(): number {
+    return this.#connect.keepalive;
+  }
+
+  get willProblem(): string | undefined {
+    return this.#connect.willProblem;
+  }
+
+  get boundDev(): string | undefined {
+    return this.#boundDev;
+  }
+
+  get policy(): Policy | undefined {
+    return this.#policy;
+  }
+
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  get client(): Client | undefined {
+    return this.#client;
+  }
+
   get welcomed(): boolean {
-    return this.policy !== undefined;
+    return this.#policy !== undefined;
+  }
+
+  get subscriptionCount(): number {
+    return this.#subscriptions.size;
+  }
+
+  hasSubscription(filter: string): boolean {
+    return this.#subscriptions.has(filter);
+  }
+
+  /** Records what CONNECT said (the connect hook, once). */
+  connected(facts: ConnectFacts): void {
+    this.#connect = { ...facts };
+  }
+
+  /** Binds the connection to `dev` when the ACL asks for it (protocol-v1: "bound to the first dev it uses"). */
+  bind(dev: string | undefined): void {
+    if (dev !== undefined) this.#boundDev = dev;
+  }
+
+  subscribed(filter: string): void {
+    this.#subscriptions.add(filter);
+  }
+
+  unsubscribed(filter: string): void {
+    this.#subscriptions.delete(filter);
+  }
+
+  /** The aedes client serving this connection (once, at accept). */
+  attach(client: Client): void {
+    this.#client = client;
+  }
+
+  /** Starts the auth timer (protocol-v1: a connection not welcomed in time is closed). */
+  startAuthTimer(ms: number, onTimeout: () => void): void {
+    this.#authTimer = setTimeout(onTimeout, ms);
+  }
+
+  stopAuthTimer(): void {
+    clearTimeout(this.#authTimer);
+    this.#authTimer = undefined;
+  }
+
+  /** Sets the expanded lease policy: the connection is welcomed. */
+  welcome(policy: Policy): void {
+    this.#policy = policy;
+    this.stopAuthTimer();
+  }
+
+  /** The gateway is closing it: the ACL refuses everything from now on and its will is dropped. */
+  markClosing(): void {
+    this.#closing = true;
+    this.stopAuthTimer();
   }
 }

@@ -1,58 +1,72 @@
 /**
- * Options of the MQTT transport, their defaults and their validation (all problems reported at
- * once, each naming its option).
+ * Options of the MQTT transport: the configurable values, the built-in limits and their
+ * validation (all problems reported at once, each naming its option).
  */
 import type { Logger } from 'winston';
 import type { AuthPipeline, RevocationSource } from '../../pipeline/types.js';
 import { MqttError } from './errors.js';
 
-export interface MqttTransportOptions {
+/**
+ * The transport's configurable values, resolved from the config (daemon/config/settings.ts): the
+ * schema holds their defaults, so none has one here.
+ */
+export interface MqttSettings {
+  /** Plain TCP listener (port 0 picks a free port); `false` disables it. */
+  tcp: { host: string; port: number } | false;
+  /** Concurrent connections; beyond it new ones are dropped at accept. */
+  maxConnections: number;
+  /** Largest MQTT packet accepted (fixed header included). */
+  maxPacketBytes: number;
+  /** protocol-v1: a connection not welcomed within this is closed. */
+  authTimeoutMs: number;
+  /** Time between accept and CONNECT. */
+  connectTimeoutMs: number;
+  /** Largest keepalive (seconds) a client may ask for; 0 (none) is refused too. */
+  keepaliveMaxSec: number;
+}
+
+/** Built-in limits, not configurable (tests and benches change some). */
+export const MQTT_TUNING = {
+  /** Allow retained publishes on policy topics. */
+  allowRetain: false,
+  /** Auth messages queued per connection for the pipeline; beyond it they are dropped. */
+  maxQueuedPerConnection: 16,
+  /** Bound on one down publish and on each step of stop(). */
+  operationTimeoutMs: 5000,
+  /** stop() waits this long at most for auth messages being decided and replies being published. */
+  drainTimeoutMs: 5000,
+  /** Distinct subscriptions one connection may hold; beyond it SUBACK 0x80. */
+  maxSubscriptionsPerConnection: 32,
+};
+
+export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_TUNING> {
   pipeline: AuthPipeline;
   revocations?: RevocationSource;
   logger?: Logger;
-  /** Plain TCP listener; `false` disables it. Default 127.0.0.1, port 1883 (0 picks a free port). */
-  tcp?: { host?: string; port?: number } | false;
   /** TLS listener with a server certificate (PEM); off unless given. */
-  tls?: { host?: string; port?: number; cert: string | Buffer; key: string | Buffer };
-  /** Concurrent connections; beyond it new ones are dropped at accept. Default 1000. */
-  maxConnections?: number;
-  /** Largest MQTT packet accepted (fixed header included). Default 65536. */
-  maxPacketBytes?: number;
-  /** protocol-v1: a connection not welcomed within this is closed. Default 60000. */
-  authTimeoutMs?: number;
-  /** Time between accept and CONNECT. Default 10000. */
-  connectTimeoutMs?: number;
-  /** Largest keepalive (seconds) a client may ask for; 0 (none) is refused too. Default 300. */
-  keepaliveMaxSec?: number;
-  /** Allow retained publishes on policy topics. Default false. */
-  allowRetain?: boolean;
-  /** Auth messages queued per connection for the pipeline; beyond it they are dropped. Default 16. */
-  maxQueuedPerConnection?: number;
-  /** Bound on one down publish and on stop(). Default 5000. */
-  operationTimeoutMs?: number;
-  /** stop() waits this long at most for auth messages being decided and replies being published. Default 5000. */
-  drainTimeoutMs?: number;
-  /** Distinct subscriptions one connection may hold; beyond it SUBACK 0x80. Default 32. */
-  maxSubscriptionsPerConnection?: number;
+  tls?: { host: string; port: number; cert: string | Buffer; key: string | Buffer };
 }
 
-/** The options with every default applied. */
+/** The options with the built-in limits applied. */
 export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls'>>;
 
-/** Applies the defaults and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
+/** Applies the built-in limits and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
 export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
   const o: ResolvedOptions = {
+    ...MQTT_TUNING,
     pipeline: options.pipeline,
-    maxConnections: options.maxConnections ?? 1000,
-    maxPacketBytes: options.maxPacketBytes ?? 65536,
-    authTimeoutMs: options.authTimeoutMs ?? 60_000,
-    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
-    keepaliveMaxSec: options.keepaliveMaxSec ?? 300,
-    allowRetain: options.allowRetain ?? false,
-    maxQueuedPerConnection: options.maxQueuedPerConnection ?? 16,
-    operationTimeoutMs: options.operationTimeoutMs ?? 5000,
-    drainTimeoutMs: options.drainTimeoutMs ?? 5000,
-    maxSubscriptionsPerConnection: options.maxSubscriptionsPerConnection ?? 32,
+    maxConnections: options.maxConnections,
+    maxPacketBytes: options.maxPacketBytes,
+    authTimeoutMs: options.authTimeoutMs,
+    connectTimeoutMs: options.connectTimeoutMs,
+    keepaliveMaxSec: options.keepaliveMaxSec,
+    ...definedOnly({
+      allowRetain: options.allowRetain,
+      maxQueuedPerConnection: options.maxQueuedPerConnection,
+      operationTimeoutMs: options.operationTimeoutMs,
+      drainTimeoutMs: options.drainTimeoutMs,
+      maxSubscriptionsPerConnection: options.maxSubscriptionsPerConnection,
+    }),
   };
   const bad: string[] = [];
   for (const name of [
@@ -75,4 +89,9 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
   if (options.tcp === false && options.tls === undefined) bad.push('tcp/tls: at least one listener is needed');
   if (bad.length > 0) throw new MqttError('GH_MQTT_BAD_OPTION', `invalid MQTT options: ${bad.join('; ')}`);
   return o;
+}
+
+/** The fields of `o` that are not undefined (so they do not override the built-in limits). */
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -91,3 +91,8 @@ export function filterCovers(granted: string, requested: string): boolean {
   }
   return g.length === r.length;
 }
+
+/** Topics and client ids from clients go to logs only shortened. */
+export function shortForLog(s: string): string {
+  return s.length > 96 ? `${s.slice(0, 96)}…` : s;
+}

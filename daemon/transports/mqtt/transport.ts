@@ -2,25 +2,29 @@
  * The MQTT transport: an embedded aedes 1.x broker (MQTT 3.1.1) on a TCP listener (loopback by
  * default) and an optional TLS listener. Auth messages on `gatehouse/v1/{dev}/up` go to the
  * AuthPipeline; its reply is published on `.../down` at QoS 1 (protocol-v1 "MQTT transport").
- * The access policy lives in acl.ts; this file only wires aedes hooks to it.
+ * The access policy lives in acl.ts, the connections in connection-table.ts, the aedes hooks in
+ * hooks/ (one file per verb); this file owns the broker and the listeners and wires them.
  */
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
+import { Aedes, type Client } from 'aedes';
 import type { Logger } from 'winston';
 import winston from 'winston';
 import type { RevocationSource } from '../../pipeline/types.js';
-import { checkClientId, checkDeliver, checkPublish, checkSubscribe, checkWillAtConnect, type AclOptions } from './acl.js';
-import { MqttConnection } from './connection.js';
+import type { MqttConnection } from './connection.js';
+import { MqttConnectionTable } from './connection-table.js';
 import { MqttError } from './errors.js';
 import { MqttFrameGuard } from './frame-guard.js';
+import { connectHooks } from './hooks/connect.js';
+import { deliverHooks, publishDown } from './hooks/deliver.js';
+import { publishHooks } from './hooks/publish.js';
+import { subscribeHooks } from './hooks/subscribe.js';
 import { MqttIngress } from './ingress.js';
 import { resolveOptions, type MqttTransportOptions, type ResolvedOptions } from './options.js';
-import { downTopic, parseAuthTopic } from './topics.js';
 
-export type { MqttTransportOptions } from './options.js';
+export type { MqttSettings, MqttTransportOptions } from './options.js';
 
 /** Counters for metrics and tests. */
 export interface MqttTransportStats {
@@ -34,15 +38,8 @@ export interface MqttTransportStats {
   closedRevoked: number;
 }
 
-// aedes AuthErrorCode is a const enum in its typings; MQTT 3.1.1 §3.2.2.3 return codes.
-const IDENTIFIER_REJECTED = 2;
 /** Pending-connection queue of the listeners: as deep as the kernel allows (see #listen). */
 const LISTEN_BACKLOG = 65535;
-const NOT_AUTHORIZED = 5;
-
-function connackError(message: string, returnCode: number): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
-}
 
 /** The part of aedes' persistence (aedes-persistence 'memory') that forgetCleanOutgoing replaces. */
 interface OutgoingClear {
@@ -76,11 +73,6 @@ function dropNumberCache(): void {
   mqttPacket.writeToStream.cacheNumbers = false;
 }
 
-/** Topics and payload sizes from clients go to logs only shortened. */
-function short(s: string): string {
-  return s.length > 96 ? `${s.slice(0, 96)}…` : s;
-}
-
 /** Lifecycle events, for the status socket and tests (no payloads, no secrets). */
 export interface MqttTransportEvents {
   /** A subscription was granted (`filter` as granted). */
@@ -97,55 +89,46 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #tls: MqttTransportOptions['tls'];
   readonly #revocations: RevocationSource | undefined;
   readonly #log: Logger;
-  readonly #acl: AclOptions;
-  readonly #byClient = new WeakMap<Client, MqttConnection>();
-  readonly #conns = new Map<string, MqttConnection>();
-  /** The latest welcomed connection of each device (see #onWelcomed). */
-  readonly #welcomedByDev = new Map<string, MqttConnection>();
-  readonly #stats: MqttTransportStats = {
-    connections: 0,
-    welcomed: 0,
-    refusedAtAccept: 0,
-    frameViolations: 0,
-    droppedAuthMessages: 0,
-    closedByAuthTimeout: 0,
-    closedSuperseded: 0,
-    closedRevoked: 0,
-  };
+  readonly #table: MqttConnectionTable;
+  readonly #ingress: MqttIngress;
+  readonly #counters = { refusedAtAccept: 0, frameViolations: 0 };
   #broker: Aedes | undefined;
   #servers: (net.Server | tls.Server)[] = [];
   #unsubscribeRevocations: (() => void) | undefined;
-  #seq = 0;
-  readonly #ingress: MqttIngress;
-  /** stop() waiting for in-flight auth messages to be answered. */
-  readonly #idleWaiters: (() => void)[] = [];
 
   constructor(options: MqttTransportOptions) {
     super();
     this.#o = resolveOptions(options);
-    this.#tcp = options.tcp === false ? undefined : { host: options.tcp?.host ?? '127.0.0.1', port: options.tcp?.port ?? 1883 };
+    this.#tcp = options.tcp === false ? undefined : options.tcp;
     this.#tls = options.tls;
     this.#revocations = options.revocations;
     this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
-    this.#acl = { allowRetain: this.#o.allowRetain };
+    this.#table = new MqttConnectionTable({
+      log: this.#log,
+      authTimeoutMs: this.#o.authTimeoutMs,
+      events: {
+        welcomed: (conn, dev) => this.#emitSafely('welcomed', conn.id, dev),
+        closed: (conn) => this.#closed(conn),
+      },
+    });
     this.#ingress = new MqttIngress({
       pipeline: this.#o.pipeline,
       log: this.#log,
       maxQueued: this.#o.maxQueuedPerConnection,
-      isLive: (conn) => !conn.closing && this.#conns.has(conn.id),
-      publishDown: (dev, payload) => this.#publishDown(dev, payload),
-      close: (conn) => this.#close(conn),
-      onWelcomed: (conn, dev) => this.#onWelcomed(conn, dev),
-      onDropped: () => {
-        this.#stats.droppedAuthMessages += 1;
-      },
-      onIdle: () => this.#checkIdle(),
+      connections: this.#table,
+      publishDown: (dev, payload) => publishDown(this.#broker, dev, payload, this.#o.operationTimeoutMs),
     });
   }
 
   /** Counters and gauges. */
   stats(): MqttTransportStats {
-    return { ...this.#stats, connections: this.#conns.size, welcomed: [...this.#conns.values()].filter((c) => c.welcomed).length };
+    return {
+      ...this.#counters,
+      ...this.#table.counters,
+      connections: this.#table.size,
+      welcomed: this.#table.welcomedCount(),
+      droppedAuthMessages: this.#ingress.dropped,
+    };
   }
 
   /** Bound listener addresses (after start). */
@@ -165,24 +148,26 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   async start(): Promise<void> {
     if (this.#broker !== undefined) return;
     dropNumberCache();
+    const table = this.#table;
+    const acl = { allowRetain: this.#o.allowRetain };
+    const subscribe = subscribeHooks({
+      table,
+      log: this.#log,
+      maxSubscriptionsPerConnection: this.#o.maxSubscriptionsPerConnection,
+      onSubscribed: (conn, filter, qos) => this.#emitSafely('subscribed', conn, filter, qos),
+    });
     const broker = await Aedes.createBroker({
       connectTimeout: this.#o.connectTimeoutMs,
-      preConnect: (client, packet, cb) => this.#preConnect(client, packet, cb),
-      authenticate: (client, _user, _pass, cb) => this.#authenticate(client, cb),
-      authorizePublish: (client, packet, cb) => this.#authorizePublish(client, packet, cb),
-      authorizeSubscribe: (client, sub, cb) => this.#authorizeSubscribe(client, sub, cb),
-      authorizeForward: (client, packet) => this.#authorizeForward(client, packet),
-      published: (packet, client, cb) => this.#published(packet, client, cb),
+      ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec }),
+      ...publishHooks({ table, log: this.#log, acl, ingress: this.#ingress }),
+      authorizeSubscribe: subscribe.authorizeSubscribe,
+      ...deliverHooks(table),
     });
     forgetCleanOutgoing(broker);
     broker.on('connectionError', (_client: Client, err: Error) => this.#log.debug('connection error before CONNECT', { error: err.message }));
-    broker.on('unsubscribe', (filters: string[], client: Client) => {
-      const conn = this.#byClient.get(client);
-      for (const f of filters) conn?.subscriptions.delete(f);
-    });
+    broker.on('unsubscribe', (filters: string[], client: Client) => subscribe.unsubscribed(filters, client));
     broker.on('clientError', (client: Client, err: Error) => {
-      const conn = this.#byClient.get(client);
-      this.#log.debug('client error', { conn: conn?.id, error: err.message });
+      this.#log.debug('client error', { conn: table.byClient(client)?.id, error: err.message });
     });
     this.#broker = broker;
     try {
@@ -200,13 +185,13 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
           this.#log.debug('TLS handshake failed', { error: err.message });
           socket.destroy();
         });
-        await this.#listen(server, this.#tls.host ?? '127.0.0.1', this.#tls.port ?? 8883);
+        await this.#listen(server, this.#tls.host, this.#tls.port);
       }
     } catch (err) {
       await this.stop();
       throw err;
     }
-    this.#unsubscribeRevocations = this.#revocations?.onRevoked((devices) => this.#revoked(devices));
+    this.#unsubscribeRevocations = this.#revocations?.onRevoked((devices) => this.#table.revoke(devices));
     this.#log.info('MQTT broker listening', { addresses: this.addresses() });
   }
 
@@ -227,27 +212,15 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     if (broker !== undefined) {
       await this.#bounded(new Promise<void>((resolve) => broker.close(() => resolve())), 'broker close');
     }
-    for (const conn of this.#conns.values()) {
-      clearTimeout(conn.authTimer);
-      conn.stream.destroy();
-    }
+    this.#table.destroyAll();
     await this.#bounded(Promise.all(closed).then(() => undefined), 'listener close');
-  }
-
-  #busy(): boolean {
-    for (const c of this.#conns.values()) if (c.draining || c.queue.length > 0) return true;
-    return false;
-  }
-
-  #checkIdle(): void {
-    if (this.#idleWaiters.length > 0 && !this.#busy()) for (const w of this.#idleWaiters.splice(0)) w();
   }
 
   /** Resolves once no connection has an auth message being decided or answered (bounded). */
   async #drained(): Promise<void> {
-    if (this.#broker === undefined || !this.#busy()) return;
+    if (this.#broker === undefined || !this.#ingress.busy) return;
     this.#log.info('draining in-flight auth messages', { maxMs: this.#o.drainTimeoutMs });
-    await this.#bounded(new Promise<void>((resolve) => this.#idleWaiters.push(resolve)), 'drain', this.#o.drainTimeoutMs);
+    await this.#bounded(this.#ingress.idle(), 'drain', this.#o.drainTimeoutMs);
   }
 
   async #bounded(p: Promise<void>, what: string, ms = this.#o.operationTimeoutMs): Promise<void> {
@@ -283,8 +256,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
 
   #accept(socket: net.Socket | tls.TLSSocket): void {
     const broker = this.#broker;
-    if (broker === undefined || this.#conns.size >= this.#o.maxConnections) {
-      this.#stats.refusedAtAccept += 1;
+    if (broker === undefined || this.#table.size >= this.#o.maxConnections) {
+      this.#counters.refusedAtAccept += 1;
       this.#log.warn('connection refused: too many connections', { max: this.#o.maxConnections });
       socket.destroy();
       return;
@@ -292,170 +265,27 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     // Measured: with Nagle each request/response round trip costs ~88 ms on loopback.
     socket.setNoDelay(true);
     socket.on('error', (err) => this.#log.debug('socket error', { error: err.message }));
-    this.#seq += 1;
     const remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    const id = `mqtt:${this.#seq}`;
+    const id = this.#table.nextId();
     const guard = new MqttFrameGuard(socket, {
       maxPacketBytes: this.#o.maxPacketBytes,
       onViolation: (violation, detail) => {
-        this.#stats.frameViolations += 1;
+        this.#counters.frameViolations += 1;
         this.#log.warn('connection closed: MQTT framing violation', { conn: id, remote, violation, detail });
       },
     });
-    const c = new MqttConnection(this.#seq, remote, guard);
-    this.#conns.set(c.id, c);
-    guard.on('close', () => this.#closed(c));
-    c.authTimer = setTimeout(() => {
-      if (c.welcomed) return;
-      this.#stats.closedByAuthTimeout += 1;
-      this.#log.info('connection closed: not welcomed in time', { conn: c.id, ms: this.#o.authTimeoutMs });
-      this.#close(c);
-    }, this.#o.authTimeoutMs);
-    c.client = broker.handle(guard);
-    this.#byClient.set(c.client, c);
-    this.#log.debug('connection accepted', { conn: c.id, remote });
+    const conn = this.#table.open(remote, guard);
+    guard.on('close', () => this.#table.closed(conn));
+    this.#table.attach(conn, broker.handle(guard));
+    this.#log.debug('connection accepted', { conn: conn.id, remote });
   }
 
+  /** The table forgot `conn`: drop its waiting auth messages and tell the pipeline. */
   #closed(conn: MqttConnection): void {
-    if (!this.#conns.delete(conn.id)) return;
-    if (conn.boundDev !== undefined && this.#welcomedByDev.get(conn.boundDev) === conn) this.#welcomedByDev.delete(conn.boundDev);
-    clearTimeout(conn.authTimer);
-    conn.queue.length = 0;
-    this.#checkIdle();
+    const dropped = this.#ingress.forget(conn);
     this.#o.pipeline.connectionClosed(conn.ingress);
-    this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev, droppedAuthMessages: conn.dropped });
+    this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev, droppedAuthMessages: dropped });
     this.#emitSafely('closed', conn.id, conn.boundDev);
-  }
-
-  /** Closes a connection from the gateway side; its will is not published. */
-  #close(conn: MqttConnection): void {
-    conn.closing = true;
-    clearTimeout(conn.authTimer);
-    if (conn.client !== undefined) conn.client.close();
-    conn.stream.destroy();
-  }
-
-  #preConnect(client: Client, packet: ConnectPacket, cb: (error: Error | null, success: boolean) => void): void {
-    const conn = this.#byClient.get(client);
-    if (conn === undefined) {
-      cb(new Error('unknown connection'), false);
-      return;
-    }
-    // [MQTT-3.1.2-14] will QoS 3 and [MQTT-3.1.2-22] a password without a user name are protocol
-    // violations: close the connection without a CONNACK [MQTT-4.8.0-1].
-    const violation = (packet.will?.qos ?? 0) > 2 ? 'will QoS 3' : packet.password !== undefined && packet.username === undefined ? 'password without user name' : undefined;
-    if (violation !== undefined) {
-      this.#log.info('CONNECT refused: protocol violation', { conn: conn.id, why: violation });
-      cb(new Error(violation), false);
-      return;
-    }
-    conn.clientId = typeof packet.clientId === 'string' ? packet.clientId : '';
-    conn.keepalive = packet.keepalive ?? 0;
-    if (packet.will !== undefined && packet.will !== null) {
-      const will = checkWillAtConnect(packet.will.topic, packet.will.retain === true, this.#acl);
-      conn.willProblem = will.ok ? undefined : will.why;
-    }
-    // The broker-side id is ours and unique: a peer naming another device's client id can
-    // neither take over ([MQTT-3.1.4-2]) nor read that device's session. Sessions are clean:
-    // persistent sessions would keep state for every connection ever made.
-    packet.clientId = conn.id;
-    packet.clean = true;
-    cb(null, true);
-  }
-
-  #authenticate(client: Client, cb: (error: AuthenticateError | null, success: boolean | null) => void): void {
-    const conn = this.#byClient.get(client);
-    if (conn === undefined) {
-      cb(connackError('unknown connection', NOT_AUTHORIZED), false);
-      return;
-    }
-    const id = checkClientId(conn.clientId);
-    if (!id.ok) {
-      this.#log.info('CONNECT refused: client id', { conn: conn.id, clientId: short(conn.clientId), why: id.why });
-      cb(connackError(id.why, IDENTIFIER_REJECTED), false);
-      return;
-    }
-    // MQTT 3.1.1 cannot tell a client which keepalive to use; like mosquitto's max_keepalive,
-    // a keepalive of 0 (never) or above the limit is refused as "identifier rejected".
-    if (conn.keepalive === 0 || conn.keepalive > this.#o.keepaliveMaxSec) {
-      this.#log.info('CONNECT refused: keepalive', { conn: conn.id, keepalive: conn.keepalive, max: this.#o.keepaliveMaxSec });
-      cb(connackError('keepalive out of range', IDENTIFIER_REJECTED), false);
-      return;
-    }
-    if (conn.willProblem !== undefined) {
-      this.#log.info('CONNECT refused: will', { conn: conn.id, why: conn.willProblem });
-      cb(connackError(conn.willProblem, NOT_AUTHORIZED), false);
-      return;
-    }
-    cb(null, true);
-  }
-
-  #authorizePublish(client: Client | null, packet: PublishPacket, cb: (error?: Error | null) => void): void {
-    const conn = client === null ? undefined : this.#byClient.get(client);
-    if (conn === undefined) {
-      cb(new Error('publish refused'));
-      return;
-    }
-    const d = checkPublish(conn, packet.topic, packet.qos, packet.retain, this.#acl);
-    if (!d.ok) {
-      // MQTT 3.1.1 has no negative PUBACK: the connection is closed (aedes does it on error).
-      this.#log.warn('publish refused', { conn: conn.id, dev: conn.boundDev, topic: short(packet.topic), why: d.why });
-      cb(new Error(`publish refused: ${d.why}`));
-      return;
-    }
-    if (d.bind !== undefined) conn.boundDev = d.bind;
-    cb(null);
-  }
-
-  #authorizeSubscribe(client: Client, sub: Subscription, cb: (error: Error | null, subscription?: Subscription | null) => void): void {
-    const conn = this.#byClient.get(client);
-    const d = conn === undefined ? { ok: false as const, why: 'unknown connection' } : checkSubscribe(conn, sub.topic, sub.qos);
-    if (!d.ok || conn === undefined) {
-      // cb(err) would drop the connection; cb(null, null) refuses only this filter (SUBACK 0x80).
-      this.#log.warn('subscribe refused', { conn: conn?.id, topic: short(sub.topic), why: d.ok ? 'unknown' : d.why });
-      cb(null, null);
-      return;
-    }
-    // Each subscription costs broker memory (client table and matcher): bounded per connection.
-    if (!conn.subscriptions.has(sub.topic) && conn.subscriptions.size >= this.#o.maxSubscriptionsPerConnection) {
-      this.#log.warn('subscribe refused', { conn: conn.id, topic: short(sub.topic), why: 'too many subscriptions' });
-      cb(null, null);
-      return;
-    }
-    conn.subscriptions.add(sub.topic);
-    if (d.bind !== undefined) conn.boundDev = d.bind;
-    const qos = d.qos ?? 1;
-    cb(null, { ...sub, qos });
-    this.#emitSafely('subscribed', conn.id, sub.topic, qos);
-  }
-
-  #authorizeForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
-    const conn = this.#byClient.get(client);
-    return conn !== undefined && checkDeliver(conn, packet.topic) ? packet : null;
-  }
-
-  #published(packet: AedesPublishPacket, client: Client | null, cb: (error?: Error | null) => void): void {
-    cb(null);
-    if (client === null) return;
-    const conn = this.#byClient.get(client);
-    const auth = parseAuthTopic(packet.topic);
-    if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
-    this.#ingress.enqueue(conn, auth.dev, new Uint8Array(packet.payload as Buffer));
-  }
-
-  /** protocol-v1: "A later welcome of the same dev on another connection closes the older one." */
-  #onWelcomed(conn: MqttConnection, dev: string): void {
-    this.#emitSafely('welcomed', conn.id, dev);
-    // protocol-v1: "A later welcome of the same dev on another connection closes the older one."
-    // Each welcome closes its predecessor, so at most one live welcomed connection per dev is
-    // recorded: a map lookup instead of a scan of every connection (O(n²) in a storm).
-    const other = this.#welcomedByDev.get(dev);
-    this.#welcomedByDev.set(dev, conn);
-    if (other !== undefined && other !== conn && other.boundDev === dev && other.welcomed && !other.closing) {
-      this.#stats.closedSuperseded += 1;
-      this.#log.info('connection closed: device welcomed on a newer connection', { conn: other.id, dev, newer: conn.id });
-      this.#close(other);
-    }
   }
 
   /** A listener's fault must not break the broker's hooks. */
@@ -464,42 +294,6 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       (this.emit as (e: K, ...a: MqttTransportEvents[K]) => boolean)(event, ...args);
     } catch (err) {
       this.#log.warn('transport event listener failed', { event, error: err instanceof Error ? err.message : String(err) });
-    }
-  }
-
-  /** protocol-v1: "A revoked device's connection is closed." */
-  #revoked(devices: string[]): void {
-    const set = new Set(devices);
-    for (const conn of this.#conns.values()) {
-      if (conn.boundDev !== undefined && set.has(conn.boundDev) && !conn.closing) {
-        this.#stats.closedRevoked += 1;
-        this.#log.info('connection closed: device revoked', { conn: conn.id, dev: conn.boundDev });
-        this.#close(conn);
-      }
-    }
-  }
-
-  async #publishDown(dev: string, payload: Uint8Array): Promise<void> {
-    const broker = this.#broker;
-    if (broker === undefined) throw new MqttError('GH_MQTT_NOT_RUNNING', 'broker stopped');
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        new Promise<void>((resolve, reject) => {
-          broker.publish(
-            { cmd: 'publish', topic: downTopic(dev), payload: Buffer.from(payload), qos: 1, retain: false, dup: false },
-            (err) => (err ? reject(err) : resolve()),
-          );
-        }),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new MqttError('GH_MQTT_PUBLISH_TIMEOUT', `publish on down topic not done within ${this.#o.operationTimeoutMs} ms`)),
-            this.#o.operationTimeoutMs,
-          );
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
     }
   }
 }

@@ -16,6 +16,7 @@ import { DEFAULT_POLICY, Ed25519Signer, Es256Signer, randomNonce, sha256, signGa
 import { base64UrlDecode } from '../../../protocol/http-signature.js';
 import { SessionManager } from '../../../daemon/backend-client/session.js';
 import { closeServer, listenLoopback } from '../../../testkit/listen.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../../../testkit/component-defaults.js';
 
 const NAME = 'backend.example.com';
 const GW = 'gw-a';
@@ -84,6 +85,7 @@ describe('daemon/backend-client/client against broken and hostile answers', func
       session: { current: () => session },
       backendKeys: new Map([[backend.kid, backend.publicKeyRaw]]),
       stateDir: join(dir, `state-${Math.random().toString(36).slice(2)}`),
+      ...BACKEND_CLIENT_DEFAULTS,
       revocationPollMs: 0,
       retryBaseMs: 1,
       retryMaxMs: 2,

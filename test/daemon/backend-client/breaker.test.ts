@@ -41,7 +41,7 @@ describe('daemon/backend-client/breaker', () => {
   });
 
   it('a success resets the consecutive failure count', () => {
-    const b = new CircuitBreaker(new ManualClock(), { failureThreshold: 2 });
+    const b = new CircuitBreaker(new ManualClock(), { failureThreshold: 2, openMs: 10000 });
     b.failure();
     b.success();
     b.failure();

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import winston from 'winston';
-import { checkLease, LeaseCache } from '../../../daemon/backend-client/lease-cache.js';
+import { checkLease } from '../../../daemon/backend-client/lease-check.js';
+import { LeaseCache } from '../../../daemon/backend-client/lease-cache.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../../../testkit/component-defaults.js';
 import { DEFAULT_POLICY, Ed25519Signer, signLease, type Lease } from '../../../protocol/index.js';
 import { ManualClock } from '../../../testkit/manual-clock.js';
 import { tempDirEach } from '../../../testkit/temp-dir.js';
@@ -32,7 +34,7 @@ describe('daemon/backend-client/lease-cache', () => {
   }
 
   function cache(extra: { maxLeases?: number; maxBytes?: number } = {}): LeaseCache {
-    return new LeaseCache({ gw: GW, backendKeys, stateDir: tmp.path, clock, logger: silent, ...extra });
+    return new LeaseCache({ gw: GW, backendKeys, stateDir: tmp.path, clock, logger: silent, maxLeases: BACKEND_CLIENT_DEFAULTS.maxLeases, ...extra });
   }
 
   it('checkLease refuses a lease signed by another key, for another gateway or device, or expired', async () => {

@@ -21,6 +21,7 @@ import { EmulatedNobleBindings } from '../../../../peripherals/reference/ble-emu
 import { ReferenceBlePeripheral } from '../../../../peripherals/reference/ble-peripheral.js';
 import { BACKEND_TEST_NAME, startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
 import { resultOf, waitForEvent } from './rig.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 
 const GW = 'gw-ble-e2e';
 
@@ -61,7 +62,7 @@ describe('BLE end to end (reference backend, backend client, pipeline, real nobl
       stateDir,
     });
     assert.equal(await session.start(), true, 'the backend issued a session credential');
-    client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir, revocationPollMs: 0 });
+    client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir, ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
     await client.start();
     pipeline = new Pipeline({ gw: GW, verifier: client, sessions: session });
 

@@ -32,6 +32,7 @@ import { TpmKeyStore } from '../../../../tpm/tpm-key-store.js';
 import { startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
 import { Swtpm } from '../../../../testkit/swtpm.js';
 import { peripheralFor, startHarness, within, type Harness } from './harness.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 
 const GW = 'gw-e2e-1';
 
@@ -118,7 +119,7 @@ describe('daemon/transports/mqtt end to end (reference backend, backend client, 
       stateDir: join(dir, 'state'),
     });
     assert.equal(await sessions.start(), true, 'session obtained with the TPM key');
-    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'state'), revocationPollMs: 0 });
+    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'state'), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
     await client.start();
     h = await startHarness(client, sessions, { gw: GW });
     const cert = await issueCert(join(dir, 'mqtt-pki'), tb.pki.ca, { name: 'mqtt', sans: ['localhost', '127.0.0.1'] });

@@ -10,6 +10,7 @@ import { Ed25519Signer } from '../../../../protocol/index.js';
 import { Pipeline, type PipelineOptions } from '../../../../daemon/pipeline/pipeline.js';
 import type { HelloVerifier, SessionProvider } from '../../../../daemon/pipeline/types.js';
 import { MqttTransport, type MqttTransportOptions } from '../../../../daemon/transports/mqtt/transport.js';
+import { MQTT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 import { MqttReferencePeripheral } from '../../../../peripherals/reference/mqtt-peripheral.js';
 import { ReferencePeripheral } from '../../../../peripherals/reference/peripheral.js';
 import { FakeRevocationSource, FakeSessionProvider, FakeVerifier } from '../../../fakes/FakeVerifier.js';
@@ -34,7 +35,7 @@ export async function startHarness(
   const pipeline = new Pipeline({ gw: opts.gw ?? GW, verifier, sessions, ...opts.pipeline });
   const revocations = new FakeRevocationSource();
   const logger = process.env.GH_TEST_LOG === '1' ? winston.createLogger({ level: 'debug', transports: [new winston.transports.Console()] }) : undefined;
-  const transport = new MqttTransport({ pipeline, revocations, tcp: { host: '127.0.0.1', port: 0 }, ...(logger ? { logger } : {}), ...opts.transport });
+  const transport = new MqttTransport({ pipeline, revocations, ...MQTT_DEFAULTS, tcp: { host: '127.0.0.1', port: 0 }, ...(logger ? { logger } : {}), ...opts.transport });
   await transport.start();
   const addresses = transport.addresses();
   const port = addresses.tcp?.port ?? addresses.tls?.port ?? 0;

@@ -15,6 +15,7 @@ import { createCa, issueCert } from '../../../../backend/pki.js';
 import type { FakeVerifier } from '../../../fakes/FakeVerifier.js';
 import type { FakeSessionProvider } from '../../../fakes/FakeVerifier.js';
 import { closed, fakeBackend, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
+import { MQTT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 
 /**
  * Takes a heap snapshot of this process (after a full GC) and answers which of `strings` are
@@ -235,7 +236,7 @@ describe('daemon/transports/mqtt connection limits (real aedes on loopback)', ()
     const { Pipeline } = await import('../../../../daemon/pipeline/pipeline.js');
     const pipeline = new Pipeline({ gw: 'gw-x', verifier: backend, sessions });
     assert.throws(
-      () => new MqttTransport({ pipeline, maxPacketBytes: 100, authTimeoutMs: 0 }),
+      () => new MqttTransport({ pipeline, ...MQTT_DEFAULTS, maxPacketBytes: 100, authTimeoutMs: 0 }),
       (e: Error & { code?: string }) => e.code === 'GH_MQTT_BAD_OPTION' && /maxPacketBytes/.test(e.message) && /authTimeoutMs/.test(e.message),
     );
   });

@@ -1,0 +1,84 @@
+/**
+ * protocol-v1 `POST /v1/verify` answer, read strictly into one verdict per hello. Pure: bytes
+ * and objects in, verdicts out (the time comes in as `nowS`); the client counts, logs, caches
+ * the leases and answers the callers.
+ */
+import { base64UrlDecode, isReasonCode, isValidId, MAX_MESSAGE_BYTES, type Lease, type ReasonCode } from '../../protocol/index.js';
+import { BackendError } from './errors.js';
+import { checkLease } from './lease-check.js';
+import { badField, isObject } from './wire.js';
+
+/** The verdict on one hello of a verify answer. */
+export type HelloVerdict =
+  | { kind: 'welcome'; lease: Lease; leaseBytes: Uint8Array }
+  | { kind: 'reject'; reason: ReasonCode }
+  /**
+   * The answer for this hello cannot be trusted, so the hello is answered backend-unavailable:
+   * `reason` not a protocol-v1 reason code, `result` malformed (or for another device), `lease`
+   * refused by checkLease.
+   */
+  | { kind: 'fault'; fault: 'reason' | 'result' | 'lease'; why: string };
+
+export interface VerifyAnswer {
+  /** Verdicts by wire id, in the answer's order. A hello the answer does not cover has none. */
+  verdicts: Map<string, HelloVerdict>;
+  /**
+   * Why the rest of the answer was refused (not an object, not a results array, more results
+   * than hellos, an id unknown or repeated); the verdicts read before it stand.
+   */
+  refused?: string;
+}
+
+export interface VerifyAnswerContext {
+  gw: string;
+  backendKeys: ReadonlyMap<string, Uint8Array>;
+  /** Unix seconds, for lease expiry. */
+  nowS: number;
+}
+
+/**
+ * Reads `json` as the answer to the hellos `sent` (wire id → the device the hello names).
+ *
+ * The verdicts and their leases arrive over the pinned TLS link. A lease's signature protects
+ * the offline rule, and the lease cache verifies it wherever a lease is relied on (loaded from
+ * disk, used offline); verifying every lease here as well would cost an Ed25519 verification
+ * per welcome (~15 % of the gateway's CPU per auth) and protect nothing the channel does not.
+ * The leases are verified until one passes, so a backend signing with a key we do not pin is
+ * caught at once rather than at the first outage.
+ */
+export function readVerifyAnswer(json: unknown, sent: ReadonlyMap<string, string>, ctx: VerifyAnswerContext): VerifyAnswer {
+  const verdicts = new Map<string, HelloVerdict>();
+  let spotChecked = false;
+  try {
+    if (!isObject(json) || !Array.isArray(json.results)) badField('results is not an array');
+    if (json.results.length > sent.size) badField('more results than hellos');
+    for (const r of json.results as unknown[]) {
+      if (!isObject(r) || typeof r.id !== 'string') badField('result without a string id');
+      const dev = sent.get(r.id);
+      if (dev === undefined || verdicts.has(r.id)) badField(`result for unknown or repeated id ${r.id.slice(0, 16)}`);
+      const verdict = readResult(r, dev, ctx, !spotChecked);
+      if (verdict.kind === 'welcome') spotChecked = true;
+      verdicts.set(r.id, verdict);
+    }
+  } catch (e) {
+    return { verdicts, refused: e instanceof BackendError ? e.message : 'bad verify answer' };
+  }
+  return { verdicts };
+}
+
+function readResult(r: Record<string, unknown>, dev: string, ctx: VerifyAnswerContext, verifySignature: boolean): HelloVerdict {
+  if (r.ok === false) {
+    return isReasonCode(r.reason) ? { kind: 'reject', reason: r.reason } : { kind: 'fault', fault: 'reason', why: 'not a protocol-v1 reason code' };
+  }
+  if (r.ok !== true || typeof r.dev !== 'string' || !isValidId(r.dev) || r.dev !== dev || typeof r.lease !== 'string') {
+    return { kind: 'fault', fault: 'result', why: 'result malformed' };
+  }
+  // A lease that does not parse, is not for this gateway and device, is expired or names an
+  // unknown backend kid (or, when checked, does not verify under pk_S) makes the verdict a
+  // failure: the backend answer is not trustworthy.
+  const bytes = base64UrlDecode(r.lease, MAX_MESSAGE_BYTES);
+  if (bytes === undefined) return { kind: 'fault', fault: 'lease', why: 'lease is not base64url' };
+  const check = checkLease(bytes, { gw: ctx.gw, backendKeys: ctx.backendKeys, nowS: ctx.nowS, dev, verifySignature });
+  if (!check.ok) return { kind: 'fault', fault: 'lease', why: check.why };
+  return { kind: 'welcome', lease: check.lease.payload, leaseBytes: bytes };
+}

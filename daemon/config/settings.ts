@@ -1,0 +1,37 @@
+/**
+ * The validated config turned into the settings each component takes. The schema holds every
+ * default (CONTRIBUTING.md §7); components take these resolved values and keep no default of
+ * their own for a configurable value.
+ */
+import type { BackendClientSettings } from '../backend-client/client.js';
+import type { MqttSettings } from '../transports/mqtt/options.js';
+import type { GatehouseConfig } from './schema.js';
+
+/** `backend.*` for the backend client. */
+export function backendClientSettings(cfg: GatehouseConfig): BackendClientSettings {
+  const b = cfg.backend;
+  return {
+    maxBatch: b.batch.maxSize,
+    maxWaitMs: b.batch.maxWaitMs,
+    flushWhenIdle: b.batch.flushWhenIdle,
+    maxInFlight: b.maxInFlight,
+    maxQueue: b.queueLimit,
+    requestTimeoutMs: b.requestTimeoutMs,
+    breaker: { failureThreshold: b.circuit.failureThreshold, openMs: b.circuit.openMs },
+    revocationPollMs: b.revocationPollSec * 1000,
+    maxLeases: b.leaseCache.enabled ? b.leaseCache.maxEntries : 0,
+  };
+}
+
+/** `mqtt.*` for the MQTT transport (the TLS listener's certificate and key are read by the caller). */
+export function mqttSettings(cfg: GatehouseConfig): MqttSettings {
+  const m = cfg.mqtt;
+  return {
+    tcp: m.tcp.enabled ? { host: m.tcp.host, port: m.tcp.port } : false,
+    maxConnections: m.maxConnections,
+    maxPacketBytes: m.maxPacketBytes,
+    authTimeoutMs: m.authTimeoutSec * 1000,
+    connectTimeoutMs: m.connectTimeoutSec * 1000,
+    keepaliveMaxSec: m.keepaliveMaxSec,
+  };
+}

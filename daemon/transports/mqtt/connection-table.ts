@@ -1,0 +1,166 @@
+/**
+ * The MQTT connections the transport holds: lookups by aedes client and by device, the welcome
+ * that supersedes an older connection of the same device, revocation, and closing from the
+ * gateway side. The hooks and the ingress reach connections only through this table.
+ */
+import type { Duplex } from 'node:stream';
+import type { Client } from 'aedes';
+import type { Logger } from 'winston';
+import type { Policy } from '../../../protocol/index.js';
+import { MqttConnection } from './connection.js';
+
+/** What the transport hears from the table (lifecycle events and the auth timeout). */
+export interface ConnectionTableEvents {
+  /** A connection was welcomed as `dev` (its policy is set, the welcome not yet published). */
+  welcomed(conn: MqttConnection, dev: string): void;
+  /** A connection closed, whoever closed it; called once per connection. */
+  closed(conn: MqttConnection): void;
+}
+
+export interface ConnectionTableOptions {
+  log: Logger;
+  /** protocol-v1: a connection not welcomed within this is closed. */
+  authTimeoutMs: number;
+  events: ConnectionTableEvents;
+}
+
+/** Connections the table closed, by why. */
+export interface ConnectionTableCounters {
+  closedByAuthTimeout: number;
+  closedSuperseded: number;
+  closedRevoked: number;
+}
+
+export class MqttConnectionTable {
+  readonly #o: ConnectionTableOptions;
+  readonly #byId = new Map<string, MqttConnection>();
+  readonly #byClient = new WeakMap<Client, MqttConnection>();
+  /** The latest welcomed connection of each device (see welcome). */
+  readonly #welcomedByDev = new Map<string, MqttConnection>();
+  readonly #counters: ConnectionTableCounters = { closedByAuthTimeout: 0, closedSuperseded: 0, closedRevoked: 0 };
+  #seq = 0;
+
+  constructor(options: ConnectionTableOptions) {
+    this.#o = options;
+  }
+
+  /** Open connections. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get counters(): ConnectionTableCounters {
+    return { ...this.#counters };
+  }
+
+  /** Open connections that are welcomed. */
+  welcomedCount(): number {
+    let n = 0;
+    for (const c of this.#byId.values()) if (c.welcomed) n += 1;
+    return n;
+  }
+
+  connections(): IterableIterator<MqttConnection> {
+    return this.#byId.values();
+  }
+
+  /** The id the next connection will get (for logging before it exists). */
+  nextId(): string {
+    return `mqtt:${this.#seq + 1}`;
+  }
+
+  /**
+   * Adds a connection over `stream` and starts its auth timer. The caller attaches the aedes
+   * client (attach) and calls closed() when the stream closes.
+   */
+  open(remote: string, stream: Duplex): MqttConnection {
+    this.#seq += 1;
+    const conn = new MqttConnection(this.#seq, remote, stream);
+    this.#byId.set(conn.id, conn);
+    conn.startAuthTimer(this.#o.authTimeoutMs, () => {
+      if (conn.welcomed) return;
+      this.#counters.closedByAuthTimeout += 1;
+      this.#o.log.info('connection closed: not welcomed in time', { conn: conn.id, ms: this.#o.authTimeoutMs });
+      this.close(conn);
+    });
+    return conn;
+  }
+
+  /** Records the aedes client that serves `conn`. */
+  attach(conn: MqttConnection, client: Client): void {
+    conn.attach(client);
+    this.#byClient.set(client, conn);
+  }
+
+  byClient(client: Client | null): MqttConnection | undefined {
+    return client === null ? undefined : this.#byClient.get(client);
+  }
+
+  /** The live welcomed connection of `dev`, if any. */
+  byDevice(dev: string): MqttConnection | undefined {
+    const conn = this.#welcomedByDev.get(dev);
+    return conn !== undefined && conn.boundDev === dev && conn.welcomed && !conn.closing ? conn : undefined;
+  }
+
+  /** False once the connection is closed or being closed. */
+  isLive(conn: MqttConnection): boolean {
+    return !conn.closing && this.#byId.has(conn.id);
+  }
+
+  /**
+   * Welcomes `conn` as `dev` under `policy` (already expanded), then closes the device's older
+   * connection: protocol-v1 "A later welcome of the same dev on another connection closes the
+   * older one." Each welcome closes its predecessor, so at most one live welcomed connection
+   * per dev is recorded: a map lookup instead of a scan of every connection (O(n²) in a storm).
+   */
+  welcome(conn: MqttConnection, dev: string, policy: Policy): void {
+    conn.welcome(policy);
+    this.#o.events.welcomed(conn, dev);
+    const other = this.byDevice(dev);
+    this.#welcomedByDev.set(dev, conn);
+    if (other !== undefined && other !== conn) {
+      this.#counters.closedSuperseded += 1;
+      this.#o.log.info('connection closed: device welcomed on a newer connection', { conn: other.id, dev, newer: conn.id });
+      this.close(other);
+    }
+  }
+
+  /** protocol-v1: "A revoked device's connection is closed." Answers the connections closed. */
+  revoke(devices: readonly string[]): MqttConnection[] {
+    const set = new Set(devices);
+    const closed: MqttConnection[] = [];
+    for (const conn of this.#byId.values()) {
+      if (conn.boundDev !== undefined && set.has(conn.boundDev) && !conn.closing) {
+        this.#counters.closedRevoked += 1;
+        this.#o.log.info('connection closed: device revoked', { conn: conn.id, dev: conn.boundDev });
+        this.close(conn);
+        closed.push(conn);
+      }
+    }
+    return closed;
+  }
+
+  /** Closes a connection from the gateway side; its will is not published. */
+  close(conn: MqttConnection): void {
+    conn.markClosing();
+    conn.client?.close();
+    conn.stream.destroy();
+  }
+
+  /** The stream of `conn` closed: forget it. Answers false when it was already forgotten. */
+  closed(conn: MqttConnection): boolean {
+    if (!this.#byId.delete(conn.id)) return false;
+    if (conn.boundDev !== undefined && this.#welcomedByDev.get(conn.boundDev) === conn) this.#welcomedByDev.delete(conn.boundDev);
+    conn.stopAuthTimer();
+    this.#o.events.closed(conn);
+    return true;
+  }
+
+  /** Stops every auth timer and destroys every stream (the broker is already closed). */
+  destroyAll(): void {
+    for (const conn of this.#byId.values()) {
+      conn.stopAuthTimer();
+      conn.stream.destroy();
+    }
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * The aedes hooks of PUBLISH from a client: `authorizePublish` applies the ACL (and binds the
+ * connection to its device on its first auth topic); `published` hands what arrived on the
+ * connection's own up topic to the ingress.
+ */
+import type { AedesOptions, Client } from 'aedes';
+import type { Logger } from 'winston';
+import { checkPublish, type AclOptions } from '../acl.js';
+import type { MqttConnectionTable } from '../connection-table.js';
+import type { MqttIngress } from '../ingress.js';
+import { parseAuthTopic, shortForLog } from '../topics.js';
+
+export interface PublishHookOptions {
+  table: MqttConnectionTable;
+  log: Logger;
+  acl: AclOptions;
+  ingress: MqttIngress;
+}
+
+export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions, 'authorizePublish' | 'published'>> {
+  return {
+    authorizePublish(client, packet, cb) {
+      const conn = o.table.byClient(client);
+      if (conn === undefined) {
+        cb(new Error('publish refused'));
+        return;
+      }
+      const d = checkPublish(conn, packet.topic, packet.qos, packet.retain, o.acl);
+      if (!d.ok) {
+        // MQTT 3.1.1 has no negative PUBACK: the connection is closed (aedes does it on error).
+        o.log.warn('publish refused', { conn: conn.id, dev: conn.boundDev, topic: shortForLog(packet.topic), why: d.why });
+        cb(new Error(`publish refused: ${d.why}`));
+        return;
+      }
+      conn.bind(d.bind);
+      cb(null);
+    },
+
+    // aedes types `client` as Client; it is null for the broker's own publishes (our down replies).
+    published(packet, client: Client | null, cb) {
+      cb(null);
+      const conn = o.table.byClient(client);
+      const auth = parseAuthTopic(packet.topic);
+      if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
+      o.ingress.enqueue(conn, auth.dev, new Uint8Array(packet.payload as Buffer));
+    },
+  };
+}
