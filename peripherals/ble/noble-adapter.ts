@@ -385,12 +385,13 @@ export class NobleCentral implements BleCentral {
     if (typeof port !== 'string' || port.length === 0 || !Number.isSafeInteger(baudRate) || baudRate <= 0) {
       throw new BleError('GH_BLE_UNAVAILABLE', 'BLE unavailable: the HCI UART port must be a path and the baud rate a positive integer');
     }
-    let bindings: EventEmitter & { _hci?: HciLike };
+    type HciBindings = EventEmitter & { _hci?: HciLike; init?: (...args: unknown[]) => void; onSigIntBinded?: (...args: unknown[]) => void };
+    let bindings: HciBindings;
     let factory: unknown;
     try {
       const nobleDir = createRequire(import.meta.url).resolve('@abandonware/noble/package.json');
       const Uart = createRequire(nobleDir)('@abandonware/bluetooth-hci-socket/lib/uart.js') as new () => UartSocket;
-      const Bindings = load('@abandonware/noble/lib/hci-socket/bindings.js') as new (options: object) => EventEmitter & { _hci?: HciLike };
+      const Bindings = load('@abandonware/noble/lib/hci-socket/bindings.js') as new (options: object) => HciBindings;
       factory = unwrapDefault(load('@abandonware/noble/with-bindings'), (v) => typeof v === 'function');
       bindings = new Bindings({});
       const hci = bindings._hci;
@@ -399,7 +400,24 @@ export class NobleCentral implements BleCentral {
       const bindRaw = socket.bindRaw.bind(socket);
       socket.bindRaw = (devId) => bindRaw(devId, { uart: { port, baudRate } });
       hci._socket = socket;
+      // noble's bindings add process SIGINT and exit listeners in init() and never remove them;
+      // note the exit ones so that stop() can (one noble per start, several per test process).
+      const added: Array<(...args: unknown[]) => void> = [];
+      const init = bindings.init?.bind(bindings);
+      if (init) {
+        bindings.init = (...args: unknown[]) => {
+          const before = new Set(process.listeners('exit'));
+          try {
+            init(...args);
+          } finally {
+            for (const l of process.listeners('exit')) if (!before.has(l)) added.push(l as (...a: unknown[]) => void);
+          }
+        };
+      }
+      const own = bindings;
       this.#release = () => {
+        if (own.onSigIntBinded) process.off('SIGINT', own.onSigIntBinded);
+        for (const l of added) process.off('exit', l);
         // noble re-arms a 1 s adapter poll forever; end the chain, then close the port.
         hci.pollIsDevUp = () => undefined;
         try {
