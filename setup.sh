@@ -27,11 +27,11 @@ fi
 # Debian packages: swtpm + tpm2-tss (the TPM and its FFI target), tpm2-tools (cross-checks in tests),
 # mosquitto clients (third-party MQTT clients in tests), openssl (test/demo PKI), curl (status socket),
 # util-linux (setpriv: status-socket permission test, and the demo's children die with it), iproute2 (ss: listen-backlog test),
-# build tools for native npm modules.
+# build tools for native npm modules, python3-venv (the Bumble BLE test stack's virtual environment).
 DEBIAN_PACKAGES=(
   swtpm swtpm-tools tpm2-tools
   libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0 libtss2-rc0 libtss2-tcti-swtpm0 libtss2-tcti-device0
-  mosquitto-clients openssl curl ca-certificates util-linux procps iproute2 python3 make g++
+  mosquitto-clients openssl curl ca-certificates util-linux procps iproute2 python3 python3-venv make g++
 )
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
@@ -42,6 +42,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The BLE test stack (docs/ble.md): Bumble's virtual controllers and the Python peripheral, in a
+# project-local virtual environment. Idempotent: the venv is made once, pip skips what is installed.
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating the Python virtual environment .venv"
+  python3 -m venv .venv
+fi
+echo "setup: installing Python packages (requirements.txt) into .venv"
+.venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 
 echo "setup: installing npm dependencies (npm ci)"
 npm ci --no-audit --no-fund --loglevel=error

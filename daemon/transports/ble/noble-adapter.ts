@@ -65,6 +65,16 @@ export interface NobleCentralOptions {
    * bindings of the tests. Default: noble's own platform bindings (HCI socket on Linux).
    */
   bindings?: EventEmitter;
+  /**
+   * Drive a controller on an HCI UART (H4) at this serial port path instead of the kernel's HCI
+   * socket: noble's own HCI bindings over the UART driver of the hci-socket package
+   * (`@stoprocent/bluetooth-hci-socket`, docs/dependencies.md). Each `NobleCentral` then has its
+   * own noble and its own port, released by `stop()`. The process-wide alternative is the
+   * library's environment variable `BLUETOOTH_HCI_SOCKET_UART_PORT` (docs/ble.md).
+   */
+  hciUartPort?: string;
+  /** Baud rate of `hciUartPort` (default 1 000 000, the library's). */
+  hciUartBaudRate?: number;
   /** Module loader, for tests of the load-failure path; default Node's `require`. */
   require?: (id: string) => unknown;
   /** Per-operation timeout (ms), default 10 000. */
@@ -95,6 +105,8 @@ export class NobleCentral implements BleCentral {
   readonly #timeoutMs: number;
   readonly #maxKnown: number;
   #noble: NobleLike | undefined;
+  /** Releases what `#load` opened for a UART (the serial port, noble's adapter poll); else undefined. */
+  #release: (() => void) | undefined;
   #state: BleAdapterState = 'unknown';
   readonly #known = new Map<string, NoblePeripheralLike>();
   readonly #watched = new WeakSet<NoblePeripheralLike>();
@@ -157,11 +169,13 @@ export class NobleCentral implements BleCentral {
       const timeoutMs = options.timeoutMs ?? this.#options.startTimeoutMs ?? this.#timeoutMs;
       await this.#firstState(timeoutMs, options.signal).catch((err: unknown) => {
         this.#teardown();
+        this.#releaseOwnNoble();
         throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: no adapter state (${describeError(err)})`, { cause: err });
       });
     }
     if (this.#state === 'unsupported' || this.#state === 'unauthorized') {
       this.#teardown();
+      this.#releaseOwnNoble();
       throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: adapter is ${this.#state}`);
     }
   }
@@ -202,6 +216,16 @@ export class NobleCentral implements BleCentral {
     this.#calls.rejectAll(undefined, 'GH_BLE_ABORTED', 'BLE central stopped');
     this.#teardown();
     this.#state = 'unknown';
+    this.#releaseOwnNoble();
+  }
+
+  /** A UART-driven noble is this instance's own: close its port; a later start() opens a new one. */
+  #releaseOwnNoble(): void {
+    if (!this.#release) return;
+    this.#release();
+    this.#release = undefined;
+    this.#noble = undefined;
+    this.#known.clear();
   }
 
   async startScanning(serviceUuids: string[], options: BleCallOptions = {}): Promise<void> {
@@ -239,7 +263,19 @@ export class NobleCentral implements BleCentral {
   mtu(id: string): number {
     const raw = this.#links.get(id)?.peripheral.mtu;
     if (typeof raw !== 'number' || !Number.isInteger(raw)) return MIN_ATT_MTU;
-    return Math.min(Math.max(raw, MIN_ATT_MTU), MAX_ATT_MTU);
+    // noble's HCI GATT client stores the server's Exchange MTU answer as the link MTU, not the
+    // smaller of both sides (Core 5.3 Vol 3 Part F §3.4.2.2): asked 256, answered 517, it reports
+    // 517 while the server uses 256 and cuts longer values. Cap it at what noble asked for.
+    const requested = this.#requestedMtu(id);
+    const mtu = requested === undefined ? raw : Math.min(raw, requested);
+    return Math.min(Math.max(mtu, MIN_ATT_MTU), MAX_ATT_MTU);
+  }
+
+  /** The MTU noble's HCI GATT client requested on this link (`undefined` with other bindings). */
+  #requestedMtu(id: string): number | undefined {
+    const bindings = (this.#noble as unknown as { _bindings?: { _gatts?: Record<string, { _desired_mtu?: unknown } | undefined> } } | undefined)?._bindings;
+    const desired = bindings?._gatts?.[id]?._desired_mtu;
+    return typeof desired === 'number' && Number.isInteger(desired) && desired >= MIN_ATT_MTU ? desired : undefined;
   }
 
   async discover(id: string, serviceUuid: string, characteristicUuid: string, options: BleCallOptions = {}): Promise<BleCharacteristicInfo> {
@@ -310,6 +346,7 @@ export class NobleCentral implements BleCentral {
 
   #load(): NobleLike {
     const load = this.#options.require ?? createRequire(import.meta.url);
+    if (this.#options.hciUartPort !== undefined && !this.#options.bindings) return this.#loadUart(load, this.#options.hciUartPort);
     const injected = this.#options.bindings;
     let mod: unknown;
     try {
@@ -327,6 +364,75 @@ export class NobleCentral implements BleCentral {
     }
     if (!isNoble(value)) throw new BleError('GH_BLE_UNAVAILABLE', 'BLE unavailable: @abandonware/noble exports no Noble');
     return value;
+  }
+
+  /**
+   * noble over an HCI UART: noble's own HCI bindings (`lib/hci-socket/bindings`), whose socket
+   * is replaced, before it binds, by the hci-socket package's UART driver bound to `port`. The
+   * package picks its driver once per process from the environment; building the UART socket
+   * here lets one process hold several centrals on several ports and leaves the environment alone.
+   */
+  #loadUart(load: (id: string) => unknown, port: string): NobleLike {
+    interface UartSocket extends EventEmitter {
+      bindRaw(devId?: number, params?: unknown): void;
+      stop(): void;
+    }
+    interface HciLike {
+      _socket: UartSocket;
+      pollIsDevUp: () => void;
+    }
+    const baudRate = this.#options.hciUartBaudRate ?? 1_000_000;
+    if (typeof port !== 'string' || port.length === 0 || !Number.isSafeInteger(baudRate) || baudRate <= 0) {
+      throw new BleError('GH_BLE_UNAVAILABLE', 'BLE unavailable: the HCI UART port must be a path and the baud rate a positive integer');
+    }
+    type HciBindings = EventEmitter & { _hci?: HciLike; init?: (...args: unknown[]) => void; onSigIntBinded?: (...args: unknown[]) => void };
+    let bindings: HciBindings;
+    let factory: unknown;
+    try {
+      const nobleDir = createRequire(import.meta.url).resolve('@abandonware/noble/package.json');
+      const Uart = createRequire(nobleDir)('@abandonware/bluetooth-hci-socket/lib/uart.js') as new () => UartSocket;
+      const Bindings = load('@abandonware/noble/lib/hci-socket/bindings.js') as new (options: object) => HciBindings;
+      factory = unwrapDefault(load('@abandonware/noble/with-bindings'), (v) => typeof v === 'function');
+      bindings = new Bindings({});
+      const hci = bindings._hci;
+      if (!hci || typeof Uart !== 'function') throw new Error('noble HCI bindings without an HCI object');
+      const socket = new Uart();
+      const bindRaw = socket.bindRaw.bind(socket);
+      socket.bindRaw = (devId) => bindRaw(devId, { uart: { port, baudRate } });
+      hci._socket = socket;
+      // noble's bindings add process SIGINT and exit listeners in init() and never remove them;
+      // note the exit ones so that stop() can (one noble per start, several per test process).
+      const added: Array<(...args: unknown[]) => void> = [];
+      const init = bindings.init?.bind(bindings);
+      if (init) {
+        bindings.init = (...args: unknown[]) => {
+          const before = new Set(process.listeners('exit'));
+          try {
+            init(...args);
+          } finally {
+            for (const l of process.listeners('exit')) if (!before.has(l)) added.push(l as (...a: unknown[]) => void);
+          }
+        };
+      }
+      const own = bindings;
+      this.#release = () => {
+        if (own.onSigIntBinded) process.off('SIGINT', own.onSigIntBinded);
+        for (const l of added) process.off('exit', l);
+        // noble re-arms a 1 s adapter poll forever; end the chain, then close the port.
+        hci.pollIsDevUp = () => undefined;
+        try {
+          socket.stop();
+        } catch (err) {
+          this.#log.debug('closing the HCI UART failed', { error: describeError(err) });
+        }
+      };
+    } catch (err) {
+      throw new BleError('GH_BLE_UNAVAILABLE', `BLE unavailable: HCI UART ${port}: ${describeError(err)}`, { cause: err });
+    }
+    if (typeof factory !== 'function') throw new BleError('GH_BLE_UNAVAILABLE', 'BLE unavailable: noble/with-bindings exports no factory');
+    const noble = (factory as (b: EventEmitter) => unknown)(bindings);
+    if (!isNoble(noble)) throw new BleError('GH_BLE_UNAVAILABLE', 'BLE unavailable: noble factory returned no Noble');
+    return noble;
   }
 
   #require(): NobleLike {
@@ -380,7 +486,9 @@ export class NobleCentral implements BleCentral {
     const discovery: BleDiscovery = {
       id: peripheral.id,
       address,
-      connectable: peripheral.connectable === true,
+      // A boolean from legacy advertising reports; noble's extended-report path hands up the
+      // event type's connectable bit as a number (1).
+      connectable: peripheral.connectable === true || peripheral.connectable === 1,
       advertisement,
       malformed: malformed || address === 'unknown',
     };

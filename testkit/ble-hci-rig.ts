@@ -1,0 +1,165 @@
+/**
+ * Rig of the BLE HCI suites: the gateway's BLE transport over noble's own HCI/L2CAP/ATT/GATT
+ * code, driving a Bumble controller through its HCI UART (a pty), with Bumble peripherals on
+ * the same virtual link (testkit/bumble.ts); behind the transport the real pipeline, backend
+ * client and session manager, and the reference backend over HTTPS with its SQLite registry.
+ * The gateway's TPM key is a software P-256 key here (the backend sees only its public key and
+ * signatures). Not a test file.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EventEmitter } from 'node:events';
+import type { Agent } from 'undici';
+import { BackendClient } from '../daemon/backend-client/client.js';
+import { BackendHttp, createBackendDispatcher } from '../daemon/backend-client/dispatcher.js';
+import { SessionManager } from '../daemon/backend-client/session.js';
+import { Pipeline } from '../daemon/pipeline/pipeline.js';
+import { Ed25519Signer } from '../protocol/index.js';
+import { NobleCentral } from '../daemon/transports/ble/noble-adapter.js';
+import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '../daemon/transports/ble/transport.js';
+import { BACKEND_CLIENT_DEFAULTS } from './component-defaults.js';
+import { startBumbleLink, type BumbleLink, type BumblePeripheralSpec } from './bumble.js';
+import { BACKEND_TEST_NAME, startTestBackend, type TestBackend } from './backend.js';
+import { waitForEmitter } from './wait.js';
+
+export const GW = 'gw-ble-hci';
+
+/** The 32-byte RFC 8032 seed of an Ed25519 signer (what the Bumble peripheral is given). */
+export function seedOf(signer: Ed25519Signer): Uint8Array {
+  const der = signer.privateKey.export({ format: 'der', type: 'pkcs8' });
+  return new Uint8Array(der.subarray(der.length - 32));
+}
+
+export function addressOf(n: number): string {
+  return `c0:de:00:00:01:${n.toString(16).padStart(2, '0')}`;
+}
+
+/** The reference backend, and the gateway's session with it; one per suite. */
+export interface Backend {
+  tb: TestBackend;
+  backendKeys: Map<string, Uint8Array>;
+  pipeline: Pipeline;
+  client: BackendClient;
+  close(): Promise<void>;
+}
+
+export async function startBackend(): Promise<Backend> {
+  const tb = await startTestBackend();
+  const dir = await mkdtemp(join(tmpdir(), 'gh-ble-hci-'));
+  let agent: Agent | undefined;
+  let session: SessionManager | undefined;
+  let client: BackendClient | undefined;
+  let pipeline: Pipeline | undefined;
+  const close = async (): Promise<void> => {
+    pipeline?.close();
+    await client?.stop();
+    session?.stop();
+    await agent?.close();
+    await tb.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const gw = tb.addGateway(GW);
+    const url = `https://${BACKEND_TEST_NAME}:${tb.backend.port}`;
+    agent = createBackendDispatcher({ url, ca: tb.caPem, connectAddress: '127.0.0.1', connectTimeoutMs: 3_000 });
+    const http = new BackendHttp({ url, dispatcher: agent });
+    const backendKeys = new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
+    const stateDir = join(dir, 'state');
+    session = new SessionManager({
+      gw: GW,
+      http,
+      tpmSigner: gw.tpm,
+      tpmPublicKeySpki: new Uint8Array(gw.tpm.publicKey.export({ format: 'der', type: 'spki' })),
+      backendKeys,
+      stateDir,
+    });
+    if (!(await session.start())) throw new Error('the backend issued no session credential');
+    client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir, ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
+    await client.start();
+    pipeline = new Pipeline({ gw: GW, verifier: client, sessions: session });
+    return { tb, backendKeys, pipeline, client, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+export interface PeripheralInput extends Omit<BumblePeripheralSpec, 'seed' | 'address' | 'dev'> {
+  n: number;
+  /** Registered at the backend and allowed at this gateway (default true). */
+  register?: boolean;
+}
+
+export interface HciRig {
+  link: BumbleLink;
+  central: NobleCentral;
+  transport: BleTransport;
+  exchanges: BleExchangeEvent[];
+  /** Milliseconds from the transport's start to its first `poweredOn`. */
+  poweredOnMs: number;
+  exchangeOf(address: string, ms?: number): Promise<BleExchangeEvent>;
+  stop(): Promise<void>;
+}
+
+/** A Bumble link with these peripherals and the gateway's BLE transport on its HCI UART. */
+export async function startHciRig(
+  backend: Backend,
+  peripherals: PeripheralInput[],
+  options: { transport?: Partial<BleTransportOptions>; operationTimeoutMs?: number } = {},
+): Promise<HciRig> {
+  const specs: BumblePeripheralSpec[] = peripherals.map((p) => {
+    const dev = `hci-dev-${p.n}`;
+    const signer = p.register === false ? Ed25519Signer.generate(dev) : backend.tb.addDevice(dev, { gateways: [GW] });
+    const { n: _n, register: _r, ...rest } = p;
+    return { ...rest, dev, address: addressOf(p.n), seed: seedOf(signer) };
+  });
+  const link = await startBumbleLink({ peripherals: specs, backendKeys: backend.backendKeys });
+  let transport: BleTransport | undefined;
+  try {
+    const central = new NobleCentral({ hciUartPort: link.uartPath, operationTimeoutMs: options.operationTimeoutMs ?? 5_000, startTimeoutMs: 10_000 });
+    transport = new BleTransport({
+      central,
+      pipeline: backend.pipeline,
+      exchangeTimeoutMs: 10_000,
+      denyList: { baseMs: 60_000 },
+      ...options.transport,
+    });
+    const exchanges: BleExchangeEvent[] = [];
+    const feed = new EventEmitter();
+    transport.on('exchange', (e) => {
+      exchanges.push(e);
+      feed.emit('exchange', e);
+    });
+    const t0 = performance.now();
+    let poweredOnMs = Number.NaN;
+    transport.on('state', (s) => {
+      if (s === 'poweredOn' && Number.isNaN(poweredOnMs)) poweredOnMs = performance.now() - t0;
+    });
+    await transport.start();
+    const t = transport;
+    return {
+      link,
+      central,
+      transport,
+      exchanges,
+      get poweredOnMs() {
+        return poweredOnMs;
+      },
+      exchangeOf(address, ms = 15_000) {
+        const seen = exchanges.find((e) => e.address === address);
+        if (seen) return Promise.resolve(seen);
+        return waitForEmitter<[BleExchangeEvent]>(feed, 'exchange', (e) => e.address === address, `exchange of ${address}`, ms).then(([e]) => e);
+      },
+      async stop() {
+        // The central first: it closes its UART before the link process closes the pty.
+        await t.stop();
+        await link.stop();
+      },
+    };
+  } catch (err) {
+    await transport?.stop().catch(() => undefined);
+    await link.stop();
+    throw err;
+  }
+}
