@@ -60,7 +60,8 @@ A revoked device is listed in the revocation feed the gateways poll.
 `,
   import: `Usage: gatehouse-backend import FILE [--format csv|json] [--data-dir D]
 
-CSV: a header row with dev,public_key,gateways[,policy]; gateways separated by ; or spaces.
+CSV: a header row with dev,public_key (or publicKey),gateways[,policy]; gateways separated by
+; or spaces.
 JSON: an array of {"dev","publicKey","gateways":[...],"policy"?}, or one such object per line.
 Every record is checked first; if any is bad, nothing is imported and each bad line is reported.
 `,

@@ -151,6 +151,23 @@ describe('backend/cli (gatehouse-backend)', () => {
     assert.match(again.err, /good\.csv:2: device "dev-a" already exists/);
   });
 
+  it('imports CSV whose header names the key column publicKey, as the JSON field is named', async () => {
+    const [a, b] = [devKeyHex(), devKeyHex()];
+    writeFileSync(join(dir, 'camel.csv'), `dev,publicKey,gateways\nc-1,${a.hex},*\nc-2,${b.b64},gw-1\n`);
+    const ok = await d('import', join(dir, 'camel.csv'));
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /imported 2 device/);
+    const list = JSON.parse((await d('device', 'list', '--json')).out) as { id: string; publicKey: string }[];
+    assert.deepEqual(list.map((x) => [x.id, x.publicKey]), [
+      ['c-1', a.hex],
+      ['c-2', Buffer.from(b.b64, 'base64').toString('hex')],
+    ]);
+    writeFileSync(join(dir, 'both.csv'), `dev,public_key,publicKey,gateways\nc-3,${a.hex},${a.hex},*\n`);
+    const both = await d('import', join(dir, 'both.csv'));
+    assert.equal(both.code, 1);
+    assert.match(both.err, /both\.csv:1: column "public_key" appears twice/);
+  });
+
   it('imports JSON arrays and JSON lines with line numbers', async () => {
     const [a, b] = [devKeyHex(), devKeyHex()];
     const arr = `[\n  {"dev": "j-1", "publicKey": "${a.hex}", "gateways": ["*"]},\n  {"dev": "j-2",\n   "publicKey": "nope", "gateways": ["*"]}\n]\n`;
