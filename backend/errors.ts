@@ -5,3 +5,6 @@ import { GatehouseError } from '../common/errors.js';
 export class RegistryError extends GatehouseError {}
 
 export class BackendKeyError extends GatehouseError {}
+
+/** `GH_BACKEND_ORIGIN`: the server's configuration (a missing or malformed public origin). */
+export class BackendConfigError extends GatehouseError {}

@@ -105,7 +105,7 @@ export class EmbeddedSystem {
       const tpmPublicKeyPem = keyStore.publicKeyPem();
       await keyStore.close();
 
-      backend = await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem } });
+      backend = await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem }, publicOrigin: (port) => `https://127.0.0.1:${port}` });
       backend.registry.addGateway({ id: gw, tpmPublicKeyPem });
       say(`[3/5] backend     ${backend.url} (reference verifier, SQLite registry, pk_S kid ${backend.kid})`);
       const prefix = opts.devicePrefix ?? 'demo-sensor';
@@ -143,6 +143,7 @@ export class EmbeddedSystem {
       dataDir: join(this.dir, 'backend'),
       port: this.backendHandle.port,
       tls: { certPem: this.pki.server.certPem, keyPem: this.pki.server.keyPem },
+      publicOrigin: this.backendHandle.origin,
     });
   }
 
