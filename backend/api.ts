@@ -1,10 +1,31 @@
 /**
  * The three calls of protocol-v1 "Backend HTTP API", after the request is authenticated:
- * session credentials, hello verification with leases, and the revocation feed.
+ * session credentials, hello verification with leases (and, for a protocol-v2 hello, a grant),
+ * and the revocation feed.
  */
 import type { Logger } from 'winston';
-import { MAX_MESSAGE_BYTES, ProtocolError, ed25519PublicKeyProblem, isValidId, parseHello, signGatewayCredential, signLease, verifySign1, type ReasonCode, type Signer, base64UrlDecode, base64UrlEncode } from '../protocol/index.js';
+import {
+  MAX_MESSAGE_BYTES,
+  ProtocolError,
+  base64UrlDecode,
+  base64UrlEncode,
+  ed25519PublicKeyProblem,
+  helloHash,
+  isValidId,
+  parseHello,
+  parseHelloV2,
+  signGatewayCredential,
+  signGrant,
+  signLease,
+  verifySign1,
+  type Hello,
+  type HelloV2,
+  type ReasonCode,
+  type Signed,
+  type Signer,
+} from '../protocol/index.js';
 import { Problem } from './problem.js';
+import type { Authenticated } from './auth.js';
 import type { GatewayRecord, Registry } from './registry.js';
 
 /** protocol-v1: at most 256 hellos per `POST /v1/verify`. */
@@ -18,6 +39,8 @@ export interface ApiDeps {
   leaseSeconds: number;
   /** Longest session credential the backend issues, in seconds. */
   maxSessionSeconds: number;
+  /** protocol-v2: a grant's `life`, the longest peripheral session the backend allows, seconds. */
+  grantLifeSeconds: number;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -57,7 +80,9 @@ export async function createSession(
   return { credential: base64UrlEncode(credential), notAfter: exp };
 }
 
-export type VerifyItemResult = { id: string; ok: true; dev: string; lease: string } | { id: string; ok: false; reason: ReasonCode };
+export type VerifyItemResult =
+  | { id: string; ok: true; dev: string; lease: string; grant?: string }
+  | { id: string; ok: false; reason: ReasonCode };
 
 interface HelloItem {
   id: string;
@@ -88,35 +113,67 @@ function parseVerifyBody(body: unknown): HelloItem[] {
   });
 }
 
-/** protocol-v1 "Backend checks" for one hello, then a lease for an ok verdict. */
-async function verifyOne(item: HelloItem, gateway: GatewayRecord, now: number, deps: ApiDeps): Promise<VerifyItemResult> {
-  const refuse = (reason: ReasonCode): VerifyItemResult => ({ id: item.id, ok: false, reason });
-  let signed;
+/** A v1 or v2 hello, told apart by its version field (the v1 parser refuses any other version first). */
+function parseAnyHello(bytes: Uint8Array): { v: 1; signed: Signed<Hello> } | { v: 2; signed: Signed<HelloV2> } {
   try {
-    signed = parseHello(item.hello);
+    return { v: 1, signed: parseHello(bytes) };
+  } catch (err) {
+    if (!(err instanceof ProtocolError) || err.code !== 'GH_MSG_UNSUPPORTED_VERSION') throw err;
+  }
+  return { v: 2, signed: parseHelloV2(bytes) };
+}
+
+/** protocol-v1 "Backend checks" for one hello, with protocol-v2's additions; a lease (and a grant) for an ok verdict. */
+async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps: ApiDeps): Promise<VerifyItemResult> {
+  const gateway = auth.gateway;
+  const refuse = (reason: ReasonCode): VerifyItemResult => ({ id: item.id, ok: false, reason });
+  let parsed;
+  try {
+    parsed = parseAnyHello(item.hello);
   } catch (err) {
     return refuse(err instanceof ProtocolError ? err.reason : 'malformed');
   }
+  const signed = parsed.signed;
   const dev = signed.payload.dev;
   const device = deps.registry.getDevice(dev);
   if (device === undefined) return refuse('unknown-device');
   if (device.status !== 'active') return refuse('revoked');
   if (!verifySign1(signed, device.publicKey)) return refuse('bad-signature');
+  if (parsed.v === 2) {
+    // protocol-v2 "No downgrade": the device proved it speaks v2; its v1 hellos are refused from now on.
+    deps.registry.markDeviceV2(dev);
+    // protocol-v2 "Backend checks": the hello names the gateway that forwards it.
+    if (parsed.signed.payload.gw !== gateway.id) return refuse('not-allowed-here');
+  } else if (deps.registry.deviceV2Since(dev) !== undefined) {
+    return refuse('unsupported-version');
+  }
   if (!deps.registry.deviceAllowedAt(device, gateway)) return refuse('not-allowed-here');
   const lease = await signLease(
     { type: 'lease', version: 1, dev, gw: gateway.id, dpk: device.publicKey, policy: device.policy, iat: now, exp: now + deps.leaseSeconds },
     deps.signer,
   );
-  return { id: item.id, ok: true, dev, lease: base64UrlEncode(lease) };
+  // Its revocation will be in this gateway's feed.
+  deps.registry.recordVerifiedAt(dev, gateway.id);
+  const ok = { id: item.id, ok: true as const, dev, lease: base64UrlEncode(lease) };
+  if (parsed.v === 1) return ok;
+  const spk = auth.sessionPublicKey;
+  if (spk === undefined) throw new Problem('internal');
+  // protocol-v2: hh is SHA-256 over the exact hello bytes verified, never a re-encoding.
+  const hh = helloHash(item.hello);
+  const grant = await signGrant({ type: 'grant', version: 2, dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds }, deps.signer);
+  deps.registry.recordGrant({ dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds });
+  return { ...ok, grant: base64UrlEncode(grant) };
 }
 
 /** `POST /v1/verify`: a verdict for each hello, in order. */
-export async function verifyHellos(body: unknown, gateway: GatewayRecord, now: number, deps: ApiDeps): Promise<{ results: VerifyItemResult[] }> {
+export async function verifyHellos(body: unknown, auth: Authenticated, now: number, deps: ApiDeps): Promise<{ results: VerifyItemResult[] }> {
   const items = parseVerifyBody(body);
   const results: VerifyItemResult[] = [];
-  for (const item of items) results.push(await verifyOne(item, gateway, now, deps));
+  // In order: a v2 hello earlier in the batch makes a later v1 hello of that device unsupported.
+  for (const item of items) results.push(await verifyOne(item, auth, now, deps));
   const refused = results.filter((r) => !r.ok).length;
-  deps.logger.debug('hellos verified', { gw: gateway.id, count: results.length, refused });
+  const grants = results.filter((r) => r.ok && r.grant !== undefined).length;
+  deps.logger.debug('hellos verified', { gw: auth.gateway.id, count: results.length, refused, grants });
   return { results };
 }
 
@@ -127,7 +184,8 @@ export function revocations(query: URLSearchParams, gateway: GatewayRecord, deps
   if (all.length > 1) throw new Problem('malformed-request', 'since given twice');
   const raw = all[0] ?? '0';
   if (!/^[0-9]{1,15}$/.test(raw)) throw new Problem('malformed-request', 'since must be a non-negative integer');
-  const page = deps.registry.revocationsSince(Number(raw));
+  // Only devices verified at this gateway: another gateway's devices are none of its business.
+  const page = deps.registry.revocationsSince(Number(raw), undefined, gateway.id);
   deps.logger.debug('revocations served', { gw: gateway.id, since: Number(raw), count: page.devices.length });
   return page;
 }

@@ -5,7 +5,7 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isValidId, ed25519PublicKeyFromRaw, HttpSignatureError, verifyGatehouseRequest, type HttpRequestParts, type HttpSigAlg } from '../protocol/index.js';
-import type { NonceCache } from './nonce-cache.js';
+import type { NonceStore } from './nonce-store.js';
 import { Problem, type ProblemSlug } from './problem.js';
 import type { GatewayRecord, Registry } from './registry.js';
 
@@ -18,11 +18,13 @@ export interface Authenticated {
   gateway: GatewayRecord;
   kind: KeyKind;
   keyid: string;
+  /** For a session-key call: the raw Ed25519 session public key that signed it (a v2 grant's `spk`). */
+  sessionPublicKey?: Uint8Array;
 }
 
 export interface AuthDeps {
   registry: Registry;
-  nonces: NonceCache;
+  nonces: NonceStore;
   /** Unix seconds. */
   now: number;
 }
@@ -54,6 +56,7 @@ function signatureProblem(err: HttpSignatureError): Problem {
  */
 export function authenticate(req: HttpRequestParts, kind: KeyKind, pathGw: string | undefined, deps: AuthDeps): Authenticated {
   let gateway: GatewayRecord | undefined;
+  let sessionKeys: readonly Uint8Array[] = [];
   const resolveKeys = (keyid: string, alg: HttpSigAlg): readonly KeyObject[] => {
     const m = /^(tpm|session):(.+)$/.exec(keyid);
     if (!m || !isValidId(m[2])) throw new Problem('signature-invalid', 'keyid must be "tpm:{gw}" or "session:{gw}"');
@@ -66,7 +69,8 @@ export function authenticate(req: HttpRequestParts, kind: KeyKind, pathGw: strin
     if (gateway.status !== 'active') throw new Problem('gateway-revoked');
     if (kind === 'tpm') return [createPublicKey(gateway.tpmPublicKeyPem)];
     // protocol-v1: S keeps the two newest session keys of each gateway.
-    return deps.registry.sessionKeys(gw, deps.now).map((s) => ed25519PublicKeyFromRaw(s.publicKey));
+    sessionKeys = deps.registry.sessionKeys(gw, deps.now).map((s) => s.publicKey);
+    return sessionKeys.map((k) => ed25519PublicKeyFromRaw(k));
   };
   let verified;
   try {
@@ -79,6 +83,7 @@ export function authenticate(req: HttpRequestParts, kind: KeyKind, pathGw: strin
   // Remember the nonce only once the signature verified, so unsigned junk cannot fill the cache.
   const seen = deps.nonces.check(verified.keyid, verified.nonce, verified.created, deps.now);
   if (seen === 'replay') throw new Problem('replayed-nonce');
-  if (seen === 'full') throw new Problem('busy', 'too many recent requests');
-  return { gateway, kind, keyid: verified.keyid };
+  if (seen === 'full') throw new Problem('busy', 'too many recent requests for this key');
+  const spk = kind === 'session' ? sessionKeys[verified.keyIndex] : undefined;
+  return { gateway, kind, keyid: verified.keyid, ...(spk !== undefined ? { sessionPublicKey: spk } : {}) };
 }

@@ -26,18 +26,26 @@ Creates the data directory (0700), the registry and the backend's Ed25519 signin
 (backend-signing-key.pem, mode 0600) unless it exists, and prints the public key pk_S (hex and
 base64) and its key id kid_S: what peripherals are provisioned with.
 `,
-  serve: `Usage: gatehouse-backend serve --cert FILE --key FILE [options]
+  serve: `Usage: gatehouse-backend serve --cert FILE --key FILE --public-origin URL [options]
 
 Options:
   --cert FILE               TLS certificate chain (PEM)
   --key FILE                TLS private key (PEM)
+  --public-origin URL       required: the https://host[:port] gateways are configured with. Every
+                            request's signed @target-uri must name it; the Host header is never
+                            used, so a request signed for another deployment is refused
   --host H                  listen address (default 127.0.0.1)
   --port N                  listen port (default 8443; 0 picks a free one)
   --lease-seconds N         lease lifetime (default 86400)
-  --max-session-seconds N   cap on a session credential's lifetime (default 172800)
-  --public-origin URL       origin used for @target-uri behind a proxy (default: from Host)
-  --data-dir D              data directory
+  --max-session-seconds N   cap on a gateway session credential's lifetime (default 172800)
+  --grant-life-seconds N    protocol-v2 grant life: the longest peripheral session (default 86400)
+  --nonces-per-key N        live request nonces one key may hold before its requests are
+                            answered 503 busy (default 10000; other keys are unaffected)
+  --data-dir D              data directory (made 0700 on every start)
   --log-level L             error|warn|info|debug (default info)
+
+Request nonces are kept in the registry (SQLite), so a request captured before a restart is
+still refused after it.
 `,
   gateway: `Usage:
   gatehouse-backend gateway add --gw ID --tpm-public-key FILE [--groups a,b]
@@ -60,13 +68,14 @@ A revoked device is listed in the revocation feed the gateways poll.
 `,
   import: `Usage: gatehouse-backend import FILE [--format csv|json] [--data-dir D]
 
-CSV: a header row with dev,public_key,gateways[,policy]; gateways separated by ; or spaces.
+CSV: a header row with dev,public_key (or publicKey),gateways[,policy]; gateways separated by
+; or spaces.
 JSON: an array of {"dev","publicKey","gateways":[...],"policy"?}, or one such object per line.
 Every record is checked first; if any is bad, nothing is imported and each bad line is reported.
 `,
-  pki: `Usage: gatehouse-backend pki --out DIR --dns NAME[,NAME...] [--ip IP[,IP...]]
+  pki: `Usage: gatehouse-backend pki --dns NAME[,NAME...] [--ip IP[,IP...]] [--out DIR | --data-dir D]
 
-Makes a test/demo PKI with openssl in DIR: ca.pem/ca.key, server.pem/server.key for the names,
-and hostile variants for TLS tests. Not for production.
+Makes a test/demo PKI with openssl in DIR (default: the data directory's pki/): ca.pem/ca.key,
+server.pem/server.key for the names, and hostile variants for TLS tests. Not for production.
 `,
 };

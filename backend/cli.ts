@@ -6,7 +6,7 @@
  *
  * Exports `run(args, io)`; the process entry at the bottom runs only when this file is executed.
  */
-import { mkdirSync, readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -14,10 +14,11 @@ import winston from 'winston';
 import { UsageError, write, type CliIO } from '../common/cli-io.js';
 import { GatehouseError } from '../common/errors.js';
 import { DEFAULT_DATA_DIR, HELP, HELPS } from './cli-help.js';
+import { ensureDataDir } from './data-dir.js';
 import { importDevices, parseDevicePublicKey, splitGateways, type ImportFormat } from './import.js';
 import { createTestPki } from './pki.js';
 import { Registry, type DeviceRecord, type GatewayRecord } from './registry.js';
-import { REGISTRY_FILE, startBackend } from './server.js';
+import { REGISTRY_FILE, publicOriginProblem, startBackend } from './server.js';
 import { ensureSigningKey } from './signing-key.js';
 import type { Policy } from '../protocol/index.js';
 
@@ -26,7 +27,7 @@ function dataDirOf(values: { 'data-dir'?: string | undefined }, io: CliIO): stri
 }
 
 function openRegistry(dataDir: string): Registry {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  ensureDataDir(dataDir);
   return Registry.open(join(dataDir, REGISTRY_FILE));
 }
 
@@ -87,7 +88,7 @@ const COMMON = { 'data-dir': { type: 'string' }, help: { type: 'boolean', short:
 async function cmdInit(args: string[], io: CliIO): Promise<number> {
   const { values } = parseArgs({ args, options: COMMON, strict: true, allowPositionals: false });
   const dataDir = dataDirOf(values, io);
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  ensureDataDir(dataDir);
   const { signer, created } = await ensureSigningKey(dataDir);
   withRegistry(dataDir, () => undefined);
   const pk = Buffer.from(signer.publicKeyRaw);
@@ -114,12 +115,18 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
       'lease-seconds': { type: 'string' },
       'max-session-seconds': { type: 'string' },
       'public-origin': { type: 'string' },
+      'grant-life-seconds': { type: 'string' },
+      'nonces-per-key': { type: 'string' },
       'log-level': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
   });
   if (values.cert === undefined || values.key === undefined) throw new UsageError('--cert and --key are required');
+  const origin = values['public-origin'];
+  if (origin === undefined) throw new UsageError('--public-origin is required (the https://host[:port] gateways are configured with)');
+  const originProblem = publicOriginProblem(origin);
+  if (originProblem !== undefined) throw new UsageError(`--public-origin: ${originProblem}`);
   const level = values['log-level'] ?? 'info';
   if (!['error', 'warn', 'info', 'debug'].includes(level)) throw new UsageError('--log-level must be error, warn, info or debug');
   const logger = winston.createLogger({
@@ -129,6 +136,8 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
   });
   const leaseSeconds = intOption(values['lease-seconds'], 'lease-seconds', 60, 30 * 86_400);
   const maxSessionSeconds = intOption(values['max-session-seconds'], 'max-session-seconds', 60, 30 * 86_400);
+  const grantLifeSeconds = intOption(values['grant-life-seconds'], 'grant-life-seconds', 60, 30 * 86_400);
+  const noncesPerKeyid = intOption(values['nonces-per-key'], 'nonces-per-key', 100, 10_000_000);
   const backend = await startBackend({
     dataDir: dataDirOf(values, io),
     tls: { certPem: readFileSync(values.cert, 'utf8'), keyPem: readFileSync(values.key, 'utf8') },
@@ -137,9 +146,11 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
     logger,
     ...(leaseSeconds !== undefined ? { leaseSeconds } : {}),
     ...(maxSessionSeconds !== undefined ? { maxSessionSeconds } : {}),
-    ...(values['public-origin'] !== undefined ? { publicOrigin: values['public-origin'].replace(/\/$/, '') } : {}),
+    ...(grantLifeSeconds !== undefined ? { grantLifeSeconds } : {}),
+    ...(noncesPerKeyid !== undefined ? { noncesPerKeyid } : {}),
+    publicOrigin: origin,
   });
-  write(io.stdout, `listening on ${backend.url} (kid_S ${backend.kid})`);
+  write(io.stdout, `listening on ${backend.url} for ${backend.origin} (kid_S ${backend.kid})`);
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off('SIGINT', stop);
@@ -260,9 +271,16 @@ function cmdImport(args: string[], io: CliIO): number {
 }
 
 async function cmdPki(args: string[], io: CliIO): Promise<number> {
-  const { values } = parseArgs({ args, options: { help: COMMON.help, out: { type: 'string' }, dns: { type: 'string' }, ip: { type: 'string' } }, strict: true });
-  if (values.out === undefined || values.dns === undefined) throw new UsageError('--out and --dns are required');
-  const pki = await createTestPki(values.out, { dnsNames: splitGateways(values.dns), ips: values.ip !== undefined ? splitGateways(values.ip) : [] });
+  const { values } = parseArgs({
+    args,
+    options: { help: COMMON.help, 'data-dir': COMMON['data-dir'], out: { type: 'string' }, dns: { type: 'string' }, ip: { type: 'string' } },
+    strict: true,
+  });
+  if (values.dns === undefined) throw new UsageError('--dns is required');
+  // Like every command, pki takes --data-dir: the PKI goes to <data dir>/pki unless --out says.
+  if (values.out === undefined) ensureDataDir(dataDirOf(values, io));
+  const out = values.out ?? join(dataDirOf(values, io), 'pki');
+  const pki = await createTestPki(out, { dnsNames: splitGateways(values.dns), ips: values.ip !== undefined ? splitGateways(values.ip) : [] });
   write(io.stdout, `CA: ${pki.ca.certPath}\nserver: ${pki.server.certPath} ${pki.server.keyPath}`);
   return 0;
 }

@@ -13,7 +13,9 @@ export type RegistryErrorCode =
   /** A device record that is not acceptable (e.g. its policy). */
   | 'GH_REGISTRY_BAD_DEVICE'
   /** A gateway or device with that id is already registered. */
-  | 'GH_REGISTRY_EXISTS';
+  | 'GH_REGISTRY_EXISTS'
+  /** The data directory cannot be made private (0700) or is not a directory. */
+  | 'GH_REGISTRY_DATA_DIR';
 
 /** The registry refused or could not do an operation. */
 export class RegistryError extends CodedError<RegistryErrorCode> {}
@@ -32,3 +34,10 @@ export type BackendKeyErrorCode =
 
 /** The backend's signing key file cannot be used. */
 export class BackendKeyError extends CodedError<BackendKeyErrorCode> {}
+
+export type BackendConfigErrorCode =
+  /** The public origin is missing or not `https://host[:port]`. */
+  'GH_BACKEND_ORIGIN';
+
+/** The server's configuration is unusable. */
+export class BackendConfigError extends CodedError<BackendConfigErrorCode> {}

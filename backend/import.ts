@@ -97,7 +97,11 @@ function parseCsv(text: string): { records: RawRecord[]; problems: ImportProblem
   }
   const header = rows.shift();
   if (header === undefined) return { records: [], problems: [{ line: 1, message: 'empty file' }] };
-  const names = header.cells.map((h) => h.trim().toLowerCase());
+  // `publicKey` (the JSON field's name) is accepted for `public_key`.
+  const names = header.cells.map((h) => h.trim().toLowerCase()).map((n) => (n === 'publickey' ? 'public_key' : n));
+  for (const [k, n] of names.entries()) {
+    if (names.indexOf(n) !== k) problems.push({ line: header.line, message: `column "${n}" appears twice` });
+  }
   for (const required of ['dev', 'public_key', 'gateways']) {
     if (!names.includes(required)) problems.push({ line: header.line, message: `header lacks column "${required}"` });
   }

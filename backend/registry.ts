@@ -1,14 +1,21 @@
 /**
  * The reference backend's registry in SQLite (better-sqlite3, WAL, prepared statements):
  * gateways and their TPM public keys, devices and their Ed25519 keys, where each device may
- * authenticate and its MQTT policy, the revocation feed, and the session keys issued to each
- * gateway (the two newest are kept: protocol-v1, "rotation never drops a request").
+ * authenticate and its MQTT policy, the revocation feed, the session keys issued to each
+ * gateway (the two newest are kept: protocol-v1, "rotation never drops a request"), which
+ * gateways each device was verified at (so each gateway is fed only its own devices'
+ * revocations), the devices that proved they speak protocol v2 (no downgrade), the newest v2
+ * grant of each device, and the request nonce window (backend/nonce-store.ts).
  */
 import Database from 'better-sqlite3';
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { chmodSync } from 'node:fs';
-import { DEFAULT_POLICY, ed25519PublicKeyProblem, isValidId, topicFilterProblem, type Policy } from '../protocol/index.js';
+import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, ed25519PublicKeyProblem, isValidId, type Policy } from '../protocol/index.js';
+import { ensurePrivateFile } from './data-dir.js';
 import { RegistryError } from './errors.js';
+import { NONCES_PER_KEYID, NonceStore } from './nonce-store.js';
+import { gatewayEntryProblem, parseTpmPublicKey, policyProblem } from './registry-checks.js';
+
+export { gatewayEntryProblem, parseTpmPublicKey, policyProblem };
+import { SCHEMA, SCHEMA_VERSION } from './registry-schema.js';
 
 export type Status = 'active' | 'revoked';
 
@@ -44,6 +51,16 @@ export interface NewDevice {
   policy?: Policy;
 }
 
+/** The newest protocol-v2 grant issued for a device (commands are bound to its `hh`). */
+export interface GrantRecord {
+  dev: string;
+  gw: string;
+  hh: Uint8Array;
+  spk: Uint8Array;
+  iat: number;
+  life: number;
+}
+
 export interface SessionKeyRecord {
   publicKey: Uint8Array;
   notAfter: number;
@@ -55,44 +72,15 @@ export const SESSION_KEYS_KEPT = 2;
 /** Most revocations one feed page carries; the gateway asks again from the returned cursor. */
 export const REVOCATION_PAGE = 1000;
 
-const SCHEMA_VERSION = 1;
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-CREATE TABLE IF NOT EXISTS gateways (
-  id TEXT PRIMARY KEY,
-  tpm_public_key_pem TEXT NOT NULL,
-  tpk BLOB NOT NULL CHECK (length(tpk) = 32),
-  groups TEXT NOT NULL DEFAULT '[]',
-  status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
-  created_at INTEGER NOT NULL,
-  revoked_at INTEGER
-) STRICT;
-CREATE TABLE IF NOT EXISTS devices (
-  id TEXT PRIMARY KEY,
-  public_key BLOB NOT NULL CHECK (length(public_key) = 32),
-  gateways TEXT NOT NULL,
-  policy TEXT NOT NULL,
-  status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
-  created_at INTEGER NOT NULL,
-  revoked_at INTEGER
-) STRICT;
-CREATE TABLE IF NOT EXISTS revocations (
-  cursor INTEGER PRIMARY KEY AUTOINCREMENT,
-  device_id TEXT NOT NULL,
-  revoked_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS session_keys (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  gateway_id TEXT NOT NULL REFERENCES gateways(id) ON DELETE CASCADE,
-  public_key BLOB NOT NULL CHECK (length(public_key) = 32),
-  issued_at INTEGER NOT NULL,
-  not_after INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS session_keys_gw ON session_keys (gateway_id, seq);
-`;
 
 /** Unix seconds. */
 export type NowSeconds = () => number;
+
+export interface RegistryOptions {
+  now?: NowSeconds;
+  /** Live request nonces each keyid may hold (backend/nonce-store.ts). Default {@link NONCES_PER_KEYID}. */
+  noncesPerKeyid?: number;
+}
 
 interface GatewayRow {
   id: string;
@@ -114,57 +102,18 @@ interface DeviceRow {
   revoked_at: number | null;
 }
 
-/** Why a device's gateway list entry is unacceptable, or undefined. */
-export function gatewayEntryProblem(entry: string): string | undefined {
-  if (entry === '*') return undefined;
-  const id = entry.startsWith('group:') ? entry.slice(6) : entry;
-  return isValidId(id) ? undefined : `"${entry}" is not a gateway id, group:<name> or *`;
-}
-
-/** Why a policy is unacceptable, or undefined. Exactly `{pub: [...], sub: [...]}`. */
-export function policyProblem(policy: unknown): string | undefined {
-  if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) return 'policy must be an object {"pub": [...], "sub": [...]}';
-  const keys = Object.keys(policy);
-  if (keys.some((k) => k !== 'pub' && k !== 'sub') || keys.length !== 2) return 'policy must have exactly "pub" and "sub"';
-  for (const name of ['pub', 'sub'] as const) {
-    const list = (policy as Record<string, unknown>)[name];
-    if (!Array.isArray(list) || list.length > 64) return `policy "${name}" must be an array of at most 64 topic filters`;
-    for (const f of list) {
-      const p = topicFilterProblem(f);
-      if (p !== undefined) return `policy "${name}" filter ${JSON.stringify(f)} ${p}`;
-    }
-  }
-  return undefined;
-}
-
-/** The TPM key of a gateway: a P-256 SPKI PEM, and its thumbprint. */
-export function parseTpmPublicKey(pem: string): { key: KeyObject; pem: string; tpk: Uint8Array } {
-  const m = /-----BEGIN PUBLIC KEY-----[\s\S]+?-----END PUBLIC KEY-----/.exec(pem);
-  if (!m) throw new RegistryError('GH_REGISTRY_BAD_KEY', 'no "BEGIN PUBLIC KEY" PEM block found');
-  let key: KeyObject;
-  try {
-    key = createPublicKey(m[0]);
-  } catch (cause) {
-    throw new RegistryError('GH_REGISTRY_BAD_KEY', 'the PEM block is not a public key', { cause });
-  }
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new RegistryError('GH_REGISTRY_BAD_KEY', 'a gateway TPM key must be ECDSA P-256');
-  }
-  const der = key.export({ format: 'der', type: 'spki' });
-  // protocol-v1 key 10: tpk = SHA-256 of the DER SubjectPublicKeyInfo.
-  const tpk = new Uint8Array(createHash('sha256').update(der).digest());
-  return { key, pem: key.export({ format: 'pem', type: 'spki' }).toString(), tpk };
-}
-
 /** The registry. One instance per database file; synchronous (better-sqlite3). */
 export class Registry {
   readonly #db: Database.Database;
   readonly #now: NowSeconds;
   readonly #stmts;
+  /** The request nonce window (persisted here so a restart does not forget it). */
+  readonly nonces: NonceStore;
 
-  private constructor(db: Database.Database, now: NowSeconds) {
+  private constructor(db: Database.Database, now: NowSeconds, opts: RegistryOptions) {
     this.#db = db;
     this.#now = now;
+    this.nonces = new NonceStore(db, opts.noncesPerKeyid ?? NONCES_PER_KEYID, GATEHOUSE_MAX_SKEW_SECONDS);
     this.#stmts = {
       getGateway: db.prepare<[string], GatewayRow>('SELECT * FROM gateways WHERE id = ?'),
       listGateways: db.prepare<[], GatewayRow>('SELECT * FROM gateways ORDER BY id'),
@@ -182,6 +131,24 @@ export class Registry {
       revocationsSince: db.prepare<[number, number], { cursor: number; device_id: string }>(
         'SELECT cursor, device_id FROM revocations WHERE cursor > ? ORDER BY cursor LIMIT ?',
       ),
+      revocationsSinceAt: db.prepare<[number, string, number], { cursor: number; device_id: string }>(
+        `SELECT r.cursor, r.device_id FROM revocations r
+         WHERE r.cursor > ? AND EXISTS (SELECT 1 FROM device_gateways dg WHERE dg.device_id = r.device_id AND dg.gateway_id = ?)
+         ORDER BY r.cursor LIMIT ?`,
+      ),
+      recordVerifiedAt: db.prepare(
+        'INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_at = excluded.last_at',
+      ),
+      verifiedAt: db.prepare<[string], { gateway_id: string }>('SELECT gateway_id FROM device_gateways WHERE device_id = ? ORDER BY gateway_id'),
+      markV2: db.prepare('INSERT INTO device_v2 (device_id, since) VALUES (?, ?) ON CONFLICT DO NOTHING'),
+      v2Since: db.prepare<[string], { since: number }>('SELECT since FROM device_v2 WHERE device_id = ?'),
+      putGrant: db.prepare(
+        `INSERT INTO grants (device_id, gateway_id, hh, spk, iat, life) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT DO UPDATE SET gateway_id = excluded.gateway_id, hh = excluded.hh, spk = excluded.spk, iat = excluded.iat, life = excluded.life`,
+      ),
+      getGrant: db.prepare<[string], { device_id: string; gateway_id: string; hh: Buffer; spk: Buffer; iat: number; life: number }>(
+        'SELECT * FROM grants WHERE device_id = ?',
+      ),
       maxCursor: db.prepare<[], { c: number | null }>('SELECT max(cursor) AS c FROM revocations'),
       deleteSameSession: db.prepare('DELETE FROM session_keys WHERE gateway_id = ? AND public_key = ?'),
       insertSession: db.prepare('INSERT INTO session_keys (gateway_id, public_key, issued_at, not_after) VALUES (?, ?, ?, ?)'),
@@ -196,18 +163,21 @@ export class Registry {
   }
 
   /** Open (creating if needed) the registry at `path`; `:memory:` for throwaway use. */
-  static open(path: string, opts: { now?: NowSeconds } = {}): Registry {
+  static open(path: string, opts: RegistryOptions = {}): Registry {
     let db: Database.Database;
+    let from: string | undefined;
     try {
+      // Created 0600 before SQLite opens it (never readable by others, even for a moment);
+      // SQLite gives the -wal and -shm files the database file's mode.
+      if (path !== ':memory:') ensurePrivateFile(path);
       db = new Database(path, { timeout: 5000 });
-      // Mode 0600 before WAL: SQLite gives the -wal and -shm files the database file's mode.
-      if (path !== ':memory:') chmodSync(path, 0o600);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.exec(SCHEMA);
       const v = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get();
       if (v === undefined) db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
+      else if (v.value === '1') from = v.value;
       else if (v.value !== String(SCHEMA_VERSION)) {
         db.close();
         throw new RegistryError('GH_REGISTRY_SCHEMA', `registry schema ${v.value} is not supported (expected ${SCHEMA_VERSION})`);
@@ -216,7 +186,24 @@ export class Registry {
       if (cause instanceof RegistryError) throw cause;
       throw new RegistryError('GH_REGISTRY_OPEN', `cannot open the registry at ${path}`, { cause });
     }
-    return new Registry(db, opts.now ?? (() => Math.floor(Date.now() / 1000)));
+    const reg = new Registry(db, opts.now ?? (() => Math.floor(Date.now() / 1000)), opts);
+    if (from === '1') reg.#migrateFrom1();
+    return reg;
+  }
+
+  /**
+   * Schema 1 did not record where devices were verified. Until they verify again, assume every
+   * device was verified at every gateway it is allowed at, so no gateway misses a revocation.
+   */
+  #migrateFrom1(): void {
+    this.#db.transaction(() => {
+      const at = this.#now();
+      const gateways = this.listGateways();
+      for (const d of this.listDevices()) {
+        for (const g of gateways) if (this.deviceAllowedAt(d, g)) this.#stmts.recordVerifiedAt.run(d.id, g.id, at, at);
+      }
+      this.#db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(String(SCHEMA_VERSION));
+    })();
   }
 
   close(): void {
@@ -315,12 +302,53 @@ export class Registry {
 
   // -- revocation feed --------------------------------------------------------------------------
 
-  /** Devices revoked after `since`, oldest first, at most {@link REVOCATION_PAGE}; `cursor` to ask from next. */
-  revocationsSince(since: number, limit = REVOCATION_PAGE): { cursor: number; devices: string[] } {
-    const rows = this.#stmts.revocationsSince.all(since, limit);
-    const last = rows[rows.length - 1];
-    const cursor = last !== undefined ? last.cursor : Math.min(since, this.#stmts.maxCursor.get()?.c ?? 0);
-    return { cursor, devices: rows.map((r) => r.device_id) };
+  /**
+   * Devices revoked after `since`, oldest first, at most {@link REVOCATION_PAGE}; `cursor` to ask
+   * from next. With `gw`, only devices that were verified at that gateway: a gateway learns
+   * nothing about devices it never served. The cursor still moves past the others, so a gateway
+   * does not ask for them again.
+   */
+  revocationsSince(since: number, limit = REVOCATION_PAGE, gw?: string): { cursor: number; devices: string[] } {
+    return this.#db.transaction(() => {
+      const rows = gw === undefined ? this.#stmts.revocationsSince.all(since, limit) : this.#stmts.revocationsSinceAt.all(since, gw, limit);
+      const last = rows[rows.length - 1];
+      // A full page: continue after its last row. Otherwise every row up to the newest was seen.
+      const cursor = last !== undefined && rows.length === limit ? last.cursor : (this.#stmts.maxCursor.get()?.c ?? 0);
+      return { cursor, devices: rows.map((r) => r.device_id) };
+    })();
+  }
+
+  // -- where devices were verified, protocol v2 ------------------------------------------------
+
+  /** Record that `dev` got an ok verdict at `gw` (it will be fed `dev`'s revocation). */
+  recordVerifiedAt(dev: string, gw: string): void {
+    const at = this.#now();
+    this.#stmts.recordVerifiedAt.run(dev, gw, at, at);
+  }
+
+  /** The gateways `dev` was verified at. */
+  gatewaysVerifiedAt(dev: string): string[] {
+    return this.#stmts.verifiedAt.all(dev).map((r) => r.gateway_id);
+  }
+
+  /** protocol-v2 "No downgrade": `dev` proved it speaks v2; from now on its v1 hellos are refused. */
+  markDeviceV2(dev: string): void {
+    this.#stmts.markV2.run(dev, this.#now());
+  }
+
+  /** When `dev` was first recorded as v2, or undefined. */
+  deviceV2Since(dev: string): number | undefined {
+    return this.#stmts.v2Since.get(dev)?.since;
+  }
+
+  /** Keep `g` as the newest grant of its device (commands are signed with its `hh`). */
+  recordGrant(g: GrantRecord): void {
+    this.#stmts.putGrant.run(g.dev, g.gw, Buffer.from(g.hh), Buffer.from(g.spk), g.iat, g.life);
+  }
+
+  newestGrant(dev: string): GrantRecord | undefined {
+    const r = this.#stmts.getGrant.get(dev);
+    return r === undefined ? undefined : { dev: r.device_id, gw: r.gateway_id, hh: new Uint8Array(r.hh), spk: new Uint8Array(r.spk), iat: r.iat, life: r.life };
   }
 
   // -- session keys -----------------------------------------------------------------------------

@@ -6,15 +6,15 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'winston';
 import { silentLogger } from '../common/log/logger.js';
-import { GATEHOUSE_MAX_SKEW_SECONDS, type HttpRequestParts } from '../protocol/index.js';
+import type { HttpRequestParts } from '../protocol/index.js';
 import { createSession, revocations, verifyHellos, type ApiDeps } from './api.js';
 import { authenticate, type Authenticated, type KeyKind } from './auth.js';
-import { NonceCache } from './nonce-cache.js';
+import { ensureDataDir } from './data-dir.js';
 import { Problem, sendJson, sendProblem } from './problem.js';
+import { BackendConfigError } from './errors.js';
 import { Registry } from './registry.js';
 import { ensureSigningKey } from './signing-key.js';
 
@@ -35,17 +35,49 @@ export interface BackendOptions {
   leaseSeconds?: number;
   /** Cap on a session credential's lifetime, seconds. Default 172 800 (48 h). */
   maxSessionSeconds?: number;
+  /** protocol-v2: a grant's `life`, the longest peripheral session allowed, seconds. Default 86 400 (24 h). */
+  grantLifeSeconds?: number;
   /** Request body limit, bytes. Default 512 KiB (256 hellos of the 1024-byte maximum fit). */
   maxBodyBytes?: number;
-  /** Origin for `@target-uri` (e.g. behind a proxy). Default: `https://` + the Host header. */
-  publicOrigin?: string;
-  /** Bound on remembered nonces. Default 100 000. */
-  nonceCacheEntries?: number;
+  /**
+   * The origin gateways sign for (`https://host[:port]`): every request's `@target-uri` is this
+   * origin and the request path. Required, and never taken from the request's Host header, so a
+   * request signed for another deployment does not verify here. A function of the bound port is
+   * for listeners on port 0 (tests, the embedded demo).
+   */
+  publicOrigin: string | ((port: number) => string);
+  /** Live request nonces each keyid may hold before its requests get 503 `busy`. Default 10 000. */
+  noncesPerKeyid?: number;
+}
+
+/** Why `origin` cannot be a public origin, or undefined: `https://host[:port]`, nothing more. */
+export function publicOriginProblem(origin: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(origin);
+  } catch {
+    return `${JSON.stringify(origin)} is not a URL`;
+  }
+  if (u.protocol !== 'https:') return 'the public origin must be https://';
+  if (u.username !== '' || u.password !== '') return 'the public origin must not carry credentials';
+  if (u.pathname !== '/' || u.search !== '' || u.hash !== '') return 'the public origin is scheme, host and port only (no path, query or fragment)';
+  if (origin.endsWith('/')) return 'the public origin has no trailing slash';
+  return undefined;
+}
+
+function resolveOrigin(o: BackendOptions['publicOrigin'], port: number): string {
+  const origin = typeof o === 'function' ? o(port) : o;
+  if (typeof origin !== 'string') throw new BackendConfigError('GH_BACKEND_ORIGIN', 'publicOrigin is required');
+  const problem = publicOriginProblem(origin);
+  if (problem !== undefined) throw new BackendConfigError('GH_BACKEND_ORIGIN', problem);
+  return new URL(origin).origin;
 }
 
 export interface RunningBackend {
-  /** `https://host:port` (no trailing slash). */
+  /** `https://host:port` (no trailing slash): where it listens. */
   url: string;
+  /** The configured public origin requests are verified against. */
+  origin: string;
   port: number;
   registry: Registry;
   /** `pk_S`, raw 32 bytes: what peripherals pin. */
@@ -61,8 +93,6 @@ interface Route {
   kind: KeyKind;
   handle(ctx: { auth: Authenticated; body: unknown; query: URLSearchParams; now: number }): Promise<{ status: number; value: unknown }>;
 }
-
-const HOST_RE = /^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$/;
 
 /** Read the body, refusing more than `max` bytes (by Content-Length up front, or while streaming). */
 function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
@@ -99,11 +129,14 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
   const logger = (opts.logger ?? silentLogger()).child({ area: 'backend' });
   const clock = opts.clock ?? { now: () => Date.now() };
   const nowS = (): number => Math.floor(clock.now() / 1000);
-  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  // A fixed origin is checked before anything is created; a function of the port after listen.
+  if (typeof opts.publicOrigin !== 'function') resolveOrigin(opts.publicOrigin, 0);
+  ensureDataDir(opts.dataDir);
   const { signer, created } = await ensureSigningKey(opts.dataDir);
   if (created) logger.info('backend signing key created', { kid: signer.kid });
-  const registry = Registry.open(join(opts.dataDir, REGISTRY_FILE), { now: nowS });
-  const nonces = new NonceCache(opts.nonceCacheEntries ?? 100_000, GATEHOUSE_MAX_SKEW_SECONDS);
+  const registry = Registry.open(join(opts.dataDir, REGISTRY_FILE), { now: nowS, ...(opts.noncesPerKeyid !== undefined ? { noncesPerKeyid: opts.noncesPerKeyid } : {}) });
+  const nonces = registry.nonces;
+  let origin = '';
   const maxBody = opts.maxBodyBytes ?? 512 * 1024;
   const deps: ApiDeps = {
     registry,
@@ -111,6 +144,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     logger,
     leaseSeconds: opts.leaseSeconds ?? 86_400,
     maxSessionSeconds: opts.maxSessionSeconds ?? 172_800,
+    grantLifeSeconds: opts.grantLifeSeconds ?? 86_400,
   };
   const gwFrom = (m: RegExpExecArray): string | undefined => m[1];
   const routes: Route[] = [
@@ -124,7 +158,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       method: 'POST',
       path: /^\/v1\/verify$/,
       kind: 'session',
-      handle: async ({ auth, body, now }) => ({ status: 200, value: await verifyHellos(body, auth.gateway, now, deps) }),
+      handle: async ({ auth, body, now }) => ({ status: 200, value: await verifyHellos(body, auth, now, deps) }),
     },
     {
       method: 'GET',
@@ -145,8 +179,6 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       res.setHeader('allow', matching.map((x) => x.r.method).join(', '));
       throw new Problem('method-not-allowed');
     }
-    const host = req.headers.host;
-    if (opts.publicOrigin === undefined && (host === undefined || !HOST_RE.test(host))) throw new Problem('malformed-request', 'bad Host header');
     const body = await readBody(req, maxBody);
     if (hit.r.method === 'POST') {
       const ct = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
@@ -155,7 +187,8 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     const now = nowS();
     const parts: HttpRequestParts = {
       method: req.method ?? '',
-      url: `${opts.publicOrigin ?? `https://${host ?? ''}`}${rawUrl}`,
+      // Never the Host header: a request signed for another origin must not verify here.
+      url: `${origin}${rawUrl}`,
       headers: req.headers,
       ...(body.length > 0 ? { body: new Uint8Array(body) } : {}),
     };
@@ -221,11 +254,19 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
+  try {
+    origin = resolveOrigin(opts.publicOrigin, port);
+  } catch (err) {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    registry.close();
+    throw err;
+  }
   const hostForUrl = (opts.host ?? '127.0.0.1').includes(':') ? `[${opts.host ?? ''}]` : (opts.host ?? '127.0.0.1');
-  logger.info('backend listening', { host: opts.host ?? '127.0.0.1', port, kid: signer.kid });
+  logger.info('backend listening', { host: opts.host ?? '127.0.0.1', port, origin, kid: signer.kid });
   let closing: Promise<void> | undefined;
   return {
     url: `https://${hostForUrl}:${port}`,
+    origin,
     port,
     registry,
     publicKeyRaw: signer.publicKeyRaw,

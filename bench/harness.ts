@@ -150,7 +150,7 @@ export class BenchEnv {
     await ks.open();
     const tpmPem = ks.publicKeyPem();
     await ks.close();
-    const backend = await startBackend({ dataDir: join(dir, 'backend'), tls: { certPem: server.certPem, keyPem: server.keyPem } });
+    const backend = await startBackend({ dataDir: join(dir, 'backend'), tls: { certPem: server.certPem, keyPem: server.keyPem }, publicOrigin: (port) => `https://127.0.0.1:${port}` });
     backend.registry.addGateway({ id: GW, tpmPublicKeyPem: tpmPem });
     const env = new BenchEnv(dir, swtpm, backend, ca);
     env.devices = Array.from({ length: deviceCount }, (_, i) => {

@@ -72,7 +72,7 @@ export class BackendProcess {
   }
 
   static async start(o: BackendProcessOptions): Promise<BackendProcess> {
-    const serveArgs = [...backendEntry(), 'serve', '--data-dir', o.dataDir, '--cert', o.certFile, '--key', o.keyFile, '--host', '127.0.0.1', '--port', String(o.port)];
+    const serveArgs = [...backendEntry(), 'serve', '--data-dir', o.dataDir, '--cert', o.certFile, '--key', o.keyFile, '--host', '127.0.0.1', '--port', String(o.port), '--public-origin', `https://127.0.0.1:${o.port}`];
     const cmd = dyingWithParent(process.execPath, serveArgs);
     const log = openSync(o.logFile, 'a', 0o600);
     let child: ChildProcess;

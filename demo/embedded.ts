@@ -163,7 +163,7 @@ export class EmbeddedSystem {
       const tpmPublicKeyPem = keyStore.publicKeyPem();
       await keyStore.close();
 
-      backend = opts.backendProcess === true ? await startBackendProcess(d, pki, opts.onChild) : { kind: 'in-process', running: await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem } }) };
+      backend = opts.backendProcess === true ? await startBackendProcess(d, pki, opts.onChild) : { kind: 'in-process', running: await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem }, publicOrigin: (port) => `https://127.0.0.1:${port}` }) };
       const registry = backend.kind === 'process' ? backend.registry : backend.running.registry;
       const endpoint = backend.kind === 'process' ? backend.endpoint : backend.running;
       registry.addGateway({ id: gw, tpmPublicKeyPem });
@@ -218,6 +218,7 @@ export class EmbeddedSystem {
         dataDir: join(this.dir, 'backend'),
         port: this.#backendHandle.running.port,
         tls: { certPem: this.pki.server.certPem, keyPem: this.pki.server.keyPem },
+        publicOrigin: this.#backendHandle.running.origin,
       }),
     };
   }

@@ -86,6 +86,7 @@ export class BackendEnv {
       dataDir: join(this.dir, 'backend'),
       tls: { certPem: this.pki.server.certPem, keyPem: this.pki.server.keyPem },
       port: this.#port,
+      publicOrigin: (port) => `https://${BACKEND_NAME}:${port}`,
       ...(this.#backendClock !== undefined ? { clock: this.#backendClock } : {}),
     });
     this.#port = this.backend.port;

@@ -48,12 +48,14 @@ export interface TestGateway {
 }
 
 export interface TestBackend {
-  backend: RunningBackend;
+  /** The running backend (a new object after `restart()`). */
+  readonly backend: RunningBackend;
   pki: TestPki;
   dir: string;
   /** The CA certificate PEM a client must trust. */
   caPem: string;
-  dispatcher: Agent;
+  /** The client agent trusting the test CA (a new one after `restart()`). */
+  readonly dispatcher: Agent;
   addGateway(id: string, opts?: { groups?: string[]; tpmPublicKeyPem?: string }): TestGateway;
   addDevice(id: string, opts?: { gateways?: string[]; policy?: Policy }): Ed25519Signer;
   /** Send a signed request (RFC 9421 `gh`) and read the JSON answer. */
@@ -62,6 +64,8 @@ export interface TestBackend {
   send(sent: CallResult['sent']): Promise<CallResult>;
   /** Obtain a session credential for `gw` with a fresh session key. */
   openSession(gw: TestGateway, notAfter?: number): Promise<{ session: Ed25519Signer; credential: Uint8Array; notAfter: number }>;
+  /** Stop the backend and start it again on the same data directory, port and options. */
+  restart(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -71,14 +75,18 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
   const dir = mkdtempSync(join(tmpdir(), 'gh-backend-test-'));
   try {
     const pki = await createTestPki(join(dir, 'pki'), { dnsNames: [BACKEND_TEST_NAME, 'localhost'], ips: ['127.0.0.1'] });
-    const backend = await startBackend({
-      ...opts,
-      dataDir: join(dir, 'data'),
-      tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem },
-      host: '127.0.0.1',
-      port: 0,
-    });
-    const dispatcher = new Agent({ connect: { ca: pki.ca.certPem, servername: BACKEND_TEST_NAME }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const start = (port: number): Promise<RunningBackend> =>
+      startBackend({
+        publicOrigin: (p) => `https://127.0.0.1:${p}`,
+        ...opts,
+        dataDir: join(dir, 'data'),
+        tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem },
+        host: '127.0.0.1',
+        port,
+      });
+    let backend = await start(0);
+    const agent = (): Agent => new Agent({ connect: { ca: pki.ca.certPem, servername: BACKEND_TEST_NAME }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    let dispatcher = agent();
     const nowS = (): number => Math.floor((opts.clock?.now() ?? Date.now()) / 1000);
 
     const send = async (sent: CallResult['sent']): Promise<CallResult> => {
@@ -101,8 +109,9 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
       if (c.json !== undefined) body = JSON.stringify(c.json);
       if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
       const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body;
+      // Signed for the backend's configured origin, as a gateway configured with it would.
       const sig = await signGatehouseRequest(
-        { method, url: `${backend.url}${path}`, headers, ...(bytes !== undefined ? { body: bytes } : {}) },
+        { method, url: `${backend.origin}${path}`, headers, ...(bytes !== undefined ? { body: bytes } : {}) },
         { keyid: c.keyid, alg: c.alg, created: c.created ?? nowS(), nonce: c.nonce ?? `test-nonce-${process.pid}-${++nonceCounter}`, sign: c.sign },
       );
       const sent = { method, path, headers: { ...headers, ...sig }, ...(body !== undefined ? { body: c.tamperBody ?? body } : {}) };
@@ -110,11 +119,15 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
     };
 
     return {
-      backend,
+      get backend() {
+        return backend;
+      },
       pki,
       dir,
       caPem: pki.ca.certPem,
-      dispatcher,
+      get dispatcher() {
+        return dispatcher;
+      },
       addGateway(id, o = {}) {
         const tpm = Es256Signer.generate(`tpm:${id}`);
         const pem = o.tpmPublicKeyPem ?? tpm.publicKey.export({ format: 'pem', type: 'spki' }).toString();
@@ -142,6 +155,14 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
         const credential = base64UrlDecode(answer.credential);
         if (credential === undefined) throw new Error('credential is not base64url');
         return { session, credential, notAfter: answer.notAfter };
+      },
+      async restart() {
+        const port = backend.port;
+        await backend.close();
+        // A fresh agent: the old one's keep-alive sockets were cut by the stop.
+        await dispatcher.destroy();
+        dispatcher = agent();
+        backend = await start(port);
       },
       async close() {
         await dispatcher.close();

@@ -269,6 +269,7 @@ export class FaultEnv {
       dataDir: join(this.dir, 'backend'),
       tls: { certPem: this.#server.certPem, keyPem: this.#server.keyPem },
       port: this.#port,
+      publicOrigin: (port) => `https://127.0.0.1:${port}`,
       ...(this.backendClock !== undefined ? { clock: this.backendClock } : {}),
     });
     this.#port = this.backend.port;

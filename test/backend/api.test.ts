@@ -292,15 +292,37 @@ describe('backend API over HTTPS', () => {
       const before = await get('?since=0');
       assert.equal(before.status, 200);
       const start = (before.body as { cursor: number }).cursor;
-      tb.addDevice('dev-r1');
-      tb.addDevice('dev-r2');
+      const r1 = tb.addDevice('dev-r1');
+      const r2 = tb.addDevice('dev-r2');
+      const r = await verify([
+        { id: 'r1', transport: 'mqtt', hello: base64UrlEncode(await helloFor(r1)) },
+        { id: 'r2', transport: 'mqtt', hello: base64UrlEncode(await helloFor(r2)) },
+      ]);
+      assert.equal(r.status, 200);
       tb.backend.registry.revokeDevice('dev-r1');
       tb.backend.registry.revokeDevice('dev-r2');
-      const r = await get(`?since=${start}`);
-      assert.equal(r.status, 200);
-      assert.deepEqual(r.body, { cursor: start + 2, devices: ['dev-r1', 'dev-r2'] });
+      const page = await get(`?since=${start}`);
+      assert.equal(page.status, 200);
+      assert.deepEqual(page.body, { cursor: start + 2, devices: ['dev-r1', 'dev-r2'] });
       assert.deepEqual((await get(`?since=${start + 2}`)).body, { cursor: start + 2, devices: [] });
       assert.deepEqual((await get(`?since=${start + 1}`)).body, { cursor: start + 2, devices: ['dev-r2'] });
+    });
+
+    it("does not tell a gateway about devices that were never verified at it", async () => {
+      const start = ((await get('?since=0')).body as { cursor: number }).cursor;
+      const g2 = tb.addGateway('gw-feed-2');
+      const s2 = await tb.openSession(g2);
+      const mine = tb.addDevice('dev-feed-mine');
+      const theirs = tb.addDevice('dev-feed-theirs');
+      assert.equal((await verify([{ id: 'm', transport: 'mqtt', hello: base64UrlEncode(await helloFor(mine)) }])).status, 200);
+      const other = await verify([{ id: 't', transport: 'mqtt', hello: base64UrlEncode(await helloFor(theirs)) }], s2.session, 'session:gw-feed-2');
+      assert.equal(other.status, 200);
+      tb.backend.registry.revokeDevice('dev-feed-theirs');
+      tb.backend.registry.revokeDevice('dev-feed-mine');
+      tb.addDevice('dev-feed-never');
+      tb.backend.registry.revokeDevice('dev-feed-never');
+      assert.deepEqual((await get(`?since=${start}`)).body, { cursor: start + 3, devices: ['dev-feed-mine'] });
+      assert.deepEqual((await get(`?since=${start}`, s2.session, 'gw-feed-2')).body, { cursor: start + 3, devices: ['dev-feed-theirs'] });
     });
 
     it('refuses a bad cursor and another gateway\'s feed', async () => {
@@ -384,7 +406,7 @@ describe('backend HTTP limits', () => {
   let session: Ed25519Signer;
 
   before(async () => {
-    tb = await startTestBackend({ nonceCacheEntries: 3 });
+    tb = await startTestBackend({ noncesPerKeyid: 3 });
     gw = tb.addGateway('gw-lim');
     ({ session } = await tb.openSession(gw));
   });
@@ -410,13 +432,15 @@ describe('backend HTTP limits', () => {
     assert.equal(res.statusCode, 431);
   });
 
-  it('answers 503 busy with Retry-After when the nonce cache is full of live nonces', async () => {
-    // One nonce went to openSession; fill the rest, then one more.
-    const get = () => tb.call('GET', '/v1/gateways/gw-lim/revocations', { keyid: 'session:gw-lim', alg: 'ed25519', sign: (b) => session.sign(b) });
-    assert.equal((await get()).status, 200);
-    assert.equal((await get()).status, 200);
-    const r = await get();
+  it("answers 503 busy with Retry-After to a key over its nonce quota, and serves another gateway's key meanwhile", async () => {
+    const other = tb.addGateway('gw-lim-2');
+    const { session: otherSession } = await tb.openSession(other);
+    const get = (g: string, s: Ed25519Signer) => tb.call('GET', `/v1/gateways/${g}/revocations`, { keyid: `session:${g}`, alg: 'ed25519', sign: (b) => s.sign(b) });
+    for (let i = 0; i < 3; i++) assert.equal((await get('gw-lim', session)).status, 200);
+    const r = await get('gw-lim', session);
     problem(r, 503, 'busy');
     assert.equal(r.headers['retry-after'], '5');
+    assert.equal((await get('gw-lim-2', otherSession)).status, 200);
+    problem(await get('gw-lim', session), 503, 'busy');
   });
 });

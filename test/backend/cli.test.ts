@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -151,6 +151,57 @@ describe('backend/cli (gatehouse-backend)', () => {
     assert.match(again.err, /good\.csv:2: device "dev-a" already exists/);
   });
 
+  it('imports CSV whose header names the key column publicKey, as the JSON field is named', async () => {
+    const [a, b] = [devKeyHex(), devKeyHex()];
+    writeFileSync(join(dir, 'camel.csv'), `dev,publicKey,gateways\nc-1,${a.hex},*\nc-2,${b.b64},gw-1\n`);
+    const ok = await d('import', join(dir, 'camel.csv'));
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /imported 2 device/);
+    const list = JSON.parse((await d('device', 'list', '--json')).out) as { id: string; publicKey: string }[];
+    assert.deepEqual(list.map((x) => [x.id, x.publicKey]), [
+      ['c-1', a.hex],
+      ['c-2', Buffer.from(b.b64, 'base64').toString('hex')],
+    ]);
+    writeFileSync(join(dir, 'both.csv'), `dev,public_key,publicKey,gateways\nc-3,${a.hex},${a.hex},*\n`);
+    const both = await d('import', join(dir, 'both.csv'));
+    assert.equal(both.code, 1);
+    assert.match(both.err, /both\.csv:1: column "public_key" appears twice/);
+  });
+
+  it('sets the data directory to 0700 on every command, not only when it creates it', async () => {
+    mkdirSync(data, { mode: 0o755 });
+    chmodSync(data, 0o755);
+    assert.equal((await d('gateway', 'list')).code, 0);
+    assert.equal(statSync(data).mode & 0o777, 0o700);
+    chmodSync(data, 0o750);
+    assert.equal((await d('init')).code, 0);
+    assert.equal(statSync(data).mode & 0o777, 0o700);
+  });
+
+  it('pki takes --data-dir (as every command does) and writes to its pki/ unless --out is given', async () => {
+    const r = await d('pki', '--dns', 'localhost');
+    assert.equal(r.code, 0, r.err);
+    assert.equal(statSync(join(data, 'pki', 'ca.pem')).isFile(), true);
+    assert.equal(statSync(join(data, 'pki', 'server.key')).mode & 0o077, 0);
+    assert.equal(statSync(data).mode & 0o777, 0o700);
+    const bare = await cli(['pki', '--dns', 'localhost'], { GATEHOUSE_BACKEND_DATA_DIR: join(dir, 'env-data') });
+    assert.equal(bare.code, 0, bare.err);
+    assert.equal(statSync(join(dir, 'env-data', 'pki', 'server.pem')).isFile(), true);
+    assert.equal((await d('pki')).code, 2);
+  });
+
+  it('serve refuses to start without --public-origin, or with one that is not https://host[:port] (exit 2)', async () => {
+    const base = ['serve', '--cert', join(dir, 'none.pem'), '--key', join(dir, 'none.key'), '--port', '0'];
+    const missing = await d(...base);
+    assert.equal(missing.code, 2);
+    assert.match(missing.err, /--public-origin is required/);
+    for (const origin of ['http://backend.example', 'https://backend.example/api', 'https://backend.example/']) {
+      const r = await d(...base, '--public-origin', origin);
+      assert.equal(r.code, 2, origin);
+      assert.match(r.err, /--public-origin: /);
+    }
+  });
+
   it('imports JSON arrays and JSON lines with line numbers', async () => {
     const [a, b] = [devKeyHex(), devKeyHex()];
     const arr = `[\n  {"dev": "j-1", "publicKey": "${a.hex}", "gateways": ["*"]},\n  {"dev": "j-2",\n   "publicKey": "nope", "gateways": ["*"]}\n]\n`;
@@ -170,7 +221,7 @@ describe('backend/cli (gatehouse-backend)', () => {
     const pki = await createTestPki(join(dir, 'pki'), { dnsNames: ['localhost'], ips: ['127.0.0.1'] });
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', 'backend/cli.ts', 'serve', '--data-dir', data, '--cert', pki.server.certPath, '--key', pki.server.keyPath, '--port', '0'],
+      ['--import', 'tsx', 'backend/cli.ts', 'serve', '--data-dir', data, '--cert', pki.server.certPath, '--key', pki.server.keyPath, '--port', '0', '--public-origin', 'https://localhost:8443'],
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const agent = new Agent({ connect: { ca: pki.ca.certPem } });
@@ -188,6 +239,7 @@ describe('backend/cli (gatehouse-backend)', () => {
         });
         child.once('exit', (code) => reject(new Error(`exited early (${code}): ${out}`)));
       });
+      assert.match(out, /for https:\/\/localhost:8443 /);
       const res = await request(`${url}/v1/verify`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' }, dispatcher: agent });
       assert.equal(res.statusCode, 401);
       assert.equal(res.headers['content-type'], 'application/problem+json');

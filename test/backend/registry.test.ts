@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackendKeyError, RegistryError } from '../../backend/errors.js';
-import { NonceCache } from '../../backend/nonce-cache.js';
+import { ensureDataDir } from '../../backend/data-dir.js';
 import { Registry } from '../../backend/registry.js';
 import { SIGNING_KEY_FILE, ensureSigningKey, loadSigningKey } from '../../backend/signing-key.js';
 import { Ed25519Signer } from '../../protocol/index.js';
@@ -78,6 +79,61 @@ describe('backend/registry', () => {
     assert.equal(reg.getDevice('a')?.revokedAt, 1000);
   });
 
+  it("feeds each gateway only the revocations of devices verified there, moving its cursor past the others", () => {
+    for (const id of ['a', 'b', 'c']) reg.addDevice({ id, publicKey: Ed25519Signer.generate(id).publicKeyRaw, gateways: ['*'] });
+    reg.recordVerifiedAt('a', 'gw-1');
+    reg.recordVerifiedAt('b', 'gw-2');
+    reg.recordVerifiedAt('c', 'gw-1');
+    reg.recordVerifiedAt('c', 'gw-2');
+    const ca = reg.revokeDevice('a');
+    const cb = reg.revokeDevice('b');
+    const cc = reg.revokeDevice('c');
+    assert.ok(ca !== undefined && cb !== undefined && cc !== undefined);
+    assert.deepEqual(reg.revocationsSince(0, undefined, 'gw-1'), { cursor: cc, devices: ['a', 'c'] });
+    assert.deepEqual(reg.revocationsSince(0, undefined, 'gw-2'), { cursor: cc, devices: ['b', 'c'] });
+    assert.deepEqual(reg.revocationsSince(0, undefined, 'gw-3'), { cursor: cc, devices: [] });
+    assert.deepEqual(reg.revocationsSince(0, 1, 'gw-2'), { cursor: cb, devices: ['b'] });
+    assert.deepEqual(reg.gatewaysVerifiedAt('c'), ['gw-1', 'gw-2']);
+  });
+
+  it('remembers v2 devices and the newest grant per device across reopen', () => {
+    reg.addDevice({ id: 'd', publicKey: Ed25519Signer.generate('d').publicKeyRaw, gateways: ['*'] });
+    assert.equal(reg.deviceV2Since('d'), undefined);
+    reg.markDeviceV2('d');
+    now = 2000;
+    reg.markDeviceV2('d');
+    const spk = Ed25519Signer.generate('s').publicKeyRaw;
+    reg.recordGrant({ dev: 'd', gw: 'gw-1', hh: new Uint8Array(32).fill(1), spk, iat: 1500, life: 60 });
+    reg.recordGrant({ dev: 'd', gw: 'gw-2', hh: new Uint8Array(32).fill(2), spk, iat: 1600, life: 90 });
+    reg.close();
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+    assert.equal(reg.deviceV2Since('d'), 1000);
+    assert.deepEqual(reg.newestGrant('d'), { dev: 'd', gw: 'gw-2', hh: new Uint8Array(32).fill(2), spk, iat: 1600, life: 90 });
+    assert.equal(reg.newestGrant('nobody'), undefined);
+  });
+
+  it('upgrades a schema-1 registry: every device counts as verified at each gateway it is allowed at', () => {
+    reg.addGateway({ id: 'gw-1', tpmPublicKeyPem: p256Pem(), groups: ['north'] });
+    reg.addGateway({ id: 'gw-2', tpmPublicKeyPem: p256Pem() });
+    reg.addDevice({ id: 'd1', publicKey: Ed25519Signer.generate('d1').publicKeyRaw, gateways: ['group:north'] });
+    reg.addDevice({ id: 'd2', publicKey: Ed25519Signer.generate('d2').publicKeyRaw, gateways: ['*'] });
+    reg.close();
+    const raw = new Database(join(dir, 'r.sqlite'));
+    raw.exec("DROP TABLE device_gateways; DROP TABLE device_v2; DROP TABLE grants; DROP TABLE nonces; UPDATE meta SET value = '1' WHERE key = 'schema'");
+    raw.close();
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+    assert.deepEqual(reg.gatewaysVerifiedAt('d1'), ['gw-1']);
+    assert.deepEqual(reg.gatewaysVerifiedAt('d2'), ['gw-1', 'gw-2']);
+    reg.revokeDevice('d1');
+    assert.deepEqual(reg.revocationsSince(0, undefined, 'gw-1').devices, ['d1']);
+    assert.deepEqual(reg.revocationsSince(0, undefined, 'gw-2').devices, []);
+    reg.close();
+    const check = new Database(join(dir, 'r.sqlite'), { readonly: true });
+    assert.equal(check.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get()?.value, '2');
+    check.close();
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+  });
+
   it('matches gateways by id, group and *, default deny', () => {
     const gw = reg.addGateway({ id: 'gw-1', tpmPublicKeyPem: p256Pem(), groups: ['north'] });
     const mk = (id: string, gateways: string[]) => reg.addDevice({ id, publicKey: Ed25519Signer.generate(id).publicKeyRaw, gateways });
@@ -106,22 +162,81 @@ describe('backend/registry', () => {
   });
 });
 
-describe('backend/nonce-cache', () => {
+describe('backend/nonce-store (persisted in the registry)', () => {
+  let dir: string;
+  let reg: Registry;
+  const path = (): string => join(dir, 'r.sqlite');
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'gh-nonces-'));
+    reg = Registry.open(path(), { noncesPerKeyid: 3 });
+  });
+  afterEach(() => {
+    reg.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('refuses a replay within the window and forgets after it', () => {
-    const c = new NonceCache(10, 300);
+    const c = reg.nonces;
     assert.equal(c.check('k', 'n1', 1000, 1000), 'fresh');
     assert.equal(c.check('k', 'n1', 1000, 1200), 'replay');
     assert.equal(c.check('other', 'n1', 1000, 1200), 'fresh');
+    assert.equal(c.check('k', 'n1', 1000, 1300), 'replay');
     assert.equal(c.check('k', 'n1', 1000, 1301), 'fresh');
   });
 
-  it('answers full instead of forgetting a live nonce, and recovers once entries expire', () => {
-    const c = new NonceCache(3, 300);
+  it('still refuses the nonce after the registry is closed and opened again', () => {
+    assert.equal(reg.nonces.check('session:gw-1', 'n1', 1000, 1000), 'fresh');
+    reg.close();
+    reg = Registry.open(path(), { noncesPerKeyid: 3 });
+    assert.equal(reg.nonces.check('session:gw-1', 'n1', 1000, 1010), 'replay');
+  });
+
+  it('answers full for one keyid over its quota while another keyid is unaffected, and recovers once entries expire', () => {
+    const c = reg.nonces;
     for (const n of ['a', 'b', 'c']) assert.equal(c.check('k', n, 1000, 1000), 'fresh');
     assert.equal(c.check('k', 'd', 1000, 1000), 'full');
+    assert.equal(c.check('other', 'd', 1000, 1000), 'fresh');
     assert.equal(c.check('k', 'a', 1000, 1000), 'replay');
-    assert.equal(c.check('k', 'd', 1000, 1301), 'fresh');
+    assert.equal(c.check('k', 'd', 1301, 1301), 'fresh');
+    // The sweep deleted every expired row; only the new one is left.
     assert.equal(c.size, 1);
+  });
+});
+
+describe('backend/registry file and directory modes', () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'gh-modes-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('creates the database, its -wal and -shm 0600 even with umask 000', () => {
+    const old = process.umask(0o000);
+    let reg: Registry | undefined;
+    try {
+      reg = Registry.open(join(dir, 'r.sqlite'));
+      reg.addDevice({ id: 'd', publicKey: Ed25519Signer.generate('d').publicKeyRaw, gateways: ['*'] });
+      for (const f of ['r.sqlite', 'r.sqlite-wal', 'r.sqlite-shm']) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
+    } finally {
+      reg?.close();
+      process.umask(old);
+    }
+  });
+
+  it('tightens an existing database file readable by others', () => {
+    Registry.open(join(dir, 'r.sqlite')).close();
+    chmodSync(join(dir, 'r.sqlite'), 0o644);
+    Registry.open(join(dir, 'r.sqlite')).close();
+    assert.equal(statSync(join(dir, 'r.sqlite')).mode & 0o777, 0o600);
+  });
+
+  it('sets the data directory to 0700 whenever it is ensured, not only when it is created', () => {
+    const data = join(dir, 'data');
+    mkdirSync(data, { mode: 0o755 });
+    chmodSync(data, 0o755);
+    ensureDataDir(data);
+    assert.equal(statSync(data).mode & 0o777, 0o700);
+    ensureDataDir(join(dir, 'new', 'deeper'));
+    assert.equal(statSync(join(dir, 'new', 'deeper')).mode & 0o777, 0o700);
   });
 });
 
