@@ -7,6 +7,7 @@
 #   --out DIR      where the .deb goes (default: dist-deb/ in the checkout)
 #   --skip-build   use the existing dist/ (npm run build already ran)
 #   --no-lintian   do not run lintian on the result (it runs when installed)
+#   --fast         gzip -1 instead of xz (the system tests; same contents)
 #
 # Prints the path of the .deb on its last line of stdout.
 set -euo pipefail
@@ -16,12 +17,14 @@ src=$(cd "$here/../.." && pwd)
 out="$src/dist-deb"
 skip_build=0
 run_lintian=1
+compress=(-Zxz -z6)
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=${2:?--out needs a value}; shift 2 ;;
     --skip-build) skip_build=1; shift ;;
     --no-lintian) run_lintian=0; shift ;;
-    --help|-h) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --fast) compress=(-Zgzip -z1); shift ;;
+    --help|-h) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deb: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -155,7 +158,7 @@ chmod 0644 "$root/DEBIAN/md5sums" "$root/DEBIAN/control" "$root/DEBIAN/conffiles
 
 deb="$out/${pkg}_${version}-${revision}_${arch}.deb"
 # fakeroot: every file owned by root in the archive, whoever builds it.
-fakeroot dpkg-deb --build -Zxz -z6 "$root" "$deb" >&2
+fakeroot dpkg-deb --build "${compress[@]}" "$root" "$deb" >&2
 log "built $deb ($(du -h "$deb" | cut -f1))"
 if [ "$run_lintian" -eq 1 ]; then
   if command -v lintian >/dev/null 2>&1; then

@@ -6,13 +6,13 @@
 # (it is built beside its final name and renamed when complete).
 #
 # What the tree holds: debootstrap's minbase, systemd as PID 1 with D-Bus and logind, and the
-# runtime libraries the Gatehouse package depends on (libtss2), so that installing the .deb in the
+# packages the Gatehouse package depends on (libtss2, procps), so that installing the .deb in the
 # booted container needs no network. Node.js is not installed: bookworm's nodejs is 18, below the
 # package's floor; the tests bind-mount the host's node (>= 20.19) at /usr/bin/node.
 set -euo pipefail
 
 cache=${GATEHOUSE_TEST_CACHE:-/var/cache/gatehouse-test}
-packages=systemd,systemd-sysv,dbus,libpam-systemd,libtss2-esys-3.0.2-0,libtss2-tctildr0,libtss2-mu0,libtss2-rc0,libtss2-tcti-swtpm0,libtss2-tcti-device0
+packages=systemd,systemd-sysv,dbus,libpam-systemd,procps,libtss2-esys-3.0.2-0,libtss2-tctildr0,libtss2-mu0,libtss2-rc0,libtss2-tcti-swtpm0,libtss2-tcti-device0
 stamp=$(printf '%s' "bookworm minbase $packages" | sha256sum | cut -c1-12)
 tree="$cache/bookworm-tree-$stamp"
 
@@ -41,7 +41,8 @@ mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock -w 600 9 || { echo "bookworm-tree: timed out waiting for $cache/lock" >&2; exit 1; }
 if [ ! -f "$tree/.gatehouse-complete" ]; then
-  rm -rf "$tree" "$tree.partial"
+  # Trees of other package lists are of no further use.
+  rm -rf "$cache"/bookworm-tree-*
   url=$(mirror)
   echo "bookworm-tree: building $tree from $url (once per machine, about a minute)" >&2
   if ! debootstrap --variant=minbase --include="$packages" bookworm "$tree.partial" "$url" >"$cache/debootstrap.log" 2>&1; then
