@@ -27,11 +27,13 @@ fi
 # Debian packages: swtpm + tpm2-tss (the TPM and its FFI target), tpm2-tools (cross-checks in tests),
 # mosquitto clients (third-party MQTT clients in tests), openssl (test/demo PKI), curl (status socket),
 # util-linux (setpriv: status-socket permission test), iproute2 (ss: listen-backlog test),
-# build tools for native npm modules.
+# build tools for native npm modules, and for the .deb and its system tests (test/system):
+# systemd-container (systemd-nspawn), debootstrap, dpkg-dev, fakeroot, lintian.
 DEBIAN_PACKAGES=(
   swtpm swtpm-tools tpm2-tools
   libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0 libtss2-rc0 libtss2-tcti-swtpm0 libtss2-tcti-device0
   mosquitto-clients openssl curl ca-certificates util-linux procps iproute2 python3 make g++
+  systemd-container debootstrap dpkg-dev fakeroot lintian
 )
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do

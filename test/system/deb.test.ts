@@ -10,7 +10,8 @@
  * without them the suite fails at once and says what is missing.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -158,8 +159,17 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     const out = await c().sh(`journalctl -u gatehouse -o json --no-pager ${extra}`);
     return out.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Record<string, string>);
   };
+  /** The unit's last journal lines, for failure messages. */
+  const tail = async (): Promise<string> => (await c().exec(['journalctl', '-u', 'gatehouse', '--no-pager', '-n', '40'])).stdout;
+  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => {
+    try {
+      return await until(what, WAIT_MS, probe);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\njournal:\n${await tail()}`);
+    }
+  };
   const journalHas = (re: RegExp, extra = ''): Promise<Record<string, string>> =>
-    until(`a journal entry matching ${String(re)}`, WAIT_MS, async () => (await journal(extra)).find((e) => re.test(String(e.MESSAGE))));
+    waitFor(`a journal entry matching ${String(re)}`, async () => (await journal(extra)).find((e) => re.test(String(e.MESSAGE))));
   const newDevice = (): Peripheral => {
     const dev = `sys-dev-${String(++deviceCount).padStart(3, '0')}`;
     const signer = backend!.addDevice(dev, { gateways: [GW] });
@@ -254,6 +264,9 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
       // Nothing of the container is left: no nspawn, no process in its PID namespace, no mount.
       assert.deepEqual(hostProcessesMentioning(container.machine), [], 'no process of the container is left');
       if (nspawnPid !== undefined) assert.equal(existsProc(nspawnPid), false, 'systemd-nspawn has exited');
+      const mounts = await readFile('/proc/self/mountinfo', 'utf8');
+      assert.equal(mounts.includes(container.machine) || mounts.includes(dir), false, 'no mount of the container is left');
+      assert.equal(existsSync(container.propagateDir), false, 'no nspawn directory is left');
     }
     proxy?.release();
     await proxy?.close();
@@ -297,22 +310,23 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     // and the broker's test port allowed to bind.
     await dropIn(
       '50-test.conf',
-      `[Unit]\nStartLimitIntervalSec=0\n[Service]\nWatchdogSec=3s\nRestartSec=1s\nTimeoutStartSec=20s\nLimitCORE=0\nSocketBindAllow=tcp:${mqttPort}\n`,
+      `[Unit]\nStartLimitIntervalSec=0\n[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\nRestartSec=1s\nTimeoutStartSec=20s\nLimitCORE=0\nSocketBindAllow=tcp:${mqttPort}\n`,
     );
     const check = await c().exec(['runuser', '-u', 'gatehouse', '--', 'gatehouse', 'config', 'check']);
     assert.equal(check.code, 0, check.stdout + check.stderr);
   });
 
-  it('is active only once the daemon sent READY=1: with READY=1 ignored it stays activating while already listening', async () => {
-    await dropIn('55-notify-none.conf', '[Service]\nNotifyAccess=none\nTimeoutStartSec=8s\nRestart=no\n');
+  it('is active only once the daemon sent READY=1: without a notify socket it stays activating while already listening', async () => {
+    // The daemon gets no notify socket: it runs and listens, but can never tell systemd READY=1.
+    await dropIn('55-no-notify.conf', '[Service]\nUnsetEnvironment=NOTIFY_SOCKET\nTimeoutStartSec=8s\nRestart=no\n');
     const start = systemctl('start', 'gatehouse');
-    // The daemon listens (it has sent READY=1 by then) but systemd, told to ignore it, is still waiting.
-    await until('the broker to accept connections', WAIT_MS, async () => ((await connects(mqttPort, '127.0.0.1', 1000)) ? true : undefined));
+    // The daemon listens (it would have sent READY=1 by then), but systemd is still waiting.
+    await waitFor('the broker to accept connections', async () => ((await connects(mqttPort, '127.0.0.1', 1000)) ? true : undefined));
     assert.equal((await show('ActiveState')).ActiveState, 'activating');
     const r = await start;
     assert.notEqual(r.code, 0, 'the start must time out without READY=1');
     assert.equal((await show('Result')).Result, 'timeout');
-    await dropIn('55-notify-none.conf', undefined);
+    await dropIn('55-no-notify.conf', undefined);
     await systemctl('reset-failed', 'gatehouse');
   });
 
@@ -326,6 +340,10 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     assert.equal(result.kind, 'authenticated', JSON.stringify(result));
     // The status socket answers the operator's CLI.
     assert.match(await c().sh('gatehouse status'), new RegExp(GW));
+    // systemd 252 with libseccomp 2.5.4 cannot parse two names of @system-service (explained in the
+    // unit, next to SystemCallErrorNumber=); any other name it could not parse would be news.
+    const unparsed = (await c().sh('journalctl -b --no-pager -o cat')).match(/Failed to parse system call [\w-]+/g) ?? [];
+    assert.deepEqual([...new Set(unparsed.map((m) => m.split(' ').at(-1)))].filter((n) => !['riscv_hwprobe', 'uretprobe'].includes(n ?? '')), []);
   });
 
   it('systemctl reload applies new rate limits from the file (info at priority 6); a broken file is an error at priority 3', async () => {
@@ -346,7 +364,7 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     assert.equal((await show('ActiveState')).ActiveState, 'active');
     await writeConfig();
     assert.equal((await systemctl('reload', 'gatehouse')).code, 0);
-    await until('the default limits back', WAIT_MS, async () => ((await journal()).filter((e) => /configuration reloaded: rate limits/.test(String(e.MESSAGE))).length >= 2 ? true : undefined));
+    await waitFor('the default limits back', async () => ((await journal()).filter((e) => /configuration reloaded: rate limits/.test(String(e.MESSAGE))).length >= 2 ? true : undefined));
   });
 
   it('the daemon cannot write outside its state and runtime directories (read-only file system)', async () => {
@@ -370,7 +388,7 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     assert.equal(before.ActiveState, 'active');
     assert.match(before.MainPID ?? '', /^[1-9]\d*$/);
     await c().sh(`kill -STOP ${before.MainPID}`);
-    const after = await until('a restarted, active daemon', WAIT_MS, async () => {
+    const after = await waitFor('a restarted, active daemon', async () => {
       const s = await show('MainPID', 'NRestarts', 'ActiveState');
       return s.ActiveState === 'active' && s.MainPID !== before.MainPID && s.MainPID !== '0' ? s : undefined;
     });
@@ -404,8 +422,9 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     await writeConfig((cfg) => (cfg.gateway = { ...cfg.gateway, id: 'not a valid id!' }));
     const r = await systemctl('start', 'gatehouse');
     assert.notEqual(r.code, 0);
-    const e = await journalHas(/refusing to start: .*gateway\.id/);
-    assert.ok(['3', '6'].includes(e.PRIORITY ?? ''), JSON.stringify(e));
+    const first = await journalHas(/refusing to start: \/etc\/gatehouse\/gatehouse\.yaml/);
+    const detail = await journalHas(/gateway\.id/);
+    assert.deepEqual([first.PRIORITY, detail.PRIORITY], ['3', '3'], 'the refusal is logged at error priority');
     await systemctl('stop', 'gatehouse');
     await systemctl('reset-failed', 'gatehouse');
     await writeConfig();

@@ -179,6 +179,13 @@ export class Container {
       this.killNow();
       await Promise.race([this.#exit, new Promise((r) => setTimeout(r, 5000).unref())]);
     }
+    // nspawn leaves its (empty) mount-propagation directory behind when killed; never a mount.
+    await run('rmdir', ['--ignore-fail-on-non-empty', this.propagateDir]);
+  }
+
+  /** Where nspawn prepares mount propagation into the container. */
+  get propagateDir(): string {
+    return `/run/systemd/nspawn/propagate/${this.machine}`;
   }
 
   /** SIGKILL to the container's PID 1 (which ends its PID namespace) and to nspawn. */
