@@ -6,7 +6,7 @@
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { Gateway } from '../gateway.js';
-import { createRootLogger, logError, reloadLevelOnSighup } from '../../common/log/logger.js';
+import { createRootLogger, logError, reloadLevelOnSighup, underJournald } from '../../common/log/logger.js';
 import { configPath, parse } from './args.js';
 import { guard } from './command.js';
 import { EXIT_FAILURE, EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
@@ -40,7 +40,9 @@ export function run(args: string[], io: CliIO): Promise<number> {
       config = await loadConfig(file);
     } catch (err) {
       if (err instanceof ConfigError) {
-        write(io.stderr, `${cmd}: refusing to start: ${err.message}`);
+        // Under journald each line carries the error priority, as the logger's lines do.
+        const text = `${cmd}: refusing to start: ${err.message}`;
+        write(io.stderr, underJournald(io.env) ? text.split('\n').map((l) => `<3>${l}`).join('\n') : text);
         return EXIT_FAILURE;
       }
       throw err;

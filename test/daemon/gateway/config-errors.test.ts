@@ -78,4 +78,16 @@ describe('daemon as a child process: config errors', function () {
     assert.equal(eb.code, 1, b.stderr());
     assert.match(b.stderr(), /missing\.yaml: no such file/);
   });
+
+  it('under journald (JOURNAL_STREAM) every line of the refusal carries the error priority <3>', async () => {
+    const file = join(dir, 'journald.yaml');
+    await writeFile(file, stringify({ gateway: { id: 'gw-j', colour: 'blue' } }), { mode: 0o600 });
+    const child = spawnDaemon(file, { env: { JOURNAL_STREAM: '8:12345' } });
+    const exit = await child.exited(START_TIMEOUT_MS);
+    assert.equal(exit.code, 1, child.stderr());
+    const lines = child.stderr().trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^<3>gatehouse run: refusing to start: /);
+    assert.ok(lines.length > 1, 'the problems follow on their own lines');
+    for (const l of lines) assert.match(l, /^<3>/, `every line has the prefix: ${l}`);
+  });
 });
