@@ -66,6 +66,11 @@ export interface EmbeddedSystemOptions {
   policy?: Policy;
   /** Progress lines for people. */
   onStep?: (line: string) => void;
+  /**
+   * The origin the in-process backend verifies `@target-uri` against (default: its own listen
+   * address). Tests that put a proxy in front of it give the proxy's origin.
+   */
+  backendOrigin?: string;
 }
 
 /** A device registered at the backend; the seed lets a peripheral in another process sign as it. */
@@ -163,7 +168,7 @@ export class EmbeddedSystem {
       const tpmPublicKeyPem = keyStore.publicKeyPem();
       await keyStore.close();
 
-      backend = opts.backendProcess === true ? await startBackendProcess(d, pki, opts.onChild) : { kind: 'in-process', running: await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem }, publicOrigin: (port) => `https://127.0.0.1:${port}` }) };
+      backend = opts.backendProcess === true ? await startBackendProcess(d, pki, opts.onChild) : { kind: 'in-process', running: await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem }, publicOrigin: opts.backendOrigin ?? ((port) => `https://127.0.0.1:${port}`) }) };
       const registry = backend.kind === 'process' ? backend.registry : backend.running.registry;
       const endpoint = backend.kind === 'process' ? backend.endpoint : backend.running;
       registry.addGateway({ id: gw, tpmPublicKeyPem });

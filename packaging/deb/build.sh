@@ -83,10 +83,11 @@ find "$nm" \( -name obj.target -o -name .deps -o -name '*.o' -o -name '*.a' -o -
   -o -name '.travis.yml' -o -name '*~' \) -prune -exec rm -rf {} +
 rm -rf "$nm/better-sqlite3/build/Release/test_extension.node" "$nm/better-sqlite3/deps" "$nm/better-sqlite3/src" \
   "$nm/usb/libusb" "$nm/node-gyp" "$nm/@abandonware/bluetooth-hci-socket/lib/binding"
-if [ -d "$nm/usb/prebuilds" ]; then
-  find "$nm/usb/prebuilds" -mindepth 1 -maxdepth 1 ! -name "linux-$(node -p process.arch)" -exec rm -rf {} +
-  find "$nm/usb/prebuilds" -name '*musl*' -delete
-fi
+# Prebuilt addons for other platforms (usb, serialport, bluetooth-hci-socket ship prebuilds/<platform>-<arch>/).
+while IFS= read -r -d '' pb; do
+  find "$pb" -mindepth 1 -maxdepth 1 ! -name "linux-$(node -p process.arch)" -exec rm -rf {} +
+  find "$pb" -name '*musl*' -delete
+done < <(find "$nm" -type d -name prebuilds -print0)
 find "$nm/@koromix" -mindepth 2 -maxdepth 2 -name 'musl_*' -exec rm -rf {} + 2>/dev/null || true
 # Addons we compiled carry debug symbols; prebuilt ones are already stripped.
 find "$nm" -name '*.node' -type f -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +

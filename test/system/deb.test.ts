@@ -226,8 +226,10 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
 
     t = Date.now();
     swtpm = await Swtpm.start({ stateDir: join(dir, 'swtpm') });
-    backend = await startTestBackend();
-    proxy = new HoldProxy({ host: '127.0.0.1', port: backend.backend.port });
+    // The daemon reaches the backend through the proxy and signs for the proxy's origin.
+    const proxyPort = await freePort();
+    backend = await startTestBackend({ publicOrigin: `https://127.0.0.1:${proxyPort}` });
+    proxy = new HoldProxy({ host: '127.0.0.1', port: backend.backend.port }, proxyPort);
     await proxy.start();
     mqttPort = await freePort();
     await writeFile(join(exchange, 'backend-ca.pem'), backend.caPem);

@@ -5,6 +5,7 @@
  * peripheral must still get a welcome that verifies, and the daemon must exit 0.
  */
 import assert from 'node:assert/strict';
+import { freePort } from '../../../demo/embedded.js';
 import { killAllChildren } from '../../../testkit/daemon.js';
 import { HoldProxy } from './hold-proxy.js';
 import { deriveConfig, notifyFields, sectionOf, startDaemon, startRig, STOP_TIMEOUT_MS, StepPeripheral, tcpConnects, waitForNotify, type Rig, type RunningDaemon } from './fixture.js';
@@ -19,8 +20,10 @@ describe('daemon as a child process: SIGTERM drain', function () {
   const peripherals: StepPeripheral[] = [];
 
   before(async () => {
-    rig = await startRig('drain', { devices: N });
-    proxy = new HoldProxy({ host: '127.0.0.1', port: rig.system.backend.port });
+    // The gateway signs for the proxy's origin, so the backend must verify against it.
+    const proxyPort = await freePort();
+    rig = await startRig('drain', { devices: N, backendOrigin: `https://127.0.0.1:${proxyPort}` });
+    proxy = new HoldProxy({ host: '127.0.0.1', port: rig.system.backend.port }, proxyPort);
     await proxy.start();
   });
 

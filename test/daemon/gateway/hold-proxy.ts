@@ -19,7 +19,11 @@ export class HoldProxy {
   /** Bytes towards the backend queued since `hold()`. */
   heldBytes = 0;
 
-  constructor(readonly target: { host: string; port: number }) {
+  /** `listenPort` 0 picks a free port; give one when the backend must know the proxy's origin in advance. */
+  constructor(
+    readonly target: { host: string; port: number },
+    readonly listenPort = 0,
+  ) {
     this.#server = net.createServer((down) => this.#accept(down));
   }
 
@@ -32,7 +36,7 @@ export class HoldProxy {
   async start(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
-      this.#server.listen(0, '127.0.0.1', () => resolve());
+      this.#server.listen(this.listenPort, '127.0.0.1', () => resolve());
     });
   }
 
