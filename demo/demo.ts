@@ -26,37 +26,10 @@ import { createRootLogger, logError, setLogLevel } from '../common/log/logger.js
 import { ExitGuard } from './exits.js';
 import { DemoError, PidFile, reapLeftovers } from './leftovers.js';
 import { applyOverrides, describeIssues, readOverrides, type ConfigInput } from './overrides.js';
-export const HELP = `Usage: gatehouse demo [--once] [--peripherals N] [--dir DIR] [--mqtt-port PORT]
-                     [--config FILE] [--print-config] [--backend-process]
+import { HELP } from './help.js';
+import { printSummary, type AuthOutcome } from './summary.js';
 
-Run the whole system on this machine: the reference backend (HTTPS, its own CA made on first
-run), swtpm as the TPM, the gateway with MQTT on loopback, and N simulated peripherals that
-authenticate over MQTT and verify their welcomes. Prints a summary, then keeps serving until
-Ctrl-C so that \`gatehouse status\` and outside MQTT clients can be pointed at it.
-
-Options:
-  --once             exit after the summary: status 0 only if every simulated peripheral was
-                     welcomed and verified its welcome
-  --peripherals N    simulated peripherals (default 20, at most 1000)
-  --dir DIR          demo state (default ./.gatehouse/demo; the PKI is kept, the rest is fresh each run)
-  --mqtt-port PORT   MQTT port (default 1883, or a free port when 1883 is taken)
-  --config FILE      YAML overrides merged over the demo's generated config (any option of
-                     docs/configuration.md except the ones that wire the demo together: gateway.id,
-                     stateDir, runtimeDir, tpm.kind, tpm.tcti, backend.url, caFile, backendPublicKey,
-                     backendKid); validated like \`gatehouse run\`'s config, every problem at once.
-                     E.g. "pipeline: {rateLimits: {perDevicePerMin: 600, perConnectionPerMin: 600}}"
-  --print-config     start the backend and TPM, print the effective config (every option, defaults
-                     included) and exit; ports and keys are chosen afresh at each start
-  --backend-process  run the reference backend as its own process (gatehouse-backend serve) and
-                     print how to stop and restart it, to try a backend outage by hand
-  -h, --help         show this help
-
-Signals: SIGINT/SIGTERM stop the demo and everything it started (a second one stops at once);
-SIGHUP reloads log.level and pipeline.rateLimits, from --config merged again when given, else
-from DIR/gatehouse.yaml (other changes need a restart). The demo's pid file DIR/demo.pid names
-its swtpm and backend; a demo that starts after one was killed (kill -9) kills their leftovers.
-Exit codes: 0 ok, 1 failure (a peripheral not welcomed with --once, bad --config), 2 usage error.
-`;
+export { HELP };
 
 const CONCURRENCY = 16;
 
@@ -339,8 +312,8 @@ class Demo {
     this.#pidFileOurs = false;
   }
 
-  async #authenticateAll(signers: NobleEd25519Signer[], backendKeys: ReadonlyMap<string, Uint8Array>, url: string): Promise<{ dev: string; result: MqttAuthResult | Error; ms: number }[]> {
-    const results: { dev: string; result: MqttAuthResult | Error; ms: number }[] = [];
+  async #authenticateAll(signers: NobleEd25519Signer[], backendKeys: ReadonlyMap<string, Uint8Array>, url: string): Promise<AuthOutcome[]> {
+    const results: AuthOutcome[] = [];
     let next = 0;
     // A live counter on a terminal; one line at the end otherwise (CI logs).
     const tty = (this.#io.stdout as { isTTY?: boolean }).isTTY === true;
@@ -373,45 +346,18 @@ class Demo {
     return results;
   }
 
-  #summary(results: { dev: string; result: MqttAuthResult | Error; ms: number }[], config: GatehouseConfig, mqttUrl: string, outsideKey: string): boolean {
-    const welcomed = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'authenticated');
-    const byReason = new Map<string, number>();
-    for (const r of results) {
-      if (!(r.result instanceof Error) && r.result.kind === 'authenticated') continue;
-      const why = r.result instanceof Error ? `error: ${r.result.message}` : r.result.kind === 'rejected' ? `rejected: ${r.result.reason}` : `welcome refused: ${r.result.code}`;
-      byReason.set(why, (byReason.get(why) ?? 0) + 1);
-    }
-    const ms = welcomed.map((r) => r.ms).sort((a, b) => a - b);
-    const pct = (p: number): string => (ms.length === 0 ? '-' : `${ms[Math.min(ms.length - 1, Math.floor((p / 100) * ms.length))]?.toFixed(1)} ms`);
-    const session = this.#gateway?.sessionStats();
-    const backendStats = this.#gateway?.backendStats();
-    this.say('');
-    this.say('Summary');
-    this.say(`  welcomed, and the welcome verified by the peripheral   ${welcomed.length}/${results.length}`);
-    for (const [why, n] of byReason) this.say(`  ${why.padEnd(54)} ${n}`);
-    this.say(`  latency, connect to verified welcome                   p50 ${pct(50)}, p95 ${pct(95)}, max ${pct(100)}`);
-    this.say(`  backend verify requests (hellos are batched)           ${backendStats?.batches ?? 0} for ${backendStats?.hellos ?? 0} hellos`);
-    this.say(`  TPM signatures (the session key signs the hot path)    ${session?.tpmSignatures ?? 0}`);
-    this.say(`  backend retries, offline welcomes, unavailable answers ${backendStats?.retries ?? 0}, ${backendStats?.offlineWelcomes ?? 0}, ${backendStats?.unavailable ?? 0}`);
-    this.say('');
-    this.say('Look at it while it runs (another terminal):');
-    this.say(`  node dist/cli/gatehouse.js status --socket ${config.status.socketPath}`);
-    this.say(`  node dist/cli/gatehouse.js peripherals --socket ${config.status.socketPath}`);
-    this.say(`  node dist/cli/gatehouse.js events --follow --socket ${config.status.socketPath}`);
-    this.say(`  curl --unix-socket ${config.status.socketPath} http://localhost/metrics`);
-    const kid = this.#system?.endpoint.kid ?? '';
-    const pk = Buffer.from(this.#system?.endpoint.publicKeyRaw ?? new Uint8Array()).toString('hex');
-    this.say('An outside client, as registered device outside-1 (one MQTT connection for the whole exchange):');
-    this.say(`  node dist/cli/gatehouse.js peripheral mqtt --key ${outsideKey} --url ${mqttUrl} --backend-kid ${kid} --backend-key ${pk}`);
-    this.say(`  mosquitto_sub -h 127.0.0.1 -p ${mqttUrl.split(':').pop() ?? ''} -t '#'     (refused: peripherals must authenticate first; see docs/mqtt.md)`);
-    const proc = this.#system?.backendProcess;
-    if (proc !== undefined) {
-      this.say(`Try a backend outage: the backend runs as its own process, pid ${proc.pid} (log ${join(this.#o.dir, 'backend.log')}):`);
-      this.say(`  stop it:         kill ${proc.pid}`);
-      this.say(`  start it again:  ${proc.serveCommand()}`);
-      this.say('  Meanwhile a peripheral welcomed before (outside-1 above, once it has been welcomed online) is welcomed');
-      this.say('  offline under its cached lease; `status` shows it, and so does the summary printed when the demo stops.');
-    }
-    return welcomed.length === results.length;
+  #summary(results: AuthOutcome[], config: GatehouseConfig, mqttUrl: string, outsideKey: string): boolean {
+    return printSummary({
+      say: (line) => this.say(line),
+      results,
+      config,
+      mqttUrl,
+      outsideKey,
+      session: this.#gateway?.sessionStats(),
+      backend: this.#gateway?.backendStats(),
+      endpoint: this.#system?.endpoint,
+      backendProcess: this.#system?.backendProcess,
+      dir: this.#o.dir,
+    });
   }
 }
