@@ -90,7 +90,7 @@ export class BackendProcess {
       const timer = setTimeout(() => resolve(`did not say "listening on" within ${o.timeoutMs ?? 15_000} ms`), o.timeoutMs ?? 15_000);
       child.stdout?.on('data', (d: Buffer) => {
         out = (out + d.toString('utf8')).slice(-4000);
-        const m = /listening on (https:\/\/\S+) \(kid_S (\S+)\)/.exec(out);
+        const m = /listening on (https:\/\/\S+)(?: for \S+)? \(kid_S (\S+)\)/.exec(out);
         if (m?.[1] !== undefined && m[2] !== undefined) {
           clearTimeout(timer);
           resolve({ url: m[1], kid: m[2] });

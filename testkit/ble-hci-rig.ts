@@ -45,7 +45,7 @@ export interface Backend {
 }
 
 export async function startBackend(): Promise<Backend> {
-  const tb = await startTestBackend();
+  const tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
   const dir = await mkdtemp(join(tmpdir(), 'gh-ble-hci-'));
   let agent: Agent | undefined;
   let session: SessionManager | undefined;
