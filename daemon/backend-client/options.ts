@@ -54,7 +54,7 @@ export interface BackendClientOptions extends BackendClientSettings, Partial<Rec
   session: SessionProvider & { renewNow?: () => Promise<boolean> };
   /** The backend's pinned Ed25519 keys, kid → raw public key (`pk_S`). */
   backendKeys: ReadonlyMap<string, Uint8Array>;
-  /** Directory for `leases.json` and `revocations.json`. */
+  /** Directory for `leases.db` and `revocations.json`. */
   stateDir: string;
   /** Lease cache bounds beyond `maxLeases` (their defaults are the cache's). */
   leases?: { maxBytes?: number; persistDelayMs?: number };

@@ -39,16 +39,13 @@ export interface VerifyAnswerContext {
 /**
  * Reads `json` as the answer to the hellos `sent` (wire id → the device the hello names).
  *
- * The verdicts and their leases arrive over the pinned TLS link. A lease's signature protects
- * the offline rule, and the lease cache verifies it wherever a lease is relied on (loaded from
- * disk, used offline); verifying every lease here as well would cost an Ed25519 verification
- * per welcome (~15 % of the gateway's CPU per auth) and protect nothing the channel does not.
- * The leases are verified until one passes, so a backend signing with a key we do not pin is
- * caught at once rather than at the first outage.
+ * Every lease is verified under pk_S (for its own device and this gateway) before its verdict
+ * is used or the lease cached: the TLS link alone must not decide what policy a device gets
+ * offline (security finding 5: checking only the first lease let whoever could break the link
+ * inject any policy in the later results). Cost: docs/backend-client.md "Lease signatures".
  */
 export function readVerifyAnswer(json: unknown, sent: ReadonlyMap<string, string>, ctx: VerifyAnswerContext): VerifyAnswer {
   const verdicts = new Map<string, HelloVerdict>();
-  let spotChecked = false;
   try {
     if (!isObject(json) || !Array.isArray(json.results)) badField('results is not an array');
     if (json.results.length > sent.size) badField('more results than hellos');
@@ -56,9 +53,7 @@ export function readVerifyAnswer(json: unknown, sent: ReadonlyMap<string, string
       if (!isObject(r) || typeof r.id !== 'string') badField('result without a string id');
       const dev = sent.get(r.id);
       if (dev === undefined || verdicts.has(r.id)) badField(`result for unknown or repeated id ${r.id.slice(0, 16)}`);
-      const verdict = readResult(r, dev, ctx, !spotChecked);
-      if (verdict.kind === 'welcome') spotChecked = true;
-      verdicts.set(r.id, verdict);
+      verdicts.set(r.id, readResult(r, dev, ctx));
     }
   } catch (e) {
     return { verdicts, refused: e instanceof BackendError ? e.message : 'bad verify answer' };
@@ -66,7 +61,7 @@ export function readVerifyAnswer(json: unknown, sent: ReadonlyMap<string, string
   return { verdicts };
 }
 
-function readResult(r: Record<string, unknown>, dev: string, ctx: VerifyAnswerContext, verifySignature: boolean): HelloVerdict {
+function readResult(r: Record<string, unknown>, dev: string, ctx: VerifyAnswerContext): HelloVerdict {
   if (r.ok === false) {
     return isReasonCode(r.reason) ? { kind: 'reject', reason: r.reason } : { kind: 'fault', fault: 'reason', why: 'not a protocol-v1 reason code' };
   }
@@ -74,11 +69,11 @@ function readResult(r: Record<string, unknown>, dev: string, ctx: VerifyAnswerCo
     return { kind: 'fault', fault: 'result', why: 'result malformed' };
   }
   // A lease that does not parse, is not for this gateway and device, is expired or names an
-  // unknown backend kid (or, when checked, does not verify under pk_S) makes the verdict a
+  // unknown backend kid or does not verify under pk_S makes the verdict a
   // failure: the backend answer is not trustworthy.
   const bytes = base64UrlDecode(r.lease, MAX_MESSAGE_BYTES);
   if (bytes === undefined) return { kind: 'fault', fault: 'lease', why: 'lease is not base64url' };
-  const check = checkLease(bytes, { gw: ctx.gw, backendKeys: ctx.backendKeys, nowS: ctx.nowS, dev, verifySignature });
+  const check = checkLease(bytes, { gw: ctx.gw, backendKeys: ctx.backendKeys, nowS: ctx.nowS, dev });
   if (!check.ok) return { kind: 'fault', fault: 'lease', why: check.why };
   return { kind: 'welcome', lease: check.lease.payload, leaseBytes: bytes };
 }

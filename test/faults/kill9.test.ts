@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { FaultEnv, pool, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
@@ -117,7 +118,10 @@ describe('faults: daemon killed with SIGKILL mid-storm', function () {
     second.child.kill('SIGTERM');
     assert.equal(await exited(second.child), 0, 'clean stop after the restart');
     const files = (await readdir(stateDir)).filter((f) => f.endsWith('.json'));
-    assert.ok(files.includes('leases.json'), `leases persisted at stop (${files.join(', ')})`);
+    const db = new Database(join(stateDir, 'leases.db'), { readonly: true, fileMustExist: true });
+    const leases = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM leases').get()?.n ?? 0;
+    db.close();
+    assert.equal(leases, env.devices.length, 'every welcomed device\'s lease persisted at stop');
     for (const f of files) {
       const text = await readFile(join(stateDir, f), 'utf8');
       assert.doesNotThrow(() => JSON.parse(text), `${f} parses`);

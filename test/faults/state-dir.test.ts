@@ -104,7 +104,7 @@ describe('faults: state directory full or read-only', function () {
       clock.jump(31_000);
       const line = await watch.waitFor((l) => l.message === 'cannot persist leases', 30_000, 'lease write failure', mark);
       assert.equal(line.level, 'error');
-      assert.equal(line.code, mode.code, 'the error has a stable code');
+      assert.equal(line.code, mode.code, `the error has a stable code: ${String(line.error)}`);
       assert.match(String(line.error), new RegExp(mode.errno), 'and names the cause');
 
       // Service continues: online, and offline from the leases held in memory.

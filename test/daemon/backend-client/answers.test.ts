@@ -47,6 +47,7 @@ describe('daemon/backend-client/client against broken and hostile answers', func
   const device = Ed25519Signer.generate('dev-1');
   // The same key under kid dev-2: the test leases carry `device`'s public key as dpk.
   const device2 = Ed25519Signer.fromKeyObject(device.privateKey, 'dev-2');
+  const device3 = Ed25519Signer.fromKeyObject(device.privateKey, 'dev-3');
   const closers: (() => Promise<void>)[] = [];
 
   before(async () => {
@@ -103,10 +104,10 @@ describe('daemon/backend-client/client against broken and hostile answers', func
     return { id: `x-${dev}`, transport: 'ble', dev, hello: bytes };
   }
 
-  async function lease(dev: string, opts: { signer?: Ed25519Signer; gw?: string } = {}): Promise<string> {
+  async function lease(dev: string, opts: { signer?: Ed25519Signer; gw?: string; policy?: { pub: string[]; sub: string[] } } = {}): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     const bytes = await signLease(
-      { type: 'lease', version: 1, dev, gw: opts.gw ?? GW, dpk: device.publicKeyRaw, policy: { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] }, iat: now, exp: now + 3600 },
+      { type: 'lease', version: 1, dev, gw: opts.gw ?? GW, dpk: device.publicKeyRaw, policy: opts.policy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] }, iat: now, exp: now + 3600 },
       opts.signer ?? backend,
     );
     return Buffer.from(bytes).toString('base64url');
@@ -159,37 +160,32 @@ describe('daemon/backend-client/client against broken and hostile answers', func
     assert.equal(c.stats().leases, 0);
   });
 
-  it('verifies the signature of the first lease of an answer at once, and every lease before it is used offline', async () => {
+  it('refuses forged or other-device leases anywhere in an answer, not only in the first result (security finding 5)', async () => {
     const c = client();
-    const [d1, d2] = ['dev-1', 'dev-2'];
-    // One answer for two hellos: the first lease is genuine, the second is signed by an impostor
-    // under the backend's kid (right structure, gateway, device and expiry; wrong signature).
+    const [d1, d2, d3] = ['dev-1', 'dev-2', 'dev-3'];
+    // The attack: one answer for three hellos whose first result is genuine; the second carries
+    // a lease signed by an impostor under the backend's kid (right structure, gateway, device
+    // and expiry; wrong signature) with a policy of its choosing; the third a genuine lease of
+    // another device.
+    const wide = { pub: ['#'], sub: ['#'] };
     handler = async (_p, b) =>
       json({ results: [
         { id: b.hellos?.[0]?.id, ok: true, dev: d1, lease: await lease(d1) },
-        { id: b.hellos?.[1]?.id, ok: true, dev: d2, lease: await lease(d2, { signer: impostor }) },
+        { id: b.hellos?.[1]?.id, ok: true, dev: d2, lease: await lease(d2, { signer: impostor, policy: wide }) },
+        { id: b.hellos?.[2]?.id, ok: true, dev: d3, lease: await lease(d1) },
       ] });
-    const online = await Promise.all([c.verify(await hello(d1)), c.verify(await hello(d2, device2))]);
+    const online = await Promise.all([c.verify(await hello(d1)), c.verify(await hello(d2, device2)), c.verify(await hello(d3, device3))]);
     assert.equal(c.stats().batches, 1);
-    assert.deepEqual(online.map(reasonOf), ['ok', 'ok'], 'the verdicts come over the pinned TLS link');
-    assert.equal(c.stats().leases, 2);
-    // Backend down: the offline rule relies on the leases, so each is verified before use.
+    assert.deepEqual(online.map(reasonOf), ['ok', 'backend-unavailable', 'backend-unavailable']);
+    assert.equal(c.stats().errors.lease, 2);
+    assert.equal(c.stats().leases, 1, 'only the genuine lease is cached');
+    // Backend down: only the genuine lease serves the offline rule.
     handler = () => json({ title: 'down' }, 503);
     const offline = await c.verify(await hello(d1));
     assert.ok(offline.ok && offline.offline);
-    assert.equal(reasonOf(await c.verify(await hello(d2, device2))), 'backend-unavailable', 'the forged lease is refused at use');
-    assert.equal(c.stats().leases, 1, 'and dropped from the cache');
+    assert.equal(reasonOf(await c.verify(await hello(d2, device2))), 'backend-unavailable');
+    assert.equal(reasonOf(await c.verify(await hello(d3, device3))), 'backend-unavailable');
     assert.equal(c.stats().offlineWelcomes, 1);
-  });
-
-  it('keeps verifying an answer\'s leases until one passes', async () => {
-    const c = client();
-    const forged = [await lease('dev-1', { signer: impostor }), await lease('dev-2', { signer: impostor })];
-    handler = (_p, b) => json({ results: (b.hellos ?? []).map((h, i) => ({ id: h.id, ok: true, dev: `dev-${i + 1}`, lease: forged[i] })) });
-    const r = await Promise.all([c.verify(await hello('dev-1')), c.verify(await hello('dev-2', device2))]);
-    assert.deepEqual(r.map(reasonOf), ['backend-unavailable', 'backend-unavailable']);
-    assert.equal(c.stats().errors.lease, 2);
-    assert.equal(c.stats().leases, 0);
   });
 
   it('answers each hello even when the answer leaves some out, and never accepts an id twice', async () => {

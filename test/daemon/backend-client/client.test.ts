@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createPublicKey } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import type { SessionManager } from '../../../daemon/backend-client/session.js';
 import type { VerifyResult } from '../../../daemon/pipeline/types.js';
 import { Ed25519Signer, ed25519PublicKeyFromRaw, verifySign1, parseLease } from '../../../protocol/index.js';
@@ -152,9 +153,11 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
     await client.start();
     assert.ok((await client.verify(await env.hello('leased'))).ok);
     await client.leases.flush();
-    const leaseFile = join(env.dir, 'state', 'leases.json');
+    const leaseFile = join(env.dir, 'state', 'leases.db');
     assert.equal((await stat(leaseFile)).mode & 0o777, 0o600);
-    assert.match(await readFile(leaseFile, 'utf8'), /"leases":\["/);
+    const db = new Database(leaseFile, { readonly: true });
+    assert.deepEqual(db.prepare('SELECT dev FROM leases').all(), [{ dev: 'leased' }]);
+    db.close();
 
     await env.stopBackend();
     const offline = await client.verify(await env.hello('leased'));

@@ -65,9 +65,9 @@ describe('daemon/backend-client/verify-answer', () => {
     assert.match((b.verdicts.get('1') as { why: string }).why, /unknown backend kid/);
   });
 
-  it('verifies lease signatures until one passes, then trusts the channel for the rest of the answer', async () => {
-    // An impostor (same kid, other key) signs the first: caught; the second is genuine and passes,
-    // so the third (impostor again) is taken on the pinned link's word.
+  it('verifies the signature of every lease of an answer, for its own device (security finding 5)', async () => {
+    // An impostor (same kid, other key) signs the first and third; the fourth is genuine but for
+    // another device; only the genuine second and fifth pass, wherever they stand.
     const a = readVerifyAnswer({
       results: [
         { id: '1', ok: true, dev: 'dev-1', lease: await lease('dev-1', { signer: impostor }) },
@@ -75,8 +75,18 @@ describe('daemon/backend-client/verify-answer', () => {
         { id: '3', ok: true, dev: 'dev-3', lease: await lease('dev-3', { signer: impostor }) },
       ],
     }, sent, ctx);
-    assert.deepEqual(kinds(a.verdicts), { 1: 'fault:lease', 2: 'welcome', 3: 'welcome' });
+    assert.deepEqual(kinds(a.verdicts), { 1: 'fault:lease', 2: 'welcome', 3: 'fault:lease' });
     assert.match((a.verdicts.get('1') as { why: string }).why, /does not verify/);
+    assert.match((a.verdicts.get('3') as { why: string }).why, /does not verify/);
+    const b = readVerifyAnswer({
+      results: [
+        { id: '1', ok: true, dev: 'dev-1', lease: await lease('dev-1') },
+        { id: '2', ok: true, dev: 'dev-2', lease: await lease('dev-1') },
+        { id: '3', ok: true, dev: 'dev-3', lease: await lease('dev-3') },
+      ],
+    }, sent, ctx);
+    assert.deepEqual(kinds(b.verdicts), { 1: 'welcome', 2: 'fault:lease', 3: 'welcome' });
+    assert.match((b.verdicts.get('2') as { why: string }).why, /for device dev-1/);
   });
 
   it('refuses the rest of an answer at a repeated or unknown id, keeping the verdicts read before it', async () => {

@@ -8,12 +8,15 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import type { StatusReport } from '../../../daemon/status/types.js';
 import { killAllChildren } from '../../../testkit/daemon.js';
 import { unixRequest } from '../../../testkit/unix-http.js';
 import { device, startDaemon, startRig, stopDaemon, StepPeripheral, type Rig, type RunningDaemon } from './fixture.js';
 
-const STATE_FILES = ['session.json', 'leases.json', 'revocations.json', 'tpm-key.json'];
+const STATE_FILES = ['session.json', 'revocations.json', 'tpm-key.json'];
+/** The lease store and the journal files SQLite keeps beside it while (or if killed while) open. */
+const LEASE_FILES = ['leases.db', 'leases.db-wal', 'leases.db-shm'];
 
 describe('daemon as a child process: kill -9 and restart', function () {
   this.timeout(120_000);
@@ -44,6 +47,13 @@ describe('daemon as a child process: kill -9 and restart', function () {
     for (const f of STATE_FILES) {
       const text = await readFile(join(dir, f), 'utf8');
       out.set(f, JSON.parse(text) as unknown);
+    }
+    // The leases as SQLite reads them (it recovers the WAL of a killed writer), by device.
+    const db = new Database(join(dir, 'leases.db'), { readonly: true, fileMustExist: true });
+    try {
+      out.set('leases', db.prepare('SELECT dev, hex(bytes) AS lease FROM leases ORDER BY dev').all());
+    } finally {
+      db.close();
     }
     return out;
   }
@@ -85,9 +95,10 @@ describe('daemon as a child process: kill -9 and restart', function () {
     // Every state file still parses; the TPM key record is untouched; no temp file is mistaken for state.
     const afterCrash = await readState();
     assert.equal(await readFile(join(stateDir, 'tpm-key.json'), 'utf8'), tpmRecord);
-    assert.deepEqual(afterCrash.get('leases.json'), before.get('leases.json'));
+    assert.deepEqual(afterCrash.get('leases'), before.get('leases'));
+    assert.equal((before.get('leases') as unknown[]).length, 1, 'the lease of device 0 (device 4 was revoked)');
     assert.ok(existsSync(rig.system.config.status.socketPath), 'the killed daemon left its socket file (the restart must cope)');
-    const stale = (await readdir(stateDir)).filter((f) => !STATE_FILES.includes(f) && f !== 'software-identity-key.pem');
+    const stale = (await readdir(stateDir)).filter((f) => !STATE_FILES.includes(f) && !LEASE_FILES.includes(f) && f !== 'software-identity-key.pem');
     for (const f of stale) assert.match(f, /\.tmp/, `unexpected file in the state dir: ${f}`);
 
     // Run 3: same config and state.
