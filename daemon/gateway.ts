@@ -47,7 +47,7 @@ export class GatewayError extends CodedError<GatewayErrorCode> {}
 /**
  * Where the software key store (development only) keeps the identity key: in the state
  * directory. Defined here, not taken from demo/embedded.ts, so that the daemon does not load
- * the demo's embedded backend, PKI and swtpm helpers (and better-sqlite3) it never runs.
+ * the demo's embedded backend, PKI and swtpm helpers it never runs.
  */
 export function softwareKeyFile(stateDir: string): string {
   return join(stateDir, 'software-identity-key.pem');
