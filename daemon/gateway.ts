@@ -202,6 +202,7 @@ export class Gateway {
         maxPendingHellos: cfg.pipeline.maxPendingHellos,
         verifyTimeoutMs: cfg.backend.requestTimeoutMs,
         rateLimits: cfg.pipeline.rateLimits,
+        maxSessionAgeSec: cfg.protocol.maxSessionAgeSec,
         eventRingSize: cfg.status.eventRingSize,
       });
       this.#pipeline = pipeline;

@@ -34,7 +34,7 @@ export interface MqttReferencePeripheralOptions {
   timeoutMs?: number;
   /** MQTT keepalive in seconds. Default 30. */
   keepaliveSec?: number;
-  /** Client id; default the device id (the gateway ties client ids to devices). */
+  /** Client id; default empty (the client id carries no identity; a fresh or empty one per connection). */
   clientId?: string;
   /** A will (QoS 1, not retained), e.g. on a status topic the lease policy grants. */
   will?: { topic: string; payload: string | Buffer };
@@ -85,7 +85,7 @@ export class MqttReferencePeripheral {
     const opts: IClientOptions = {
       protocolVersion: 4,
       clean: true,
-      clientId: this.#o.clientId ?? this.dev,
+      clientId: this.#o.clientId ?? '',
       keepalive: this.#o.keepaliveSec ?? 30,
       reconnectPeriod: 0,
       connectTimeout: this.#timeoutMs,
