@@ -428,7 +428,7 @@ export class Pipeline implements AuthPipeline {
       this.#log.error('v2 welcome not made', { conn: conn.id, dev, why: err.message });
       return this.#reject(conn, started, { version: 2, dev, reason: 'internal', hh });
     }
-    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline });
+    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline, version: 2 });
     this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline, version: 2, life: made.session.lifeSeconds });
     return { reply: made.reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline }, session: made.session };
   }
@@ -471,7 +471,7 @@ export class Pipeline implements AuthPipeline {
         bytes = await encodeRejectOf(input, undefined);
       }
     }
-    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false });
+    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false, version: plan.version ?? 1 });
     this.#log.info('peripheral rejected', { conn: conn.id, transport: conn.transport, dev: plan.dev, reason: plan.reason });
     return bytes;
   }
@@ -479,7 +479,7 @@ export class Pipeline implements AuthPipeline {
   #record(
     conn: IngressConnection,
     started: number,
-    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean },
+    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean; version?: ProtocolVersion },
   ): void {
     this.events.record({
       at: this.#clock.now(),
@@ -490,6 +490,7 @@ export class Pipeline implements AuthPipeline {
       ...(fields.reason === undefined ? {} : { reason: fields.reason }),
       latencyMs: Math.max(0, this.#elapsed.now() - started),
       offline: fields.offline,
+      ...(fields.version === 2 ? { version: 2 as const } : {}),
     });
   }
 }

@@ -120,4 +120,6 @@ export interface DecisionEvent {
   reason?: ReasonCode;
   latencyMs: number;
   offline: boolean;
+  /** The protocol version of the exchange (absent: 1). */
+  version?: ProtocolVersion;
 }

@@ -31,6 +31,7 @@ import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.
 import { MemoryCommandStore } from '../../../../peripherals/reference/command-store.js';
 import { MqttReferencePeripheralV2 } from '../../../../peripherals/reference/mqtt-peripheral-v2.js';
 import { ReferencePeripheralV2 } from '../../../../peripherals/reference/session-v2.js';
+import { GatehouseMetrics } from '../../../../daemon/status/metrics.js';
 import { ReferencePeripheral } from '../../../../peripherals/reference/peripheral.js';
 import { rawClient, nextMessage, startHarness, closed, type Harness } from './harness.js';
 
@@ -302,6 +303,26 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     await q.connect();
     const rq = await q.authenticate();
     assert.notEqual(rq.kind, 'established');
+  });
+
+  it('/metrics counts dropped frames by reason, sessions by end reason and v2 refusals', async () => {
+    const metrics = new GatehouseMetrics();
+    metrics.setSources({ sessions: () => gw.h.transport.stats().sessionCounters });
+    const off = gw.h.pipeline.events.subscribe((e) => metrics.recordDecision(e));
+    try {
+      // A v1 message on the v2 topic: a v2 refusal.
+      const c = await client(gw.h.url);
+      const got = nextMessage(c, 'gatehouse/v2/v2-mix/down');
+      await c.subscribeAsync('gatehouse/v2/v2-mix/down', { qos: 1 });
+      await c.publishAsync('gatehouse/v2/v2-mix/up', Buffer.from(encodeChallengeRequest({ type: 'challenge-request', version: 1, dev: 'v2-mix' })), { qos: 1 });
+      await got;
+      const text = await metrics.registry.metrics();
+      assert.match(text, /gatehouse_v2_frames_dropped_total\{reason="GH_FRAME_DECRYPT"\} [1-9]/);
+      assert.match(text, /gatehouse_v2_sessions_ended_total\{reason="malformed"\} [1-9]/);
+      assert.match(text, /gatehouse_v2_rejects_total\{reason="unsupported-version"\} 1/);
+    } finally {
+      off();
+    }
   });
 
   function sumDrops(): number {
