@@ -31,6 +31,9 @@ import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.
 import { MemoryCommandStore } from '../../../../peripherals/reference/command-store.js';
 import { MqttReferencePeripheralV2 } from '../../../../peripherals/reference/mqtt-peripheral-v2.js';
 import { ReferencePeripheralV2 } from '../../../../peripherals/reference/session-v2.js';
+import { generateKeyFile } from '../../../../peripherals/reference/keyfile.js';
+import { run as peripheralCli } from '../../../../peripherals/cli.js';
+import { captureIO } from '../../../../testkit/cli-io.js';
 import { GatehouseMetrics } from '../../../../daemon/status/metrics.js';
 import { ReferencePeripheral } from '../../../../peripherals/reference/peripheral.js';
 import { rawClient, nextMessage, startHarness, closed, type Harness } from './harness.js';
@@ -323,6 +326,21 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     } finally {
       off();
     }
+  });
+
+  it('gatehouse peripheral mqtt --protocol 2 authenticates, has a ping receipted and says bye', async () => {
+    const keyPath = join(dir, 'cli-v2.key');
+    const key = await generateKeyFile(keyPath, 'v2-cli');
+    tb.backend.registry.addDevice({ id: 'v2-cli', publicKey: key.signer.publicKeyRaw, gateways: [GW] });
+    const io = captureIO();
+    const code = await peripheralCli(
+      ['mqtt', '--key', keyPath, '--url', gw.h.url, '--backend-key', Buffer.from(tb.backend.publicKeyRaw).toString('hex'), '--backend-kid', tb.backend.kid, '--protocol', '2'],
+      io,
+    );
+    assert.equal(code, 0, io.out() + io.err());
+    assert.match(io.out(), /^welcomed \(v2, online\): gateway gw-v2-1 authenticated to v2-cli; session [0-9a-f]{16}, life \d+ s; ping receipted \(1 settled\); bye sent$/m);
+    const bad = captureIO();
+    assert.equal(await peripheralCli(['mqtt', '--key', keyPath, '--url', gw.h.url, '--backend-key', 'x', '--backend-kid', 'k', '--protocol', '3'], bad), 2);
   });
 
   function sumDrops(): number {
