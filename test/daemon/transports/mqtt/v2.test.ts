@@ -343,6 +343,26 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     assert.equal(await peripheralCli(['mqtt', '--key', keyPath, '--url', gw.h.url, '--backend-key', 'x', '--backend-kid', 'k', '--protocol', '3'], bad), 2);
   });
 
+  it('protocol.versions [2] answers v1 with a v1 reject unsupported-version, and still serves v2', async () => {
+    const only2 = await startHarness(gw.client, gw.sessions, { gw: GW, transport: { versions: [2] } });
+    try {
+      const c = await rawClient(only2.url, { clientId: '' });
+      raw.push(c);
+      const got = nextMessage(c, 'gatehouse/v1/v2-mix/down');
+      await c.publishAsync('gatehouse/v1/v2-mix/up', Buffer.from(encodeChallengeRequest({ type: 'challenge-request', version: 1, dev: 'v2-mix' })), { qos: 1 });
+      const r = parseReject(new Uint8Array(await got)).message;
+      assert.equal(r.reason, 'unsupported-version');
+      assert.equal(r.version, 1);
+      const p = v2Peripheral(only2.url, 'v2-mix');
+      await p.connect();
+      assert.equal((await p.authenticate()).kind, 'established');
+    } finally {
+      for (const c of raw.splice(0)) c.end(true);
+      await Promise.all(open.splice(0).map((p) => p.close()));
+      await only2.stop();
+    }
+  });
+
   function sumDrops(): number {
     return Object.values(gw.h.transport.stats().sessionCounters.drops).reduce((a, b) => a + (b ?? 0), 0);
   }
