@@ -30,7 +30,7 @@ import { Swtpm } from '../../../../testkit/swtpm.js';
 import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 import { MemoryCommandStore } from '../../../../peripherals/reference/command-store.js';
 import { MqttReferencePeripheralV2 } from '../../../../peripherals/reference/mqtt-peripheral-v2.js';
-import { ReferencePeripheralV2 } from '../../../../peripherals/reference/session-v2.js';
+import { ReferencePeripheralV2, type SessionEvent } from '../../../../peripherals/reference/session-v2.js';
 import { generateKeyFile } from '../../../../peripherals/reference/keyfile.js';
 import { run as peripheralCli } from '../../../../peripherals/cli.js';
 import { captureIO } from '../../../../testkit/cli-io.js';
@@ -81,7 +81,7 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
   function v2Peripheral(url: string, dev: string): MqttReferencePeripheralV2 {
     const signer = devices.get(dev) as Ed25519Signer;
     const peripheral = new ReferencePeripheralV2({ dev, signer, devicePublicKey: signer.publicKeyRaw, backendKeys: backendKeys(), commandStore: new MemoryCommandStore() });
-    const p = new MqttReferencePeripheralV2({ url, peripheral, timeoutMs: 10_000 });
+    const p = new MqttReferencePeripheralV2({ url, peripheral, timeoutMs: 15_000 });
     open.push(p);
     return p;
   }
@@ -361,6 +361,32 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
       await Promise.all(open.splice(0).map((p) => p.close()));
       await only2.stop();
     }
+  });
+
+  it('accepts frames reordered inside the window, and settles a seq that never arrives as lost after 5 s', async function () {
+    this.timeout(30_000);
+    const p = v2Peripheral(gw.h.url, 'v2-a');
+    await p.connect();
+    const r = await p.authenticate();
+    assert.ok(r.kind === 'established');
+    const f = [0, 1, 2, 3].map(() => r.session.sealPing());
+    // 2, 0, 1: reordered, all accepted (none dropped).
+    const dropsBefore = sumDrops();
+    for (const i of [2, 0, 1]) await p.send(f[i] as Uint8Array);
+    const settled: number[] = [];
+    while (!settled.includes(2)) settled.push(...(await p.nextReceipt()).settled);
+    assert.deepEqual(settled.sort(), [0, 1, 2]);
+    assert.equal(sumDrops(), dropsBefore, 'reordered frames inside the window are not drops');
+    // seq 3 never sent, seq 4 arrives: after 5 s the gateway settles 3 as lost.
+    const f4 = r.session.sealPing();
+    await p.send(f4);
+    let lostSeen: SessionEvent | undefined;
+    while (lostSeen === undefined) {
+      const e = await p.nextReceipt();
+      if (e.settled.includes(4)) lostSeen = e;
+    }
+    // seq 3 was a ping: nothing to resend, and it is no longer outstanding.
+    assert.deepEqual(r.session.unsettled, []);
   });
 
   function sumDrops(): number {
