@@ -18,6 +18,7 @@ const nullPipeline: AuthPipeline = {
   connectionChallenge: () => Promise.resolve(reply),
   hello: (): Promise<HelloOutcome> => Promise.resolve({ reply }),
   connectionClosed: () => undefined,
+  reject: () => Promise.resolve(reply),
 };
 
 const mqtt = new MqttTransport({ pipeline: nullPipeline, ...MQTT_DEFAULTS, tcp: { host: '127.0.0.1', port: 0 }, maxConnections, maxQueuedPerConnection: 64 });

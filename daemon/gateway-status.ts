@@ -104,7 +104,13 @@ export class GatewayStatus implements StatusSource {
   }
 
   getPeripherals(): PeripheralInfo[] {
-    return [...this.#mqttPeers.values(), ...this.#blePeers.values()].map((p) => ({ ...p }));
+    const sessions = new Map((this.#mqtt?.sessions() ?? []).map((s) => [s.connection, s]));
+    return [...this.#mqttPeers.values(), ...this.#blePeers.values()].map((p) => {
+      const s = p.transport === 'mqtt' ? sessions.get(p.connection) : undefined;
+      if (s === undefined) return { ...p };
+      const session = { version: s.version, sid: s.sid, ageMs: s.ageMs, lifeSeconds: s.lifeSeconds, framesIn: s.framesIn, framesOut: s.framesOut, drops: s.drops, denied: s.denied };
+      return { ...p, session };
+    });
   }
 
   getEvents(since: number, limit: number): EventPage {

@@ -202,6 +202,7 @@ export class Gateway {
         maxPendingHellos: cfg.pipeline.maxPendingHellos,
         verifyTimeoutMs: cfg.backend.requestTimeoutMs,
         rateLimits: cfg.pipeline.rateLimits,
+        maxSessionAgeSec: cfg.protocol.maxSessionAgeSec,
         eventRingSize: cfg.status.eventRingSize,
       });
       this.#pipeline = pipeline;
@@ -229,6 +230,7 @@ export class Gateway {
       this.metrics.setSources({
         connections: () => ({ mqtt: mqtt.stats().connections, ble: this.#ble?.stats().active ?? 0 }),
         credentialNotAfter: () => (session.stats().notAfter > 0 ? session.stats().notAfter : undefined),
+        sessions: () => mqtt.stats().sessionCounters,
       });
       this.#statusTimer = setInterval(() => this.#notifier.status(status.line()), 5000);
       this.#statusTimer.unref();

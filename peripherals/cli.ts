@@ -30,8 +30,10 @@ Commands:
       --backend-kid: the key's kid (default: trust the kid the credential names).
       --now: the time to check expiry against (default: this machine's clock).
   mqtt --key FILE --url mqtt://HOST:PORT --backend-key PEM|HEX --backend-kid KID [--ca FILE]
+       [--protocol 1|2]
       Authenticate over MQTT as the key file's device, on one connection (challenge-request,
-      hello, welcome), verify the welcome, and print the outcome.
+      hello, welcome), verify the welcome, and print the outcome. --protocol 2: protocol v2
+      (gatehouse/v2 topics, a grant in the welcome, then a ping frame, its receipt and a bye).
 
 Run "gatehouse peripheral <command> --help" for one command's options.
 Exit codes: 0 ok, 1 failure or refused welcome, 2 usage error.
@@ -48,10 +50,12 @@ const HELP: Record<string, string> = {
     '"refused: CODE: detail" (exit 1).\n',
   mqtt:
     'Usage: gatehouse peripheral mqtt --key FILE --url mqtt://HOST:PORT|mqtts://HOST:PORT --backend-key PEM|HEX\n' +
-    '                                --backend-kid KID [--ca FILE] [--timeout-ms N]\n\n' +
+    '                                --backend-kid KID [--ca FILE] [--timeout-ms N] [--protocol 1|2]\n\n' +
     'Runs the whole exchange as the reference MQTT peripheral on ONE connection (protocol-v1 binds\n' +
     'the challenge to it), verifies the welcome and prints "welcomed …" (exit 0), or the reject\n' +
-    'reason / the refused welcome check (exit 1). --ca: the CA of an mqtts listener.\n',
+    'reason / the refused welcome check (exit 1). --ca: the CA of an mqtts listener.\n' +
+    '--protocol 2: protocol v2 on gatehouse/v2/{dev}/up|down; after the welcome it sends a ping frame,\n' +
+    'waits for its receipt and ends the session with a bye (default 1).\n',
 };
 
 function required(values: Record<string, unknown>, name: string): string {
@@ -166,9 +170,11 @@ async function verifyWelcome(args: string[], io: CliIO): Promise<number> {
 async function mqttExchange(args: string[], io: CliIO): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { key: { type: 'string' }, url: { type: 'string' }, 'backend-key': { type: 'string' }, 'backend-kid': { type: 'string' }, ca: { type: 'string' }, 'timeout-ms': { type: 'string' } },
+    options: { key: { type: 'string' }, url: { type: 'string' }, 'backend-key': { type: 'string' }, 'backend-kid': { type: 'string' }, ca: { type: 'string' }, 'timeout-ms': { type: 'string' }, protocol: { type: 'string' } },
     strict: true,
   });
+  const protocol = values.protocol ?? '1';
+  if (protocol !== '1' && protocol !== '2') throw new UsageError('--protocol must be 1 or 2');
   const url = required(values, 'url');
   if (!/^mqtts?:\/\/[^/]+$/.test(url)) throw new UsageError('--url must be mqtt://HOST:PORT or mqtts://HOST:PORT');
   const timeout = values['timeout-ms'] === undefined ? 10_000 : Number(values['timeout-ms']);
@@ -177,6 +183,7 @@ async function mqttExchange(args: string[], io: CliIO): Promise<number> {
   const backendKey = await readBackendKey(required(values, 'backend-key'));
   const { MqttReferencePeripheral } = await import('./reference/mqtt-peripheral.js');
   const keys = new Map([[required(values, 'backend-kid'), backendKey]]);
+  if (protocol === '2') return mqttExchangeV2({ url, timeout, ca: values.ca === undefined ? undefined : await readFile(values.ca), key, keys }, io);
   const peripheral = new ReferencePeripheral({ dev: key.dev, signer: key.signer, backendKeys: keys });
   const client = new MqttReferencePeripheral({ url, peripheral, timeoutMs: timeout, ...(values.ca !== undefined ? { ca: await readFile(values.ca) } : {}) });
   try {
@@ -188,6 +195,34 @@ async function mqttExchange(args: string[], io: CliIO): Promise<number> {
     }
     if (r.kind === 'rejected') write(io.stdout, `rejected: ${r.reason}${r.signed ? '' : ' (unsigned)'}; retry after ${r.retryAfterSeconds} s\n`);
     else write(io.stdout, `welcome refused: ${r.code}: ${r.detail}\n`);
+    return EXIT_FAILURE;
+  } finally {
+    await client.close();
+  }
+}
+
+/** `mqtt --protocol 2`: the v2 exchange, then one ping frame and its receipt, then a bye. */
+async function mqttExchangeV2(
+  o: { url: string; timeout: number; ca: Buffer | undefined; key: Awaited<ReturnType<typeof loadKeyFile>>; keys: Map<string, Uint8Array> },
+  io: CliIO,
+): Promise<number> {
+  const { MqttReferencePeripheralV2 } = await import('./reference/mqtt-peripheral-v2.js');
+  const { ReferencePeripheralV2 } = await import('./reference/session-v2.js');
+  const { MemoryCommandStore } = await import('./reference/command-store.js');
+  const peripheral = new ReferencePeripheralV2({ dev: o.key.dev, signer: o.key.signer, devicePublicKey: o.key.signer.publicKeyRaw, backendKeys: o.keys, commandStore: new MemoryCommandStore() });
+  const client = new MqttReferencePeripheralV2({ url: o.url, peripheral, timeoutMs: o.timeout, ...(o.ca === undefined ? {} : { ca: o.ca }) });
+  try {
+    await client.connect();
+    const r = await client.authenticate();
+    if (r.kind === 'established') {
+      await client.send(r.session.sealPing());
+      const receipt = await client.nextReceipt();
+      await client.send(r.session.sealBye());
+      write(io.stdout, `welcomed (v2, ${r.session.mode}): gateway ${r.session.gw} authenticated to ${o.key.dev}; session ${Buffer.from(r.session.sid).toString('hex')}, life ${r.session.lifeSeconds} s; ping receipted (${receipt.settled.length} settled); bye sent\n`);
+      return EXIT_OK;
+    }
+    if (r.kind === 'rejected') write(io.stdout, `rejected: ${r.reason}${r.signed ? '' : ' (unsigned)'}; retry after ${r.retryAfterSeconds} s\n`);
+    else write(io.stdout, `welcome refused: check ${r.check}: ${r.code}: ${r.detail}\n`);
     return EXIT_FAILURE;
   } finally {
     await client.close();

@@ -315,13 +315,13 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       const item = byId.get(id) as Item;
       if (v.kind === 'welcome') {
         this.leases.put(v.lease, v.leaseBytes);
-        this.#settle(item, { ok: true, dev: v.lease.dev, lease: v.lease, leaseBytes: v.leaseBytes, offline: false });
+        this.#settle(item, { ok: true, dev: v.lease.dev, lease: v.lease, leaseBytes: v.leaseBytes, offline: false, ...(v.grant === undefined ? {} : { grant: v.grant }) });
       } else if (v.kind === 'reject') {
         this.#settle(item, this.#reject(v.reason));
       } else {
-        if (v.fault === 'lease') {
+        if (v.fault === 'lease' || v.fault === 'grant') {
           this.#errors.lease += 1;
-          this.#log.error('backend lease rejected', { dev: item.req.dev, why: v.why });
+          this.#log.error(`backend ${v.fault} rejected`, { dev: item.req.dev, why: v.why });
         } else {
           this.#errors.response += 1;
           if (v.fault === 'result') this.#log.error('backend verify result malformed', { dev: item.req.dev });

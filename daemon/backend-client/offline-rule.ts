@@ -4,7 +4,7 @@
  * answer is backend-unavailable (no lease) or bad-signature. Pure: the hello bytes, the lease
  * lookup and the time come in; the client counts, logs and answers.
  */
-import { parseHello, verifySign1, type Hello, type Lease, type Signed } from '../../protocol/index.js';
+import { parseHello, parseHelloV2, verifySign1, type Hello, type HelloV2, type Lease, type Signed } from '../../protocol/index.js';
 
 /** A lease held for a device (the lease cache checks gateway, device, signature and expiry on lookup). */
 export interface HeldLease {
@@ -26,11 +26,16 @@ export type OfflineVerdict =
  * `nowS` (Unix seconds) bounds the lease again, whatever the lookup did.
  */
 export function decideOffline(hello: Uint8Array, dev: string, leaseOf: (dev: string) => HeldLease | undefined, nowS: number): OfflineVerdict {
-  let signed: Signed<Hello>;
+  let signed: Signed<Hello> | Signed<HelloV2>;
   try {
     signed = parseHello(hello);
   } catch {
-    return { kind: 'malformed' };
+    // protocol-v2 keeps v1's offline rule for v2 hellos (the welcome then carries cred + lease).
+    try {
+      signed = parseHelloV2(hello);
+    } catch {
+      return { kind: 'malformed' };
+    }
   }
   if (signed.payload.dev !== dev) return { kind: 'malformed' };
   const held = leaseOf(dev);

@@ -3,21 +3,22 @@
  * and objects in, verdicts out (the time comes in as `nowS`); the client counts, logs, caches
  * the leases and answers the callers.
  */
-import { base64UrlDecode, isReasonCode, isValidId, MAX_MESSAGE_BYTES, type Lease, type ReasonCode } from '../../protocol/index.js';
+import { base64UrlDecode, isReasonCode, isValidId, MAX_MESSAGE_BYTES, parseGrant, ProtocolError, type Lease, type ReasonCode } from '../../protocol/index.js';
 import { BackendError } from './errors.js';
 import { checkLease } from './lease-check.js';
 import { badField, isObject } from './wire.js';
 
 /** The verdict on one hello of a verify answer. */
 export type HelloVerdict =
-  | { kind: 'welcome'; lease: Lease; leaseBytes: Uint8Array }
+  /** `grant`: protocol-v2, the grant's COSE_Sign1 bytes for a v2 hello, relayed unchanged in the welcome. */
+  | { kind: 'welcome'; lease: Lease; leaseBytes: Uint8Array; grant?: Uint8Array }
   | { kind: 'reject'; reason: ReasonCode }
   /**
    * The answer for this hello cannot be trusted, so the hello is answered backend-unavailable:
    * `reason` not a protocol-v1 reason code, `result` malformed (or for another device), `lease`
-   * refused by checkLease.
+   * refused by checkLease, `grant` not a grant for this device and gateway.
    */
-  | { kind: 'fault'; fault: 'reason' | 'result' | 'lease'; why: string };
+  | { kind: 'fault'; fault: 'reason' | 'result' | 'lease' | 'grant'; why: string };
 
 export interface VerifyAnswer {
   /** Verdicts by wire id, in the answer's order. A hello the answer does not cover has none. */
@@ -75,5 +76,28 @@ function readResult(r: Record<string, unknown>, dev: string, ctx: VerifyAnswerCo
   if (bytes === undefined) return { kind: 'fault', fault: 'lease', why: 'lease is not base64url' };
   const check = checkLease(bytes, { gw: ctx.gw, backendKeys: ctx.backendKeys, nowS: ctx.nowS, dev });
   if (!check.ok) return { kind: 'fault', fault: 'lease', why: check.why };
-  return { kind: 'welcome', lease: check.lease.payload, leaseBytes: bytes };
+  if (r.grant === undefined) return { kind: 'welcome', lease: check.lease.payload, leaseBytes: bytes };
+  const grant = readGrant(r.grant, dev, ctx.gw);
+  if (typeof grant === 'string') return { kind: 'fault', fault: 'grant', why: grant };
+  return { kind: 'welcome', lease: check.lease.payload, leaseBytes: bytes, grant };
+}
+
+/**
+ * protocol-v2: `{"id", "ok": true, "dev", "lease", "grant"}`. The grant is relayed unchanged and
+ * the peripheral verifies it under pk_S; here it must parse as a grant for this device and
+ * gateway (a grant for anything else would only make the peripheral refuse the welcome). The
+ * pipeline checks its `hh` against the hello it forwarded. Answers the bytes or why not.
+ */
+function readGrant(v: unknown, dev: string, gw: string): Uint8Array | string {
+  if (typeof v !== 'string') return 'grant is not a string';
+  const bytes = base64UrlDecode(v, MAX_MESSAGE_BYTES);
+  if (bytes === undefined) return 'grant is not base64url';
+  try {
+    const g = parseGrant(bytes).payload;
+    if (g.dev !== dev || g.gw !== gw) return 'grant names another device or gateway';
+  } catch (e) {
+    if (e instanceof ProtocolError) return `grant does not parse: ${e.code}`;
+    throw e;
+  }
+  return bytes;
 }

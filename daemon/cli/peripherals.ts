@@ -9,7 +9,8 @@ import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 export const HELP = `Usage: gatehouse peripherals [--json] [--socket PATH]
 
 List the peripherals connected now: device id, transport, state (pending: connected, not yet
-welcomed; welcomed: authenticated), since when, whether decided offline, lease expiry, remote.
+welcomed; welcomed: authenticated), since when, whether decided offline, lease expiry, remote,
+and for a protocol-v2 session: its version, age, frames each way and dropped frames.
 
 Options:
   --json           print the /v1/peripherals document
@@ -29,8 +30,12 @@ export function renderPeripherals(list: PeripheralInfo[]): string {
     p.offline ? 'yes' : 'no',
     p.leaseExp === undefined ? '-' : isoTime(p.leaseExp * 1000),
     p.remote,
+    p.session === undefined ? 'v1' : `v${p.session.version}`,
+    p.session === undefined ? '-' : `${Math.round(p.session.ageMs / 1000)}s`,
+    p.session === undefined ? '-' : `${p.session.framesIn}/${p.session.framesOut}`,
+    p.session === undefined ? '-' : String(p.session.drops),
   ]);
-  return table(['DEVICE', 'TRANSPORT', 'STATE', 'SINCE', 'OFFLINE', 'LEASE EXPIRES', 'REMOTE'], rows);
+  return table(['DEVICE', 'TRANSPORT', 'STATE', 'SINCE', 'OFFLINE', 'LEASE EXPIRES', 'REMOTE', 'PROTO', 'AGE', 'FRAMES IN/OUT', 'DROPS'], rows);
 }
 
 export function run(args: string[], io: CliIO): Promise<number> {

@@ -139,6 +139,13 @@ export function strList(opts: LeafOpts<string[]> & { maxItems: number; pattern?:
   );
 }
 
+/** A non-empty list of distinct values taken from `values` (e.g. protocol versions). */
+export function intSet<const V extends number>(values: readonly V[], opts: LeafOpts<V[]>): Leaf<V[]> {
+  return leaf(`non-empty list of distinct values from ${values.join(', ')}`, opts, false, (v) =>
+    Array.isArray(v) && v.length > 0 && v.every((x) => (values as readonly unknown[]).includes(x)) && new Set(v).size === v.length ? (v as V[]).slice() : undefined,
+  );
+}
+
 export function section<F extends Fields>(description: string, fields: F): Section<F> {
   return { kind: 'section', description, fields };
 }

@@ -3,7 +3,7 @@
  * default and description. docs/configuration.md is generated from this (see docs.ts) and a
  * test keeps the two in agreement.
  */
-import { bool, int, num, oneOf, optStr, section, str, type Infer } from './schema-dsl.js';
+import { bool, int, intSet, num, oneOf, optStr, section, str, type Infer } from './schema-dsl.js';
 
 /** protocol-v1 "Ids": 1–64 characters of [A-Za-z0-9._:-]. */
 const ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -153,6 +153,12 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
     authTimeoutSec: int({ description: 'A connection not welcomed within this is closed (protocol-v1: 60 s).', default: 60, min: 1, max: 3600 }),
     connectTimeoutSec: int({ description: 'Time allowed between TCP accept and CONNECT.', default: 10, min: 1, max: 300 }),
     keepaliveMaxSec: int({ description: 'Largest keepalive a client may ask for.', default: 300, min: 10, max: 65535 }),
+    maxUnwelcomedPerDevice: int({
+      description: 'Connections not yet welcomed that may be bound to one device at once (bound by what they publish); a further one publishing for that device is closed.',
+      default: 4,
+      min: 1,
+      max: 64,
+    }),
   }),
   ble: section('The BLE transport (gateway is the GATT client)', {
     enabled: bool({ description: 'Scan for and authenticate BLE peripherals.', default: false }),
@@ -162,6 +168,14 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       baseBackoffSec: int({ description: 'First back-off.', default: 30, min: 1, max: 86400 }),
       maxBackoffSec: int({ description: 'Back-off cap (doubles up to it).', default: 3600, min: 1, max: 604800 }),
     }),
+  }),
+  protocol: section('Protocol versions and the v2 session', {
+    versions: intSet([1, 2] as const, {
+      description: 'Protocol versions answered. A message of a version not listed is answered with a reject `unsupported-version` (protocol-v2 "Negotiation").',
+      default: [1, 2],
+    }),
+    maxSessionAgeSec: int({ description: 'Longest v2 session (`life` in the welcome is at most this, the grant\'s `life` and the lease\'s remaining time).', default: 86400, min: 60, max: 31536000 }),
+    firstFrameTimeoutSec: int({ description: 'A v2 session with no frame that decrypts within this after the welcome ends (`bye idle`); protocol-v2: never below 60 s.', default: 60, min: 60, max: 3600 }),
   }),
   pipeline: section('The authentication pipeline', {
     challengeTtlSec: int({ description: 'Lifetime of an outstanding challenge (protocol-v1: 30 s).', default: 30, min: 1, max: 600 }),

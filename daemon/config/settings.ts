@@ -33,5 +33,8 @@ export function mqttSettings(cfg: GatehouseConfig): MqttSettings {
     authTimeoutMs: m.authTimeoutSec * 1000,
     connectTimeoutMs: m.connectTimeoutSec * 1000,
     keepaliveMaxSec: m.keepaliveMaxSec,
+    maxUnwelcomedPerDevice: m.maxUnwelcomedPerDevice,
+    versions: cfg.protocol.versions,
+    firstFrameTimeoutMs: cfg.protocol.firstFrameTimeoutSec * 1000,
   };
 }

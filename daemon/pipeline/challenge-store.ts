@@ -4,6 +4,7 @@
  * connection. Expiry is read from the injected clock: no timers.
  */
 import type { Clock } from '../../common/clock.js';
+import type { X25519KeyPair } from '../../protocol/index.js';
 
 export interface ChallengeStoreOptions {
   clock: Clock;
@@ -20,11 +21,18 @@ interface Entry {
   /** Undefined for a BLE connection challenge: the device id is learned from the hello. */
   dev: string | undefined;
   expiresAt: number;
+  /** The protocol version of the challenge: a hello of another version does not consume it. */
+  version: 1 | 2;
+  /**
+   * protocol-v2: the ge key pair issued with this challenge. Its only reference is here: it is
+   * handed out when the challenge is consumed and dropped with the entry on expiry.
+   */
+  ge: X25519KeyPair | undefined;
 }
 
 /** What `consume` found. */
 export type ConsumeResult =
-  | { ok: true; dev: string | undefined }
+  | { ok: true; dev: string | undefined; ge: X25519KeyPair | undefined }
   | { ok: false; why: 'unknown' | 'expired' | 'wrong-dev' };
 
 function keyOf(gn: Uint8Array): string {
@@ -56,7 +64,7 @@ export class ChallengeStore {
    * Records a fresh `gn` for `conn` (and `dev`, unless a BLE connection challenge). Answers
    * `full` when the store is at its total bound even after dropping expired entries.
    */
-  issue(conn: string, dev: string | undefined, gn: Uint8Array): 'ok' | 'full' {
+  issue(conn: string, dev: string | undefined, gn: Uint8Array, v2?: { ge: X25519KeyPair }): 'ok' | 'full' {
     const now = this.#opts.clock.now();
     this.#sweep(now);
     const mine = this.#byConn.get(conn);
@@ -69,7 +77,7 @@ export class ChallengeStore {
     }
     const key = keyOf(gn);
     this.#delete(key);
-    this.#byGn.set(key, { conn, dev, expiresAt: now + this.#opts.ttlMs });
+    this.#byGn.set(key, { conn, dev, expiresAt: now + this.#opts.ttlMs, version: v2 === undefined ? 1 : 2, ge: v2?.ge });
     let set = this.#byConn.get(conn);
     if (set === undefined) {
       set = new Set();
@@ -84,14 +92,16 @@ export class ChallengeStore {
    * outcome)". A `gn` presented on another connection is not outstanding for it: it is neither
    * matched nor consumed, so a peer that saw someone else's challenge cannot burn it.
    */
-  consume(conn: string, gn: Uint8Array, dev: string): ConsumeResult {
+  consume(conn: string, gn: Uint8Array, dev: string, version: 1 | 2 = 1): ConsumeResult {
     const key = keyOf(gn);
     const entry = this.#byGn.get(key);
     if (entry === undefined || entry.conn !== conn) return { ok: false, why: 'unknown' };
     this.#delete(key);
     if (this.#opts.clock.now() >= entry.expiresAt) return { ok: false, why: 'expired' };
     if (entry.dev !== undefined && entry.dev !== dev) return { ok: false, why: 'wrong-dev' };
-    return { ok: true, dev: entry.dev };
+    // A v1 hello answering a v2 challenge (or the reverse) is not the exchange it was issued for.
+    if (entry.version !== version) return { ok: false, why: 'unknown' };
+    return { ok: true, dev: entry.dev, ge: entry.ge };
   }
 
   /** Forgets every challenge of a closed connection. */

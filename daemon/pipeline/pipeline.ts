@@ -6,8 +6,22 @@
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'winston';
 import winston from 'winston';
-import { COSE_ALG_EDDSA, MAX_MESSAGE_BYTES, encodeChallenge, encodeUnsignedReject, helloHash, isValidId, parseHello, signReject, signWelcome, ProtocolError } from '../../protocol/index.js';
-import type { ReasonCode, Hello, Signed, Signer } from '../../protocol/index.js';
+import {
+  COSE_ALG_EDDSA,
+  MAX_MESSAGE_BYTES,
+  checkHelloV2AtGateway,
+  encodeChallenge,
+  encodeChallengeV2,
+  generateX25519KeyPair,
+  helloHash,
+  isValidId,
+  parseHello,
+  parseHelloV2,
+  signWelcome,
+  ProtocolError,
+} from '../../protocol/index.js';
+import type { ReasonCode, Hello, HelloV2, Signed, Signer } from '../../protocol/index.js';
+import { encodeRejectOf, makeWelcomeV2, WelcomeV2Refusal } from './welcome-v2.js';
 import { ChallengeStore } from './challenge-store.js';
 import { monotonicClock, systemClock, type Clock } from '../../common/clock.js';
 import { systemRandom, type RandomSource } from './random.js';
@@ -22,6 +36,7 @@ import type {
   HelloOutcome,
   HelloVerifier,
   IngressConnection,
+  ProtocolVersion,
   SessionProvider,
   VerifyResult,
 } from './types.js';
@@ -58,6 +73,8 @@ export interface PipelineOptions {
   eventRingSize?: number;
   /** `retry` (seconds) sent with `busy` (default 5) and `backend-unavailable` (default 30). */
   retrySec?: { busy?: number; backendUnavailable?: number };
+  /** protocol-v2: the longest session a v2 welcome opens, seconds (default: config `protocol.maxSessionAgeSec`). */
+  maxSessionAgeSec?: number;
 }
 
 interface Resolved {
@@ -73,6 +90,7 @@ interface Resolved {
   eventRingSize: number;
   busyRetry: number;
   unavailableRetry: number;
+  maxSessionAgeSec: number;
 }
 
 /** The schema's default of a leaf that has one (CONTRIBUTING.md §7: defaults live only in the schema). */
@@ -100,6 +118,7 @@ function resolve(o: PipelineOptions): Resolved {
     eventRingSize: o.eventRingSize ?? schemaDefault(CFG.status.fields.eventRingSize),
     busyRetry: o.retrySec?.busy ?? 5,
     unavailableRetry: o.retrySec?.backendUnavailable ?? 30,
+    maxSessionAgeSec: o.maxSessionAgeSec ?? schemaDefault(CFG.protocol.fields.maxSessionAgeSec),
   };
   const bad: string[] = [];
   for (const [name, value] of Object.entries(r)) {
@@ -113,6 +132,8 @@ function resolve(o: PipelineOptions): Resolved {
 
 /** The reject to send, before it is encoded. */
 interface RejectPlan {
+  /** The version of the topic or characteristic the reject answers on (default 1). */
+  version?: ProtocolVersion;
   dev: string;
   reason: ReasonCode;
   hh?: Uint8Array;
@@ -205,25 +226,29 @@ export class Pipeline implements AuthPipeline {
     return { outstandingChallenges: this.#challenges.size, pendingHellos: this.#pending, rateLimitKeys: this.#limits.tracked };
   }
 
-  async challenge(conn: IngressConnection, dev: string): Promise<Uint8Array> {
-    return this.#issue(conn, dev);
+  async challenge(conn: IngressConnection, dev: string, version: ProtocolVersion = 1): Promise<Uint8Array> {
+    return this.#issue(conn, dev, version);
+  }
+
+  async reject(conn: IngressConnection, dev: string, reason: ReasonCode, version: ProtocolVersion): Promise<Uint8Array> {
+    return this.#rejectBytes(conn, this.#elapsed.now(), { version, dev: isValidId(dev) ? dev : conn.id, reason });
   }
 
   async connectionChallenge(conn: IngressConnection): Promise<Uint8Array> {
-    return this.#issue(conn, undefined);
+    return this.#issue(conn, undefined, 1);
   }
 
-  async hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string): Promise<HelloOutcome> {
+  async hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string, version: ProtocolVersion = 1): Promise<HelloOutcome> {
     const started = this.#elapsed.now();
     const fallbackDev = expectedDev ?? conn.id;
     try {
-      const checked = this.#check(conn, helloBytes, expectedDev);
-      if ('reject' in checked) return await this.#reject(conn, started, checked.reject);
-      return await this.#decide(conn, started, checked.signed);
+      const checked = this.#check(conn, helloBytes, expectedDev, version);
+      if ('reject' in checked) return await this.#reject(conn, started, { ...checked.reject, version });
+      return await this.#decide(conn, started, checked.signed, checked.z);
     } catch (err) {
       this.#log.error('hello failed inside the pipeline', { conn: conn.id, error: err instanceof Error ? err.message : String(err) });
       this.#log.debug('hello failure stack', { stack: err instanceof Error ? err.stack : undefined });
-      return this.#reject(conn, started, { dev: fallbackDev, reason: 'internal' });
+      return this.#reject(conn, started, { version, dev: fallbackDev, reason: 'internal' });
     }
   }
 
@@ -237,45 +262,53 @@ export class Pipeline implements AuthPipeline {
     this.#closing.abort();
   }
 
-  async #issue(conn: IngressConnection, dev: string | undefined): Promise<Uint8Array> {
+  async #issue(conn: IngressConnection, dev: string | undefined, version: ProtocolVersion): Promise<Uint8Array> {
     const started = this.#elapsed.now();
     const replyDev = dev ?? conn.id;
     try {
       if (!isValidId(replyDev)) {
         // The dev cannot be echoed in a reject: name the connection's binding instead.
-        return await this.#rejectBytes(conn, started, { dev: conn.id, reason: 'malformed' });
+        return await this.#rejectBytes(conn, started, { version, dev: conn.id, reason: 'malformed' });
       }
       const wait = this.#limits.take(conn.id, dev);
-      if (wait > 0) return await this.#rejectBytes(conn, started, { dev: replyDev, reason: 'rate-limited', retry: wait });
-      if (this.#closing.signal.aborted) return await this.#rejectBytes(conn, started, { dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
+      if (wait > 0) return await this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'rate-limited', retry: wait });
+      if (this.#closing.signal.aborted) return await this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
       const gn = this.#random(GN_BYTES);
-      if (this.#challenges.issue(conn.id, dev, gn) === 'full') {
-        return await this.#rejectBytes(conn, started, { dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
+      // protocol-v2: ge is fresh for every challenge; its private key lives with the challenge.
+      const ge = version === 2 ? generateX25519KeyPair() : undefined;
+      if (this.#challenges.issue(conn.id, dev, gn, ge === undefined ? undefined : { ge }) === 'full') {
+        return await this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
       }
-      const bytes = encodeChallenge({ type: 'challenge', version: 1, dev: replyDev, gn, gw: this.#gw });
+      const bytes =
+        ge === undefined
+          ? encodeChallenge({ type: 'challenge', version: 1, dev: replyDev, gn, gw: this.#gw })
+          : encodeChallengeV2({ type: 'challenge', version: 2, dev: replyDev, gn, gw: this.#gw, ge: ge.publicKey });
       this.#record(conn, started, { dev, outcome: 'challenge', offline: false });
       return bytes;
     } catch (err) {
       this.#log.error('challenge failed inside the pipeline', { conn: conn.id, error: err instanceof Error ? err.message : String(err) });
-      return this.#rejectBytes(conn, started, { dev: isValidId(replyDev) ? replyDev : conn.id, reason: 'internal' });
+      return this.#rejectBytes(conn, started, { version, dev: isValidId(replyDev) ? replyDev : conn.id, reason: 'internal' });
     }
   }
 
   /**
    * protocol-v1 "Gateway checks on a hello", in the spec's order: size, strict CBOR and COSE
    * structure, type and version, dev syntax and binding, gn outstanding for this connection,
-   * rate limits. Synchronous: nothing here waits.
+   * rate limits. Synchronous: nothing here waits. protocol-v2 adds, once the gn is consumed:
+   * hello.gw is this gateway, hello.ge the ge issued with that gn, pe 32 bytes and Z not all
+   * zero (else `malformed`, and nothing goes to the backend).
    */
   #check(
     conn: IngressConnection,
     bytes: Uint8Array,
     expectedDev: string | undefined,
-  ): { signed: Signed<Hello> } | { reject: RejectPlan } {
+    version: ProtocolVersion,
+  ): { signed: Signed<Hello> | Signed<HelloV2>; z: Uint8Array | undefined } | { reject: RejectPlan } {
     const fallbackDev = expectedDev ?? conn.id;
     if (bytes.length > MAX_MESSAGE_BYTES) return { reject: { dev: fallbackDev, reason: 'malformed' } };
-    let signed: Signed<Hello>;
+    let signed: Signed<Hello> | Signed<HelloV2>;
     try {
-      signed = parseHello(bytes);
+      signed = version === 2 ? parseHelloV2(bytes) : parseHello(bytes);
     } catch (err) {
       if (err instanceof ProtocolError) return { reject: { dev: fallbackDev, reason: err.reason } };
       throw err;
@@ -289,22 +322,49 @@ export class Pipeline implements AuthPipeline {
     // protocol-v1: dev "matches the topic or BLE connection".
     if (expectedDev !== undefined && dev !== expectedDev) return { reject: { dev: expectedDev, reason: 'malformed', hh } };
     // protocol-v1: "gn outstanding for this connection (consumed on first use, whatever the outcome)".
-    const consumed = this.#challenges.consume(conn.id, signed.payload.gn, dev);
+    const consumed = this.#challenges.consume(conn.id, signed.payload.gn, dev, version);
     if (!consumed.ok) return { reject: { dev, reason: 'stale-challenge', hh } };
+    let z: Uint8Array | undefined;
+    if (version === 2) {
+      const ge = consumed.ge;
+      if (ge === undefined) return { reject: { dev, reason: 'stale-challenge', hh } };
+      try {
+        z = checkHelloV2AtGateway(signed.payload as HelloV2, { gw: this.#gw, issuedGe: ge.publicKey, gePrivateKey: ge.privateKey }).z;
+      } catch (err) {
+        if (err instanceof ProtocolError) {
+          this.#log.info('v2 hello refused at the gateway', { conn: conn.id, dev, code: err.code });
+          return { reject: { dev, reason: 'malformed', hh } };
+        }
+        throw err;
+      }
+    }
     const wait = this.#limits.take(conn.id, dev);
-    if (wait > 0) return { reject: { dev, reason: 'rate-limited', hh, retry: wait } };
-    return { signed };
+    if (wait > 0) {
+      z?.fill(0);
+      return { reject: { dev, reason: 'rate-limited', hh, retry: wait } };
+    }
+    return { signed, z };
   }
 
-  async #decide(conn: IngressConnection, started: number, signed: Signed<Hello>): Promise<HelloOutcome> {
+  async #decide(conn: IngressConnection, started: number, signed: Signed<Hello> | Signed<HelloV2>, z: Uint8Array | undefined): Promise<HelloOutcome> {
+    try {
+      return await this.#decideInner(conn, started, signed, z);
+    } finally {
+      // Z lives only until the keys are derived (or the exchange fails).
+      z?.fill(0);
+    }
+  }
+
+  async #decideInner(conn: IngressConnection, started: number, signed: Signed<Hello> | Signed<HelloV2>, z: Uint8Array | undefined): Promise<HelloOutcome> {
+    const version: ProtocolVersion = z === undefined ? 1 : 2;
     const dev = signed.payload.dev;
     const hh = helloHash(signed.bytes);
     if (this.#closing.signal.aborted || this.#pending >= this.#o.maxPendingHellos) {
-      return this.#reject(conn, started, { dev, reason: 'busy', hh, retry: this.#o.busyRetry });
+      return this.#reject(conn, started, { version, dev, reason: 'busy', hh, retry: this.#o.busyRetry });
     }
     if (this.#sessions.current() === undefined) {
       // No session key yet: the backend cannot be asked (requests are signed with it).
-      return this.#reject(conn, started, { dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
+      return this.#reject(conn, started, { version, dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
     }
     this.#pending += 1;
     let result: VerifyResult;
@@ -320,16 +380,17 @@ export class Pipeline implements AuthPipeline {
     }
     if (!result.ok) {
       const retry = result.retry ?? this.#retryFor(result.reason);
-      return this.#reject(conn, started, { dev, reason: result.reason, hh, ...(retry === undefined ? {} : { retry }) });
+      return this.#reject(conn, started, { version, dev, reason: result.reason, hh, ...(retry === undefined ? {} : { retry }) });
     }
     if (result.dev !== dev) {
       this.#log.error('backend verdict names another device', { conn: conn.id, dev, verdictDev: result.dev });
-      return this.#reject(conn, started, { dev, reason: 'internal', hh });
+      return this.#reject(conn, started, { version, dev, reason: 'internal', hh });
     }
     const session = this.#sessions.current();
     if (session === undefined) {
-      return this.#reject(conn, started, { dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
+      return this.#reject(conn, started, { version, dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
     }
+    if (z !== undefined) return this.#welcomeV2(conn, started, { dev, hh, z, result, session });
     const reply = await signWelcome(
       { type: 'welcome', version: 1, dev, gw: this.#gw, hh, cred: session.credential },
       this.#signerOf(session),
@@ -337,6 +398,39 @@ export class Pipeline implements AuthPipeline {
     this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline });
     this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline });
     return { reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline } };
+  }
+
+  /** protocol-v2 "Welcome": the grant relayed unchanged, or the offline welcome; then the keys. */
+  async #welcomeV2(
+    conn: IngressConnection,
+    started: number,
+    v: { dev: string; hh: Uint8Array; z: Uint8Array; result: Extract<VerifyResult, { ok: true }>; session: GatewaySession },
+  ): Promise<HelloOutcome> {
+    const { dev, hh, result } = v;
+    let made;
+    try {
+      made = await makeWelcomeV2({
+        gw: this.#gw,
+        dev,
+        hh,
+        z: v.z,
+        lease: result.lease,
+        leaseBytes: result.leaseBytes,
+        grant: result.grant,
+        offline: result.offline,
+        credential: v.session.credential,
+        maxSessionAgeSec: this.#o.maxSessionAgeSec,
+        nowS: Math.floor(this.#clock.now() / 1000),
+        signer: this.#signerOf(v.session),
+      });
+    } catch (err) {
+      if (!(err instanceof WelcomeV2Refusal)) throw err;
+      this.#log.error('v2 welcome not made', { conn: conn.id, dev, why: err.message });
+      return this.#reject(conn, started, { version: 2, dev, reason: 'internal', hh });
+    }
+    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline, version: 2 });
+    this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline, version: 2, life: made.session.lifeSeconds });
+    return { reply: made.reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline }, session: made.session };
   }
 
   #retryFor(reason: ReasonCode): number | undefined {
@@ -358,9 +452,8 @@ export class Pipeline implements AuthPipeline {
 
   /** Encodes a reject: signed with the session key, unsigned only when there is none. */
   async #rejectBytes(conn: IngressConnection, started: number, plan: RejectPlan): Promise<Uint8Array> {
-    const message = {
-      type: 'reject' as const,
-      version: 1 as const,
+    const input = {
+      version: plan.version ?? 1,
       dev: plan.dev,
       reason: plan.reason,
       ...(plan.hh === undefined ? {} : { hh: plan.hh }),
@@ -369,16 +462,16 @@ export class Pipeline implements AuthPipeline {
     const session = this.#sessions.current();
     let bytes: Uint8Array;
     if (session === undefined) {
-      bytes = encodeUnsignedReject(message);
+      bytes = await encodeRejectOf(input, undefined);
     } else {
       try {
-        bytes = await signReject(message, this.#signerOf(session));
+        bytes = await encodeRejectOf(input, this.#signerOf(session));
       } catch (err) {
         this.#log.error('signing a reject failed; sending it unsigned', { conn: conn.id, error: err instanceof Error ? err.message : String(err) });
-        bytes = encodeUnsignedReject(message);
+        bytes = await encodeRejectOf(input, undefined);
       }
     }
-    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false });
+    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false, version: plan.version ?? 1 });
     this.#log.info('peripheral rejected', { conn: conn.id, transport: conn.transport, dev: plan.dev, reason: plan.reason });
     return bytes;
   }
@@ -386,7 +479,7 @@ export class Pipeline implements AuthPipeline {
   #record(
     conn: IngressConnection,
     started: number,
-    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean },
+    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean; version?: ProtocolVersion },
   ): void {
     this.events.record({
       at: this.#clock.now(),
@@ -397,6 +490,7 @@ export class Pipeline implements AuthPipeline {
       ...(fields.reason === undefined ? {} : { reason: fields.reason }),
       latencyMs: Math.max(0, this.#elapsed.now() - started),
       offline: fields.offline,
+      ...(fields.version === 2 ? { version: 2 as const } : {}),
     });
   }
 }

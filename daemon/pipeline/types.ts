@@ -23,7 +23,28 @@ export interface HelloOutcome {
   welcomed?: { dev: string; policy: Policy; offline: boolean };
   /** Set when rejected. */
   rejected?: { dev?: string; reason: ReasonCode; retry?: number };
+  /** protocol-v2: the keys of the session the welcome opens (the transport keeps them). */
+  session?: SessionOpening;
 }
+
+/** What a v2 welcome opens (protocol-v2 "Session keys"): derived when the welcome is signed. */
+export interface SessionOpening {
+  dev: string;
+  hh: Uint8Array;
+  sid: Uint8Array;
+  kUp: Uint8Array;
+  ivUp: Uint8Array;
+  kDn: Uint8Array;
+  ivDn: Uint8Array;
+  /** The welcome's `life`, seconds. */
+  lifeSeconds: number;
+  /** The expanded lease policy: its `pub` filters decide the session's pub frames. */
+  policy: Policy;
+  offline: boolean;
+}
+
+/** A protocol version on the wire. */
+export type ProtocolVersion = 1 | 2;
 
 /** The authentication pipeline, one for every transport. */
 export interface AuthPipeline {
@@ -31,7 +52,7 @@ export interface AuthPipeline {
    * protocol-v1 "Challenge": a fresh single-use `gn` bound to `conn` and `dev`. Returns the
    * encoded challenge, or an encoded reject (rate-limited, busy, malformed dev).
    */
-  challenge(conn: IngressConnection, dev: string): Promise<Uint8Array>;
+  challenge(conn: IngressConnection, dev: string, version?: ProtocolVersion): Promise<Uint8Array>;
   /**
    * protocol-v1 "BLE transport": there is no challenge-request on BLE, so the device id is unknown
    * until the hello. A fresh single-use `gn` bound to `conn` alone; the challenge's `dev` field
@@ -42,7 +63,9 @@ export interface AuthPipeline {
    */
   connectionChallenge(conn: IngressConnection): Promise<Uint8Array>;
   /** protocol-v1 "Gateway checks on a hello", then the backend, then a welcome or reject. */
-  hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string): Promise<HelloOutcome>;
+  hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string, version?: ProtocolVersion): Promise<HelloOutcome>;
+  /** A reject of `version` (the topic's) with `reason`, signed when a session key is held. */
+  reject(conn: IngressConnection, dev: string, reason: ReasonCode, version: ProtocolVersion): Promise<Uint8Array>;
   /** Forget everything bound to a connection (outstanding challenges, rate-limit state). */
   connectionClosed(conn: IngressConnection): void;
 }
@@ -57,7 +80,8 @@ export interface VerifyRequest {
 }
 
 export type VerifyResult =
-  | { ok: true; dev: string; lease: Lease; leaseBytes: Uint8Array; offline: boolean }
+  /** `grant`: protocol-v2, the backend's grant for a v2 hello (absent offline and for v1). */
+  | { ok: true; dev: string; lease: Lease; leaseBytes: Uint8Array; offline: boolean; grant?: Uint8Array }
   | { ok: false; reason: ReasonCode; retry?: number };
 
 /** The backend client as the pipeline sees it. Never throws for a verdict: answers a result. */
@@ -96,4 +120,6 @@ export interface DecisionEvent {
   reason?: ReasonCode;
   latencyMs: number;
   offline: boolean;
+  /** The protocol version of the exchange (absent: 1). */
+  version?: ProtocolVersion;
 }

@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { BackendCall } from '../backend-client/dispatcher.js';
 import type { BackendErrorKind } from '../backend-client/errors.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
+import type { SessionCounters } from '../sessions/table.js';
 
 /** Live values read at scrape time, so gauges never go stale. */
 export interface GaugeSources {
@@ -14,6 +15,8 @@ export interface GaugeSources {
   connections?: () => Partial<Record<TransportKind, number>>;
   /** Unix seconds the gateway credential expires, undefined while none is held. */
   credentialNotAfter?: () => number | undefined;
+  /** protocol-v2 session counters (frames dropped by reason, sessions by end reason). */
+  sessions?: () => SessionCounters;
 }
 
 export interface MetricsOptions {
@@ -31,6 +34,9 @@ export class GatehouseMetrics {
   readonly tpmSignLatency: Histogram;
   readonly connections: Gauge<'transport'>;
   readonly credentialExpiry: Gauge;
+  readonly v2Drops: Counter<'reason'>;
+  readonly v2SessionsEnded: Counter<'reason'>;
+  readonly v2Refusals: Counter<'reason'>;
   #sources: GaugeSources = {};
 
   constructor(opts: MetricsOptions = {}) {
@@ -96,6 +102,34 @@ export class GatehouseMetrics {
       },
     });
     this.credentialExpiry.set(0);
+    // Counters kept by the session table, copied at scrape time (reset, then set to the totals).
+    const fromSessions = (pick: (c: SessionCounters) => Partial<Record<string, number>>) =>
+      function (this: Counter<'reason'>): void {
+        const read = sources().sessions;
+        if (read === undefined) return;
+        this.reset();
+        for (const [reason, n] of Object.entries(pick(read()))) if (n !== undefined && n > 0) this.inc({ reason }, n);
+      };
+    this.v2Drops = new Counter({
+      name: 'gatehouse_v2_frames_dropped_total',
+      help: 'protocol-v2 frames dropped without an answer, by reason (GH_FRAME_… code).',
+      labelNames: ['reason'],
+      registers,
+      collect: fromSessions((c) => c.drops),
+    });
+    this.v2SessionsEnded = new Counter({
+      name: 'gatehouse_v2_sessions_ended_total',
+      help: 'protocol-v2 sessions ended, by reason (a bye reason, peer-bye, or closed).',
+      labelNames: ['reason'],
+      registers,
+      collect: fromSessions((c) => c.ended),
+    });
+    this.v2Refusals = new Counter({
+      name: 'gatehouse_v2_rejects_total',
+      help: 'protocol-v2 rejects (answers on v2 topics), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
     for (const t of ['mqtt', 'ble'] satisfies TransportKind[]) this.connections.set({ transport: t }, 0);
     if (opts.processMetrics === true) collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' });
   }
@@ -120,5 +154,6 @@ export class GatehouseMetrics {
     this.decisions.inc({ transport: e.transport, outcome: e.outcome, reason: e.reason ?? '' });
     this.decisionLatency.observe({ transport: e.transport, outcome: e.outcome }, e.latencyMs / 1000);
     if (e.offline && e.outcome === 'welcome') this.offlineDecisions.inc({ transport: e.transport });
+    if (e.version === 2 && e.outcome === 'reject') this.v2Refusals.inc({ reason: e.reason ?? '' });
   }
 }

@@ -52,6 +52,20 @@ export interface PeripheralInfo {
   offline: boolean;
   /** Unix seconds the device lease expires, when known. */
   leaseExp?: number;
+  /** The live protocol-v2 session of this connection, if any. */
+  session?: PeripheralSession;
+}
+
+/** A protocol-v2 session as the operator sees it (no keys: `sid` names the session, it is not secret). */
+export interface PeripheralSession {
+  version: 2;
+  sid: string;
+  ageMs: number;
+  lifeSeconds: number;
+  framesIn: number;
+  framesOut: number;
+  drops: number;
+  denied: number;
 }
 
 export interface EventPage {

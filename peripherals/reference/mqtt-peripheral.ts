@@ -34,7 +34,7 @@ export interface MqttReferencePeripheralOptions {
   timeoutMs?: number;
   /** MQTT keepalive in seconds. Default 30. */
   keepaliveSec?: number;
-  /** Client id; default the device id (the gateway ties client ids to devices). */
+  /** Client id; default empty (the client id carries no identity; a fresh or empty one per connection). */
   clientId?: string;
   /** A will (QoS 1, not retained), e.g. on a status topic the lease policy grants. */
   will?: { topic: string; payload: string | Buffer };
@@ -85,7 +85,7 @@ export class MqttReferencePeripheral {
     const opts: IClientOptions = {
       protocolVersion: 4,
       clean: true,
-      clientId: this.#o.clientId ?? this.dev,
+      clientId: this.#o.clientId ?? '',
       keepalive: this.#o.keepaliveSec ?? 30,
       reconnectPeriod: 0,
       connectTimeout: this.#timeoutMs,
@@ -159,9 +159,9 @@ export class MqttReferencePeripheral {
         case 'authenticated':
           return { kind: 'authenticated', welcome: event.welcome, credential: event.credential, welcomeBytes: bytes };
         case 'rejected':
-          // down is a topic: another connection of this device may be mid-exchange. A reject
-          // naming another hello (hh) is not the answer to ours.
-          if (!this.#mine(bytes)) continue;
+          // A reject naming another hello (hh) is not the answer to ours; once our hello is
+          // out, a reject without hh (which could be anyone's, and is advisory anyway) is ignored.
+          if (!this.#mine(bytes, helloSent)) continue;
           return { kind: 'rejected', reason: event.reason, retryAfterSeconds: event.retryAfterSeconds, signed: event.signed };
         case 'welcome-refused':
           if (event.code === 'GH_WELCOME_HELLO_HASH') continue;
@@ -184,12 +184,13 @@ export class MqttReferencePeripheral {
     }
   }
 
-  /** False for a reject that carries the hh of a hello other than the one this peripheral sent. */
-  #mine(rejectBytes: Uint8Array): boolean {
+  /** False for a reject that carries the hh of a hello other than ours, or no hh once ours is out. */
+  #mine(rejectBytes: Uint8Array, helloSent: boolean): boolean {
     const sent = this.#o.peripheral.lastHello;
     try {
       const hh = parseReject(rejectBytes).message.hh;
-      return hh === undefined || sent === undefined || bytesEqual(hh, helloHash(sent));
+      if (hh === undefined) return !helloSent;
+      return sent !== undefined && helloSent && bytesEqual(hh, helloHash(sent));
     } catch {
       return false;
     }

@@ -8,17 +8,14 @@
  * - no `$SYS`, no wildcard outside what the policy grants, nothing else under `gatehouse/`.
  * The aedes hooks in hooks/ only translate these decisions.
  */
-import { isValidId } from '../../../protocol/index.js';
 import type { Policy } from '../../../protocol/index.js';
 import { filterCovers, inAuthNamespace, isValidTopicFilter, isValidTopicName, parseAuthTopic, topicMatches } from './topics.js';
 
 /** What the ACL knows about one connection. */
 export interface AclConnection {
-  /** The client id the peer sent in CONNECT: '' or a device id (checked at CONNECT). */
-  readonly clientId: string;
-  /** The device this connection is bound to: set by the first auth topic it uses. */
+  /** The device this connection is bound to: set by the first auth topic it publishes on. */
   boundDev: string | undefined;
-  /** The expanded lease policy, set when the connection is welcomed. */
+  /** The expanded lease policy of a v1 welcome (a v2 session has none: no plaintext rights). */
   policy: Policy | undefined;
   /** Set when the gateway closes the connection (superseded, revoked): its will is dropped. */
   closing: boolean;
@@ -35,14 +32,14 @@ export type AclDecision = { ok: true; bind?: string; qos?: 0 | 1 } | { ok: false
 const deny = (why: string): AclDecision => ({ ok: false, why });
 
 /**
- * protocol-v1: "A connection is bound to the first dev it uses". The client id, when not
- * empty, must name that same device (client ids are tied to the device, docs/mqtt.md).
+ * protocol-v1: "A connection is bound to the first dev it uses" — by what it publishes (its
+ * challenge-request or hello), never by a SUBSCRIBE alone, and never by its client id, which
+ * carries no identity (protocol-v2 "MQTT transport").
  */
 function bindCheck(conn: AclConnection, dev: string): AclDecision {
   if (conn.boundDev !== undefined) {
     return conn.boundDev === dev ? { ok: true } : deny(`connection is bound to ${conn.boundDev}, not ${dev}`);
   }
-  if (conn.clientId !== '' && conn.clientId !== dev) return deny(`client id ${JSON.stringify(conn.clientId)} does not name ${dev}`);
   return { ok: true, bind: dev };
 }
 
@@ -76,8 +73,10 @@ export function checkSubscribe(conn: AclConnection, filter: string, qos: number)
   const auth = parseAuthTopic(filter);
   if (auth !== undefined) {
     if (auth.direction === 'up') return deny('up topics are for the gateway only');
-    const bound = bindCheck(conn, auth.dev);
-    return bound.ok ? { ...bound, qos: granted } : bound;
+    // Replies are delivered to the owning connection only, never routed by subscription, so a
+    // subscription to a down topic is harmless; it does not bind (binding is by publish).
+    if (conn.boundDev !== undefined && conn.boundDev !== auth.dev) return deny(`connection is bound to ${conn.boundDev}, not ${auth.dev}`);
+    return { ok: true, qos: granted };
   }
   // Covers `gatehouse/#`, `gatehouse/v1/+/down` and the like: no wildcard into auth topics.
   if (inAuthNamespace(filter) || filter.startsWith('+') || filter.startsWith('#')) return deny('wildcard over reserved topics');
@@ -112,15 +111,11 @@ export function checkWillAtConnect(topic: string, retain: boolean, opts: AclOpti
 }
 
 /**
- * Client ids that name Object.prototype members (`__proto__`, `constructor`, `toString`, …).
- * Our state is in Maps, but a client id travels into libraries and logs; refusing these costs
- * nothing (such a device connects with an empty client id) and removes a class of bugs.
+ * CONNECT client id rule (protocol-v2 "MQTT transport", applied to v1 too): the client id
+ * carries no identity, so any id MQTT 3.1.1 allows is accepted (empty included); one in use by a
+ * live connection is refused, so nobody can take over another's connection by its id.
  */
-const RESERVED_CLIENT_IDS: ReadonlySet<string> = new Set(Object.getOwnPropertyNames(Object.prototype));
-
-/** CONNECT client id rule: empty, or a device id (protocol-v1 "Ids") that is not reserved. */
-export function checkClientId(clientId: string): AclDecision {
-  if (RESERVED_CLIENT_IDS.has(clientId)) return deny('reserved client id (an Object.prototype member name)');
-  if (clientId === '' || isValidId(clientId)) return { ok: true };
-  return deny('client id must be empty or a device id (1-64 of [A-Za-z0-9._:-])');
+export function checkClientId(clientId: string, inUse: boolean): AclDecision {
+  if (clientId !== '' && inUse) return deny('client id in use by a live connection');
+  return { ok: true };
 }

@@ -37,6 +37,8 @@ export class MqttConnectionTable {
   readonly #byClient = new WeakMap<Client, MqttConnection>();
   /** The latest welcomed connection of each device (see welcome). */
   readonly #welcomedByDev = new Map<string, MqttConnection>();
+  /** Non-empty client ids of live connections: a second CONNECT with one is refused. */
+  readonly #byClientId = new Map<string, MqttConnection>();
   readonly #counters: ConnectionTableCounters = { closedByAuthTimeout: 0, closedSuperseded: 0, closedRevoked: 0 };
   #seq = 0;
 
@@ -96,6 +98,24 @@ export class MqttConnectionTable {
     return client === null ? undefined : this.#byClient.get(client);
   }
 
+  /** Whether `clientId` is held by a live connection other than `conn`. */
+  clientIdInUse(clientId: string, conn: MqttConnection): boolean {
+    const other = this.#byClientId.get(clientId);
+    return other !== undefined && other !== conn && this.#byId.has(other.id);
+  }
+
+  /** Records `conn`'s client id (after CONNECT was accepted). */
+  holdClientId(conn: MqttConnection): void {
+    if (conn.clientId !== '') this.#byClientId.set(conn.clientId, conn);
+  }
+
+  /** Live connections bound to `dev` and not welcomed (the per-device cap counts them). */
+  unwelcomedBoundTo(dev: string): number {
+    let n = 0;
+    for (const c of this.#byId.values()) if (c.boundDev === dev && !c.welcomed && !c.closing) n += 1;
+    return n;
+  }
+
   /** The live welcomed connection of `dev`, if any. */
   byDevice(dev: string): MqttConnection | undefined {
     const conn = this.#welcomedByDev.get(dev);
@@ -113,8 +133,8 @@ export class MqttConnectionTable {
    * older one." Each welcome closes its predecessor, so at most one live welcomed connection
    * per dev is recorded: a map lookup instead of a scan of every connection (O(n²) in a storm).
    */
-  welcome(conn: MqttConnection, dev: string, policy: Policy): void {
-    conn.welcome(policy);
+  welcome(conn: MqttConnection, dev: string, policy: Policy, version: 1 | 2 = 1): void {
+    conn.welcome(policy, version);
     this.#o.events.welcomed(conn, dev);
     const other = this.byDevice(dev);
     this.#welcomedByDev.set(dev, conn);
@@ -150,6 +170,7 @@ export class MqttConnectionTable {
   /** The stream of `conn` closed: forget it. Answers false when it was already forgotten. */
   closed(conn: MqttConnection): boolean {
     if (!this.#byId.delete(conn.id)) return false;
+    if (this.#byClientId.get(conn.clientId) === conn) this.#byClientId.delete(conn.clientId);
     if (conn.boundDev !== undefined && this.#welcomedByDev.get(conn.boundDev) === conn) this.#welcomedByDev.delete(conn.boundDev);
     conn.stopAuthTimer();
     this.#o.events.closed(conn);

@@ -27,6 +27,9 @@ export class MqttConnection implements AclConnection {
   #connect: ConnectFacts = { clientId: '', keepalive: 0, willProblem: undefined };
   #boundDev: string | undefined;
   #policy: Policy | undefined;
+  #welcomed = false;
+  /** protocol-v2: the version of the welcome (a v2 session has no plaintext broker rights). */
+  #version: 1 | 2 | undefined;
   #closing = false;
   #client: Client | undefined;
   #authTimer: NodeJS.Timeout | undefined;
@@ -67,7 +70,12 @@ export class MqttConnection implements AclConnection {
   }
 
   get welcomed(): boolean {
-    return this.#policy !== undefined;
+    return this.#welcomed;
+  }
+
+  /** The protocol version of the welcome, once welcomed. */
+  get version(): 1 | 2 | undefined {
+    return this.#version;
   }
 
   get subscriptionCount(): number {
@@ -111,10 +119,23 @@ export class MqttConnection implements AclConnection {
     this.#authTimer = undefined;
   }
 
-  /** Sets the expanded lease policy: the connection is welcomed. */
-  welcome(policy: Policy): void {
-    this.#policy = policy;
+  /**
+   * The connection is welcomed. v1: the expanded lease policy becomes its broker rights. v2: no
+   * plaintext rights at all (protocol-v2 "No plaintext rights"): the session enforces the policy
+   * on its pub frames, so `policy` stays unset for the ACL.
+   */
+  welcome(policy: Policy, version: 1 | 2 = 1): void {
+    this.#welcomed = true;
+    this.#version = version;
+    this.#policy = version === 1 ? policy : undefined;
     this.stopAuthTimer();
+  }
+
+  /** A v2 session of this connection ended on the peer's bye: it is unwelcomed again (no rights). */
+  unwelcome(): void {
+    this.#welcomed = false;
+    this.#version = undefined;
+    this.#policy = undefined;
   }
 
   /** The gateway is closing it: the ACL refuses everything from now on and its will is dropped. */

@@ -23,6 +23,12 @@ export interface MqttSettings {
   connectTimeoutMs: number;
   /** Largest keepalive (seconds) a client may ask for; 0 (none) is refused too. */
   keepaliveMaxSec: number;
+  /** Unwelcomed connections bound to one device at once (bound by what they publish). */
+  maxUnwelcomedPerDevice: number;
+  /** Protocol versions answered (protocol-v2 "Negotiation"); others get `unsupported-version`. */
+  versions: readonly (1 | 2)[];
+  /** A v2 session with no frame that decrypts within this ends (`bye idle`); at least 60 s in the config. */
+  firstFrameTimeoutMs: number;
 }
 
 /** Built-in limits, not configurable (tests and benches change some). */
@@ -60,6 +66,9 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
     authTimeoutMs: options.authTimeoutMs,
     connectTimeoutMs: options.connectTimeoutMs,
     keepaliveMaxSec: options.keepaliveMaxSec,
+    maxUnwelcomedPerDevice: options.maxUnwelcomedPerDevice,
+    versions: options.versions,
+    firstFrameTimeoutMs: options.firstFrameTimeoutMs,
     ...definedOnly({
       allowRetain: options.allowRetain,
       maxQueuedPerConnection: options.maxQueuedPerConnection,
@@ -74,6 +83,8 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
     'authTimeoutMs',
     'connectTimeoutMs',
     'keepaliveMaxSec',
+    'maxUnwelcomedPerDevice',
+    'firstFrameTimeoutMs',
     'maxQueuedPerConnection',
     'operationTimeoutMs',
     'maxSubscriptionsPerConnection',
@@ -86,6 +97,7 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
   if (!Number.isSafeInteger(o.maxPacketBytes) || o.maxPacketBytes < 2048) {
     bad.push(`maxPacketBytes: expected an integer >= 2048, got ${String(o.maxPacketBytes)}`);
   }
+  if (!Array.isArray(o.versions) || o.versions.length === 0 || !o.versions.every((v) => v === 1 || v === 2)) bad.push(`versions: expected a non-empty list of 1 and/or 2, got ${String(o.versions)}`);
   if (options.tcp === false && options.tls === undefined) bad.push('tcp/tls: at least one listener is needed');
   if (bad.length > 0) throw new MqttError('GH_MQTT_BAD_OPTION', `invalid MQTT options: ${bad.join('; ')}`);
   return o;

@@ -1,32 +1,42 @@
 /**
- * MQTT topic names and filters (MQTT 3.1.1 §4.7) and the protocol-v1 auth topics.
+ * MQTT topic names and filters (MQTT 3.1.1 §4.7) and the auth topics of protocol v1
+ * (`gatehouse/v1/{dev}/up|down`) and v2 (`gatehouse/v2/{dev}/up|down`).
  * Pure functions: the ACL and the tests use them without a broker.
  */
 import { isValidId } from '../../../protocol/index.js';
 
 /** protocol-v1 "MQTT transport": every auth topic lives under this prefix. */
 export const AUTH_ROOT = 'gatehouse';
-const AUTH_PREFIX = 'gatehouse/v1/';
 
-/** `gatehouse/v1/{dev}/up`: peripheral → gateway. */
-export function upTopic(dev: string): string {
-  return `${AUTH_PREFIX}${dev}/up`;
+/** The protocol version an auth topic carries. */
+export type TopicVersion = 1 | 2;
+
+/** `gatehouse/v{version}/{dev}/up`: peripheral → gateway. */
+export function upTopic(dev: string, version: TopicVersion = 1): string {
+  return `${AUTH_ROOT}/v${version}/${dev}/up`;
 }
 
-/** `gatehouse/v1/{dev}/down`: gateway → peripheral. */
-export function downTopic(dev: string): string {
-  return `${AUTH_PREFIX}${dev}/down`;
+/** `gatehouse/v{version}/{dev}/down`: gateway → peripheral. */
+export function downTopic(dev: string, version: TopicVersion = 1): string {
+  return `${AUTH_ROOT}/v${version}/${dev}/down`;
 }
 
-/** Parses an exact auth topic; anything else (including wildcards) answers undefined. */
-export function parseAuthTopic(topic: string): { dev: string; direction: 'up' | 'down' } | undefined {
-  if (!topic.startsWith(AUTH_PREFIX)) return undefined;
-  const rest = topic.slice(AUTH_PREFIX.length).split('/');
-  if (rest.length !== 2) return undefined;
-  const [dev, direction] = rest as [string, string];
-  if (!isValidId(dev)) return undefined;
+/** An exact auth topic. */
+export interface AuthTopic {
+  dev: string;
+  direction: 'up' | 'down';
+  version: TopicVersion;
+}
+
+/** Parses an exact auth topic of v1 or v2; anything else (including wildcards) answers undefined. */
+export function parseAuthTopic(topic: string): AuthTopic | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 4 || parts[0] !== AUTH_ROOT) return undefined;
+  const [, v, dev, direction] = parts as [string, string, string, string];
+  const version = v === 'v1' ? 1 : v === 'v2' ? 2 : undefined;
+  if (version === undefined || !isValidId(dev)) return undefined;
   if (direction !== 'up' && direction !== 'down') return undefined;
-  return { dev, direction };
+  return { dev, direction, version };
 }
 
 /** True for any name or filter in the reserved auth namespace (first level `gatehouse`). */

@@ -18,11 +18,15 @@ import { MqttConnectionTable } from './connection-table.js';
 import { MqttError } from './errors.js';
 import { MqttFrameGuard } from './frame-guard.js';
 import { connectHooks } from './hooks/connect.js';
-import { deliverHooks, publishDown } from './hooks/deliver.js';
+import { deliverDown, deliverHooks, publishLocal } from './hooks/deliver.js';
 import { publishHooks } from './hooks/publish.js';
 import { subscribeHooks } from './hooks/subscribe.js';
 import { MqttIngress } from './ingress.js';
 import { resolveOptions, type MqttTransportOptions, type ResolvedOptions } from './options.js';
+import { SessionTable, type SessionCounters } from '../../sessions/table.js';
+import type { SessionInfo } from '../../sessions/session.js';
+import type { SessionOpening } from '../../pipeline/types.js';
+import { inAuthNamespace, topicMatches } from './topics.js';
 
 export type { MqttSettings, MqttTransportOptions } from './options.js';
 
@@ -36,6 +40,10 @@ export interface MqttTransportStats {
   closedByAuthTimeout: number;
   closedSuperseded: number;
   closedRevoked: number;
+  /** Live v2 sessions. */
+  sessions: number;
+  /** v2 session counters (opened, ended by reason, frames dropped by code, denied). */
+  sessionCounters: SessionCounters;
 }
 
 /** Pending-connection queue of the listeners: as deep as the kernel allows (see #listen). */
@@ -91,6 +99,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #log: Logger;
   readonly #table: MqttConnectionTable;
   readonly #ingress: MqttIngress;
+  readonly #sessions: SessionTable;
   readonly #counters = { refusedAtAccept: 0, frameViolations: 0 };
   #broker: Aedes | undefined;
   #servers: (net.Server | tls.Server)[] = [];
@@ -111,12 +120,16 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
         closed: (conn) => this.#closed(conn),
       },
     });
+    this.#sessions = new SessionTable({ firstFrameTimeoutMs: this.#o.firstFrameTimeoutMs, now: () => performance.now() });
     this.#ingress = new MqttIngress({
       pipeline: this.#o.pipeline,
       log: this.#log,
       maxQueued: this.#o.maxQueuedPerConnection,
       connections: this.#table,
-      publishDown: (dev, payload) => publishDown(this.#broker, dev, payload, this.#o.operationTimeoutMs),
+      deliver: (conn, dev, version, payload) => deliverDown(conn, dev, version, payload, this.#o.operationTimeoutMs),
+      versions: this.#o.versions,
+      sessions: this.#sessions,
+      openSession: (conn, opening) => this.#openSession(conn, opening),
     });
   }
 
@@ -128,7 +141,25 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       connections: this.#table.size,
       welcomed: this.#table.welcomedCount(),
       droppedAuthMessages: this.#ingress.dropped,
+      sessions: this.#sessions.size,
+      sessionCounters: this.#sessions.counters(),
     };
+  }
+
+  /** The live v2 sessions, for the status socket. */
+  sessions(): SessionInfo[] {
+    return this.#sessions.list();
+  }
+
+  /** A v2 session on `conn`: frames go to it alone; its pub frames are held to the lease policy. */
+  async #openSession(conn: MqttConnection, opening: SessionOpening): Promise<void> {
+    const session = await this.#sessions.open(opening, conn.ingress, {
+      send: (bytes) => deliverDown(conn, opening.dev, 2, bytes, this.#o.operationTimeoutMs),
+      close: () => this.#table.close(conn),
+      pubAllowed: (topic) => !inAuthNamespace(topic) && !topic.startsWith('$') && opening.policy.pub.some((f) => topicMatches(f, topic)),
+      publishLocal: (topic, body) => publishLocal(this.#broker, topic, body, this.#o.operationTimeoutMs),
+    });
+    this.#log.info('v2 session opened', { conn: conn.id, dev: opening.dev, sid: session.info().sid, life: opening.lifeSeconds, offline: opening.offline });
   }
 
   /** Bound listener addresses (after start). */
@@ -159,7 +190,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     const broker = await Aedes.createBroker({
       connectTimeout: this.#o.connectTimeoutMs,
       ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec }),
-      ...publishHooks({ table, log: this.#log, acl, ingress: this.#ingress }),
+      ...publishHooks({ table, log: this.#log, acl, ingress: this.#ingress, maxUnwelcomedPerDevice: this.#o.maxUnwelcomedPerDevice }),
       authorizeSubscribe: subscribe.authorizeSubscribe,
       ...deliverHooks(table),
     });
@@ -191,7 +222,10 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       await this.stop();
       throw err;
     }
-    this.#unsubscribeRevocations = this.#revocations?.onRevoked((devices) => this.#table.revoke(devices));
+    this.#unsubscribeRevocations = this.#revocations?.onRevoked((devices) => {
+      // A v2 session says bye revoked before its connection is closed.
+      void this.#sessions.revoke(devices).finally(() => this.#table.revoke(devices));
+    });
     this.#log.info('MQTT broker listening', { addresses: this.addresses() });
   }
 
@@ -207,6 +241,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#servers = [];
     const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     await this.#drained();
+    if (this.#broker !== undefined) await this.#bounded(this.#sessions.shutdown(), 'sessions bye shutdown');
     const broker = this.#broker;
     this.#broker = undefined;
     if (broker !== undefined) {
@@ -283,6 +318,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   /** The table forgot `conn`: drop its waiting auth messages and tell the pipeline. */
   #closed(conn: MqttConnection): void {
     const dropped = this.#ingress.forget(conn);
+    this.#sessions.connectionClosed(conn.id);
     this.#o.pipeline.connectionClosed(conn.ingress);
     this.#log.debug('connection closed', { conn: conn.id, dev: conn.boundDev, droppedAuthMessages: dropped });
     this.#emitSafely('closed', conn.id, conn.boundDev);

@@ -61,7 +61,9 @@ export function connectHooks(o: ConnectHookOptions): Required<Pick<AedesOptions,
         cb(connackError('unknown connection', NOT_AUTHORIZED), false);
         return;
       }
-      const id = checkClientId(conn.clientId);
+      // protocol-v2 "MQTT transport": a client id in use by a live connection is refused with
+      // CONNACK 2 and never replaces that connection (MQTT 3.1.1 §3.1.3 lets a server reject ids).
+      const id = checkClientId(conn.clientId, o.table.clientIdInUse(conn.clientId, conn));
       if (!id.ok) {
         o.log.info('CONNECT refused: client id', { conn: conn.id, clientId: shortForLog(conn.clientId), why: id.why });
         cb(connackError(id.why, IDENTIFIER_REJECTED), false);
@@ -79,6 +81,7 @@ export function connectHooks(o: ConnectHookOptions): Required<Pick<AedesOptions,
         cb(connackError(conn.willProblem, NOT_AUTHORIZED), false);
         return;
       }
+      o.table.holdClientId(conn);
       cb(null, true);
     },
   };

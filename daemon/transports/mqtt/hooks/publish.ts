@@ -15,6 +15,8 @@ export interface PublishHookOptions {
   log: Logger;
   acl: AclOptions;
   ingress: MqttIngress;
+  /** Unwelcomed connections bound to one device at once; a further one binding to it is refused. */
+  maxUnwelcomedPerDevice: number;
 }
 
 export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions, 'authorizePublish' | 'published'>> {
@@ -32,6 +34,12 @@ export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions,
         cb(new Error(`publish refused: ${d.why}`));
         return;
       }
+      if (d.bind !== undefined && o.table.unwelcomedBoundTo(d.bind) >= o.maxUnwelcomedPerDevice) {
+        // Bounded per device: a flood of connections naming D cannot crowd out D's own login.
+        o.log.warn('publish refused', { conn: conn.id, dev: d.bind, why: 'too many unwelcomed connections for this device' });
+        cb(new Error('publish refused: too many unwelcomed connections for this device'));
+        return;
+      }
       conn.bind(d.bind);
       cb(null);
     },
@@ -42,7 +50,7 @@ export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions,
       const conn = o.table.byClient(client);
       const auth = parseAuthTopic(packet.topic);
       if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
-      o.ingress.enqueue(conn, auth.dev, new Uint8Array(packet.payload as Buffer));
+      o.ingress.enqueue(conn, auth.dev, new Uint8Array(packet.payload as Buffer), auth.version);
     },
   };
 }

@@ -28,6 +28,7 @@ const unusedPipeline: AuthPipeline = {
   connectionChallenge: () => Promise.reject(new Error('unused')),
   hello: () => Promise.reject(new Error('unused')),
   connectionClosed: () => undefined,
+  reject: () => Promise.reject(new Error('unused')),
 };
 
 describe('daemon/transports/ble/noble-adapter', () => {

@@ -340,6 +340,7 @@ describe('daemon/transports/ble/transport (real noble, emulated radio)', functio
         challenge: (conn, dev) => p.challenge(conn, dev),
         hello: (conn, bytes, dev) => p.hello(conn, bytes, dev),
         connectionClosed: (conn) => p.connectionClosed(conn),
+        reject: (conn, dev, reason, version) => p.reject(conn, dev, reason, version),
         connectionChallenge: (conn) => (issued = gate.then(() => p.connectionChallenge(conn))),
       }),
     });

@@ -11,12 +11,12 @@ import { filterCovers, isValidTopicFilter, parseAuthTopic, topicMatches } from '
 
 const opts = { allowRetain: false };
 
-function fresh(clientId = ''): AclConnection {
-  return { clientId, boundDev: undefined, policy: undefined, closing: false };
+function fresh(): AclConnection {
+  return { boundDev: undefined, policy: undefined, closing: false };
 }
 
 function welcomed(dev: string): AclConnection {
-  return { clientId: dev, boundDev: dev, policy: { pub: [`devices/${dev}/#`], sub: [`devices/${dev}/cmd/#`] }, closing: false };
+  return { boundDev: dev, policy: { pub: [`devices/${dev}/#`], sub: [`devices/${dev}/cmd/#`] }, closing: false };
 }
 
 describe('daemon/transports/mqtt topics (MQTT 3.1.1 §4.7)', () => {
@@ -58,7 +58,9 @@ describe('daemon/transports/mqtt topics (MQTT 3.1.1 §4.7)', () => {
   it('validates filters and parses only exact auth topics', () => {
     for (const bad of ['', 'a/#/b', 'a/b#', 'a+/b', 'a/\u0000']) assert.equal(isValidTopicFilter(bad), false, bad);
     for (const good of ['#', '+', 'a/+/b', 'a/#', '/']) assert.equal(isValidTopicFilter(good), true, good);
-    assert.deepEqual(parseAuthTopic('gatehouse/v1/dev-1/up'), { dev: 'dev-1', direction: 'up' });
+    assert.deepEqual(parseAuthTopic('gatehouse/v1/dev-1/up'), { dev: 'dev-1', direction: 'up', version: 1 });
+    assert.deepEqual(parseAuthTopic('gatehouse/v2/dev-1/down'), { dev: 'dev-1', direction: 'down', version: 2 });
+    assert.equal(parseAuthTopic('gatehouse/v3/dev-1/up'), undefined);
     assert.equal(parseAuthTopic('gatehouse/v1/+/up'), undefined);
     assert.equal(parseAuthTopic('gatehouse/v1/dev-1/up/x'), undefined);
     assert.equal(parseAuthTopic('gatehouse/v1/a b/up'), undefined);
@@ -82,19 +84,11 @@ describe('daemon/transports/mqtt ACL (default deny, no broker)', () => {
     assert.equal(checkPublish(fresh(), 'gatehouse/v1/dev-a/up', 1, true, opts).ok, false);
   });
 
-  it('ties the client id to the device: a non-empty client id must name it', () => {
-    assert.equal(checkPublish(fresh('dev-b'), 'gatehouse/v1/dev-a/up', 1, false, opts).ok, false);
-    assert.equal(checkPublish(fresh('__proto__'), 'gatehouse/v1/dev-a/up', 1, false, opts).ok, false);
-    assert.equal(checkSubscribe(fresh('constructor'), 'gatehouse/v1/dev-a/down', 1).ok, false);
-    assert.equal(checkPublish(fresh('dev-a'), 'gatehouse/v1/dev-a/up', 1, false, opts).ok, true);
-    assert.equal(checkClientId('').ok, true);
-    assert.equal(checkClientId('dev-a').ok, true);
-    assert.equal(checkClientId('#').ok, false);
-    for (const reserved of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', '__defineGetter__']) {
-      assert.equal(checkClientId(reserved).ok, false, reserved);
+  it('the client id carries no identity: any id is accepted unless a live connection holds it (protocol-v2)', () => {
+    for (const id of ['', 'dev-a', '#', 'mosq/x', '__proto__', 'constructor', 'a'.repeat(65), 'ünï code']) {
+      assert.equal(checkClientId(id, false).ok, true, id);
+      assert.equal(checkClientId(id, true).ok, id === '', `${id} in use`);
     }
-    assert.equal(checkClientId('mosq/x').ok, false);
-    assert.equal(checkClientId('a'.repeat(65)).ok, false);
   });
 
   it('only the gateway publishes on down; nobody subscribes to up', () => {
@@ -103,9 +97,10 @@ describe('daemon/transports/mqtt ACL (default deny, no broker)', () => {
     assert.equal(checkSubscribe(fresh(), 'gatehouse/v1/dev-a/up', 1).ok, false);
   });
 
-  it('subscribing to the own down topic binds and grants at most QoS 1', () => {
-    assert.deepEqual(checkSubscribe(fresh(), 'gatehouse/v1/dev-a/down', 2), { ok: true, bind: 'dev-a', qos: 1 });
-    assert.deepEqual(checkSubscribe(fresh(), 'gatehouse/v1/dev-a/down', 0), { ok: true, bind: 'dev-a', qos: 0 });
+  it('subscribing to a down topic grants at most QoS 1 and does not bind (binding is by publish)', () => {
+    assert.deepEqual(checkSubscribe(fresh(), 'gatehouse/v1/dev-a/down', 2), { ok: true, qos: 1 });
+    assert.deepEqual(checkSubscribe(fresh(), 'gatehouse/v2/dev-a/down', 0), { ok: true, qos: 0 });
+    assert.deepEqual(checkPublish(fresh(), 'gatehouse/v2/dev-a/up', 1, false, opts), { ok: true, bind: 'dev-a' });
   });
 
   it('refuses wildcards over auth topics, $SYS and everything before a welcome', () => {
@@ -116,7 +111,7 @@ describe('daemon/transports/mqtt ACL (default deny, no broker)', () => {
     assert.equal(checkPublish(fresh(), 'devices/dev-a/x', 1, false, opts).ok, false, 'not welcomed');
     assert.equal(checkSubscribe(fresh(), 'devices/dev-a/cmd/#', 1).ok, false, 'not welcomed');
     assert.equal(checkPublish(fresh(), '$SYS/x', 1, false, opts).ok, false);
-    assert.equal(checkPublish(fresh(), 'gatehouse/v2/dev-a/up', 1, false, opts).ok, false, 'reserved namespace');
+    assert.equal(checkPublish(fresh(), 'gatehouse/v3/dev-a/up', 1, false, opts).ok, false, 'reserved namespace');
   });
 
   it('after a welcome applies the lease policy with filter coverage', () => {

@@ -7,8 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { openSync, closeSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { issueCert } from '../../../../backend/pki.js';
@@ -31,7 +30,7 @@ import { provisionTpmKey } from '../../../../tpm/provision.js';
 import { TpmKeyStore } from '../../../../tpm/tpm-key-store.js';
 import { startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
 import { Swtpm } from '../../../../testkit/swtpm.js';
-import { peripheralFor, startHarness, within, type Harness } from './harness.js';
+import { nextMessage, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
 import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 
 const GW = 'gw-e2e-1';
@@ -217,108 +216,66 @@ describe('daemon/transports/mqtt end to end (reference backend, backend client, 
 
   const common = (): string[] => ['-V', 'mqttv311', '-h', '127.0.0.1', '-p', String(h.port), '-q', '1'];
 
-  it('runs the whole exchange with mosquitto_pub -l and mosquitto_sub, payloads from files', async () => {
+  // protocol-v2 "MQTT transport" (applied to v1): replies go to the connection that owns the
+  // exchange only, so a mosquitto_sub on the down topic no longer sees another connection's
+  // replies (these two tests used to read the exchange through one).
+  it('answers mosquitto_pub (random client id) on its own connection only: a mosquitto_sub on the down topic gets nothing', async () => {
     const dev = 'mosq-1';
     const downTopic = `gatehouse/v1/${dev}/down`;
-    const creqFile = join(dir, 'creq.cbor');
-    await writeFile(creqFile, encodeChallengeRequest({ type: 'challenge-request', version: 1, dev }));
     const ready = subscribed(h, downTopic);
-    // -F %x: one hex line per message, so binary payloads cannot be confused with the separator.
-    const sub = new Child('mosquitto_sub', [...common(), '-i', dev, '-t', downTopic, '-F', '%x']);
+    const sub = new Child('mosquitto_sub', [...common(), '-t', downTopic, '-F', '%x']);
     children.push(sub);
     await ready;
-    // One mosquitto_pub connection for the whole exchange: protocol-v1 binds gn to it. With -l
-    // each stdin line is one message, cut at \n and at NUL (strlen): payloads must avoid both.
-    const pub = new Child('mosquitto_pub', [...common(), '-i', dev, '-t', `gatehouse/v1/${dev}/up`, '-l']);
+    const creqFile = join(dir, 'creq.cbor');
+    await writeFile(creqFile, encodeChallengeRequest({ type: 'challenge-request', version: 1, dev }));
+    // No -i: mosquitto_pub makes up a random client id; the gateway takes any (CONNACK 0, and
+    // the QoS 1 publish on the up topic is acknowledged: exit 0).
+    const pub = new Child('mosquitto_pub', [...common(), '-t', `gatehouse/v1/${dev}/up`, '-f', creqFile, '-q', '1']);
     children.push(pub);
-    const line = (b: Uint8Array): Buffer => Buffer.concat([Buffer.from(b), Buffer.from('\n')]);
-    const clean = (b: Uint8Array): boolean => !b.includes(0x00) && !b.includes(0x0a);
-    let received = 0;
-    let hello: Uint8Array | undefined;
-    for (let attempt = 0; attempt < 8 && hello === undefined; attempt++) {
-      const creq = new Uint8Array(await readFile(creqFile));
-      assert.ok(clean(creq));
-      pub.proc.stdin?.write(line(creq));
-      const challenge = decodeChallenge(Buffer.from(await sub.line(received++), 'hex'));
-      assert.equal(challenge.gw, GW);
-      if (!clean(challenge.gn)) continue;
-      for (let i = 0; i < 64 && hello === undefined; i++) {
-        const h1 = await signHello({ type: 'hello', version: 1, dev, pn: randomNonce(16), gn: challenge.gn }, signer(dev));
-        if (clean(h1)) hello = h1;
-      }
-    }
-    assert.ok(hello, 'a hello without \\n and NUL bytes');
-    const helloFile = join(dir, 'hello.cbor');
-    await writeFile(helloFile, hello);
-    pub.proc.stdin?.write(line(new Uint8Array(await readFile(helloFile))));
-    const welcome = Buffer.from(await sub.line(received++), 'hex');
-    const check = checkWelcome(welcome, { backendKeys: backendKeys(), dev, helloBytes: hello });
-    assert.ok(check.ok, check.ok ? '' : `${check.code}: ${check.detail}`);
-    pub.proc.stdin?.end();
     assert.equal(await within(pub.exited, 10_000, 'mosquitto_pub exit'), 0, pub.stderr);
+    // A full exchange afterwards on an mqtt.js connection with a random client id: its welcome
+    // reaches it, and by then the subscriber has seen neither that challenge nor this exchange.
+    const p = peripheralFor(h.url, signer(dev), backendKeys(), { clientId: `rnd-${randomNonce(6).join('')}` });
+    await p.connect();
+    try {
+      assert.equal((await p.authenticate()).kind, 'authenticated');
+    } finally {
+      await p.close();
+    }
+    assert.equal(sub.stdout.length, 0, 'nothing delivered to the mere subscriber');
   });
 
-  it('binds gn to the connection: a hello sent by another mosquitto_pub is stale-challenge, and does not burn gn (replies captured with mosquitto_sub -C 1 -N)', async () => {
+  it('binds gn to the connection: a hello sent on another connection is stale-challenge, delivered to that connection only, and does not burn gn', async () => {
     const dev = 'mosq-2';
-    const downTopic = `gatehouse/v1/${dev}/down`;
-    const clean = (b: Uint8Array): boolean => !b.includes(0x00) && !b.includes(0x0a);
-    /** Starts mosquitto_sub -C 1 -N writing the next message's raw bytes to `outFile`. */
-    const capture = async (outFile: string): Promise<() => Promise<Uint8Array>> => {
-      const fd = openSync(outFile, 'w', 0o600);
-      const ready = subscribed(h, downTopic);
-      const sub = new Child('mosquitto_sub', [...common(), '-i', dev, '-t', downTopic, '-C', '1', '-N'], fd);
-      children.push(sub);
-      closeSync(fd);
-      await ready;
-      return async () => {
-        assert.equal(await within(sub.exited, 10_000, 'mosquitto_sub -C 1 exit'), 0, sub.stderr);
-        return new Uint8Array(await readFile(outFile));
-      };
-    };
-    // Two long-lived mosquitto_pub processes: two MQTT connections (A and B) for one device.
-    const pubArgs = [...common(), '-i', dev, '-t', `gatehouse/v1/${dev}/up`, '-l'];
-    const pubA = new Child('mosquitto_pub', pubArgs);
-    const pubB = new Child('mosquitto_pub', pubArgs);
-    children.push(pubA, pubB);
-    const send = async (pub: Child, file: string): Promise<void> => {
-      const bytes = new Uint8Array(await readFile(file));
-      assert.ok(clean(bytes), 'mosquitto_pub -l cuts lines at \\n and NUL');
-      pub.proc.stdin?.write(Buffer.concat([Buffer.from(bytes), Buffer.from('\n')]));
-    };
-    const creqFile = join(dir, 'creq-2.cbor');
-    await writeFile(creqFile, encodeChallengeRequest({ type: 'challenge-request', version: 1, dev }));
-    let hello: Uint8Array | undefined;
-    for (let attempt = 0; attempt < 8 && hello === undefined; attempt++) {
-      const got = await capture(join(dir, `challenge-2-${attempt}.cbor`));
-      await send(pubA, creqFile);
-      const challenge = decodeChallenge(await got());
-      if (!clean(challenge.gn)) continue;
-      for (let i = 0; i < 64 && hello === undefined; i++) {
-        const h1 = await signHello({ type: 'hello', version: 1, dev, pn: randomNonce(16), gn: challenge.gn }, signer(dev));
-        if (clean(h1)) hello = h1;
-      }
+    const up = `gatehouse/v1/${dev}/up`;
+    const down = `gatehouse/v1/${dev}/down`;
+    const a = await rawClient(h.url, { clientId: '' });
+    const b = await rawClient(h.url, { clientId: '' });
+    try {
+      const seenByA: Buffer[] = [];
+      a.on('message', (_t, m: Buffer) => seenByA.push(m));
+      await a.subscribeAsync(down, { qos: 1 });
+      await b.subscribeAsync(down, { qos: 1 });
+      const gotChallenge = nextMessage(a, down);
+      await a.publishAsync(up, Buffer.from(encodeChallengeRequest({ type: 'challenge-request', version: 1, dev })), { qos: 1 });
+      const challenge = decodeChallenge(new Uint8Array(await gotChallenge));
+      const hello = await signHello({ type: 'hello', version: 1, dev, pn: randomNonce(16), gn: challenge.gn }, signer(dev));
+      const gotB = nextMessage(b, down);
+      await b.publishAsync(up, Buffer.from(hello), { qos: 1 });
+      const reject = parseReject(new Uint8Array(await gotB));
+      assert.equal(reject.message.reason, 'stale-challenge');
+      assert.deepEqual(reject.message.hh, sha256(hello));
+      assert.ok(reject.signed !== null, 'signed by the session key');
+      const gotA = nextMessage(a, down);
+      await a.publishAsync(up, Buffer.from(hello), { qos: 1 });
+      const welcome = new Uint8Array(await gotA);
+      assert.equal(decodeDownMessage(welcome).type, 'welcome');
+      assert.ok(checkWelcome(welcome, { backendKeys: backendKeys(), dev, helloBytes: hello }).ok);
+      assert.equal(seenByA.length, 2, "A saw its challenge and welcome, never B's reject");
+    } finally {
+      a.end(true);
+      b.end(true);
     }
-    assert.ok(hello);
-    const helloFile = join(dir, 'hello-2.cbor');
-    await writeFile(helloFile, hello);
-    // On connection B the gn is not outstanding.
-    let got = await capture(join(dir, 'reply-b.cbor'));
-    await send(pubB, helloFile);
-    const reply = await got();
-    const reject = parseReject(reply);
-    assert.equal(reject.message.reason, 'stale-challenge');
-    assert.deepEqual(reject.message.hh, sha256(hello));
-    assert.ok(reject.signed !== null, 'signed by the session key');
-    // On connection A, which asked for it, the same hello is welcomed.
-    got = await capture(join(dir, 'reply-a.cbor'));
-    await send(pubA, helloFile);
-    const welcome = await got();
-    assert.equal(decodeDownMessage(welcome).type, 'welcome');
-    assert.ok(checkWelcome(welcome, { backendKeys: backendKeys(), dev, helloBytes: hello }).ok);
-    pubA.proc.stdin?.end();
-    pubB.proc.stdin?.end();
-    assert.equal(await within(pubA.exited, 10_000, 'mosquitto_pub exit'), 0, pubA.stderr);
-    assert.equal(await within(pubB.exited, 10_000, 'mosquitto_pub exit'), 0, pubB.stderr);
   });
 
   it('mosquitto_pub -V mqttv5 is refused at CONNACK: unacceptable protocol version', async () => {

@@ -76,10 +76,12 @@ describe('daemon/transports/mqtt hostile clients (real aedes on loopback)', func
   }
 
   /** Subscribes to the down topic (bound to dev) and returns a client ready to talk. */
-  async function bound(dev: string, clientId = dev): Promise<MqttClient> {
+  /** A connection bound to `dev` by what it publishes (a challenge-request), not by a SUBSCRIBE. */
+  async function bound(dev: string, clientId = ''): Promise<MqttClient> {
     const c = await client({ clientId });
     const granted = await c.subscribeAsync(down(dev), { qos: 1 });
     assert.equal(granted[0]?.qos, 1);
+    await challenge(c, dev);
     return c;
   }
 
@@ -192,9 +194,15 @@ describe('daemon/transports/mqtt hostile clients (real aedes on loopback)', func
     assert.ok(decodeDownMessage(await ask(c, 'dev-b', await helloFor('dev-b', gn))).type === 'welcome');
   });
 
-  it('refuses client ids #, a/b, __proto__, constructor at CONNECT; devices named __proto__/constructor connect with an empty client id', async () => {
-    for (const clientId of ['#', 'a/b', '__proto__', 'constructor', 'toString']) {
+  // protocol-v2 "MQTT transport" (applied to v1): the client id carries no identity. This test
+  // used to refuse these ids at CONNECT; now any id is accepted unless a live connection holds it.
+  it('accepts client ids #, a/b, __proto__, constructor; a second CONNECT with a live id gets CONNACK 2 and the first survives', async () => {
+    for (const clientId of ['#', 'a/b', '__proto__', 'constructor', 'toString', 'dev-a']) {
+      const first = await client({ clientId });
       await assert.rejects(client({ clientId }), (e: Error & { code?: number }) => e.code === 2, clientId);
+      assert.ok(first.connected, `${clientId}: the first connection survives`);
+      await first.subscribeAsync(down('dev-x'), { qos: 1 });
+      first.end(true);
     }
     for (const dev of ['__proto__', 'constructor']) {
       // The id is a valid protocol-v1 id: bound via its topics, looked up in Maps only.

@@ -1,0 +1,275 @@
+/**
+ * One protocol-v2 session, gateway side (protocol-v2 "Frames"): the keys, both sequence
+ * numbers, the replay window (FrameReceiver), `life`, the first-frame deadline, the drop count
+ * and the receipts. Transport-agnostic: bytes go out through `send`, the connection is closed
+ * through `close`; the transport hands frames in through `receive`.
+ *
+ * The data plane with the durable queue is a later issue: for now a `pub` that the lease policy
+ * allows is published on the gateway's broker and receipted at once; `ping` and `ack` are
+ * settled when received.
+ */
+import { FrameReceiver, FrameSender, type ByeReason, type FrameDropCode, type UpFramePayload } from '../../protocol/index.js';
+import type { SessionOpening, TransportKind } from '../pipeline/types.js';
+
+/** Why a session ended: a bye reason G sends, the peer's bye, or the connection closing. */
+export type SessionEndReason = ByeReason | 'peer-bye' | 'closed';
+
+/** protocol-v2: a missing seq is settled as `lost` after 5 s. */
+export const LOST_AFTER_MS = 5000;
+
+export interface SessionHooks {
+  /** Deliver bytes to the connection that owns the session (direct, never a topic fan-out). */
+  send(bytes: Uint8Array): Promise<void>;
+  /** Close the connection (after a gateway-sent bye). */
+  close(): void;
+  /** May this session publish `topic` (the lease policy's pub filters, `{dev}` expanded)? */
+  pubAllowed(topic: string): boolean;
+  /** Hand an allowed pub to the local broker. */
+  publishLocal(topic: string, body: Uint8Array): Promise<void>;
+  /** Told once when the session ends. */
+  ended(session: GatewaySessionV2, reason: SessionEndReason): void;
+  /** Told of every dropped frame. */
+  dropped(session: GatewaySessionV2, code: FrameDropCode): void;
+  /** Monotonic milliseconds. */
+  now(): number;
+}
+
+export interface SessionInfo {
+  dev: string;
+  sid: string;
+  version: 2;
+  transport: TransportKind;
+  connection: string;
+  offline: boolean;
+  ageMs: number;
+  lifeSeconds: number;
+  framesIn: number;
+  framesOut: number;
+  drops: number;
+  denied: number;
+}
+
+type Settled = 'ok' | 'denied' | 'lost';
+
+export class GatewaySessionV2 {
+  readonly dev: string;
+  readonly sid: Uint8Array;
+  readonly hh: Uint8Array;
+  readonly connection: string;
+  readonly transport: TransportKind;
+  readonly offline: boolean;
+  readonly lifeSeconds: number;
+  readonly #hooks: SessionHooks;
+  readonly #startedAt: number;
+  #receiver: FrameReceiver | undefined;
+  #sender: FrameSender | undefined;
+  #lifeTimer: NodeJS.Timeout | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #lostTimer: NodeJS.Timeout | undefined;
+  #receiptScheduled = false;
+  /** Highest seq the last receipt covered (-1: none yet). */
+  #upto = -1;
+  /** Outcomes of seqs above #upto, not yet receipted. */
+  readonly #pending = new Map<number, Settled>();
+  /** Seqs found missing, and when (monotonic ms). */
+  readonly #missingSince = new Map<number, number>();
+  #framesIn = 0;
+  #framesOut = 0;
+  #denied = 0;
+  #ended = false;
+  #ending = false;
+
+  constructor(opening: SessionOpening, conn: { id: string; transport: TransportKind }, hooks: SessionHooks, firstFrameTimeoutMs: number) {
+    this.dev = opening.dev;
+    this.sid = opening.sid;
+    this.hh = opening.hh;
+    this.connection = conn.id;
+    this.transport = conn.transport;
+    this.offline = opening.offline;
+    this.lifeSeconds = opening.lifeSeconds;
+    this.#hooks = hooks;
+    this.#startedAt = hooks.now();
+    this.#receiver = new FrameReceiver({ key: opening.kUp, iv: opening.ivUp, sid: opening.sid }, 'p2g');
+    this.#sender = new FrameSender({ key: opening.kDn, iv: opening.ivDn, sid: opening.sid });
+    this.#lifeTimer = setTimeout(() => void this.end('expired'), opening.lifeSeconds * 1000);
+    this.#idleTimer = setTimeout(() => void this.end('idle'), firstFrameTimeoutMs);
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  info(): SessionInfo {
+    return {
+      dev: this.dev,
+      sid: Buffer.from(this.sid).toString('hex'),
+      version: 2,
+      transport: this.transport,
+      connection: this.connection,
+      offline: this.offline,
+      ageMs: Math.max(0, this.#hooks.now() - this.#startedAt),
+      lifeSeconds: this.lifeSeconds,
+      framesIn: this.#framesIn,
+      framesOut: this.#framesOut,
+      drops: this.#receiver?.drops ?? 0,
+      denied: this.#denied,
+    };
+  }
+
+  /** A frame from the owning connection. Drops are counted and never answered. */
+  receive(bytes: Uint8Array): void {
+    const rx = this.#receiver;
+    if (rx === undefined || this.#ended) return;
+    const r = rx.open(bytes);
+    if (r.kind === 'drop') {
+      this.#hooks.dropped(this, r.code);
+      // protocol-v2: after 16 dropped frames the receiver ends the session.
+      if (r.limitReached) void this.end('malformed');
+      return;
+    }
+    // A frame that decrypts proves the keys: the first-frame deadline is met.
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    this.#framesIn += 1;
+    this.#missingSince.delete(r.seq);
+    if (r.kind === 'denied') {
+      // Decrypted, so its seq is consumed; its plaintext is not a frame payload: denied.
+      this.#denied += 1;
+      this.#settle(r.seq, 'denied');
+      return;
+    }
+    this.#frame(r.seq, r.payload as UpFramePayload);
+  }
+
+  #frame(seq: number, p: UpFramePayload): void {
+    switch (p.type) {
+      case 'pub':
+        if (!this.#hooks.pubAllowed(p.topic)) {
+          this.#denied += 1;
+          this.#settle(seq, 'denied');
+          return;
+        }
+        this.#hooks.publishLocal(p.topic, p.body).then(
+          () => this.#settle(seq, 'ok'),
+          () => this.#settle(seq, 'lost'),
+        );
+        return;
+      case 'ack':
+      case 'ping':
+        this.#settle(seq, 'ok');
+        return;
+      case 'bye':
+        this.#pending.set(seq, 'ok');
+        void this.#peerBye(seq);
+        return;
+    }
+  }
+
+  #settle(seq: number, how: Settled): void {
+    if (this.#ended) return;
+    this.#pending.set(seq, how);
+    // protocol-v2: a receipt at most 100 ms after settling; batch what one turn settles.
+    if (!this.#receiptScheduled) {
+      this.#receiptScheduled = true;
+      setImmediate(() => {
+        this.#receiptScheduled = false;
+        void this.#sendReceipt();
+      });
+    }
+  }
+
+  /** The receipt for everything settled contiguously above the last upto; gaps wait 5 s, then are lost. */
+  async #sendReceipt(lostNow = false): Promise<void> {
+    if (this.#ended || this.#sender === undefined) return;
+    const now = this.#hooks.now();
+    const highest = Math.max(...this.#pending.keys(), this.#upto);
+    for (let s = this.#upto + 1; s < highest; s++) {
+      if (this.#pending.has(s)) continue;
+      const since = this.#missingSince.get(s) ?? now;
+      this.#missingSince.set(s, since);
+      if (lostNow || now - since >= LOST_AFTER_MS) {
+        this.#receiver?.settleLost(s);
+        this.#missingSince.delete(s);
+        this.#pending.set(s, 'lost');
+      }
+    }
+    let upto = this.#upto;
+    while (this.#pending.has(upto + 1)) upto += 1;
+    if (upto > this.#upto) {
+      const denied: number[] = [];
+      const lost: number[] = [];
+      for (let s = this.#upto + 1; s <= upto; s++) {
+        const how = this.#pending.get(s);
+        this.#pending.delete(s);
+        if (how === 'denied') denied.push(s);
+        else if (how === 'lost') lost.push(s);
+      }
+      this.#upto = upto;
+      await this.#send({ type: 'receipt', upto, ...(denied.length > 0 ? { denied } : {}), ...(lost.length > 0 ? { lost } : {}) });
+    }
+    this.#armLostTimer();
+  }
+
+  #armLostTimer(): void {
+    clearTimeout(this.#lostTimer);
+    this.#lostTimer = undefined;
+    if (this.#missingSince.size === 0 || this.#ended) return;
+    const oldest = Math.min(...this.#missingSince.values());
+    this.#lostTimer = setTimeout(() => void this.#sendReceipt(), Math.max(0, oldest + LOST_AFTER_MS - this.#hooks.now()));
+  }
+
+  async #send(p: Parameters<FrameSender['seal']>[0]): Promise<void> {
+    const tx = this.#sender;
+    if (tx === undefined) return;
+    if (tx.exhausted) {
+      // protocol-v2: a sender whose seq would pass 2^40 − 1 ends the session.
+      this.#finish('malformed');
+      this.#hooks.close();
+      return;
+    }
+    const { bytes } = tx.seal(p);
+    this.#framesOut += 1;
+    try {
+      await this.#hooks.send(bytes);
+    } catch {
+      // The connection is gone; its close ends the session.
+    }
+  }
+
+  /** protocol-v2: before erasing the keys on P's bye, send the receipt covering every frame before it. */
+  async #peerBye(seq: number): Promise<void> {
+    for (let s = this.#upto + 1; s < seq; s++) if (!this.#pending.has(s)) this.#missingSince.set(s, 0);
+    await this.#sendReceipt(true);
+    this.#finish('peer-bye');
+  }
+
+  /**
+   * Ends the session. A gateway reason sends `{bye, reason}` and then closes the connection;
+   * `closed` (the connection is gone) and `peer-bye` only erase the keys.
+   */
+  async end(reason: SessionEndReason): Promise<void> {
+    if (this.#ended || this.#ending) return;
+    this.#ending = true;
+    if (reason !== 'closed' && reason !== 'peer-bye') {
+      await this.#send({ type: 'bye', reason });
+      this.#finish(reason);
+      this.#hooks.close();
+      return;
+    }
+    this.#finish(reason);
+  }
+
+  #finish(reason: SessionEndReason): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    clearTimeout(this.#lifeTimer);
+    clearTimeout(this.#idleTimer);
+    clearTimeout(this.#lostTimer);
+    // Erase the keys: the receiver and sender hold the only references.
+    this.#receiver = undefined;
+    this.#sender = undefined;
+    this.#pending.clear();
+    this.#missingSince.clear();
+    this.#hooks.ended(this, reason);
+  }
+}

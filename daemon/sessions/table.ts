@@ -1,0 +1,111 @@
+/**
+ * The live protocol-v2 sessions, by device and by connection: at most one per device (a newer
+ * session ends the older one, `bye replaced`), revocation (`bye revoked`), shutdown
+ * (`bye shutdown`), and the counters the status socket and /metrics show.
+ */
+import type { FrameDropCode } from '../../protocol/index.js';
+import type { SessionOpening, TransportKind } from '../pipeline/types.js';
+import { GatewaySessionV2, type SessionEndReason, type SessionHooks, type SessionInfo } from './session.js';
+
+export interface SessionTableOptions {
+  /** protocol-v2: a session with no frame that decrypts within this ends (`bye idle`). */
+  firstFrameTimeoutMs: number;
+  /** Monotonic milliseconds. */
+  now(): number;
+}
+
+/** Counters since start. */
+export interface SessionCounters {
+  opened: number;
+  /** Sessions ended, by reason. */
+  ended: Partial<Record<SessionEndReason, number>>;
+  /** Frames dropped, by code. */
+  drops: Partial<Record<FrameDropCode, number>>;
+  /** Frames whose plaintext or pub topic was denied. */
+  denied: number;
+}
+
+/** What the table needs from the transport for one session. */
+export type SessionTransportHooks = Omit<SessionHooks, 'ended' | 'dropped' | 'now'>;
+
+export class SessionTable {
+  readonly #o: SessionTableOptions;
+  readonly #byDev = new Map<string, GatewaySessionV2>();
+  readonly #byConn = new Map<string, GatewaySessionV2>();
+  readonly #counters: SessionCounters = { opened: 0, ended: {}, drops: {}, denied: 0 };
+
+  constructor(options: SessionTableOptions) {
+    this.#o = options;
+  }
+
+  get size(): number {
+    return this.#byConn.size;
+  }
+
+  counters(): SessionCounters {
+    const denied = this.#counters.denied + [...this.#byConn.values()].reduce((n, s) => n + s.info().denied, 0);
+    return { opened: this.#counters.opened, ended: { ...this.#counters.ended }, drops: { ...this.#counters.drops }, denied };
+  }
+
+  list(): SessionInfo[] {
+    return [...this.#byConn.values()].map((s) => s.info());
+  }
+
+  byConnection(conn: string): GatewaySessionV2 | undefined {
+    return this.#byConn.get(conn);
+  }
+
+  byDevice(dev: string): GatewaySessionV2 | undefined {
+    return this.#byDev.get(dev);
+  }
+
+  /**
+   * Opens the session a welcome was delivered with, on `conn`. An older session of the device
+   * (on this or another connection) ends with `bye replaced` first, and its connection closes
+   * when it is another one (protocol-v2 "A newer v2 welcome for the same dev ends the older
+   * session").
+   */
+  async open(opening: SessionOpening, conn: { id: string; transport: TransportKind }, hooks: SessionTransportHooks): Promise<GatewaySessionV2> {
+    const older = [this.#byDev.get(opening.dev), this.#byConn.get(conn.id)];
+    for (const s of new Set(older)) if (s !== undefined) await s.end('replaced');
+    const session = new GatewaySessionV2(
+      opening,
+      conn,
+      {
+        ...hooks,
+        now: () => this.#o.now(),
+        ended: (s, reason) => this.#ended(s, reason),
+        dropped: (_s, code) => {
+          this.#counters.drops[code] = (this.#counters.drops[code] ?? 0) + 1;
+        },
+      },
+      this.#o.firstFrameTimeoutMs,
+    );
+    this.#byDev.set(opening.dev, session);
+    this.#byConn.set(conn.id, session);
+    this.#counters.opened += 1;
+    return session;
+  }
+
+  /** protocol-v1 "A revoked device's connection is closed": its session ends with `bye revoked` first. */
+  async revoke(devices: readonly string[]): Promise<void> {
+    await Promise.all(devices.map((d) => this.#byDev.get(d)?.end('revoked')));
+  }
+
+  /** Every session ends with `bye shutdown` (bounded by the caller). */
+  async shutdown(): Promise<void> {
+    await Promise.all([...this.#byConn.values()].map((s) => s.end('shutdown')));
+  }
+
+  /** The connection closed: its session ends without a bye. */
+  connectionClosed(conn: string): void {
+    void this.#byConn.get(conn)?.end('closed');
+  }
+
+  #ended(s: GatewaySessionV2, reason: SessionEndReason): void {
+    this.#counters.ended[reason] = (this.#counters.ended[reason] ?? 0) + 1;
+    this.#counters.denied += s.info().denied;
+    if (this.#byDev.get(s.dev) === s) this.#byDev.delete(s.dev);
+    if (this.#byConn.get(s.connection) === s) this.#byConn.delete(s.connection);
+  }
+}
