@@ -63,7 +63,7 @@ describe('backend: requests are bound to one deployment and one use', () => {
 
     before(async () => {
       tb = await startTestBackend({ publicOrigin: originB });
-      gw = tb.addGateway('gw-o');
+      gw = await tb.addGateway('gw-o');
       ({ session } = await tb.openSession(gw));
     });
     after(async () => tb.close());
@@ -96,7 +96,7 @@ describe('backend: requests are bound to one deployment and one use', () => {
 
     before(async () => {
       tb = await startTestBackend();
-      gw = tb.addGateway('gw-r');
+      gw = await tb.addGateway('gw-r');
       ({ session } = await tb.openSession(gw));
     });
     after(async () => tb.close());
@@ -125,8 +125,8 @@ describe('backend: requests are bound to one deployment and one use', () => {
     after(async () => tb.close());
 
     it("one gateway over its quota gets 503 busy while another gateway's requests go through", async () => {
-      const greedy = tb.addGateway('gw-greedy');
-      const modest = tb.addGateway('gw-modest');
+      const greedy = await tb.addGateway('gw-greedy');
+      const modest = await tb.addGateway('gw-modest');
       const g = await tb.openSession(greedy);
       const m = await tb.openSession(modest);
       const port = tb.backend.port;
