@@ -27,11 +27,13 @@ fi
 # Debian packages: swtpm + tpm2-tss (the TPM and its FFI target), tpm2-tools (cross-checks in tests),
 # mosquitto clients (third-party MQTT clients in tests), openssl (test/demo PKI), curl (status socket),
 # util-linux (setpriv: status-socket permission test, and the demo's children die with it), iproute2 (ss: listen-backlog test),
-# build tools for native npm modules, python3-venv (the Bumble BLE test stack's virtual environment).
+# build tools for native npm modules, python3-venv (the Bumble BLE test stack's virtual environment),
+# postgresql (the backend's PostgreSQL store: tests start a private server as user nobody, testkit/postgres.ts).
 DEBIAN_PACKAGES=(
   swtpm swtpm-tools tpm2-tools
   libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0 libtss2-rc0 libtss2-tcti-swtpm0 libtss2-tcti-device0
   mosquitto-clients openssl curl ca-certificates util-linux procps iproute2 python3 python3-venv make g++
+  postgresql
 )
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do

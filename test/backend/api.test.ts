@@ -13,6 +13,7 @@ import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import { startTestBackend, type CallResult, type TestBackend, type TestGateway } from '../../testkit/backend.js';
+import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
 
 const T0 = 1_800_000_000;
 
@@ -36,7 +37,8 @@ function problem(r: CallResult, status: number, slug: string): Record<string, un
   return body;
 }
 
-describe('backend API over HTTPS', () => {
+for (const kind of STORE_KINDS) describe(`backend API over HTTPS [${kind}]`, () => {
+  const store = suiteStore(kind);
   let tb: TestBackend;
   let gw: TestGateway;
   let session: Ed25519Signer;
@@ -46,7 +48,7 @@ describe('backend API over HTTPS', () => {
     tb.call('POST', '/v1/verify', { json: { hellos }, keyid, alg: 'ed25519', sign: (b) => signer.sign(b) });
 
   before(async () => {
-    tb = await startTestBackend({ clock, leaseSeconds: 3600, maxSessionSeconds: 2 * 86_400 });
+    tb = await startTestBackend({ clock, leaseSeconds: 3600, maxSessionSeconds: 2 * 86_400, store: await store.fresh() });
     gw = await tb.addGateway('gw-1', { groups: ['plant-a'] });
     ({ session } = await tb.openSession(gw));
   });
@@ -400,13 +402,14 @@ describe('backend API over HTTPS', () => {
   });
 });
 
-describe('backend HTTP limits', () => {
+for (const kind of STORE_KINDS) describe(`backend HTTP limits [${kind}]`, () => {
+  const store = suiteStore(kind);
   let tb: TestBackend;
   let gw: TestGateway;
   let session: Ed25519Signer;
 
   before(async () => {
-    tb = await startTestBackend({ noncesPerKeyid: 3 });
+    tb = await startTestBackend({ noncesPerKeyid: 3, store: await store.fresh() });
     gw = await tb.addGateway('gw-lim');
     ({ session } = await tb.openSession(gw));
   });

@@ -14,6 +14,7 @@ import { createTestPki, type TestPki } from '../../backend/pki.js';
 import { startBackend, type BackendOptions } from '../../backend/server.js';
 import { Ed25519Signer, signGatehouseRequest } from '../../protocol/index.js';
 import { BACKEND_TEST_NAME, startTestBackend, type TestBackend, type TestGateway } from '../../testkit/backend.js';
+import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
 
 interface RawAnswer {
   status: number;
@@ -89,13 +90,14 @@ describe('backend: requests are bound to one deployment and one use', () => {
     });
   });
 
-  describe('restart', () => {
+  for (const kind of STORE_KINDS) describe(`restart [${kind}]`, () => {
+    const store = suiteStore(kind);
     let tb: TestBackend;
     let gw: TestGateway;
     let session: Ed25519Signer;
 
     before(async () => {
-      tb = await startTestBackend();
+      tb = await startTestBackend({ store: await store.fresh() });
       gw = await tb.addGateway('gw-r');
       ({ session } = await tb.openSession(gw));
     });
@@ -116,11 +118,12 @@ describe('backend: requests are bound to one deployment and one use', () => {
     });
   });
 
-  describe('nonce quota per key', () => {
+  for (const kind of STORE_KINDS) describe(`nonce quota per key [${kind}]`, () => {
+    const store = suiteStore(kind);
     let tb: TestBackend;
 
     before(async () => {
-      tb = await startTestBackend({ noncesPerKeyid: 4 });
+      tb = await startTestBackend({ noncesPerKeyid: 4, store: await store.fresh() });
     });
     after(async () => tb.close());
 

@@ -22,6 +22,7 @@ import {
 } from '../../protocol/index.js';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import { startTestBackend, type TestBackend, type TestGateway } from '../../testkit/backend.js';
+import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
 
 const T0 = 1_800_000_000;
 
@@ -50,7 +51,8 @@ function helloV3(dev: Ed25519Signer): Promise<Uint8Array> {
   return signSign1(encodeCbor(m), dev);
 }
 
-describe('backend: protocol v2 hellos in POST /v1/verify', () => {
+for (const kind of STORE_KINDS) describe(`backend: protocol v2 hellos in POST /v1/verify [${kind}]`, () => {
+  const store = suiteStore(kind);
   let tb: TestBackend;
   let gw: TestGateway;
   let session: Ed25519Signer;
@@ -69,7 +71,7 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
   const verdicts = (rs: Result[]) => rs.map((r) => [r.id, r.ok ? (r.grant !== undefined ? 'ok+grant' : 'ok') : r.reason]);
 
   before(async () => {
-    tb = await startTestBackend({ clock, leaseSeconds: 3600, grantLifeSeconds: 900 });
+    tb = await startTestBackend({ clock, leaseSeconds: 3600, grantLifeSeconds: 900, store: await store.fresh() });
     gw = await tb.addGateway('gw-v2');
     ({ session } = await tb.openSession(gw));
   });
