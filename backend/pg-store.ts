@@ -184,6 +184,18 @@ export class PgStore implements BackendStore {
     }
   }
 
+  /** `check`: reach the server and read its schema version, without refusing any version. */
+  static async probe(url: string, opts: PgStoreOptions = {}): Promise<{ schemaVersion: number; latestSchemaVersion: number } | { problem: string }> {
+    const pool = PgStore.#makePool(url, { ...opts, poolSize: 1 });
+    try {
+      return { schemaVersion: await schemaVersion(pool), latestSchemaVersion: PG_SCHEMA_VERSION };
+    } catch (err) {
+      return { problem: err instanceof Error ? err.message : String(err) };
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  }
+
   static async #run<T>(pool: pg.Pool, fn: (c: Queryable) => Promise<T>): Promise<T> {
     try {
       return await fn(pool);
