@@ -26,8 +26,8 @@ import {
 } from '../protocol/index.js';
 import { Problem } from './problem.js';
 import type { Authenticated } from './auth.js';
-import type { GatewayRecord } from './registry.js';
-import { deviceAllowedAt, type BackendStore } from './store.js';
+import type { GatewayRecord, GrantRecord } from './registry.js';
+import { deviceAllowedAt, type BackendStore, type VerifyDevice } from './store.js';
 
 /** protocol-v1: at most 256 hellos per `POST /v1/verify`. */
 export const MAX_HELLOS = 256;
@@ -125,7 +125,16 @@ function parseAnyHello(bytes: Uint8Array): { v: 1; signed: Signed<Hello> } | { v
 }
 
 /** protocol-v1 "Backend checks" for one hello, with protocol-v2's additions; a lease (and a grant) for an ok verdict. */
-async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps: ApiDeps): Promise<VerifyItemResult> {
+/** What one batch read before its hellos, and what it will write after them. */
+interface BatchContext {
+  devices: Map<string, VerifyDevice>;
+  /** Devices a v2 hello earlier in this batch proved v2. */
+  v2: string[];
+  verifiedAt: { dev: string; gw: string }[];
+  grants: GrantRecord[];
+}
+
+async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps: ApiDeps, batch: BatchContext): Promise<VerifyItemResult> {
   const gateway = auth.gateway;
   const refuse = (reason: ReasonCode): VerifyItemResult => ({ id: item.id, ok: false, reason });
   let parsed;
@@ -136,16 +145,17 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
   }
   const signed = parsed.signed;
   const dev = signed.payload.dev;
-  const device = await deps.registry.getDevice(dev);
-  if (device === undefined) return refuse('unknown-device');
+  const known = batch.devices.get(dev);
+  if (known === undefined) return refuse('unknown-device');
+  const device = known.device;
   if (device.status !== 'active') return refuse('revoked');
   if (!verifySign1(signed, device.publicKey)) return refuse('bad-signature');
   if (parsed.v === 2) {
     // protocol-v2 "No downgrade": the device proved it speaks v2; its v1 hellos are refused from now on.
-    await deps.registry.markDeviceV2(dev);
+    if (known.v2Since === undefined && !batch.v2.includes(dev)) batch.v2.push(dev);
     // protocol-v2 "Backend checks": the hello names the gateway that forwards it.
     if (parsed.signed.payload.gw !== gateway.id) return refuse('not-allowed-here');
-  } else if ((await deps.registry.deviceV2Since(dev)) !== undefined) {
+  } else if (known.v2Since !== undefined || batch.v2.includes(dev)) {
     return refuse('unsupported-version');
   }
   if (!deviceAllowedAt(device, gateway)) return refuse('not-allowed-here');
@@ -154,7 +164,7 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
     deps.signer,
   );
   // Its revocation will be in this gateway's feed.
-  await deps.registry.recordVerifiedAt(dev, gateway.id);
+  batch.verifiedAt.push({ dev, gw: gateway.id });
   const ok = { id: item.id, ok: true as const, dev, lease: base64UrlEncode(lease) };
   if (parsed.v === 1) return ok;
   const spk = auth.sessionPublicKey;
@@ -162,7 +172,7 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
   // protocol-v2: hh is SHA-256 over the exact hello bytes verified, never a re-encoding.
   const hh = helloHash(item.hello);
   const grant = await signGrant({ type: 'grant', version: 2, dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds }, deps.signer);
-  await deps.registry.recordGrant({ dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds });
+  batch.grants.push({ dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds });
   return { ...ok, grant: base64UrlEncode(grant) };
 }
 
@@ -170,8 +180,21 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
 export async function verifyHellos(body: unknown, auth: Authenticated, now: number, deps: ApiDeps): Promise<{ results: VerifyItemResult[] }> {
   const items = parseVerifyBody(body);
   const results: VerifyItemResult[] = [];
+  // One read for the batch: the devices its hellos name (the `dev` is read before the signature
+  // is checked, as one hello at a time would), and one write after it.
+  const devs: string[] = [];
+  for (const item of items) {
+    try {
+      devs.push(parseAnyHello(item.hello).signed.payload.dev);
+    } catch {
+      // refused below, with its reason
+    }
+  }
+  const batch: BatchContext = { devices: await deps.registry.devicesForVerify(devs), v2: [], verifiedAt: [], grants: [] };
   // In order: a v2 hello earlier in the batch makes a later v1 hello of that device unsupported.
-  for (const item of items) results.push(await verifyOne(item, auth, now, deps));
+  for (const item of items) results.push(await verifyOne(item, auth, now, deps, batch));
+  // Written before the answer is sent: a verdict the gateway sees is already recorded.
+  await deps.registry.recordVerifyOutcomes({ v2: batch.v2, verifiedAt: batch.verifiedAt, grants: batch.grants });
   const refused = results.filter((r) => !r.ok).length;
   const grants = results.filter((r) => r.ok && r.grant !== undefined).length;
   deps.logger.debug('hellos verified', { gw: auth.gateway.id, count: results.length, refused, grants });

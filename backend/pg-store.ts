@@ -16,7 +16,7 @@ import { NONCES_PER_KEYID, type NonceOutcome } from './nonce-store.js';
 import { PG_SCHEMA_VERSION, schemaProblem, schemaVersion, migrate } from './pg-migrations.js';
 import { checkNewGateway, newDeviceProblem } from './registry-checks.js';
 import { REVOCATION_PAGE, SESSION_KEYS_KEPT, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type NowSeconds, type SessionKeyRecord, type Status } from './registry.js';
-import { redactUrl, type BackendStore, type StoreStatus } from './store.js';
+import { normaliseOutcomes, redactUrl, type BackendStore, type StoreStatus, type VerifyDevice, type VerifyOutcomes } from './store.js';
 
 export interface PgStoreOptions {
   now?: NowSeconds;
@@ -102,6 +102,16 @@ const SQL = {
   putGrant: `INSERT INTO grants (device_id, gateway_id, hh, spk, iat, life) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (device_id) DO UPDATE SET gateway_id = excluded.gateway_id, hh = excluded.hh, spk = excluded.spk, iat = excluded.iat, life = excluded.life`,
   getGrant: 'SELECT * FROM grants WHERE device_id = $1',
+  devicesForVerify: 'SELECT d.*, v.since AS v2_since FROM devices d LEFT JOIN device_v2 v ON v.device_id = d.id WHERE d.id = ANY($1::text[])',
+  // One statement for a batch's writes; the arrays are deduplicated and sorted (a fixed lock order).
+  verifyOutcomes: `WITH v2 AS (
+      INSERT INTO device_v2 (device_id, since) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING),
+    va AS (
+      INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) SELECT d, g, $2, $2 FROM unnest($3::text[], $4::text[]) AS t(d, g)
+      ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = excluded.last_at)
+    INSERT INTO grants (device_id, gateway_id, hh, spk, iat, life)
+      SELECT * FROM unnest($5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[])
+    ON CONFLICT (device_id) DO UPDATE SET gateway_id = excluded.gateway_id, hh = excluded.hh, spk = excluded.spk, iat = excluded.iat, life = excluded.life`,
   // The gateway's row is the lock that orders two replicas certifying for one gateway at once.
   lockGateway: 'SELECT 1 FROM gateways WHERE id = $1 FOR UPDATE',
   deleteSameSession: 'DELETE FROM session_keys WHERE gateway_id = $1 AND public_key = $2',
@@ -349,6 +359,28 @@ export class PgStore implements BackendStore {
   async newestGrant(dev: string): Promise<GrantRecord | undefined> {
     const r = (await this.#q<{ device_id: string; gateway_id: string; hh: Buffer; spk: Buffer; iat: number; life: number }>('getGrant', [dev])).rows[0];
     return r === undefined ? undefined : { dev: r.device_id, gw: r.gateway_id, hh: new Uint8Array(r.hh), spk: new Uint8Array(r.spk), iat: r.iat, life: r.life };
+  }
+
+  async devicesForVerify(ids: readonly string[]): Promise<Map<string, VerifyDevice>> {
+    const rows = (await this.#q<DeviceRow & { v2_since: number | null }>('devicesForVerify', [[...new Set(ids)]])).rows;
+    return new Map(rows.map((r) => [r.id, { device: deviceFromRow(r), ...(r.v2_since !== null ? { v2Since: r.v2_since } : {}) }]));
+  }
+
+  async recordVerifyOutcomes(outcomes: VerifyOutcomes): Promise<void> {
+    const o = normaliseOutcomes(outcomes);
+    if (o.v2.length + o.verifiedAt.length + o.grants.length === 0) return;
+    await this.#q('verifyOutcomes', [
+      o.v2,
+      this.#now(),
+      o.verifiedAt.map((x) => x.dev),
+      o.verifiedAt.map((x) => x.gw),
+      o.grants.map((g) => g.dev),
+      o.grants.map((g) => g.gw),
+      o.grants.map((g) => Buffer.from(g.hh)),
+      o.grants.map((g) => Buffer.from(g.spk)),
+      o.grants.map((g) => g.iat),
+      o.grants.map((g) => g.life),
+    ]);
   }
 
   // -- session keys -----------------------------------------------------------------------------

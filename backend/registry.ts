@@ -332,6 +332,16 @@ export class Registry {
     this.#stmts.putGrant.run(g.dev, g.gw, Buffer.from(g.hh), Buffer.from(g.spk), g.iat, g.life);
   }
 
+  /** A verify batch's writes in one transaction (one WAL commit, not one per hello). */
+  recordVerifyOutcomes(o: { v2: readonly string[]; verifiedAt: readonly { dev: string; gw: string }[]; grants: readonly GrantRecord[] }): void {
+    if (o.v2.length + o.verifiedAt.length + o.grants.length === 0) return;
+    this.#db.transaction(() => {
+      for (const dev of o.v2) this.markDeviceV2(dev);
+      for (const x of o.verifiedAt) this.recordVerifiedAt(x.dev, x.gw);
+      for (const g of o.grants) this.recordGrant(g);
+    })();
+  }
+
   newestGrant(dev: string): GrantRecord | undefined {
     const r = this.#stmts.getGrant.get(dev);
     return r === undefined ? undefined : { dev: r.device_id, gw: r.gateway_id, hh: new Uint8Array(r.hh), spk: new Uint8Array(r.spk), iat: r.iat, life: r.life };

@@ -7,7 +7,7 @@
 import { SCHEMA_VERSION } from './registry-schema.js';
 import { Registry, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type RegistryOptions, type SessionKeyRecord } from './registry.js';
 import type { NonceOutcome } from './nonce-store.js';
-import type { BackendStore, StoreStatus } from './store.js';
+import type { BackendStore, StoreStatus, VerifyDevice, VerifyOutcomes } from './store.js';
 
 export class SqliteStore implements BackendStore {
   readonly kind = 'sqlite' as const;
@@ -75,6 +75,20 @@ export class SqliteStore implements BackendStore {
   }
   async newestGrant(dev: string): Promise<GrantRecord | undefined> {
     return this.registry.newestGrant(dev);
+  }
+  async devicesForVerify(ids: readonly string[]): Promise<Map<string, VerifyDevice>> {
+    const out = new Map<string, VerifyDevice>();
+    for (const id of ids) {
+      if (out.has(id)) continue;
+      const device = this.registry.getDevice(id);
+      if (device === undefined) continue;
+      const v2Since = this.registry.deviceV2Since(id);
+      out.set(id, { device, ...(v2Since !== undefined ? { v2Since } : {}) });
+    }
+    return out;
+  }
+  async recordVerifyOutcomes(o: VerifyOutcomes): Promise<void> {
+    this.registry.recordVerifyOutcomes(o);
   }
   async recordSessionKey(gw: string, publicKey: Uint8Array, notAfter: number): Promise<void> {
     this.registry.recordSessionKey(gw, publicKey, notAfter);

@@ -15,6 +15,29 @@ import type { DeviceRecord, GatewayRecord, GrantRecord, NewDevice, SessionKeyRec
 
 export type StoreKind = 'sqlite' | 'postgres';
 
+export interface VerifyDevice {
+  device: DeviceRecord;
+  v2Since?: number;
+}
+
+export interface VerifyOutcomes {
+  v2: readonly string[];
+  verifiedAt: readonly { dev: string; gw: string }[];
+  grants: readonly GrantRecord[];
+}
+
+/** Outcomes with each key once (the last grant of a device wins), in key order (a fixed lock order). */
+export function normaliseOutcomes(o: VerifyOutcomes): VerifyOutcomes {
+  const v2 = [...new Set(o.v2)].sort();
+  const va = new Map(o.verifiedAt.map((x) => [`${x.dev}\u0000${x.gw}`, x]));
+  const grants = new Map(o.grants.map((g) => [g.dev, g]));
+  return {
+    v2,
+    verifiedAt: [...va.keys()].sort().map((k) => va.get(k) as { dev: string; gw: string }),
+    grants: [...grants.keys()].sort().map((k) => grants.get(k) as GrantRecord),
+  };
+}
+
 export interface StoreStatus {
   kind: StoreKind;
   /** Where, without credentials: a file path or `postgres://host:port/db`. */
@@ -57,6 +80,12 @@ export interface BackendStore {
   deviceV2Since(dev: string): Promise<number | undefined>;
   recordGrant(g: GrantRecord): Promise<void>;
   newestGrant(dev: string): Promise<GrantRecord | undefined>;
+
+  // one verify batch: one read before, one write after (not a round trip per hello)
+  /** The devices named in a batch (unknown ones absent), each with when it was marked v2. */
+  devicesForVerify(ids: readonly string[]): Promise<Map<string, VerifyDevice>>;
+  /** A batch's outcomes, all at once: devices now v2, where devices verified, the newest grants. */
+  recordVerifyOutcomes(o: VerifyOutcomes): Promise<void>;
 
   // session keys
   /** Record a session key issued to `gw`, keeping only the two newest. */
