@@ -164,7 +164,7 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
     store,
     publicOrigin: origin,
   });
-  write(io.stdout, `listening on ${backend.url} for ${backend.origin} (kid_S ${backend.kid}; store ${backend.store.kind})`);
+  write(io.stdout, `listening on ${backend.url} for ${backend.origin} (kid_S ${backend.kid})`);
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off('SIGINT', stop);
