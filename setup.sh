@@ -30,11 +30,12 @@ fi
 # build tools for native npm modules, python3-venv (the Bumble BLE test stack's virtual environment),
 # and for the .deb and its system tests (test/system): systemd-container (systemd-nspawn),
 # debootstrap, dpkg-dev, fakeroot, lintian.
+# postgresql (the backend's PostgreSQL store: tests start a private server as user nobody, testkit/postgres.ts).
 DEBIAN_PACKAGES=(
   swtpm swtpm-tools tpm2-tools
   libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0 libtss2-rc0 libtss2-tcti-swtpm0 libtss2-tcti-device0
   mosquitto-clients openssl curl ca-certificates util-linux procps iproute2 python3 python3-venv make g++
-  systemd-container debootstrap dpkg-dev fakeroot lintian
+  systemd-container debootstrap dpkg-dev fakeroot lintian postgresql
 )
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do

@@ -26,13 +26,14 @@ import {
 } from '../protocol/index.js';
 import { Problem } from './problem.js';
 import type { Authenticated } from './auth.js';
-import type { GatewayRecord, Registry } from './registry.js';
+import type { GatewayRecord, GrantRecord } from './registry.js';
+import { deviceAllowedAt, type BackendStore, type VerifyDevice } from './store.js';
 
 /** protocol-v1: at most 256 hellos per `POST /v1/verify`. */
 export const MAX_HELLOS = 256;
 
 export interface ApiDeps {
-  registry: Registry;
+  registry: BackendStore;
   signer: Signer;
   logger: Logger;
   /** Lease lifetime in seconds. */
@@ -75,7 +76,7 @@ export async function createSession(
     { type: 'gw-cred', version: 1, gw: gateway.id, spk, tpk: gateway.tpk, iat: now, exp },
     deps.signer,
   );
-  deps.registry.recordSessionKey(gateway.id, spk, exp);
+  await deps.registry.recordSessionKey(gateway.id, spk, exp);
   deps.logger.info('session credential issued', { gw: gateway.id, exp });
   return { credential: base64UrlEncode(credential), notAfter: exp };
 }
@@ -124,7 +125,16 @@ function parseAnyHello(bytes: Uint8Array): { v: 1; signed: Signed<Hello> } | { v
 }
 
 /** protocol-v1 "Backend checks" for one hello, with protocol-v2's additions; a lease (and a grant) for an ok verdict. */
-async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps: ApiDeps): Promise<VerifyItemResult> {
+/** What one batch read before its hellos, and what it will write after them. */
+interface BatchContext {
+  devices: Map<string, VerifyDevice>;
+  /** Devices a v2 hello earlier in this batch proved v2. */
+  v2: string[];
+  verifiedAt: { dev: string; gw: string }[];
+  grants: GrantRecord[];
+}
+
+async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps: ApiDeps, batch: BatchContext): Promise<VerifyItemResult> {
   const gateway = auth.gateway;
   const refuse = (reason: ReasonCode): VerifyItemResult => ({ id: item.id, ok: false, reason });
   let parsed;
@@ -135,25 +145,26 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
   }
   const signed = parsed.signed;
   const dev = signed.payload.dev;
-  const device = deps.registry.getDevice(dev);
-  if (device === undefined) return refuse('unknown-device');
+  const known = batch.devices.get(dev);
+  if (known === undefined) return refuse('unknown-device');
+  const device = known.device;
   if (device.status !== 'active') return refuse('revoked');
   if (!verifySign1(signed, device.publicKey)) return refuse('bad-signature');
   if (parsed.v === 2) {
     // protocol-v2 "No downgrade": the device proved it speaks v2; its v1 hellos are refused from now on.
-    deps.registry.markDeviceV2(dev);
+    if (known.v2Since === undefined && !batch.v2.includes(dev)) batch.v2.push(dev);
     // protocol-v2 "Backend checks": the hello names the gateway that forwards it.
     if (parsed.signed.payload.gw !== gateway.id) return refuse('not-allowed-here');
-  } else if (deps.registry.deviceV2Since(dev) !== undefined) {
+  } else if (known.v2Since !== undefined || batch.v2.includes(dev)) {
     return refuse('unsupported-version');
   }
-  if (!deps.registry.deviceAllowedAt(device, gateway)) return refuse('not-allowed-here');
+  if (!deviceAllowedAt(device, gateway)) return refuse('not-allowed-here');
   const lease = await signLease(
     { type: 'lease', version: 1, dev, gw: gateway.id, dpk: device.publicKey, policy: device.policy, iat: now, exp: now + deps.leaseSeconds },
     deps.signer,
   );
   // Its revocation will be in this gateway's feed.
-  deps.registry.recordVerifiedAt(dev, gateway.id);
+  batch.verifiedAt.push({ dev, gw: gateway.id });
   const ok = { id: item.id, ok: true as const, dev, lease: base64UrlEncode(lease) };
   if (parsed.v === 1) return ok;
   const spk = auth.sessionPublicKey;
@@ -161,7 +172,7 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
   // protocol-v2: hh is SHA-256 over the exact hello bytes verified, never a re-encoding.
   const hh = helloHash(item.hello);
   const grant = await signGrant({ type: 'grant', version: 2, dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds }, deps.signer);
-  deps.registry.recordGrant({ dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds });
+  batch.grants.push({ dev, gw: gateway.id, hh, spk, iat: now, life: deps.grantLifeSeconds });
   return { ...ok, grant: base64UrlEncode(grant) };
 }
 
@@ -169,8 +180,21 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
 export async function verifyHellos(body: unknown, auth: Authenticated, now: number, deps: ApiDeps): Promise<{ results: VerifyItemResult[] }> {
   const items = parseVerifyBody(body);
   const results: VerifyItemResult[] = [];
+  // One read for the batch: the devices its hellos name (the `dev` is read before the signature
+  // is checked, as one hello at a time would), and one write after it.
+  const devs: string[] = [];
+  for (const item of items) {
+    try {
+      devs.push(parseAnyHello(item.hello).signed.payload.dev);
+    } catch {
+      // refused below, with its reason
+    }
+  }
+  const batch: BatchContext = { devices: await deps.registry.devicesForVerify(devs), v2: [], verifiedAt: [], grants: [] };
   // In order: a v2 hello earlier in the batch makes a later v1 hello of that device unsupported.
-  for (const item of items) results.push(await verifyOne(item, auth, now, deps));
+  for (const item of items) results.push(await verifyOne(item, auth, now, deps, batch));
+  // Written before the answer is sent: a verdict the gateway sees is already recorded.
+  await deps.registry.recordVerifyOutcomes({ v2: batch.v2, verifiedAt: batch.verifiedAt, grants: batch.grants });
   const refused = results.filter((r) => !r.ok).length;
   const grants = results.filter((r) => r.ok && r.grant !== undefined).length;
   deps.logger.debug('hellos verified', { gw: auth.gateway.id, count: results.length, refused, grants });
@@ -178,14 +202,14 @@ export async function verifyHellos(body: unknown, auth: Authenticated, now: numb
 }
 
 /** `GET /v1/gateways/{gw}/revocations?since=N`. */
-export function revocations(query: URLSearchParams, gateway: GatewayRecord, deps: ApiDeps): { cursor: number; devices: string[] } {
+export async function revocations(query: URLSearchParams, gateway: GatewayRecord, deps: ApiDeps): Promise<{ cursor: number; devices: string[] }> {
   for (const k of query.keys()) if (k !== 'since') throw new Problem('malformed-request', `unknown query parameter "${k}"`);
   const all = query.getAll('since');
   if (all.length > 1) throw new Problem('malformed-request', 'since given twice');
   const raw = all[0] ?? '0';
   if (!/^[0-9]{1,15}$/.test(raw)) throw new Problem('malformed-request', 'since must be a non-negative integer');
   // Only devices verified at this gateway: another gateway's devices are none of its business.
-  const page = deps.registry.revocationsSince(Number(raw), undefined, gateway.id);
+  const page = await deps.registry.revocationsSince(Number(raw), undefined, gateway.id);
   deps.logger.debug('revocations served', { gw: gateway.id, since: Number(raw), count: page.devices.length });
   return page;
 }

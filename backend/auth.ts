@@ -5,9 +5,9 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isValidId, ed25519PublicKeyFromRaw, HttpSignatureError, verifyGatehouseRequest, type HttpRequestParts, type HttpSigAlg } from '../protocol/index.js';
-import type { NonceStore } from './nonce-store.js';
 import { Problem, type ProblemSlug } from './problem.js';
-import type { GatewayRecord, Registry } from './registry.js';
+import type { GatewayRecord } from './registry.js';
+import type { BackendStore } from './store.js';
 
 /** Which key a call must be signed with (protocol-v1 "Backend HTTP API" table). */
 export type KeyKind = 'tpm' | 'session';
@@ -23,8 +23,7 @@ export interface Authenticated {
 }
 
 export interface AuthDeps {
-  registry: Registry;
-  nonces: NonceStore;
+  registry: BackendStore;
   /** Unix seconds. */
   now: number;
 }
@@ -54,34 +53,50 @@ function signatureProblem(err: HttpSignatureError): Problem {
  * Authenticate a request that must be signed with a `kind` key, for gateway `pathGw` when the
  * path names one. Throws a {@link Problem}.
  */
-export function authenticate(req: HttpRequestParts, kind: KeyKind, pathGw: string | undefined, deps: AuthDeps): Authenticated {
-  let gateway: GatewayRecord | undefined;
-  let sessionKeys: readonly Uint8Array[] = [];
-  const resolveKeys = (keyid: string, alg: HttpSigAlg): readonly KeyObject[] => {
+export async function authenticate(req: HttpRequestParts, kind: KeyKind, pathGw: string | undefined, deps: AuthDeps): Promise<Authenticated> {
+  // verifyGatehouseRequest asks for the keys synchronously; the store answers asynchronously. So:
+  // a first pass runs every check that needs no key (syntax, coverage, created, digest) and learns
+  // the keyid; the keys are read; a second pass verifies the signature under them.
+  let wanted: { gw: string } | undefined;
+  const NEED_KEYS = Symbol('need keys');
+  const checkKeyid = (keyid: string, alg: HttpSigAlg): string => {
     const m = /^(tpm|session):(.+)$/.exec(keyid);
     if (!m || !isValidId(m[2])) throw new Problem('signature-invalid', 'keyid must be "tpm:{gw}" or "session:{gw}"');
     const gw = m[2];
     if (m[1] !== kind) throw new Problem('wrong-key-for-call', `this call must be signed with a ${kind} key`);
     if (pathGw !== undefined && gw !== pathGw) throw new Problem('wrong-key-for-call', 'keyid names another gateway than the path');
     if (alg !== ALG_FOR[kind]) throw new Problem('signature-invalid', `a ${kind} key signs with alg "${ALG_FOR[kind]}"`);
-    gateway = deps.registry.getGateway(gw);
-    if (gateway === undefined) throw new Problem('unknown-gateway');
-    if (gateway.status !== 'active') throw new Problem('gateway-revoked');
-    if (kind === 'tpm') return [createPublicKey(gateway.tpmPublicKeyPem)];
-    // protocol-v1: S keeps the two newest session keys of each gateway.
-    sessionKeys = deps.registry.sessionKeys(gw, deps.now).map((s) => s.publicKey);
-    return sessionKeys.map((k) => ed25519PublicKeyFromRaw(k));
+    return gw;
   };
-  let verified;
+  const verify = (resolveKeys: (keyid: string, alg: HttpSigAlg) => readonly KeyObject[]): ReturnType<typeof verifyGatehouseRequest> => {
+    try {
+      return verifyGatehouseRequest(req, { now: deps.now, resolveKeys });
+    } catch (err) {
+      if (err instanceof HttpSignatureError) throw signatureProblem(err);
+      throw err;
+    }
+  };
   try {
-    verified = verifyGatehouseRequest(req, { now: deps.now, resolveKeys });
+    verify((keyid, alg) => {
+      wanted = { gw: checkKeyid(keyid, alg) };
+      throw NEED_KEYS;
+    });
   } catch (err) {
-    if (err instanceof HttpSignatureError) throw signatureProblem(err);
-    throw err;
+    if (err !== NEED_KEYS) throw err;
   }
-  if (gateway === undefined) throw new Problem('internal');
+  if (wanted === undefined) throw new Problem('internal');
+  const gateway = await deps.registry.getGateway(wanted.gw);
+  if (gateway === undefined) throw new Problem('unknown-gateway');
+  if (gateway.status !== 'active') throw new Problem('gateway-revoked');
+  // protocol-v1: S keeps the two newest session keys of each gateway.
+  const sessionKeys = kind === 'tpm' ? [] : (await deps.registry.sessionKeys(wanted.gw, deps.now)).map((s) => s.publicKey);
+  const keys = kind === 'tpm' ? [createPublicKey(gateway.tpmPublicKeyPem)] : sessionKeys.map((k) => ed25519PublicKeyFromRaw(k));
+  const verified = verify((keyid, alg) => {
+    if (checkKeyid(keyid, alg) !== wanted?.gw) throw new Problem('internal');
+    return keys;
+  });
   // Remember the nonce only once the signature verified, so unsigned junk cannot fill the cache.
-  const seen = deps.nonces.check(verified.keyid, verified.nonce, verified.created, deps.now);
+  const seen = await deps.registry.checkNonce(verified.keyid, verified.nonce, verified.created, deps.now);
   if (seen === 'replay') throw new Problem('replayed-nonce');
   if (seen === 'full') throw new Problem('busy', 'too many recent requests for this key');
   const spk = kind === 'session' ? sessionKeys[verified.keyIndex] : undefined;

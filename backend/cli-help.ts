@@ -5,7 +5,8 @@ export const DEFAULT_DATA_DIR = './gatehouse-backend-data';
 export const HELP = `Usage: gatehouse-backend <command> [options]
 
 The Gatehouse reference backend: verifies hellos for gateways, issues session credentials and
-leases, and keeps the registry of gateways and devices (SQLite in the data directory).
+leases, and keeps the registry of gateways and devices: in SQLite in the data directory (the
+default, one process), or in PostgreSQL, which any number of serve replicas share.
 
 Commands:
   init                      create the data directory and the backend signing key; print pk_S
@@ -14,9 +15,13 @@ Commands:
   device add|revoke|list    manage devices (Ed25519 public keys, where they may connect, policy)
   import FILE               add many devices from CSV or JSON, all or nothing
   pki                       make a test/demo CA and server certificate with openssl
+  migrate                   bring the store's schema up to this version (PostgreSQL; idempotent)
+  check                     report whether the store is reachable and its schema version
 
 Every command takes --data-dir D (default: $GATEHOUSE_BACKEND_DATA_DIR or ${DEFAULT_DATA_DIR})
-and answers --help.
+and answers --help. Commands that use the registry take --store URL: sqlite:PATH or
+postgres://USER[:PASSWORD]@HOST:PORT/DB (default: $GATEHOUSE_BACKEND_STORE, else
+sqlite:<data dir>/registry.sqlite).
 `;
 
 export const HELPS: Record<string, string> = {
@@ -41,11 +46,28 @@ Options:
   --grant-life-seconds N    protocol-v2 grant life: the longest peripheral session (default 86400)
   --nonces-per-key N        live request nonces one key may hold before its requests are
                             answered 503 busy (default 10000; other keys are unaffected)
-  --data-dir D              data directory (made 0700 on every start)
+  --data-dir D              data directory (made 0700 on every start): the signing key
+  --store URL               sqlite:PATH or postgres://… (default sqlite:<data dir>/registry.sqlite);
+                            a PostgreSQL database must be migrated first (gatehouse-backend migrate)
+  --store-pool N            PostgreSQL connections this process holds at most (default 10)
   --log-level L             error|warn|info|debug (default info)
 
-Request nonces are kept in the registry (SQLite), so a request captured before a restart is
-still refused after it.
+Request nonces are kept in the store, so a request captured before a restart is still refused
+after it, and on PostgreSQL a request used at one replica is refused at every other. While the
+store cannot be reached, requests are answered 503 with Retry-After (the gateway retries).
+Replicas share one PostgreSQL database and one signing key (copy backend-signing-key.pem).
+`,
+  migrate: `Usage: gatehouse-backend migrate [--store URL] [--data-dir D] [--json]
+
+Applies the schema migrations the store lacks, each in its own transaction under a lock (two
+runs at once apply each once). Running it again changes nothing. Refuses a database whose schema
+is newer than this backend (GH_STORE_SCHEMA_NEWER): upgrade the backend instead. A SQLite file
+is created and upgraded whenever it is opened; migrate reports its version.
+`,
+  check: `Usage: gatehouse-backend check [--store URL] [--data-dir D] [--json]
+
+Connects to the store and reports whether it is reachable and its schema version against this
+backend's. Exit 0 when reachable and current, 1 otherwise (the problem and its GH_ code on stderr).
 `,
   gateway: `Usage:
   gatehouse-backend gateway add --gw ID --tpm-public-key FILE [--groups a,b]

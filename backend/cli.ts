@@ -17,7 +17,11 @@ import { DEFAULT_DATA_DIR, HELP, HELPS } from './cli-help.js';
 import { ensureDataDir } from './data-dir.js';
 import { importDevices, parseDevicePublicKey, splitGateways, type ImportFormat } from './import.js';
 import { createTestPki } from './pki.js';
-import { Registry, type DeviceRecord, type GatewayRecord } from './registry.js';
+import type { DeviceRecord, GatewayRecord } from './registry.js';
+import { openStore } from './open-store.js';
+import { PgStore } from './pg-store.js';
+import { parseStoreUrl, redactUrl, type BackendStore } from './store.js';
+import { StoreError } from './errors.js';
 import { REGISTRY_FILE, publicOriginProblem, startBackend } from './server.js';
 import { ensureSigningKey } from './signing-key.js';
 import type { Policy } from '../protocol/index.js';
@@ -26,17 +30,22 @@ function dataDirOf(values: { 'data-dir'?: string | undefined }, io: CliIO): stri
   return values['data-dir'] ?? io.env['GATEHOUSE_BACKEND_DATA_DIR'] ?? DEFAULT_DATA_DIR;
 }
 
-function openRegistry(dataDir: string): Registry {
-  ensureDataDir(dataDir);
-  return Registry.open(join(dataDir, REGISTRY_FILE));
+/** `--store`, else $GATEHOUSE_BACKEND_STORE, else the SQLite file in the data directory. */
+function storeOf(values: { 'data-dir'?: string | undefined; store?: string | undefined }, io: CliIO): string {
+  const url = values.store ?? io.env['GATEHOUSE_BACKEND_STORE'] ?? `sqlite:${join(dataDirOf(values, io), REGISTRY_FILE)}`;
+  const where = parseStoreUrl(url);
+  if ('problem' in where) throw new UsageError(`--store: ${where.problem}`);
+  return url;
 }
 
-function withRegistry<T>(dataDir: string, fn: (r: Registry) => T): T {
-  const r = openRegistry(dataDir);
+async function withRegistry<T>(values: { 'data-dir'?: string | undefined; store?: string | undefined }, io: CliIO, fn: (r: BackendStore) => Promise<T>): Promise<T> {
+  const url = storeOf(values, io);
+  if (url.startsWith('sqlite:')) ensureDataDir(dataDirOf(values, io));
+  const r = await openStore(url);
   try {
-    return fn(r);
+    return await fn(r);
   } finally {
-    r.close();
+    await r.close();
   }
 }
 
@@ -83,14 +92,14 @@ function deviceJson(d: DeviceRecord): Record<string, unknown> {
   };
 }
 
-const COMMON = { 'data-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } } as const;
+const COMMON = { 'data-dir': { type: 'string' }, store: { type: 'string' }, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } } as const;
 
 async function cmdInit(args: string[], io: CliIO): Promise<number> {
   const { values } = parseArgs({ args, options: COMMON, strict: true, allowPositionals: false });
   const dataDir = dataDirOf(values, io);
   ensureDataDir(dataDir);
   const { signer, created } = await ensureSigningKey(dataDir);
-  withRegistry(dataDir, () => undefined);
+  await withRegistry(values, io, async () => undefined);
   const pk = Buffer.from(signer.publicKeyRaw);
   if (values.json === true) {
     write(io.stdout, JSON.stringify({ kid: signer.kid, publicKeyHex: pk.toString('hex'), publicKeyBase64: pk.toString('base64'), created }));
@@ -118,6 +127,7 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
       'grant-life-seconds': { type: 'string' },
       'nonces-per-key': { type: 'string' },
       'log-level': { type: 'string' },
+      'store-pool': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -138,6 +148,8 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
   const maxSessionSeconds = intOption(values['max-session-seconds'], 'max-session-seconds', 60, 30 * 86_400);
   const grantLifeSeconds = intOption(values['grant-life-seconds'], 'grant-life-seconds', 60, 30 * 86_400);
   const noncesPerKeyid = intOption(values['nonces-per-key'], 'nonces-per-key', 100, 10_000_000);
+  const storePoolSize = intOption(values['store-pool'], 'store-pool', 1, 1000);
+  const store = storeOf(values, io);
   const backend = await startBackend({
     dataDir: dataDirOf(values, io),
     tls: { certPem: readFileSync(values.cert, 'utf8'), keyPem: readFileSync(values.key, 'utf8') },
@@ -148,6 +160,8 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
     ...(maxSessionSeconds !== undefined ? { maxSessionSeconds } : {}),
     ...(grantLifeSeconds !== undefined ? { grantLifeSeconds } : {}),
     ...(noncesPerKeyid !== undefined ? { noncesPerKeyid } : {}),
+    ...(storePoolSize !== undefined ? { storePoolSize } : {}),
+    store,
     publicOrigin: origin,
   });
   write(io.stdout, `listening on ${backend.url} for ${backend.origin} (kid_S ${backend.kid})`);
@@ -164,7 +178,7 @@ async function cmdServe(args: string[], io: CliIO): Promise<number> {
   return 0;
 }
 
-function cmdGateway(args: string[], io: CliIO): number {
+async function cmdGateway(args: string[], io: CliIO): Promise<number> {
   const [sub, ...rest] = args;
   const { values } = parseArgs({
     args: rest,
@@ -172,12 +186,11 @@ function cmdGateway(args: string[], io: CliIO): number {
     strict: true,
     allowPositionals: false,
   });
-  const dataDir = dataDirOf(values, io);
   switch (sub) {
     case 'add': {
       if (values.gw === undefined || values['tpm-public-key'] === undefined) throw new UsageError('--gw and --tpm-public-key are required');
       const pem = tpmPemFrom(readFileSync(values['tpm-public-key'], 'utf8'));
-      const gw = withRegistry(dataDir, (r) =>
+      const gw = await withRegistry(values, io, async (r) =>
         r.addGateway({ id: values.gw as string, tpmPublicKeyPem: pem, groups: values.groups !== undefined ? splitGateways(values.groups) : [] }),
       );
       write(io.stdout, values.json === true ? JSON.stringify(gatewayJson(gw)) : `added ${gatewayLine(gw)}`);
@@ -185,7 +198,7 @@ function cmdGateway(args: string[], io: CliIO): number {
     }
     case 'revoke': {
       if (values.gw === undefined) throw new UsageError('--gw is required');
-      const ok = withRegistry(dataDir, (r) => r.revokeGateway(values.gw as string));
+      const ok = await withRegistry(values, io, async (r) => r.revokeGateway(values.gw as string));
       if (!ok) {
         write(io.stderr, `gatehouse-backend: no active gateway "${values.gw}"`);
         return 1;
@@ -194,7 +207,7 @@ function cmdGateway(args: string[], io: CliIO): number {
       return 0;
     }
     case 'list': {
-      const all = withRegistry(dataDir, (r) => r.listGateways());
+      const all = await withRegistry(values, io, async (r) => r.listGateways());
       write(io.stdout, values.json === true ? JSON.stringify(all.map(gatewayJson)) : all.map(gatewayLine).join('\n') || '(no gateways)');
       return 0;
     }
@@ -203,7 +216,7 @@ function cmdGateway(args: string[], io: CliIO): number {
   }
 }
 
-function cmdDevice(args: string[], io: CliIO): number {
+async function cmdDevice(args: string[], io: CliIO): Promise<number> {
   const [sub, ...rest] = args;
   const { values } = parseArgs({
     args: rest,
@@ -211,7 +224,6 @@ function cmdDevice(args: string[], io: CliIO): number {
     strict: true,
     allowPositionals: false,
   });
-  const dataDir = dataDirOf(values, io);
   switch (sub) {
     case 'add': {
       if (values.dev === undefined || values['public-key'] === undefined || values.gateways === undefined) {
@@ -227,7 +239,7 @@ function cmdDevice(args: string[], io: CliIO): number {
           throw new UsageError('--policy is not valid JSON');
         }
       }
-      const d = withRegistry(dataDir, (r) =>
+      const d = await withRegistry(values, io, async (r) =>
         r.addDevice({ id: values.dev as string, publicKey: parseDevicePublicKey(keyText), gateways: splitGateways(values.gateways as string), ...(policy ? { policy } : {}) }),
       );
       write(io.stdout, values.json === true ? JSON.stringify(deviceJson(d)) : `added ${deviceLine(d)}`);
@@ -235,7 +247,7 @@ function cmdDevice(args: string[], io: CliIO): number {
     }
     case 'revoke': {
       if (values.dev === undefined) throw new UsageError('--dev is required');
-      const cursor = withRegistry(dataDir, (r) => r.revokeDevice(values.dev as string));
+      const cursor = await withRegistry(values, io, async (r) => r.revokeDevice(values.dev as string));
       if (cursor === undefined) {
         write(io.stderr, `gatehouse-backend: no active device "${values.dev}"`);
         return 1;
@@ -244,7 +256,7 @@ function cmdDevice(args: string[], io: CliIO): number {
       return 0;
     }
     case 'list': {
-      const all = withRegistry(dataDir, (r) => r.listDevices());
+      const all = await withRegistry(values, io, async (r) => r.listDevices());
       write(io.stdout, values.json === true ? JSON.stringify(all.map(deviceJson)) : all.map(deviceLine).join('\n') || '(no devices)');
       return 0;
     }
@@ -253,14 +265,14 @@ function cmdDevice(args: string[], io: CliIO): number {
   }
 }
 
-function cmdImport(args: string[], io: CliIO): number {
+async function cmdImport(args: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { ...COMMON, format: { type: 'string' } }, strict: true, allowPositionals: true });
   const file = positionals[0];
   if (file === undefined || positionals.length > 1) throw new UsageError('exactly one FILE is required');
   const format = (values.format ?? (/\.csv$/i.test(file) ? 'csv' : /\.(json|jsonl|ndjson)$/i.test(file) ? 'json' : undefined)) as ImportFormat | undefined;
   if (format !== 'csv' && format !== 'json') throw new UsageError('--format csv|json is required when the file name does not say');
   const text = readFileSync(file, 'utf8');
-  const result = withRegistry(dataDirOf(values, io), (r) => importDevices(r, text, format));
+  const result = await withRegistry(values, io, async (r) => importDevices(r, text, format));
   if ('problems' in result) {
     for (const p of result.problems) write(io.stderr, `${file}:${p.line}: ${p.message}`);
     write(io.stderr, `gatehouse-backend: ${result.problems.length} problem(s); nothing imported`);
@@ -283,6 +295,61 @@ async function cmdPki(args: string[], io: CliIO): Promise<number> {
   const pki = await createTestPki(out, { dnsNames: splitGateways(values.dns), ips: values.ip !== undefined ? splitGateways(values.ip) : [] });
   write(io.stdout, `CA: ${pki.ca.certPath}\nserver: ${pki.server.certPath} ${pki.server.keyPath}`);
   return 0;
+}
+
+/** `migrate`: bring the store to this build's schema; idempotent; refuses a newer schema. */
+async function cmdMigrate(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({ args, options: COMMON, strict: true, allowPositionals: false });
+  const url = storeOf(values, io);
+  let out: { from: number; to: number; applied: number[] };
+  if (url.startsWith('sqlite:')) {
+    // A SQLite file is made and upgraded when it is opened.
+    ensureDataDir(dataDirOf(values, io));
+    const s = await openStore(url);
+    const st = await s.status();
+    await s.close();
+    out = { from: st.schemaVersion, to: st.schemaVersion, applied: [] };
+  } else {
+    out = await PgStore.migrate(url);
+  }
+  const where = redactUrl(url);
+  if (values.json === true) write(io.stdout, JSON.stringify({ store: where, ...out }));
+  else write(io.stdout, out.applied.length === 0 ? `schema ${out.to}: up to date (${where})` : `schema ${out.from} -> ${out.to}: applied ${out.applied.join(', ')} (${where})`);
+  return 0;
+}
+
+/** `check`: can the store be reached, and is its schema the one this build serves? 0 yes, 1 no. */
+async function cmdCheck(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({ args, options: COMMON, strict: true, allowPositionals: false });
+  const url = storeOf(values, io);
+  const where = redactUrl(url);
+  const report = (o: { reachable: boolean; schemaVersion?: number; latestSchemaVersion?: number; problem?: string; code?: string }): number => {
+    const ok = o.reachable && o.problem === undefined;
+    if (values.json === true) write(io.stdout, JSON.stringify({ store: where, ok, ...o }));
+    else {
+      write(ok ? io.stdout : io.stderr, `store: ${where}`);
+      write(ok ? io.stdout : io.stderr, `reachable: ${o.reachable ? 'yes' : 'no'}`);
+      if (o.schemaVersion !== undefined) write(ok ? io.stdout : io.stderr, `schema: ${o.schemaVersion} (this backend: ${o.latestSchemaVersion ?? '?'})`);
+      if (o.problem !== undefined) write(io.stderr, `problem: ${o.problem}${o.code !== undefined ? ` [${o.code}]` : ''}`);
+    }
+    return ok ? 0 : 1;
+  };
+  if (!url.startsWith('sqlite:')) {
+    const probe = await PgStore.probe(url);
+    if ('problem' in probe) return report({ reachable: false, problem: probe.problem, code: 'GH_STORE_UNAVAILABLE' });
+    const latest = probe.latestSchemaVersion;
+    const problem = probe.schemaVersion > latest ? 'the schema is newer than this backend' : probe.schemaVersion < latest ? 'the schema is older: run gatehouse-backend migrate' : undefined;
+    const code = probe.schemaVersion > latest ? 'GH_STORE_SCHEMA_NEWER' : 'GH_STORE_SCHEMA_OLDER';
+    return report({ reachable: true, ...probe, ...(problem !== undefined ? { problem, code } : {}) });
+  }
+  try {
+    const s = await openStore(url);
+    const st = await s.status();
+    await s.close();
+    return report({ reachable: true, schemaVersion: st.schemaVersion, latestSchemaVersion: st.latestSchemaVersion });
+  } catch (err) {
+    return report({ reachable: false, problem: err instanceof Error ? err.message : String(err), ...(err instanceof StoreError || err instanceof GatehouseError ? { code: err.code } : {}) });
+  }
 }
 
 /** Run `gatehouse-backend` with `args`; resolves to the exit code (0 ok, 1 failure, 2 usage). */
@@ -308,11 +375,15 @@ export async function run(args: string[], io: CliIO): Promise<number> {
       case 'serve':
         return await cmdServe(rest, io);
       case 'gateway':
-        return cmdGateway(rest, io);
+        return await cmdGateway(rest, io);
       case 'device':
-        return cmdDevice(rest, io);
+        return await cmdDevice(rest, io);
       case 'import':
-        return cmdImport(rest, io);
+        return await cmdImport(rest, io);
+      case 'migrate':
+        return await cmdMigrate(rest, io);
+      case 'check':
+        return await cmdCheck(rest, io);
       default:
         return await cmdPki(rest, io);
     }

@@ -41,3 +41,16 @@ export type BackendConfigErrorCode =
 
 /** The server's configuration is unusable. */
 export class BackendConfigError extends CodedError<BackendConfigErrorCode> {}
+
+export type StoreErrorCode =
+  /** `--store` is not sqlite:PATH or postgres://… */
+  | 'GH_STORE_URL'
+  /** The store cannot be reached now (PostgreSQL down, restarting, out of connections): retry later. */
+  | 'GH_STORE_UNAVAILABLE'
+  /** The database's schema is newer than this backend knows: upgrade the backend. */
+  | 'GH_STORE_SCHEMA_NEWER'
+  /** The database's schema is older than this backend needs: run `gatehouse-backend migrate`. */
+  | 'GH_STORE_SCHEMA_OLDER';
+
+/** The backend's store (SQLite or PostgreSQL) refused or failed an operation. */
+export class StoreError extends CodedError<StoreErrorCode> {}

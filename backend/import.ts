@@ -7,7 +7,8 @@ import { createPublicKey } from 'node:crypto';
 import type { Policy } from '../protocol/index.js';
 import { RegistryError } from './errors.js';
 import { ed25519RawFromKeyObject } from '../protocol/index.js';
-import type { NewDevice, Registry } from './registry.js';
+import type { NewDevice } from './registry.js';
+import type { BackendStore } from './store.js';
 
 /** Largest import file and record count accepted. */
 export const IMPORT_LIMITS = { bytes: 16 * 1024 * 1024, records: 100_000 } as const;
@@ -210,7 +211,7 @@ function toDevice(r: RawRecord, format: ImportFormat): NewDevice {
  * Check every record of an import file against the registry; import them all in one
  * transaction only if none is bad. Returns the number imported, or the problems.
  */
-export function importDevices(registry: Registry, text: string, format: ImportFormat): { imported: number } | { problems: ImportProblem[] } {
+export async function importDevices(registry: BackendStore, text: string, format: ImportFormat): Promise<{ imported: number } | { problems: ImportProblem[] }> {
   if (text.length > IMPORT_LIMITS.bytes) return { problems: [{ line: 1, message: `file over ${IMPORT_LIMITS.bytes} bytes` }] };
   const parsed = format === 'csv' ? parseCsv(text) : parseJsonRecords(text);
   const problems = [...parsed.problems];
@@ -231,11 +232,11 @@ export function importDevices(registry: Registry, text: string, format: ImportFo
       continue;
     }
     seen.set(d.id, r.line);
-    const problem = registry.deviceProblem(d);
+    const problem = await registry.deviceProblem(d);
     if (problem !== undefined) problems.push({ line: r.line, message: problem });
     else devices.push(d);
   }
   if (problems.length > 0) return { problems: problems.sort((a, b) => a.line - b.line) };
   if (devices.length === 0) return { problems: [{ line: 1, message: 'no records' }] };
-  return { imported: registry.addDevices(devices) };
+  return { imported: await registry.addDevices(devices) };
 }

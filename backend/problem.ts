@@ -25,6 +25,7 @@ export const PROBLEMS = {
   'body-too-large': { status: 413, title: 'Request body too large', reason: 'malformed' },
   'unsupported-media-type': { status: 415, title: 'Content-Type must be application/json', reason: 'malformed' },
   'busy': { status: 503, title: 'Backend busy, retry later', reason: 'busy' },
+  'store-unavailable': { status: 503, title: 'Backend storage unavailable, retry later', reason: 'busy' },
   'internal': { status: 500, title: 'Internal error', reason: 'internal' },
 } as const satisfies Record<string, { status: number; title: string; reason?: ReasonCode }>;
 

@@ -1,6 +1,6 @@
 /** What the registry accepts: gateway list entries, MQTT policies, gateway TPM keys. */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { isValidId, topicFilterProblem } from '../protocol/index.js';
+import { ed25519PublicKeyProblem, isValidId, topicFilterProblem, type Policy } from '../protocol/index.js';
 import { RegistryError } from './errors.js';
 
 /** Why a device's gateway list entry is unacceptable, or undefined. */
@@ -45,3 +45,35 @@ export function parseTpmPublicKey(pem: string): { key: KeyObject; pem: string; t
   return { key, pem: key.export({ format: 'pem', type: 'spki' }).toString(), tpk };
 }
 
+
+/** protocol-v1: may `device` authenticate at gateway `gw`? By id, `group:<name>` or `*`; default deny. */
+export function deviceAllowedAt(device: { gateways: readonly string[] }, gw: { id: string; groups: readonly string[] }): boolean {
+  return device.gateways.some((e) => e === '*' || e === gw.id || (e.startsWith('group:') && gw.groups.includes(e.slice(6))));
+}
+
+/** Why a new device record is unacceptable (its syntax; not whether the id is free), or undefined. */
+export function newDeviceProblem(d: { id: string; publicKey: Uint8Array; gateways: readonly string[]; policy?: Policy }): string | undefined {
+  if (!isValidId(d.id)) return `"${d.id}" is not a valid device id`;
+  const keyProblem = ed25519PublicKeyProblem(d.publicKey);
+  if (keyProblem !== undefined) return `public key: ${keyProblem}`;
+  if (d.gateways.length === 0) return 'at least one gateway (id, group:<name> or *) is required';
+  if (d.gateways.length > 256) return 'at most 256 gateway entries';
+  for (const e of d.gateways) {
+    const p = gatewayEntryProblem(e);
+    if (p !== undefined) return p;
+  }
+  if (d.policy !== undefined) {
+    const p = policyProblem(d.policy);
+    if (p !== undefined) return p;
+  }
+  return undefined;
+}
+
+/** A new gateway's id, groups and TPM key, checked; throws {@link RegistryError}. */
+export function checkNewGateway(g: { id: string; tpmPublicKeyPem: string; groups?: readonly string[] }): { groups: string[]; pem: string; tpk: Uint8Array } {
+  if (!isValidId(g.id)) throw new RegistryError('GH_REGISTRY_BAD_ID', `"${g.id}" is not a valid gateway id`);
+  const groups = [...(g.groups ?? [])];
+  for (const name of groups) if (!isValidId(name)) throw new RegistryError('GH_REGISTRY_BAD_ID', `"${name}" is not a valid group name`);
+  const { pem, tpk } = parseTpmPublicKey(g.tpmPublicKeyPem);
+  return { groups, pem, tpk };
+}

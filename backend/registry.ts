@@ -8,11 +8,11 @@
  * grant of each device, and the request nonce window (backend/nonce-store.ts).
  */
 import Database from 'better-sqlite3';
-import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, ed25519PublicKeyProblem, isValidId, type Policy } from '../protocol/index.js';
+import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, type Policy } from '../protocol/index.js';
 import { ensurePrivateFile } from './data-dir.js';
 import { RegistryError } from './errors.js';
 import { NONCES_PER_KEYID, NonceStore } from './nonce-store.js';
-import { gatewayEntryProblem, parseTpmPublicKey, policyProblem } from './registry-checks.js';
+import { checkNewGateway, deviceAllowedAt, gatewayEntryProblem, newDeviceProblem, parseTpmPublicKey, policyProblem } from './registry-checks.js';
 
 export { gatewayEntryProblem, parseTpmPublicKey, policyProblem };
 import { SCHEMA, SCHEMA_VERSION } from './registry-schema.js';
@@ -213,10 +213,7 @@ export class Registry {
   // -- gateways ---------------------------------------------------------------------------------
 
   addGateway(g: { id: string; tpmPublicKeyPem: string; groups?: readonly string[] }): GatewayRecord {
-    if (!isValidId(g.id)) throw new RegistryError('GH_REGISTRY_BAD_ID', `"${g.id}" is not a valid gateway id`);
-    const groups = [...(g.groups ?? [])];
-    for (const name of groups) if (!isValidId(name)) throw new RegistryError('GH_REGISTRY_BAD_ID', `"${name}" is not a valid group name`);
-    const { pem, tpk } = parseTpmPublicKey(g.tpmPublicKeyPem);
+    const { groups, pem, tpk } = checkNewGateway(g);
     if (this.#stmts.getGateway.get(g.id) !== undefined) throw new RegistryError('GH_REGISTRY_EXISTS', `gateway "${g.id}" already exists`);
     this.#stmts.insertGateway.run(g.id, pem, Buffer.from(tpk), JSON.stringify(groups), this.#now());
     return this.getGateway(g.id) as GatewayRecord;
@@ -244,19 +241,8 @@ export class Registry {
 
   /** Why `d` cannot be added, or undefined. Checks syntax and that the id is free. */
   deviceProblem(d: NewDevice): string | undefined {
-    if (!isValidId(d.id)) return `"${d.id}" is not a valid device id`;
-    const keyProblem = ed25519PublicKeyProblem(d.publicKey);
-    if (keyProblem !== undefined) return `public key: ${keyProblem}`;
-    if (d.gateways.length === 0) return 'at least one gateway (id, group:<name> or *) is required';
-    if (d.gateways.length > 256) return 'at most 256 gateway entries';
-    for (const e of d.gateways) {
-      const p = gatewayEntryProblem(e);
-      if (p !== undefined) return p;
-    }
-    if (d.policy !== undefined) {
-      const p = policyProblem(d.policy);
-      if (p !== undefined) return p;
-    }
+    const problem = newDeviceProblem(d);
+    if (problem !== undefined) return problem;
     if (this.#stmts.getDevice.get(d.id) !== undefined) return `device "${d.id}" already exists`;
     return undefined;
   }
@@ -297,7 +283,7 @@ export class Registry {
 
   /** protocol-v1: may `device` authenticate at gateway `gw`? */
   deviceAllowedAt(device: DeviceRecord, gw: GatewayRecord): boolean {
-    return device.gateways.some((e) => e === '*' || e === gw.id || (e.startsWith('group:') && gw.groups.includes(e.slice(6))));
+    return deviceAllowedAt(device, gw);
   }
 
   // -- revocation feed --------------------------------------------------------------------------
@@ -344,6 +330,16 @@ export class Registry {
   /** Keep `g` as the newest grant of its device (commands are signed with its `hh`). */
   recordGrant(g: GrantRecord): void {
     this.#stmts.putGrant.run(g.dev, g.gw, Buffer.from(g.hh), Buffer.from(g.spk), g.iat, g.life);
+  }
+
+  /** A verify batch's writes in one transaction (one WAL commit, not one per hello). */
+  recordVerifyOutcomes(o: { v2: readonly string[]; verifiedAt: readonly { dev: string; gw: string }[]; grants: readonly GrantRecord[] }): void {
+    if (o.v2.length + o.verifiedAt.length + o.grants.length === 0) return;
+    this.#db.transaction(() => {
+      for (const dev of o.v2) this.markDeviceV2(dev);
+      for (const x of o.verifiedAt) this.recordVerifiedAt(x.dev, x.gw);
+      for (const g of o.grants) this.recordGrant(g);
+    })();
   }
 
   newestGrant(dev: string): GrantRecord | undefined {

@@ -15,14 +15,23 @@ import { authenticate, type Authenticated, type KeyKind } from './auth.js';
 import { ensureDataDir } from './data-dir.js';
 import { Problem, sendJson, sendProblem } from './problem.js';
 import { BackendConfigError } from './errors.js';
-import { Registry } from './registry.js';
+import { openStore } from './open-store.js';
+import type { BackendStore } from './store.js';
+import { StoreError } from './errors.js';
 import { ensureSigningKey } from './signing-key.js';
 
 export const REGISTRY_FILE = 'registry.sqlite';
 
 export interface BackendOptions {
-  /** Holds the signing key (`backend-signing-key.pem`, created if missing) and `registry.sqlite`. */
+  /** Holds the signing key (`backend-signing-key.pem`, created if missing) and, by default, `registry.sqlite`. */
   dataDir: string;
+  /**
+   * Where the registry, session keys and nonces live: `sqlite:PATH` or `postgres://…`
+   * (backend/store.ts). Default `sqlite:<dataDir>/registry.sqlite`. Replicas share a PostgreSQL store.
+   */
+  store?: string;
+  /** PostgreSQL pool size per process. Default 10. */
+  storePoolSize?: number;
   tls: { certPem: string; keyPem: string };
   /** Default 127.0.0.1. */
   host?: string;
@@ -79,7 +88,8 @@ export interface RunningBackend {
   /** The configured public origin requests are verified against. */
   origin: string;
   port: number;
-  registry: Registry;
+  /** The store this backend reads and writes (shared with other replicas on PostgreSQL). */
+  store: BackendStore;
   /** `pk_S`, raw 32 bytes: what peripherals pin. */
   publicKeyRaw: Uint8Array;
   /** `kid_S`. */
@@ -134,8 +144,12 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
   ensureDataDir(opts.dataDir);
   const { signer, created } = await ensureSigningKey(opts.dataDir);
   if (created) logger.info('backend signing key created', { kid: signer.kid });
-  const registry = Registry.open(join(opts.dataDir, REGISTRY_FILE), { now: nowS, ...(opts.noncesPerKeyid !== undefined ? { noncesPerKeyid: opts.noncesPerKeyid } : {}) });
-  const nonces = registry.nonces;
+  const registry = await openStore(opts.store ?? `sqlite:${join(opts.dataDir, REGISTRY_FILE)}`, {
+    now: nowS,
+    logger,
+    ...(opts.noncesPerKeyid !== undefined ? { noncesPerKeyid: opts.noncesPerKeyid } : {}),
+    ...(opts.storePoolSize !== undefined ? { poolSize: opts.storePoolSize } : {}),
+  });
   let origin = '';
   const maxBody = opts.maxBodyBytes ?? 512 * 1024;
   const deps: ApiDeps = {
@@ -164,7 +178,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       method: 'GET',
       path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/revocations$/,
       kind: 'session',
-      handle: ({ auth, query }) => Promise.resolve({ status: 200, value: revocations(query, auth.gateway, deps) }),
+      handle: async ({ auth, query }) => ({ status: 200, value: await revocations(query, auth.gateway, deps) }),
     },
   ];
 
@@ -192,7 +206,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       headers: req.headers,
       ...(body.length > 0 ? { body: new Uint8Array(body) } : {}),
     };
-    const auth = authenticate(parts, hit.r.kind, gwFrom(hit.m), { registry, nonces, now });
+    const auth = await authenticate(parts, hit.r.kind, gwFrom(hit.m), { registry, now });
     const json = hit.r.method === 'POST' ? parseJson(body) : undefined;
     const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
     const out = await hit.r.handle({ auth, body: json, query, now });
@@ -229,6 +243,12 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
             if (status === 'close') res.once('finish', () => req.destroy());
             return;
           }
+          if (err instanceof StoreError && err.code === 'GH_STORE_UNAVAILABLE') {
+            // PostgreSQL down or restarting: a 503 the gateway retries, not a 500.
+            logger.warn('store unavailable', { method: req.method, path: req.url?.split('?')[0], error: err.cause instanceof Error ? err.cause.message : err.message });
+            sendProblem(res, 'store-unavailable', { retryAfter: 1 });
+            return;
+          }
           // CONTRIBUTING.md §9: the client gets a generic problem; the chain goes to the log.
           logger.error('request failed', { method: req.method, path: req.url?.split('?')[0], error: err instanceof Error ? err.message : String(err) });
           logger.debug('request failure stack', { stack: err instanceof Error ? err.stack : undefined });
@@ -250,7 +270,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       });
     });
   } catch (err) {
-    registry.close();
+    void registry.close();
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
@@ -258,7 +278,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     origin = resolveOrigin(opts.publicOrigin, port);
   } catch (err) {
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    registry.close();
+    void registry.close();
     throw err;
   }
   const hostForUrl = (opts.host ?? '127.0.0.1').includes(':') ? `[${opts.host ?? ''}]` : (opts.host ?? '127.0.0.1');
@@ -268,14 +288,16 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     url: `https://${hostForUrl}:${port}`,
     origin,
     port,
-    registry,
+    store: registry,
     publicKeyRaw: signer.publicKeyRaw,
     kid: signer.kid,
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         server.close(() => {
-          registry.close();
-          resolve();
+          registry.close().then(resolve, (err: unknown) => {
+            logger.warn('store close failed', { error: err instanceof Error ? err.message : String(err) });
+            resolve();
+          });
         });
         server.closeAllConnections();
       });

@@ -90,7 +90,7 @@ export async function benchBackend(opts: BackendBenchOptions = {}): Promise<Back
     const session = env.session();
     if (!(await session.start())) throw new Error('no session');
     const devs = Array.from({ length: devices }, (_, i) => `bench-${i}`);
-    for (const d of devs) env.addDevice(d);
+    for (const d of devs) await env.addDevice(d);
     const makeHellos = async (): Promise<VerifyRequest[]> =>
       Promise.all(Array.from({ length: n }, (_, i) => env.hello(devs[i % devices] as string, undefined, `h${i}`)));
     await runOnce(env, session, await makeHellos(), batch, concurrency); // warm-up (TLS, JIT, SQLite)

@@ -151,7 +151,7 @@ export class BenchEnv {
     const tpmPem = ks.publicKeyPem();
     await ks.close();
     const backend = await startBackend({ dataDir: join(dir, 'backend'), tls: { certPem: server.certPem, keyPem: server.keyPem }, publicOrigin: (port) => `https://127.0.0.1:${port}` });
-    backend.registry.addGateway({ id: GW, tpmPublicKeyPem: tpmPem });
+    await backend.store.addGateway({ id: GW, tpmPublicKeyPem: tpmPem });
     const env = new BenchEnv(dir, swtpm, backend, ca);
     env.devices = Array.from({ length: deviceCount }, (_, i) => {
       const seed = randomBytes(32);
@@ -159,7 +159,7 @@ export class BenchEnv {
       return { dev, seed: seed.toString('base64'), publicKey: Ed25519Signer.fromSeed(new Uint8Array(seed), dev).publicKeyRaw };
     });
     // The registry's bulk insert (one transaction): registering 10,000 devices one call at a time is not what is measured.
-    backend.registry.addDevices(env.devices.map((d) => ({ id: d.dev, publicKey: d.publicKey, gateways: [GW] })));
+    await backend.store.addDevices(env.devices.map((d) => ({ id: d.dev, publicKey: d.publicKey, gateways: [GW] })));
     return env;
   }
 

@@ -217,7 +217,7 @@ class Demo {
     const outsideKey = join(d, 'peripherals', 'outside-1.key');
     await rm(outsideKey, { force: true });
     const outside = await generateKeyFile(outsideKey, 'outside-1');
-    system.registry.addDevices([{ id: outside.dev, publicKey: outside.signer.publicKeyRaw, gateways: [system.gw] }]);
+    await system.registry.addDevices([{ id: outside.dev, publicKey: outside.signer.publicKeyRaw, gateways: [system.gw] }]);
 
     const config = system.config;
     this.#logStream = createWriteStream(join(d, 'gatehouse.log'), { flags: 'a', mode: 0o600 });

@@ -13,7 +13,8 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createCa, issueCert, type CertFiles } from '../backend/pki.js';
-import { Registry } from '../backend/registry.js';
+import { SqliteStore } from '../backend/sqlite-store.js';
+import type { BackendStore } from '../backend/store.js';
 import { REGISTRY_FILE, startBackend, type RunningBackend } from '../backend/server.js';
 import { ensureSigningKey } from '../backend/signing-key.js';
 import { Ed25519Signer } from '../protocol/index.js';
@@ -89,7 +90,7 @@ export interface BackendEndpoint {
 }
 
 /** The backend in this process, or in a child process with a registry handle of ours. */
-type BackendHandle = { kind: 'in-process'; running: RunningBackend } | { kind: 'process'; proc: BackendProcess; registry: Registry; endpoint: BackendEndpoint };
+type BackendHandle = { kind: 'in-process'; running: RunningBackend } | { kind: 'process'; proc: BackendProcess; registry: BackendStore; endpoint: BackendEndpoint };
 
 /** A running backend, TPM and config, ready for a gateway to start against. */
 export class EmbeddedSystem {
@@ -127,8 +128,8 @@ export class EmbeddedSystem {
   }
 
   /** The backend's registry (the same SQLite file in either mode). */
-  get registry(): Registry {
-    return this.#backendHandle.kind === 'process' ? this.#backendHandle.registry : this.#backendHandle.running.registry;
+  get registry(): BackendStore {
+    return this.#backendHandle.kind === 'process' ? this.#backendHandle.registry : this.#backendHandle.running.store;
   }
 
   /** The backend's pinned keys, as peripherals hold them. */
@@ -169,9 +170,9 @@ export class EmbeddedSystem {
       await keyStore.close();
 
       backend = opts.backendProcess === true ? await startBackendProcess(d, pki, opts.onChild) : { kind: 'in-process', running: await startBackend({ dataDir: join(d, 'backend'), tls: { certPem: pki.server.certPem, keyPem: pki.server.keyPem }, publicOrigin: opts.backendOrigin ?? ((port) => `https://127.0.0.1:${port}`) }) };
-      const registry = backend.kind === 'process' ? backend.registry : backend.running.registry;
+      const registry = backend.kind === 'process' ? backend.registry : backend.running.store;
       const endpoint = backend.kind === 'process' ? backend.endpoint : backend.running;
-      registry.addGateway({ id: gw, tpmPublicKeyPem });
+      await registry.addGateway({ id: gw, tpmPublicKeyPem });
       const where = backend.kind === 'process' ? `process pid ${backend.proc.pid}` : 'in this process';
       say(`[3/5] backend     ${endpoint.url} (reference verifier, SQLite registry, pk_S kid ${endpoint.kid}; ${where})`);
       const prefix = opts.devicePrefix ?? 'demo-sensor';
@@ -180,7 +181,7 @@ export class EmbeddedSystem {
         const seed = new Uint8Array(randomBytes(32));
         return { dev, seed, signer: Ed25519Signer.fromSeed(seed, dev) };
       });
-      registry.addDevices(devices.map((x) => ({ id: x.dev, publicKey: x.signer.publicKeyRaw, gateways: [gw], ...(opts.policy ? { policy: opts.policy } : {}) })));
+      await registry.addDevices(devices.map((x) => ({ id: x.dev, publicKey: x.signer.publicKeyRaw, gateways: [gw], ...(opts.policy ? { policy: opts.policy } : {}) })));
 
       const mqttPort = opts.mqttPort ?? ((await portIsFree(1883)) ? 1883 : await freePort());
       const base = { gw, stateDir, runtimeDir: paths.runtimeDir, kind: keyCfg.kind, tcti, backend: endpoint, caFile: pki.ca.certPath, mqttPort, socketPath: paths.socketPath };
@@ -258,7 +259,7 @@ async function closeBackend(b: BackendHandle | undefined): Promise<void> {
     await b.running.close();
     return;
   }
-  b.registry.close();
+  await b.registry.close();
   await b.proc.stop();
 }
 
@@ -269,7 +270,7 @@ async function closeBackend(b: BackendHandle | undefined): Promise<void> {
 async function startBackendProcess(d: string, pki: { server: CertFiles }, onChild: EmbeddedSystemOptions['onChild']): Promise<BackendHandle> {
   const dataDir = join(d, 'backend');
   const { signer } = await ensureSigningKey(dataDir);
-  const registry = Registry.open(join(dataDir, REGISTRY_FILE));
+  const registry = SqliteStore.open(join(dataDir, REGISTRY_FILE));
   try {
     const port = await freePort();
     const proc = await BackendProcess.start({ dataDir, certFile: pki.server.certPath, keyFile: pki.server.keyPath, port, logFile: join(d, 'backend.log') });
@@ -280,7 +281,7 @@ async function startBackendProcess(d: string, pki: { server: CertFiles }, onChil
     }
     return { kind: 'process', proc, registry, endpoint: { url: proc.url, port, kid: signer.kid, publicKeyRaw: signer.publicKeyRaw } };
   } catch (err) {
-    registry.close();
+    await registry.close();
     throw err;
   }
 }

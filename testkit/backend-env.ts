@@ -76,7 +76,7 @@ export class BackendEnv {
     await env.startBackend();
     env.keyStore = new SoftwareKeyStore({ keyFile: join(env.dir, 'gw-key.pem') });
     await env.keyStore.open();
-    env.backend.registry.addGateway({ id: GW, tpmPublicKeyPem: env.keyStore.publicKeyPem() });
+    await env.backend.store.addGateway({ id: GW, tpmPublicKeyPem: env.keyStore.publicKeyPem() });
     return env;
   }
 
@@ -148,9 +148,9 @@ export class BackendEnv {
   }
 
   /** Register a device (allowed at GW unless `gateways` says otherwise). */
-  addDevice(dev: string, gateways: string[] = [GW]): Ed25519Signer {
+  async addDevice(dev: string, gateways: string[] = [GW]): Promise<Ed25519Signer> {
     const signer = Ed25519Signer.generate(dev);
-    this.backend.registry.addDevice({ id: dev, publicKey: signer.publicKeyRaw, gateways });
+    await this.backend.store.addDevice({ id: dev, publicKey: signer.publicKeyRaw, gateways });
     this.devices.set(dev, signer);
     return signer;
   }

@@ -56,8 +56,8 @@ export interface TestBackend {
   caPem: string;
   /** The client agent trusting the test CA (a new one after `restart()`). */
   readonly dispatcher: Agent;
-  addGateway(id: string, opts?: { groups?: string[]; tpmPublicKeyPem?: string }): TestGateway;
-  addDevice(id: string, opts?: { gateways?: string[]; policy?: Policy }): Ed25519Signer;
+  addGateway(id: string, opts?: { groups?: string[]; tpmPublicKeyPem?: string }): Promise<TestGateway>;
+  addDevice(id: string, opts?: { gateways?: string[]; policy?: Policy }): Promise<Ed25519Signer>;
   /** Send a signed request (RFC 9421 `gh`) and read the JSON answer. */
   call(method: 'GET' | 'POST', path: string, opts: SignedCallOptions): Promise<CallResult>;
   /** Send exactly these headers and body (replays, unsigned requests). */
@@ -128,16 +128,16 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
       get dispatcher() {
         return dispatcher;
       },
-      addGateway(id, o = {}) {
+      async addGateway(id, o = {}) {
         const tpm = Es256Signer.generate(`tpm:${id}`);
         const pem = o.tpmPublicKeyPem ?? tpm.publicKey.export({ format: 'pem', type: 'spki' }).toString();
-        backend.registry.addGateway({ id, tpmPublicKeyPem: pem, groups: o.groups ?? [] });
+        await backend.store.addGateway({ id, tpmPublicKeyPem: pem, groups: o.groups ?? [] });
         return { id, tpm, tpmPublicKeyPem: pem };
       },
-      addDevice(id, o = {}) {
+      async addDevice(id, o = {}) {
         const signer = Ed25519Signer.generate(id);
         const d: NewDevice = { id, publicKey: signer.publicKeyRaw, gateways: o.gateways ?? ['*'], ...(o.policy ? { policy: o.policy } : {}) };
-        backend.registry.addDevice(d);
+        await backend.store.addDevice(d);
         return signer;
       },
       call,

@@ -60,7 +60,7 @@ export async function startBackend(): Promise<Backend> {
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    const gw = tb.addGateway(GW);
+    const gw = await tb.addGateway(GW);
     const url = `https://${BACKEND_TEST_NAME}:${tb.backend.port}`;
     agent = createBackendDispatcher({ url, ca: tb.caPem, connectAddress: '127.0.0.1', connectTimeoutMs: 3_000 });
     const http = new BackendHttp({ url, dispatcher: agent });
@@ -108,12 +108,13 @@ export async function startHciRig(
   peripherals: PeripheralInput[],
   options: { transport?: Partial<BleTransportOptions>; operationTimeoutMs?: number } = {},
 ): Promise<HciRig> {
-  const specs: BumblePeripheralSpec[] = peripherals.map((p) => {
+  const specs: BumblePeripheralSpec[] = [];
+  for (const p of peripherals) {
     const dev = `hci-dev-${p.n}`;
-    const signer = p.register === false ? Ed25519Signer.generate(dev) : backend.tb.addDevice(dev, { gateways: [GW] });
+    const signer = p.register === false ? Ed25519Signer.generate(dev) : await backend.tb.addDevice(dev, { gateways: [GW] });
     const { n: _n, register: _r, ...rest } = p;
-    return { ...rest, dev, address: addressOf(p.n), seed: seedOf(signer) };
-  });
+    specs.push({ ...rest, dev, address: addressOf(p.n), seed: seedOf(signer) });
+  }
   const link = await startBumbleLink({ peripherals: specs, backendKeys: backend.backendKeys });
   let transport: BleTransport | undefined;
   try {

@@ -250,12 +250,12 @@ export class FaultEnv {
       env.tpmPem = ks.publicKeyPem();
       await ks.close();
       await env.startBackend();
-      env.backend.registry.addGateway({ id: GW, tpmPublicKeyPem: env.tpmPem });
+      await env.backend.store.addGateway({ id: GW, tpmPublicKeyPem: env.tpmPem });
       env.devices = Array.from({ length: o.devices }, (_, i) => {
         const dev = `fault-${String(i).padStart(5, '0')}`;
         return { dev, signer: Ed25519Signer.fromSeed(new Uint8Array(randomBytes(32)), dev) };
       });
-      env.backend.registry.addDevices(env.devices.map((d) => ({ id: d.dev, publicKey: d.signer.publicKeyRaw, gateways: [GW] })));
+      await env.backend.store.addDevices(env.devices.map((d) => ({ id: d.dev, publicKey: d.signer.publicKeyRaw, gateways: [GW] })));
     } catch (err) {
       await env.dispose();
       throw err;

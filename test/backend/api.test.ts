@@ -13,6 +13,7 @@ import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import { startTestBackend, type CallResult, type TestBackend, type TestGateway } from '../../testkit/backend.js';
+import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
 
 const T0 = 1_800_000_000;
 
@@ -36,7 +37,8 @@ function problem(r: CallResult, status: number, slug: string): Record<string, un
   return body;
 }
 
-describe('backend API over HTTPS', () => {
+for (const kind of STORE_KINDS) describe(`backend API over HTTPS [${kind}]`, () => {
+  const store = suiteStore(kind);
   let tb: TestBackend;
   let gw: TestGateway;
   let session: Ed25519Signer;
@@ -46,8 +48,8 @@ describe('backend API over HTTPS', () => {
     tb.call('POST', '/v1/verify', { json: { hellos }, keyid, alg: 'ed25519', sign: (b) => signer.sign(b) });
 
   before(async () => {
-    tb = await startTestBackend({ clock, leaseSeconds: 3600, maxSessionSeconds: 2 * 86_400 });
-    gw = tb.addGateway('gw-1', { groups: ['plant-a'] });
+    tb = await startTestBackend({ clock, leaseSeconds: 3600, maxSessionSeconds: 2 * 86_400, store: await store.fresh() });
+    gw = await tb.addGateway('gw-1', { groups: ['plant-a'] });
     ({ session } = await tb.openSession(gw));
   });
   after(async () => tb.close());
@@ -58,7 +60,7 @@ describe('backend API over HTTPS', () => {
     let gw: TestGateway;
     let session: Ed25519Signer;
     before(async () => {
-      gw = tb.addGateway('gw-s');
+      gw = await tb.addGateway('gw-s');
       ({ session } = await tb.openSession(gw));
     });
 
@@ -112,7 +114,7 @@ describe('backend API over HTTPS', () => {
     it('refuses a session key signing for the TPM, and a path naming another gateway', async () => {
       const json = { sessionPublicKey: base64UrlEncode(Ed25519Signer.generate('s').publicKeyRaw), notAfter: T0 + 60 };
       problem(await tb.call('POST', `/v1/gateways/${gw.id}/sessions`, { json, keyid: `session:${gw.id}`, alg: 'ed25519', sign: (b) => session.sign(b) }), 403, 'wrong-key-for-call');
-      tb.addGateway('gw-other');
+      await tb.addGateway('gw-other');
       problem(
         await tb.call('POST', '/v1/gateways/gw-other/sessions', { json, keyid: `tpm:${gw.id}`, alg: 'ecdsa-p256-sha256', sign: (b) => gw.tpm.sign(b) }),
         403,
@@ -141,7 +143,7 @@ describe('backend API over HTTPS', () => {
 
   describe('POST /v1/verify', () => {
     it('answers ok with a lease for a registered device allowed here', async () => {
-      const dev = tb.addDevice('dev-ok', { gateways: ['gw-1'] });
+      const dev = await tb.addDevice('dev-ok', { gateways: ['gw-1'] });
       const hello = await helloFor(dev);
       const r = await verify([{ id: 'h1', transport: 'mqtt', hello: base64UrlEncode(hello) }]);
       assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -168,12 +170,12 @@ describe('backend API over HTTPS', () => {
     });
 
     it('gives each hello its own verdict and reason, in order', async () => {
-      const okAny = tb.addDevice('dev-any', { gateways: ['*'], policy: { pub: ['x/{dev}'], sub: [] } });
-      const okGroup = tb.addDevice('dev-group', { gateways: ['group:plant-a'] });
-      const elsewhere = tb.addDevice('dev-elsewhere', { gateways: ['gw-9', 'group:plant-b'] });
-      const revoked = tb.addDevice('dev-revoked');
-      tb.backend.registry.revokeDevice('dev-revoked');
-      tb.addDevice('dev-forged');
+      const okAny = await tb.addDevice('dev-any', { gateways: ['*'], policy: { pub: ['x/{dev}'], sub: [] } });
+      const okGroup = await tb.addDevice('dev-group', { gateways: ['group:plant-a'] });
+      const elsewhere = await tb.addDevice('dev-elsewhere', { gateways: ['gw-9', 'group:plant-b'] });
+      const revoked = await tb.addDevice('dev-revoked');
+      await tb.backend.store.revokeDevice('dev-revoked');
+      await tb.addDevice('dev-forged');
       const forger = Ed25519Signer.generate('dev-forged');
       const unknown = Ed25519Signer.generate('dev-unknown');
       const items = [
@@ -204,8 +206,8 @@ describe('backend API over HTTPS', () => {
     });
 
     it('accepts the two newest session keys and refuses an older one', async () => {
-      const dev = tb.addDevice('dev-rot');
-      const g = tb.addGateway('gw-rot');
+      const dev = await tb.addDevice('dev-rot');
+      const g = await tb.addGateway('gw-rot');
       const first = await tb.openSession(g);
       const second = await tb.openSession(g);
       const item = async () => [{ id: 'x', transport: 'mqtt', hello: base64UrlEncode(await helloFor(dev)) }];
@@ -217,8 +219,8 @@ describe('backend API over HTTPS', () => {
     });
 
     it('refuses a session key whose credential has expired', async () => {
-      const dev = tb.addDevice('dev-exp');
-      const g = tb.addGateway('gw-exp');
+      const dev = await tb.addDevice('dev-exp');
+      const g = await tb.addGateway('gw-exp');
       const s = await tb.openSession(g, T0 + 600);
       clock.set(T0 + 601);
       const r = await verify([{ id: 'x', transport: 'mqtt', hello: base64UrlEncode(await helloFor(dev)) }], s.session, 'session:gw-exp');
@@ -231,7 +233,7 @@ describe('backend API over HTTPS', () => {
     });
 
     it('refuses more than 256 hellos', async () => {
-      const dev = tb.addDevice('dev-many');
+      const dev = await tb.addDevice('dev-many');
       const h = base64UrlEncode(await helloFor(dev));
       const ok = await verify(Array.from({ length: 256 }, (_, i) => ({ id: `h${i}`, transport: 'mqtt', hello: h })));
       assert.equal(ok.status, 200);
@@ -292,15 +294,15 @@ describe('backend API over HTTPS', () => {
       const before = await get('?since=0');
       assert.equal(before.status, 200);
       const start = (before.body as { cursor: number }).cursor;
-      const r1 = tb.addDevice('dev-r1');
-      const r2 = tb.addDevice('dev-r2');
+      const r1 = await tb.addDevice('dev-r1');
+      const r2 = await tb.addDevice('dev-r2');
       const r = await verify([
         { id: 'r1', transport: 'mqtt', hello: base64UrlEncode(await helloFor(r1)) },
         { id: 'r2', transport: 'mqtt', hello: base64UrlEncode(await helloFor(r2)) },
       ]);
       assert.equal(r.status, 200);
-      tb.backend.registry.revokeDevice('dev-r1');
-      tb.backend.registry.revokeDevice('dev-r2');
+      await tb.backend.store.revokeDevice('dev-r1');
+      await tb.backend.store.revokeDevice('dev-r2');
       const page = await get(`?since=${start}`);
       assert.equal(page.status, 200);
       assert.deepEqual(page.body, { cursor: start + 2, devices: ['dev-r1', 'dev-r2'] });
@@ -310,17 +312,17 @@ describe('backend API over HTTPS', () => {
 
     it("does not tell a gateway about devices that were never verified at it", async () => {
       const start = ((await get('?since=0')).body as { cursor: number }).cursor;
-      const g2 = tb.addGateway('gw-feed-2');
+      const g2 = await tb.addGateway('gw-feed-2');
       const s2 = await tb.openSession(g2);
-      const mine = tb.addDevice('dev-feed-mine');
-      const theirs = tb.addDevice('dev-feed-theirs');
+      const mine = await tb.addDevice('dev-feed-mine');
+      const theirs = await tb.addDevice('dev-feed-theirs');
       assert.equal((await verify([{ id: 'm', transport: 'mqtt', hello: base64UrlEncode(await helloFor(mine)) }])).status, 200);
       const other = await verify([{ id: 't', transport: 'mqtt', hello: base64UrlEncode(await helloFor(theirs)) }], s2.session, 'session:gw-feed-2');
       assert.equal(other.status, 200);
-      tb.backend.registry.revokeDevice('dev-feed-theirs');
-      tb.backend.registry.revokeDevice('dev-feed-mine');
-      tb.addDevice('dev-feed-never');
-      tb.backend.registry.revokeDevice('dev-feed-never');
+      await tb.backend.store.revokeDevice('dev-feed-theirs');
+      await tb.backend.store.revokeDevice('dev-feed-mine');
+      await tb.addDevice('dev-feed-never');
+      await tb.backend.store.revokeDevice('dev-feed-never');
       assert.deepEqual((await get(`?since=${start}`)).body, { cursor: start + 3, devices: ['dev-feed-mine'] });
       assert.deepEqual((await get(`?since=${start}`, s2.session, 'gw-feed-2')).body, { cursor: start + 3, devices: ['dev-feed-theirs'] });
     });
@@ -328,7 +330,7 @@ describe('backend API over HTTPS', () => {
     it('refuses a bad cursor and another gateway\'s feed', async () => {
       problem(await get('?since=-1'), 400, 'malformed-request');
       problem(await get('?since=1&x=2'), 400, 'malformed-request');
-      tb.addGateway('gw-feed-other');
+      await tb.addGateway('gw-feed-other');
       const other = await tb.call('GET', '/v1/gateways/gw-feed-other/revocations?since=0', {
         keyid: 'session:gw-1',
         alg: 'ed25519',
@@ -361,9 +363,9 @@ describe('backend API over HTTPS', () => {
     });
 
     it('refuses a revoked gateway, even with a session key it held', async () => {
-      const g = tb.addGateway('gw-revoked');
+      const g = await tb.addGateway('gw-revoked');
       const s = await tb.openSession(g);
-      tb.backend.registry.revokeGateway('gw-revoked');
+      await tb.backend.store.revokeGateway('gw-revoked');
       const r = await verify([], s.session, 'session:gw-revoked');
       assert.equal(problem(r, 403, 'gateway-revoked')['reason'], 'revoked');
       const json = { sessionPublicKey: base64UrlEncode(Ed25519Signer.generate('s').publicKeyRaw), notAfter: T0 + 60 };
@@ -400,14 +402,15 @@ describe('backend API over HTTPS', () => {
   });
 });
 
-describe('backend HTTP limits', () => {
+for (const kind of STORE_KINDS) describe(`backend HTTP limits [${kind}]`, () => {
+  const store = suiteStore(kind);
   let tb: TestBackend;
   let gw: TestGateway;
   let session: Ed25519Signer;
 
   before(async () => {
-    tb = await startTestBackend({ noncesPerKeyid: 3 });
-    gw = tb.addGateway('gw-lim');
+    tb = await startTestBackend({ noncesPerKeyid: 3, store: await store.fresh() });
+    gw = await tb.addGateway('gw-lim');
     ({ session } = await tb.openSession(gw));
   });
   after(async () => tb.close());
@@ -433,7 +436,7 @@ describe('backend HTTP limits', () => {
   });
 
   it("answers 503 busy with Retry-After to a key over its nonce quota, and serves another gateway's key meanwhile", async () => {
-    const other = tb.addGateway('gw-lim-2');
+    const other = await tb.addGateway('gw-lim-2');
     const { session: otherSession } = await tb.openSession(other);
     const get = (g: string, s: Ed25519Signer) => tb.call('GET', `/v1/gateways/${g}/revocations`, { keyid: `session:${g}`, alg: 'ed25519', sign: (b) => s.sign(b) });
     for (let i = 0; i < 3; i++) assert.equal((await get('gw-lim', session)).status, 200);

@@ -14,6 +14,7 @@ import { createTestPki, type TestPki } from '../../backend/pki.js';
 import { startBackend, type BackendOptions } from '../../backend/server.js';
 import { Ed25519Signer, signGatehouseRequest } from '../../protocol/index.js';
 import { BACKEND_TEST_NAME, startTestBackend, type TestBackend, type TestGateway } from '../../testkit/backend.js';
+import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
 
 interface RawAnswer {
   status: number;
@@ -63,7 +64,7 @@ describe('backend: requests are bound to one deployment and one use', () => {
 
     before(async () => {
       tb = await startTestBackend({ publicOrigin: originB });
-      gw = tb.addGateway('gw-o');
+      gw = await tb.addGateway('gw-o');
       ({ session } = await tb.openSession(gw));
     });
     after(async () => tb.close());
@@ -89,14 +90,15 @@ describe('backend: requests are bound to one deployment and one use', () => {
     });
   });
 
-  describe('restart', () => {
+  for (const kind of STORE_KINDS) describe(`restart [${kind}]`, () => {
+    const store = suiteStore(kind);
     let tb: TestBackend;
     let gw: TestGateway;
     let session: Ed25519Signer;
 
     before(async () => {
-      tb = await startTestBackend();
-      gw = tb.addGateway('gw-r');
+      tb = await startTestBackend({ store: await store.fresh() });
+      gw = await tb.addGateway('gw-r');
       ({ session } = await tb.openSession(gw));
     });
     after(async () => tb.close());
@@ -116,17 +118,18 @@ describe('backend: requests are bound to one deployment and one use', () => {
     });
   });
 
-  describe('nonce quota per key', () => {
+  for (const kind of STORE_KINDS) describe(`nonce quota per key [${kind}]`, () => {
+    const store = suiteStore(kind);
     let tb: TestBackend;
 
     before(async () => {
-      tb = await startTestBackend({ noncesPerKeyid: 4 });
+      tb = await startTestBackend({ noncesPerKeyid: 4, store: await store.fresh() });
     });
     after(async () => tb.close());
 
     it("one gateway over its quota gets 503 busy while another gateway's requests go through", async () => {
-      const greedy = tb.addGateway('gw-greedy');
-      const modest = tb.addGateway('gw-modest');
+      const greedy = await tb.addGateway('gw-greedy');
+      const modest = await tb.addGateway('gw-modest');
       const g = await tb.openSession(greedy);
       const m = await tb.openSession(modest);
       const port = tb.backend.port;

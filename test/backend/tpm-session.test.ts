@@ -36,7 +36,7 @@ describe('backend: session credential for a real TPM key (swtpm)', function () {
   });
 
   it('issues a gw-cred whose tpk is the TPM key thumbprint; another gateway key is refused', async () => {
-    const gw = tb.addGateway('gw-tpm', { tpmPublicKeyPem: store.publicKeyPem() });
+    const gw = await tb.addGateway('gw-tpm', { tpmPublicKeyPem: store.publicKeyPem() });
     // RFC 9421 §3.3.4: ecdsa-p256-sha256 signs SHA-256 of the base; the TPM signs the digest.
     const tpmSign = (base: Uint8Array) => store.sign(sha256(base), { format: 'raw' });
     const session = Ed25519Signer.generate('gw-tpm');

@@ -22,6 +22,7 @@ import {
 } from '../../protocol/index.js';
 import { base64UrlDecode, base64UrlEncode } from '../../protocol/http-signature.js';
 import { startTestBackend, type TestBackend, type TestGateway } from '../../testkit/backend.js';
+import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
 
 const T0 = 1_800_000_000;
 
@@ -50,7 +51,8 @@ function helloV3(dev: Ed25519Signer): Promise<Uint8Array> {
   return signSign1(encodeCbor(m), dev);
 }
 
-describe('backend: protocol v2 hellos in POST /v1/verify', () => {
+for (const kind of STORE_KINDS) describe(`backend: protocol v2 hellos in POST /v1/verify [${kind}]`, () => {
+  const store = suiteStore(kind);
   let tb: TestBackend;
   let gw: TestGateway;
   let session: Ed25519Signer;
@@ -69,14 +71,14 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
   const verdicts = (rs: Result[]) => rs.map((r) => [r.id, r.ok ? (r.grant !== undefined ? 'ok+grant' : 'ok') : r.reason]);
 
   before(async () => {
-    tb = await startTestBackend({ clock, leaseSeconds: 3600, grantLifeSeconds: 900 });
-    gw = tb.addGateway('gw-v2');
+    tb = await startTestBackend({ clock, leaseSeconds: 3600, grantLifeSeconds: 900, store: await store.fresh() });
+    gw = await tb.addGateway('gw-v2');
     ({ session } = await tb.openSession(gw));
   });
   after(async () => tb.close());
 
   it('answers an ok v2 hello with a lease and a grant over the exact hello bytes, the gateway and the signing session key', async () => {
-    const dev = tb.addDevice('v2-ok', { gateways: ['gw-v2'] });
+    const dev = await tb.addDevice('v2-ok', { gateways: ['gw-v2'] });
     const hello = await helloV2(dev, gw.id);
     const [res] = await verify([['h1', hello]]);
     assert.ok(res?.ok);
@@ -94,15 +96,15 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
     assert.equal(verifySign1(lease, tb.backend.publicKeyRaw), true);
     assert.equal(lease.payload.version, 1);
     assert.equal(lease.payload.exp, T0 + 3600);
-    const kept = tb.backend.registry.newestGrant('v2-ok');
+    const kept = await tb.backend.store.newestGrant('v2-ok');
     assert.deepEqual(kept && { gw: kept.gw, hh: kept.hh, iat: kept.iat }, { gw: 'gw-v2', hh, iat: T0 });
   });
 
   it("puts the key that signed the request in spk, during a rotation the older one too", async () => {
-    const g = tb.addGateway('gw-v2-rot');
+    const g = await tb.addGateway('gw-v2-rot');
     const first = await tb.openSession(g);
     const second = await tb.openSession(g);
-    const dev = tb.addDevice('v2-rot');
+    const dev = await tb.addDevice('v2-rot');
     for (const s of [first.session, second.session]) {
       const [res] = await verify([['x', await helloV2(dev, g.id)]], s, g.id);
       assert.ok(res?.ok && res.grant !== undefined);
@@ -111,17 +113,17 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
   });
 
   it('refuses, not-allowed-here, a v2 hello naming another gateway than the one whose key signed the request', async () => {
-    tb.addGateway('gw-v2-elsewhere');
-    const dev = tb.addDevice('v2-relayed', { gateways: ['*'] });
+    await tb.addGateway('gw-v2-elsewhere');
+    const dev = await tb.addDevice('v2-relayed', { gateways: ['*'] });
     const rs = await verify([['relay', await helloV2(dev, 'gw-v2-elsewhere')]]);
     assert.deepEqual(verdicts(rs), [['relay', 'not-allowed-here']]);
-    assert.equal(tb.backend.registry.newestGrant('v2-relayed'), undefined);
+    assert.equal(await tb.backend.store.newestGrant('v2-relayed'), undefined);
   });
 
   it('answers v1 and v2 hellos sharing a batch, each by its version', async () => {
-    const a = tb.addDevice('mix-v1');
-    const b = tb.addDevice('mix-v2');
-    const c = tb.addDevice('mix-v2-not-here', { gateways: ['gw-nowhere'] });
+    const a = await tb.addDevice('mix-v1');
+    const b = await tb.addDevice('mix-v2');
+    const c = await tb.addDevice('mix-v2-not-here', { gateways: ['gw-nowhere'] });
     const rs = await verify([
       ['a', await helloV1(a)],
       ['b', await helloV2(b, gw.id)],
@@ -137,7 +139,7 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
   });
 
   it('refuses a malformed (untagged) or forged v2 hello, and a forged one does not mark the device as v2', async () => {
-    const dev = tb.addDevice('v2-forged');
+    const dev = await tb.addDevice('v2-forged');
     const tagged = await helloV2(dev, gw.id);
     assert.equal(tagged[0], 0xd2);
     const forged = await helloV2(Ed25519Signer.generate('v2-forged'), gw.id);
@@ -154,7 +156,7 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
   });
 
   it('refuses v1 hellos of a device once a v2 hello of it verified (No downgrade), in the same batch and after a restart', async () => {
-    const dev = tb.addDevice('v2-nodown');
+    const dev = await tb.addDevice('v2-nodown');
     assert.deepEqual(verdicts(await verify([['before', await helloV1(dev)]])), [['before', 'ok']]);
     const rs = await verify([
       ['v2', await helloV2(dev, gw.id)],
@@ -170,14 +172,14 @@ describe('backend: protocol v2 hellos in POST /v1/verify', () => {
   });
 
   it('keeps the newest grant per device: another gateway verifying it replaces gw and hh', async () => {
-    const dev = tb.addDevice('v2-moves');
-    const g2 = tb.addGateway('gw-v2-second');
+    const dev = await tb.addDevice('v2-moves');
+    const g2 = await tb.addGateway('gw-v2-second');
     const s2 = await tb.openSession(g2);
     await verify([['one', await helloV2(dev, gw.id)]]);
     const hello = await helloV2(dev, g2.id);
     const [res] = await verify([['two', hello]], s2.session, g2.id);
     assert.ok(res?.ok);
-    const kept = tb.backend.registry.newestGrant('v2-moves');
+    const kept = await tb.backend.store.newestGrant('v2-moves');
     assert.equal(kept?.gw, 'gw-v2-second');
     assert.deepEqual(kept?.hh, new Uint8Array(createHash('sha256').update(hello).digest()));
     assert.deepEqual(kept?.spk, s2.session.publicKeyRaw);
@@ -192,9 +194,9 @@ describe('backend: grant life default', () => {
   after(async () => tb.close());
 
   it('issues grants with life 86400 s unless configured', async () => {
-    const gw = tb.addGateway('gw-d');
+    const gw = await tb.addGateway('gw-d');
     const { session } = await tb.openSession(gw);
-    const dev = tb.addDevice('d-life');
+    const dev = await tb.addDevice('d-life');
     const r = await tb.call('POST', '/v1/verify', {
       json: { hellos: [{ id: 'x', transport: 'ble', hello: base64UrlEncode(await helloV2(dev, gw.id)) }] },
       keyid: 'session:gw-d',

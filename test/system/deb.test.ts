@@ -171,9 +171,9 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
   };
   const journalHas = (re: RegExp, extra = ''): Promise<Record<string, string>> =>
     waitFor(`a journal entry matching ${String(re)}`, async () => (await journal(extra)).find((e) => re.test(String(e.MESSAGE))));
-  const newDevice = (): Peripheral => {
+  const newDevice = async (): Promise<Peripheral> => {
     const dev = `sys-dev-${String(++deviceCount).padStart(3, '0')}`;
-    const signer = backend!.addDevice(dev, { gateways: [GW] });
+    const signer = await backend!.addDevice(dev, { gateways: [GW] });
     const p = new Peripheral(dev, signer, new Map([[backend!.backend.kid, backend!.backend.publicKeyRaw]]));
     peripherals.push(p);
     return p;
@@ -339,7 +339,7 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     timings.start = Date.now() - t;
     assert.equal(r.code, 0, r.stderr + (await c().sh('journalctl -u gatehouse --no-pager -n 30')));
     assert.equal((await show('ActiveState')).ActiveState, 'active');
-    const result = await newDevice().authenticate(mqttPort);
+    const result = await (await newDevice()).authenticate(mqttPort);
     assert.equal(result.kind, 'authenticated', JSON.stringify(result));
     // The status socket answers the operator's CLI.
     assert.match(await c().sh('gatehouse status'), new RegExp(GW));
@@ -352,13 +352,13 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
   });
 
   it('systemctl reload applies new rate limits from the file (info at priority 6); a broken file is an error at priority 3', async () => {
-    const before = await newDevice().authenticate(mqttPort);
+    const before = await (await newDevice()).authenticate(mqttPort);
     assert.equal(before.kind, 'authenticated', 'the default limits let a device authenticate');
     await writeConfig((cfg) => (cfg.pipeline = { rateLimits: { perDevicePerMin: 1 } }));
     assert.equal((await systemctl('reload', 'gatehouse')).code, 0);
     const info = await journalHas(/configuration reloaded: rate limits/);
     assert.equal(info.PRIORITY, '6');
-    const after = await newDevice().authenticate(mqttPort);
+    const after = await (await newDevice()).authenticate(mqttPort);
     assert.equal(after.kind, 'rejected', JSON.stringify(after));
     assert.equal((after as { reason: string }).reason, 'rate-limited');
 
@@ -400,12 +400,12 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     assert.equal(Number(after.NRestarts), Number(before.NRestarts) + 1);
     await journalHas(/Watchdog timeout/);
     await journalHas(/Main process exited, code=(dumped|killed), status=6\/ABRT/);
-    const result = await newDevice().authenticate(mqttPort);
+    const result = await (await newDevice()).authenticate(mqttPort);
     assert.equal(result.kind, 'authenticated', JSON.stringify(result));
   });
 
   it('systemctl stop drains: a hello in flight is still welcomed, then the daemon exits 0', async () => {
-    const p = newDevice();
+    const p = await newDevice();
     await p.connect(mqttPort);
     const ch = await p.challenge();
     assert.equal(ch.kind, 'challenge');
@@ -453,7 +453,7 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
     assert.equal(await connects(mqttPort, '127.0.0.1', 3000), true, '127.0.0.1 is on the list');
     assert.equal(await connects(mqttPort, '127.0.0.2', 3000), false, '127.0.0.2 is not on the list');
-    const result = await newDevice().authenticate(mqttPort);
+    const result = await (await newDevice()).authenticate(mqttPort);
     assert.equal(result.kind, 'authenticated', 'swtpm and the backend on 127.0.0.1 stay reachable');
     await dropIn('70-allow.conf', undefined);
   });

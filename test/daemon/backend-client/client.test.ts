@@ -28,7 +28,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   afterEach(async () => env.dispose());
 
   it('verifies a hello, returns a lease under pk_S, and signs the request as protocol-v1 says (checked independently)', async () => {
-    env.addDevice('sensor-1');
+    await env.addDevice('sensor-1');
     const client = env.client(session);
     await client.start();
     const before = env.requests.length;
@@ -60,10 +60,10 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('gives each device-level refusal its reason code end to end', async () => {
-    env.addDevice('good');
-    env.addDevice('elsewhere', ['gw-other']);
-    env.addDevice('to-revoke');
-    env.backend.registry.revokeDevice('to-revoke');
+    await env.addDevice('good');
+    await env.addDevice('elsewhere', ['gw-other']);
+    await env.addDevice('to-revoke');
+    await env.backend.store.revokeDevice('to-revoke');
     const client = env.client(session);
     await client.start();
     const [unknown, revoked, notHere, forged] = await Promise.all([
@@ -79,7 +79,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('gives request-level refusals their reason codes: replayed nonce, stale created, wrong key, revoked gateway', async () => {
-    env.addDevice('d1');
+    await env.addDevice('d1');
     // replayed nonce: a client whose nonce source repeats
     const replaying = env.client(session, { nonce: () => 'always-the-same-nonce' });
     assert.ok((await replaying.verify(await env.hello('d1'))).ok);
@@ -99,13 +99,13 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
     assert.equal(reasonOf(await wrong.verify(await env.hello('d1'))), 'bad-signature');
 
     // revoked gateway
-    env.backend.registry.revokeGateway(GW);
+    await env.backend.store.revokeGateway(GW);
     const client = env.client(session);
     assert.equal(reasonOf(await client.verify(await env.hello('d1'))), 'revoked');
   });
 
   it('renews a session key the backend forgot, at most once per interval', async () => {
-    env.addDevice('d1');
+    await env.addDevice('d1');
     const client = env.client(session);
     assert.ok((await client.verify(await env.hello('d1'))).ok);
     // protocol-v1: S keeps the two newest session keys; two newer sessions push ours out.
@@ -123,7 +123,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
 
   it('coalesces concurrent hellos into few requests', async () => {
     const devs = Array.from({ length: 50 }, (_, i) => `dev-${i}`);
-    for (const d of devs) env.addDevice(d);
+    for (const d of devs) await env.addDevice(d);
     const client = env.client(session);
     await client.start();
     const hellos = await Promise.all(devs.map((d) => env.hello(d)));
@@ -136,7 +136,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('answers busy beyond the queue bound and still answers everyone', async () => {
-    for (let i = 0; i < 30; i += 1) env.addDevice(`q-${i}`);
+    for (let i = 0; i < 30; i += 1) await env.addDevice(`q-${i}`);
     const client = env.client(session, { maxQueue: 10, maxInFlight: 1 });
     const hellos = await Promise.all(Array.from({ length: 30 }, (_, i) => env.hello(`q-${i}`)));
     const results = await Promise.all(hellos.map((h) => client.verify(h)));
@@ -146,8 +146,8 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('offline: leased devices are welcomed offline, others get backend-unavailable with retry; online again after a restart', async () => {
-    env.addDevice('leased');
-    env.addDevice('never-seen');
+    await env.addDevice('leased');
+    await env.addDevice('never-seen');
     const clock = new ShiftedClock();
     const client = env.client(session, { clock, breaker: { failureThreshold: 2, openMs: 10_000 }, maxAttempts: 2, retryBaseMs: 10, retryMaxMs: 20 });
     await client.start();
@@ -189,7 +189,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('answers by the caller deadline when the backend does not answer in time', async () => {
-    env.addDevice('slow');
+    await env.addDevice('slow');
     const client = env.client(session, { verifyTimeoutMs: 1 , maxWaitMs: 50 });
     const r = await client.verify(await env.hello('slow'));
     // No lease yet, so the offline rule rejects; the point is that an answer came by the deadline.
@@ -198,8 +198,8 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('polls revocations: leases dropped, listeners told, cursor persisted', async () => {
-    env.addDevice('r1');
-    env.addDevice('r2');
+    await env.addDevice('r1');
+    await env.addDevice('r2');
     const client = env.client(session, { revocationPollMs: 20 });
     const told: string[][] = [];
     const revoked = new Promise<void>((resolve) => client.onRevoked((d) => {
@@ -209,7 +209,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
     await client.start();
     assert.ok((await client.verify(await env.hello('r1'))).ok);
     assert.equal(client.stats().leases, 1);
-    env.backend.registry.revokeDevice('r1');
+    await env.backend.store.revokeDevice('r1');
     await revoked; // the poll timer found it
     assert.deepEqual(told[0], ['r1']);
     assert.equal(client.stats().leases, 0);
@@ -221,7 +221,7 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
   });
 
   it('treats a backend with an untrusted certificate as unreachable (offline rule), never talking to it', async () => {
-    env.addDevice('t1');
+    await env.addDevice('t1');
     const other = env.pki.untrustedCa.certPem;
     const client = env.client(session, { http: env.http({ ca: other }), maxAttempts: 1 });
     const r = await client.verify(await env.hello('t1'));

@@ -56,7 +56,7 @@ describe('daemon/backend-client/session against the reference backend over HTTPS
     assert.notEqual(second.signer, first.signer);
     assert.equal(session.stats().tpmSignatures, 2);
     assert.equal(session.stats().renewals, 2);
-    env.addDevice('d1');
+    await env.addDevice('d1');
     // protocol-v1: S keeps the two newest session keys, so requests signed by the old one pass.
     const oldClient = env.client({ current: () => first }, { clock });
     const oldResult = oldClient.verify(await env.hello('d1'));
@@ -105,7 +105,7 @@ describe('daemon/backend-client/session against the reference backend over HTTPS
       const store = new TpmKeyStore({ tcti: tpm.tcti, stateDir });
       await store.open();
       try {
-        env.backend.registry.addGateway({ id: 'gw-tpm', tpmPublicKeyPem: store.publicKeyPem() });
+        await env.backend.store.addGateway({ id: 'gw-tpm', tpmPublicKeyPem: store.publicKeyPem() });
         const session = env.session({
           gw: 'gw-tpm',
           clock,

@@ -74,7 +74,7 @@ describe('daemon as a child process: kill -9 and restart', function () {
     assert.equal((await peripheral(0).authenticate(rig.mqttPort)).kind, 'authenticated');
     const revoked = peripheral(4);
     assert.equal((await revoked.authenticate(rig.mqttPort)).kind, 'authenticated');
-    rig.system.backend.registry.revokeDevice(device(rig.system, 4).dev);
+    await rig.system.backend.store.revokeDevice(device(rig.system, 4).dev);
     // revocationPollSec is 5 in the embedded config.
     await revoked.closedByGateway(30_000);
     assert.equal((await stopDaemon(daemon)).code, 0, daemon.child.stderr());

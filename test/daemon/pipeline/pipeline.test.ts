@@ -42,8 +42,8 @@ describe('daemon/pipeline Pipeline', () => {
 
   before(async () => {
     backend = new FakeVerifier(GW);
-    devA = backend.addDevice('dev-a');
-    devB = backend.addDevice('dev-b', { pub: ['x/{dev}'], sub: ['y/{dev}/#'] });
+    devA = await backend.addDevice('dev-a');
+    devB = await backend.addDevice('dev-b', { pub: ['x/{dev}'], sub: ['y/{dev}/#'] });
     session = await backend.makeSession();
   });
 

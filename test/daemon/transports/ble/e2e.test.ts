@@ -46,7 +46,7 @@ describe('BLE end to end (reference backend, backend client, pipeline, real nobl
 
   it('welcomes a registered peripheral and rejects an unknown one, each verified at the peripheral', async () => {
     tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
-    const gw = tb.addGateway(GW);
+    const gw = await tb.addGateway(GW);
     dir = await mkdtemp(join(tmpdir(), 'gh-ble-e2e-'));
     const url = `https://${BACKEND_TEST_NAME}:${tb.backend.port}`;
     agent = createBackendDispatcher({ url, ca: tb.caPem, connectAddress: '127.0.0.1', connectTimeoutMs: 3_000 });
@@ -75,7 +75,7 @@ describe('BLE end to end (reference backend, backend client, pipeline, real nobl
     const known = new ReferenceBlePeripheral({
       address: 'c0:de:00:00:e2:01',
       dev: 'ble-e2e-1',
-      signer: tb.addDevice('ble-e2e-1', { gateways: [GW] }),
+      signer: await tb.addDevice('ble-e2e-1', { gateways: [GW] }),
       backendKeys,
       mtu: 23,
     });

@@ -104,8 +104,8 @@ describe('daemon/transports/mqtt end to end (reference backend, backend client, 
     keyStore = new TpmKeyStore({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm') });
     await keyStore.open();
     tb = await startTestBackend();
-    tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
-    for (const dev of ['sensor-1', 'sensor-2', 'mosq-1', 'mosq-2']) devices.set(dev, tb.addDevice(dev));
+    await tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
+    for (const dev of ['sensor-1', 'sensor-2', 'mosq-1', 'mosq-2']) devices.set(dev, await tb.addDevice(dev));
     const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 3000 });
     closeAgent = () => agent.close();
     http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });

@@ -36,9 +36,9 @@ describe('daemon/transports/mqtt hostile clients (real aedes on loopback)', func
   before(async () => {
     const fb = await fakeBackend();
     backend = fb.backend;
-    for (const dev of ['dev-a', 'dev-b', 'dev-c', 'flood', '__proto__', 'constructor']) signers.set(dev, backend.addDevice(dev));
-    signers.set('observer', backend.addDevice('observer', { pub: [], sub: ['devices/#'] }));
-    signers.set('dev-empty', backend.addDevice('dev-empty', { pub: [], sub: [] }));
+    for (const dev of ['dev-a', 'dev-b', 'dev-c', 'flood', '__proto__', 'constructor']) signers.set(dev, await backend.addDevice(dev));
+    signers.set('observer', await backend.addDevice('observer', { pub: [], sub: ['devices/#'] }));
+    signers.set('dev-empty', await backend.addDevice('dev-empty', { pub: [], sub: [] }));
     // Many tests welcome the same few devices: the per-device bucket is widened; the flood test
     // relies on the per-connection one (20 per minute).
     h = await startHarness(backend, fb.sessions, { pipeline: { rateLimits: { perDevicePerMin: 500 } } });

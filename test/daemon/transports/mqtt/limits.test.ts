@@ -80,7 +80,7 @@ describe('daemon/transports/mqtt connection limits (real aedes on loopback)', ()
 
   before(async () => {
     ({ backend, sessions } = await fakeBackend());
-    backend.addDevice('dev-a');
+    await backend.addDevice('dev-a');
   });
 
   afterEach(async () => {

@@ -108,9 +108,9 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     keyStore = new TpmKeyStore({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm') });
     await keyStore.open();
     tb = await startTestBackend();
-    tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
-    const other = tb.addGateway(GW_FOREIGN);
-    for (const dev of ['v2-a', 'v2-relay', 'v2-drops', 'v2-foreign', 'v2-mix', 'v1-relay']) devices.set(dev, tb.addDevice(dev, { gateways: [GW] }));
+    await tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
+    const other = await tb.addGateway(GW_FOREIGN);
+    for (const dev of ['v2-a', 'v2-relay', 'v2-drops', 'v2-foreign', 'v2-mix', 'v1-relay']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
     const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 3000 });
     closeAgent = () => agent.close();
     http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
@@ -301,7 +301,7 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     assert.ok(r.kind === 'rejected' && r.reason === 'not-allowed-here');
     await p.close();
     // Revoked: the backend no longer answers this gateway's requests; no grant, no welcome.
-    assert.equal(tb.backend.registry.revokeGateway(GW_FOREIGN), true);
+    assert.equal(await tb.backend.store.revokeGateway(GW_FOREIGN), true);
     const q = v2Peripheral(foreign.h.url, 'v2-foreign');
     await q.connect();
     const rq = await q.authenticate();
@@ -331,7 +331,7 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
   it('gatehouse peripheral mqtt --protocol 2 authenticates, has a ping receipted and says bye', async () => {
     const keyPath = join(dir, 'cli-v2.key');
     const key = await generateKeyFile(keyPath, 'v2-cli');
-    tb.backend.registry.addDevice({ id: 'v2-cli', publicKey: key.signer.publicKeyRaw, gateways: [GW] });
+    await tb.backend.store.addDevice({ id: 'v2-cli', publicKey: key.signer.publicKeyRaw, gateways: [GW] });
     const io = captureIO();
     const code = await peripheralCli(
       ['mqtt', '--key', keyPath, '--url', gw.h.url, '--backend-key', Buffer.from(tb.backend.publicKeyRaw).toString('hex'), '--backend-kid', tb.backend.kid, '--protocol', '2'],
