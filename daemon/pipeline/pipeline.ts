@@ -334,7 +334,7 @@ export class Pipeline implements AuthPipeline {
       { type: 'welcome', version: 1, dev, gw: this.#gw, hh, cred: session.credential },
       this.#signerOf(session),
     );
-    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline });
+    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline, leaseExp: result.lease.exp });
     this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline });
     return { reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline } };
   }
@@ -378,7 +378,7 @@ export class Pipeline implements AuthPipeline {
         bytes = encodeUnsignedReject(message);
       }
     }
-    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false });
+    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false, ...(plan.retry === undefined ? {} : { retry: plan.retry }) });
     this.#log.info('peripheral rejected', { conn: conn.id, transport: conn.transport, dev: plan.dev, reason: plan.reason });
     return bytes;
   }
@@ -386,7 +386,7 @@ export class Pipeline implements AuthPipeline {
   #record(
     conn: IngressConnection,
     started: number,
-    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean },
+    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean; retry?: number; leaseExp?: number },
   ): void {
     this.events.record({
       at: this.#clock.now(),
@@ -397,6 +397,9 @@ export class Pipeline implements AuthPipeline {
       ...(fields.reason === undefined ? {} : { reason: fields.reason }),
       latencyMs: Math.max(0, this.#elapsed.now() - started),
       offline: fields.offline,
+      remote: conn.remote,
+      ...(fields.retry === undefined ? {} : { retry: fields.retry }),
+      ...(fields.leaseExp === undefined ? {} : { leaseExp: fields.leaseExp }),
     });
   }
 }

@@ -96,4 +96,10 @@ export interface DecisionEvent {
   reason?: ReasonCode;
   latencyMs: number;
   offline: boolean;
+  /** The connection's remote address (IP:port, or a BLE address): for display, never an identity. */
+  remote?: string;
+  /** A reject's `retry` (seconds): when the peripheral may try again. */
+  retry?: number;
+  /** A welcome's lease `exp` (unix seconds). */
+  leaseExp?: number;
 }
