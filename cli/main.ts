@@ -20,7 +20,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   run: { summary: 'Run the daemon (what systemd starts)', module: '../daemon/cli/run.js' },
   demo: { summary: 'Run a self-contained demo: backend, gateway and peripherals on loopback', module: '../demo/demo.js' },
   status: { summary: "Show the running daemon's state", module: '../daemon/cli/status.js' },
-  peripherals: { summary: 'List connected peripherals', module: '../daemon/cli/peripherals.js' },
+  peripherals: { summary: 'Connected peripherals; --failing: who keeps failing and why; DEV: one device', module: '../daemon/cli/peripherals.js' },
   events: { summary: 'Show recent decisions (--follow to stream)', module: '../daemon/cli/events.js' },
   check: { summary: 'Run diagnostics (OK/WARN/FAIL and what to do)', module: '../daemon/cli/check.js' },
   config: { summary: 'Validate the config file (config check)', module: '../daemon/cli/config.js' },

@@ -13,7 +13,9 @@ import type { CheckContext, CheckReport, ListenerFacts } from './check/types.js'
 import type { GatehouseConfig } from './config/schema.js';
 import type { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
-import type { EventPage, PeripheralInfo, StatusReport, StatusSource } from './status/types.js';
+import { FailingTracker } from './status/failing.js';
+import { roundMs } from './status/json.js';
+import type { EventPage, FailingPeripheral, PeripheralInfo, StatusReport, StatusSource } from './status/types.js';
 import type { MqttTransport } from './transports/mqtt/transport.js';
 import type { BleTransport } from './transports/ble/transport.js';
 import type { KeyStore } from '../tpm/key-store.js';
@@ -41,6 +43,8 @@ export class GatewayStatus implements StatusSource {
   readonly #mqttPeers = new Map<string, PeripheralInfo>();
   /** BLE welcomes by device id, most recent last. */
   readonly #blePeers = new Map<string, PeripheralInfo>();
+  /** Devices whose recent attempts failed (bounded by device count and age). */
+  readonly #failing = new FailingTracker();
   #mqtt: MqttTransport | undefined;
   #ble: BleTransport | undefined;
 
@@ -61,6 +65,10 @@ export class GatewayStatus implements StatusSource {
 
   attachBle(ble: BleTransport | undefined): void {
     this.#ble = ble;
+    // The BLE back-off (by address) decides when a failing device is next tried.
+    ble?.on('exchange', (x) => {
+      if (x.dev !== undefined && x.outcome !== 'welcome' && x.holdOffMs > 0) this.#failing.holdOff(x.dev, this.#o.clock.now() + x.holdOffMs);
+    });
   }
 
   /** One line for systemd's STATUS=. */
@@ -100,6 +108,7 @@ export class GatewayStatus implements StatusSource {
       },
       decisions: this.#decisionTotals(),
       rateLimits: this.#o.pipeline.rateLimits(),
+      failing: this.#failing.list(now).length,
     };
   }
 
@@ -113,12 +122,22 @@ export class GatewayStatus implements StatusSource {
     });
   }
 
-  getEvents(since: number, limit: number): EventPage {
+  getFailing(): FailingPeripheral[] {
+    return this.#failing.list(this.#o.clock.now());
+  }
+
+  getEvents(since: number, limit: number, dev?: string): EventPage {
     const all = this.#o.pipeline.events.recent(since);
-    const events = all.slice(0, limit);
+    const events: DecisionEvent[] = [];
+    let next = since;
+    // With a device filter, `next` is the last event looked at, so a follower never rescans it.
+    for (const e of all) {
+      if (events.length >= limit) break;
+      next = e.seq;
+      if (dev === undefined || e.dev === dev) events.push({ ...e, latencyMs: roundMs(e.latencyMs) });
+    }
     const first = all[0];
-    const last = events[events.length - 1];
-    return { events, next: last?.seq ?? since, truncated: first !== undefined && first.seq > since + 1 };
+    return { events, next, truncated: first !== undefined && first.seq > since + 1 };
   }
 
   runChecks(): Promise<CheckReport> {
@@ -151,6 +170,7 @@ export class GatewayStatus implements StatusSource {
       },
       ...(this.#ble !== undefined || cfg.ble.enabled ? { ble: () => ({ adapterState: this.#ble?.stats().state ?? 'unavailable' }) } : {}),
       mqtt: () => this.#listeners(),
+      failing: () => this.getFailing(),
     };
   }
 
@@ -173,22 +193,28 @@ export class GatewayStatus implements StatusSource {
   }
 
   #onDecision(e: DecisionEvent): void {
+    this.#failing.record(e);
     if (e.dev === undefined) return;
     if (e.transport === 'mqtt') {
       const known = this.#mqttPeers.get(e.connection);
       if (e.outcome === 'challenge' && known === undefined) {
-        this.#mqttPeers.set(e.connection, { dev: e.dev, transport: 'mqtt', connection: e.connection, remote: '', state: 'pending', since: e.at, offline: false });
+        this.#mqttPeers.set(e.connection, { dev: e.dev, transport: 'mqtt', connection: e.connection, remote: e.remote ?? '', state: 'pending', since: e.at, offline: false });
       } else if (e.outcome === 'welcome') {
-        this.#mqttPeers.set(e.connection, { dev: e.dev, transport: 'mqtt', connection: e.connection, remote: '', state: 'welcomed', since: e.at, offline: e.offline });
+        this.#mqttPeers.set(e.connection, { dev: e.dev, transport: 'mqtt', connection: e.connection, remote: e.remote ?? known?.remote ?? '', state: 'welcomed', since: e.at, offline: e.offline, ...leaseOf(e) });
       }
       // A connection that never challenges never shows; pending ones are capped by the broker's maxConnections.
     } else if (e.outcome === 'welcome') {
       this.#blePeers.delete(e.dev);
-      this.#blePeers.set(e.dev, { dev: e.dev, transport: 'ble', connection: e.connection, remote: '', state: 'welcomed', since: e.at, offline: e.offline });
+      this.#blePeers.set(e.dev, { dev: e.dev, transport: 'ble', connection: e.connection, remote: e.remote ?? '', state: 'welcomed', since: e.at, offline: e.offline, ...leaseOf(e) });
       if (this.#blePeers.size > MAX_BLE_PERIPHERALS) {
         const oldest = this.#blePeers.keys().next().value;
         if (oldest !== undefined) this.#blePeers.delete(oldest);
       }
     }
   }
+}
+
+/** The lease expiry a welcome carries (online from the verify answer, offline from the cached lease). */
+function leaseOf(e: DecisionEvent): { leaseExp?: number } {
+  return e.leaseExp === undefined ? {} : { leaseExp: e.leaseExp };
 }

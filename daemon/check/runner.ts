@@ -12,6 +12,7 @@ import { clockSane } from './checks/clock-sane.js';
 import { configValid } from './checks/config-valid.js';
 import { credentialExpiry } from './checks/credential-expiry.js';
 import { mqttListeners } from './checks/mqtt-listeners.js';
+import { peripheralsFailing } from './checks/peripherals-failing.js';
 import { stateWritable } from './checks/state-writable.js';
 import { tpmKey } from './checks/tpm-key.js';
 
@@ -26,6 +27,7 @@ export const ALL_CHECKS: readonly Check[] = [
   credentialExpiry,
   mqttListeners,
   bleAdapter,
+  peripheralsFailing,
 ];
 
 export interface RunChecksOptions {

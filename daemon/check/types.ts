@@ -3,6 +3,7 @@
  * one-line description, a status and what to do about it.
  */
 import type { GatehouseConfig } from '../config/schema.js';
+import type { FailingPeripheral } from '../status/failing.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -82,6 +83,8 @@ export interface CheckContext {
   backend?: () => Promise<BackendProbeResult>;
   ble?: () => BleFacts;
   mqtt?: () => ListenerFacts[];
+  /** Devices whose recent attempts failed (the running daemon's tracker). */
+  failing?: () => FailingPeripheral[];
 }
 
 export interface Check {

@@ -4,8 +4,14 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../../common/cli-io.js';
+import { isValidId } from '../../protocol/index.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Options of the commands that print times: the operator's time zone unless --utc. */
+export const TIME_OPTIONS = {
+  utc: { type: 'boolean' },
+} as const satisfies Options;
 
 /** Options every read command takes. */
 export const SOCKET_OPTIONS = {
@@ -33,6 +39,14 @@ export function intOption(command: string, name: string, value: string | undefin
   if (value === undefined) return dflt;
   if (!/^\d{1,16}$/.test(value) || Number(value) > max) throw new UsageError(`${command}: --${name} must be an integer 0..${max}, got ${JSON.stringify(value)}`);
   return Number(value);
+}
+
+/** A device id argument (1-64 id characters), or a usage error naming `what`. */
+export function devArgument(command: string, what: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const shown = JSON.stringify(value.slice(0, 80));
+  if (!isValidId(value)) throw new UsageError(`${command}: ${what} must be a device id (1-64 of A-Z a-z 0-9 . _ : -), got ${shown}`);
+  return value;
 }
 
 export const DEFAULT_STATUS_SOCKET = '/run/gatehouse/status.sock';

@@ -395,7 +395,7 @@ export class Pipeline implements AuthPipeline {
       { type: 'welcome', version: 1, dev, gw: this.#gw, hh, cred: session.credential },
       this.#signerOf(session),
     );
-    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline });
+    this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline, leaseExp: result.lease.exp });
     this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline });
     return { reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline } };
   }
@@ -471,7 +471,7 @@ export class Pipeline implements AuthPipeline {
         bytes = await encodeRejectOf(input, undefined);
       }
     }
-    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false, version: plan.version ?? 1 });
+    this.#record(conn, started, { dev: plan.dev, outcome: 'reject', reason: plan.reason, offline: false, version: plan.version ?? 1, ...(plan.retry === undefined ? {} : { retry: plan.retry }) });
     this.#log.info('peripheral rejected', { conn: conn.id, transport: conn.transport, dev: plan.dev, reason: plan.reason });
     return bytes;
   }
@@ -479,7 +479,7 @@ export class Pipeline implements AuthPipeline {
   #record(
     conn: IngressConnection,
     started: number,
-    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean; version?: ProtocolVersion },
+    fields: { dev: string | undefined; outcome: 'welcome' | 'reject' | 'challenge'; reason?: ReasonCode; offline: boolean; version?: ProtocolVersion; retry?: number; leaseExp?: number },
   ): void {
     this.events.record({
       at: this.#clock.now(),
@@ -491,6 +491,9 @@ export class Pipeline implements AuthPipeline {
       latencyMs: Math.max(0, this.#elapsed.now() - started),
       offline: fields.offline,
       ...(fields.version === 2 ? { version: 2 as const } : {}),
+      remote: conn.remote,
+      ...(fields.retry === undefined ? {} : { retry: fields.retry }),
+      ...(fields.leaseExp === undefined ? {} : { leaseExp: fields.leaseExp }),
     });
   }
 }

@@ -122,4 +122,10 @@ export interface DecisionEvent {
   offline: boolean;
   /** The protocol version of the exchange (absent: 1). */
   version?: ProtocolVersion;
+  /** The connection's remote address (IP:port, or a BLE address): for display, never an identity. */
+  remote?: string;
+  /** A reject's `retry` (seconds): when the peripheral may try again. */
+  retry?: number;
+  /** A welcome's lease `exp` (unix seconds). */
+  leaseExp?: number;
 }

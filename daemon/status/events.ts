@@ -27,8 +27,11 @@ export class EventRing {
     return this.#seq;
   }
 
-  /** Events with seq > since, oldest first, at most `limit`. */
-  since(since: number, limit: number): EventPage {
+  /**
+   * Events with seq > since, oldest first, at most `limit`; only those of device `dev` when
+   * given (then `next` is the last event looked at, so a follower does not look at it again).
+   */
+  since(since: number, limit: number, dev?: string): EventPage {
     let after = since;
     let truncated = false;
     // A cursor beyond our newest event comes from before a restart: start over and say so.
@@ -39,11 +42,13 @@ export class EventRing {
     const oldest = Math.max(1, this.#seq - this.capacity + 1);
     if (this.#seq > 0 && after + 1 < oldest) truncated = true;
     const events: DecisionEvent[] = [];
+    let next = after;
     for (let s = Math.max(after + 1, oldest); s <= this.#seq && events.length < limit; s++) {
       const e = this.#buf[s % this.capacity];
-      if (e !== undefined) events.push(e);
+      if (e === undefined) continue;
+      next = e.seq;
+      if (dev === undefined || e.dev === dev) events.push(e);
     }
-    const next = events[events.length - 1]?.seq ?? after;
     return { events, next, truncated };
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The status socket: HTTP/1.1 over a Unix socket, read-only. Routes: GET /v1/status,
- * /v1/peripherals, /v1/events?since=&limit=, /v1/check, /metrics. Access control is the socket's
+ * /v1/peripherals, /v1/failing, /v1/events?since=&limit=&dev=, /v1/check, /metrics. Access control is the socket's
  * mode (0660) and group; no body is ever accepted; every internal failure answers a generic
  * problem and logs the chain (CONTRIBUTING.md §9).
  */
@@ -8,6 +8,7 @@ import { chmod, chown, lstat, stat, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'winston';
 import { logError, silentLogger } from '../../common/log/logger.js';
+import { isValidId } from '../../protocol/index.js';
 import { StatusError } from './errors.js';
 import { problem, sendJson, sendProblem } from './problem.js';
 import { groupId, prepareSocketPath } from './socket-file.js';
@@ -36,7 +37,7 @@ export interface StatusServerOptions {
 }
 
 const SOCKET_MODE = 0o660;
-const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/events', '/v1/check', '/metrics']);
+const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/failing', '/v1/events', '/v1/check', '/metrics']);
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 
 function intParam(params: URLSearchParams, name: string, dflt: number, max: number): number {
@@ -185,7 +186,7 @@ export class StatusServer {
       return;
     }
     const params = url.searchParams;
-    const allowed = url.pathname === '/v1/events' ? ['since', 'limit'] : [];
+    const allowed = url.pathname === '/v1/events' ? ['since', 'limit', 'dev'] : [];
     for (const key of params.keys()) {
       if (!allowed.includes(key)) {
         sendProblem(res, problem(400, `unknown query parameter ${JSON.stringify(key.slice(0, 32))}`), {}, head);
@@ -200,12 +201,20 @@ export class StatusServer {
       case '/v1/peripherals':
         sendJson(res, 200, { peripherals: await src.getPeripherals() }, head);
         return;
+      case '/v1/failing':
+        sendJson(res, 200, { failing: await src.getFailing() }, head);
+        return;
       case '/v1/events': {
         let since: number;
         let limit: number;
+        let dev: string | undefined;
         try {
           since = intParam(params, 'since', 0, MAX_SEQ);
           limit = intParam(params, 'limit', 100, this.#opts.maxEventsPerPage);
+          // A device id (1-64 id characters) or nothing: the filter is as bounded as the ring.
+          const d = params.get('dev');
+          if (d !== null && !isValidId(d)) throw new StatusError('GH_STATUS_BAD_QUERY', 'query parameter dev must be a device id (1-64 of A-Z a-z 0-9 . _ : -)');
+          dev = d ?? undefined;
         } catch (err) {
           if (err instanceof StatusError && err.code === 'GH_STATUS_BAD_QUERY') {
             sendProblem(res, problem(400, err.message), {}, head);
@@ -213,7 +222,7 @@ export class StatusServer {
           }
           throw err;
         }
-        sendJson(res, 200, src.getEvents(since, limit), head);
+        sendJson(res, 200, src.getEvents(since, limit, dev), head);
         return;
       }
       case '/v1/check': {

@@ -5,6 +5,9 @@
 import type { Registry } from 'prom-client';
 import type { CheckReport } from '../check/types.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
+import type { FailingPeripheral } from './failing.js';
+
+export type { FailingPeripheral } from './failing.js';
 
 export interface StatusReport {
   gateway: {
@@ -38,6 +41,8 @@ export interface StatusReport {
   decisions: { welcome: number; reject: number; offline: number };
   /** The pipeline's rate limits in force (requests per minute; SIGHUP changes them). */
   rateLimits: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number };
+  /** Devices whose recent attempts failed (the length of `/v1/failing`). */
+  failing?: number;
 }
 
 export interface PeripheralInfo {
@@ -79,8 +84,10 @@ export interface EventPage {
 export interface StatusSource {
   getStatus(): StatusReport | Promise<StatusReport>;
   getPeripherals(): PeripheralInfo[] | Promise<PeripheralInfo[]>;
-  /** Events with seq > since, oldest first, at most `limit`. */
-  getEvents(since: number, limit: number): EventPage;
+  /** Events with seq > since, oldest first, at most `limit`; only device `dev`'s when given. */
+  getEvents(since: number, limit: number, dev?: string): EventPage;
+  /** Devices whose recent attempts failed, the most recent first (`/v1/failing`). */
+  getFailing(): FailingPeripheral[] | Promise<FailingPeripheral[]>;
   runChecks(): Promise<CheckReport>;
   /** A private prom-client Registry (never the global one) served at /metrics. */
   readonly registry: Registry;

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { ALL_CHECKS, exitCodeFor, runChecks } from '../../../daemon/check/runner.js';
 import { type CheckContext, type CheckReport } from '../../../daemon/check/types.js';
 import { parseConfigText } from '../../../daemon/config/load.js';
+import { FailingTracker } from '../../../daemon/status/failing.js';
+import { REASON_ADVICE } from '../../../daemon/status/reason-advice.js';
 import { minimalConfigYaml } from '../../../testkit/config.js';
 
 const NOW = new Date('2026-06-01T12:00:00Z');
@@ -30,6 +32,7 @@ describe('daemon/check', () => {
       backend: () => Promise.resolve({ ok: true, detail: 'backend.example:8443: TLS ok' }),
       ble: () => ({ adapterState: 'poweredOn' }),
       mqtt: () => [{ name: 'tcp', address: '127.0.0.1', port: 1883, listening: true }],
+      failing: () => [],
     };
   });
   afterEach(async () => {
@@ -118,6 +121,18 @@ describe('daemon/check', () => {
     cfg.tpm.kind = 'software';
     const report = await runChecks({ ...healthy, config: { ok: true, config: cfg, file: 'f' } }, ALL_CHECKS, { only: ['tpm.key'] });
     assert.equal(report.status, 'warn');
+  });
+
+  it('peripherals.failing warns with the devices and the advice of the newest reason; skips offline', async () => {
+    const tracker = new FailingTracker();
+    const t = NOW.getTime();
+    for (let i = 0; i < 5; i++) tracker.record({ seq: i, at: t - 5000 + i, transport: 'mqtt', connection: `mqtt:${i}`, dev: `dev-${i}`, outcome: 'reject', reason: i === 4 ? 'not-allowed-here' : 'bad-signature', latencyMs: 1, offline: false });
+    const r = byId(await runChecks({ ...healthy, failing: () => tracker.list(t) }, ALL_CHECKS, { only: ['peripherals.failing'] }));
+    assert.equal(r['peripherals.failing']?.status, 'warn');
+    assert.equal(r['peripherals.failing']?.message, '5 peripheral(s) failing: dev-4 (1x not-allowed-here), dev-3 (1x bad-signature), dev-2 (1x bad-signature) and 2 more');
+    assert.equal(r['peripherals.failing']?.action, `not-allowed-here: ${REASON_ADVICE['not-allowed-here'].action}; all of them: gatehouse peripherals --failing`);
+    const { failing: _f, ...offline } = healthy;
+    assert.equal(byId(await runChecks(offline, ALL_CHECKS, { only: ['peripherals.failing'] }))['peripherals.failing']?.status, 'skip');
   });
 
   it('a crashing or hanging check fails alone, without internal detail', async () => {

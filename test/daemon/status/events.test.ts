@@ -24,6 +24,14 @@ describe('daemon/status/events', () => {
     assert.equal(page.next, 1);
   });
 
+  it('filters by device; next is the last event looked at', () => {
+    const ring = new EventRing(8);
+    for (const dev of ['a', 'b', 'a', 'b', 'b']) ring.push({ ...base, dev });
+    assert.deepEqual(ring.since(0, 10, 'a'), { events: [ring.since(0, 1).events[0], ring.since(2, 1).events[0]], next: 5, truncated: false });
+    assert.deepEqual([ring.since(0, 1, 'b').events.map((e) => e.seq), ring.since(0, 1, 'b').next], [[2], 2]);
+    assert.deepEqual(ring.since(0, 10, 'c'), { events: [], next: 5, truncated: false });
+  });
+
   it('refuses a zero capacity', () => {
     assert.throws(() => new EventRing(0), RangeError);
   });

@@ -111,6 +111,27 @@ describe('daemon/status/server', () => {
     assert.equal((JSON.parse(c.body) as { status: string }).status, 'ok');
   });
 
+  it('serves /v1/failing and filters /v1/events by device (dev checked, cursor past what it skipped)', async () => {
+    assert.deepEqual(JSON.parse((await unixRequest(sock, '/v1/failing')).body), { failing: [] });
+    source.decide('dev-a', 'reject', { reason: 'not-allowed-here' });
+    source.decide('dev-b', 'welcome');
+    source.decide('dev-a', 'reject', { reason: 'rate-limited', retry: 7 });
+    const f = JSON.parse((await unixRequest(sock, '/v1/failing')).body) as { failing: { dev: string; failures: number; lastReason: string; advice: { action: string } }[] };
+    assert.deepEqual(f.failing.map((x) => [x.dev, x.failures, x.lastReason]), [['dev-a', 2, 'rate-limited']]);
+    assert.match(f.failing[0]?.advice.action ?? '', /next attempt time/);
+    const e = JSON.parse((await unixRequest(sock, '/v1/events?dev=dev-a&limit=1')).body) as { events: { seq: number }[]; next: number };
+    assert.deepEqual([e.events.map((x) => x.seq), e.next], [[1], 1]);
+    const e2 = JSON.parse((await unixRequest(sock, `/v1/events?dev=dev-a&since=${e.next}`)).body) as { events: { seq: number }[]; next: number };
+    assert.deepEqual([e2.events.map((x) => x.seq), e2.next], [[3], 3]);
+    const none = JSON.parse((await unixRequest(sock, '/v1/events?dev=dev-zzz')).body) as { events: unknown[]; next: number };
+    assert.deepEqual([none.events, none.next], [[], 3]);
+    for (const bad of ['a%20b', 'x'.repeat(65), '']) {
+      const r = await unixRequest(sock, `/v1/events?dev=${bad}`);
+      assert.equal(r.status, 400, bad);
+      assert.match((JSON.parse(r.body) as { detail: string }).detail, /dev must be a device id/);
+    }
+  });
+
   it('exposes Prometheus metrics from the private registry', async () => {
     source.decide('dev-1', 'welcome');
     source.decide('dev-2', 'reject');
