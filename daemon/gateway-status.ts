@@ -152,7 +152,13 @@ export class GatewayStatus implements StatusSource {
       // The daemon holds the key store open: a public-key read proves the TPM answered at open.
       tpm: async () => {
         const noDA = this.#o.keyStore.noDA?.();
-        return { reachable: true, keyPresent: this.#o.keyStore.thumbprint().length === 32, ...(noDA === undefined ? {} : { noDA }) };
+        const authValue = this.#o.keyStore.hasAuth?.();
+        return {
+          reachable: true,
+          keyPresent: this.#o.keyStore.thumbprint().length === 32,
+          ...(noDA === undefined ? {} : { noDA }),
+          ...(authValue === undefined ? {} : { authValue }),
+        };
       },
       session: () => {
         const n = this.#o.session.stats().notAfter;

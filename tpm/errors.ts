@@ -16,6 +16,12 @@ export const TPM_ERROR_CODES = [
   'GH_TPM_KEY_ATTRIBUTES',
   'GH_TPM_NOT_PROVISIONED',
   'GH_TPM_AUTH_FAILED',
+  // The TPM refused the identity key's authValue: not the one in the state directory's
+  // tpm-key-auth.json (someone without that file tried to sign, or the file is stale).
+  'GH_TPM_KEY_AUTH_FAILED',
+  // The identity key has no authValue (provisioned by an older release): it cannot be rotated,
+  // only re-created with one (`gatehouse tpm provision --force`).
+  'GH_TPM_NO_KEY_AUTH',
   'GH_TPM_NOT_INITIALIZED',
   'GH_TPM_RETRY',
   'GH_TPM_CONNECTION',
@@ -143,6 +149,10 @@ export function adviceFor(code: TpmErrorCode): string | undefined {
       return 'the key at that handle is not the one this gateway registered: someone replaced it; re-provision and re-register the gateway';
     case 'GH_TPM_AUTH_FAILED':
       return 'the TPM refused the authorization: Gatehouse uses an empty owner-hierarchy password (check `tpm2_getcap properties-variable`: ownerAuthSet should be 0)';
+    case 'GH_TPM_KEY_AUTH_FAILED':
+      return "the TPM refused the gateway key's authorization: only the service user, with the state directory's tpm-key-auth.json, may sign with it; run as that user with --state-dir (a stale file after an interrupted rotation: gatehouse tpm rotate-auth)";
+    case 'GH_TPM_NO_KEY_AUTH':
+      return 'the gateway key has no authorization value (provisioned by an older release), so any member of the tss group can sign with it: `gatehouse tpm provision --force` re-creates it with one (new public key: register it with the backend)';
     case 'GH_TPM_NOT_PROVISIONED':
       return 'this state directory records no TPM key: run `gatehouse tpm provision`';
     default:

@@ -30,6 +30,8 @@ export interface KeyStore {
   signer(kid: string): Signer;
   /** TPM stores: whether the key has the noDA attribute (a DA lockout cannot stop it signing). */
   noDA?(): boolean;
+  /** TPM stores: whether the key is used with an authValue (false for a key from an older release). */
+  hasAuth?(): boolean;
 }
 
 /** PEM of a SPKI DER. */

@@ -1,10 +1,12 @@
 /**
- * Provisioning of the gateway identity key: an ECDSA P-256 signing key made by TPM2_CreatePrimary
- * in the owner hierarchy (fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA |
- * sign; scheme ECDSA-SHA256) and persisted with TPM2_EvictControl. A primary key needs no parent
- * and no stored private blob; a random `unique` value makes every provisioning a new key. Every
- * run ends with a self-test signature, so a key that cannot sign (DA lockout of a key without
- * noDA, broken TPM) is reported.
+ * Provisioning of the gateway identity key: an ECDSA P-256 signing key (fixedTPM | fixedParent |
+ * sensitiveDataOrigin | userWithAuth | noDA | sign; scheme ECDSA-SHA256) made by TPM2_Create under
+ * a storage primary that is re-created from a fixed template whenever needed (never persisted),
+ * with a random 32-byte authValue written first to the state directory's tpm-key-auth.json
+ * (0600), then loaded and persisted with TPM2_EvictControl. Its private blob exists only in
+ * memory. A child key, not a primary, so that TPM2_ObjectChangeAuth can rotate the authValue
+ * (tpm/rotate-auth.ts). Every run ends with a self-test signature, so a key that cannot sign (DA
+ * lockout of a key without noDA, wrong authValue, broken TPM) is reported.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import type { Logger } from 'winston';
@@ -16,9 +18,14 @@ import { spkiToPem, toHex } from './key-store.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord, writeTpmKeyRecord, type TpmKeyRecord } from './state-file.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
+import { readKeyAuth, writeKeyAuth } from './key-auth-file.js';
 import { checkPersistentHandle, DEFAULT_KEY_HANDLE, handleHex, readPersistentPublic } from './tpm-key-store.js';
 import {
+  authTpm2b,
   checkIdentityKey,
+  KEY_AUTH_BYTES,
+  sensitiveCreateWithAuth,
+  storageParentTemplate,
   digestTpm2b,
   eccSigningTemplate,
   ecdsaSha256Scheme,
@@ -52,6 +59,8 @@ export interface ProvisionResult {
   handle: number;
   /** Whether the key at the handle has noDA; false only for an `unchanged` key from an older release. */
   noDA: boolean;
+  /** Whether the key has an authValue (in tpm-key-auth.json); false only for an `unchanged` key from an older release. */
+  hasAuth: boolean;
   publicKeyPem: string;
   spkiDer: Uint8Array;
   thumbprint: Uint8Array;
@@ -93,6 +102,8 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
   const logger: Logger = opts.logger ?? silentLogger();
   const hex = handleHex(handle);
   const record = await readTpmKeyRecord(opts.stateDir);
+  const savedAuth = await readKeyAuth(opts.stateDir);
+  let auth = savedAuth?.handle === hex ? savedAuth.auth : undefined;
   const conn = new TpmConnection({ ...opts, logger, callTimeoutMs: opts.callTimeoutMs ?? 120_000 });
   try {
     // If the connection drops after EvictControl succeeded, TpmConnection retries this job: the
@@ -108,9 +119,9 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
           return { action: ours.action };
         }
         const recorded = info.thumbprint !== undefined && record?.handle === hex && record.thumbprint === info.thumbprint;
-        // The recorded key stays, unless it lacks noDA and the operator asked (--force) for a
-        // new one: that is the upgrade path for keys provisioned by older releases.
-        if (recorded && (info.noDA || !opts.force)) {
+        // The recorded key stays, unless it lacks noDA or an authValue and the operator asked
+        // (--force) for a new one: that is the upgrade path for keys made by older releases.
+        if (recorded && ((info.noDA && auth !== undefined) || !opts.force)) {
           tss.trClose(ctx, tr);
           return { action: 'unchanged' as const };
         }
@@ -119,7 +130,7 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
           const what = info.problem ?? `a key (thumbprint ${info.thumbprint}) that ${record ? 'is not the one recorded in' : 'is not recorded in'} ${opts.stateDir}`;
           throw new TpmError('GH_TPM_HANDLE_OCCUPIED', `persistent handle ${hex} already holds ${what}; refusing to replace it without --force`);
         }
-        logger.warn(recorded ? 're-creating the recorded key with noDA (--force): the public key changes' : 'replacing the key at a persistent handle (--force)', {
+        logger.warn(recorded ? 're-creating the recorded key with noDA and an authValue (--force): the public key changes' : 'replacing the key at a persistent handle (--force)', {
           handle: hex,
           oldThumbprint: info.thumbprint,
         });
@@ -131,24 +142,32 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
         }
         action = 'replaced';
       }
-      const created = await tss.createPrimaryOwner(
-        ctx,
-        eccSigningTemplate(new Uint8Array(randomBytes(32))),
-        emptySensitiveCreate(),
-        emptyTpm2b(),
-        emptyPcrSelection(),
-      );
-      const pub = parseEccPublic(created.publicArea);
-      ours = { thumbprint: toHex(sha256(p256SpkiDer(pub.x, pub.y))), action };
-      try {
-        const persistent = await tss.evictControl(ctx, created.handle, handle);
-        tss.trClose(ctx, persistent);
-      } finally {
-        // The transient copy is no longer needed; leaking it would fill the TPM's object slots
-        // (0x902). A failure here must not hide the EvictControl outcome.
-        await tss.flush(ctx, created.handle).catch((err: unknown) => {
-          logger.warn('could not flush the transient primary', { error: err instanceof Error ? err.message : String(err) });
+      // The new authValue is on disk before the key exists: a key whose authValue was lost
+      // could never sign. A run that fails after this leaves a file naming no key; the next
+      // provisioning replaces it.
+      const newAuth = new Uint8Array(randomBytes(KEY_AUTH_BYTES));
+      await writeKeyAuth(opts.stateDir, { handle: hex, auth: newAuth });
+      auth = newAuth;
+      // Leaking a transient would fill the TPM's object slots (0x902); a flush failure must not
+      // hide the outcome.
+      const flush = (h: number, what: string): Promise<void> =>
+        tss.flush(ctx, h).catch((err: unknown) => {
+          logger.warn(`could not flush the transient ${what}`, { error: err instanceof Error ? err.message : String(err) });
         });
+      const parent = await tss.createPrimaryOwner(ctx, storageParentTemplate(), emptySensitiveCreate(), emptyTpm2b(), emptyPcrSelection());
+      try {
+        const child = await tss.create(ctx, parent.handle, eccSigningTemplate(new Uint8Array(0)), sensitiveCreateWithAuth(newAuth));
+        const pub = parseEccPublic(child.publicWire);
+        ours = { thumbprint: toHex(sha256(p256SpkiDer(pub.x, pub.y))), action };
+        const loaded = await tss.load(ctx, parent.handle, child.privateWire, child.publicWire);
+        try {
+          const persistent = await tss.evictControl(ctx, loaded, handle);
+          tss.trClose(ctx, persistent);
+        } finally {
+          await flush(loaded, 'key');
+        }
+      } finally {
+        await flush(parent.handle, 'storage primary');
       }
       return { action };
     });
@@ -174,9 +193,11 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
     }
     // Self-test: the key signs and the signature verifies. Runs after the record is written so
     // that a transient failure (e.g. DA lockout) leaves a consistent record behind.
+    const testAuth = auth;
     await conn.run('self-test signature', async (tss, ctx) => {
       const { tr } = await readPersistentPublic(tss, ctx, handle);
       try {
+        if (testAuth) tss.trSetAuth(ctx, tr, authTpm2b(testAuth));
         const digest = sha256(randomBytes(32));
         const sig = ecdsaSignatureRaw(await tss.sign(ctx, tr, digestTpm2b(digest), ecdsaSha256Scheme(), nullHashcheckTicket()));
         if (!p256VerifyDigest(createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }), digest, sig)) {
@@ -190,6 +211,7 @@ export async function provisionTpmKey(opts: ProvisionOptions): Promise<Provision
       action: outcome.action,
       handle,
       noDA,
+      hasAuth: auth !== undefined,
       publicKeyPem: spkiToPem(spki),
       spkiDer: spki,
       thumbprint,

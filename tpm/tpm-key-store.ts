@@ -17,8 +17,10 @@ import type { BucketSpec } from '../common/token-bucket.js';
 import { DEFAULT_SIGN_RATE_LIMIT, SignRateLimiter } from './rate-limiter.js';
 import { p256VerifyDigest } from './p256.js';
 import { readTpmKeyRecord } from './state-file.js';
+import { keyAuthPath, readKeyAuth } from './key-auth-file.js';
 import { TpmConnection, type TpmConnectionOptions } from './tpm-connection.js';
 import {
+  authTpm2b,
   checkIdentityKey,
   digestTpm2b,
   ecdsaSha256Scheme,
@@ -45,6 +47,21 @@ export interface TpmKeyStoreOptions extends TpmConnectionOptions {
   rateLimit?: BucketSpec;
   /** Clock for the rate limiter (default the system clock). */
   clock?: Clock;
+  /**
+   * The key's authValue. Default: read from `stateDir`'s tpm-key-auth.json at `open()`, or empty
+   * without a state directory or file (keys from older releases).
+   */
+  authValue?: Uint8Array;
+}
+
+/** What to tell an operator whose key has no authValue (provisioned before Gatehouse set one). */
+export function noAuthAdvice(handle: string): string {
+  return (
+    `the TPM key at ${handle} has no authorization value: any member of the tss group (anyone who can reach the TPM) can sign as this gateway. ` +
+    'Fix: stop the daemon and run `gatehouse tpm provision --force` as the service user, which re-creates the key with an authValue kept in ' +
+    "the state directory (tpm-key-auth.json, 0600). That is a NEW key: register the new public key (`gatehouse tpm show`) in the backend's " +
+    'gateway registry before starting the daemon again'
+  );
 }
 
 /**
@@ -112,6 +129,10 @@ interface OpenTpmKey {
   thumbprint: Uint8Array;
   keyObject: KeyObject;
   noDA: boolean;
+  /** The authValue in use (empty for a key without one) and, after an interrupted rotation, the other candidate. */
+  auth: Uint8Array;
+  nextAuth: Uint8Array | undefined;
+  hasAuth: boolean;
 }
 
 export class TpmKeyStore implements KeyStore {
@@ -145,9 +166,15 @@ export class TpmKeyStore implements KeyStore {
   async #doOpen(): Promise<void> {
     const conn = new TpmConnection({ ...this.#opts, logger: this.#logger });
     try {
+      const saved = this.#opts.authValue === undefined && this.#opts.stateDir !== undefined ? await readKeyAuth(this.#opts.stateDir) : undefined;
+      if (saved && saved.handle !== handleHex(this.handle)) {
+        throw new TpmError('GH_TPM_KEY_MISMATCH', `${keyAuthPath(this.#opts.stateDir ?? '')} belongs to the key at ${saved.handle}, not ${handleHex(this.handle)}`);
+      }
+      const auth = this.#opts.authValue ?? saved?.auth ?? new Uint8Array(0);
       const { spki, noDA } = await conn.run('open key', async (tss, ctx, generation) => {
         const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
         this.#cachedTr = { tr, generation };
+        tss.trSetAuth(ctx, tr, authTpm2b(auth));
         const pub = parseEccPublic(publicArea);
         checkIdentityKey(pub, handleHex(this.handle));
         return { spki: p256SpkiDer(pub.x, pub.y), noDA: hasNoDA(pub) };
@@ -165,11 +192,24 @@ export class TpmKeyStore implements KeyStore {
           );
         }
       }
-      this.#key = { spki, thumbprint, keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }), noDA };
+      const hasAuth = auth.length > 0;
+      this.#key = {
+        spki,
+        thumbprint,
+        keyObject: createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }),
+        noDA,
+        auth,
+        nextAuth: saved?.next,
+        hasAuth,
+      };
       this.#conn = conn;
-      this.#logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti, noDA });
+      // Never the authValue itself: only whether there is one.
+      this.#logger.info('TPM key opened', { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), tcti: conn.tcti, noDA, authValue: hasAuth });
       if (!noDA) {
         this.#logger.warn(noDAAdvice(handleHex(this.handle)), { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), fix: 'gatehouse tpm provision --force' });
+      }
+      if (!hasAuth && this.#opts.stateDir !== undefined) {
+        this.#logger.warn(noAuthAdvice(handleHex(this.handle)), { handle: handleHex(this.handle), thumbprint: toHex(thumbprint), fix: 'gatehouse tpm provision --force' });
       }
     } catch (err) {
       this.#cachedTr = undefined;
@@ -208,8 +248,14 @@ export class TpmKeyStore implements KeyStore {
     return this.#opened().key.noDA;
   }
 
+  /** Whether the key is used with an authValue (false: a key from an older release, see noAuthAdvice). */
+  hasAuth(): boolean {
+    return this.#opened().key.hasAuth;
+  }
+
   /** The key's ESYS_TR in this context generation; after a reconnect, re-resolved and re-checked. */
-  async #keyTr(tss: CheckedTss, ctx: EsysContext, generation: number, spki: Uint8Array): Promise<EsysTr> {
+  async #keyTr(tss: CheckedTss, ctx: EsysContext, generation: number, key: OpenTpmKey): Promise<EsysTr> {
+    const spki = key.spki;
     if (this.#cachedTr?.generation === generation) return this.#cachedTr.tr;
     const { tr, publicArea } = await readPersistentPublic(tss, ctx, this.handle);
     const pub = parseEccPublic(publicArea);
@@ -217,6 +263,7 @@ export class TpmKeyStore implements KeyStore {
       tss.trClose(ctx, tr);
       throw new TpmError('GH_TPM_KEY_MISMATCH', `the key at ${handleHex(this.handle)} changed while the TPM was disconnected`);
     }
+    tss.trSetAuth(ctx, tr, authTpm2b(key.auth));
     this.#cachedTr = { tr, generation };
     return tr;
   }
@@ -226,8 +273,34 @@ export class TpmKeyStore implements KeyStore {
     const { conn, key } = this.#opened();
     this.#bucket.take();
     const wire = await conn.run('sign', async (tss, ctx, generation) => {
-      const tr = await this.#keyTr(tss, ctx, generation, key.spki);
-      return tss.sign(ctx, tr, digestTpm2b(digest32), ecdsaSha256Scheme(), nullHashcheckTicket());
+      const tr = await this.#keyTr(tss, ctx, generation, key);
+      const once = (): Promise<Uint8Array> => tss.sign(ctx, tr, digestTpm2b(digest32), ecdsaSha256Scheme(), nullHashcheckTicket());
+      try {
+        return await once();
+      } catch (err) {
+        if (!(err instanceof TpmError && err.code === 'GH_TPM_AUTH_FAILED')) throw err;
+        // A rotation that stopped between the TPM swap and its last file write leaves the new
+        // value as `next`: the key has noDA, so trying it costs no lockout.
+        const next = key.nextAuth;
+        if (next) {
+          key.nextAuth = undefined;
+          tss.trSetAuth(ctx, tr, authTpm2b(next));
+          try {
+            const sig = await once();
+            key.auth = next;
+            this.#logger.warn('the TPM key answers to the authorization of an interrupted rotation: run `gatehouse tpm rotate-auth` to finish it', { handle: handleHex(this.handle) });
+            return sig;
+          } catch {
+            tss.trSetAuth(ctx, tr, authTpm2b(key.auth));
+          }
+        }
+        throw new TpmError(
+          'GH_TPM_KEY_AUTH_FAILED',
+          `the TPM refused the authorization for the key at ${handleHex(this.handle)}: ` +
+            (key.hasAuth ? `the authValue in ${this.#opts.stateDir === undefined ? 'use' : keyAuthPath(this.#opts.stateDir)} is not the key's` : 'the key needs an authValue and none was given (run as the service user with --state-dir)'),
+          { rc: err.rc, text: err.text, cause: err },
+        );
+      }
     });
     const raw = ecdsaSignatureRaw(wire);
     // Check before release: a faulty signature can leak the key (fault attacks on ECDSA).

@@ -38,7 +38,8 @@ export const REQUIRED_ATTRIBUTES =
   TPMA_OBJECT.sign;
 /**
  * What provisioning creates: REQUIRED_ATTRIBUTES plus `noDA` (0x00040472). The key's authValue is
- * empty, so dictionary-attack protection guards nothing for it, while without `noDA` a lockout
+ * 32 random bytes, nothing guessing could find, so dictionary-attack protection guards nothing
+ * for it, while without `noDA` a lockout
  * caused by anyone's failed authorizations would stop it signing. TPM 2.0 Part 1 "Dictionary
  * Attack Protection" and Part 2 TPMA_OBJECT: an object with noDA is not subject to DA
  * protection, so it stays usable in lockout.
@@ -130,6 +131,53 @@ export function eccSigningTemplate(unique: Uint8Array, attributes: number = PROV
 /** TPM2B_SENSITIVE_CREATE with empty userAuth and data (the key is used with a password session of ""). */
 export function emptySensitiveCreate(): Uint8Array {
   return new Writer().u16(4).u16(0).u16(0).bytes();
+}
+
+/** The key's authValue length: the nameAlg's digest size (SHA-256), the most TPM2B_AUTH takes for it. */
+export const KEY_AUTH_BYTES = 32;
+
+/** TPM2B_SENSITIVE_CREATE with `userAuth` and empty data. */
+export function sensitiveCreateWithAuth(auth: Uint8Array): Uint8Array {
+  const inner = new Writer().tpm2b(auth).u16(0).bytes();
+  return new Writer().tpm2b(inner).bytes();
+}
+
+/** TPM2B_AUTH. */
+export function authTpm2b(auth: Uint8Array): Uint8Array {
+  if (auth.length > KEY_AUTH_BYTES) throw new TpmError('GH_TPM_BAD_INPUT', `an authValue has at most ${KEY_AUTH_BYTES} bytes`);
+  return new Writer().tpm2b(auth).bytes();
+}
+
+/**
+ * The parent of the identity key: an ECC P-256 storage primary in the owner hierarchy with the
+ * fixed template below and an empty `unique`, so every TPM2_CreatePrimary with it re-creates the
+ * same key (Part 1 §27.2.6) and it never needs persisting. Only Gatehouse's own in-memory private
+ * blobs are ever loaded under it; none is written anywhere.
+ */
+export function storageParentTemplate(): Uint8Array {
+  const attributes =
+    TPMA_OBJECT.fixedTPM |
+    TPMA_OBJECT.fixedParent |
+    TPMA_OBJECT.sensitiveDataOrigin |
+    TPMA_OBJECT.userWithAuth |
+    TPMA_OBJECT.noDA |
+    TPMA_OBJECT.restricted |
+    TPMA_OBJECT.decrypt;
+  const inner = new Writer()
+    .u16(TPM2_ALG.ECC)
+    .u16(TPM2_ALG.SHA256)
+    .u32(attributes)
+    .tpm2b(new Uint8Array(0)) // authPolicy: none
+    .u16(0x0006) // symmetric: AES
+    .u16(128)
+    .u16(0x0043) // CFB
+    .u16(TPM2_ALG.NULL) // scheme
+    .u16(TPM2_ECC_NIST_P256)
+    .u16(TPM2_ALG.NULL) // kdf
+    .tpm2b(new Uint8Array(0))
+    .tpm2b(new Uint8Array(0))
+    .bytes();
+  return new Writer().tpm2b(inner).bytes();
 }
 
 /** Empty TPM2B (e.g. TPM2B_DATA outsideInfo). */

@@ -38,6 +38,8 @@ export interface TpmProbeResult {
   advice?: string;
   /** Whether the key has the noDA attribute; false for a key provisioned before noDA (docs/tpm.md). */
   noDA?: boolean;
+  /** Whether the key has an authValue; false for a key provisioned before keys had one (docs/tpm.md). */
+  authValue?: boolean;
 }
 
 export interface SessionFacts {

@@ -1,13 +1,15 @@
 /**
- * `gatehouse tpm provision|show`: create the gateway identity key in the TPM and print what an
- * operator registers with the backend (public key PEM and SHA-256 thumbprint of its SPKI).
+ * `gatehouse tpm provision|show|rotate-auth`: create the gateway identity key in the TPM, print what
+ * an operator registers with the backend (public key PEM and SHA-256 thumbprint of its SPKI), and
+ * rotate the key's authValue.
  */
 import { parseArgs } from 'node:util';
 import { adviceFor, TpmError } from '../../tpm/errors.js';
 import { toHex } from '../../tpm/key-store.js';
 import { provisionTpmKey } from '../../tpm/provision.js';
+import { rotateKeyAuth } from '../../tpm/rotate-auth.js';
 import { DEFAULT_TCTI } from '../../tpm/tpm-connection.js';
-import { DEFAULT_KEY_HANDLE, handleHex, noDAAdvice, parseHandle, TpmKeyStore } from '../../tpm/tpm-key-store.js';
+import { DEFAULT_KEY_HANDLE, handleHex, noAuthAdvice, noDAAdvice, parseHandle, TpmKeyStore } from '../../tpm/tpm-key-store.js';
 import { write, type CliIO } from '../../common/cli-io.js';
 
 const DEFAULT_STATE_DIR = '/var/lib/gatehouse';
@@ -17,6 +19,7 @@ const HELP = `Usage: gatehouse tpm <command> [options]
 Commands:
   provision   create the gateway key in the TPM and record it in the state directory
   show        print the gateway public key (PEM) and its thumbprint
+  rotate-auth replace the key's authorization value (same key)
 
 Run \`gatehouse tpm <command> --help\` for the options of each command.
 `;
@@ -24,18 +27,36 @@ Run \`gatehouse tpm <command> --help\` for the options of each command.
 const PROVISION_HELP = `Usage: gatehouse tpm provision [--tcti S] [--handle H] [--state-dir D] [--force] [--json]
 
 Creates an ECDSA P-256 signing key inside the TPM (owner hierarchy, fixedTPM, not
-exportable, noDA: not blocked by a dictionary-attack lockout), persists it at the handle and
-records its thumbprint in the state directory. Running it again with the recorded key in place
-changes nothing.
+exportable, noDA: not blocked by a dictionary-attack lockout) with a random authorization
+value kept in the state directory (tpm-key-auth.json, mode 0600: run this as the service
+user), persists it at the handle and records its thumbprint in the state directory. Running
+it again with the recorded key in place changes nothing.
 
 Options:
   --tcti S        TCTI string (default: $GATEHOUSE_TPM_TCTI or ${DEFAULT_TCTI})
   --handle H      persistent handle, 0x81000000-0x817fffff (default ${handleHex(DEFAULT_KEY_HANDLE)})
   --state-dir D   state directory (default: $GATEHOUSE_STATE_DIR or ${DEFAULT_STATE_DIR})
   --force         replace a different key found at the handle, or re-create the recorded
-                  key if it lacks noDA (older releases); the old key is destroyed and the
+                  key if it lacks noDA or an authorization value (older releases); the
+                  old key is destroyed and the
                   gateway's public key changes: register the new one with the backend
   --json          print the result as JSON
+  -h, --help      show this help
+`;
+
+const ROTATE_HELP = `Usage: gatehouse tpm rotate-auth [--tcti S] [--handle H] [--state-dir D] [--json]
+
+Gives the recorded key a new random authorization value (TPM2_ObjectChangeAuth, then the key
+re-persisted at the same handle) and writes it to the state directory's tpm-key-auth.json. The
+key, its public key and thumbprint stay the same; the old value stops working. Stop the daemon
+first and run it as the service user. A key from an older release without an authorization
+value cannot be rotated: \`gatehouse tpm provision --force\` re-creates it with one.
+
+Options:
+  --tcti S        TCTI string (default: $GATEHOUSE_TPM_TCTI or ${DEFAULT_TCTI})
+  --handle H      persistent handle (default ${handleHex(DEFAULT_KEY_HANDLE)})
+  --state-dir D   state directory (default: $GATEHOUSE_STATE_DIR or ${DEFAULT_STATE_DIR})
+  --json          print {handle, thumbprint} as JSON
   -h, --help      show this help
 `;
 
@@ -106,6 +127,22 @@ async function provision(args: string[], io: CliIO): Promise<number> {
     write(io.stderr, `note: this replaces the key recorded on ${r.previous.provisionedAt} (thumbprint ${r.previous.thumbprint}); register the new key with the backend`);
   }
   if (!r.noDA) write(io.stderr, `warning: ${noDAAdvice(handleHex(r.handle))}`);
+  if (!r.hasAuth) write(io.stderr, `warning: ${noAuthAdvice(handleHex(r.handle))}`);
+  return 0;
+}
+
+async function rotateAuth(args: string[], io: CliIO): Promise<number> {
+  const { values } = parseArgs({ args, options: COMMON_OPTIONS, strict: true, allowPositionals: false });
+  if (values.help) {
+    write(io.stdout, ROTATE_HELP);
+    return 0;
+  }
+  const c = common(values, io);
+  const stateDir = values['state-dir'] ?? io.env.GATEHOUSE_STATE_DIR ?? DEFAULT_STATE_DIR;
+  const r = await rotateKeyAuth({ tcti: c.tcti, handle: c.handle, stateDir });
+  const thumbprint = toHex(r.thumbprint);
+  if (c.json) write(io.stdout, JSON.stringify({ handle: handleHex(r.handle), thumbprint }));
+  else write(io.stdout, `TPM key authorization rotated at ${handleHex(r.handle)} (same key)\nthumbprint: ${thumbprint}`);
   return 0;
 }
 
@@ -142,6 +179,8 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     switch (command) {
       case 'provision':
         return await provision(rest, io);
+      case 'rotate-auth':
+        return await rotateAuth(rest, io);
       case 'show':
         return await show(rest, io);
       case undefined:

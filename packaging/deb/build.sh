@@ -121,6 +121,9 @@ grep -q "^ExecStart=/usr/bin/node.* $prefix/$gatehouse_js run " "$root/lib/syste
 install -m 0644 "$src/systemd/gatehouse.sysusers.conf" "$root/usr/lib/sysusers.d/gatehouse.conf"
 install -m 0644 "$src/systemd/gatehouse.tmpfiles.conf" "$root/usr/lib/tmpfiles.d/gatehouse.conf"
 install -m 0644 "$src/systemd/gatehouse.sysctl.conf" "$root/usr/lib/sysctl.d/90-gatehouse.conf"
+# The BLE drop-in, not active: the operator links it into gatehouse.service.d (docs/operations.md).
+install -d "$root/usr/share/gatehouse/systemd"
+install -m 0644 "$src/systemd/gatehouse-ble.conf" "$root/usr/share/gatehouse/systemd/gatehouse-ble.conf"
 
 # --- the example config: a conffile; the daemon reads gatehouse.yaml, which the operator writes.
 install -d "$root/etc/gatehouse"

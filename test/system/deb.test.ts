@@ -10,11 +10,13 @@
  * without them the suite fails at once and says what is missing.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { stringify } from 'yaml';
 import { ReferencePeripheral } from '../../peripherals/reference/peripheral.js';
@@ -30,6 +32,9 @@ const GW = 'gw-system-test';
 /** The shipped unit scores 1.8; the issue's bound. */
 const MAX_EXPOSURE = 2.0;
 const WAIT_MS = 30_000;
+/** A CGNAT address (100.64.0.0/10), outside the shipped allow-list; added to lo for one test. */
+const CGNAT_SOURCE = '100.64.255.77';
+const execFileAsync = promisify(execFile);
 
 /** Polls `probe` until it returns a value (not undefined); rejects after `timeoutMs` with the last state. */
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -306,6 +311,8 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     const out = await c().sh(`runuser -u gatehouse -- gatehouse tpm provision --tcti '${swtpm!.tcti}' --json`, { timeoutMs: 60_000 });
     const r = JSON.parse(out) as { action: string; publicKeyPem: string };
     assert.equal(r.action, 'created');
+    // The key's authValue: only the service user may read it.
+    assert.equal((await c().sh('stat -c %U:%a /var/lib/gatehouse/tpm-key-auth.json')).trim(), 'gatehouse:600');
     backend!.addGateway(GW, { tpmPublicKeyPem: r.publicKeyPem });
     await c().sh('install -m 0644 /srv/gatehouse-test/backend-ca.pem /etc/gatehouse/backend-ca.pem');
     await writeConfig();
@@ -445,10 +452,37 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     await systemctl('reset-failed', 'gatehouse');
   });
 
+  it('has no capability without the BLE drop-in, and CAP_NET_RAW only with the shipped one enabled', async () => {
+    const capEff = async (): Promise<string> => {
+      const pid = (await show('MainPID')).MainPID;
+      return (await c().sh(`sed -n 's/^CapEff:\\t//p' /proc/${pid}/status`)).trim();
+    };
+    assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
+    assert.equal(await capEff(), '0000000000000000', 'as shipped: no capability (CAP_NET_RAW would open raw IP sockets)');
+    await c().sh('mkdir -p /etc/systemd/system/gatehouse.service.d && ln -s /usr/share/gatehouse/systemd/gatehouse-ble.conf /etc/systemd/system/gatehouse.service.d/ble.conf && systemctl daemon-reload');
+    assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
+    assert.equal(await capEff(), '0000000000002000', 'with ble.conf: CAP_NET_RAW (bit 13) only');
+    await dropIn('ble.conf', undefined);
+    assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
+  });
+
   it('enforces the IP allow-list (IPAddressAllow/Deny, BPF): an address left out of it cannot connect', async () => {
     assert.equal((await systemctl('start', 'gatehouse')).code, 0);
     // The shipped list allows all of loopback.
     assert.equal(await connects(mqttPort, '127.0.0.2', 3000), true, 'the shipped allow-list admits 127.0.0.2');
+    // ...and nothing else: a CGNAT address (100.64.0.0/10, allowed by earlier units) is refused.
+    // The container shares the host's network: the address goes on the host's loopback interface.
+    await execFileAsync('ip', ['addr', 'add', `${CGNAT_SOURCE}/32`, 'dev', 'lo']);
+    try {
+      assert.equal(await connects(mqttPort, CGNAT_SOURCE, 3000), false, `${CGNAT_SOURCE} is not on the shipped list`);
+      await dropIn('10-network.conf', `[Service]\nIPAddressAllow=${CGNAT_SOURCE}/32\n`);
+      assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
+      assert.equal(await connects(mqttPort, CGNAT_SOURCE, 3000), true, 'a LAN range added by a drop-in is admitted');
+      await dropIn('10-network.conf', undefined);
+      assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
+    } finally {
+      await execFileAsync('ip', ['addr', 'del', `${CGNAT_SOURCE}/32`, 'dev', 'lo']);
+    }
     await dropIn('70-allow.conf', '[Service]\nIPAddressAllow=\nIPAddressAllow=127.0.0.1/32\n');
     assert.equal((await systemctl('restart', 'gatehouse')).code, 0);
     assert.equal(await connects(mqttPort, '127.0.0.1', 3000), true, '127.0.0.1 is on the list');

@@ -72,13 +72,25 @@ describe('systemd/gatehouse.service', () => {
     assert.equal(r.stderr.trim(), '', r.stderr);
   });
 
-  it(`scores an exposure of at most ${MAX_EXPOSURE} in systemd-analyze security`, async () => {
-    const r = await sh('systemd-analyze', ['security', '--offline=true', '--threshold=20', '--no-pager', unitCopy]);
+  async function exposureOf(unit: string): Promise<number> {
+    const r = await sh('systemd-analyze', ['security', '--offline=true', '--threshold=20', '--no-pager', unit]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const m = /Overall exposure level for gatehouse\.service: (\d+\.\d)/.exec(r.stdout);
     assert.ok(m, r.stdout);
-    const exposure = Number(m[1]);
+    return Number(m[1]);
+  }
+
+  it(`scores an exposure of at most ${MAX_EXPOSURE} in systemd-analyze security, also with the BLE drop-in`, async () => {
+    const exposure = await exposureOf(unitCopy);
     assert.ok(exposure <= MAX_EXPOSURE, `exposure ${exposure} > ${MAX_EXPOSURE}`);
+    // The unit with the BLE drop-in's lines (offline analysis reads one file).
+    const ble = (await readFile(join(REPO, 'systemd/gatehouse-ble.conf'), 'utf8')).replace(/^#.*\n/gm, '').replace('[Service]\n', '');
+    const withBle = join(dir, 'ble', 'gatehouse.service');
+    await mkdir(join(dir, 'ble'), { recursive: true });
+    await writeFile(withBle, (await readFile(unitCopy, 'utf8')).replace('[Install]', `${ble}\n[Install]`));
+    const bleExposure = await exposureOf(withBle);
+    assert.ok(bleExposure <= MAX_EXPOSURE, `exposure with BLE ${bleExposure} > ${MAX_EXPOSURE}`);
+    assert.ok(bleExposure > exposure, `CAP_NET_RAW counts against the unit (${bleExposure} vs ${exposure})`);
   });
 
   it("starts node with flags this node accepts (an unknown flag is 'bad option', exit 9: the daemon would never start)", async () => {
@@ -89,7 +101,7 @@ describe('systemd/gatehouse.service', () => {
     assert.notEqual(bad.code, 0, 'an unknown flag is refused, so the check above means something');
   });
 
-  it('declares notify, the watchdog, the sandbox and only the capability BLE needs', async () => {
+  it('declares notify, the watchdog, the sandbox, no capability and loopback only; the BLE drop-in adds CAP_NET_RAW', async () => {
     const d = serviceDirectives(await readFile(UNIT, 'utf8'));
     const one = (k: string): string | undefined => d.get(k)?.join(' ');
     assert.equal(one('Type'), 'notify');
@@ -99,8 +111,13 @@ describe('systemd/gatehouse.service', () => {
     assert.equal(one('User'), 'gatehouse');
     assert.equal(one('DevicePolicy'), 'closed');
     assert.equal(one('DeviceAllow'), '/dev/tpmrm0 rw');
-    assert.equal(one('CapabilityBoundingSet'), 'CAP_NET_RAW');
-    assert.equal(one('AmbientCapabilities'), 'CAP_NET_RAW');
+    assert.equal(one('CapabilityBoundingSet'), '', 'the empty set: CAP_NET_RAW opens raw IP sockets too');
+    assert.equal(d.has('AmbientCapabilities'), false);
+    assert.equal(one('IPAddressAllow'), 'localhost', 'the LAN and backend ranges come from a drop-in');
+    const ble = serviceDirectives(await readFile(join(REPO, 'systemd/gatehouse-ble.conf'), 'utf8'));
+    assert.equal(ble.get('CapabilityBoundingSet')?.join(' '), 'CAP_NET_RAW');
+    assert.equal(ble.get('AmbientCapabilities')?.join(' '), 'CAP_NET_RAW');
+    assert.deepEqual([...ble.keys()].sort(), ['AmbientCapabilities', 'CapabilityBoundingSet']);
     assert.equal(one('ProtectSystem'), 'strict');
     assert.equal(one('NoNewPrivileges'), 'yes');
     assert.equal(one('UMask'), '0077');
@@ -137,7 +154,7 @@ describe('systemd/gatehouse.service', () => {
     assert.ok((await stat(script)).mode & 0o111, 'executable');
   });
 
-  it('install.sh --destdir stages the program, unit, drop-in, sysusers, tmpfiles, sysctl and config', async () => {
+  it('install.sh --destdir stages the program, unit, network and BLE drop-ins, sysusers, tmpfiles, sysctl and config', async () => {
     // A minimal source tree: the script finds everything relative to itself.
     const src = join(dir, 'src');
     await mkdir(join(src, 'dist/cli'), { recursive: true });
@@ -146,12 +163,15 @@ describe('systemd/gatehouse.service', () => {
     await writeFile(join(src, 'dist/cli/gatehouse.js'), '#!/usr/bin/env node\n');
     for (const f of ['package.json', 'package-lock.json', 'docs/operations.md', 'docs/configuration.md']) await writeFile(join(src, f), '{}\n');
     const stage = join(dir, 'stage');
-    const r = await sh(join(src, 'systemd/install.sh'), ['--destdir', stage, '--prefix', '/opt/gatehouse', '--backend-allow', '203.0.113.0/24,2001:db8::/32']);
+    const r = await sh(join(src, 'systemd/install.sh'), ['--destdir', stage, '--prefix', '/opt/gatehouse', '--backend-allow', '203.0.113.0/24,2001:db8::/32', '--lan-allow', '192.168.7.0/24', '--ble']);
     assert.equal(r.code, 0, r.stderr);
     const unit = await readFile(join(stage, 'etc/systemd/system/gatehouse.service'), 'utf8');
     assert.match(unit, /^ExecStart=\/usr\/bin\/node(?: --\S+)* \/opt\/gatehouse\/dist\/cli\/gatehouse\.js run/m);
-    const dropIn = await readFile(join(stage, 'etc/systemd/system/gatehouse.service.d/10-backend.conf'), 'utf8');
+    const dropIn = await readFile(join(stage, 'etc/systemd/system/gatehouse.service.d/10-network.conf'), 'utf8');
     assert.match(dropIn, /^IPAddressAllow=203\.0\.113\.0\/24 2001:db8::\/32$/m);
+    assert.match(dropIn, /^IPAddressAllow=192\.168\.7\.0\/24$/m);
+    assert.equal(await readlink(join(stage, 'etc/systemd/system/gatehouse.service.d/ble.conf')), '/usr/share/gatehouse/systemd/gatehouse-ble.conf');
+    assert.ok((await lstat(join(stage, 'usr/share/gatehouse/systemd/gatehouse-ble.conf'))).isFile());
     assert.equal(await readlink(join(stage, 'usr/bin/gatehouse')), '/opt/gatehouse/dist/cli/gatehouse.js');
     assert.ok((await stat(join(stage, 'opt/gatehouse/dist/cli/gatehouse.js'))).mode & 0o100, 'cli.js executable');
     assert.equal((await stat(join(stage, 'etc/gatehouse/gatehouse.yaml'))).mode & 0o777, 0o640);

@@ -29,7 +29,9 @@ export type MuType =
   | 'TPMT_SIG_SCHEME'
   | 'TPMT_TK_HASHCHECK'
   | 'TPMT_SIGNATURE'
-  | 'TPM2B_NAME';
+  | 'TPM2B_NAME'
+  | 'TPM2B_PRIVATE'
+  | 'TPM2B_AUTH';
 
 /**
  * Size of each structure's in-memory layout in tpm2-tss 3.2 (sizeof() measured against the
@@ -47,6 +49,8 @@ const MU_SIZEOF: Record<MuType, number> = {
   TPMT_TK_HASHCHECK: 76 * 2,
   TPMT_SIGNATURE: 518 * 2,
   TPM2B_NAME: 70 * 2,
+  TPM2B_PRIVATE: 1552 * 2,
+  TPM2B_AUTH: 66 * 2,
 };
 
 /** Largest wire encoding we read back (TPMT_SIGNATURE with RSA-4096 is ~520 bytes). */
@@ -97,6 +101,18 @@ export interface TssBindings {
     ctx: NativePtr,
     handle: EsysTr,
   ): Promise<{ rc: number; outPublic: NativePtr | null; name: NativePtr | null; qualifiedName: NativePtr | null }>;
+  /** Esys_TR_SetAuth: the authValue the ESAPI presents for `handle` in password sessions (no TPM command). */
+  trSetAuth(ctx: NativePtr, handle: EsysTr, auth: NativeStruct): number;
+  create(
+    ctx: NativePtr,
+    parent: EsysTr,
+    inSensitive: NativeStruct,
+    inPublic: NativeStruct,
+    outsideInfo: NativeStruct,
+    creationPcr: NativeStruct,
+  ): Promise<{ rc: number; outPrivate: NativePtr | null; outPublic: NativePtr | null }>;
+  load(ctx: NativePtr, parent: EsysTr, inPrivate: NativeStruct, inPublic: NativeStruct): Promise<{ rc: number; handle: EsysTr }>;
+  objectChangeAuth(ctx: NativePtr, object: EsysTr, parent: EsysTr, newAuth: NativeStruct): Promise<{ rc: number; outPrivate: NativePtr | null }>;
   sign(
     ctx: NativePtr,
     key: EsysTr,
@@ -184,6 +200,21 @@ export function loadTssBindings(): TssBindings {
   const Esys_Sign = esys.func(
     'uint32_t Esys_Sign(void *ctx, uint32_t keyHandle, uint32_t s1, uint32_t s2, uint32_t s3, ' +
       'const void *digest, const void *inScheme, const void *validation, _Out_ void **signature)',
+  );
+
+  const Esys_TR_SetAuth = esys.func('uint32_t Esys_TR_SetAuth(void *ctx, uint32_t handle, const void *authValue)');
+  const Esys_Create = esys.func(
+    'uint32_t Esys_Create(void *ctx, uint32_t parentHandle, uint32_t s1, uint32_t s2, uint32_t s3, ' +
+      'const void *inSensitive, const void *inPublic, const void *outsideInfo, const void *creationPCR, ' +
+      '_Out_ void **outPrivate, _Out_ void **outPublic, void **creationData, void **creationHash, void **creationTicket)',
+  );
+  const Esys_Load = esys.func(
+    'uint32_t Esys_Load(void *ctx, uint32_t parentHandle, uint32_t s1, uint32_t s2, uint32_t s3, ' +
+      'const void *inPrivate, const void *inPublic, _Out_ uint32_t *objectHandle)',
+  );
+  const Esys_ObjectChangeAuth = esys.func(
+    'uint32_t Esys_ObjectChangeAuth(void *ctx, uint32_t objectHandle, uint32_t parentHandle, uint32_t s1, uint32_t s2, uint32_t s3, ' +
+      'const void *newAuth, _Out_ void **outPrivate)',
   );
 
   const muFns = new Map<MuType, { marshal: KoffiFn; unmarshal: KoffiFn }>();
@@ -274,6 +305,31 @@ export function loadTssBindings(): TssBindings {
         Esys_ReadPublic, ctx, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, outPublic, name, qualifiedName,
       );
       return { rc, outPublic: asPtr(outPublic[0]), name: asPtr(name[0]), qualifiedName: asPtr(qualifiedName[0]) };
+    },
+    trSetAuth(ctx, handle, auth) {
+      return Esys_TR_SetAuth(ctx, handle, auth.buffer) as number;
+    },
+    async create(ctx, parent, inSensitive, inPublic, outsideInfo, creationPcr) {
+      const outPrivate: unknown[] = [null];
+      const outPublic: unknown[] = [null];
+      const rc = await callAsync<number>(
+        Esys_Create, ctx, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+        inSensitive.buffer, inPublic.buffer, outsideInfo.buffer, creationPcr.buffer,
+        outPrivate, outPublic, null, null, null,
+      );
+      return { rc, outPrivate: asPtr(outPrivate[0]), outPublic: asPtr(outPublic[0]) };
+    },
+    async load(ctx, parent, inPrivate, inPublic) {
+      const handle = [ESYS_TR_NONE];
+      const rc = await callAsync<number>(Esys_Load, ctx, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, inPrivate.buffer, inPublic.buffer, handle);
+      return { rc, handle: Number(handle[0]) };
+    },
+    async objectChangeAuth(ctx, object, parent, newAuth) {
+      const outPrivate: unknown[] = [null];
+      const rc = await callAsync<number>(
+        Esys_ObjectChangeAuth, ctx, object, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, newAuth.buffer, outPrivate,
+      );
+      return { rc, outPrivate: asPtr(outPrivate[0]) };
     },
     async sign(ctx, key, digest, scheme, validation) {
       const signature: unknown[] = [null];

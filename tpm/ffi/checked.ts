@@ -187,6 +187,77 @@ export class CheckedTss {
     }
   }
 
+  /**
+   * Esys_TR_SetAuth: the authValue (TPM2B_AUTH wire) the ESAPI presents for `handle` in its
+   * password sessions. Only in the ESAPI context's memory; nothing goes to the TPM here.
+   */
+  trSetAuth(ctx: EsysContext, handle: EsysTr, authTpm2b: Uint8Array): void {
+    const auth = this.#unmarshal('TPM2B_AUTH', authTpm2b);
+    try {
+      this.check(this.#b.trSetAuth(ctx.esys, handle, auth), 'Esys_TR_SetAuth');
+    } finally {
+      auth.buffer.fill(0);
+    }
+  }
+
+  /** TPM2_Create under `parent` (empty parent auth). Returns TPM2B_PRIVATE and TPM2B_PUBLIC wire bytes. */
+  async create(ctx: EsysContext, parent: EsysTr, templateTpm2bPublic: Uint8Array, sensitive: Uint8Array): Promise<{ privateWire: Uint8Array; publicWire: Uint8Array }> {
+    const inSensitive = this.#unmarshal('TPM2B_SENSITIVE_CREATE', sensitive);
+    const inPublic = this.#unmarshal('TPM2B_PUBLIC', templateTpm2bPublic);
+    const outside = this.#unmarshal('TPM2B_DATA', new Uint8Array(2));
+    const creationPcr = this.#unmarshal('TPML_PCR_SELECTION', new Uint8Array(4));
+    try {
+      const res = await this.#b.create(ctx.esys, parent, inSensitive, inPublic, outside, creationPcr);
+      try {
+        this.check(res.rc, 'TPM2_Create');
+      } catch (err) {
+        this.#free(res.outPrivate);
+        this.#free(res.outPublic);
+        throw err;
+      }
+      let privateWire: Uint8Array;
+      try {
+        privateWire = this.#takeOutput('TPM2B_PRIVATE', res.outPrivate, 'TPM2_Create');
+      } catch (err) {
+        this.#free(res.outPublic);
+        throw err;
+      }
+      return { privateWire, publicWire: this.#takeOutput('TPM2B_PUBLIC', res.outPublic, 'TPM2_Create') };
+    } finally {
+      inSensitive.buffer.fill(0);
+    }
+  }
+
+  /** TPM2_Load under `parent` (empty parent auth). Returns the transient ESYS_TR: flush it. */
+  async load(ctx: EsysContext, parent: EsysTr, privateWire: Uint8Array, publicWire: Uint8Array): Promise<EsysTr> {
+    const inPrivate = this.#unmarshal('TPM2B_PRIVATE', privateWire);
+    const inPublic = this.#unmarshal('TPM2B_PUBLIC', publicWire);
+    const { rc, handle } = await this.#b.load(ctx.esys, parent, inPrivate, inPublic);
+    this.check(rc, 'TPM2_Load');
+    return handle;
+  }
+
+  /**
+   * TPM2_ObjectChangeAuth: authorised with the object's current authValue (set with trSetAuth),
+   * returns the object's private area with `newAuthTpm2b` as TPM2B_PRIVATE wire bytes. The object
+   * in the TPM keeps its old authValue (Part 3 §14.1): load the new private to use the new one.
+   */
+  async objectChangeAuth(ctx: EsysContext, object: EsysTr, parent: EsysTr, newAuthTpm2b: Uint8Array): Promise<Uint8Array> {
+    const newAuth = this.#unmarshal('TPM2B_AUTH', newAuthTpm2b);
+    try {
+      const { rc, outPrivate } = await this.#b.objectChangeAuth(ctx.esys, object, parent, newAuth);
+      try {
+        this.check(rc, 'TPM2_ObjectChangeAuth');
+      } catch (err) {
+        this.#free(outPrivate);
+        throw err;
+      }
+      return this.#takeOutput('TPM2B_PRIVATE', outPrivate, 'TPM2_ObjectChangeAuth');
+    } finally {
+      newAuth.buffer.fill(0);
+    }
+  }
+
   /** TPM2_Sign. Returns the TPMT_SIGNATURE wire bytes. */
   async sign(ctx: EsysContext, key: EsysTr, digest: Uint8Array, scheme: Uint8Array, ticket: Uint8Array): Promise<Uint8Array> {
     const d = this.#unmarshal('TPM2B_DIGEST', digest);

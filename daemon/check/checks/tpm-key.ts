@@ -37,6 +37,14 @@ export const tpmKey: Check = {
         action: 'gatehouse tpm provision --force re-creates it with noDA; the gateway public key changes, so register the new one with the backend (docs/tpm.md)',
       };
     }
+    if (r.authValue === false) {
+      return {
+        status: 'warn',
+        message: `key at ${cfg.tpm.handle} has no authorization value: any member of group tss (anyone who can reach the TPM) can sign as this gateway`,
+        action:
+          'stop the daemon, run `gatehouse tpm provision --force` as the service user (the new key gets an authValue in the state directory, tpm-key-auth.json 0600); the gateway public key changes, so register the new one with the backend (docs/tpm.md)',
+      };
+    }
     return { status: 'ok', message: `key at ${cfg.tpm.handle} via ${cfg.tpm.tcti}` };
   },
 };

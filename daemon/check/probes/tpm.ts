@@ -21,7 +21,7 @@ export async function probeTpm(cfg: GatehouseConfig, opts: { timeoutMs?: number 
   });
   try {
     await store.open();
-    return { reachable: true, keyPresent: true, noDA: store.noDA(), detail: `thumbprint ${Buffer.from(store.thumbprint()).toString('hex').slice(0, 16)}…` };
+    return { reachable: true, keyPresent: true, noDA: store.noDA(), authValue: store.hasAuth(), detail: `thumbprint ${Buffer.from(store.thumbprint()).toString('hex').slice(0, 16)}…` };
   } catch (err) {
     if (err instanceof TpmError) {
       const advice = adviceFor(err.code);

@@ -115,6 +115,17 @@ describe('daemon/check', () => {
     assert.equal(withNoDA['tpm.key']?.status, 'ok');
   });
 
+  it('a TPM key without an authValue warns, naming the fix', async () => {
+    const report = await runChecks({ ...healthy, tpm: () => Promise.resolve({ reachable: true, keyPresent: true, noDA: true, authValue: false }) }, ALL_CHECKS, { only: ['tpm.key'] });
+    const r = byId(report);
+    assert.equal(r['tpm.key']?.status, 'warn');
+    assert.match(r['tpm.key']?.message ?? '', /no authorization value.*tss/);
+    assert.match(r['tpm.key']?.action ?? '', /gatehouse tpm provision --force/);
+    assert.equal(exitCodeFor(report), 3);
+    const withAuth = byId(await runChecks({ ...healthy, tpm: () => Promise.resolve({ reachable: true, keyPresent: true, noDA: true, authValue: true }) }, ALL_CHECKS, { only: ['tpm.key'] }));
+    assert.equal(withAuth['tpm.key']?.status, 'ok');
+  });
+
   it('the software key store warns', async () => {
     if (!healthy.config.ok) throw new Error('unreachable');
     const cfg = structuredClone(healthy.config.config);
