@@ -20,6 +20,7 @@ import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
 import type { GenCommand, GenDevice, GenReport } from './load-generator.js';
 import type { GatewayWorkerStats } from './gateway-worker.js';
 import { freePort, gatewayConfigInput } from '../demo/embedded.js';
+import { TPM_AUTH_FILE } from '../tpm/key-auth-file.js';
 
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
@@ -176,6 +177,7 @@ export class BenchEnv {
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     // Each run starts from fresh state (no leases) with the one provisioned key's record.
     await copyFile(join(this.dir, 'tpm-state', 'tpm-key.json'), join(stateDir, 'tpm-key.json'));
+    await copyFile(join(this.dir, 'tpm-state', TPM_AUTH_FILE), join(stateDir, TPM_AUTH_FILE));
     const config = gatewayConfigInput(
       {
         gw: GW,

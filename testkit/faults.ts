@@ -24,6 +24,7 @@ import { Swtpm } from '../tpm/swtpm-process.js';
 import { DEFAULT_KEY_HANDLE, TpmKeyStore } from '../tpm/tpm-key-store.js';
 import { RawMqttClient } from './mqtt-wire.js';
 import { freePort, gatewayConfigInput } from '../demo/embedded.js';
+import { TPM_AUTH_FILE } from '../tpm/key-auth-file.js';
 
 export const GW = 'gw-faults';
 
@@ -280,6 +281,8 @@ export class FaultEnv {
     const d = join(this.dir, `state-${name}`);
     await mkdir(d, { recursive: true, mode: 0o700 });
     await copyFile(join(this.dir, 'tpm', 'tpm-key.json'), join(d, 'tpm-key.json'));
+    // The key's authValue goes with its record (mode kept: 0600).
+    await copyFile(join(this.dir, 'tpm', TPM_AUTH_FILE), join(d, TPM_AUTH_FILE));
     return d;
   }
 

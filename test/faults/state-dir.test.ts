@@ -12,6 +12,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Gateway } from '../../daemon/gateway.js';
 import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
+import { TPM_AUTH_FILE } from '../../tpm/key-auth-file.js';
 
 function canMount(dir: string): boolean {
   // GATEHOUSE_FAULT_NO_MOUNT=1 exercises the fallback a container without mount rights takes.
@@ -86,7 +87,7 @@ describe('faults: state directory full or read-only', function () {
         mounts.push(stateDir);
       }
       const prepared = await env.stateDir(`${mode.errno}-src`);
-      execFileSync('cp', [join(prepared, 'tpm-key.json'), join(stateDir, 'tpm-key.json')]);
+      execFileSync('cp', ['-p', join(prepared, 'tpm-key.json'), join(prepared, TPM_AUTH_FILE), stateDir]);
       const watch = new LogWatch();
       const config = await env.config(stateDir, { backend: { circuit: { failureThreshold: 1, openMs: 500 }, connectTimeoutMs: 1000 } });
       gateway = await env.gateway(config, { clock, logger: watch.logger() });

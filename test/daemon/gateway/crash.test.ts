@@ -14,7 +14,7 @@ import { killAllChildren } from '../../../testkit/daemon.js';
 import { unixRequest } from '../../../testkit/unix-http.js';
 import { device, startDaemon, startRig, stopDaemon, StepPeripheral, type Rig, type RunningDaemon } from './fixture.js';
 
-const STATE_FILES = ['session.json', 'revocations.json', 'tpm-key.json'];
+const STATE_FILES = ['session.json', 'revocations.json', 'tpm-key.json', 'tpm-key-auth.json'];
 /** The lease store and the journal files SQLite keeps beside it while (or if killed while) open. */
 const LEASE_FILES = ['leases.db', 'leases.db-wal', 'leases.db-shm'];
 
