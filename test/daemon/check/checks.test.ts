@@ -30,6 +30,7 @@ describe('daemon/check', () => {
       backend: () => Promise.resolve({ ok: true, detail: 'backend.example:8443: TLS ok' }),
       ble: () => ({ adapterState: 'poweredOn' }),
       mqtt: () => [{ name: 'tcp', address: '127.0.0.1', port: 1883, listening: true }],
+      descriptors: () => ({ limit: 16384, open: 40, whose: 'daemon' }),
     };
   });
   afterEach(async () => {
