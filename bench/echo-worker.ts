@@ -21,7 +21,7 @@ const nullPipeline: AuthPipeline = {
   reject: () => Promise.resolve(reply),
 };
 
-const mqtt = new MqttTransport({ pipeline: nullPipeline, ...MQTT_DEFAULTS, tcp: { host: '127.0.0.1', port: 0 }, maxConnections, maxQueuedPerConnection: 64 });
+const mqtt = new MqttTransport({ pipeline: nullPipeline, ...MQTT_DEFAULTS, tcp: { host: '127.0.0.1', port: 0 }, maxConnections, maxUnwelcomed: maxConnections, maxConnectionsPerSource: maxConnections, acceptsPerSourcePerSec: 100_000, maxQueuedPerConnection: 64 });
 await mqtt.start();
 process.send?.({ op: 'ready', port: mqtt.addresses().tcp?.port ?? 0 });
 process.on('message', (cmd: { op: string }) => {

@@ -192,7 +192,7 @@ export class BenchEnv {
       },
       {
         backend: { queueLimit: 100_000, ...(o.batchMax !== undefined ? { batch: { maxSize: o.batchMax } } : {}) },
-        mqtt: { maxConnections: 100_000 },
+        mqtt: { maxConnections: 100_000, maxUnwelcomed: 100_000, maxConnectionsPerSource: 100_000, acceptsPerSourcePerSec: 100_000 },
         pipeline: {
           maxOutstandingChallenges: 1_000_000,
           maxPendingHellos: 100_000,

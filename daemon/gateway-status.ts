@@ -9,6 +9,7 @@ import type { TimerClock } from '../common/clock.js';
 import type { SessionManager } from './backend-client/session.js';
 import { probeBackendTls } from './check/probes/backend-tls.js';
 import { runChecks } from './check/runner.js';
+import { openDescriptorCount, openFileLimit } from '../common/descriptors.js';
 import type { CheckContext, CheckReport, ListenerFacts } from './check/types.js';
 import type { GatehouseConfig } from './config/schema.js';
 import type { Pipeline } from './pipeline/pipeline.js';
@@ -177,6 +178,7 @@ export class GatewayStatus implements StatusSource {
       ...(this.#ble !== undefined || cfg.ble.enabled ? { ble: () => ({ adapterState: this.#ble?.stats().state ?? 'unavailable' }) } : {}),
       mqtt: () => this.#listeners(),
       failing: () => this.getFailing(),
+      descriptors: () => ({ limit: openFileLimit()?.soft, open: openDescriptorCount(), whose: 'daemon' }),
     };
   }
 

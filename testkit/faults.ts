@@ -303,7 +303,7 @@ export class FaultEnv {
       },
       {
         backend: { queueLimit: 100_000 },
-        mqtt: { maxConnections: 20_000 },
+        mqtt: { maxConnections: 20_000, maxUnwelcomed: 20_000, maxConnectionsPerSource: 20_000, acceptsPerSourcePerSec: 100_000 },
         pipeline: { maxOutstandingChallenges: 100_000, maxPendingHellos: 100_000, rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 } },
       },
     );

@@ -68,6 +68,8 @@ export interface RawMqttOptions {
   keepaliveSec?: number;
   /** Deadline of CONNECT→CONNACK and SUBSCRIBE→SUBACK (default 30 000 ms). */
   timeoutMs?: number;
+  /** Source address to connect from (e.g. 127.0.0.2: every 127/8 address reaches loopback on Linux). */
+  localAddress?: string;
 }
 
 /** One MQTT connection. Incoming QoS 1 publishes are acknowledged at once. */
@@ -103,7 +105,7 @@ export class RawMqttClient {
 
   /** TCP connect, CONNECT, CONNACK 0 — or a RawMqttError. */
   static async connect(o: RawMqttOptions): Promise<RawMqttClient> {
-    const socket = net.connect({ host: o.host, port: o.port });
+    const socket = net.connect({ host: o.host, port: o.port, ...(o.localAddress === undefined ? {} : { localAddress: o.localAddress }) });
     const c = new RawMqttClient(socket);
     const ack = c.#expect(0x20, o.timeoutMs ?? 30_000, 'CONNACK');
     socket.write(connectPacket(o.clientId, o.keepaliveSec ?? 300));

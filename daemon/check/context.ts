@@ -8,6 +8,7 @@ import { loadConfig } from '../config/load.js';
 import { probeBackendTls } from './probes/backend-tls.js';
 import { probeTpm } from './probes/tpm.js';
 import type { CheckContext } from './types.js';
+import { openDescriptorCount, openFileLimit } from '../../common/descriptors.js';
 
 export async function offlineCheckContext(file: string, now: () => Date = () => new Date()): Promise<CheckContext> {
   try {
@@ -17,6 +18,7 @@ export async function offlineCheckContext(file: string, now: () => Date = () => 
       now,
       tpm: config.tpm.kind === 'tpm' ? () => probeTpm(config) : undefined,
       backend: () => probeBackendTls(config.backend),
+      descriptors: () => ({ limit: openFileLimit()?.soft, open: openDescriptorCount(), whose: 'this process' }),
     };
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

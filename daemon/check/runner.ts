@@ -2,6 +2,7 @@
  * Run checks against a context: each with a timeout, a crash in one never stops the others,
  * and the report's worst status maps to the CLI exit code (0 ok, 1 fail, 3 warn).
  */
+import { fdLimit } from './checks/fd-limit.js';
 import type { Logger } from 'winston';
 import { logError, silentLogger } from '../../common/log/logger.js';
 import type { Check, CheckContext, CheckOutcome, CheckReport, CheckResult, CheckStatus } from './types.js';
@@ -26,6 +27,7 @@ export const ALL_CHECKS: readonly Check[] = [
   backendSession,
   credentialExpiry,
   mqttListeners,
+  fdLimit,
   bleAdapter,
   peripheralsFailing,
 ];

@@ -87,6 +87,15 @@ export interface CheckContext {
   mqtt?: () => ListenerFacts[];
   /** Devices whose recent attempts failed (the running daemon's tracker). */
   failing?: () => FailingPeripheral[];
+  /** The process's RLIMIT_NOFILE soft limit (undefined: unknown), whose process it is, and descriptors open now. */
+  descriptors?: () => DescriptorFacts;
+}
+
+export interface DescriptorFacts {
+  limit: number | undefined;
+  open: number | undefined;
+  /** `daemon`: the running daemon's own; `this process`: the CLI's (offline), which may differ. */
+  whose: 'daemon' | 'this process';
 }
 
 export interface Check {

@@ -143,7 +143,25 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       certFile: optPath('PEM certificate chain of the listener.'),
       keyFile: optPath('PEM private key of the listener; keep it root:gatehouse 0640 or stricter.'),
     }),
-    maxConnections: int({ description: 'Concurrent MQTT connections; beyond it new ones are refused.', default: 1000, min: 1, max: 100000 }),
+    maxConnections: int({
+      description: 'Concurrent MQTT connections; beyond it a new one gets CONNACK 3 (server unavailable). Each costs one file descriptor: keep it below the unit\'s LimitNOFILE (docs/operations.md, `gatehouse check` fd-limit).',
+      default: 1000,
+      min: 1,
+      max: 100000,
+    }),
+    maxUnwelcomed: int({
+      description: 'Of those, connections not yet welcomed (at most maxConnections take effect); beyond it CONNACK 3. Idle unauthenticated clients cannot hold the slots of welcomed ones.',
+      default: 500,
+      min: 1,
+      max: 100000,
+    }),
+    maxConnectionsPerSource: int({
+      description: 'Open connections from one source address (pre-CONNECT included); beyond it a new one is closed at accept. Raise it for peripherals behind NAT.',
+      default: 64,
+      min: 1,
+      max: 100000,
+    }),
+    acceptsPerSourcePerSec: int({ description: 'New connections per second from one source address (burst the same); beyond it closed at accept.', default: 50, min: 1, max: 100000 }),
     maxPacketBytes: int({
       description: 'Largest MQTT packet accepted (auth messages are at most 1024 bytes).',
       default: 65536,

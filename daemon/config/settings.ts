@@ -29,6 +29,9 @@ export function mqttSettings(cfg: GatehouseConfig): MqttSettings {
   return {
     tcp: m.tcp.enabled ? { host: m.tcp.host, port: m.tcp.port } : false,
     maxConnections: m.maxConnections,
+    maxUnwelcomed: m.maxUnwelcomed,
+    maxConnectionsPerSource: m.maxConnectionsPerSource,
+    acceptsPerSourcePerSec: m.acceptsPerSourcePerSec,
     maxPacketBytes: m.maxPacketBytes,
     authTimeoutMs: m.authTimeoutSec * 1000,
     connectTimeoutMs: m.connectTimeoutSec * 1000,

@@ -138,6 +138,12 @@ interface RejectPlan {
   reason: ReasonCode;
   hh?: Uint8Array;
   retry?: number;
+  /**
+   * Sent unsigned: the message was refused before anything in it was checked (malformed, or over
+   * the connection's limit). A signature costs a session-key operation that a peer must not get
+   * for garbage; the peripheral could not rely on such a reject anyway.
+   */
+  unsigned?: boolean;
 }
 
 /** Every wait has a deadline: resolves with the verifier's result or fails at `ms`. */
@@ -231,7 +237,11 @@ export class Pipeline implements AuthPipeline {
   }
 
   async reject(conn: IngressConnection, dev: string, reason: ReasonCode, version: ProtocolVersion): Promise<Uint8Array> {
-    return this.#rejectBytes(conn, this.#elapsed.now(), { version, dev: isValidId(dev) ? dev : conn.id, reason });
+    const started = this.#elapsed.now();
+    const replyDev = isValidId(dev) ? dev : conn.id;
+    const wait = this.#limits.takeConnection(conn.id);
+    if (wait > 0) return this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'rate-limited', retry: wait, unsigned: true });
+    return this.#rejectBytes(conn, started, { version, dev: replyDev, reason });
   }
 
   async connectionChallenge(conn: IngressConnection): Promise<Uint8Array> {
@@ -242,6 +252,9 @@ export class Pipeline implements AuthPipeline {
     const started = this.#elapsed.now();
     const fallbackDev = expectedDev ?? conn.id;
     try {
+      // Metered before it is parsed: each message costs the connection a token.
+      const wait = this.#limits.takeConnection(conn.id);
+      if (wait > 0) return await this.#reject(conn, started, { version, dev: fallbackDev, reason: 'rate-limited', retry: wait, unsigned: true });
       const checked = this.#check(conn, helloBytes, expectedDev, version);
       if ('reject' in checked) return await this.#reject(conn, started, { ...checked.reject, version });
       return await this.#decide(conn, started, checked.signed, checked.z);
@@ -266,12 +279,16 @@ export class Pipeline implements AuthPipeline {
     const started = this.#elapsed.now();
     const replyDev = dev ?? conn.id;
     try {
+      // Metered before anything else; a challenge-request is unauthenticated, so it never
+      // charges the device's bucket (a peer naming another device would spend its allowance).
+      const wait = this.#limits.takeConnection(conn.id);
+      if (wait > 0) return await this.#rejectBytes(conn, started, { version, dev: isValidId(replyDev) ? replyDev : conn.id, reason: 'rate-limited', retry: wait, unsigned: true });
       if (!isValidId(replyDev)) {
         // The dev cannot be echoed in a reject: name the connection's binding instead.
-        return await this.#rejectBytes(conn, started, { version, dev: conn.id, reason: 'malformed' });
+        return await this.#rejectBytes(conn, started, { version, dev: conn.id, reason: 'malformed', unsigned: true });
       }
-      const wait = this.#limits.take(conn.id, dev);
-      if (wait > 0) return await this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'rate-limited', retry: wait });
+      const global = this.#limits.takeGlobal();
+      if (global > 0) return await this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'rate-limited', retry: global });
       if (this.#closing.signal.aborted) return await this.#rejectBytes(conn, started, { version, dev: replyDev, reason: 'busy', retry: this.#o.busyRetry });
       const gn = this.#random(GN_BYTES);
       // protocol-v2: ge is fresh for every challenge; its private key lives with the challenge.
@@ -305,22 +322,22 @@ export class Pipeline implements AuthPipeline {
     version: ProtocolVersion,
   ): { signed: Signed<Hello> | Signed<HelloV2>; z: Uint8Array | undefined } | { reject: RejectPlan } {
     const fallbackDev = expectedDev ?? conn.id;
-    if (bytes.length > MAX_MESSAGE_BYTES) return { reject: { dev: fallbackDev, reason: 'malformed' } };
+    if (bytes.length > MAX_MESSAGE_BYTES) return { reject: { dev: fallbackDev, reason: 'malformed', unsigned: true } };
     let signed: Signed<Hello> | Signed<HelloV2>;
     try {
       signed = version === 2 ? parseHelloV2(bytes) : parseHello(bytes);
     } catch (err) {
-      if (err instanceof ProtocolError) return { reject: { dev: fallbackDev, reason: err.reason } };
+      if (err instanceof ProtocolError) return { reject: { dev: fallbackDev, reason: err.reason, unsigned: err.reason === 'malformed' } };
       throw err;
     }
     const hh = helloHash(bytes);
     const dev = signed.payload.dev;
     // protocol-v1 "Encoding": peripherals sign with alg -8 and kid = dev.
     if (!isValidId(dev) || signed.alg !== COSE_ALG_EDDSA || signed.kid !== dev) {
-      return { reject: { dev: fallbackDev, reason: 'malformed', hh } };
+      return { reject: { dev: fallbackDev, reason: 'malformed', hh, unsigned: true } };
     }
     // protocol-v1: dev "matches the topic or BLE connection".
-    if (expectedDev !== undefined && dev !== expectedDev) return { reject: { dev: expectedDev, reason: 'malformed', hh } };
+    if (expectedDev !== undefined && dev !== expectedDev) return { reject: { dev: expectedDev, reason: 'malformed', hh, unsigned: true } };
     // protocol-v1: "gn outstanding for this connection (consumed on first use, whatever the outcome)".
     const consumed = this.#challenges.consume(conn.id, signed.payload.gn, dev, version);
     if (!consumed.ok) return { reject: { dev, reason: 'stale-challenge', hh } };
@@ -338,7 +355,9 @@ export class Pipeline implements AuthPipeline {
         throw err;
       }
     }
-    const wait = this.#limits.take(conn.id, dev);
+    // The per-connection token was taken before parsing; the device's is taken once the
+    // signature has verified (#decideInner).
+    const wait = this.#limits.takeGlobal();
     if (wait > 0) {
       z?.fill(0);
       return { reject: { dev, reason: 'rate-limited', hh, retry: wait } };
@@ -386,6 +405,9 @@ export class Pipeline implements AuthPipeline {
       this.#log.error('backend verdict names another device', { conn: conn.id, dev, verdictDev: result.dev });
       return this.#reject(conn, started, { version, dev, reason: 'internal', hh });
     }
+    // The signature verified (backend or cached lease): only now is the device's allowance spent.
+    const deviceWait = this.#limits.takeDevice(dev);
+    if (deviceWait > 0) return this.#reject(conn, started, { version, dev, reason: 'rate-limited', hh, retry: deviceWait });
     const session = this.#sessions.current();
     if (session === undefined) {
       return this.#reject(conn, started, { version, dev, reason: 'backend-unavailable', hh, retry: this.#o.unavailableRetry });
@@ -459,7 +481,7 @@ export class Pipeline implements AuthPipeline {
       ...(plan.hh === undefined ? {} : { hh: plan.hh }),
       ...(plan.retry === undefined ? {} : { retry: plan.retry }),
     };
-    const session = this.#sessions.current();
+    const session = plan.unsigned === true ? undefined : this.#sessions.current();
     let bytes: Uint8Array;
     if (session === undefined) {
       bytes = await encodeRejectOf(input, undefined);

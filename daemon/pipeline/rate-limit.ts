@@ -62,7 +62,7 @@ export class KeyedBuckets {
   }
 }
 
-/** The three limits protocol-v1 "Gateway checks on a hello" asks for, taken together. */
+/** The three limits protocol-v1 "Gateway checks on a hello" asks for, each taken at its own step. */
 export class RateLimiter {
   readonly #perConnection: KeyedBuckets;
   readonly #perDevice: KeyedBuckets;
@@ -79,24 +79,25 @@ export class RateLimiter {
   }
 
   /**
-   * Takes a token from each bucket, or none: answers 0, or the seconds to wait before retrying.
-   * The cheapest, most specific bucket first, so a noisy connection does not drain the others.
+   * The connection's token, taken before a message is parsed: every message costs one, well
+   * formed or not, so a connection cannot buy unmetered work (a parse, a reject) with garbage.
+   * Answers 0, or the seconds to wait.
    */
-  take(conn: string, dev: string | undefined): number {
-    const c = this.#perConnection.take(conn);
-    if (c > 0) return c;
-    const d = dev === undefined ? 0 : this.#perDevice.take(dev);
-    if (d > 0) {
-      this.#perConnection.giveBack(conn);
-      return d;
-    }
-    const g = this.#global.take('');
-    if (g > 0) {
-      this.#perConnection.giveBack(conn);
-      if (dev !== undefined) this.#perDevice.giveBack(dev);
-      return g;
-    }
-    return 0;
+  takeConnection(conn: string): number {
+    return this.#perConnection.take(conn);
+  }
+
+  /** The gateway's token, taken before the backend is asked or a challenge is issued. */
+  takeGlobal(): number {
+    return this.#global.take('');
+  }
+
+  /**
+   * The device's token, taken only once the hello's signature has verified: a peer claiming
+   * another device's id cannot spend that device's allowance.
+   */
+  takeDevice(dev: string): number {
+    return this.#perDevice.take(dev);
   }
 
   connectionClosed(conn: string): void {

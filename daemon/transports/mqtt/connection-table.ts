@@ -40,6 +40,9 @@ export class MqttConnectionTable {
   /** Non-empty client ids of live connections: a second CONNECT with one is refused. */
   readonly #byClientId = new Map<string, MqttConnection>();
   readonly #counters: ConnectionTableCounters = { closedByAuthTimeout: 0, closedSuperseded: 0, closedRevoked: 0 };
+  /** Connections given CONNACK 0: the slots that capacity and the unwelcomed bound count. */
+  readonly #admitted = new Set<MqttConnection>();
+  #admittedWelcomed = 0;
   #seq = 0;
 
   constructor(options: ConnectionTableOptions) {
@@ -109,6 +112,16 @@ export class MqttConnectionTable {
     if (conn.clientId !== '') this.#byClientId.set(conn.clientId, conn);
   }
 
+  /** `conn` got CONNACK 0: it holds a slot until it closes. */
+  admit(conn: MqttConnection): void {
+    if (this.#byId.has(conn.id)) this.#admitted.add(conn);
+  }
+
+  /** Slots held: connections given CONNACK 0 and still open, and how many of them are not welcomed. */
+  slots(): { admitted: number; unwelcomed: number } {
+    return { admitted: this.#admitted.size, unwelcomed: this.#admitted.size - this.#admittedWelcomed };
+  }
+
   /** Live connections bound to `dev` and not welcomed (the per-device cap counts them). */
   unwelcomedBoundTo(dev: string): number {
     let n = 0;
@@ -134,6 +147,7 @@ export class MqttConnectionTable {
    * per dev is recorded: a map lookup instead of a scan of every connection (O(n²) in a storm).
    */
   welcome(conn: MqttConnection, dev: string, policy: Policy, version: 1 | 2 = 1): void {
+    if (!conn.welcomed && this.#admitted.has(conn)) this.#admittedWelcomed += 1;
     conn.welcome(policy, version);
     this.#o.events.welcomed(conn, dev);
     const other = this.byDevice(dev);
@@ -170,6 +184,7 @@ export class MqttConnectionTable {
   /** The stream of `conn` closed: forget it. Answers false when it was already forgotten. */
   closed(conn: MqttConnection): boolean {
     if (!this.#byId.delete(conn.id)) return false;
+    if (this.#admitted.delete(conn) && conn.welcomed) this.#admittedWelcomed -= 1;
     if (this.#byClientId.get(conn.clientId) === conn) this.#byClientId.delete(conn.clientId);
     if (conn.boundDev !== undefined && this.#welcomedByDev.get(conn.boundDev) === conn) this.#welcomedByDev.delete(conn.boundDev);
     conn.stopAuthTimer();

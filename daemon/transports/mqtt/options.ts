@@ -13,8 +13,14 @@ import { MqttError } from './errors.js';
 export interface MqttSettings {
   /** Plain TCP listener (port 0 picks a free port); `false` disables it. */
   tcp: { host: string; port: number } | false;
-  /** Concurrent connections; beyond it new ones are dropped at accept. */
+  /** Concurrent connections given CONNACK 0; beyond it CONNACK 3 (server unavailable). */
   maxConnections: number;
+  /** Of those, connections not yet welcomed (at most maxConnections take effect); beyond it CONNACK 3. */
+  maxUnwelcomed: number;
+  /** Open connections from one source address; beyond it new ones are closed at accept. */
+  maxConnectionsPerSource: number;
+  /** New connections per second from one source address (burst the same); beyond it closed at accept. */
+  acceptsPerSourcePerSec: number;
   /** Largest MQTT packet accepted (fixed header included). */
   maxPacketBytes: number;
   /** protocol-v1: a connection not welcomed within this is closed. */
@@ -43,6 +49,15 @@ export const MQTT_TUNING = {
   drainTimeoutMs: 5000,
   /** Distinct subscriptions one connection may hold; beyond it SUBACK 0x80. */
   maxSubscriptionsPerConnection: 32,
+  /**
+   * Connections over capacity held until their CONNECT so they hear CONNACK 3; beyond
+   * maxConnections + this they are closed at accept (each holds a descriptor meanwhile).
+   */
+  refusalSlots: 64,
+  /** Descriptors kept free for everything else (backend link, status socket, SQLite, TPM, logs). */
+  descriptorReserve: 64,
+  /** Source addresses whose accept rate is tracked; the least recently seen is forgotten beyond it. */
+  maxTrackedSources: 10_000,
 };
 
 export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_TUNING> {
@@ -62,6 +77,9 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
     ...MQTT_TUNING,
     pipeline: options.pipeline,
     maxConnections: options.maxConnections,
+    maxUnwelcomed: options.maxUnwelcomed,
+    maxConnectionsPerSource: options.maxConnectionsPerSource,
+    acceptsPerSourcePerSec: options.acceptsPerSourcePerSec,
     maxPacketBytes: options.maxPacketBytes,
     authTimeoutMs: options.authTimeoutMs,
     connectTimeoutMs: options.connectTimeoutMs,
@@ -75,11 +93,18 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
       operationTimeoutMs: options.operationTimeoutMs,
       drainTimeoutMs: options.drainTimeoutMs,
       maxSubscriptionsPerConnection: options.maxSubscriptionsPerConnection,
+      refusalSlots: options.refusalSlots,
+      descriptorReserve: options.descriptorReserve,
+      maxTrackedSources: options.maxTrackedSources,
     }),
   };
   const bad: string[] = [];
   for (const name of [
     'maxConnections',
+    'maxUnwelcomed',
+    'maxConnectionsPerSource',
+    'acceptsPerSourcePerSec',
+    'maxTrackedSources',
     'authTimeoutMs',
     'connectTimeoutMs',
     'keepaliveMaxSec',
@@ -91,6 +116,9 @@ export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
   ] as const) {
     const v = o[name];
     if (!Number.isSafeInteger(v) || v < 1) bad.push(`${name}: expected an integer >= 1, got ${String(v)}`);
+  }
+  for (const name of ['refusalSlots', 'descriptorReserve'] as const) {
+    if (!Number.isSafeInteger(o[name]) || o[name] < 0) bad.push(`${name}: expected an integer >= 0, got ${String(o[name])}`);
   }
   if (!Number.isSafeInteger(o.drainTimeoutMs) || o.drainTimeoutMs < 0) bad.push(`drainTimeoutMs: expected an integer >= 0, got ${String(o.drainTimeoutMs)}`);
   // An auth message is at most 1024 bytes; the topic and headers need room too.

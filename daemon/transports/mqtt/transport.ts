@@ -27,6 +27,9 @@ import { SessionTable, type SessionCounters } from '../../sessions/table.js';
 import type { SessionInfo } from '../../sessions/session.js';
 import type { SessionOpening } from '../../pipeline/types.js';
 import { inAuthNamespace, topicMatches } from './topics.js';
+import { Refusals, type RefusalCounts } from './refusals.js';
+import { isDescriptorExhaustion, openDescriptorCount, openFileLimit } from '../../../common/descriptors.js';
+import { TokenBucket } from '../../../common/token-bucket.js';
 
 export type { MqttSettings, MqttTransportOptions } from './options.js';
 
@@ -44,6 +47,10 @@ export interface MqttTransportStats {
   sessions: number;
   /** v2 session counters (opened, ended by reason, frames dropped by code, denied). */
   sessionCounters: SessionCounters;
+  /** Connections refused, by why (CONNACK 3 or closed at accept). */
+  refused: RefusalCounts;
+  /** Connections this process can hold before it runs out of descriptors (undefined without /proc). */
+  descriptorCapacity: number | undefined;
 }
 
 /** Pending-connection queue of the listeners: as deep as the kernel allows (see #listen). */
@@ -101,6 +108,13 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #ingress: MqttIngress;
   readonly #sessions: SessionTable;
   readonly #counters = { refusedAtAccept: 0, frameViolations: 0 };
+  readonly #refusals: Refusals;
+  /** Open sockets per source address (pre-CONNECT included). */
+  readonly #openBySource = new Map<string, number>();
+  /** Accept-rate buckets per source address, least recently seen first (bounded). */
+  readonly #acceptBySource = new Map<string, TokenBucket>();
+  /** Connections the descriptor limit leaves room for (set at start). */
+  #descriptorCapacity: number | undefined;
   #broker: Aedes | undefined;
   #servers: (net.Server | tls.Server)[] = [];
   #unsubscribeRevocations: (() => void) | undefined;
@@ -112,6 +126,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#tls = options.tls;
     this.#revocations = options.revocations;
     this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
+    this.#refusals = new Refusals(this.#log);
     this.#table = new MqttConnectionTable({
       log: this.#log,
       authTimeoutMs: this.#o.authTimeoutMs,
@@ -143,6 +158,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       droppedAuthMessages: this.#ingress.dropped,
       sessions: this.#sessions.size,
       sessionCounters: this.#sessions.counters(),
+      refused: this.#refusals.counts,
+      descriptorCapacity: this.#descriptorCapacity,
     };
   }
 
@@ -189,7 +206,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     });
     const broker = await Aedes.createBroker({
       connectTimeout: this.#o.connectTimeoutMs,
-      ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec }),
+      ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec, noSlot: (conn) => this.#noSlot(conn) }),
       ...publishHooks({ table, log: this.#log, acl, ingress: this.#ingress, maxUnwelcomedPerDevice: this.#o.maxUnwelcomedPerDevice }),
       authorizeSubscribe: subscribe.authorizeSubscribe,
       ...deliverHooks(table),
@@ -226,7 +243,62 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       // A v2 session says bye revoked before its connection is closed.
       void this.#sessions.revoke(devices).finally(() => this.#table.revoke(devices));
     });
+    this.#measureDescriptors();
     this.#log.info('MQTT broker listening', { addresses: this.addresses() });
+  }
+
+  /**
+   * How many connections the descriptor limit leaves room for: RLIMIT_NOFILE less what is open
+   * now (listeners, backend link, SQLite, logs) less a reserve. Past it the kernel's EMFILE makes
+   * libuv accept and close connections silently, so the transport refuses first, and says so.
+   */
+  #measureDescriptors(): void {
+    const limit = openFileLimit();
+    const open = openDescriptorCount();
+    if (limit === undefined || open === undefined || limit.soft === Infinity) return;
+    this.#descriptorCapacity = Math.max(0, limit.soft - open - this.#o.descriptorReserve);
+    const wanted = this.#o.maxConnections + this.#o.refusalSlots;
+    if (this.#descriptorCapacity < wanted) {
+      this.#log.error('descriptor limit below the configured capacity: connections beyond it will be refused', {
+        limitNofile: limit.soft,
+        openNow: open,
+        reserve: this.#o.descriptorReserve,
+        connectionsPossible: this.#descriptorCapacity,
+        maxConnections: this.#o.maxConnections,
+        refusalSlots: this.#o.refusalSlots,
+      });
+    }
+  }
+
+  /** Why `conn` gets CONNACK 3 instead of a slot, if it does. */
+  #noSlot(conn: MqttConnection): string | undefined {
+    const slots = this.#table.slots();
+    if (slots.admitted >= this.#o.maxConnections) {
+      this.#refusals.refuse('capacity', { conn: conn.id, max: this.#o.maxConnections });
+      return 'server at capacity';
+    }
+    if (slots.unwelcomed >= Math.min(this.#o.maxUnwelcomed, this.#o.maxConnections)) {
+      this.#refusals.refuse('unwelcomed-slots', { conn: conn.id, max: this.#o.maxUnwelcomed });
+      return 'too many connections waiting to be welcomed';
+    }
+    return undefined;
+  }
+
+  /** Takes an accept token of `source`; false when it has none. */
+  #acceptAllowed(source: string): boolean {
+    let bucket = this.#acceptBySource.get(source);
+    if (bucket === undefined) {
+      if (this.#acceptBySource.size >= this.#o.maxTrackedSources) {
+        const oldest = this.#acceptBySource.keys().next();
+        if (!oldest.done) this.#acceptBySource.delete(oldest.value);
+      }
+      const n = this.#o.acceptsPerSourcePerSec;
+      bucket = new TokenBucket({ burst: n, perSecond: n }, { now: () => performance.now() });
+    } else {
+      this.#acceptBySource.delete(source);
+    }
+    this.#acceptBySource.set(source, bucket);
+    return bucket.take() === 0;
   }
 
   /**
@@ -272,7 +344,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
 
   async #listen(server: net.Server | tls.Server, host: string, port: number): Promise<void> {
     // A backstop to our own count at accept: the kernel queue is not drained into aedes.
-    server.maxConnections = this.#o.maxConnections + 16;
+    server.maxConnections = this.#o.maxConnections + this.#o.refusalSlots + 16;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(new MqttError('GH_MQTT_LISTEN', `cannot listen on ${host}:${port}`, { cause: err }));
       server.once('error', onError);
@@ -285,18 +357,38 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
         resolve();
       });
     });
-    server.on('error', (err) => this.#log.error('MQTT listener error', { error: err.message }));
+    server.on('error', (err) => {
+      if (isDescriptorExhaustion(err)) this.#refusals.refuse('descriptors', { error: err.message });
+      else this.#log.error('MQTT listener error', { error: err.message });
+    });
     this.#servers.push(server);
   }
 
   #accept(socket: net.Socket | tls.TLSSocket): void {
     const broker = this.#broker;
-    if (broker === undefined || this.#table.size >= this.#o.maxConnections) {
+    const source = socket.remoteAddress ?? '?';
+    const refusal =
+      broker === undefined || this.#table.size >= this.#o.maxConnections + this.#o.refusalSlots
+        ? ('capacity' as const)
+        : this.#descriptorCapacity !== undefined && this.#table.size >= this.#descriptorCapacity
+          ? ('descriptors' as const)
+          : (this.#openBySource.get(source) ?? 0) >= this.#o.maxConnectionsPerSource
+            ? ('per-source' as const)
+            : !this.#acceptAllowed(source)
+              ? ('accept-rate' as const)
+              : undefined;
+    if (broker === undefined || refusal !== undefined) {
       this.#counters.refusedAtAccept += 1;
-      this.#log.warn('connection refused: too many connections', { max: this.#o.maxConnections });
+      this.#refusals.refuse(refusal ?? 'capacity', { source, open: this.#table.size, max: this.#o.maxConnections });
       socket.destroy();
       return;
     }
+    this.#openBySource.set(source, (this.#openBySource.get(source) ?? 0) + 1);
+    socket.once('close', () => {
+      const n = (this.#openBySource.get(source) ?? 1) - 1;
+      if (n <= 0) this.#openBySource.delete(source);
+      else this.#openBySource.set(source, n);
+    });
     // Measured: with Nagle each request/response round trip costs ~88 ms on loopback.
     socket.setNoDelay(true);
     socket.on('error', (err) => this.#log.debug('socket error', { error: err.message }));

@@ -33,6 +33,7 @@ describe('daemon/check', () => {
       ble: () => ({ adapterState: 'poweredOn' }),
       mqtt: () => [{ name: 'tcp', address: '127.0.0.1', port: 1883, listening: true }],
       failing: () => [],
+      descriptors: () => ({ limit: 16384, open: 40, whose: 'daemon' }),
     };
   });
   afterEach(async () => {

@@ -9,7 +9,7 @@ import {
   signHello,
   signSign1,
   verifySign1,
-  type Ed25519Signer,
+  Ed25519Signer,
 } from '../../../protocol/index.js';
 import { Pipeline, type PipelineOptions } from '../../../daemon/pipeline/pipeline.js';
 import type { DecisionEvent, GatewaySession, HelloVerifier, IngressConnection } from '../../../daemon/pipeline/types.js';
@@ -200,25 +200,45 @@ describe('daemon/pipeline Pipeline', () => {
     assert.equal(backend.requests.filter((r) => r.hello === signedV2).length, 0, 'never sent to the backend');
   });
 
-  it('rate-limits per connection, per device and globally, with retry, and recovers as tokens refill', async () => {
-    const p = make({ rateLimits: { perConnectionPerMin: 3, perDevicePerMin: 5, globalPerMin: 7 } });
+  it('rate-limits per connection (before parsing, unsigned), per verified device and globally, with retry, and recovers as tokens refill', async () => {
+    const p = make({ rateLimits: { perConnectionPerMin: 3, perDevicePerMin: 2, globalPerMin: 9 } });
     const c = conn('mqtt:10');
     for (let i = 0; i < 3; i++) await gnFor(p, c, 'dev-a');
     const limited = rejectOf(await p.challenge(c, 'dev-a'));
     assert.equal(limited.reason, 'rate-limited');
+    assert.equal(limited.signed, false, 'over the connection limit: no session-key signature');
     assert.ok((limited.retry ?? 0) >= 1);
-    // Per device: a second connection may take 2 more for dev-a, then dev-a is limited.
+    // Garbage costs the connection a token too, and is answered unsigned.
+    const c1 = conn('mqtt:9');
+    const garbage = rejectOf((await p.hello(c1, new Uint8Array([0x01]), 'dev-a')).reply);
+    assert.deepEqual([garbage.reason, garbage.signed], ['malformed', false]);
+    await p.hello(c1, new Uint8Array([0x01]), 'dev-a');
+    await p.hello(c1, new Uint8Array([0x01]), 'dev-a');
+    assert.equal(rejectOf((await p.hello(c1, new Uint8Array([0x01]), 'dev-a')).reply).reason, 'rate-limited');
+    // Per device: challenges for dev-a never spend its allowance; verified hellos do (2).
     const c2 = conn('mqtt:11');
-    await gnFor(p, c2, 'dev-a');
-    await gnFor(p, c2, 'dev-a');
-    assert.equal(rejectOf(await p.challenge(c2, 'dev-a')).reason, 'rate-limited');
-    // Globally: 5 used; 2 more for dev-b, then everyone is limited.
-    const c3 = conn('mqtt:12');
-    await gnFor(p, c3, 'dev-b');
-    await gnFor(p, c3, 'dev-b');
+    assert.ok((await p.hello(c2, await hello(devA, 'dev-a', await gnFor(p, c2, 'dev-a')), 'dev-a')).welcomed);
+    const c4 = conn('mqtt:14');
+    assert.ok((await p.hello(c4, await hello(devA, 'dev-a', await gnFor(p, c4, 'dev-a')), 'dev-a')).welcomed);
+    const c5 = conn('mqtt:15');
+    const third = await p.hello(c5, await hello(devA, 'dev-a', await gnFor(p, c5, 'dev-a')), 'dev-a');
+    assert.equal(third.rejected?.reason, 'rate-limited');
+    // Globally (9): 3 + 2 + 2 + 2 challenges and hellos used above; everyone is limited now.
     assert.equal(rejectOf(await p.challenge(conn('mqtt:13'), 'dev-c')).reason, 'rate-limited');
     clock.t += 60_000;
     await gnFor(p, c, 'dev-a');
+  });
+
+  it('a peer claiming a device id cannot spend that device\'s allowance: unverified hellos and challenges do not charge it', async () => {
+    const p = make({ rateLimits: { perConnectionPerMin: 100, perDevicePerMin: 1, globalPerMin: 1000 } });
+    const mallory = Ed25519Signer.generate('dev-a');
+    for (let i = 0; i < 5; i++) {
+      const m = conn(`mqtt:m${i}`);
+      const out = await p.hello(m, await hello(mallory, 'dev-a', await gnFor(p, m, 'dev-a')), 'dev-a');
+      assert.equal(out.rejected?.reason, 'bad-signature');
+    }
+    const c = conn('mqtt:owner');
+    assert.ok((await p.hello(c, await hello(devA, 'dev-a', await gnFor(p, c, 'dev-a')), 'dev-a')).welcomed, 'the device still gets in');
   });
 
   it('applies new rate limits at once (SIGHUP): buckets are capped at the new burst', async () => {

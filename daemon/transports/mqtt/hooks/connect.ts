@@ -6,11 +6,13 @@
 import type { AedesOptions, AuthenticateError } from 'aedes';
 import type { Logger } from 'winston';
 import { checkClientId, checkWillAtConnect, type AclOptions } from '../acl.js';
+import type { MqttConnection } from '../connection.js';
 import type { MqttConnectionTable } from '../connection-table.js';
 import { shortForLog } from '../topics.js';
 
 // aedes AuthErrorCode is a const enum in its typings; MQTT 3.1.1 §3.2.2.3 return codes.
 const IDENTIFIER_REJECTED = 2;
+const SERVER_UNAVAILABLE = 3;
 const NOT_AUTHORIZED = 5;
 
 function connackError(message: string, returnCode: number): AuthenticateError {
@@ -23,6 +25,8 @@ export interface ConnectHookOptions {
   acl: AclOptions;
   /** Largest keepalive (seconds) a client may ask for. */
   keepaliveMaxSec: number;
+  /** Why `conn` cannot have a slot now (capacity, unwelcomed slots), or undefined when it can. */
+  noSlot(conn: MqttConnection): string | undefined;
 }
 
 export function connectHooks(o: ConnectHookOptions): Required<Pick<AedesOptions, 'preConnect' | 'authenticate'>> {
@@ -81,7 +85,15 @@ export function connectHooks(o: ConnectHookOptions): Required<Pick<AedesOptions,
         cb(connackError(conn.willProblem, NOT_AUTHORIZED), false);
         return;
       }
+      // Over capacity the peer hears why (MQTT 3.1.1 §3.2.2.3: 3, server unavailable) instead of
+      // a TCP reset, and retries later.
+      const noSlot = o.noSlot(conn);
+      if (noSlot !== undefined) {
+        cb(connackError(noSlot, SERVER_UNAVAILABLE), false);
+        return;
+      }
       o.table.holdClientId(conn);
+      o.table.admit(conn);
       cb(null, true);
     },
   };

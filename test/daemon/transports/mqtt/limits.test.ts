@@ -131,14 +131,15 @@ describe('daemon/transports/mqtt connection limits (real aedes on loopback)', ()
     }
   });
 
-  it('refuses connections beyond the maximum at accept', async () => {
-    h = await startHarness(backend, sessions, { transport: { maxConnections: 2 } });
+  it('closes sockets beyond the maximum plus the refusal slots at accept', async () => {
+    h = await startHarness(backend, sessions, { transport: { maxConnections: 1, refusalSlots: 1 } });
     const a = rawSocket(h.port);
     const b = rawSocket(h.port);
     await Promise.all([a.connected, b.connected]);
     const c = rawSocket(h.port);
     await c.gone;
     assert.equal(h.transport.stats().refusedAtAccept, 1);
+    assert.equal(h.transport.stats().refused.capacity, 1);
     a.socket.destroy();
     b.socket.destroy();
   });
