@@ -74,7 +74,7 @@ describe('backend replicas on one PostgreSQL', function () {
 
       const first = await cli(['migrate', '--store', url]);
       assert.equal(first.code, 0, first.err);
-      assert.match(first.out, /schema 0 -> 1: applied 1/);
+      assert.match(first.out, /schema 0 -> 2: applied 1, 2/);
       const again = await cli(['migrate', '--store', url, '--json']);
       assert.deepEqual(JSON.parse(again.out), { store: url, from: PG_SCHEMA_VERSION, to: PG_SCHEMA_VERSION, applied: [] });
       const ok = await cli(['check', '--store', url, '--json']);
