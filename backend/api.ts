@@ -24,6 +24,7 @@ import {
   type Signed,
   type Signer,
 } from '../protocol/index.js';
+import { resignForGrants } from './commands.js';
 import { Problem } from './problem.js';
 import type { Authenticated } from './auth.js';
 import type { GatewayRecord, GrantRecord } from './registry.js';
@@ -195,6 +196,11 @@ export async function verifyHellos(body: unknown, auth: Authenticated, now: numb
   for (const item of items) results.push(await verifyOne(item, auth, now, deps, batch));
   // Written before the answer is sent: a verdict the gateway sees is already recorded.
   await deps.registry.recordVerifyOutcomes({ v2: batch.v2, verifiedAt: batch.verifiedAt, grants: batch.grants });
+  // protocol-v2 "Commands": open commands follow the device to its newest grant. A failure here
+  // leaves them bound to the older session (they expire); the verdicts stand.
+  await resignForGrants(deps.registry, deps.signer, batch.grants, now).catch((err: unknown) =>
+    deps.logger.warn('commands not re-signed for new grants', { error: err instanceof Error ? err.message : String(err) }),
+  );
   const refused = results.filter((r) => !r.ok).length;
   const grants = results.filter((r) => r.ok && r.grant !== undefined).length;
   deps.logger.debug('hellos verified', { gw: auth.gateway.id, count: results.length, refused, grants });

@@ -17,6 +17,8 @@ Commands:
   pki                       make a test/demo CA and server certificate with openssl
   migrate                   bring the store's schema up to this version (PostgreSQL; idempotent)
   check                     report whether the store is reachable and its schema version
+  command send|list         issue a signed command to a device (protocol v2); list a device's commands
+  telemetry tail            print the newest telemetry records, and with --follow each new one
 
 Every command takes --data-dir D (default: $GATEHOUSE_BACKEND_DATA_DIR or ${DEFAULT_DATA_DIR})
 and answers --help. Commands that use the registry take --store URL: sqlite:PATH or
@@ -94,6 +96,27 @@ CSV: a header row with dev,public_key (or publicKey),gateways[,policy]; gateways
 ; or spaces.
 JSON: an array of {"dev","publicKey","gateways":[...],"policy"?}, or one such object per line.
 Every record is checked first; if any is bad, nothing is imported and each bad line is reported.
+`,
+  command: `Usage:
+  gatehouse-backend command send DEV TOPIC BODY [--ttl S] [--json]
+  gatehouse-backend command list DEV [--json]
+
+send signs a protocol-v2 command with the backend key (from the data directory), bound to the hh
+of the device's newest grant, and queues it for that grant's gateway until now + S seconds
+(default 3600, at most 604800). BODY is text (UTF-8), at most 800 bytes; TOPIC a topic name
+(1-128 bytes, no wildcard). Prints the cid. A device that never had a v2 session has no grant
+and gets no command (GH_COMMAND_NO_GRANT). When the device is verified again, S re-signs its
+open commands for the new session (same cid).
+list prints each command with its state: queued (not yet fetched by its gateway), relayed
+(fetched by the gateway of its newest signing), done or failed (the first such ack, kept),
+expired; and how many times the peripheral answered refused (that does not close it).
+`,
+  telemetry: `Usage: gatehouse-backend telemetry tail [DEV] [--follow|-f] [--lines|-n N] [--json]
+
+Prints the newest N (default 20) telemetry records, of DEV only when given, oldest first: when
+the gateway received it, device, gateway, topic, body (quoted text, or b64: base64url when not
+printable UTF-8), session id, seq, mid. --follow then prints each new record as it is stored
+(checked once a second) until interrupted.
 `,
   pki: `Usage: gatehouse-backend pki --dns NAME[,NAME...] [--ip IP[,IP...]] [--out DIR | --data-dir D]
 

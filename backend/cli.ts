@@ -22,6 +22,7 @@ import { openStore } from './open-store.js';
 import { PgStore } from './pg-store.js';
 import { parseStoreUrl, redactUrl, type BackendStore } from './store.js';
 import { StoreError } from './errors.js';
+import { cmdCommand, cmdTelemetry, type DataPlaneCliDeps } from './cli-data-plane.js';
 import { REGISTRY_FILE, publicOriginProblem, startBackend } from './server.js';
 import { ensureSigningKey } from './signing-key.js';
 import type { Policy } from '../protocol/index.js';
@@ -352,6 +353,10 @@ async function cmdCheck(args: string[], io: CliIO): Promise<number> {
   }
 }
 
+function dataPlaneDeps(io: CliIO): (v: DataPlaneCliDeps['values']) => DataPlaneCliDeps {
+  return (values) => ({ values, dataDir: dataDirOf(values, io), withStore: (fn) => withRegistry(values, io, fn) });
+}
+
 /** Run `gatehouse-backend` with `args`; resolves to the exit code (0 ok, 1 failure, 2 usage). */
 export async function run(args: string[], io: CliIO): Promise<number> {
   const [cmd, ...rest] = args;
@@ -384,6 +389,10 @@ export async function run(args: string[], io: CliIO): Promise<number> {
         return await cmdMigrate(rest, io);
       case 'check':
         return await cmdCheck(rest, io);
+      case 'command':
+        return await cmdCommand(rest, io, dataPlaneDeps(io));
+      case 'telemetry':
+        return await cmdTelemetry(rest, io, dataPlaneDeps(io));
       default:
         return await cmdPki(rest, io);
     }

@@ -54,3 +54,18 @@ export type StoreErrorCode =
 
 /** The backend's store (SQLite or PostgreSQL) refused or failed an operation. */
 export class StoreError extends CodedError<StoreErrorCode> {}
+
+export type CommandErrorCode =
+  /** No such device, or it is revoked. */
+  | 'GH_COMMAND_NO_DEVICE'
+  /** The device has no protocol-v2 grant: S has no `hh` to bind a command to. */
+  | 'GH_COMMAND_NO_GRANT'
+  /** The body is over 800 bytes or the signed command over 1,200. */
+  | 'GH_COMMAND_TOO_LARGE'
+  /** The topic is not a protocol-v2 topic name (1–128 bytes, no wildcard, no NUL). */
+  | 'GH_COMMAND_BAD_TOPIC'
+  /** The ttl is outside 1 s to 7 days. */
+  | 'GH_COMMAND_BAD_TTL';
+
+/** S refused to issue a command. */
+export class CommandError extends CodedError<CommandErrorCode> {}

@@ -5,8 +5,8 @@
  * (its version is recorded in `gatehouse_schema`); a database whose version is newer than this
  * build knows is refused (an older backend must not write a schema it does not understand).
  *
- * To add a table (the data plane's telemetry, command queue, acks): append a migration with the
- * next version; never edit one that has shipped.
+ * To add a table: append a migration with the next version; never edit one that has shipped
+ * (version 2 added the data plane's telemetry, command queue and acks).
  */
 import type { PoolClient } from 'pg';
 import { StoreError } from './errors.js';
@@ -81,6 +81,52 @@ CREATE TABLE nonces (
 );
 CREATE INDEX nonces_keyid_exp ON nonces (keyid, expires_at);
 CREATE INDEX nonces_exp ON nonces (expires_at);
+`,
+  },
+  {
+    version: 2,
+    what: 'data plane: telemetry (unique per frame and per mid), command queue with cursor, acks',
+    sql: `
+CREATE TABLE telemetry (
+  id BIGSERIAL PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  gateway_id TEXT NOT NULL,
+  sid BYTEA NOT NULL CHECK (length(sid) = 8),
+  seq BIGINT NOT NULL,
+  mid BIGINT,
+  topic TEXT NOT NULL,
+  body BYTEA NOT NULL,
+  received_at BIGINT NOT NULL,
+  stored_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX telemetry_frame ON telemetry (device_id, sid, seq);
+CREATE UNIQUE INDEX telemetry_mid ON telemetry (device_id, mid) WHERE mid IS NOT NULL;
+CREATE INDEX telemetry_dev ON telemetry (device_id, id);
+CREATE TABLE command_counters (
+  name TEXT PRIMARY KEY,
+  value BIGINT NOT NULL
+);
+CREATE TABLE commands (
+  device_id TEXT NOT NULL,
+  cid BIGINT NOT NULL,
+  gateway_id TEXT NOT NULL,
+  hh BYTEA NOT NULL CHECK (length(hh) = 32),
+  topic TEXT NOT NULL,
+  body BYTEA NOT NULL,
+  iat BIGINT NOT NULL,
+  exp BIGINT NOT NULL,
+  command BYTEA NOT NULL,
+  cursor BIGINT NOT NULL UNIQUE,
+  queued_at BIGINT NOT NULL,
+  served_at BIGINT,
+  status TEXT CHECK (status IN ('done', 'failed')),
+  acked_at BIGINT,
+  acked_by TEXT,
+  refused_count INTEGER NOT NULL DEFAULT 0,
+  last_refused_at BIGINT,
+  PRIMARY KEY (device_id, cid)
+);
+CREATE INDEX commands_gw ON commands (gateway_id, cursor);
 `,
   },
 ];

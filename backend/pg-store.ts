@@ -16,6 +16,8 @@ import { NONCES_PER_KEYID, type NonceOutcome } from './nonce-store.js';
 import { PG_SCHEMA_VERSION, schemaProblem, schemaVersion, migrate } from './pg-migrations.js';
 import { checkNewGateway, newDeviceProblem } from './registry-checks.js';
 import { REVOCATION_PAGE, SESSION_KEYS_KEPT, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type NowSeconds, type SessionKeyRecord, type Status } from './registry.js';
+import type { AckRecord, CommandRecord, NewCommand, StoredTelemetry, TelemetryRecord, VerdictWindow } from './data-plane-store.js';
+import { DATA_PLANE_SQL, PgDataPlane, type DataPlaneStatement } from './pg-data-plane.js';
 import { normaliseOutcomes, redactUrl, type BackendStore, type StoreStatus, type VerifyDevice, type VerifyOutcomes } from './store.js';
 
 export interface PgStoreOptions {
@@ -139,12 +141,20 @@ export class PgStore implements BackendStore {
   readonly #now: NowSeconds;
   readonly #perKeyid: number;
   #lastSweep = 0;
+  readonly #dp: PgDataPlane;
 
   private constructor(pool: pg.Pool, url: string, opts: PgStoreOptions) {
     this.#pool = pool;
     this.#url = url;
     this.#now = opts.now ?? (() => Math.floor(Date.now() / 1000));
     this.#perKeyid = opts.noncesPerKeyid ?? NONCES_PER_KEYID;
+    this.#dp = new PgDataPlane({
+      q: <R extends pg.QueryResultRow>(name: DataPlaneStatement, values: unknown[], on?: Queryable) => this.#named<R>(`gh_dp_${name}`, DATA_PLANE_SQL[name], values, on),
+      tx: (fn) => this.#tx(fn),
+      now: this.#now,
+      url,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
   }
 
   static #makePool(url: string, opts: PgStoreOptions): pg.Pool {
@@ -217,8 +227,12 @@ export class PgStore implements BackendStore {
   }
 
   async #q<R extends pg.QueryResultRow>(name: keyof typeof SQL, values: unknown[], on: Queryable = this.#pool): Promise<pg.QueryResult<R>> {
+    return this.#named<R>(`gh_${name}`, SQL[name], values, on);
+  }
+
+  async #named<R extends pg.QueryResultRow>(name: string, text: string, values: unknown[], on: Queryable = this.#pool): Promise<pg.QueryResult<R>> {
     try {
-      return await on.query<R>({ name: `gh_${name}`, text: SQL[name], values });
+      return await on.query<R>({ name, text, values });
     } catch (err) {
       if (isUnavailable(err)) throw new StoreError('GH_STORE_UNAVAILABLE', 'the PostgreSQL store is unavailable', { cause: err });
       throw err;
@@ -424,7 +438,47 @@ export class PgStore implements BackendStore {
     return { kind: 'postgres', where: redactUrl(this.#url), schemaVersion: v, latestSchemaVersion: PG_SCHEMA_VERSION };
   }
 
+  // -- data plane (backend/pg-data-plane.ts) ----------------------------------------------------
+
+  async storeTelemetry(gw: string, records: readonly TelemetryRecord[]): Promise<{ accepted: number; duplicates: number }> {
+    return this.#dp.storeTelemetry(gw, records);
+  }
+  async telemetryAfter(afterId: number, limit: number, dev?: string): Promise<StoredTelemetry[]> {
+    return this.#dp.telemetryAfter(afterId, limit, dev);
+  }
+  async telemetryLast(n: number, dev?: string): Promise<StoredTelemetry[]> {
+    return this.#dp.telemetryLast(n, dev);
+  }
+  async verdictWindows(gw: string, devs: readonly string[]): Promise<Map<string, VerdictWindow>> {
+    return this.#dp.verdictWindows(gw, devs);
+  }
+  async nextCommandId(dev: string): Promise<number> {
+    return this.#dp.nextCommandId(dev);
+  }
+  async queueCommand(c: NewCommand): Promise<CommandRecord> {
+    return this.#dp.queueCommand(c);
+  }
+  async replaceCommand(c: NewCommand): Promise<boolean> {
+    return this.#dp.replaceCommand(c);
+  }
+  async openCommands(devs: readonly string[], now: number): Promise<CommandRecord[]> {
+    return this.#dp.openCommands(devs, now);
+  }
+  async commandsFor(gw: string, since: number, now: number, limit: number): Promise<{ cursor: number; commands: CommandRecord[] }> {
+    return this.#dp.commandsFor(gw, since, now, limit);
+  }
+  async listCommands(dev: string): Promise<CommandRecord[]> {
+    return this.#dp.listCommands(dev);
+  }
+  async recordAcks(gw: string, acks: readonly AckRecord[]): Promise<number> {
+    return this.#dp.recordAcks(gw, acks);
+  }
+  async onCommandQueued(listener: (gw: string) => void): Promise<() => void> {
+    return this.#dp.onCommandQueued(listener);
+  }
+
   async close(): Promise<void> {
+    await this.#dp.close();
     await this.#pool.end();
   }
 }

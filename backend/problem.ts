@@ -24,6 +24,8 @@ export const PROBLEMS = {
   'method-not-allowed': { status: 405, title: 'Method not allowed' },
   'body-too-large': { status: 413, title: 'Request body too large', reason: 'malformed' },
   'unsupported-media-type': { status: 415, title: 'Content-Type must be application/json', reason: 'malformed' },
+  'too-many-records': { status: 400, title: 'Too many records in one request', reason: 'malformed' },
+  'not-granted': { status: 403, title: 'A record names a device not granted at this gateway, or a topic outside its policy', reason: 'not-allowed-here' },
   'busy': { status: 503, title: 'Backend busy, retry later', reason: 'busy' },
   'store-unavailable': { status: 503, title: 'Backend storage unavailable, retry later', reason: 'busy' },
   'internal': { status: 500, title: 'Internal error', reason: 'internal' },
@@ -43,19 +45,24 @@ export type ProblemCode = `GH_BACKEND_${Uppercase<SnakeCase<ProblemSlug>>}`;
  * Code: `GH_BACKEND_` and the slug, e.g. `GH_BACKEND_REPLAYED_NONCE`.
  */
 export class Problem extends CodedError<ProblemCode> {
+  /** RFC 9457 §3.2 extension members (safe to show), e.g. which records were refused. */
+  readonly extra: Readonly<Record<string, unknown>> | undefined;
+
   constructor(
     readonly slug: ProblemSlug,
     readonly detail?: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; extra?: Record<string, unknown> },
   ) {
-    super(`GH_BACKEND_${slug.toUpperCase().replace(/-/g, '_')}` as ProblemCode, detail ?? PROBLEMS[slug].title, options);
+    super(`GH_BACKEND_${slug.toUpperCase().replace(/-/g, '_')}` as ProblemCode, detail ?? PROBLEMS[slug].title, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.extra = options?.extra;
   }
 }
 
 /** The RFC 9457 body for a problem. */
-export function problemBody(slug: ProblemSlug, detail?: string): Record<string, string | number> {
+export function problemBody(slug: ProblemSlug, detail?: string, extra?: Readonly<Record<string, unknown>>): Record<string, unknown> {
   const p: { status: number; title: string; reason?: ReasonCode } = PROBLEMS[slug];
   return {
+    ...(extra ?? {}),
     type: `${PROBLEM_TYPE_PREFIX}${slug}`,
     title: p.title,
     status: p.status,
@@ -65,8 +72,8 @@ export function problemBody(slug: ProblemSlug, detail?: string): Record<string, 
 }
 
 /** Send a problem answer (and close the connection when the request was not read to the end). */
-export function sendProblem(res: ServerResponse, slug: ProblemSlug, opts: { detail?: string; close?: boolean; retryAfter?: number } = {}): void {
-  const body = JSON.stringify(problemBody(slug, opts.detail));
+export function sendProblem(res: ServerResponse, slug: ProblemSlug, opts: { detail?: string; close?: boolean; retryAfter?: number; extra?: Readonly<Record<string, unknown>> } = {}): void {
+  const body = JSON.stringify(problemBody(slug, opts.detail, opts.extra));
   const headers: Record<string, string | number> = {
     'content-type': 'application/problem+json',
     'content-length': Buffer.byteLength(body),

@@ -4,8 +4,10 @@
  * version-1 file is upgraded on open.
  */
 import { NONCE_SCHEMA } from './nonce-store.js';
+import { DATA_PLANE_SCHEMA } from './sqlite-data-plane.js';
 
-export const SCHEMA_VERSION = 2;
+/** 3 added the data plane (telemetry, commands, acks); a version-2 file gains its tables on open. */
+export const SCHEMA_VERSION = 3;
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS gateways (
@@ -59,4 +61,4 @@ CREATE TABLE IF NOT EXISTS grants (
   iat INTEGER NOT NULL,
   life INTEGER NOT NULL
 ) STRICT;
-${NONCE_SCHEMA}`;
+${NONCE_SCHEMA}${DATA_PLANE_SCHEMA}`;

@@ -16,6 +16,7 @@ import { checkNewGateway, deviceAllowedAt, gatewayEntryProblem, newDeviceProblem
 
 export { gatewayEntryProblem, parseTpmPublicKey, policyProblem };
 import { SCHEMA, SCHEMA_VERSION } from './registry-schema.js';
+import { SqliteDataPlane } from './sqlite-data-plane.js';
 
 export type Status = 'active' | 'revoked';
 
@@ -109,10 +110,13 @@ export class Registry {
   readonly #stmts;
   /** The request nonce window (persisted here so a restart does not forget it). */
   readonly nonces: NonceStore;
+  /** Telemetry, the command queue and acks (protocol-v2 data plane). */
+  readonly dataPlane: SqliteDataPlane;
 
   private constructor(db: Database.Database, now: NowSeconds, opts: RegistryOptions) {
     this.#db = db;
     this.#now = now;
+    this.dataPlane = new SqliteDataPlane(db, now);
     this.nonces = new NonceStore(db, opts.noncesPerKeyid ?? NONCES_PER_KEYID, GATEHOUSE_MAX_SKEW_SECONDS);
     this.#stmts = {
       getGateway: db.prepare<[string], GatewayRow>('SELECT * FROM gateways WHERE id = ?'),
@@ -178,6 +182,8 @@ export class Registry {
       const v = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get();
       if (v === undefined) db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
       else if (v.value === '1') from = v.value;
+      // Version 2 lacked only the data-plane tables, which SCHEMA has just created.
+      else if (v.value === '2') db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(String(SCHEMA_VERSION));
       else if (v.value !== String(SCHEMA_VERSION)) {
         db.close();
         throw new RegistryError('GH_REGISTRY_SCHEMA', `registry schema ${v.value} is not supported (expected ${SCHEMA_VERSION})`);
@@ -207,6 +213,7 @@ export class Registry {
   }
 
   close(): void {
+    this.dataPlane.close();
     if (this.#db.open) this.#db.close();
   }
 

@@ -11,6 +11,10 @@ import type { Logger } from 'winston';
 import { silentLogger } from '../common/log/logger.js';
 import type { HttpRequestParts } from '../protocol/index.js';
 import { createSession, revocations, verifyHellos, type ApiDeps } from './api.js';
+import { CommandWaiters } from './command-waiters.js';
+import { issueCommand, type IssueCommand } from './commands.js';
+import { pollCommands, uploadAcks, uploadTelemetry } from './data-plane-api.js';
+import type { CommandRecord } from './data-plane-store.js';
 import { authenticate, type Authenticated, type KeyKind } from './auth.js';
 import { ensureDataDir } from './data-dir.js';
 import { Problem, sendJson, sendProblem } from './problem.js';
@@ -57,6 +61,8 @@ export interface BackendOptions {
   publicOrigin: string | ((port: number) => string);
   /** Live request nonces each keyid may hold before its requests get 503 `busy`. Default 10 000. */
   noncesPerKeyid?: number;
+  /** Command long polls waiting at once in this process; beyond, 503 `busy`. Default 1000. */
+  maxCommandWaiters?: number;
 }
 
 /** Why `origin` cannot be a public origin, or undefined: `https://host[:port]`, nothing more. */
@@ -94,6 +100,10 @@ export interface RunningBackend {
   publicKeyRaw: Uint8Array;
   /** `kid_S`. */
   kid: string;
+  /** Command long polls waiting in this process now. */
+  readonly waitingPolls: number;
+  /** Sign and queue a command (protocol-v2 "Commands"); throws `CommandError`. */
+  issueCommand(c: IssueCommand): Promise<CommandRecord>;
   close(): Promise<void>;
 }
 
@@ -101,7 +111,7 @@ interface Route {
   method: 'GET' | 'POST';
   path: RegExp;
   kind: KeyKind;
-  handle(ctx: { auth: Authenticated; body: unknown; query: URLSearchParams; now: number }): Promise<{ status: number; value: unknown }>;
+  handle(ctx: { auth: Authenticated; body: unknown; query: URLSearchParams; now: number; signal: AbortSignal }): Promise<{ status: number; value: unknown }>;
 }
 
 /** Read the body, refusing more than `max` bytes (by Content-Length up front, or while streaming). */
@@ -160,6 +170,14 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     maxSessionSeconds: opts.maxSessionSeconds ?? 172_800,
     grantLifeSeconds: opts.grantLifeSeconds ?? 86_400,
   };
+  const waiters = new CommandWaiters(opts.maxCommandWaiters ?? 1000);
+  let unsubscribe: () => void;
+  try {
+    unsubscribe = await registry.onCommandQueued((gw) => waiters.notify(gw));
+  } catch (err) {
+    await registry.close();
+    throw err;
+  }
   const gwFrom = (m: RegExpExecArray): string | undefined => m[1];
   const routes: Route[] = [
     {
@@ -179,6 +197,24 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/revocations$/,
       kind: 'session',
       handle: async ({ auth, query }) => ({ status: 200, value: await revocations(query, auth.gateway, deps) }),
+    },
+    {
+      method: 'POST',
+      path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/telemetry$/,
+      kind: 'session',
+      handle: async ({ auth, body, now }) => ({ status: 200, value: await uploadTelemetry(body, auth.gateway.id, now, deps) }),
+    },
+    {
+      method: 'GET',
+      path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/commands$/,
+      kind: 'session',
+      handle: async ({ auth, query, signal }) => ({ status: 200, value: await pollCommands(query, auth.gateway.id, deps, waiters, nowS, signal) }),
+    },
+    {
+      method: 'POST',
+      path: /^\/v1\/gateways\/([A-Za-z0-9._:-]{1,64})\/acks$/,
+      kind: 'session',
+      handle: async ({ auth, body, now }) => ({ status: 200, value: await uploadAcks(body, auth.gateway.id, now, deps) }),
     },
   ];
 
@@ -209,7 +245,10 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     const auth = await authenticate(parts, hit.r.kind, gwFrom(hit.m), { registry, now });
     const json = hit.r.method === 'POST' ? parseJson(body) : undefined;
     const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
-    const out = await hit.r.handle({ auth, body: json, query, now });
+    // A long poll whose client went away stops waiting.
+    const gone = new AbortController();
+    res.once('close', () => gone.abort());
+    const out = await hit.r.handle({ auth, body: json, query, now, signal: gone.signal });
     sendJson(res, out.status, out.value);
   }
 
@@ -239,6 +278,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
               ...(err.detail !== undefined ? { detail: err.detail } : {}),
               close: status === 'close',
               ...(err.slug === 'busy' ? { retryAfter: 5 } : {}),
+              ...(err.extra !== undefined ? { extra: err.extra } : {}),
             });
             if (status === 'close') res.once('finish', () => req.destroy());
             return;
@@ -270,6 +310,8 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
       });
     });
   } catch (err) {
+    unsubscribe();
+    waiters.close();
     void registry.close();
     throw err;
   }
@@ -278,6 +320,8 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     origin = resolveOrigin(opts.publicOrigin, port);
   } catch (err) {
     await new Promise<void>((resolve) => server.close(() => resolve()));
+    unsubscribe();
+    waiters.close();
     void registry.close();
     throw err;
   }
@@ -291,8 +335,14 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     store: registry,
     publicKeyRaw: signer.publicKeyRaw,
     kid: signer.kid,
+    get waitingPolls() {
+      return waiters.size;
+    },
+    issueCommand: (c) => issueCommand(registry, signer, c, nowS()),
     close: () => {
       closing ??= new Promise<void>((resolve) => {
+        unsubscribe();
+        waiters.close();
         server.close(() => {
           registry.close().then(resolve, (err: unknown) => {
             logger.warn('store close failed', { error: err instanceof Error ? err.message : String(err) });

@@ -8,6 +8,7 @@ import { SCHEMA_VERSION } from './registry-schema.js';
 import { Registry, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type RegistryOptions, type SessionKeyRecord } from './registry.js';
 import type { NonceOutcome } from './nonce-store.js';
 import type { BackendStore, StoreStatus, VerifyDevice, VerifyOutcomes } from './store.js';
+import type { AckRecord, CommandRecord, NewCommand, StoredTelemetry, TelemetryRecord, VerdictWindow } from './data-plane-store.js';
 
 export class SqliteStore implements BackendStore {
   readonly kind = 'sqlite' as const;
@@ -104,6 +105,42 @@ export class SqliteStore implements BackendStore {
   }
   async nonceCount(): Promise<number> {
     return this.registry.nonces.size;
+  }
+  async storeTelemetry(gw: string, records: readonly TelemetryRecord[]): Promise<{ accepted: number; duplicates: number }> {
+    return this.registry.dataPlane.storeTelemetry(gw, records);
+  }
+  async telemetryAfter(afterId: number, limit: number, dev?: string): Promise<StoredTelemetry[]> {
+    return this.registry.dataPlane.telemetryAfter(afterId, limit, dev);
+  }
+  async telemetryLast(n: number, dev?: string): Promise<StoredTelemetry[]> {
+    return this.registry.dataPlane.telemetryLast(n, dev);
+  }
+  async verdictWindows(gw: string, devs: readonly string[]): Promise<Map<string, VerdictWindow>> {
+    return this.registry.dataPlane.verdictWindows(gw, devs);
+  }
+  async nextCommandId(dev: string): Promise<number> {
+    return this.registry.dataPlane.nextCommandId(dev);
+  }
+  async queueCommand(c: NewCommand): Promise<CommandRecord> {
+    return this.registry.dataPlane.queueCommand(c);
+  }
+  async replaceCommand(c: NewCommand): Promise<boolean> {
+    return this.registry.dataPlane.replaceCommand(c);
+  }
+  async openCommands(devs: readonly string[], now: number): Promise<CommandRecord[]> {
+    return this.registry.dataPlane.openCommands(devs, now);
+  }
+  async commandsFor(gw: string, since: number, now: number, limit: number): Promise<{ cursor: number; commands: CommandRecord[] }> {
+    return this.registry.dataPlane.commandsFor(gw, since, now, limit);
+  }
+  async listCommands(dev: string): Promise<CommandRecord[]> {
+    return this.registry.dataPlane.listCommands(dev);
+  }
+  async recordAcks(gw: string, acks: readonly AckRecord[]): Promise<number> {
+    return this.registry.dataPlane.recordAcks(gw, acks);
+  }
+  async onCommandQueued(listener: (gw: string) => void): Promise<() => void> {
+    return this.registry.dataPlane.onCommandQueued(listener);
   }
   async status(): Promise<StoreStatus> {
     return { kind: 'sqlite', where: this.#path, schemaVersion: SCHEMA_VERSION, latestSchemaVersion: SCHEMA_VERSION };

@@ -6,9 +6,10 @@
  * revocation feed, session keys, where each device was verified, the v2 devices and newest grants,
  * and the request nonce window. Nothing of it is cached in a process.
  *
- * The data-plane tables (telemetry, the command queue and its acks) are to be added as further
- * methods on this interface, each with its own migration (backend/pg-migrations.ts).
+ * The data-plane tables (telemetry, the command queue and its acks) are in
+ * backend/data-plane-store.ts, which this interface extends.
  */
+import type { DataPlaneStore } from './data-plane-store.js';
 import type { NonceOutcome } from './nonce-store.js';
 export { deviceAllowedAt } from './registry-checks.js';
 import type { DeviceRecord, GatewayRecord, GrantRecord, NewDevice, SessionKeyRecord } from './registry.js';
@@ -48,7 +49,7 @@ export interface StoreStatus {
   latestSchemaVersion: number;
 }
 
-export interface BackendStore {
+export interface BackendStore extends DataPlaneStore {
   readonly kind: StoreKind;
 
   // gateways

@@ -65,3 +65,4 @@ export { checkWelcome, type CheckWelcomeOptions, type CheckWelcomeResult, type W
 export * from './http-signature.js';
 export * from './ble.js';
 export * from './v2/index.js';
+export { anyTopicMatches, topicMatches } from './topic-match.js';

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { BackendKeyError, RegistryError } from '../../backend/errors.js';
 import { ensureDataDir } from '../../backend/data-dir.js';
 import { Registry } from '../../backend/registry.js';
+import { SCHEMA_VERSION } from '../../backend/registry-schema.js';
 import { openStore } from '../../backend/open-store.js';
 import { deviceAllowedAt, type BackendStore } from '../../backend/store.js';
 import { STORE_KINDS, suiteStore } from '../../testkit/stores.js';
@@ -221,11 +222,27 @@ describe('backend/registry: SQLite schema upgrade', () => {
     assert.deepEqual(reg.revocationsSince(0, undefined, 'gw-2').devices, []);
     reg.close();
     const check = new Database(join(dir, 'r.sqlite'), { readonly: true });
-    assert.equal(check.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get()?.value, '2');
+    assert.equal(check.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get()?.value, String(SCHEMA_VERSION));
     check.close();
     reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
   });
 
+  it('upgrades a schema-2 registry to 3: the data-plane tables are added, the rest is kept', () => {
+    reg.addDevice({ id: 'd3', publicKey: Ed25519Signer.generate('d3').publicKeyRaw, gateways: ['*'] });
+    reg.close();
+    const raw = new Database(join(dir, 'r.sqlite'));
+    raw.exec("DROP TABLE telemetry; DROP TABLE commands; DROP TABLE command_counters; UPDATE meta SET value = '2' WHERE key = 'schema'");
+    raw.close();
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+    assert.equal(reg.getDevice('d3')?.id, 'd3');
+    assert.equal(reg.dataPlane.nextCommandId('d3'), 1);
+    assert.deepEqual(reg.dataPlane.telemetryLast(10), []);
+    reg.close();
+    const check = new Database(join(dir, 'r.sqlite'), { readonly: true });
+    assert.equal(check.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'schema'").get()?.value, '3');
+    check.close();
+    reg = Registry.open(join(dir, 'r.sqlite'), { now: () => now });
+  });
 });
 
 describe('backend/registry file and directory modes', () => {
