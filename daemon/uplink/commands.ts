@@ -41,6 +41,8 @@ export interface CommandRelayOptions extends CommandRelaySettings {
   store: QueueStore;
   /** The live session of a device. */
   sessionOf(dev: string): GatewaySessionV2 | undefined;
+  /** Live v2 sessions on all transports: with none, there is nobody to relay to and the poll rests. */
+  liveSessions(): number;
   breaker: BreakerSettings;
   requestTimeoutMs: number;
   retryBaseMs: number;
@@ -146,6 +148,7 @@ export class CommandRelay {
 
   /** A session opened: its device's commands may go. */
   sessionOpened(s: GatewaySessionV2): void {
+    this.#wake?.();
     this.#deliver(s.dev);
   }
 
@@ -257,6 +260,14 @@ export class CommandRelay {
   async #run(): Promise<void> {
     let attempt = 0;
     while (!this.#stopped) {
+      if (this.#o.liveSessions() === 0) {
+        // The backend keeps commands until exp; the poll starts with the first v2 session.
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+        });
+        this.#wake = undefined;
+        continue;
+      }
       try {
         await this.#poll();
         attempt = 0;

@@ -82,6 +82,7 @@ export class DataPlane implements SessionDataPlane {
       backendKeys: this.#o.backendKeys,
       store: this.queue.store,
       sessionOf: (dev) => this.#sessionOf(dev),
+      liveSessions: () => this.#tables.reduce((n, t) => n + t.size, 0),
       breaker: this.#o.breaker,
       requestTimeoutMs: this.#o.requestTimeoutMs,
       retryBaseMs: this.#o.retryBaseMs ?? 200,
