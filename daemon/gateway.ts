@@ -11,10 +11,11 @@ import type { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
 import type { Agent } from 'undici';
 import { BackendClient } from './backend-client/client.js';
-import { backendClientSettings, mqttSettings } from './config/settings.js';
+import { backendClientSettings, dataPlaneSettings, mqttSettings } from './config/settings.js';
 import { monotonicClock, systemClock, type Clock, type TimerClock } from '../common/clock.js';
 import { BackendHttp, createBackendDispatcher } from './backend-client/dispatcher.js';
 import { SessionManager } from './backend-client/session.js';
+import { DataPlane } from './uplink/data-plane.js';
 import type { GatehouseConfig } from './config/schema.js';
 import { logError, silentLogger } from '../common/log/logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -88,6 +89,7 @@ export class Gateway {
   readonly #stoppers: Stopper[] = [];
   #session: SessionManager | undefined;
   #client: BackendClient | undefined;
+  #dataPlane: DataPlane | undefined;
   #pipeline: Pipeline | undefined;
   #mqtt: MqttTransport | undefined;
   #ble: BleTransport | undefined;
@@ -122,6 +124,16 @@ export class Gateway {
   /** The session manager's counters (TPM signatures, renewals). */
   sessionStats(): ReturnType<SessionManager['stats']> | undefined {
     return this.#session?.stats();
+  }
+
+  /** The data plane's queue, uploader and command counters. */
+  dataPlaneStats(): ReturnType<DataPlane['stats']> | undefined {
+    return this.#dataPlane?.stats();
+  }
+
+  /** The data plane (queue, uploader, commands), once started. */
+  get dataPlane(): DataPlane | undefined {
+    return this.#dataPlane;
   }
 
   backendStats(): ReturnType<BackendClient['stats']> | undefined {
@@ -186,6 +198,24 @@ export class Gateway {
       await client.start();
       this.#client = client;
       this.#stoppers.push({ name: 'backend client', stop: () => client.stop() });
+      this.#giveUpIfStopRequested();
+
+      // 2b. The data plane: the durable queue first (a receipt needs it), then its uploader and command poll.
+      const dataPlane = new DataPlane({
+        gw,
+        stateDir: cfg.gateway.stateDir,
+        http,
+        session,
+        backendKeys,
+        breaker: { failureThreshold: cfg.backend.circuit.failureThreshold, openMs: cfg.backend.circuit.openMs },
+        requestTimeoutMs: cfg.backend.requestTimeoutMs,
+        ...dataPlaneSettings(cfg),
+        clock: this.#clock,
+        logger: this.#log.child({ area: 'uplink' }),
+      });
+      dataPlane.start();
+      this.#dataPlane = dataPlane;
+      this.#stoppers.push({ name: 'data plane', stop: () => dataPlane.stop() });
       this.#giveUpIfStopRequested();
 
       // 3. The pipeline, one for both transports.
@@ -286,7 +316,8 @@ export class Gateway {
       connectTimeoutMs: b.connectTimeoutMs,
       headersTimeoutMs: b.requestTimeoutMs,
       bodyTimeoutMs: b.requestTimeoutMs,
-      connections: b.maxInFlight + 1,
+      // Verify requests, plus one each for revocations, telemetry uploads and the command long poll.
+      connections: b.maxInFlight + 3,
     });
     return { http: new BackendHttp({ url: b.url, dispatcher, observe: (call, seconds, error) => this.metrics.recordBackendRequest(call, seconds, error) }), dispatcher };
   }
@@ -300,6 +331,7 @@ export class Gateway {
     const mqtt = new MqttTransport({
       pipeline,
       revocations: client,
+      ...(this.#dataPlane !== undefined ? { dataPlane: this.#dataPlane } : {}),
       logger: this.#log.child({ area: 'mqtt' }),
       ...mqttSettings(this.#o.config),
       ...(tls !== undefined ? { tls } : {}),

@@ -233,7 +233,7 @@ export function classifyTransportError(err: unknown, signal?: AbortSignal): Back
 /** Hears every backend request: its call (verify, session, revocations, other), seconds, and error kind if it failed. */
 export type BackendObserver = (call: BackendCall, seconds: number, error?: BackendErrorKind) => void;
 
-export type BackendCall = 'verify' | 'session' | 'revocations' | 'other';
+export type BackendCall = 'verify' | 'session' | 'revocations' | 'telemetry' | 'commands' | 'acks' | 'other';
 
 /** The metrics label of a request path (bounded: never the gateway id in the path). */
 export function backendCall(path: string): BackendCall {
@@ -242,6 +242,9 @@ export function backendCall(path: string): BackendCall {
     const rest = path.split('?', 1)[0]!;
     if (rest.endsWith('/sessions')) return 'session';
     if (rest.endsWith('/revocations')) return 'revocations';
+    if (rest.endsWith('/telemetry')) return 'telemetry';
+    if (rest.endsWith('/commands')) return 'commands';
+    if (rest.endsWith('/acks')) return 'acks';
   }
   return 'other';
 }

@@ -123,17 +123,17 @@ export class LeaseStore {
   }
 }
 
-/** Create `path` 0600 if missing, refusing a symlink or anything not a regular file. */
-function createPrivate(path: string): void {
+/** Create `path` 0600 if missing, refusing a symlink or anything not a regular file (`what` names it in errors). */
+export function createPrivate(path: string, what = 'lease store'): void {
   let fd: number;
   try {
     fd = openSync(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o600);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new StateFileError('GH_STATE_NOT_REGULAR', path, 'lease store is a symlink', { cause: err });
-    throw storeError(path, err);
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new StateFileError('GH_STATE_NOT_REGULAR', path, `${what} is a symlink`, { cause: err });
+    throw storeError(path, err, what);
   }
   try {
-    if (!fstatSync(fd).isFile()) throw new StateFileError('GH_STATE_NOT_REGULAR', path, 'lease store is not a regular file');
+    if (!fstatSync(fd).isFile()) throw new StateFileError('GH_STATE_NOT_REGULAR', path, `${what} is not a regular file`);
     fchmodSync(fd, 0o600);
   } finally {
     closeSync(fd);
@@ -144,17 +144,17 @@ function createPrivate(path: string): void {
  * A StateFileError for a failure of the store. SQLite does not report the errno, so the cause
  * is confirmed: a full file system with statfs(2), a read-only one with access(2).
  */
-export function storeError(path: string, err: unknown): StateFileError {
+export function storeError(path: string, err: unknown, what = 'lease store'): StateFileError {
   if (err instanceof StateFileError) return err;
   const code = (err as { code?: unknown }).code;
   const c = typeof code === 'string' ? code : 'error';
   if (c === 'ENOSPC' || c === 'EDQUOT' || c === 'SQLITE_FULL' || (c.startsWith('SQLITE_IOERR') && fileSystemFull(path))) {
-    return new StateFileError('GH_STATE_NO_SPACE', path, `no space left to write the lease store (${c.startsWith('SQLITE') ? `ENOSPC, ${c}` : c})`, { cause: err });
+    return new StateFileError('GH_STATE_NO_SPACE', path, `no space left to write the ${what} (${c.startsWith('SQLITE') ? `ENOSPC, ${c}` : c})`, { cause: err });
   }
-  if (c === 'SQLITE_NOTADB' || c === 'SQLITE_CORRUPT') return new StateFileError('GH_STATE_CORRUPT', path, `lease store is not a valid database (${c})`, { cause: err });
+  if (c === 'SQLITE_NOTADB' || c === 'SQLITE_CORRUPT') return new StateFileError('GH_STATE_CORRUPT', path, `${what} is not a valid database (${c})`, { cause: err });
   const denied = c === 'EROFS' || c === 'EACCES' || c === 'EPERM' ? c : accessDenied(path);
   if (denied !== undefined) return new StateFileError('GH_STATE_READ_ONLY', path, `state directory is not writable (${denied}${c.startsWith('SQLITE') ? `, ${c}` : ''})`, { cause: err });
-  return new StateFileError('GH_STATE_WRITE', path, `cannot write the lease store (${c})`, { cause: err });
+  return new StateFileError('GH_STATE_WRITE', path, `cannot write the ${what} (${c})`, { cause: err });
 }
 
 /** Fewer free blocks than SQLite needs to grow its files (statfs(2) on the directory). */

@@ -195,6 +195,29 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
     maxSessionAgeSec: int({ description: 'Longest v2 session (`life` in the welcome is at most this, the grant\'s `life` and the lease\'s remaining time).', default: 86400, min: 60, max: 31536000 }),
     firstFrameTimeoutSec: int({ description: 'A v2 session with no frame that decrypts within this after the welcome ends (`bye idle`); protocol-v2: never below 60 s.', default: 60, min: 60, max: 3600 }),
   }),
+  dataPlane: section('The v2 data plane: telemetry queued durably for the backend, commands relayed to devices', {
+    queue: section('The durable upstream queue (`uplink.db` in the state directory)', {
+      maxBytes: int({
+        description:
+          'Bytes of telemetry the queue holds; beyond it pubs are answered `busy`. 64 MiB is about 90,000 full-size (1,024-byte) records or ~1,000,000 small ones: a day of 50 devices publishing a small record every 5 s, on any SD card, leaving room for the WAL and the rest of the state directory.',
+        default: 67108864,
+        min: 65536,
+        max: 17179869184,
+      }),
+      maxAgeSec: int({
+        description: 'Records older than this are deleted unsent (counted and logged): a week covers a long weekend without a backend and is within what the backend accepts for a lease lifetime.',
+        default: 604800,
+        min: 3600,
+        max: 31536000,
+      }),
+      busyRetrySec: int({ description: '`retry` of a busy receipt: a device waits this long before it sends telemetry again.', default: 30, min: 1, max: 3600 }),
+    }),
+    publishLocal: bool({ description: 'Also publish each stored pub on the embedded broker for local subscribers.', default: true }),
+    commands: section('Commands from the backend', {
+      waitSec: int({ description: 'Long-poll wait of `GET /v1/gateways/{gw}/commands` (protocol-v2: at most 30 s).', default: 25, min: 1, max: 30 }),
+      maxPerDevice: int({ description: 'Commands held per device until acknowledged or expired; further ones are refused (logged).', default: 16, min: 1, max: 1024 }),
+    }),
+  }),
   pipeline: section('The authentication pipeline', {
     challengeTtlSec: int({ description: 'Lifetime of an outstanding challenge (protocol-v1: 30 s).', default: 30, min: 1, max: 600 }),
     maxOutstandingChallenges: int({ description: 'Challenges outstanding at once, all connections.', default: 10000, min: 1, max: 1000000 }),

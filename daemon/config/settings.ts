@@ -5,6 +5,7 @@
  */
 import type { BackendClientSettings } from '../backend-client/client.js';
 import type { MqttSettings } from '../transports/mqtt/options.js';
+import type { DataPlaneSettings } from '../uplink/data-plane.js';
 import type { GatehouseConfig } from './schema.js';
 
 /** `backend.*` for the backend client. */
@@ -20,6 +21,19 @@ export function backendClientSettings(cfg: GatehouseConfig): BackendClientSettin
     breaker: { failureThreshold: b.circuit.failureThreshold, openMs: b.circuit.openMs },
     revocationPollMs: b.revocationPollSec * 1000,
     maxLeases: b.leaseCache.enabled ? b.leaseCache.maxEntries : 0,
+  };
+}
+
+/** protocol-v2: with no ack after 30 s, G sends the same command again. */
+const COMMAND_RESEND_MS = 30_000;
+
+/** `dataPlane.*` for the data plane. */
+export function dataPlaneSettings(cfg: GatehouseConfig): DataPlaneSettings {
+  const d = cfg.dataPlane;
+  return {
+    queue: { maxBytes: d.queue.maxBytes, maxAgeSec: d.queue.maxAgeSec, busyRetrySec: d.queue.busyRetrySec },
+    publishLocal: d.publishLocal,
+    commands: { waitSec: d.commands.waitSec, maxPerDevice: d.commands.maxPerDevice, resendMs: COMMAND_RESEND_MS },
   };
 }
 

@@ -4,12 +4,26 @@
  * and the receipts. Transport-agnostic: bytes go out through `send`, the connection is closed
  * through `close`; the transport hands frames in through `receive`.
  *
- * The data plane with the durable queue is a later issue: for now a `pub` that the lease policy
- * allows is published on the gateway's broker and receipted at once; `ping` and `ack` are
- * settled when received.
+ * With a data plane (daemon/uplink/), a `pub` the lease policy allows is offered to the durable
+ * queue and settled only once committed (or listed `busy` when the queue has no room), then
+ * published on the gateway's broker where configured; an `ack` is settled once recorded. Without
+ * one (transport tests), a pub is published locally and receipted at once.
  */
 import { FrameReceiver, FrameSender, type ByeReason, type FrameDropCode, type UpFramePayload } from '../../protocol/index.js';
 import type { SessionOpening, TransportKind } from '../pipeline/types.js';
+
+/** What the durable data plane answers for an offered frame. */
+export type DataPlaneAnswer = { stored: true } | { stored: false; retry: number };
+
+/** The data plane as a session sees it (daemon/uplink/data-plane.ts). */
+export interface SessionDataPlane {
+  /** Queue a pub durably; resolves after the commit, or busy. Never rejects. */
+  pub(session: GatewaySessionV2, seq: number, p: { topic: string; body: Uint8Array; mid?: number }): Promise<DataPlaneAnswer>;
+  /** Record an ack durably; resolves after the commit. Never rejects. */
+  ack(session: GatewaySessionV2, cid: number, status: 'done' | 'failed' | 'refused'): Promise<DataPlaneAnswer>;
+  /** Also publish each stored pub on the local broker. */
+  readonly publishLocal: boolean;
+}
 
 /** Why a session ended: a bye reason G sends, the peer's bye, or the connection closing. */
 export type SessionEndReason = ByeReason | 'peer-bye' | 'closed';
@@ -26,6 +40,8 @@ export interface SessionHooks {
   pubAllowed(topic: string): boolean;
   /** Hand an allowed pub to the local broker. */
   publishLocal(topic: string, body: Uint8Array): Promise<void>;
+  /** The durable queue; absent, pubs are only published locally. */
+  dataPlane?: SessionDataPlane;
   /** Told once when the session ends. */
   ended(session: GatewaySessionV2, reason: SessionEndReason): void;
   /** Told of every dropped frame. */
@@ -47,9 +63,13 @@ export interface SessionInfo {
   framesOut: number;
   drops: number;
   denied: number;
+  /** Pubs stored durably, answered busy; commands relayed. */
+  stored: number;
+  busy: number;
+  commands: number;
 }
 
-type Settled = 'ok' | 'denied' | 'lost';
+type Settled = 'ok' | 'denied' | 'lost' | 'busy';
 
 export class GatewaySessionV2 {
   readonly dev: string;
@@ -76,6 +96,13 @@ export class GatewaySessionV2 {
   #framesIn = 0;
   #framesOut = 0;
   #denied = 0;
+  #stored = 0;
+  #busy = 0;
+  #commands = 0;
+  /** The largest `retry` among the busy seqs not yet receipted. */
+  #busyRetry = 0;
+  /** Offers to the data plane not yet answered (a peer bye waits for them). */
+  readonly #inflight = new Set<Promise<void>>();
   #ended = false;
   #ending = false;
 
@@ -113,6 +140,9 @@ export class GatewaySessionV2 {
       framesOut: this.#framesOut,
       drops: this.#receiver?.drops ?? 0,
       denied: this.#denied,
+      stored: this.#stored,
+      busy: this.#busy,
+      commands: this.#commands,
     };
   }
 
@@ -149,12 +179,23 @@ export class GatewaySessionV2 {
           this.#settle(seq, 'denied');
           return;
         }
+        if (this.#hooks.dataPlane !== undefined) {
+          this.#track(this.#storePub(this.#hooks.dataPlane, seq, p));
+          return;
+        }
         this.#hooks.publishLocal(p.topic, p.body).then(
           () => this.#settle(seq, 'ok'),
           () => this.#settle(seq, 'lost'),
         );
         return;
       case 'ack':
+        if (this.#hooks.dataPlane !== undefined) {
+          // protocol-v2: an ack is settled once recorded durably; acks are always taken.
+          this.#track(this.#hooks.dataPlane.ack(this, p.cid, p.status).then((r) => this.#settle(seq, r.stored ? 'ok' : 'lost')));
+          return;
+        }
+        this.#settle(seq, 'ok');
+        return;
       case 'ping':
         this.#settle(seq, 'ok');
         return;
@@ -163,6 +204,35 @@ export class GatewaySessionV2 {
         void this.#peerBye(seq);
         return;
     }
+  }
+
+  #track(p: Promise<void>): void {
+    this.#inflight.add(p);
+    void p.finally(() => this.#inflight.delete(p));
+  }
+
+  async #storePub(dp: SessionDataPlane, seq: number, p: { topic: string; body: Uint8Array; mid?: number }): Promise<void> {
+    const r = await dp.pub(this, seq, p);
+    if (!r.stored) {
+      this.#busy += 1;
+      this.#busyRetry = Math.max(this.#busyRetry, r.retry);
+      this.#settle(seq, 'busy');
+      return;
+    }
+    this.#stored += 1;
+    this.#settle(seq, 'ok');
+    // The local copy is a convenience for local subscribers: its failure does not unsettle the pub.
+    if (dp.publishLocal) this.#hooks.publishLocal(p.topic, p.body).catch(() => undefined);
+  }
+
+  /**
+   * Relay a command (protocol-v2 "cmd": the backend's bytes unchanged). False when the session
+   * has ended or the frame could not be handed to the connection.
+   */
+  async sendCommand(cmd: Uint8Array): Promise<boolean> {
+    if (this.#ended || this.#sender === undefined) return false;
+    this.#commands += 1;
+    return this.#send({ type: 'cmd', cmd });
   }
 
   #settle(seq: number, how: Settled): void {
@@ -198,14 +268,24 @@ export class GatewaySessionV2 {
     if (upto > this.#upto) {
       const denied: number[] = [];
       const lost: number[] = [];
+      const busy: number[] = [];
       for (let s = this.#upto + 1; s <= upto; s++) {
         const how = this.#pending.get(s);
         this.#pending.delete(s);
         if (how === 'denied') denied.push(s);
         else if (how === 'lost') lost.push(s);
+        else if (how === 'busy') busy.push(s);
       }
       this.#upto = upto;
-      await this.#send({ type: 'receipt', upto, ...(denied.length > 0 ? { denied } : {}), ...(lost.length > 0 ? { lost } : {}) });
+      const retry = this.#busyRetry;
+      if (busy.length > 0) this.#busyRetry = 0;
+      await this.#send({
+        type: 'receipt',
+        upto,
+        ...(denied.length > 0 ? { denied } : {}),
+        ...(busy.length > 0 ? { busy, retry } : {}),
+        ...(lost.length > 0 ? { lost } : {}),
+      });
     }
     this.#armLostTimer();
   }
@@ -218,26 +298,30 @@ export class GatewaySessionV2 {
     this.#lostTimer = setTimeout(() => void this.#sendReceipt(), Math.max(0, oldest + LOST_AFTER_MS - this.#hooks.now()));
   }
 
-  async #send(p: Parameters<FrameSender['seal']>[0]): Promise<void> {
+  async #send(p: Parameters<FrameSender['seal']>[0]): Promise<boolean> {
     const tx = this.#sender;
-    if (tx === undefined) return;
+    if (tx === undefined) return false;
     if (tx.exhausted) {
       // protocol-v2: a sender whose seq would pass 2^40 − 1 ends the session.
       this.#finish('malformed');
       this.#hooks.close();
-      return;
+      return false;
     }
     const { bytes } = tx.seal(p);
     this.#framesOut += 1;
     try {
       await this.#hooks.send(bytes);
+      return true;
     } catch {
       // The connection is gone; its close ends the session.
+      return false;
     }
   }
 
   /** protocol-v2: before erasing the keys on P's bye, send the receipt covering every frame before it. */
   async #peerBye(seq: number): Promise<void> {
+    // Frames before the bye that are being committed are settled by their commit, not as lost.
+    await Promise.all([...this.#inflight]);
     for (let s = this.#upto + 1; s < seq; s++) if (!this.#pending.has(s)) this.#missingSince.set(s, 0);
     await this.#sendReceipt(true);
     this.#finish('peer-bye');

@@ -3,6 +3,7 @@
  * session ends the older one, `bye replaced`), revocation (`bye revoked`), shutdown
  * (`bye shutdown`), and the counters the status socket and /metrics show.
  */
+import { EventEmitter } from 'node:events';
 import type { FrameDropCode } from '../../protocol/index.js';
 import type { SessionOpening, TransportKind } from '../pipeline/types.js';
 import { GatewaySessionV2, type SessionEndReason, type SessionHooks, type SessionInfo } from './session.js';
@@ -28,13 +29,20 @@ export interface SessionCounters {
 /** What the table needs from the transport for one session. */
 export type SessionTransportHooks = Omit<SessionHooks, 'ended' | 'dropped' | 'now'>;
 
-export class SessionTable {
+/** Told when a session opens and ends (the command relay listens). */
+export interface SessionTableEvents {
+  opened: [session: GatewaySessionV2];
+  ended: [session: GatewaySessionV2, reason: SessionEndReason];
+}
+
+export class SessionTable extends EventEmitter<SessionTableEvents> {
   readonly #o: SessionTableOptions;
   readonly #byDev = new Map<string, GatewaySessionV2>();
   readonly #byConn = new Map<string, GatewaySessionV2>();
   readonly #counters: SessionCounters = { opened: 0, ended: {}, drops: {}, denied: 0 };
 
   constructor(options: SessionTableOptions) {
+    super();
     this.#o = options;
   }
 
@@ -84,6 +92,7 @@ export class SessionTable {
     this.#byDev.set(opening.dev, session);
     this.#byConn.set(conn.id, session);
     this.#counters.opened += 1;
+    this.emit('opened', session);
     return session;
   }
 
@@ -107,5 +116,6 @@ export class SessionTable {
     this.#counters.denied += s.info().denied;
     if (this.#byDev.get(s.dev) === s) this.#byDev.delete(s.dev);
     if (this.#byConn.get(s.connection) === s) this.#byConn.delete(s.connection);
+    this.emit('ended', s, reason);
   }
 }

@@ -5,6 +5,8 @@
 import type { Logger } from 'winston';
 import type { AuthPipeline, RevocationSource } from '../../pipeline/types.js';
 import { MqttError } from './errors.js';
+import type { SessionDataPlane } from '../../sessions/session.js';
+import type { SessionTable } from '../../sessions/table.js';
 
 /**
  * The transport's configurable values, resolved from the config (daemon/config/settings.ts): the
@@ -63,13 +65,15 @@ export const MQTT_TUNING = {
 export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_TUNING> {
   pipeline: AuthPipeline;
   revocations?: RevocationSource;
+  /** The durable data plane for v2 pubs, acks and commands (daemon/uplink/); absent, pubs are only published locally. */
+  dataPlane?: SessionDataPlane & { attach(table: SessionTable): void };
   logger?: Logger;
   /** TLS listener with a server certificate (PEM); off unless given. */
   tls?: { host: string; port: number; cert: string | Buffer; key: string | Buffer };
 }
 
 /** The options with the built-in limits applied. */
-export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls'>>;
+export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane'>>;
 
 /** Applies the built-in limits and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
 export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {

@@ -107,6 +107,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #table: MqttConnectionTable;
   readonly #ingress: MqttIngress;
   readonly #sessions: SessionTable;
+  readonly #dataPlane: MqttTransportOptions['dataPlane'];
   readonly #counters = { refusedAtAccept: 0, frameViolations: 0 };
   readonly #refusals: Refusals;
   /** Open sockets per source address (pre-CONNECT included). */
@@ -136,6 +137,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       },
     });
     this.#sessions = new SessionTable({ firstFrameTimeoutMs: this.#o.firstFrameTimeoutMs, now: () => performance.now() });
+    this.#dataPlane = options.dataPlane;
+    this.#dataPlane?.attach(this.#sessions);
     this.#ingress = new MqttIngress({
       pipeline: this.#o.pipeline,
       log: this.#log,
@@ -175,6 +178,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       close: () => this.#table.close(conn),
       pubAllowed: (topic) => !inAuthNamespace(topic) && !topic.startsWith('$') && opening.policy.pub.some((f) => topicMatches(f, topic)),
       publishLocal: (topic, body) => publishLocal(this.#broker, topic, body, this.#o.operationTimeoutMs),
+      ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }),
     });
     this.#log.info('v2 session opened', { conn: conn.id, dev: opening.dev, sid: session.info().sid, life: opening.lifeSeconds, offline: opening.offline });
   }

@@ -1,0 +1,255 @@
+/**
+ * The uploader: sends the queue's telemetry to `POST /v1/gateways/{gw}/telemetry` and the
+ * devices' acks to `POST /v1/gateways/{gw}/acks` (protocol-v2 "Backend HTTP API"), in batches of
+ * at most 256, each request signed with the session key through BackendHttp. A record leaves the
+ * queue only when the backend has answered for it (accepted or duplicate); anything else is
+ * retried with jittered exponential backoff behind a circuit breaker, so a dead backend costs
+ * one probe per `openMs`, not a stream of timeouts.
+ *
+ * A 4xx other than 401/429 refuses a batch for good: the batch is resent one record at a time so
+ * that only the records the backend refuses (a device without an ok verdict here, a topic its
+ * policy does not grant) are removed — counted and logged, never silently.
+ */
+import type { Logger } from 'winston';
+import winston from 'winston';
+import { base64UrlEncode } from '../../protocol/index.js';
+import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
+import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
+import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { BackendError } from '../backend-client/errors.js';
+import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
+import type { SessionProvider } from '../pipeline/types.js';
+import type { UplinkQueue } from './queue.js';
+import type { QueuedAck, QueuedTelemetry } from './queue-store.js';
+
+/** protocol-v2: at most 256 records (or acks) per request. */
+export const MAX_UPLOAD_BATCH = 256;
+
+/** How often the age bound is applied while idle. */
+const EXPIRE_EVERY_MS = 60_000;
+
+export interface UploaderOptions {
+  gw: string;
+  http: BackendHttp;
+  session: SessionProvider;
+  queue: UplinkQueue;
+  breaker: BreakerSettings;
+  requestTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Wall clock (signatures' `created`) and timers. */
+  clock: TimerClock;
+  random?: () => number;
+  logger?: Logger;
+}
+
+export interface UploaderStats {
+  requests: number;
+  uploaded: number;
+  duplicates: number;
+  refused: number;
+  acksUploaded: number;
+  failures: number;
+  circuit: CircuitState;
+  lastSuccessAt: number | undefined;
+  lastError: string | undefined;
+}
+
+/** The telemetry answer: `{accepted, duplicates}` covering the whole batch. */
+export function readTelemetryAnswer(json: unknown, sent: number): { accepted: number; duplicates: number } {
+  if (!isObject(json)) badField('telemetry answer is not an object');
+  exactKeys(json, ['accepted', 'duplicates'], 'telemetry answer');
+  const { accepted, duplicates } = json;
+  if (!Number.isSafeInteger(accepted) || !Number.isSafeInteger(duplicates) || (accepted as number) < 0 || (duplicates as number) < 0) badField('telemetry answer counts are not non-negative integers');
+  if ((accepted as number) + (duplicates as number) !== sent) badField(`telemetry answer covers ${String(accepted)} + ${String(duplicates)} records, ${sent} sent`);
+  return { accepted: accepted as number, duplicates: duplicates as number };
+}
+
+/** The acks answer: `{accepted}`. */
+export function readAcksAnswer(json: unknown, sent: number): number {
+  if (!isObject(json)) badField('acks answer is not an object');
+  exactKeys(json, ['accepted'], 'acks answer');
+  const a = json.accepted;
+  if (!Number.isSafeInteger(a) || (a as number) < 0 || (a as number) > sent) badField('acks answer count is not an integer between 0 and the acks sent');
+  return a as number;
+}
+
+export class Uploader {
+  readonly #o: UploaderOptions;
+  readonly #log: Logger;
+  readonly #breaker: CircuitBreaker;
+  readonly #c = { requests: 0, uploaded: 0, duplicates: 0, refused: 0, acksUploaded: 0, failures: 0 };
+  #lastSuccessAt: number | undefined;
+  #lastError: string | undefined;
+  #stopped = true;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #timer: TimerHandle | undefined;
+  #unsubscribe: (() => void) | undefined;
+  /** Records to send one at a time after a batch was refused. */
+  #singles = 0;
+  #lastExpire = Number.NEGATIVE_INFINITY;
+  #abort = new AbortController();
+
+  constructor(options: UploaderOptions) {
+    this.#o = options;
+    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#breaker = new CircuitBreaker(options.clock, options.breaker);
+  }
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#unsubscribe = this.#o.queue.onCommit(() => this.#poke());
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unsubscribe?.();
+    this.#abort.abort();
+    this.#poke();
+    await this.#loop;
+  }
+
+  stats(): UploaderStats {
+    return { ...this.#c, circuit: this.#breaker.current, lastSuccessAt: this.#lastSuccessAt, lastError: this.#lastError };
+  }
+
+  #poke(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    w?.();
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+      this.#timer = this.#o.clock.setTimeout(() => this.#poke(), ms);
+    });
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0;
+    while (!this.#stopped) {
+      const now = this.#o.clock.now();
+      if (now - this.#lastExpire >= EXPIRE_EVERY_MS) {
+        this.#lastExpire = now;
+        this.#o.queue.expire();
+      }
+      const acks = this.#o.queue.oldestAcks(MAX_UPLOAD_BATCH);
+      const records = this.#o.queue.oldest(this.#singles > 0 ? 1 : MAX_UPLOAD_BATCH);
+      if (acks.length === 0 && records.length === 0) {
+        this.#singles = 0;
+        await this.#sleep(EXPIRE_EVERY_MS);
+        continue;
+      }
+      try {
+        if (acks.length > 0) await this.#sendAcks(acks);
+        if (records.length > 0) await this.#sendTelemetry(records);
+        attempt = 0;
+      } catch (e) {
+        if (this.#stopped) return;
+        const err = e instanceof BackendError ? e : new BackendError('response', 'unexpected upload failure', { cause: e });
+        this.#c.failures += 1;
+        this.#lastError = `${err.kind}${err.status !== undefined ? ` ${err.status}` : ''}: ${err.message}`;
+        const delay = Math.max(backoffMs(attempt, this.#o.retryBaseMs, this.#o.retryMaxMs, this.#o.random), this.#breaker.retryInMs);
+        attempt += 1;
+        this.#log.debug('upload failed; retrying', { kind: err.kind, status: err.status, attempt, delayMs: delay });
+        await this.#sleep(delay);
+      }
+    }
+  }
+
+  /** A session-signed POST through the breaker; returns the JSON of a 200. */
+  async #post(path: string, body: unknown): Promise<unknown> {
+    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
+    const session = this.#o.session.current();
+    if (session === undefined) {
+      this.#breaker.release();
+      throw new BackendError('no-session', 'no gateway session yet');
+    }
+    try {
+      const req = await signedRequest(this.#o.http, 'POST', path, body, {
+        keyid: `session:${this.#o.gw}`,
+        alg: 'ed25519',
+        nowMs: this.#o.clock.now(),
+        sign: (base) => session.signer.sign(base),
+      });
+      this.#c.requests += 1;
+      const res = await this.#o.http.request({ ...req, signal: AbortSignal.any([AbortSignal.timeout(this.#o.requestTimeoutMs), this.#abort.signal]) });
+      const json = expectJson(res, 200);
+      this.#breaker.success();
+      this.#lastSuccessAt = this.#o.clock.now();
+      return json;
+    } catch (e) {
+      const err = e instanceof BackendError ? e : new BackendError('response', 'cannot upload', { cause: e });
+      if (err.unreachable) this.#breaker.failure();
+      else if (err.kind === 'aborted') this.#breaker.release();
+      else this.#breaker.success();
+      throw err;
+    }
+  }
+
+  async #sendTelemetry(records: QueuedTelemetry[]): Promise<void> {
+    const body = {
+      records: records.map((r) => ({
+        dev: r.dev,
+        sid: base64UrlEncode(r.sid),
+        seq: r.seq,
+        topic: r.topic,
+        body: base64UrlEncode(r.body),
+        receivedAt: r.receivedAt,
+        ...(r.mid === undefined ? {} : { mid: r.mid }),
+      })),
+    };
+    let json: unknown;
+    try {
+      json = await this.#post(`/v1/gateways/${encodeURIComponent(this.#o.gw)}/telemetry`, body);
+    } catch (e) {
+      if (!refusedForGood(e)) throw e;
+      if (records.length > 1) {
+        // Find the records refused: resend this batch one by one.
+        this.#singles = records.length;
+        this.#log.warn('backend refused a telemetry batch; resending it record by record', { records: records.length, status: e.status, type: e.problem?.type });
+        return;
+      }
+      const r = records[0] as QueuedTelemetry;
+      this.#c.refused += 1;
+      this.#log.warn('backend refused a telemetry record for good; it leaves the queue', { dev: r.dev, seq: r.seq, topic: r.topic, status: e.status, type: e.problem?.type });
+      this.#o.queue.remove(records);
+      this.#singles = Math.max(0, this.#singles - 1);
+      return;
+    }
+    const a = readTelemetryAnswer(json, records.length);
+    this.#o.queue.remove(records);
+    this.#c.uploaded += a.accepted;
+    this.#c.duplicates += a.duplicates;
+    if (this.#singles > 0) this.#singles -= 1;
+  }
+
+  async #sendAcks(acks: QueuedAck[]): Promise<void> {
+    const body = { acks: acks.map((a) => ({ dev: a.dev, cid: a.cid, status: a.status, at: a.at })) };
+    let json: unknown;
+    try {
+      json = await this.#post(`/v1/gateways/${encodeURIComponent(this.#o.gw)}/acks`, body);
+    } catch (e) {
+      if (!refusedForGood(e)) throw e;
+      this.#c.refused += acks.length;
+      this.#log.warn('backend refused acks for good; they leave the queue', { acks: acks.length, status: e.status, type: e.problem?.type });
+      this.#o.queue.removeAcks(acks);
+      return;
+    }
+    readAcksAnswer(json, acks.length);
+    this.#o.queue.removeAcks(acks);
+    this.#c.acksUploaded += acks.length;
+  }
+}
+
+/** A 4xx that retrying cannot change: not 401 (our session key, renewed) nor 408/429 (later). */
+function refusedForGood(e: unknown): e is BackendError {
+  return e instanceof BackendError && e.kind === 'client' && e.status !== undefined && e.status !== 401 && e.status !== 408 && e.status !== 429;
+}
