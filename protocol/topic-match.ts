@@ -1,7 +1,7 @@
 /**
  * MQTT topic-filter matching, shared by everything that enforces a lease policy: the gateway's
- * broker (its own copy in daemon/transports/mqtt/topics.ts until it imports this one) and the
- * reference backend's telemetry check. Pure.
+ * broker (daemon/transports/mqtt/topics.ts re-exports it) and the reference backend's telemetry
+ * check. Pure.
  */
 
 /**
