@@ -363,6 +363,21 @@ export class NobleCentral implements BleCentral {
       return noble;
     }
     if (!isNoble(value)) throw new BleError('GH_BLE_UNAVAILABLE', 'BLE unavailable: @abandonware/noble exports no Noble');
+    // noble's HCI bindings re-arm a 1 s adapter poll forever, a timer that keeps the process
+    // alive (measured: a process that only loads noble never exits): stop() ends the chain and
+    // closes the socket, so a stopped central leaves nothing running. noble is a process-wide
+    // singleton, so a later start() in the same process does not poll the adapter again.
+    const hci = (value as { _bindings?: { _hci?: { pollIsDevUp?: () => void; _socket?: { stop?: () => void } } } })._bindings?._hci;
+    if (hci !== undefined) {
+      this.#release = () => {
+        hci.pollIsDevUp = () => undefined;
+        try {
+          hci._socket?.stop?.();
+        } catch (err) {
+          this.#log.debug('closing the HCI socket failed', { error: describeError(err) });
+        }
+      };
+    }
     return value;
   }
 
