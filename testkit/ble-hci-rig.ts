@@ -45,7 +45,8 @@ export interface Backend {
 }
 
 export async function startBackend(): Promise<Backend> {
-  const tb = await startTestBackend();
+  // The origin the gateway signs its requests for (RFC 9421 @authority) is the name it connects to.
+  const tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
   const dir = await mkdtemp(join(tmpdir(), 'gh-ble-hci-'));
   let agent: Agent | undefined;
   let session: SessionManager | undefined;
