@@ -45,7 +45,7 @@ describe('BLE end to end (reference backend, backend client, pipeline, real nobl
   });
 
   it('welcomes a registered peripheral and rejects an unknown one, each verified at the peripheral', async () => {
-    tb = await startTestBackend();
+    tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
     const gw = tb.addGateway(GW);
     dir = await mkdtemp(join(tmpdir(), 'gh-ble-e2e-'));
     const url = `https://${BACKEND_TEST_NAME}:${tb.backend.port}`;
