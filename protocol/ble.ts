@@ -15,6 +15,8 @@ import { CodedError } from '../common/errors.js';
 export const GATEHOUSE_SERVICE_UUID = '84987abc-71fe-493c-a15d-1ddd7d599687';
 /** protocol-v1: the characteristic that carries the messages (write with response + notify). */
 export const GATEHOUSE_CHARACTERISTIC_UUID = '84987abd-71fe-493c-a15d-1ddd7d599687';
+/** protocol-v2 "BLE transport (v2)": the v2 characteristic, in the same service. */
+export const GATEHOUSE_V2_CHARACTERISTIC_UUID = '84987abe-71fe-493c-a15d-1ddd7d599687';
 
 /** Stable codes of the chunk framing. */
 export type BleFrameErrorCode =
@@ -36,6 +38,8 @@ export const MIN_ATT_MTU = 23;
 export const MAX_ATT_MTU = 517;
 /** protocol-v1 "Encoding": no message is over 1024 bytes. */
 export const MAX_FRAMED_MESSAGE_BYTES = 1024;
+/** protocol-v2: the reassembly bound on the v2 characteristic (a v2 welcome, a frame). */
+export const MAX_FRAMED_MESSAGE_BYTES_V2 = 1280;
 /** Bytes of every ATT write/notification PDU that are not the attribute value: opcode + handle. */
 export const ATT_PDU_OVERHEAD = 3;
 /** Core 5.3 Vol 3 Part F §3.2.9: an attribute value is at most 512 bytes, whatever the MTU. */
@@ -89,6 +93,8 @@ export interface FrameOptions {
    * maximum. Smaller chunks are allowed by protocol-v1 ("up to MTU−4 bytes").
    */
   payloadSize?: number;
+  /** The bound of the characteristic: 1024 (v1, the default) or 1280 (v2). */
+  maxMessageBytes?: number;
 }
 
 /**
@@ -101,8 +107,9 @@ export function frameMessage(message: Uint8Array, mtu: number, options: FrameOpt
   if (!Number.isInteger(size) || size < 1 || size > max) {
     throw new RangeError(`payloadSize must be an integer in 1..${max} at MTU ${mtu}, got ${size}`);
   }
-  if (message.length > MAX_FRAMED_MESSAGE_BYTES) {
-    throw new BleFrameError('GH_BLE_FRAME_OVERSIZE', `message of ${message.length} bytes is over ${MAX_FRAMED_MESSAGE_BYTES}`);
+  const bound = Math.min(options.maxMessageBytes ?? MAX_FRAMED_MESSAGE_BYTES, MAX_FRAMED_MESSAGE_BYTES_V2);
+  if (message.length > bound) {
+    throw new BleFrameError('GH_BLE_FRAME_OVERSIZE', `message of ${message.length} bytes is over ${bound}`);
   }
   if (message.length === 0) return [encodeChunk(0, true, message)];
   const chunks: Uint8Array[] = [];
@@ -117,7 +124,7 @@ export function frameMessage(message: Uint8Array, mtu: number, options: FrameOpt
 export interface ReassemblerOptions {
   /** When given, a chunk longer than `maxChunkBytes(mtu)` (MTU−3) aborts: protocol-v1 allows no more. */
   mtu?: number;
-  /** At most this many bytes per message (≤ 1024, the default). */
+  /** At most this many bytes per message (default 1024; up to 1280 on the v2 characteristic). */
   maxMessageBytes?: number;
 }
 
@@ -140,8 +147,8 @@ export class Reassembler {
   constructor(options: ReassemblerOptions = {}) {
     this.#maxChunk = options.mtu === undefined ? undefined : maxChunkBytes(options.mtu);
     const maxMessage = options.maxMessageBytes ?? MAX_FRAMED_MESSAGE_BYTES;
-    if (!Number.isInteger(maxMessage) || maxMessage < 0 || maxMessage > MAX_FRAMED_MESSAGE_BYTES) {
-      throw new RangeError(`maxMessageBytes must be an integer in 0..${MAX_FRAMED_MESSAGE_BYTES}, got ${maxMessage}`);
+    if (!Number.isInteger(maxMessage) || maxMessage < 0 || maxMessage > MAX_FRAMED_MESSAGE_BYTES_V2) {
+      throw new RangeError(`maxMessageBytes must be an integer in 0..${MAX_FRAMED_MESSAGE_BYTES_V2}, got ${maxMessage}`);
     }
     this.#maxMessage = maxMessage;
   }

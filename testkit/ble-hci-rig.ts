@@ -20,7 +20,7 @@ import { NobleCentral } from '../daemon/transports/ble/noble-adapter.js';
 import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '../daemon/transports/ble/transport.js';
 import { BACKEND_CLIENT_DEFAULTS } from './component-defaults.js';
 import { startBumbleLink, type BumbleLink, type BumblePeripheralSpec } from './bumble.js';
-import { BACKEND_TEST_NAME, startTestBackend, type TestBackend } from './backend.js';
+import { BACKEND_TEST_NAME, startTestBackend, type TestBackend, type TestGateway } from './backend.js';
 import { waitForEmitter } from './wait.js';
 
 export const GW = 'gw-ble-hci';
@@ -38,6 +38,8 @@ export function addressOf(n: number): string {
 /** The reference backend, and the gateway's session with it; one per suite. */
 export interface Backend {
   tb: TestBackend;
+  /** The gateway `GW` as the backend knows it (a v2 host opens its own session with it). */
+  gateway: TestGateway;
   backendKeys: Map<string, Uint8Array>;
   pipeline: Pipeline;
   client: BackendClient;
@@ -45,6 +47,7 @@ export interface Backend {
 }
 
 export async function startBackend(): Promise<Backend> {
+  // The origin the gateway signs its requests for (RFC 9421 @authority) is the name it connects to.
   const tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
   const dir = await mkdtemp(join(tmpdir(), 'gh-ble-hci-'));
   let agent: Agent | undefined;
@@ -78,7 +81,7 @@ export async function startBackend(): Promise<Backend> {
     client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir, ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
     await client.start();
     pipeline = new Pipeline({ gw: GW, verifier: client, sessions: session });
-    return { tb, backendKeys, pipeline, client, close };
+    return { tb, gateway: gw, backendKeys, pipeline, client, close };
   } catch (err) {
     await close();
     throw err;

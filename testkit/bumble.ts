@@ -46,7 +46,22 @@ export interface BumblePeripheralSpec {
   /** The largest ATT MTU this peripheral's GATT server accepts (default 247). */
   mtu?: number;
   misbehave?: BumbleMisbehaviour;
+  /** Characteristics served: [1] (default), [2], or [1, 2] (a device configured for migration). */
+  versions?: Array<1 | 2>;
+  /** v2: frames to send after the welcome, each `afterMs` after the previous one. */
+  schedule?: Array<{ afterMs: number; frame: BumbleFrameSpec }>;
+  /** v2: accept offline welcomes (default: only with a clock). */
+  allowOffline?: boolean;
+  /** v2: the peripheral has a clock (the host's unix time). */
+  clock?: boolean;
 }
+
+/** A v2 frame for the control channel: `body` as UTF-8 text. */
+export type BumbleFrameSpec =
+  | { type: 'pub'; topic: string; body: string; mid?: number }
+  | { type: 'ping' }
+  | { type: 'bye'; reason?: string }
+  | { type: 'ack'; cid: number; status: 'done' | 'failed' | 'refused' };
 
 export interface BumbleLinkOptions {
   peripherals: BumblePeripheralSpec[];
@@ -74,6 +89,14 @@ export interface BumbleOutcome {
   detail?: string;
   reason?: string;
   gw?: string;
+  /** 1 or 2: the characteristic the exchange ran on. */
+  version?: number;
+  /** v2 welcomed: `online` or `offline`, the session life (s) and its sid (hex). */
+  mode?: string;
+  life?: number;
+  sid?: string;
+  /** Milliseconds from the connection to this outcome, at the peripheral. */
+  ms?: number;
 }
 
 /** One HCI packet between noble and the central's controller (link.py `Trace`). */
@@ -99,8 +122,12 @@ export interface BumbleLink {
   readonly outcomes: readonly BumbleOutcome[];
   /** The `n`-th outcome (0-based) of peripheral `name`, or fail after `ms`. */
   outcomeOf(name: string, ms?: number, n?: number): Promise<BumbleOutcome>;
-  /** Peripheral-side link events seen so far (`connected`, `error`). */
+  /** Peripheral-side link events seen so far (`connected`, `error`, v2: `sent`, `frame`, `drop`, `denied`, `command`, `session-end`). */
   readonly events: readonly Record<string, unknown>[];
+  /** The first event (seen or to come) that `match` accepts, or fail after `ms`. */
+  waitEvent(match: (e: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>;
+  /** v2: send a frame on `peripheral`'s live session (control channel). */
+  send(peripheral: string, frame: BumbleFrameSpec): void;
   /** The HCI trace so far. */
   trace(): Promise<HciTraceRecord[]>;
   /** Stop the process (bounded) and remove its temp dir. Idempotent. */
@@ -152,6 +179,10 @@ export async function startBumbleLink(options: BumbleLinkOptions): Promise<Bumbl
       dev: p.dev,
       seed: Buffer.from(p.seed).toString('hex'),
       mtu: p.mtu ?? 247,
+      versions: p.versions ?? [1],
+      schedule: p.schedule ?? [],
+      ...(p.allowOffline === undefined ? {} : { allowOffline: p.allowOffline }),
+      clock: p.clock ?? false,
       misbehave: {
         ...p.misbehave,
         ...(p.misbehave?.advertisingData ? { advertisingData: Buffer.from(p.misbehave.advertisingData).toString('hex') } : {}),
@@ -260,6 +291,26 @@ export async function startBumbleLink(options: BumbleLinkOptions): Promise<Bumbl
         };
         feed.on('event', onEvent);
       });
+    },
+    waitEvent(match, what, ms = 15_000) {
+      const seen = events.find(match);
+      if (seen) return Promise.resolve(seen);
+      return new Promise<Record<string, unknown>>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          feed.off('event', onEvent);
+          reject(new Error(`no Bumble event ${what} within ${ms} ms; events: ${JSON.stringify(events.slice(-10))}`));
+        }, ms);
+        const onEvent = (e: Record<string, unknown>): void => {
+          if (e.event === 'outcome' || !match(e)) return;
+          clearTimeout(timer);
+          feed.off('event', onEvent);
+          resolve(e);
+        };
+        feed.on('event', onEvent);
+      });
+    },
+    send(peripheral, frame) {
+      if (child.stdin.writable) child.stdin.write(`${JSON.stringify({ cmd: 'send', peripheral, frame })}\n`);
     },
     async trace() {
       const text = await readFile(tracePath, 'utf8').catch(() => '');

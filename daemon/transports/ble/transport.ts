@@ -13,16 +13,25 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
 import { silentLogger } from '../../../common/log/logger.js';
 import type { AuthPipeline, IngressConnection } from '../../pipeline/types.js';
-import { decodeDownMessage, BleFrameError, frameMessage, GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../../../protocol/index.js';
+import {
+  decodeDownMessage,
+  BleFrameError,
+  frameMessage,
+  GATEHOUSE_CHARACTERISTIC_UUID,
+  GATEHOUSE_SERVICE_UUID,
+  GATEHOUSE_V2_CHARACTERISTIC_UUID,
+} from '../../../protocol/index.js';
 import type { ReasonCode } from '../../../protocol/index.js';
 import { DenyList, type DenyListOptions } from './deny-list.js';
 import { BleError, type BleErrorCode } from './errors.js';
 import { helloReceiver, raceAbort } from './hello-receiver.js';
 import { normaliseUuid, type BleAdapterState, type BleCentral, type BleDiscovery } from './port.js';
+import { runV2Link, type V2LinkResult, type V2SessionHost } from './v2-link.js';
 
 
 const SERVICE = normaliseUuid(GATEHOUSE_SERVICE_UUID);
 const CHARACTERISTIC = normaliseUuid(GATEHOUSE_CHARACTERISTIC_UUID);
+const CHARACTERISTIC_V2 = normaliseUuid(GATEHOUSE_V2_CHARACTERISTIC_UUID);
 
 /** Options of a `BleTransport`. */
 export interface BleTransportOptions {
@@ -41,6 +50,18 @@ export interface BleTransportOptions {
   denyList?: DenyListOptions;
   /** First retry of a scan start that failed (ms, default 2 000), doubling up to 60 000. */
   scanRetryMs?: number;
+  /**
+   * Protocol versions this gateway accepts (default [1, 2]; the configuration's
+   * `protocol.versions` once the schema has it). v2 is used when the peripheral's service has
+   * the v2 characteristic and `v2` is given.
+   */
+  versions?: ReadonlyArray<1 | 2>;
+  /** The gateway's v2 logic; without it every link speaks v1. */
+  v2?: V2SessionHost;
+  /** A v2 session ends after this long without a frame either way (ms, default 30 000). */
+  idleTimeoutMs?: number;
+  /** Links open at once, v2 sessions included (default 8); exchanges are bounded by `maxConcurrent`. */
+  maxLiveLinks?: number;
 }
 
 /** How one exchange ended, for the status socket and metrics. */
@@ -57,6 +78,20 @@ export interface BleExchangeEvent {
   error?: string;
   /** Hold-off before this address is tried again (ms). */
   holdOffMs: number;
+  /** The protocol version of the exchange (2 on the v2 characteristic). */
+  version?: 1 | 2;
+}
+
+/** A v2 session that ended (its welcome was an `exchange` event). */
+export interface BleSessionEvent {
+  connection: string;
+  address: string;
+  dev: string;
+  /** `bye`, `idle`, `malformed`, `expired`, … or the BLE error code that ended it. */
+  end: string;
+  framesIn: number;
+  framesOut: number;
+  durationMs: number;
 }
 
 /** Why a discovery did not lead to a connection. */
@@ -67,6 +102,7 @@ export interface BleTransportEvents {
   state: (state: BleAdapterState) => void;
   connected: (info: { connection: string; address: string; active: number }) => void;
   exchange: (event: BleExchangeEvent) => void;
+  session: (event: BleSessionEvent) => void;
   skipped: (info: { address: string; reason: BleSkipReason; malformed: boolean }) => void;
   error: (err: BleError) => void;
 }
@@ -79,6 +115,8 @@ export interface BleTransportStats {
   queued: number;
   /** Most links observed open at once since start. */
   maxActive: number;
+  /** v2 sessions live now (links kept after a welcome). */
+  sessions: number;
   welcomed: number;
   rejected: number;
   failed: number;
@@ -88,6 +126,8 @@ export interface BleTransportStats {
 interface Active {
   controller: AbortController;
   done: Promise<void>;
+  /** A v2 session after its welcome: counts against `maxLiveLinks`, not `maxConcurrent`. */
+  session: boolean;
 }
 
 /** The BLE transport. Nothing happens until `start()`. */
@@ -105,6 +145,10 @@ export class BleTransport {
   readonly #queue = new Map<string, BleDiscovery>();
   #detach: Array<() => void> = [];
   readonly #scanRetryMs: number;
+  readonly #versions: ReadonlyArray<1 | 2>;
+  readonly #v2: V2SessionHost | undefined;
+  readonly #idleTimeoutMs: number;
+  readonly #maxLiveLinks: number;
   #scanRetry: NodeJS.Timeout | undefined;
   #scanFailures = 0;
   #running = false;
@@ -122,7 +166,14 @@ export class BleTransport {
     this.#exchangeTimeoutMs = options.exchangeTimeoutMs ?? 30_000;
     this.#disconnectTimeoutMs = options.disconnectTimeoutMs ?? 5_000;
     this.#scanRetryMs = options.scanRetryMs ?? 2_000;
+    this.#versions = options.versions ?? [1, 2];
+    this.#v2 = options.v2;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.#maxLiveLinks = options.maxLiveLinks ?? 8;
+    if (this.#versions.length === 0 || this.#versions.some((v) => v !== 1 && v !== 2)) throw new RangeError('versions must list 1, 2 or both');
     for (const [name, v] of Object.entries({
+      idleTimeoutMs: this.#idleTimeoutMs,
+      maxLiveLinks: this.#maxLiveLinks,
       maxConcurrent: this.#maxConcurrent,
       maxQueued: this.#maxQueued,
       exchangeTimeoutMs: this.#exchangeTimeoutMs,
@@ -145,6 +196,7 @@ export class BleTransport {
       state: this.#central.state,
       scanning: this.#scanning,
       active: this.#active.size,
+      sessions: this.#sessionCount(),
       queued: this.#queue.size,
       heldOff: this.#deny.size,
       ...this.#counts,
@@ -248,7 +300,7 @@ export class BleTransport {
     if (!d.connectable) return skip('not-connectable');
     if (this.#active.has(d.id) || this.#queue.has(d.id)) return skip('busy-with-it');
     if (this.#deny.holdOff(address) > 0) return skip('held-off');
-    if (this.#active.size < this.#maxConcurrent) {
+    if (this.#hasRoom()) {
       this.#begin(d);
       return;
     }
@@ -257,7 +309,7 @@ export class BleTransport {
   }
 
   #pump(): void {
-    while (this.#running && this.#active.size < this.#maxConcurrent && this.#queue.size > 0) {
+    while (this.#running && this.#hasRoom() && this.#queue.size > 0) {
       const next = this.#queue.values().next();
       if (next.done) return;
       this.#queue.delete(next.value.id);
@@ -267,18 +319,29 @@ export class BleTransport {
     }
   }
 
+  #sessionCount(): number {
+    let n = 0;
+    for (const a of this.#active.values()) if (a.session) n++;
+    return n;
+  }
+
+  /** Room for one more exchange: under `maxConcurrent` exchanges and `maxLiveLinks` links. */
+  #hasRoom(): boolean {
+    return this.#active.size - this.#sessionCount() < this.#maxConcurrent && this.#active.size < this.#maxLiveLinks;
+  }
+
   #begin(d: BleDiscovery): void {
     const controller = new AbortController();
-    const entry: Active = { controller, done: Promise.resolve() };
+    const entry: Active = { controller, done: Promise.resolve(), session: false };
     this.#active.set(d.id, entry);
     this.#counts.maxActive = Math.max(this.#counts.maxActive, this.#active.size);
-    entry.done = this.#exchange(d, controller).finally(() => {
+    entry.done = this.#exchange(d, controller, entry).finally(() => {
       this.#active.delete(d.id);
       this.#pump();
     });
   }
 
-  async #exchange(d: BleDiscovery, controller: AbortController): Promise<void> {
+  async #exchange(d: BleDiscovery, controller: AbortController, entry: Active): Promise<void> {
     const conn: IngressConnection = { id: `ble:${++this.#seq}`, transport: 'ble', remote: d.address };
     const address = throttleKey(d);
     const signal = controller.signal;
@@ -299,6 +362,12 @@ export class BleTransport {
       await this.#central.connect(d.id, opts);
       connected = true;
       this.#events.emit('connected', { connection: conn.id, address: d.address, active: this.#active.size });
+      const version = await this.#pickVersion(d.id, opts);
+      if (version === 2) {
+        const r = await this.#exchangeV2(d, conn, controller, entry, () => clearTimeout(timer));
+        result = r.welcomed ? { outcome: 'welcome', dev: r.welcomed } : r.result;
+        return;
+      }
       const info = await this.#central.discover(d.id, SERVICE, CHARACTERISTIC, opts);
       if (!info.properties.includes('write') || !info.properties.includes('notify')) {
         throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic lacks write+notify: ${info.properties.join(',')}`);
@@ -344,8 +413,86 @@ export class BleTransport {
         const close = (): void => this.#pipeline.connectionClosed(conn);
         inFlight?.then(close, close);
       }
-      this.#finish(conn, d, address, result);
+      if (!entry.session) this.#finish(conn, d, address, result);
     }
+  }
+
+  /** 2 when v2 is allowed, a host is given and the service has the v2 characteristic; else 1. */
+  async #pickVersion(id: string, opts: { signal: AbortSignal }): Promise<1 | 2> {
+    if (!this.#versions.includes(2) || this.#v2 === undefined) return 1;
+    try {
+      const info = await this.#central.discover(id, SERVICE, CHARACTERISTIC_V2, opts);
+      if (!info.properties.includes('write') || !info.properties.includes('notify')) {
+        throw new BleError('GH_BLE_GATT_MISMATCH', `v2 characteristic lacks write+notify: ${info.properties.join(',')}`);
+      }
+      return 2;
+    } catch (err) {
+      if (err instanceof BleError && err.code === 'GH_BLE_GATT_MISMATCH' && this.#versions.includes(1)) return 1;
+      throw err;
+    }
+  }
+
+  /**
+   * One v2 exchange and its session (v2-link.ts). The welcome is reported as an `exchange` event
+   * when it is written; the session's end as a `session` event.
+   */
+  async #exchangeV2(
+    d: BleDiscovery,
+    conn: IngressConnection,
+    controller: AbortController,
+    entry: Active,
+    stopDeadline: () => void,
+  ): Promise<{ welcomed?: string; result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number } }> {
+    const host = this.#v2;
+    if (host === undefined) throw new BleError('GH_BLE_GATT_MISMATCH', 'no v2 host');
+    const signal = controller.signal;
+    const mtu = this.#central.mtu(d.id);
+    let welcomedAt = 0;
+    let dev: string | undefined;
+    let r: V2LinkResult | undefined;
+    let end: string | undefined;
+    try {
+      r = await runV2Link({
+        connection: conn,
+        host,
+        mtu,
+        signal,
+        idleTimeoutMs: this.#idleTimeoutMs,
+        writeChunk: (chunk, s) => this.#central.write(d.id, SERVICE, CHARACTERISTIC_V2, chunk, { signal: s }),
+        subscribe: (onValue) => this.#central.subscribe(d.id, SERVICE, CHARACTERISTIC_V2, onValue, { signal }),
+        onWelcomed: (who) => {
+          stopDeadline();
+          dev = who;
+          welcomedAt = performance.now();
+          this.#finish(conn, d, throttleKey(d), { outcome: 'welcome', dev: who, version: 2 });
+          entry.session = true;
+          this.#pump();
+        },
+      });
+      end = r.sessionEnd;
+    } catch (err) {
+      if (dev === undefined) throw err;
+      end = err instanceof BleError ? err.code : signal.aborted ? String((signal.reason as { code?: string }).code) : 'GH_BLE_OPERATION_FAILED';
+    }
+    if (dev !== undefined) {
+      const event: BleSessionEvent = {
+        connection: conn.id,
+        address: d.address,
+        dev,
+        end: end ?? 'unknown',
+        framesIn: r?.framesIn ?? 0,
+        framesOut: r?.framesOut ?? 0,
+        durationMs: Math.round(performance.now() - welcomedAt),
+      };
+      this.#log.info('BLE v2 session ended', event);
+      this.#events.emit('session', event);
+      return { welcomed: dev, result: { outcome: 'welcome', dev, version: 2 } };
+    }
+    const result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number } = { outcome: 'reject', version: 2 };
+    if (r?.reason !== undefined) result.reason = r.reason;
+    if (r?.dev !== undefined) result.dev = r.dev;
+    if (r?.retry !== undefined) result.retry = r.retry;
+    return { result };
   }
 
   #finish(

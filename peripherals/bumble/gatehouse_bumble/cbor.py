@@ -105,6 +105,8 @@ class _Reader:
             raise CborError('GH_CBOR_TRUNCATED', 'no data item')
         first = self.data[start]
         if first >> 5 == 7:
+            if first == 0xFF:
+                raise CborError('GH_CBOR_INDEFINITE', 'a break stop code outside an indefinite-length item')
             if first in (0xF9, 0xFA, 0xFB):
                 raise CborError('GH_CBOR_FLOAT', 'floating-point value')
             raise CborError('GH_CBOR_SIMPLE', 'simple value')

@@ -1,8 +1,9 @@
-"""protocol v1 BLE chunk framing: a header byte (bit 7 last, bits 0-6 index mod 128), then up to
+"""protocol v1 BLE chunk framing (v2 uses it too, with a 1,280-byte bound): a header byte (bit 7 last, bits 0-6 index mod 128), then up to
 MTU-4 bytes of the message; a gap or a message over the bound aborts the exchange."""
 from __future__ import annotations
 
 MAX_MESSAGE = 1024
+MAX_MESSAGE_V2 = 1280  # the v2 characteristic's bound (a v2 welcome, a frame)
 
 
 class FrameError(ValueError):
@@ -17,9 +18,9 @@ def chunk_payload(mtu: int) -> int:
     return min(mtu - 4, 511)
 
 
-def frame(message: bytes, mtu: int, payload_size: int | None = None) -> list[bytes]:
+def frame(message: bytes, mtu: int, payload_size: int | None = None, max_message: int = MAX_MESSAGE) -> list[bytes]:
     size = payload_size or chunk_payload(mtu)
-    if len(message) > MAX_MESSAGE:
+    if len(message) > max_message:
         raise FrameError('GH_BLE_FRAME_OVERSIZE', f'{len(message)} bytes')
     if not message:
         return [b'\x80']

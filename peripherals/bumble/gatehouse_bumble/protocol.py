@@ -184,7 +184,11 @@ class Challenge:
 
 
 def decode_challenge(data: bytes) -> Challenge:
-    m = _check_map(cbor.decode(data, frozenset(), MAX_MESSAGE), {1, 2, 3, 5, 6})
+    m = cbor.decode(data, frozenset(), MAX_MESSAGE)
+    if isinstance(m, dict) and m.get(1) == 'challenge' and isinstance(m.get(2), int) and m[2] != 1:
+        # A message of another version is `unsupported-version`, whatever its keys (a v2 challenge has ge).
+        raise ProtocolError('GH_MSG_UNSUPPORTED_VERSION', f'version {m[2]}')
+    m = _check_map(m, {1, 2, 3, 5, 6})
     _header(m, 'challenge')
     return Challenge(dev=_id(m, 3), gn=_bytes(m, 5, 16), gw=_id(m, 6))
 

@@ -1,0 +1,113 @@
+/**
+ * Protocol v2 on the BLE v2 characteristic, end to end over noble's HCI and Bumble: the gateway
+ * prefers the v2 characteristic, writes a challenge with a fresh ge, takes the hello, gets the
+ * reference backend's grant, welcomes; the Python peripheral (protocol_v2.py, written from the
+ * page) checks the grant, derives the keys and streams frames on the link that stays up, until
+ * its bye or the gateway's idle time.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { startBackend, startHciRig, addressOf, GW, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { waitForEmitter } from '../../../../../testkit/wait.js';
+import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
+import { MinimalV2Host } from './v2-host.js';
+
+describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 peripheral)', function () {
+  this.timeout(60_000);
+  let backend: Backend | undefined;
+  let rig: HciRig | undefined;
+  let host: MinimalV2Host;
+  const sessions: BleSessionEvent[] = [];
+  const feed = new EventEmitter();
+
+  let session: Awaited<ReturnType<Backend['tb']['openSession']>>['session'];
+  before(async () => {
+    backend = await startBackend();
+    // One more session key for the gateway: the v2 host signs its verify requests and welcomes with it.
+    ({ session } = await backend.tb.openSession(backend.gateway));
+  });
+  beforeEach(() => {
+    host = new MinimalV2Host(backend!.tb, GW, session);
+    sessions.length = 0;
+  });
+  afterEach(async () => {
+    await rig?.stop();
+    rig = undefined;
+  });
+  after(async () => {
+    await backend?.close();
+  });
+
+  const start = async (ps: Parameters<typeof startHciRig>[1], transport: Parameters<typeof startHciRig>[2] = {}): Promise<HciRig> => {
+    rig = await startHciRig(backend!, ps, { transport: { v2: host, ...transport.transport } });
+    rig.transport.on('session', (e) => {
+      sessions.push(e);
+      feed.emit('session', e);
+    });
+    return rig;
+  };
+  const sessionOf = (dev: string, ms = 20_000): Promise<BleSessionEvent> =>
+    sessions.find((s) => s.dev === dev)
+      ? Promise.resolve(sessions.find((s) => s.dev === dev) as BleSessionEvent)
+      : waitForEmitter<[BleSessionEvent]>(feed, 'session', (e) => e.dev === dev, `session of ${dev}`, ms).then(([e]) => e);
+
+  it('welcomes a v2 peripheral online (grant), keeps the link, takes its pub/ping/bye frames with receipts', async () => {
+    await start([
+      {
+        n: 51,
+        name: 'v2',
+        versions: [2],
+        schedule: [
+          { afterMs: 50, frame: { type: 'pub', topic: 'devices/hci-dev-51/temp', body: '21.5' } },
+          { afterMs: 50, frame: { type: 'ping' } },
+          { afterMs: 50, frame: { type: 'pub', topic: 'devices/hci-dev-51/temp', body: '21.7' } },
+          { afterMs: 50, frame: { type: 'bye' } },
+        ],
+      },
+    ]);
+    const o = await rig!.link.outcomeOf('v2');
+    assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
+    assert.deepEqual([o.version, o.mode, o.gw], [2, 'online', GW]);
+    const e = await rig!.exchangeOf(addressOf(51));
+    assert.deepEqual([e.outcome, e.dev, e.version], ['welcome', 'hci-dev-51', 2]);
+    const s = await sessionOf('hci-dev-51');
+    assert.equal(s.end, 'bye');
+    assert.equal(s.framesIn, 4);
+    const log = host.sessions[0]!;
+    assert.equal(log.sid, o.sid, 'both sides derived the same sid');
+    assert.deepEqual(log.frames.map((f) => [f.seq, f.type, f.body]), [[0, 'pub', '21.5'], [1, 'ping', undefined], [2, 'pub', '21.7'], [3, 'bye', undefined]]);
+    assert.deepEqual(log.drops, []);
+    // The peripheral opened every receipt the gateway sealed.
+    const end = await rig!.link.waitEvent((x) => x.event === 'session-end' && x.peripheral === 'v2', 'session-end');
+    assert.equal(end.drops, 0);
+    const receipts = rig!.link.events.filter((x) => x.event === 'frame' && x.type === 'receipt').map((x) => x.upto);
+    assert.deepEqual(receipts.slice(0, 3), [0, 1, 2]);
+  });
+
+  it('ends a v2 session that is idle (bye idle, then disconnects), and the peripheral reads the bye', async () => {
+    await start([{ n: 52, name: 'idle', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }], { transport: { idleTimeoutMs: 1_500 } });
+    const s = await sessionOf('hci-dev-52');
+    assert.equal(s.end, 'idle');
+    assert.ok(s.durationMs >= 1_500, `${s.durationMs}`);
+    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal(bye.reason, 'idle');
+  });
+
+  it('uses v1 for a device that serves both characteristics when the gateway allows only v1, and v2 when it allows both', async () => {
+    await start([{ n: 53, name: 'both', versions: [1, 2] }], { transport: { versions: [1] } });
+    const o = await rig!.link.outcomeOf('both');
+    assert.deepEqual([o.outcome, o.version], ['welcomed', 1], JSON.stringify(o));
+    await rig!.stop();
+    await start([{ n: 54, name: 'both2', versions: [1, 2], schedule: [{ afterMs: 10, frame: { type: 'bye' } }] }]);
+    const o2 = await rig!.link.outcomeOf('both2');
+    assert.deepEqual([o2.outcome, o2.version], ['welcomed', 2]);
+  });
+
+  it('rejects an unregistered v2 device (the backend gives no grant) and the peripheral gets the reject', async () => {
+    await start([{ n: 55, name: 'stranger', versions: [2], register: false }]);
+    const o = await rig!.link.outcomeOf('stranger');
+    assert.deepEqual([o.outcome, o.version], ['rejected', 2]);
+    const e = await rig!.exchangeOf(addressOf(55));
+    assert.equal(e.outcome, 'reject');
+  });
+});
