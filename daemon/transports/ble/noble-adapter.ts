@@ -49,9 +49,7 @@ export interface NobleCentralOptions {
 
 const ADAPTER_STATES: ReadonlySet<string> = new Set(['unknown', 'resetting', 'unsupported', 'unauthorized', 'poweredOff', 'poweredOn']);
 
-/**
- * The production `BleCentral`. Construct freely; nothing is loaded until `start()`.
- */
+/** The production `BleCentral`. Construct freely; nothing is loaded until `start()`. */
 export class NobleCentral implements BleCentral {
   readonly #options: NobleCentralOptions;
   readonly #log: Logger;
