@@ -5,179 +5,55 @@
  * so a nonce used at one replica is refused at every other; session keys, revocations and the v2
  * records are read from the database on every request.
  *
+ * The registry statements are in backend/pg-registry.ts, the data plane's in pg-data-plane.ts, the
+ * pool, named statements and transactions in pg-pool.ts; this file opens, checks and composes them.
+ *
  * When PostgreSQL cannot be reached (down, restarting, out of connections) every call fails with
  * `GH_STORE_UNAVAILABLE`, which the server answers 503 with Retry-After: the gateway retries.
  */
-import pg from 'pg';
-import type { Logger } from 'winston';
-import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, type Policy } from '../protocol/index.js';
-import { RegistryError, StoreError } from './errors.js';
+import type pg from 'pg';
 import { NONCES_PER_KEYID, type NonceOutcome } from './nonce-store.js';
 import { PG_SCHEMA_VERSION, schemaProblem, schemaVersion, migrate } from './pg-migrations.js';
-import { checkNewGateway, newDeviceProblem } from './registry-checks.js';
-import { REVOCATION_PAGE, SESSION_KEYS_KEPT, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type NowSeconds, type SessionKeyRecord, type Status } from './registry.js';
+import { inTransaction, makePool, namedQuery, runOn, type PgPoolOptions, type Queryable } from './pg-pool.js';
+import { PgRegistry } from './pg-registry.js';
+import type { DeviceRecord, GatewayRecord, GrantRecord, NewDevice, NowSeconds, SessionKeyRecord } from './registry.js';
 import type { AckRecord, CommandRecord, NewCommand, StoredTelemetry, TelemetryRecord, VerdictWindow } from './data-plane-store.js';
 import { DATA_PLANE_SQL, PgDataPlane, type DataPlaneStatement } from './pg-data-plane.js';
-import { normaliseOutcomes, redactUrl, type BackendStore, type StoreStatus, type VerifyDevice, type VerifyOutcomes } from './store.js';
+import { StoreError } from './errors.js';
+import { redactUrl, type BackendStore, type StoreStatus, type VerifyDevice, type VerifyOutcomes } from './store.js';
 
-export interface PgStoreOptions {
+export interface PgStoreOptions extends PgPoolOptions {
   now?: NowSeconds;
   /** Live request nonces each keyid may hold. Default {@link NONCES_PER_KEYID}. */
   noncesPerKeyid?: number;
-  /** Pool size (connections this process holds at most). Default 10. */
-  poolSize?: number;
-  /** Bound on waiting for a connection, ms. Default 3000. */
-  connectTimeoutMs?: number;
-  /** Bound on one statement, ms (server-side statement_timeout). Default 5000. */
-  statementTimeoutMs?: number;
-  logger?: Logger;
 }
-
-/** How often expired nonce rows are deleted by this process, seconds. */
-const SWEEP_EVERY_S = 60;
-
-const INT8_OID = 20;
-/** BIGINT columns hold unix seconds and cursors: well inside 2^53, so numbers, not strings. */
-const TYPES: pg.CustomTypesConfig = {
-  getTypeParser: ((oid: number, format?: string) =>
-    oid === INT8_OID && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
-};
-
-/** SQL states that mean "the server is not there right now", not "this statement is wrong". */
-function isUnavailable(err: unknown): boolean {
-  if (err instanceof pg.DatabaseError) {
-    const code = err.code ?? '';
-    return code.startsWith('08') || code.startsWith('53') || code.startsWith('57P');
-  }
-  // Not a server answer at all: refused, reset, timed out, socket gone, pool shut.
-  return err instanceof Error;
-}
-
-interface GatewayRow {
-  id: string;
-  tpm_public_key_pem: string;
-  tpk: Buffer;
-  groups: string;
-  status: Status;
-  created_at: number;
-  revoked_at: number | null;
-}
-
-interface DeviceRow {
-  id: string;
-  public_key: Buffer;
-  gateways: string;
-  policy: string;
-  status: Status;
-  created_at: number;
-  revoked_at: number | null;
-}
-
-const SQL = {
-  getGateway: 'SELECT * FROM gateways WHERE id = $1',
-  listGateways: 'SELECT * FROM gateways ORDER BY id',
-  insertGateway:
-    "INSERT INTO gateways (id, tpm_public_key_pem, tpk, groups, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) ON CONFLICT (id) DO NOTHING RETURNING *",
-  revokeGateway: "UPDATE gateways SET status = 'revoked', revoked_at = $1 WHERE id = $2 AND status = 'active'",
-  deleteSessions: 'DELETE FROM session_keys WHERE gateway_id = $1',
-  getDevice: 'SELECT * FROM devices WHERE id = $1',
-  listDevices: 'SELECT * FROM devices ORDER BY id',
-  deviceExists: 'SELECT 1 FROM devices WHERE id = $1',
-  insertDevice:
-    "INSERT INTO devices (id, public_key, gateways, policy, status, created_at) VALUES ($1, $2, $3, $4, 'active', $5) ON CONFLICT (id) DO NOTHING RETURNING *",
-  revokeDevice: "UPDATE devices SET status = 'revoked', revoked_at = $1 WHERE id = $2 AND status = 'active'",
-  // Feed order is commit order: inserts are serialised, so a reader never sees cursor n+1 before n.
-  lockRevocations: 'LOCK TABLE revocations IN SHARE ROW EXCLUSIVE MODE',
-  insertRevocation: 'INSERT INTO revocations (device_id, revoked_at) VALUES ($1, $2) RETURNING cursor',
-  // One statement, one snapshot: the page and the newest cursor agree.
-  revocationsSince: `WITH page AS (
-      SELECT r.cursor, r.device_id FROM revocations r
-      WHERE r.cursor > $1 AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM device_gateways dg WHERE dg.device_id = r.device_id AND dg.gateway_id = $2))
-      ORDER BY r.cursor LIMIT $3),
-    top AS (SELECT coalesce(max(cursor), 0) AS m FROM revocations)
-    SELECT top.m, page.cursor, page.device_id FROM top LEFT JOIN page ON true ORDER BY page.cursor`,
-  recordVerifiedAt:
-    'INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) VALUES ($1, $2, $3, $3) ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = excluded.last_at',
-  verifiedAt: 'SELECT gateway_id FROM device_gateways WHERE device_id = $1 ORDER BY gateway_id',
-  markV2: 'INSERT INTO device_v2 (device_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING',
-  v2Since: 'SELECT since FROM device_v2 WHERE device_id = $1',
-  putGrant: `INSERT INTO grants (device_id, gateway_id, hh, spk, iat, life) VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (device_id) DO UPDATE SET gateway_id = excluded.gateway_id, hh = excluded.hh, spk = excluded.spk, iat = excluded.iat, life = excluded.life`,
-  getGrant: 'SELECT * FROM grants WHERE device_id = $1',
-  devicesForVerify: 'SELECT d.*, v.since AS v2_since FROM devices d LEFT JOIN device_v2 v ON v.device_id = d.id WHERE d.id = ANY($1::text[])',
-  // One statement for a batch's writes; the arrays are deduplicated and sorted (a fixed lock order).
-  verifyOutcomes: `WITH v2 AS (
-      INSERT INTO device_v2 (device_id, since) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING),
-    va AS (
-      INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) SELECT d, g, $2, $2 FROM unnest($3::text[], $4::text[]) AS t(d, g)
-      ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = excluded.last_at)
-    INSERT INTO grants (device_id, gateway_id, hh, spk, iat, life)
-      SELECT * FROM unnest($5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[])
-    ON CONFLICT (device_id) DO UPDATE SET gateway_id = excluded.gateway_id, hh = excluded.hh, spk = excluded.spk, iat = excluded.iat, life = excluded.life`,
-  // The gateway's row is the lock that orders two replicas certifying for one gateway at once.
-  lockGateway: 'SELECT 1 FROM gateways WHERE id = $1 FOR UPDATE',
-  deleteSameSession: 'DELETE FROM session_keys WHERE gateway_id = $1 AND public_key = $2',
-  insertSession: 'INSERT INTO session_keys (gateway_id, public_key, issued_at, not_after) VALUES ($1, $2, $3, $4)',
-  pruneSessions: 'DELETE FROM session_keys WHERE gateway_id = $1 AND seq NOT IN (SELECT seq FROM session_keys WHERE gateway_id = $1 ORDER BY seq DESC LIMIT $2)',
-  sessions: 'SELECT public_key, issued_at, not_after FROM session_keys WHERE gateway_id = $1 ORDER BY seq DESC LIMIT $2',
-  // The unique key is the replay check: of two replicas inserting one nonce, one gets the row.
-  // A row whose window has passed is taken over; a live one is left alone (no row returned).
-  // The quota is counted in the same statement (a bound: two replicas may each pass it once).
-  putNonce: `INSERT INTO nonces (keyid, nonce, expires_at)
-    SELECT $1, $2, $3 WHERE (SELECT count(*) FROM (SELECT 1 FROM nonces WHERE keyid = $1 AND expires_at >= $4 LIMIT $5) q) < $5
-    ON CONFLICT (keyid, nonce) DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at < $4
-    RETURNING 1`,
-  liveNonce: 'SELECT 1 FROM nonces WHERE keyid = $1 AND nonce = $2 AND expires_at >= $3',
-  sweepNonces: 'DELETE FROM nonces WHERE expires_at < $1',
-  countNonces: 'SELECT count(*)::int8 AS n FROM nonces',
-} as const;
-
-type Queryable = Pick<pg.PoolClient, 'query'>;
 
 export class PgStore implements BackendStore {
   readonly kind = 'postgres' as const;
   readonly #pool: pg.Pool;
   readonly #url: string;
-  readonly #now: NowSeconds;
-  readonly #perKeyid: number;
-  #lastSweep = 0;
+  readonly #reg: PgRegistry;
   readonly #dp: PgDataPlane;
 
   private constructor(pool: pg.Pool, url: string, opts: PgStoreOptions) {
     this.#pool = pool;
     this.#url = url;
-    this.#now = opts.now ?? (() => Math.floor(Date.now() / 1000));
-    this.#perKeyid = opts.noncesPerKeyid ?? NONCES_PER_KEYID;
+    const now = opts.now ?? (() => Math.floor(Date.now() / 1000));
+    this.#reg = new PgRegistry({ pool, now, noncesPerKeyid: opts.noncesPerKeyid ?? NONCES_PER_KEYID });
     this.#dp = new PgDataPlane({
-      q: <R extends pg.QueryResultRow>(name: DataPlaneStatement, values: unknown[], on?: Queryable) => this.#named<R>(`gh_dp_${name}`, DATA_PLANE_SQL[name], values, on),
-      tx: (fn) => this.#tx(fn),
-      now: this.#now,
+      q: <R extends pg.QueryResultRow>(name: DataPlaneStatement, values: unknown[], on: Queryable = pool) => namedQuery<R>(on, `gh_dp_${name}`, DATA_PLANE_SQL[name], values),
+      tx: (fn) => inTransaction(pool, fn),
+      now,
       url,
       ...(opts.logger ? { logger: opts.logger } : {}),
     });
   }
 
-  static #makePool(url: string, opts: PgStoreOptions): pg.Pool {
-    const pool = new pg.Pool({
-      connectionString: url,
-      max: opts.poolSize ?? 10,
-      connectionTimeoutMillis: opts.connectTimeoutMs ?? 3000,
-      idleTimeoutMillis: 30_000,
-      statement_timeout: opts.statementTimeoutMs ?? 5000,
-      query_timeout: (opts.statementTimeoutMs ?? 5000) + 1000,
-      application_name: 'gatehouse-backend',
-      types: TYPES,
-    });
-    // An idle connection cut by a server restart: the pool drops it; the next query reconnects.
-    pool.on('error', (err) => opts.logger?.warn('PostgreSQL connection lost', { error: err.message }));
-    return pool;
-  }
-
   /** Connect and check that the database is at this build's schema (else `GH_STORE_SCHEMA_*`). */
   static async open(url: string, opts: PgStoreOptions = {}): Promise<PgStore> {
-    const pool = PgStore.#makePool(url, opts);
+    const pool = makePool(url, opts);
     try {
-      const found = await PgStore.#run(pool, (c) => schemaVersion(c));
+      const found = await runOn(pool, (c) => schemaVersion(c));
       const problem = schemaProblem(found);
       if (problem !== undefined) throw problem;
     } catch (err) {
@@ -189,7 +65,7 @@ export class PgStore implements BackendStore {
 
   /** `gatehouse-backend migrate`: bring the database to this build's schema (idempotent). */
   static async migrate(url: string, opts: PgStoreOptions = {}): Promise<{ from: number; to: number; applied: number[] }> {
-    const pool = PgStore.#makePool(url, opts);
+    const pool = makePool(url, opts);
     try {
       const client = await pool.connect().catch((cause: unknown) => {
         throw new StoreError('GH_STORE_UNAVAILABLE', `cannot connect to ${redactUrl(url)}`, { cause });
@@ -206,7 +82,7 @@ export class PgStore implements BackendStore {
 
   /** `check`: reach the server and read its schema version, without refusing any version. */
   static async probe(url: string, opts: PgStoreOptions = {}): Promise<{ schemaVersion: number; latestSchemaVersion: number } | { problem: string }> {
-    const pool = PgStore.#makePool(url, { ...opts, poolSize: 1 });
+    const pool = makePool(url, { ...opts, poolSize: 1 });
     try {
       return { schemaVersion: await schemaVersion(pool), latestSchemaVersion: PG_SCHEMA_VERSION };
     } catch (err) {
@@ -216,225 +92,84 @@ export class PgStore implements BackendStore {
     }
   }
 
-  static async #run<T>(pool: pg.Pool, fn: (c: Queryable) => Promise<T>): Promise<T> {
-    try {
-      return await fn(pool);
-    } catch (err) {
-      if (err instanceof StoreError || err instanceof RegistryError) throw err;
-      if (isUnavailable(err)) throw new StoreError('GH_STORE_UNAVAILABLE', 'the PostgreSQL store is unavailable', { cause: err });
-      throw err;
-    }
-  }
-
-  async #q<R extends pg.QueryResultRow>(name: keyof typeof SQL, values: unknown[], on: Queryable = this.#pool): Promise<pg.QueryResult<R>> {
-    return this.#named<R>(`gh_${name}`, SQL[name], values, on);
-  }
-
-  async #named<R extends pg.QueryResultRow>(name: string, text: string, values: unknown[], on: Queryable = this.#pool): Promise<pg.QueryResult<R>> {
-    try {
-      return await on.query<R>({ name, text, values });
-    } catch (err) {
-      if (isUnavailable(err)) throw new StoreError('GH_STORE_UNAVAILABLE', 'the PostgreSQL store is unavailable', { cause: err });
-      throw err;
-    }
-  }
-
-  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    let client: pg.PoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (err) {
-      throw new StoreError('GH_STORE_UNAVAILABLE', 'the PostgreSQL store is unavailable', { cause: err });
-    }
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      const out = await fn(client);
-      await client.query('COMMIT');
-      return out;
-    } catch (err) {
-      await client.query('ROLLBACK').catch((e: unknown) => (broken = e instanceof Error ? e : new Error(String(e))));
-      if (err instanceof StoreError || err instanceof RegistryError) throw err;
-      if (isUnavailable(err)) throw new StoreError('GH_STORE_UNAVAILABLE', 'the PostgreSQL store is unavailable', { cause: err });
-      throw err;
-    } finally {
-      // A connection that could not even roll back is discarded, not returned to the pool.
-      client.release(broken);
-    }
-  }
-
-  // -- gateways ---------------------------------------------------------------------------------
+  // -- registry (backend/pg-registry.ts) --------------------------------------------------------
 
   async addGateway(g: { id: string; tpmPublicKeyPem: string; groups?: readonly string[] }): Promise<GatewayRecord> {
-    const { groups, pem, tpk } = checkNewGateway(g);
-    const r = await this.#q<GatewayRow>('insertGateway', [g.id, pem, Buffer.from(tpk), JSON.stringify(groups), this.#now()]);
-    const row = r.rows[0];
-    if (row === undefined) throw new RegistryError('GH_REGISTRY_EXISTS', `gateway "${g.id}" already exists`);
-    return gatewayFromRow(row);
+    return this.#reg.addGateway(g);
   }
-
   async getGateway(id: string): Promise<GatewayRecord | undefined> {
-    const row = (await this.#q<GatewayRow>('getGateway', [id])).rows[0];
-    return row === undefined ? undefined : gatewayFromRow(row);
+    return this.#reg.getGateway(id);
   }
-
   async listGateways(): Promise<GatewayRecord[]> {
-    return (await this.#q<GatewayRow>('listGateways', [])).rows.map(gatewayFromRow);
+    return this.#reg.listGateways();
   }
-
   async revokeGateway(id: string): Promise<boolean> {
-    return this.#tx(async (c) => {
-      const changed = ((await this.#q('revokeGateway', [this.#now(), id], c)).rowCount ?? 0) > 0;
-      if (changed) await this.#q('deleteSessions', [id], c);
-      return changed;
-    });
+    return this.#reg.revokeGateway(id);
   }
-
-  // -- devices ----------------------------------------------------------------------------------
-
   async deviceProblem(d: NewDevice): Promise<string | undefined> {
-    const problem = newDeviceProblem(d);
-    if (problem !== undefined) return problem;
-    if ((await this.#q('deviceExists', [d.id])).rows.length > 0) return `device "${d.id}" already exists`;
-    return undefined;
+    return this.#reg.deviceProblem(d);
   }
-
-  async #insertDevice(d: NewDevice, on: Queryable): Promise<DeviceRecord> {
-    const problem = newDeviceProblem(d);
-    if (problem !== undefined) throw new RegistryError('GH_REGISTRY_BAD_DEVICE', problem);
-    const policy = d.policy ?? { pub: [...DEFAULT_POLICY.pub], sub: [...DEFAULT_POLICY.sub] };
-    const r = await this.#q<DeviceRow>('insertDevice', [d.id, Buffer.from(d.publicKey), JSON.stringify([...d.gateways]), JSON.stringify(policy), this.#now()], on);
-    const row = r.rows[0];
-    if (row === undefined) throw new RegistryError('GH_REGISTRY_BAD_DEVICE', `device "${d.id}" already exists`);
-    return deviceFromRow(row);
-  }
-
   async addDevice(d: NewDevice): Promise<DeviceRecord> {
-    return this.#insertDevice(d, this.#pool);
+    return this.#reg.addDevice(d);
   }
-
   async addDevices(devices: readonly NewDevice[]): Promise<number> {
-    await this.#tx(async (c) => {
-      for (const d of devices) await this.#insertDevice(d, c);
-    });
-    return devices.length;
+    return this.#reg.addDevices(devices);
   }
-
   async getDevice(id: string): Promise<DeviceRecord | undefined> {
-    const row = (await this.#q<DeviceRow>('getDevice', [id])).rows[0];
-    return row === undefined ? undefined : deviceFromRow(row);
+    return this.#reg.getDevice(id);
   }
-
   async listDevices(): Promise<DeviceRecord[]> {
-    return (await this.#q<DeviceRow>('listDevices', [])).rows.map(deviceFromRow);
+    return this.#reg.listDevices();
   }
-
   async revokeDevice(id: string): Promise<number | undefined> {
-    return this.#tx(async (c) => {
-      const at = this.#now();
-      await this.#q('lockRevocations', [], c);
-      if (((await this.#q('revokeDevice', [at, id], c)).rowCount ?? 0) === 0) return undefined;
-      return (await this.#q<{ cursor: number }>('insertRevocation', [id, at], c)).rows[0]?.cursor;
-    });
+    return this.#reg.revokeDevice(id);
   }
-
-  // -- revocation feed --------------------------------------------------------------------------
-
-  async revocationsSince(since: number, limit = REVOCATION_PAGE, gw?: string): Promise<{ cursor: number; devices: string[] }> {
-    const rows = (await this.#q<{ m: number; cursor: number | null; device_id: string | null }>('revocationsSince', [since, gw ?? null, limit])).rows;
-    const page = rows.filter((r) => r.cursor !== null);
-    const last = page[page.length - 1];
-    const cursor = last !== undefined && page.length === limit ? (last.cursor as number) : (rows[0]?.m ?? 0);
-    return { cursor, devices: page.map((r) => r.device_id as string) };
+  async revocationsSince(since: number, limit?: number, gw?: string): Promise<{ cursor: number; devices: string[] }> {
+    return this.#reg.revocationsSince(since, limit, gw);
   }
-
-  // -- where devices were verified, protocol v2 ------------------------------------------------
-
   async recordVerifiedAt(dev: string, gw: string): Promise<void> {
-    await this.#q('recordVerifiedAt', [dev, gw, this.#now()]);
+    return this.#reg.recordVerifiedAt(dev, gw);
   }
-
   async gatewaysVerifiedAt(dev: string): Promise<string[]> {
-    return (await this.#q<{ gateway_id: string }>('verifiedAt', [dev])).rows.map((r) => r.gateway_id);
+    return this.#reg.gatewaysVerifiedAt(dev);
   }
-
   async markDeviceV2(dev: string): Promise<void> {
-    await this.#q('markV2', [dev, this.#now()]);
+    return this.#reg.markDeviceV2(dev);
   }
-
   async deviceV2Since(dev: string): Promise<number | undefined> {
-    return (await this.#q<{ since: number }>('v2Since', [dev])).rows[0]?.since;
+    return this.#reg.deviceV2Since(dev);
   }
-
   async recordGrant(g: GrantRecord): Promise<void> {
-    await this.#q('putGrant', [g.dev, g.gw, Buffer.from(g.hh), Buffer.from(g.spk), g.iat, g.life]);
+    return this.#reg.recordGrant(g);
   }
-
   async newestGrant(dev: string): Promise<GrantRecord | undefined> {
-    const r = (await this.#q<{ device_id: string; gateway_id: string; hh: Buffer; spk: Buffer; iat: number; life: number }>('getGrant', [dev])).rows[0];
-    return r === undefined ? undefined : { dev: r.device_id, gw: r.gateway_id, hh: new Uint8Array(r.hh), spk: new Uint8Array(r.spk), iat: r.iat, life: r.life };
+    return this.#reg.newestGrant(dev);
   }
-
   async devicesForVerify(ids: readonly string[]): Promise<Map<string, VerifyDevice>> {
-    const rows = (await this.#q<DeviceRow & { v2_since: number | null }>('devicesForVerify', [[...new Set(ids)]])).rows;
-    return new Map(rows.map((r) => [r.id, { device: deviceFromRow(r), ...(r.v2_since !== null ? { v2Since: r.v2_since } : {}) }]));
+    return this.#reg.devicesForVerify(ids);
   }
-
   async recordVerifyOutcomes(outcomes: VerifyOutcomes): Promise<void> {
-    const o = normaliseOutcomes(outcomes);
-    if (o.v2.length + o.verifiedAt.length + o.grants.length === 0) return;
-    await this.#q('verifyOutcomes', [
-      o.v2,
-      this.#now(),
-      o.verifiedAt.map((x) => x.dev),
-      o.verifiedAt.map((x) => x.gw),
-      o.grants.map((g) => g.dev),
-      o.grants.map((g) => g.gw),
-      o.grants.map((g) => Buffer.from(g.hh)),
-      o.grants.map((g) => Buffer.from(g.spk)),
-      o.grants.map((g) => g.iat),
-      o.grants.map((g) => g.life),
-    ]);
+    return this.#reg.recordVerifyOutcomes(outcomes);
   }
-
-  // -- session keys -----------------------------------------------------------------------------
-
   async recordSessionKey(gw: string, publicKey: Uint8Array, notAfter: number): Promise<void> {
-    await this.#tx(async (c) => {
-      await this.#q('lockGateway', [gw], c);
-      // A retried certification of the same key must not push the previous key out.
-      await this.#q('deleteSameSession', [gw, Buffer.from(publicKey)], c);
-      await this.#q('insertSession', [gw, Buffer.from(publicKey), this.#now(), notAfter], c);
-      await this.#q('pruneSessions', [gw, SESSION_KEYS_KEPT], c);
-    });
+    return this.#reg.recordSessionKey(gw, publicKey, notAfter);
   }
-
   async sessionKeys(gw: string, now: number): Promise<SessionKeyRecord[]> {
-    const rows = (await this.#q<{ public_key: Buffer; issued_at: number; not_after: number }>('sessions', [gw, SESSION_KEYS_KEPT])).rows;
-    return rows.filter((r) => r.not_after > now).map((r) => ({ publicKey: new Uint8Array(r.public_key), issuedAt: r.issued_at, notAfter: r.not_after }));
+    return this.#reg.sessionKeys(gw, now);
   }
-
-  // -- nonces -----------------------------------------------------------------------------------
-
   async checkNonce(keyid: string, nonce: string, created: number, now: number): Promise<NonceOutcome> {
-    if (now - this.#lastSweep >= SWEEP_EVERY_S) await this.sweepNonces(now);
-    const until = created + GATEHOUSE_MAX_SKEW_SECONDS;
-    if ((await this.#q('putNonce', [keyid, nonce, until, now, this.#perKeyid])).rows.length === 1) return 'fresh';
-    // Nothing written: the nonce is live (a replay), or the key is over its quota.
-    return (await this.#q('liveNonce', [keyid, nonce, now])).rows.length > 0 ? 'replay' : 'full';
+    return this.#reg.checkNonce(keyid, nonce, created, now);
   }
-
   async sweepNonces(now: number): Promise<number> {
-    this.#lastSweep = now;
-    return (await this.#q('sweepNonces', [now])).rowCount ?? 0;
+    return this.#reg.sweepNonces(now);
   }
-
   async nonceCount(): Promise<number> {
-    return (await this.#q<{ n: number }>('countNonces', [])).rows[0]?.n ?? 0;
+    return this.#reg.nonceCount();
   }
 
   async status(): Promise<StoreStatus> {
-    const v = await PgStore.#run(this.#pool, (c) => schemaVersion(c));
+    const v = await runOn(this.#pool, (c) => schemaVersion(c));
+
     return { kind: 'postgres', where: redactUrl(this.#url), schemaVersion: v, latestSchemaVersion: PG_SCHEMA_VERSION };
   }
 
@@ -481,28 +216,4 @@ export class PgStore implements BackendStore {
     await this.#dp.close();
     await this.#pool.end();
   }
-}
-
-function gatewayFromRow(r: GatewayRow): GatewayRecord {
-  return {
-    id: r.id,
-    tpmPublicKeyPem: r.tpm_public_key_pem,
-    tpk: new Uint8Array(r.tpk),
-    groups: JSON.parse(r.groups) as string[],
-    status: r.status,
-    createdAt: r.created_at,
-    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at } : {}),
-  };
-}
-
-function deviceFromRow(r: DeviceRow): DeviceRecord {
-  return {
-    id: r.id,
-    publicKey: new Uint8Array(r.public_key),
-    gateways: JSON.parse(r.gateways) as string[],
-    policy: JSON.parse(r.policy) as Policy,
-    status: r.status,
-    createdAt: r.created_at,
-    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at } : {}),
-  };
 }

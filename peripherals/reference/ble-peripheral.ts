@@ -1,6 +1,6 @@
 /**
- * The reference peripheral as an emulated GATT server (for the emulated radio of
- * `ble-emulated-bindings.ts`). It advertises the Gatehouse service, and on a `challenge`
+ * The reference peripheral as an emulated GATT server (`ble-emulated-gatt.ts`, for the emulated
+ * radio of `ble-emulated-bindings.ts`). It advertises the Gatehouse service, and on a `challenge`
  * notifies a signed `hello`, then runs protocol-v1 "Peripheral checks on a welcome" on what the
  * gateway writes back. Hooks make it misbehave on purpose for tests: vanish mid-exchange, skip a
  * chunk index, send 2 KiB, advertise malformed data, never answer writes.
@@ -8,13 +8,8 @@
 import { EventEmitter } from 'node:events';
 import { decodeDownMessage, type CheckWelcomeResult, chunkPayloadSize, encodeChunk, frameMessage, Reassembler, GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../../protocol/index.js';
 import type { ReasonCode, Signer } from '../../protocol/index.js';
-import {
-  buildAdvertisingData,
-  nobleUuid,
-  type EmulatedGattServer,
-  type EmulatedLink,
-  type EmulatedService,
-} from './ble-emulated-bindings.js';
+import { buildAdvertisingData, nobleUuid } from './ble-emulated-advertising.js';
+import type { EmulatedGattServer, EmulatedLink, EmulatedService } from './ble-emulated-gatt.js';
 import { ReferencePeripheral } from './peripheral.js';
 
 /** Ways to misbehave, each for one test. */

@@ -6,57 +6,18 @@
  * noble's callbacks carry no errors for most operations and sometimes never fire, so every call
  * here listens for the answering event itself, removes the listener when settled, and has a
  * timeout; a disconnect or the adapter leaving `poweredOn` rejects whatever is pending at once.
+ * This file loads noble and drives the adapter (state, scanning); the peripherals and their links
+ * are kept by noble-links.ts, and noble's object shapes are in noble-shapes.ts (neither loads noble).
  */
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import type { Logger } from 'winston';
 import { silentLogger } from '../../../common/log/logger.js';
 import { BleError } from './errors.js';
-import { MAX_ATT_MTU, MIN_ATT_MTU } from '../../../protocol/index.js';
-import {
-  normaliseUuid,
-  type BleAdapterState,
-  type BleCallOptions,
-  type BleCentral,
-  type BleCentralEvents,
-  type BleCharacteristicInfo,
-  type BleDiscovery,
-} from './port.js';
+import { normaliseUuid, type BleAdapterState, type BleCallOptions, type BleCentral, type BleCentralEvents, type BleCharacteristicInfo } from './port.js';
 import { describeError, PendingCalls } from './pending-calls.js';
-import { sanitiseAdvertisement } from './advertisement.js';
-
-/** The parts of noble's `Noble` object this adapter uses (typed here: noble's own types are loose). */
-interface NobleLike extends EventEmitter {
-  readonly state: string;
-  startScanning(serviceUuids: string[], allowDuplicates: boolean): void;
-  stopScanning(): void;
-}
-
-interface NoblePeripheralLike extends EventEmitter {
-  id: string;
-  address: unknown;
-  connectable: unknown;
-  rssi: unknown;
-  advertisement: unknown;
-  mtu: unknown;
-  state: string;
-  connect(): void;
-  cancelConnect(): void;
-  disconnect(): void;
-  discoverServices(uuids: string[]): void;
-}
-
-interface NobleServiceLike extends EventEmitter {
-  uuid: string;
-  discoverCharacteristics(uuids: string[]): void;
-}
-
-interface NobleCharacteristicLike extends EventEmitter {
-  uuid: string;
-  properties: unknown;
-  write(data: Buffer, withoutResponse: boolean): void;
-  notify(enable: boolean): void;
-}
+import { isNoble, unwrapDefault, type NobleLike, type NoblePeripheralLike } from './noble-shapes.js';
+import { NobleLinks } from './noble-links.js';
 
 /** Options of `NobleCentral`. */
 export interface NobleCentralOptions {
@@ -87,32 +48,19 @@ export interface NobleCentralOptions {
 }
 
 const ADAPTER_STATES: ReadonlySet<string> = new Set(['unknown', 'resetting', 'unsupported', 'unauthorized', 'poweredOff', 'poweredOn']);
-const ADDRESS_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
 
-interface Link {
-  peripheral: NoblePeripheralLike;
-  characteristics: Map<string, NobleCharacteristicLike>;
-  dataListeners: Array<{ characteristic: NobleCharacteristicLike; listener: (...args: unknown[]) => void }>;
-}
-
-/**
- * The production `BleCentral`. Construct freely; nothing is loaded until `start()`.
- */
+/** The production `BleCentral`. Construct freely; nothing is loaded until `start()`. */
 export class NobleCentral implements BleCentral {
   readonly #options: NobleCentralOptions;
   readonly #log: Logger;
   readonly #events = new EventEmitter();
   readonly #timeoutMs: number;
-  readonly #maxKnown: number;
   #noble: NobleLike | undefined;
   /** Releases what `#load` opened for a UART (the serial port, noble's adapter poll); else undefined. */
   #release: (() => void) | undefined;
   #state: BleAdapterState = 'unknown';
-  readonly #known = new Map<string, NoblePeripheralLike>();
-  readonly #watched = new WeakSet<NoblePeripheralLike>();
-  readonly #links = new Map<string, Link>();
-  readonly #connecting = new Set<string>();
   readonly #calls: PendingCalls;
+  readonly #links: NobleLinks;
   #detach: Array<() => void> = [];
 
   constructor(options: NobleCentralOptions = {}) {
@@ -120,7 +68,13 @@ export class NobleCentral implements BleCentral {
     this.#log = options.logger ?? silentLogger();
     this.#timeoutMs = options.operationTimeoutMs ?? 10_000;
     this.#calls = new PendingCalls(this.#timeoutMs);
-    this.#maxKnown = options.maxKnownPeripherals ?? 256;
+    this.#links = new NobleLinks({
+      calls: this.#calls,
+      events: this.#events,
+      log: this.#log,
+      maxKnown: options.maxKnownPeripherals ?? 256,
+      noble: () => this.#noble,
+    });
   }
 
   get state(): BleAdapterState {
@@ -134,11 +88,12 @@ export class NobleCentral implements BleCentral {
   stats(): { known: number; links: number; nobleRetained: number | undefined } {
     const table = (this.#noble as unknown as Record<string, unknown> | undefined)?._peripherals;
     return {
-      known: this.#known.size,
-      links: this.#links.size,
+      known: this.#links.knownCount,
+      links: this.#links.linkCount,
       nobleRetained: typeof table === 'object' && table !== null ? Object.keys(table).length : undefined,
     };
   }
+
 
   on<E extends keyof BleCentralEvents>(event: E, listener: BleCentralEvents[E]): () => void {
     this.#events.on(event, listener);
@@ -149,7 +104,7 @@ export class NobleCentral implements BleCentral {
     const noble = this.#noble ?? this.#load();
     this.#noble = noble;
     const onState = (state: unknown): void => this.#onState(state);
-    const onDiscover = (p: NoblePeripheralLike): void => this.#onDiscover(p);
+    const onDiscover = (p: NoblePeripheralLike): void => this.#links.onDiscover(p);
     const onWarning = (message: unknown): void => {
       this.#log.warn('noble warning', { message: String(message) });
     };
@@ -207,7 +162,7 @@ export class NobleCentral implements BleCentral {
       });
     }
     await Promise.all(
-      [...this.#links.keys()].map((id) =>
+      this.#links.linkIds().map((id) =>
         this.disconnect(id, { timeoutMs: Math.min(this.#timeoutMs, 2_000) }).catch((err: unknown) => {
           this.#log.debug('disconnect during stop failed', { id, error: describeError(err) });
         }),
@@ -225,7 +180,7 @@ export class NobleCentral implements BleCentral {
     this.#release();
     this.#release = undefined;
     this.#noble = undefined;
-    this.#known.clear();
+    this.#links.forgetKnown();
   }
 
   async startScanning(serviceUuids: string[], options: BleCallOptions = {}): Promise<void> {
@@ -243,105 +198,27 @@ export class NobleCentral implements BleCentral {
 
   async connect(id: string, options: BleCallOptions = {}): Promise<void> {
     if (this.#state !== 'poweredOn') throw new BleError('GH_BLE_ADAPTER_OFF', `cannot connect: adapter is ${this.#state}`);
-    const peripheral = this.#known.get(id);
-    if (!peripheral) throw new BleError('GH_BLE_OPERATION_FAILED', `unknown peripheral ${id}: not discovered`);
-    this.#watch(peripheral);
-    this.#connecting.add(id);
-    try {
-      await this.#calls.waitFor(peripheral, 'connect', () => peripheral.connect(), 'connect', options, id, (error: unknown) =>
-        error ? new BleError('GH_BLE_OPERATION_FAILED', `connect failed: ${describeError(error)}`, { cause: error }) : undefined,
-      );
-    } catch (err) {
-      if (peripheral.state === 'connecting') peripheral.cancelConnect();
-      throw err;
-    } finally {
-      this.#connecting.delete(id);
-    }
-    this.#links.set(id, { peripheral, characteristics: new Map(), dataListeners: [] });
+    await this.#links.connect(id, options);
   }
 
   mtu(id: string): number {
-    const raw = this.#links.get(id)?.peripheral.mtu;
-    if (typeof raw !== 'number' || !Number.isInteger(raw)) return MIN_ATT_MTU;
-    // noble's HCI GATT client stores the server's Exchange MTU answer as the link MTU, not the
-    // smaller of both sides (Core 5.3 Vol 3 Part F §3.4.2.2): asked 256, answered 517, it reports
-    // 517 while the server uses 256 and cuts longer values. Cap it at what noble asked for.
-    const requested = this.#requestedMtu(id);
-    const mtu = requested === undefined ? raw : Math.min(raw, requested);
-    return Math.min(Math.max(mtu, MIN_ATT_MTU), MAX_ATT_MTU);
+    return this.#links.mtu(id);
   }
 
-  /** The MTU noble's HCI GATT client requested on this link (`undefined` with other bindings). */
-  #requestedMtu(id: string): number | undefined {
-    const bindings = (this.#noble as unknown as { _bindings?: { _gatts?: Record<string, { _desired_mtu?: unknown } | undefined> } } | undefined)?._bindings;
-    const desired = bindings?._gatts?.[id]?._desired_mtu;
-    return typeof desired === 'number' && Number.isInteger(desired) && desired >= MIN_ATT_MTU ? desired : undefined;
+  discover(id: string, serviceUuid: string, characteristicUuid: string, options: BleCallOptions = {}): Promise<BleCharacteristicInfo> {
+    return this.#links.discover(id, serviceUuid, characteristicUuid, options);
   }
 
-  async discover(id: string, serviceUuid: string, characteristicUuid: string, options: BleCallOptions = {}): Promise<BleCharacteristicInfo> {
-    const link = this.#link(id);
-    const svc = normaliseUuid(serviceUuid);
-    const chr = normaliseUuid(characteristicUuid);
-    const [services] = await this.#calls.waitFor<[unknown]>(link.peripheral, 'servicesDiscover', () => link.peripheral.discoverServices([svc]), 'discoverServices', options, id);
-    const service = Array.isArray(services) ? (services as NobleServiceLike[]).find((s) => normaliseUuid(String(s.uuid)) === svc) : undefined;
-    if (!service) throw new BleError('GH_BLE_GATT_MISMATCH', `service ${svc} not found`);
-    const [characteristics] = await this.#calls.waitFor<[unknown]>(service, 'characteristicsDiscover', () => service.discoverCharacteristics([chr]), 'discoverCharacteristics', options, id);
-    const characteristic = Array.isArray(characteristics)
-      ? (characteristics as NobleCharacteristicLike[]).find((c) => normaliseUuid(String(c.uuid)) === chr)
-      : undefined;
-    if (!characteristic) throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic ${chr} not found`);
-    link.characteristics.set(`${svc}/${chr}`, characteristic);
-    const properties = Array.isArray(characteristic.properties)
-      ? characteristic.properties.filter((p): p is string => typeof p === 'string').slice(0, 16)
-      : [];
-    return { serviceUuid: svc, uuid: chr, properties };
+  subscribe(id: string, serviceUuid: string, characteristicUuid: string, onValue: (value: Uint8Array) => void, options: BleCallOptions = {}): Promise<void> {
+    return this.#links.subscribe(id, serviceUuid, characteristicUuid, onValue, options);
   }
 
-  async subscribe(
-    id: string,
-    serviceUuid: string,
-    characteristicUuid: string,
-    onValue: (value: Uint8Array) => void,
-    options: BleCallOptions = {},
-  ): Promise<void> {
-    const link = this.#link(id);
-    const characteristic = this.#characteristic(link, serviceUuid, characteristicUuid);
-    const listener = (data: unknown, isNotification: unknown): void => {
-      if (isNotification !== true || !(data instanceof Uint8Array)) return;
-      onValue(data);
-    };
-    characteristic.on('data', listener);
-    link.dataListeners.push({ characteristic, listener: listener as (...args: unknown[]) => void });
-    await this.#calls.waitFor(characteristic, 'notify', () => characteristic.notify(true), 'subscribe', options, id);
+  write(id: string, serviceUuid: string, characteristicUuid: string, value: Uint8Array, options: BleCallOptions = {}): Promise<void> {
+    return this.#links.write(id, serviceUuid, characteristicUuid, value, options);
   }
 
-  async write(id: string, serviceUuid: string, characteristicUuid: string, value: Uint8Array, options: BleCallOptions = {}): Promise<void> {
-    const link = this.#link(id);
-    const characteristic = this.#characteristic(link, serviceUuid, characteristicUuid);
-    const data = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-    // protocol-v1: write with response, so each chunk is acknowledged before the next.
-    await this.#calls.waitFor(characteristic, 'write', () => characteristic.write(data, false), 'write', options, id);
-  }
-
-  async disconnect(id: string, options: BleCallOptions = {}): Promise<void> {
-    const link = this.#links.get(id);
-    if (!link || link.peripheral.state === 'disconnected') {
-      this.#dropLink(id);
-      return;
-    }
-    const peripheral = link.peripheral;
-    await this.#calls.run(
-      options,
-      'disconnect',
-      id,
-      (resolve, _reject, onSettle) => {
-        const listener = (): void => resolve();
-        peripheral.once('disconnect', listener);
-        onSettle(() => peripheral.off('disconnect', listener));
-        peripheral.disconnect();
-      },
-      true,
-    );
+  disconnect(id: string, options: BleCallOptions = {}): Promise<void> {
+    return this.#links.disconnect(id, options);
   }
 
   #load(): NobleLike {
@@ -455,18 +332,6 @@ export class NobleCentral implements BleCentral {
     return this.#noble;
   }
 
-  #link(id: string): Link {
-    const link = this.#links.get(id);
-    if (!link) throw new BleError('GH_BLE_DISCONNECTED', `peripheral ${id} is not connected`);
-    return link;
-  }
-
-  #characteristic(link: Link, serviceUuid: string, characteristicUuid: string): NobleCharacteristicLike {
-    const c = link.characteristics.get(`${normaliseUuid(serviceUuid)}/${normaliseUuid(characteristicUuid)}`);
-    if (!c) throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic ${characteristicUuid} not discovered`);
-    return c;
-  }
-
   #onState(raw: unknown): void {
     const state = typeof raw === 'string' && ADAPTER_STATES.has(raw) ? (raw as BleAdapterState) : 'unknown';
     const previous = this.#state;
@@ -475,100 +340,13 @@ export class NobleCentral implements BleCentral {
     if (state !== 'poweredOn') {
       // Links do not survive the adapter going away; fail what waits on them now, not at timeout.
       this.#calls.rejectAll(undefined, 'GH_BLE_ADAPTER_OFF', `adapter is ${state}`);
-      for (const [id, link] of [...this.#links]) {
-        // Not every stack reports the disconnects when the adapter goes away; noble would then
-        // think the peripheral still connected and refuse to connect it again.
-        if (link.peripheral.state !== 'disconnected') link.peripheral.state = 'disconnected';
-        this.#dropLink(id);
-      }
+      this.#links.dropAll();
     }
     this.#events.emit('state', state);
-  }
-
-  #onDiscover(peripheral: NoblePeripheralLike): void {
-    if (typeof peripheral?.id !== 'string' || peripheral.id.length === 0 || peripheral.id.length > 64) return;
-    const { advertisement, malformed } = sanitiseAdvertisement(peripheral.advertisement);
-    // LRU: re-insert at the end, evict the oldest not connected.
-    this.#known.delete(peripheral.id);
-    this.#known.set(peripheral.id, peripheral);
-    while (this.#known.size > this.#maxKnown) {
-      const oldest = [...this.#known.keys()].find((k) => !this.#links.has(k));
-      if (oldest === undefined) break;
-      this.#known.delete(oldest);
-      this.#forgetInNoble(oldest);
-    }
-    const address = typeof peripheral.address === 'string' && ADDRESS_RE.test(peripheral.address.toLowerCase()) ? peripheral.address.toLowerCase() : 'unknown';
-    const discovery: BleDiscovery = {
-      id: peripheral.id,
-      address,
-      // A boolean from legacy advertising reports; noble's extended-report path hands up the
-      // event type's connectable bit as a number (1).
-      connectable: peripheral.connectable === true || peripheral.connectable === 1,
-      advertisement,
-      malformed: malformed || address === 'unknown',
-    };
-    if (typeof peripheral.rssi === 'number' && Number.isFinite(peripheral.rssi)) discovery.rssi = peripheral.rssi;
-    this.#events.emit('discover', discovery);
-  }
-
-  /**
-   * noble keeps every peripheral it ever heard in plain objects keyed by id and never forgets
-   * one; with rotating private addresses that grows without bound. Forget evicted ids there too.
-   * Guarded: on a noble without these fields this does nothing.
-   */
-  #forgetInNoble(id: string): void {
-    const internals = this.#noble as unknown as Record<string, unknown>;
-    for (const field of ['_peripherals', '_services', '_characteristics', '_descriptors', '_discoveredPeripheralUUids']) {
-      const table = internals[field];
-      if (typeof table === 'object' && table !== null && Object.prototype.hasOwnProperty.call(table, id)) {
-        delete (table as Record<string, unknown>)[id];
-      }
-    }
-  }
-
-  #watch(peripheral: NoblePeripheralLike): void {
-    if (this.#watched.has(peripheral)) return;
-    this.#watched.add(peripheral);
-    peripheral.on('connect', (error: unknown) => {
-      // A connection that completes after its connect call gave up (timeout, abort) would hold
-      // a controller slot forever: nobody owns it, so drop it.
-      if (!error && !this.#connecting.has(peripheral.id) && !this.#links.has(peripheral.id)) {
-        this.#log.info('dropping a connection that completed after its connect call ended', { id: peripheral.id });
-        peripheral.disconnect();
-      }
-    });
-    peripheral.on('disconnect', (reason: unknown) => {
-      const id = peripheral.id;
-      this.#calls.rejectAll(id, 'GH_BLE_DISCONNECTED', `peripheral ${id} disconnected`);
-      const wasLinked = this.#links.has(id);
-      this.#dropLink(id);
-      if (wasLinked) {
-        const event: { id: string; reason?: number } = { id };
-        if (typeof reason === 'number') event.reason = reason;
-        this.#events.emit('disconnect', event);
-      }
-    });
-  }
-
-  #dropLink(id: string): void {
-    const link = this.#links.get(id);
-    if (!link) return;
-    for (const { characteristic, listener } of link.dataListeners) characteristic.off('data', listener);
-    this.#links.delete(id);
   }
 
   #teardown(): void {
     for (const d of this.#detach) d();
     this.#detach = [];
   }
-}
-
-function isNoble(v: unknown): v is NobleLike {
-  return typeof v === 'object' && v !== null && typeof (v as NobleLike).startScanning === 'function' && typeof (v as NobleLike).on === 'function';
-}
-
-function unwrapDefault(mod: unknown, accept: (v: unknown) => boolean): unknown {
-  if (accept(mod)) return mod;
-  if ((typeof mod === 'object' || typeof mod === 'function') && mod !== null && 'default' in mod) return (mod as { default: unknown }).default;
-  return mod;
 }

@@ -3,7 +3,7 @@
  * emulated radio, with the real pipeline; FakeVerifier stands in for the backend.
  */
 import assert from 'node:assert/strict';
-import { HCI_LOCAL_HOST_TERMINATED } from '../../../../peripherals/reference/ble-emulated-bindings.js';
+import { HCI_LOCAL_HOST_TERMINATED } from '../../../../peripherals/reference/ble-emulated-gatt.js';
 import { GATEHOUSE_CHARACTERISTIC_UUID, GATEHOUSE_SERVICE_UUID } from '../../../../protocol/ble.js';
 import type { Challenge } from '../../../../protocol/index.js';
 import { addressOf, GW, makeRig, recordWriteLengths, resultOf, waitForEmitter, waitForEvent, type Rig } from './rig.js';
