@@ -200,22 +200,25 @@ export class Gateway {
       this.#stoppers.push({ name: 'backend client', stop: () => client.stop() });
       this.#giveUpIfStopRequested();
 
-      // 2b. The data plane: the durable queue first (a receipt needs it), then its uploader and command poll.
-      const dataPlane = new DataPlane({
-        gw,
-        stateDir: cfg.gateway.stateDir,
-        http,
-        session,
-        backendKeys,
-        breaker: { failureThreshold: cfg.backend.circuit.failureThreshold, openMs: cfg.backend.circuit.openMs },
-        requestTimeoutMs: cfg.backend.requestTimeoutMs,
-        ...dataPlaneSettings(cfg),
-        clock: this.#clock,
-        logger: this.#log.child({ area: 'uplink' }),
-      });
-      dataPlane.start();
-      this.#dataPlane = dataPlane;
-      this.#stoppers.push({ name: 'data plane', stop: () => dataPlane.stop() });
+      // 2b. The data plane (protocol v2 only: a v1 gateway has no sessions to carry data): the
+      // durable queue first (a receipt needs it), then its uploader and command poll.
+      if (cfg.protocol.versions.includes(2)) {
+        const dataPlane = new DataPlane({
+          gw,
+          stateDir: cfg.gateway.stateDir,
+          http,
+          session,
+          backendKeys,
+          breaker: { failureThreshold: cfg.backend.circuit.failureThreshold, openMs: cfg.backend.circuit.openMs },
+          requestTimeoutMs: cfg.backend.requestTimeoutMs,
+          ...dataPlaneSettings(cfg),
+          clock: this.#clock,
+          logger: this.#log.child({ area: 'uplink' }),
+        });
+        dataPlane.start();
+        this.#dataPlane = dataPlane;
+        this.#stoppers.push({ name: 'data plane', stop: () => dataPlane.stop() });
+      }
       this.#giveUpIfStopRequested();
 
       // 3. The pipeline, one for both transports.

@@ -89,7 +89,9 @@ describe('faults: state directory full or read-only', function () {
       const prepared = await env.stateDir(`${mode.errno}-src`);
       execFileSync('cp', ['-p', join(prepared, 'tpm-key.json'), join(prepared, TPM_AUTH_FILE), stateDir]);
       const watch = new LogWatch();
-      const config = await env.config(stateDir, { backend: { circuit: { failureThreshold: 1, openMs: 500 }, connectTimeoutMs: 1000 } });
+      // protocol v1 only: the v2 data plane keeps its queue (SQLite) open in the state directory,
+      // and the kernel refuses a read-only remount of a mount with files open for writing.
+      const config = await env.config(stateDir, { backend: { circuit: { failureThreshold: 1, openMs: 500 }, connectTimeoutMs: 1000 }, protocol: { versions: [1] } });
       gateway = await env.gateway(config, { clock, logger: watch.logger() });
       const port = gateway.mqttAddresses().tcp?.port ?? 0;
 

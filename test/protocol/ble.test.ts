@@ -9,6 +9,7 @@ import {
   maxChunkBytes,
   MAX_ATT_MTU,
   MAX_FRAMED_MESSAGE_BYTES,
+  MAX_FRAMED_MESSAGE_BYTES_V2,
   MIN_ATT_MTU,
   Reassembler,
 } from '../../protocol/ble.js';
@@ -140,6 +141,7 @@ describe('protocol/ble chunk framing', () => {
     assert.throws(() => frameMessage(new Uint8Array(1), 22), RangeError);
     assert.throws(() => frameMessage(new Uint8Array(1), 518), RangeError);
     assert.throws(() => frameMessage(new Uint8Array(1), 23, { payloadSize: 20 }), RangeError);
-    assert.throws(() => new Reassembler({ maxMessageBytes: 1025 }), RangeError);
+    // protocol-v2's bound (1,280) is the largest a reassembler may be given.
+    assert.throws(() => new Reassembler({ maxMessageBytes: MAX_FRAMED_MESSAGE_BYTES_V2 + 1 }), RangeError);
   });
 });

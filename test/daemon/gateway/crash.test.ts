@@ -16,7 +16,7 @@ import { device, startDaemon, startRig, stopDaemon, StepPeripheral, type Rig, ty
 
 const STATE_FILES = ['session.json', 'revocations.json', 'tpm-key.json', 'tpm-key-auth.json'];
 /** The lease store and the journal files SQLite keeps beside it while (or if killed while) open. */
-const LEASE_FILES = ['leases.db', 'leases.db-wal', 'leases.db-shm'];
+const LEASE_FILES = ['leases.db', 'leases.db-wal', 'leases.db-shm', 'uplink.db', 'uplink.db-wal', 'uplink.db-shm'];
 
 describe('daemon as a child process: kill -9 and restart', function () {
   this.timeout(120_000);
