@@ -63,7 +63,7 @@ class Peripheral {
   }
 
   async connect(port: number): Promise<void> {
-    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clean: true, clientId: this.dev, reconnectPeriod: 0, connectTimeout: 10_000 });
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, clean: true, clientId: '', reconnectPeriod: 0, connectTimeout: 10_000 });
     this.#client = c;
     c.on('message', (_topic, payload) => {
       const w = this.#waiter;
@@ -370,6 +370,7 @@ describe('system: the .deb under systemd as PID 1 (systemd-nspawn, Debian 12)', 
     const limited = await newDevice();
     const first = await limited.authenticate(mqttPort);
     assert.equal(first.kind, 'authenticated', JSON.stringify(first));
+    await limited.close();
     const after = await limited.authenticate(mqttPort);
     assert.equal(after.kind, 'rejected', JSON.stringify(after));
     assert.equal((after as { reason: string }).reason, 'rate-limited');
