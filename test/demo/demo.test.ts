@@ -63,6 +63,9 @@ async function startDemo(dir: string, args: string[] = []): Promise<RunningDemo>
   const demo = new GatehouseChild(['demo', '--dir', dir, '--peripherals', '2', '--mqtt-port', String(await freePort()), ...args]);
   await demo.waitForStdout(/Serving until Ctrl-C/, START_MS);
   assert.match(demo.stdout(), /welcomed, and the welcome verified by the peripheral +2\/2/);
+  // Each v2 peripheral sent 3 frames; every receipted one is in the backend's store.
+  assert.match(demo.stdout(), /frames sent, receipted, stored at the backend +6, 6, 6$/m);
+  assert.match(demo.stdout(), /command down, acked +(?:cid \d+ to demo-sensor-\d+: acked \(done at the backend\)|skipped: the backend runs as its own process)/);
   const pids = await readPids(dir);
   assert.ok(pids !== undefined && pids.demo === demo.pid && pids.swtpm !== undefined, `pid file: ${JSON.stringify(pids)}`);
   const m = /peripheral mqtt (--key \S+ --url \S+ --backend-kid \S+ --backend-key \S+)/.exec(demo.stdout());
