@@ -16,7 +16,8 @@ import type { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { FailingTracker } from './status/failing.js';
 import { roundMs } from './status/json.js';
-import type { EventPage, FailingPeripheral, PeripheralInfo, StatusReport, StatusSource } from './status/types.js';
+import type { EventPage, FailingPeripheral, PeripheralInfo, StatusReport, StatusSource, UplinkStatus } from './status/types.js';
+import type { DataPlaneStats } from './uplink/data-plane.js';
 import type { MqttTransport } from './transports/mqtt/transport.js';
 import type { BleTransport } from './transports/ble/transport.js';
 import type { KeyStore } from '../tpm/key-store.js';
@@ -35,6 +36,27 @@ export interface GatewayStatusOptions {
   pipeline: Pipeline;
   clock: TimerClock;
   logger: Logger;
+  /** The v2 data plane, when the gateway runs one. */
+  dataPlane?: { stats(): DataPlaneStats; pendingCommands(dev: string): unknown[] };
+}
+
+/** What `status` and /metrics show of the data plane's stats. */
+export function uplinkStatus(d: DataPlaneStats): UplinkStatus {
+  const { queue: q, uploader: u, commands: c } = d;
+  return {
+    queue: { records: q.records, bytes: q.bytes, oldestAgeSec: q.oldestAgeSec, acks: q.acks, busy: q.busy, expired: q.expired },
+    uploader: {
+      circuit: u.circuit,
+      uploaded: u.uploaded,
+      duplicates: u.duplicates,
+      refused: u.refused,
+      acksUploaded: u.acksUploaded,
+      failures: u.failures,
+      ...(u.lastSuccessAt === undefined ? {} : { lastSuccessAt: u.lastSuccessAt }),
+      ...(u.lastError === undefined ? {} : { lastError: u.lastError }),
+    },
+    commands: { pending: c.pending, received: c.received, relayed: c.relayed, acked: c.acked, expired: c.expired, refused: c.refused },
+  };
 }
 
 export class GatewayStatus implements StatusSource {
@@ -110,16 +132,18 @@ export class GatewayStatus implements StatusSource {
       decisions: this.#decisionTotals(),
       rateLimits: this.#o.pipeline.rateLimits(),
       failing: this.#failing.list(now).length,
+      ...(this.#o.dataPlane === undefined ? {} : { uplink: uplinkStatus(this.#o.dataPlane.stats()) }),
     };
   }
 
   getPeripherals(): PeripheralInfo[] {
     const sessions = new Map((this.#mqtt?.sessions() ?? []).map((s) => [s.connection, s]));
+    const dp = this.#o.dataPlane;
     return [...this.#mqttPeers.values(), ...this.#blePeers.values()].map((p) => {
       const s = p.transport === 'mqtt' ? sessions.get(p.connection) : undefined;
       if (s === undefined) return { ...p };
       const session = { version: s.version, sid: s.sid, ageMs: s.ageMs, lifeSeconds: s.lifeSeconds, framesIn: s.framesIn, framesOut: s.framesOut, drops: s.drops, denied: s.denied };
-      return { ...p, session };
+      return { ...p, session, ...(dp === undefined ? {} : { commandsPending: dp.pendingCommands(p.dev).length }) };
     });
   }
 

@@ -23,7 +23,7 @@ import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
 import { StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
-import { GatewayStatus } from './gateway-status.js';
+import { GatewayStatus, uplinkStatus } from './gateway-status.js';
 import { CodedError } from '../common/errors.js';
 import type { Signer } from '../protocol/index.js';
 import { MqttTransport } from './transports/mqtt/transport.js';
@@ -244,7 +244,7 @@ export class Gateway {
       this.#stoppers.push({ name: 'metrics', stop: unsubscribe });
 
       // 4. Transports. The status model watches them for the peripherals list.
-      const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }) });
+      const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }), ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }) });
       const mqtt = await this.#startMqtt(pipeline, client);
       status.attachMqtt(mqtt);
       if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline));
@@ -264,6 +264,10 @@ export class Gateway {
         connections: () => ({ mqtt: mqtt.stats().connections, ble: this.#ble?.stats().active ?? 0 }),
         credentialNotAfter: () => (session.stats().notAfter > 0 ? session.stats().notAfter : undefined),
         sessions: () => mqtt.stats().sessionCounters,
+        uplink: () => {
+          const d = this.#dataPlane?.stats();
+          return d === undefined ? undefined : uplinkStatus(d);
+        },
       });
       this.#statusTimer = setInterval(() => this.#notifier.status(status.line()), 5000);
       this.#statusTimer.unref();

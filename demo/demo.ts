@@ -2,7 +2,8 @@
  * `gatehouse demo`: the whole system on one machine, on embedded defaults — the reference
  * backend over HTTPS with its own CA (made on first run), swtpm as the TPM (the software key
  * store, with a warning, only when swtpm is missing), the gateway with MQTT on loopback, and a
- * batch of simulated peripherals that authenticate over MQTT and verify their welcomes.
+ * batch of simulated protocol-v2 peripherals that authenticate over MQTT, verify their welcomes,
+ * send a few telemetry frames the backend stores, and take one command (demo/data-round.ts).
  * Every way out of it leaves no swtpm or backend process behind (demo/exits.ts, demo/leftovers.ts).
  */
 import { createWriteStream } from 'node:fs';
@@ -11,9 +12,10 @@ import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { Logger } from 'winston';
 import { generateKeyFile } from '../peripherals/reference/keyfile.js';
-import { MqttReferencePeripheral, type MqttAuthResult } from '../peripherals/reference/mqtt-peripheral.js';
+import { MemoryCommandStore } from '../peripherals/reference/command-store.js';
+import { MqttReferencePeripheralV2, type MqttAuthResultV2 } from '../peripherals/reference/mqtt-peripheral-v2.js';
 import { NobleEd25519Signer } from '../peripherals/reference/noble-signer.js';
-import { ReferencePeripheral } from '../peripherals/reference/peripheral.js';
+import { ReferencePeripheralV2 } from '../peripherals/reference/session-v2.js';
 import { parse } from '../daemon/cli/args.js';
 import { guard } from '../daemon/cli/command.js';
 import { EXIT_FAILURE, EXIT_OK, write, writeRaw, type CliIO } from '../common/cli-io.js';
@@ -28,6 +30,7 @@ import { DemoError, PidFile, reapLeftovers } from './leftovers.js';
 import { applyOverrides, describeIssues, readOverrides, type ConfigInput } from './overrides.js';
 import { HELP } from './help.js';
 import { printSummary, type AuthOutcome } from './summary.js';
+import { dataRound, type DataRoundResult } from './data-round.js';
 
 export { HELP };
 
@@ -141,7 +144,7 @@ class Demo {
   #system: EmbeddedSystem | undefined;
   #gateway: Gateway | undefined;
   #logger: Logger | undefined;
-  readonly #peripherals: MqttReferencePeripheral[] = [];
+  readonly #peripherals: MqttReferencePeripheralV2[] = [];
   #logStream: ReturnType<typeof createWriteStream> | undefined;
   readonly #pidFile: PidFile;
   #pidFileOurs = false;
@@ -233,7 +236,14 @@ class Demo {
     const signers = await Promise.all(system.devices.map((x) => NobleEd25519Signer.fromSeed(x.seed, x.dev)));
     const results = await this.#authenticateAll(signers, system.backendKeys, mqttUrl);
     this.#giveUpIfStopRequested();
-    return this.#summary(results, config, mqttUrl, outsideKey);
+    const established = new Set(results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'established').map((r) => r.dev));
+    const data = await dataRound({
+      peripherals: this.#peripherals.filter((p) => established.has(p.dev)),
+      registry: system.registry,
+      backend: system.backendProcess === undefined ? system.backend : undefined,
+    });
+    this.#giveUpIfStopRequested();
+    return this.#summary(results, data, config, mqttUrl, outsideKey);
   }
 
   /** A backend process that ends while the demo runs is an outage being tried: say what follows. */
@@ -319,17 +329,18 @@ class Demo {
     const tty = (this.#io.stdout as { isTTY?: boolean }).isTTY === true;
     const progress = (): void => {
       if (!tty && results.length < signers.length) return;
-      const ok = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'authenticated').length;
+      const ok = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'established').length;
       writeRaw(this.#io.stdout, `${tty ? '\r' : ''}[5/5] peripherals ${results.length}/${signers.length} done, ${ok} welcomed and verified`);
     };
     const worker = async (): Promise<void> => {
       for (;;) {
         const signer = signers[next++];
         if (signer === undefined) return;
-        const p = new MqttReferencePeripheral({ url, peripheral: new ReferencePeripheral({ dev: signer.kid, signer, backendKeys }) });
+        const peripheral = new ReferencePeripheralV2({ dev: signer.kid, signer, devicePublicKey: signer.publicKeyRaw, backendKeys, commandStore: new MemoryCommandStore() });
+        const p = new MqttReferencePeripheralV2({ url, peripheral });
         this.#peripherals.push(p);
         const t0 = performance.now();
-        let result: MqttAuthResult | Error;
+        let result: MqttAuthResultV2 | Error;
         try {
           await p.connect();
           result = await p.authenticate();
@@ -346,10 +357,11 @@ class Demo {
     return results;
   }
 
-  #summary(results: AuthOutcome[], config: GatehouseConfig, mqttUrl: string, outsideKey: string): boolean {
+  #summary(results: AuthOutcome[], data: DataRoundResult, config: GatehouseConfig, mqttUrl: string, outsideKey: string): boolean {
     return printSummary({
       say: (line) => this.say(line),
       results,
+      data,
       config,
       mqttUrl,
       outsideKey,

@@ -6,19 +6,22 @@ import { join } from 'node:path';
 import type { BackendClient } from '../daemon/backend-client/client.js';
 import type { SessionManager } from '../daemon/backend-client/session.js';
 import type { GatehouseConfig } from '../daemon/config/schema.js';
-import type { MqttAuthResult } from '../peripherals/reference/mqtt-peripheral.js';
+import type { MqttAuthResultV2 } from '../peripherals/reference/mqtt-peripheral-v2.js';
 import type { BackendProcess } from './backend-process.js';
+import type { DataRoundResult } from './data-round.js';
 
 /** One simulated peripheral's outcome and its time from connect to verified welcome. */
 export interface AuthOutcome {
   dev: string;
-  result: MqttAuthResult | Error;
+  result: MqttAuthResultV2 | Error;
   ms: number;
 }
 
 export interface SummaryContext {
   say(line: string): void;
   results: AuthOutcome[];
+  /** The data-plane round: frames sent, receipted, stored at the backend; the command. */
+  data: DataRoundResult;
   config: GatehouseConfig;
   mqttUrl: string;
   outsideKey: string;
@@ -30,13 +33,17 @@ export interface SummaryContext {
   dir: string;
 }
 
-/** Prints the summary; true when every peripheral was welcomed and verified its welcome. */
+/**
+ * Prints the summary; true when every peripheral was welcomed and verified its welcome, every
+ * frame sent was receipted and every receipted frame reached the backend, and the command (when
+ * one was sent) was acknowledged there.
+ */
 export function printSummary(c: SummaryContext): boolean {
   const { say, results, config, mqttUrl, outsideKey } = c;
-  const welcomed = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'authenticated');
+  const welcomed = results.filter((r) => !(r.result instanceof Error) && r.result.kind === 'established');
   const byReason = new Map<string, number>();
   for (const r of results) {
-    if (!(r.result instanceof Error) && r.result.kind === 'authenticated') continue;
+    if (!(r.result instanceof Error) && r.result.kind === 'established') continue;
     const why = r.result instanceof Error ? `error: ${r.result.message}` : r.result.kind === 'rejected' ? `rejected: ${r.result.reason}` : `welcome refused: ${r.result.code}`;
     byReason.set(why, (byReason.get(why) ?? 0) + 1);
   }
@@ -52,6 +59,13 @@ export function printSummary(c: SummaryContext): boolean {
   say(`  backend verify requests (hellos are batched)           ${backendStats?.batches ?? 0} for ${backendStats?.hellos ?? 0} hellos`);
   say(`  TPM signatures (the session key signs the hot path)    ${session?.tpmSignatures ?? 0}`);
   say(`  backend retries, offline welcomes, unavailable answers ${backendStats?.retries ?? 0}, ${backendStats?.offlineWelcomes ?? 0}, ${backendStats?.unavailable ?? 0}`);
+  const d = c.data;
+  say(`  ${'frames sent, receipted, stored at the backend'.padEnd(55)}${d.sent}, ${d.receipted}, ${d.stored}`);
+  const cmd = d.command;
+  const cmdLine = cmd === undefined ? 'none (no peripheral welcomed)' : 'skipped' in cmd ? `skipped: ${cmd.skipped}` : `cid ${cmd.cid} to ${cmd.dev}: ${cmd.acked ? 'acked (done at the backend)' : 'NOT acked'}`;
+  say(`  ${'command down, acked'.padEnd(55)}${cmdLine}`);
+  if (d.error !== undefined) say(`  data round stopped: ${d.error}`);
+  const dataOk = d.error === undefined && d.receipted === d.sent && d.stored >= d.receipted && (cmd === undefined || 'skipped' in cmd || cmd.acked);
   say('');
   say('Look at it while it runs (another terminal):');
   say(`  node dist/cli/gatehouse.js status --socket ${config.status.socketPath}`);
@@ -71,5 +85,5 @@ export function printSummary(c: SummaryContext): boolean {
     say('  Meanwhile a peripheral welcomed before (outside-1 above, once it has been welcomed online) is welcomed');
     say('  offline under its cached lease; `status` shows it, and so does the summary printed when the demo stops.');
   }
-  return welcomed.length === results.length;
+  return welcomed.length === results.length && dataOk;
 }

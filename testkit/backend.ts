@@ -66,6 +66,9 @@ export interface TestBackend {
   openSession(gw: TestGateway, notAfter?: number): Promise<{ session: Ed25519Signer; credential: Uint8Array; notAfter: number }>;
   /** Stop the backend and start it again on the same data directory, port and options. */
   restart(): Promise<void>;
+  /** An outage: stop the backend (`start()` brings it back on the same port and data). */
+  stop(): Promise<void>;
+  start(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,6 +88,20 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
         port,
       });
     let backend = await start(0);
+    let stopped = false;
+    const stop = async (): Promise<void> => {
+      if (stopped) return;
+      stopped = true;
+      await backend.close();
+      // A fresh agent: the old one's keep-alive sockets were cut by the stop.
+      await dispatcher.destroy();
+      dispatcher = agent();
+    };
+    const resume = async (): Promise<void> => {
+      if (!stopped) return;
+      backend = await start(backend.port);
+      stopped = false;
+    };
     const agent = (): Agent => new Agent({ connect: { ca: pki.ca.certPem, servername: BACKEND_TEST_NAME }, headersTimeout: 10_000, bodyTimeout: 10_000 });
     let dispatcher = agent();
     const nowS = (): number => Math.floor((opts.clock?.now() ?? Date.now()) / 1000);
@@ -157,16 +174,14 @@ export async function startTestBackend(opts: Partial<Omit<BackendOptions, 'dataD
         return { session, credential, notAfter: answer.notAfter };
       },
       async restart() {
-        const port = backend.port;
-        await backend.close();
-        // A fresh agent: the old one's keep-alive sockets were cut by the stop.
-        await dispatcher.destroy();
-        dispatcher = agent();
-        backend = await start(port);
+        await stop();
+        await resume();
       },
+      stop,
+      start: resume,
       async close() {
         await dispatcher.close();
-        await backend.close();
+        if (!stopped) await backend.close();
         rmSync(dir, { recursive: true, force: true });
       },
     };

@@ -4,11 +4,13 @@
  * through the Gateway class, with an injected clock and a log watcher), and peripherals that are
  * the reference peripheral library over a raw MQTT client (cheap enough for thousands).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import winston, { type Logger } from 'winston';
 import { createCa, issueCert, type CertFiles } from '../backend/pki.js';
@@ -27,6 +29,46 @@ import { freePort, gatewayConfigInput } from '../demo/embedded.js';
 import { TPM_AUTH_FILE } from '../tpm/key-auth-file.js';
 
 export const GW = 'gw-faults';
+
+const CLI = fileURLToPath(new URL('../cli/gatehouse.ts', import.meta.url));
+
+/** `gatehouse run` as systemd would start it; resolves once it logs that it runs. */
+export async function startDaemon(configFile: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: '' } });
+  let out = '';
+  let done = false;
+  const port = new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon not running within 60 s: ${out.slice(-2000)}`)), 60_000);
+    // Log lines go to stdout or stderr by level; both are read (and drained) to the end.
+    const onData = (b: Buffer): void => {
+      if (done) return;
+      out += b.toString('utf8');
+      const line = out.split('\n').find((l) => l.includes('"gateway running"'));
+      if (line === undefined) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(Number(/"port":(\d+)/.exec(line)?.[1] ?? 0));
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited (${String(code)}) before running: ${out.slice(-2000)}`));
+    });
+  });
+  try {
+    return { child, port: await port };
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+}
+
+export function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
 
 /**
  * Wall-clock time that can jump (an NTP step, an RTC reset) while timers keep their meaning:

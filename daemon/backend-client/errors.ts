@@ -45,12 +45,29 @@ const CODES = {
 /** The stable code of each kind, one to one. */
 export type BackendErrorCode = (typeof CODES)[BackendErrorKind];
 
+/** One entry a data-plane upload named as refused (a `not-granted` problem's `refused` member). */
+export interface RefusedEntry {
+  index: number;
+  dev: string;
+  why: string;
+}
+
+/** RFC 9457 problem fields the client reads (each only when well-typed). */
+export interface BackendProblem {
+  type?: string;
+  title?: string;
+  detail?: string;
+  reason?: string;
+  /** `not-granted` (data plane): the entries of the request the backend refused. */
+  refused?: RefusedEntry[];
+}
+
 /** A backend call failed. `status` and `problem` are set for HTTP answers. */
 export class BackendError extends CodedError<BackendErrorCode> {
   readonly kind: BackendErrorKind;
   readonly status?: number;
   /** RFC 9457 problem fields the backend sent, when it sent any. */
-  readonly problem?: { type?: string; title?: string; detail?: string; reason?: string };
+  readonly problem?: BackendProblem;
 
   constructor(
     kind: BackendErrorKind,

@@ -4,7 +4,7 @@
  */
 import { isReasonCode, randomNonce, signGatehouseRequest, type HttpSigAlg, type HttpSign } from '../../protocol/index.js';
 import type { BackendHttp, BackendRequest, BackendResponse } from './dispatcher.js';
-import { BackendError } from './errors.js';
+import { BackendError, type RefusedEntry } from './errors.js';
 
 /** A fresh request nonce: 16 random bytes, base64url (protocol-v1: replayed nonces are refused). */
 export function requestNonce(): string {
@@ -69,6 +69,24 @@ function parseProblem(res: BackendResponse): BackendError['problem'] {
   for (const k of ['type', 'title', 'detail', 'reason'] as const) {
     const f = v[k];
     if (typeof f === 'string' && f.length <= 1024) out[k] = f;
+  }
+  const refused = readRefused(v['refused']);
+  if (refused !== undefined) out.refused = refused;
+  return out;
+}
+
+/** Most entries a `refused` member may name (an upload carries at most 256). */
+const MAX_REFUSED = 256;
+
+/** A `not-granted` problem's `refused: [{index, dev, why}]`, or undefined when absent or malformed. */
+function readRefused(v: unknown): RefusedEntry[] | undefined {
+  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_REFUSED) return undefined;
+  const out: RefusedEntry[] = [];
+  for (const e of v as unknown[]) {
+    if (!isObject(e)) return undefined;
+    const { index, dev, why } = e;
+    if (!Number.isSafeInteger(index) || (index as number) < 0 || typeof dev !== 'string' || dev.length > 64 || typeof why !== 'string' || why.length > 1024) return undefined;
+    out.push({ index: index as number, dev, why });
   }
   return out;
 }

@@ -19,7 +19,8 @@ List the peripherals connected now: DEVICE, TRANSPORT, STATE (pending: connected
 welcomed; welcomed: authenticated), SINCE (how long in that state), OFFLINE (welcomed under a
 cached lease while the backend was unreachable), LEASE EXPIRES, REMOTE (the peer's address and
 port; a BLE address is marked: it is never an identity), and for a protocol-v2 session PROTO
-(its version), AGE, FRAMES IN/OUT and DROPS (frames dropped). A legend line says what each - means.
+(its version), AGE, FRAMES IN/OUT, DROPS (frames dropped) and CMDS (commands the gateway holds
+for the device, not yet acknowledged). A legend line says what each - means.
 
 --failing lists the devices whose recent attempts were rejected (in the last hour, since their
 last welcome): how many times, the last reason, when they last tried and when the next attempt
@@ -59,13 +60,14 @@ export function renderPeripherals(list: PeripheralInfo[], nowMs: number): string
     p.session === undefined ? '-' : duration(p.session.ageMs / 1000),
     p.session === undefined ? '-' : `${p.session.framesIn}/${p.session.framesOut}`,
     p.session === undefined ? '-' : String(p.session.drops),
+    p.commandsPending === undefined ? '-' : String(p.commandsPending),
   ]);
   const notes: string[] = [];
   if (rows.some((r) => r[5] === '-')) notes.push('LEASE EXPIRES -: not welcomed yet, no lease');
   if (rows.some((r) => r[6] === '-')) notes.push('REMOTE -: not reported by the transport');
   if (rows.some((r) => r[7] === '-')) notes.push('PROTO -: not welcomed yet');
-  if (rows.some((r) => r[8] === '-')) notes.push('AGE, FRAMES, DROPS -: no protocol-v2 session (v1 has no frames)');
-  const out = table(['DEVICE', 'TRANSPORT', 'STATE', 'SINCE', 'OFFLINE', 'LEASE EXPIRES', 'REMOTE', 'PROTO', 'AGE', 'FRAMES IN/OUT', 'DROPS'], rows);
+  if (rows.some((r) => r[8] === '-')) notes.push('AGE, FRAMES, DROPS, CMDS -: no protocol-v2 session (v1 has no frames)');
+  const out = table(['DEVICE', 'TRANSPORT', 'STATE', 'SINCE', 'OFFLINE', 'LEASE EXPIRES', 'REMOTE', 'PROTO', 'AGE', 'FRAMES IN/OUT', 'DROPS', 'CMDS'], rows);
   return notes.length === 0 ? out : `${out}\n${legend(notes)}`;
 }
 

@@ -10,7 +10,9 @@ export const HELP = `Usage: gatehouse status [--utc] [--json] [--socket PATH]
 
 Show the running daemon's state: gateway id and mode, since when it runs, session and
 credential expiry, backend connectivity, TPM, MQTT listeners and connections, BLE adapter,
-decision counts, peripherals failing now, the rate limits in force. Times in the local time
+decision counts, peripherals failing now, the rate limits in force, and the v2 data plane:
+the uplink queue (records, bytes, oldest, acks), the uploader (circuit, uploaded, duplicates,
+refused, last ok, last error) and the commands (pending, relayed, acked, expired). Times in the local time
 zone (--utc for UTC), each with how long ago or how soon.
 
 Options:
@@ -38,9 +40,29 @@ export function renderStatus(s: StatusReport, nowMs: number, zone: Zone = 'local
     ['BLE', s.transports.ble.enabled ? `${s.transports.ble.adapterState}, ${s.transports.ble.active} active` : 'disabled'],
     ['Decisions', `${s.decisions.welcome} welcome, ${s.decisions.reject} reject, ${s.decisions.offline} offline`],
     ['Failing', s.failing === undefined ? 'not reported by this daemon' : s.failing === 0 ? 'no peripheral failing' : `${s.failing} peripheral(s) failing: gatehouse peripherals --failing`],
+    ...uplinkLines(s, nowMs, zone),
     ['Limits', `rate ${s.rateLimits.perConnectionPerMin}/min per connection, ${s.rateLimits.perDevicePerMin}/min per device, ${s.rateLimits.globalPerMin}/min in all`],
     ['Times', zoneName(zone, nowMs)],
   ]);
+}
+
+/** The data plane's lines, when the daemon runs one. */
+function uplinkLines(s: StatusReport, nowMs: number, zone: Zone): [string, string][] {
+  const u = s.uplink;
+  if (u === undefined) return [];
+  const q = u.queue;
+  const up = u.uploader;
+  const c = u.commands;
+  const last = up.lastSuccessAt === undefined ? 'none yet' : `${clockTime(up.lastSuccessAt, zone)} (${age(up.lastSuccessAt, nowMs)})`;
+  return [
+    ['Queue', `${q.records} record(s), ${kib(q.bytes)}${q.records > 0 ? `, oldest ${duration(q.oldestAgeSec)}` : ''}; ${q.acks} ack(s); ${q.busy} busy, ${q.expired} expired unsent`],
+    ['Uploader', `circuit ${up.circuit}, ${up.uploaded} uploaded, ${up.duplicates} duplicate(s), ${up.refused} refused, ${up.acksUploaded} ack(s); last ok ${last}${up.lastError === undefined || up.failures === 0 ? '' : `; ${up.failures} failure(s), last: ${up.lastError}`}`],
+    ['Commands', `${c.pending} pending, ${c.relayed} relayed, ${c.acked} acked, ${c.expired} expired, ${c.refused} refused`],
+  ];
+}
+
+function kib(bytes: number): string {
+  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KiB`;
 }
 
 export function run(args: string[], io: CliIO): Promise<number> {

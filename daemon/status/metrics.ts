@@ -8,6 +8,7 @@ import type { BackendCall } from '../backend-client/dispatcher.js';
 import type { BackendErrorKind } from '../backend-client/errors.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 import type { SessionCounters } from '../sessions/table.js';
+import type { UplinkStatus } from './types.js';
 
 /** Live values read at scrape time, so gauges never go stale. */
 export interface GaugeSources {
@@ -17,6 +18,8 @@ export interface GaugeSources {
   credentialNotAfter?: () => number | undefined;
   /** protocol-v2 session counters (frames dropped by reason, sessions by end reason). */
   sessions?: () => SessionCounters;
+  /** The v2 data plane (queue, uploader, command relay); undefined without one. */
+  uplink?: () => UplinkStatus | undefined;
 }
 
 export interface MetricsOptions {
@@ -37,6 +40,11 @@ export class GatehouseMetrics {
   readonly v2Drops: Counter<'reason'>;
   readonly v2SessionsEnded: Counter<'reason'>;
   readonly v2Refusals: Counter<'reason'>;
+  readonly uplinkQueue: Gauge<'what'>;
+  readonly uplinkOldestAge: Gauge;
+  readonly uplinkRecords: Counter<'outcome'>;
+  readonly commands: Counter<'event'>;
+  readonly commandsPending: Gauge;
   #sources: GaugeSources = {};
 
   constructor(opts: MetricsOptions = {}) {
@@ -129,6 +137,60 @@ export class GatehouseMetrics {
       help: 'protocol-v2 rejects (answers on v2 topics), by reason.',
       labelNames: ['reason'],
       registers,
+    });
+    // The data plane's gauges and counters, read from its stats at scrape time.
+    const uplink = (): UplinkStatus | undefined => sources().uplink?.();
+    this.uplinkQueue = new Gauge({
+      name: 'gatehouse_uplink_queue',
+      help: 'The durable uplink queue now: telemetry records, their bytes, and device acks waiting for the backend.',
+      labelNames: ['what'],
+      registers,
+      collect() {
+        const u = uplink();
+        if (u === undefined) return;
+        this.set({ what: 'records' }, u.queue.records);
+        this.set({ what: 'bytes' }, u.queue.bytes);
+        this.set({ what: 'acks' }, u.queue.acks);
+      },
+    });
+    this.uplinkOldestAge = new Gauge({
+      name: 'gatehouse_uplink_queue_oldest_age_seconds',
+      help: 'Age of the oldest telemetry record waiting in the uplink queue (0 when empty).',
+      registers,
+      collect() {
+        const u = uplink();
+        if (u !== undefined) this.set(u.queue.oldestAgeSec);
+      },
+    });
+    const copy = <L extends string>(label: L, pick: (u: UplinkStatus) => Record<string, number>) =>
+      function (this: Counter<L>): void {
+        const u = uplink();
+        if (u === undefined) return;
+        this.reset();
+        for (const [k, n] of Object.entries(pick(u))) this.inc({ [label]: k } as Partial<Record<L, string>>, n);
+      };
+    this.uplinkRecords = new Counter({
+      name: 'gatehouse_uplink_records_total',
+      help: 'Telemetry records by outcome: uploaded (accepted by the backend), duplicate (already stored there), refused (dropped for good), busy (pubs answered busy), expired (deleted unsent for age); acks_uploaded: device acks uploaded.',
+      labelNames: ['outcome'],
+      registers,
+      collect: copy('outcome', (u) => ({ uploaded: u.uploader.uploaded, duplicate: u.uploader.duplicates, refused: u.uploader.refused, busy: u.queue.busy, expired: u.queue.expired, acks_uploaded: u.uploader.acksUploaded })),
+    });
+    this.commands = new Counter({
+      name: 'gatehouse_commands_total',
+      help: 'Backend commands by event: received (held), relayed (cmd frames sent, resends included), acked, expired (undelivered), refused (bad signature or over the per-device bound).',
+      labelNames: ['event'],
+      registers,
+      collect: copy('event', (u) => ({ received: u.commands.received, relayed: u.commands.relayed, acked: u.commands.acked, expired: u.commands.expired, refused: u.commands.refused })),
+    });
+    this.commandsPending = new Gauge({
+      name: 'gatehouse_commands_pending',
+      help: 'Commands held for devices and not yet acknowledged.',
+      registers,
+      collect() {
+        const u = uplink();
+        if (u !== undefined) this.set(u.commands.pending);
+      },
     });
     for (const t of ['mqtt', 'ble'] satisfies TransportKind[]) this.connections.set({ transport: t }, 0);
     if (opts.processMetrics === true) collectDefaultMetrics({ register: this.registry, prefix: 'gatehouse_' });

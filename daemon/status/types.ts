@@ -43,6 +43,45 @@ export interface StatusReport {
   rateLimits: { perConnectionPerMin: number; perDevicePerMin: number; globalPerMin: number };
   /** Devices whose recent attempts failed (the length of `/v1/failing`). */
   failing?: number;
+  /** The v2 data plane: the durable queue, its uploader and the command relay (absent without one). */
+  uplink?: UplinkStatus;
+}
+
+/** The data plane as the operator sees it (daemon/uplink/; counters since the daemon started). */
+export interface UplinkStatus {
+  queue: {
+    /** Telemetry records waiting for the backend, their bytes, and the oldest one's age (s). */
+    records: number;
+    bytes: number;
+    oldestAgeSec: number;
+    /** Device acks waiting for the backend. */
+    acks: number;
+    /** Pubs answered busy (queue full or a failed commit). */
+    busy: number;
+    /** Records deleted unsent for age. */
+    expired: number;
+  };
+  uploader: {
+    circuit: 'closed' | 'open' | 'half-open';
+    uploaded: number;
+    duplicates: number;
+    /** Records and acks the backend refused for good (dropped, logged). */
+    refused: number;
+    acksUploaded: number;
+    failures: number;
+    /** Unix milliseconds of the last answered upload. */
+    lastSuccessAt?: number;
+    lastError?: string;
+  };
+  commands: {
+    /** Held for devices, not yet acknowledged. */
+    pending: number;
+    received: number;
+    relayed: number;
+    acked: number;
+    expired: number;
+    refused: number;
+  };
 }
 
 export interface PeripheralInfo {
@@ -59,6 +98,8 @@ export interface PeripheralInfo {
   leaseExp?: number;
   /** The live protocol-v2 session of this connection, if any. */
   session?: PeripheralSession;
+  /** Commands the gateway holds for this device, not yet acknowledged (v2 data plane). */
+  commandsPending?: number;
 }
 
 /** A protocol-v2 session as the operator sees it (no keys: `sid` names the session, it is not secret). */

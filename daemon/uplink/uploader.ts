@@ -6,9 +6,11 @@
  * retried with jittered exponential backoff behind a circuit breaker, so a dead backend costs
  * one probe per `openMs`, not a stream of timeouts.
  *
- * A 4xx other than 401/429 refuses a batch for good: the batch is resent one record at a time so
- * that only the records the backend refuses (a device without an ok verdict here, a topic its
- * policy does not grant) are removed — counted and logged, never silently.
+ * A 4xx other than 401/408/429 refuses a batch for good. The backend's 403 `not-granted` names
+ * the refused entries (`refused: [{index, dev, why}]`; a device without an ok verdict here, a
+ * time outside its lease, a topic its policy does not grant) and stores none of the request:
+ * those entries are removed — counted and logged, never silently — and the rest is sent again.
+ * Any other refusal without such a list is resent one record at a time to find the bad ones.
  */
 import type { Logger } from 'winston';
 import winston from 'winston';
@@ -16,7 +18,7 @@ import { base64UrlEncode } from '../../protocol/index.js';
 import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
 import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
-import { BackendError } from '../backend-client/errors.js';
+import { BackendError, type RefusedEntry } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
 import type { SessionProvider } from '../pipeline/types.js';
 import type { UplinkQueue } from './queue.js';
@@ -24,6 +26,9 @@ import type { QueuedAck, QueuedTelemetry } from './queue-store.js';
 
 /** protocol-v2: at most 256 records (or acks) per request. */
 export const MAX_UPLOAD_BATCH = 256;
+
+/** The backend's problem type for data-plane entries it does not believe the gateway for. */
+const NOT_GRANTED = 'urn:gatehouse:problem:not-granted';
 
 /** How often the age bound is applied while idle. */
 const EXPIRE_EVERY_MS = 60_000;
@@ -211,6 +216,18 @@ export class Uploader {
       json = await this.#post(`/v1/gateways/${encodeURIComponent(this.#o.gw)}/telemetry`, body);
     } catch (e) {
       if (!refusedForGood(e)) throw e;
+      const named = namedRefusals(e, records.length);
+      if (named !== undefined) {
+        // 403 not-granted names the refused records (nothing was stored): drop those, resend the rest.
+        const drop = named.map((x) => records[x.index] as QueuedTelemetry);
+        this.#c.refused += drop.length;
+        for (const x of named) {
+          const r = records[x.index] as QueuedTelemetry;
+          this.#log.warn('backend refused a telemetry record for good; it leaves the queue', { dev: r.dev, seq: r.seq, topic: r.topic, why: x.why });
+        }
+        this.#o.queue.remove(drop);
+        return;
+      }
       if (records.length > 1) {
         // Find the records refused: resend this batch one by one.
         this.#singles = records.length;
@@ -238,15 +255,33 @@ export class Uploader {
       json = await this.#post(`/v1/gateways/${encodeURIComponent(this.#o.gw)}/acks`, body);
     } catch (e) {
       if (!refusedForGood(e)) throw e;
-      this.#c.refused += acks.length;
-      this.#log.warn('backend refused acks for good; they leave the queue', { acks: acks.length, status: e.status, type: e.problem?.type });
-      this.#o.queue.removeAcks(acks);
+      const named = namedRefusals(e, acks.length);
+      const drop = named === undefined ? acks : named.map((x) => acks[x.index] as QueuedAck);
+      this.#c.refused += drop.length;
+      this.#log.warn('backend refused acks for good; they leave the queue', { acks: drop.length, of: acks.length, status: e.status, type: e.problem?.type, why: named?.[0]?.why });
+      this.#o.queue.removeAcks(drop);
       return;
     }
     readAcksAnswer(json, acks.length);
     this.#o.queue.removeAcks(acks);
     this.#c.acksUploaded += acks.length;
   }
+}
+
+/**
+ * The entries a 403 `not-granted` names as refused (the backend stored none of the request), when
+ * it names a valid, duplicate-free set of indexes of the `sent` entries; else undefined.
+ */
+export function namedRefusals(e: BackendError, sent: number): RefusedEntry[] | undefined {
+  if (e.status !== 403 || e.problem?.type !== NOT_GRANTED) return undefined;
+  const r = e.problem.refused;
+  if (r === undefined) return undefined;
+  const seen = new Set<number>();
+  for (const x of r) {
+    if (x.index >= sent || seen.has(x.index)) return undefined;
+    seen.add(x.index);
+  }
+  return r;
 }
 
 /** A 4xx that retrying cannot change: not 401 (our session key, renewed) nor 408/429 (later). */

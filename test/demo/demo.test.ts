@@ -63,6 +63,9 @@ async function startDemo(dir: string, args: string[] = []): Promise<RunningDemo>
   const demo = new GatehouseChild(['demo', '--dir', dir, '--peripherals', '2', '--mqtt-port', String(await freePort()), ...args]);
   await demo.waitForStdout(/Serving until Ctrl-C/, START_MS);
   assert.match(demo.stdout(), /welcomed, and the welcome verified by the peripheral +2\/2/);
+  // Each v2 peripheral sent 3 frames; every receipted one is in the backend's store.
+  assert.match(demo.stdout(), /frames sent, receipted, stored at the backend +6, 6, 6$/m);
+  assert.match(demo.stdout(), /command down, acked +(?:cid \d+ to demo-sensor-\d+: acked \(done at the backend\)|skipped: the backend runs as its own process)/);
   const pids = await readPids(dir);
   assert.ok(pids !== undefined && pids.demo === demo.pid && pids.swtpm !== undefined, `pid file: ${JSON.stringify(pids)}`);
   const m = /peripheral mqtt (--key \S+ --url \S+ --backend-kid \S+ --backend-key \S+)/.exec(demo.stdout());
@@ -138,7 +141,16 @@ describe('gatehouse demo as a child process', function () {
     await writeFile(file, 'pipeline:\n  rateLimits:\n    perDevicePerMin: 600\n    perConnectionPerMin: 600\n');
     const dir = join(tmp.path, 'demo');
     const d = await startDemo(dir, ['--config', file]);
-    assert.deepEqual((await status(d.socket)).rateLimits, { perConnectionPerMin: 600, perDevicePerMin: 600, globalPerMin: 480_000 });
+    const first = await status(d.socket);
+    assert.deepEqual(first.rateLimits, { perConnectionPerMin: 600, perDevicePerMin: 600, globalPerMin: 480_000 });
+    // The operator view of the data plane: the demo's 6 frames uploaded, its command relayed and acked.
+    assert.equal(first.uplink?.queue.records, 0);
+    assert.equal(first.uplink?.uploader.uploaded, 6);
+    assert.deepEqual([first.uplink?.commands.relayed, first.uplink?.commands.acked, first.uplink?.commands.pending], [1, 1, 0]);
+    const metrics = (await unixRequest(d.socket, '/metrics')).body;
+    assert.match(metrics, /^gatehouse_uplink_records_total\{outcome="uploaded"\} 6$/m);
+    assert.match(metrics, /^gatehouse_uplink_queue\{what="records"\} 0$/m);
+    assert.match(metrics, /^gatehouse_commands_total\{event="acked"\} 1$/m);
 
     await writeFile(file, 'pipeline:\n  rateLimits:\n    perDevicePerMin: 900\n');
     d.demo.signal('SIGHUP');

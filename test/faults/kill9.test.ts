@@ -4,54 +4,15 @@
  * state file it left (written atomically: temp + fsync + rename) parses.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { FaultEnv, pool, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
+import { FaultEnv, exited, pool, startDaemon, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
 
 const STORM = 600;
 const KILL_AFTER = 150;
-const CLI = fileURLToPath(new URL('../../cli/gatehouse.ts', import.meta.url));
-
-/** `gatehouse run` as systemd would start it; resolves once it logs that it runs. */
-async function startDaemon(configFile: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: '' } });
-  let out = '';
-  let done = false;
-  const port = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon not running within 60 s: ${out.slice(-2000)}`)), 60_000);
-    // Log lines go to stdout or stderr by level; both are read (and drained) to the end.
-    const onData = (b: Buffer): void => {
-      if (done) return;
-      out += b.toString('utf8');
-      const line = out.split('\n').find((l) => l.includes('"gateway running"'));
-      if (line === undefined) return;
-      done = true;
-      clearTimeout(timer);
-      resolve(Number(/"port":(\d+)/.exec(line)?.[1] ?? 0));
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`daemon exited (${String(code)}) before running: ${out.slice(-2000)}`));
-    });
-  });
-  try {
-    return { child, port: await port };
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
-}
-
-function exited(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-}
 
 describe('faults: daemon killed with SIGKILL mid-storm', function () {
   this.timeout(170_000);

@@ -109,8 +109,8 @@ describe('daemon/cli', () => {
     const io = captureIO({ GATEHOUSE_STATUS_SOCKET: sock });
     assert.equal(await main(['peripherals'], io), 0);
     const [header, row] = io.out().trim().split('\n');
-    assert.match(header ?? '', /^DEVICE +TRANSPORT +STATE +SINCE +OFFLINE +LEASE EXPIRES +REMOTE +PROTO +AGE +FRAMES IN\/OUT +DROPS$/);
-    assert.match(row ?? '', /^dev-1 +mqtt +welcomed +\d+d \d+h ago +no +- +127\.0\.0\.1:50000 +v1 +- +- +-$/);
+    assert.match(header ?? '', /^DEVICE +TRANSPORT +STATE +SINCE +OFFLINE +LEASE EXPIRES +REMOTE +PROTO +AGE +FRAMES IN\/OUT +DROPS +CMDS$/);
+    assert.match(row ?? '', /^dev-1 +mqtt +welcomed +\d+d \d+h ago +no +- +127\.0\.0\.1:50000 +v1 +- +- +- +-$/);
     assert.equal((header ?? '').indexOf('TRANSPORT'), (row ?? '').indexOf('mqtt'), 'columns aligned');
   });
 

@@ -135,11 +135,11 @@ describe('daemon/cli: the field tech view', () => {
     assert.equal(
       normalise(out),
       [
-        'DEVICE  TRANSPORT  STATE  SINCE  OFFLINE  LEASE EXPIRES  REMOTE  PROTO  AGE  FRAMES IN/OUT  DROPS',
-        'dev-ok  mqtt  welcomed  <AGO>  no  <IN>  127.0.0.1:50000  v1  -  -  -',
-        'dev-new  mqtt  pending  <AGO>  no  -  -  -  -  -  -',
-        'ble-tag-1  ble  welcomed  <AGO>  yes  <IN>  c0:ff:ee:00:00:01 (not an identity)  v1  -  -  -',
-        '(LEASE EXPIRES -: not welcomed yet, no lease; REMOTE -: not reported by the transport; PROTO -: not welcomed yet; AGE, FRAMES, DROPS -: no protocol-v2 session (v1 has no frames))',
+        'DEVICE  TRANSPORT  STATE  SINCE  OFFLINE  LEASE EXPIRES  REMOTE  PROTO  AGE  FRAMES IN/OUT  DROPS  CMDS',
+        'dev-ok  mqtt  welcomed  <AGO>  no  <IN>  127.0.0.1:50000  v1  -  -  -  -',
+        'dev-new  mqtt  pending  <AGO>  no  -  -  -  -  -  -  -',
+        'ble-tag-1  ble  welcomed  <AGO>  yes  <IN>  c0:ff:ee:00:00:01 (not an identity)  v1  -  -  -  -',
+        '(LEASE EXPIRES -: not welcomed yet, no lease; REMOTE -: not reported by the transport; PROTO -: not welcomed yet; AGE, FRAMES, DROPS, CMDS -: no protocol-v2 session (v1 has no frames))',
       ].join('\n'),
     );
     assertAligned(out, 'DEVICE', 'LEASE EXPIRES');
@@ -248,5 +248,19 @@ describe('daemon/cli: the field tech view', () => {
     );
     const doc = JSON.parse(await cli(['status', '--json'])) as { failing: number };
     assert.equal(doc.failing, 2);
+  });
+
+  it('status: the v2 data plane (queue, uploader, commands) when the daemon runs one', async () => {
+    source.uplink = {
+      queue: { records: 12, bytes: 3456, oldestAgeSec: 42, acks: 2, busy: 5, expired: 1 },
+      uploader: { circuit: 'open', uploaded: 300, duplicates: 4, refused: 3, acksUploaded: 7, failures: 2, lastSuccessAt: 1_700_000_000_000, lastError: 'connect: backend unreachable' },
+      commands: { pending: 1, received: 9, relayed: 8, acked: 6, expired: 2, refused: 0 },
+    };
+    const lines = normalise(await cli(['status', '--utc'])).split('\n');
+    assert.ok(lines.includes('Queue  12 record(s), 3.4 KiB, oldest 42s; 2 ack(s); 5 busy, 1 expired unsent'), lines.join('\n'));
+    assert.ok(lines.includes('Uploader  circuit open, 300 uploaded, 4 duplicate(s), 3 refused, 7 ack(s); last ok 2023-11-14 22:13:20Z (<AGO>); 2 failure(s), last: connect: backend unreachable'), lines.join('\n'));
+    assert.ok(lines.includes('Commands  1 pending, 8 relayed, 6 acked, 2 expired, 0 refused'), lines.join('\n'));
+    const doc = JSON.parse(await cli(['status', '--json'])) as { uplink: unknown };
+    assert.deepEqual(doc.uplink, source.uplink);
   });
 });

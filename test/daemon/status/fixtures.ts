@@ -2,7 +2,7 @@
 import { EventRing } from '../../../daemon/status/events.js';
 import { FailingTracker } from '../../../daemon/status/failing.js';
 import { GatehouseMetrics } from '../../../daemon/status/metrics.js';
-import { type FailingPeripheral, type StatusReport, type StatusSource, type PeripheralInfo } from '../../../daemon/status/types.js';
+import { type FailingPeripheral, type StatusReport, type StatusSource, type PeripheralInfo, type UplinkStatus } from '../../../daemon/status/types.js';
 import type { DecisionEvent } from '../../../daemon/pipeline/types.js';
 import type { ReasonCode } from '../../../protocol/index.js';
 import type { CheckReport } from '../../../daemon/check/types.js';
@@ -37,8 +37,12 @@ export class TestSource implements StatusSource {
       decisions: { welcome: 1, reject: 0, offline: 0 },
       rateLimits: { perConnectionPerMin: 20, perDevicePerMin: 20, globalPerMin: 480_000 },
       failing: this.tracker.list(this.now()).length,
+      ...(this.uplink === undefined ? {} : { uplink: this.uplink }),
     };
   }
+
+  /** The data plane's status, when a test gives one. */
+  uplink: UplinkStatus | undefined;
 
   peripherals: PeripheralInfo[] = [{ dev: 'dev-1', transport: 'mqtt', connection: 'mqtt:1', remote: '127.0.0.1:50000', state: 'welcomed', since: 1_700_000_001_000, offline: false }];
 

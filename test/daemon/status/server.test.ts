@@ -153,6 +153,31 @@ describe('daemon/status/server', () => {
     assert.match((await unixRequest(sock, '/metrics')).body, /^gatehouse_connections\{transport="mqtt"\} 1$/m);
   });
 
+  it('exposes the data plane in /metrics: queue depth, bytes, oldest age, records by outcome, commands', async () => {
+    const u = {
+      queue: { records: 12, bytes: 3456, oldestAgeSec: 42, acks: 2, busy: 5, expired: 1 },
+      uploader: { circuit: 'closed' as const, uploaded: 300, duplicates: 4, refused: 3, acksUploaded: 7, failures: 2 },
+      commands: { pending: 1, received: 9, relayed: 8, acked: 6, expired: 2, refused: 0 },
+    };
+    source.metrics.setSources({ uplink: () => u });
+    const m = (await unixRequest(sock, '/metrics')).body;
+    assert.match(m, /^gatehouse_uplink_queue\{what="records"\} 12$/m);
+    assert.match(m, /^gatehouse_uplink_queue\{what="bytes"\} 3456$/m);
+    assert.match(m, /^gatehouse_uplink_queue\{what="acks"\} 2$/m);
+    assert.match(m, /^gatehouse_uplink_queue_oldest_age_seconds 42$/m);
+    for (const [outcome, n] of [['uploaded', 300], ['duplicate', 4], ['refused', 3], ['busy', 5], ['expired', 1], ['acks_uploaded', 7]] as const) {
+      assert.match(m, new RegExp(`^gatehouse_uplink_records_total\\{outcome="${outcome}"\\} ${n}$`, 'm'), outcome);
+    }
+    for (const [event, n] of [['received', 9], ['relayed', 8], ['acked', 6], ['expired', 2], ['refused', 0]] as const) {
+      assert.match(m, new RegExp(`^gatehouse_commands_total\\{event="${event}"\\} ${n}$`, 'm'), event);
+    }
+    assert.match(m, /^gatehouse_commands_pending 1$/m);
+    // Counters follow the data plane's totals at each scrape (copied, not added up twice).
+    u.uploader.uploaded = 301;
+    const again = (await unixRequest(sock, '/metrics')).body;
+    assert.match(again, /^gatehouse_uplink_records_total\{outcome="uploaded"\} 301$/m);
+  });
+
   it('answers problems: 404, 405 with Allow, 413 for a body, 400 for bad or unknown parameters', async () => {
     const nf = await unixRequest(sock, '/v1/nope');
     assert.equal(nf.status, 404);

@@ -1,8 +1,11 @@
 /**
- * The gateway's data plane against a backend over real TLS (FakeTelemetryBackend until the
- * reference backend has the v2 routes): pubs committed to a real SQLite queue before they are
- * answered, uploaded in signed batches, kept through an outage and a restart, refused with busy
- * when the queue is full and taken again once it drained.
+ * The gateway's data plane against the reference backend over real TLS, with real v2 sessions:
+ * the reference v2 peripheral on mqtt.js authenticates through aedes, the pipeline and the
+ * backend client (the backend records its ok verdict, which it needs to believe the gateway's
+ * telemetry), then its pubs are committed to a real SQLite queue before they are receipted,
+ * uploaded in signed batches, kept through an outage and a restart, refused with busy when the
+ * queue is full, and — for entries the backend does not believe (403 not-granted) — dropped,
+ * counted, while the rest of the batch is stored.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -10,120 +13,201 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { Agent } from 'undici';
+import { BackendClient } from '../../../daemon/backend-client/client.js';
 import { BackendHttp, createBackendDispatcher } from '../../../daemon/backend-client/dispatcher.js';
+import { SessionManager } from '../../../daemon/backend-client/session.js';
 import type { GatewaySessionV2 } from '../../../daemon/sessions/session.js';
+import type { SessionTable } from '../../../daemon/sessions/table.js';
 import { DataPlane } from '../../../daemon/uplink/data-plane.js';
 import { QUEUE_FILE } from '../../../daemon/uplink/queue.js';
 import { systemClock, type TimerClock } from '../../../common/clock.js';
-import { Ed25519Signer } from '../../../protocol/index.js';
-import { FakeTelemetryBackend } from '../../../testkit/fake-telemetry-backend.js';
+import type { Ed25519Signer } from '../../../protocol/index.js';
+import { MemoryCommandStore } from '../../../peripherals/reference/command-store.js';
+import { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
+import { ReferencePeripheralV2 } from '../../../peripherals/reference/session-v2.js';
+import { startTestBackend, type TestBackend, type TestGateway } from '../../../testkit/backend.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../../../testkit/component-defaults.js';
+import { startHarness, type Harness } from '../transports/mqtt/harness.js';
 
 const GW = 'gw-dp';
+const DEVS = ['d-0', 'd-1', 'd-2', 'd-3', 'r-0', 'f-0', 'n-0'];
 
 /** Polls `cond` every 20 ms until it holds, or fails after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
 
-describe('daemon/uplink data plane (SQLite queue, uploader over TLS)', function () {
-  this.timeout(60_000);
+interface Gateway {
+  plane: DataPlane;
+  h: Harness | undefined;
+  tables: SessionTable[];
+  stop(): Promise<void>;
+}
+
+describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over MQTT, SQLite queue)', function () {
+  this.timeout(120_000);
   let dir: string;
-  let backend: FakeTelemetryBackend;
-  let agent: Agent;
+  let tb: TestBackend;
+  let gwKey: TestGateway;
   let http: BackendHttp;
-  const session = Ed25519Signer.generate(`session:${GW}`);
-  const planes: DataPlane[] = [];
+  let closeAgent: () => Promise<void>;
+  let sessions: SessionManager;
+  let client: BackendClient;
+  const devices = new Map<string, Ed25519Signer>();
+  const gateways: Gateway[] = [];
+  const peripherals: MqttReferencePeripheralV2[] = [];
   /** Wall clock with a skew the test moves (busy's retry passes without waiting). */
   let skewMs = 0;
   const clock: TimerClock = { now: () => Date.now() + skewMs, setTimeout: systemClock.setTimeout, clearTimeout: systemClock.clearTimeout };
+  const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
 
-  function plane(stateDir: string, maxBytes = 64 * 1024 * 1024): DataPlane {
+  /** The data plane on `stateDir`, with (by default) the MQTT transport in front of it. */
+  async function gateway(stateDir: string, o: { maxBytes?: number; transport?: boolean } = {}): Promise<Gateway> {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    const p = new DataPlane({
+    const plane = new DataPlane({
       gw: GW,
       stateDir,
       http,
-      session: { current: () => ({ signer: session, credential: new Uint8Array(1), notAfter: Math.floor(Date.now() / 1000) + 3600 }) },
-      backendKeys: new Map(),
+      session: sessions,
+      backendKeys: backendKeys(),
       breaker: { failureThreshold: 3, openMs: 200 },
       requestTimeoutMs: 2000,
       retryBaseMs: 20,
       retryMaxMs: 200,
-      queue: { maxBytes, maxAgeSec: 604_800, busyRetrySec: 5 },
+      queue: { maxBytes: o.maxBytes ?? 64 * 1024 * 1024, maxAgeSec: 604_800, busyRetrySec: 5 },
       commands: { waitSec: 1, maxPerDevice: 4, resendMs: 30_000 },
       publishLocal: false,
       clock,
     });
-    p.start();
-    planes.push(p);
+    plane.start();
+    const tables: SessionTable[] = [];
+    // The transport attaches its session table; keep it to reach the live sessions.
+    const dataPlane = {
+      publishLocal: false,
+      pub: plane.pub.bind(plane),
+      ack: plane.ack.bind(plane),
+      attach: (t: SessionTable): void => {
+        tables.push(t);
+        plane.attach(t);
+      },
+    };
+    const h = o.transport === false ? undefined : await startHarness(client, sessions, { gw: GW, transport: { dataPlane } });
+    let stopped = false;
+    const g: Gateway = {
+      plane,
+      h,
+      tables,
+      stop: async () => {
+        if (stopped) return;
+        stopped = true;
+        await h?.stop();
+        await plane.stop();
+      },
+    };
+    gateways.push(g);
+    return g;
+  }
+
+  /** An authenticated reference v2 peripheral for `dev` at `g`. */
+  async function peripheral(g: Gateway, dev: string): Promise<MqttReferencePeripheralV2> {
+    const signer = devices.get(dev) as Ed25519Signer;
+    const session = new ReferencePeripheralV2({ dev, signer, devicePublicKey: signer.publicKeyRaw, backendKeys: backendKeys(), commandStore: new MemoryCommandStore() });
+    const p = new MqttReferencePeripheralV2({ url: (g.h as Harness).url, peripheral: session, timeoutMs: 15_000 });
+    peripherals.push(p);
+    await p.connect();
+    const r = await p.authenticate();
+    assert.equal(r.kind, 'established', r.kind === 'established' ? '' : JSON.stringify(r));
     return p;
   }
 
-  /** What a session hands the data plane: its device and sid. */
-  const sessionOf = (dev: string): GatewaySessionV2 => ({ dev, sid: new Uint8Array(Buffer.from(`sid-${dev}`)) }) as unknown as GatewaySessionV2;
+  /** Sends `n` pubs and waits for the receipts settling them; returns the settled seqs. */
+  async function pubAll(p: MqttReferencePeripheralV2, dev: string, n: number, body = (i: number): Uint8Array => new TextEncoder().encode(`m${i}`)): Promise<number[]> {
+    for (let i = 0; i < n; i++) await p.pub(`devices/${dev}/t`, body(i));
+    const settled: number[] = [];
+    while (settled.length < n) {
+      const r = await p.nextReceipt();
+      assert.deepEqual(r.denied, [], 'nothing denied');
+      assert.deepEqual(r.resend, [], 'nothing busy or lost');
+      settled.push(...r.settled);
+    }
+    return settled.sort((a, b) => a - b);
+  }
+
+  /** What the backend stored for `dev`, as `seq`s. */
+  async function storedSeqs(dev: string): Promise<number[]> {
+    return (await tb.backend.store.telemetryLast(100_000, dev)).map((r) => r.seq).sort((a, b) => a - b);
+  }
+
+  /** The gateway's live session of `dev` (opened as the welcome goes out: waited for, bounded). */
+  async function liveSession(g: Gateway, dev: string): Promise<GatewaySessionV2> {
+    const find = (): GatewaySessionV2 | undefined => g.tables.map((t) => t.byDevice(dev)).find((x) => x !== undefined);
+    await until(() => find() !== undefined, `a live session of ${dev}`, 10_000);
+    return find() as GatewaySessionV2;
+  }
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-uplink-'));
-    backend = await FakeTelemetryBackend.create(GW);
-    backend.trustSession(session);
-    agent = createBackendDispatcher({ url: backend.url, ca: backend.pki.ca.certPem, connectTimeoutMs: 1000 });
-    http = new BackendHttp({ url: backend.url, dispatcher: agent });
+    tb = await startTestBackend();
+    gwKey = await tb.addGateway(GW);
+    for (const dev of DEVS) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
+    const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 1000 });
+    closeAgent = () => agent.close();
+    http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
+    sessions = new SessionManager({ gw: GW, http, tpmSigner: gwKey.tpm, backendKeys: backendKeys(), stateDir: join(dir, 'session') });
+    assert.equal(await sessions.start(), true, 'gateway session obtained');
+    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'session'), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
+    await client.start();
   });
 
   afterEach(async () => {
     skewMs = 0;
-    await backend.start();
-    await Promise.all(planes.splice(0).map((p) => p.stop()));
+    await Promise.all(peripherals.splice(0).map((p) => p.close()));
+    for (const g of gateways.splice(0)) await g.stop();
+    await tb.start();
   });
 
   after(async () => {
-    await agent?.close();
-    await backend?.dispose();
+    await client?.stop();
+    sessions?.stop();
+    await closeAgent?.();
+    await tb?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('answers a pub only after its commit, keeps it through a backend outage, and uploads every one exactly once', async () => {
-    const p = plane(join(dir, 'outage'));
+  it('receipts a pub only after its commit, keeps it through a backend outage, and the backend stores every one exactly once', async () => {
+    const g = await gateway(join(dir, 'outage'));
     const devs = ['d-0', 'd-1', 'd-2', 'd-3'];
-    const before = backend.records.size;
-    let seq = 0;
-    const send = async (n: number): Promise<void> => {
-      const answers = await Promise.all(
-        Array.from({ length: n }, () => {
-          const s = seq++;
-          const dev = devs[s % devs.length] as string;
-          return p.pub(sessionOf(dev), s, { topic: `t/${dev}`, body: new Uint8Array(Buffer.from(`m${s}`)) });
-        }),
-      );
-      assert.ok(answers.every((a) => a.stored), 'every pub is stored');
-    };
-    await send(100);
-    await until(() => backend.records.size - before === 100, 'first 100 at the backend');
-    await backend.stop();
-    await send(300);
-    // The queue holds what the backend cannot take: every answered pub is on disk.
-    assert.equal(p.stats().queue.records, 300);
-    await until(() => p.stats().uploader.failures >= 2, 'the uploader sees the outage');
-    await backend.start();
-    await until(() => p.stats().queue.records === 0, 'queue drained after recovery');
-    assert.equal(backend.records.size - before, 400, 'every stored pub reached the backend');
-    for (let s = 0; s < 400; s++) assert.ok(backend.records.has(`${devs[s % 4]}|${Buffer.from(`sid-${devs[s % 4]}`).toString('base64url')}|${s}`), `seq ${s} at the backend`);
-    assert.equal(p.stats().uploader.uploaded, 400);
+    const ps = await Promise.all(devs.map((d) => peripheral(g, d)));
+    const first = await Promise.all(ps.map((p, i) => pubAll(p, devs[i] as string, 25)));
+    await until(() => g.plane.stats().queue.records === 0 && g.plane.stats().uploader.uploaded === 100, 'first 100 uploaded');
+    for (const [i, d] of devs.entries()) assert.deepEqual(await storedSeqs(d), first[i], `${d}: the first 25 at the backend`);
+    await tb.stop();
+    const second = await Promise.all(ps.map((p, i) => pubAll(p, devs[i] as string, 75)));
+    // The queue holds what the backend cannot take: every receipted pub is on disk.
+    assert.equal(g.plane.stats().queue.records, 300);
+    await until(() => g.plane.stats().uploader.failures >= 2, 'the uploader sees the outage');
+    await tb.start();
+    await until(() => g.plane.stats().queue.records === 0, 'queue drained after recovery');
+    for (const [i, d] of devs.entries()) {
+      const want = [...(first[i] as number[]), ...(second[i] as number[])].sort((a, b) => a - b);
+      assert.equal(want.length, 100);
+      assert.deepEqual(await storedSeqs(d), want, `${d}: every receipted pub stored once`);
+    }
+    assert.equal(g.plane.stats().uploader.uploaded, 400);
+    assert.equal(g.plane.stats().uploader.refused, 0);
   });
 
-  it('keeps committed records across a restart and the queue file passes integrity_check', async () => {
+  it('keeps committed records across a gateway restart, the queue file passes integrity_check, and they reach the backend after it', async () => {
     const stateDir = join(dir, 'restart');
-    await backend.stop();
-    const p = plane(stateDir);
-    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => p.pub(sessionOf('r-0'), i, { topic: 't/r', body: new Uint8Array([i]), mid: 1000 + i })));
-    assert.ok(answers.every((a) => a.stored));
-    await p.stop();
-    planes.splice(planes.indexOf(p), 1);
+    const g = await gateway(stateDir);
+    const p = await peripheral(g, 'r-0');
+    await tb.stop();
+    const seqs = await pubAll(p, 'r-0', 50);
+    await g.stop();
     const db = new Database(join(stateDir, QUEUE_FILE), { readonly: true });
     try {
       assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
@@ -131,32 +215,57 @@ describe('daemon/uplink data plane (SQLite queue, uploader over TLS)', function 
     } finally {
       db.close();
     }
-    await backend.start();
-    const again = plane(stateDir);
-    await until(() => again.stats().queue.records === 0, 'queue drained after restart');
-    const mine = [...backend.records.values()].filter((r) => r.dev === 'r-0');
-    assert.deepEqual(mine.map((r) => r.mid).sort((a, b) => (a ?? 0) - (b ?? 0)), Array.from({ length: 50 }, (_, i) => 1000 + i));
+    await tb.start();
+    const again = await gateway(stateDir, { transport: false });
+    await until(() => again.plane.stats().queue.records === 0, 'queue drained after restart');
+    assert.deepEqual(await storedSeqs('r-0'), seqs);
   });
 
   it('answers busy with a retry when the queue is full, and takes pubs again once it drained and retry passed', async () => {
-    await backend.stop();
-    const p = plane(join(dir, 'full'), 65_536);
+    const g = await gateway(join(dir, 'full'), { maxBytes: 65_536 });
+    await peripheral(g, 'f-0');
+    const s = await liveSession(g, 'f-0');
+    await tb.stop();
     const body = new Uint8Array(1000);
     const answers = [];
-    for (let i = 0; i < 80; i++) answers.push(await p.pub(sessionOf('f-0'), i, { topic: 't/f', body }));
+    for (let i = 0; i < 80; i++) answers.push(await g.plane.pub(s, i, { topic: 'devices/f-0/t', body }));
     const stored = answers.filter((a) => a.stored).length;
     const busy = answers.filter((a) => !a.stored);
     assert.ok(stored > 0 && stored < 80, `some stored (${stored}), then busy`);
     assert.ok(busy.every((a) => !a.stored && a.retry === 5), 'busy carries retry');
     assert.ok(answers.slice(stored).every((a) => !a.stored), 'once full, everything after is busy');
-    assert.equal(p.stats().queue.busy, 80 - stored);
-    await backend.start();
-    await until(() => p.stats().queue.records === 0, 'drained');
+    assert.equal(g.plane.stats().queue.busy, 80 - stored);
+    await tb.start();
+    await until(() => g.plane.stats().queue.records === 0, 'drained');
     // Until retry has passed, still busy (protocol-v2: every pub … until retry has passed).
-    assert.equal((await p.pub(sessionOf('f-0'), 100, { topic: 't/f', body })).stored, false);
+    assert.equal((await g.plane.pub(s, 100, { topic: 'devices/f-0/t', body })).stored, false);
     skewMs = 6000;
-    assert.equal((await p.pub(sessionOf('f-0'), 101, { topic: 't/f', body })).stored, true);
-    await until(() => p.stats().queue.records === 0, 'drained again');
-    assert.equal([...backend.records.values()].filter((r) => r.dev === 'f-0').length, stored + 1, 'exactly what was stored reached the backend');
+    assert.equal((await g.plane.pub(s, 101, { topic: 'devices/f-0/t', body })).stored, true);
+    await until(() => g.plane.stats().queue.records === 0, 'drained again');
+    assert.deepEqual(await storedSeqs('f-0'), [...Array.from({ length: stored }, (_, i) => i), 101], 'exactly what was stored reached the backend');
+  });
+
+  it('drops the records the backend refuses (403 not-granted names them), counts them, and stores the rest of the batch', async () => {
+    const g = await gateway(join(dir, 'refused'));
+    await peripheral(g, 'n-0');
+    const s = await liveSession(g, 'n-0');
+    await tb.stop();
+    const body = new Uint8Array([1, 2, 3]);
+    for (let i = 0; i < 10; i++) assert.ok((await g.plane.pub(s, i, { topic: 'devices/n-0/t', body })).stored);
+    // A device never verified here, and a topic outside n-0's policy, in the middle of the batch.
+    const now = clock.now();
+    assert.ok((await g.plane.queue.offerPub({ dev: 'stranger', sid: new Uint8Array(8), seq: 0, topic: 'devices/stranger/t', body, receivedAt: now })).stored);
+    assert.ok((await g.plane.queue.offerPub({ dev: 'n-0', sid: s.sid, seq: 50, topic: 'elsewhere/t', body, receivedAt: now })).stored);
+    for (let i = 10; i < 20; i++) assert.ok((await g.plane.pub(s, i, { topic: 'devices/n-0/t', body })).stored);
+    const requestsBefore = g.plane.stats().uploader.requests;
+    await tb.start();
+    await until(() => g.plane.stats().queue.records === 0, 'drained');
+    const st = g.plane.stats().uploader;
+    assert.equal(st.refused, 2, 'the two refused records counted');
+    assert.equal(st.uploaded, 20);
+    // The refusal names the records: one refused request and one resend, not one request per record.
+    assert.ok(st.requests - requestsBefore <= 4, `${st.requests - requestsBefore} requests after the outage`);
+    assert.deepEqual(await storedSeqs('n-0'), Array.from({ length: 20 }, (_, i) => i), 'the rest stored, the refused topic not');
+    assert.deepEqual(await storedSeqs('stranger'), []);
   });
 });

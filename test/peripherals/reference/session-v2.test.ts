@@ -141,6 +141,17 @@ describe('reference peripheral v2 session', () => {
     assert.ok(refused.status === 'refused' && refused.cid === 6 && refused.code === 'GH_COMMAND_UNKNOWN_KID');
   });
 
+  it('a msg is never a command: a msg frame carrying a backend-signed command is delivered as a message, not acted on nor answered', async () => {
+    const store = new MemoryCommandStore();
+    const { p } = peripheral({ commandStore: store });
+    const g = await established(p);
+    const cmd = await signCommand({ type: 'command', version: 2, dev, hh: g.hh, cid: 7, topic: `devices/${dev}/cmd/x`, body: Uint8Array.of(1), iat, exp: iat + 60 }, backend);
+    const ev = kind(await g.s.open(downFrame(g, { type: 'msg', topic: `devices/${dev}/cmd/x`, body: cmd })), 'msg');
+    assert.deepEqual(ev.body, cmd);
+    assert.equal(await store.load(), undefined, 'nothing recorded as a command');
+    assert.deepEqual(g.s.unsettled, [], 'no ack sealed');
+  });
+
   it('16 dropped frames end the session with bye malformed; a denied frame is not a drop', async () => {
     const { p } = peripheral();
     const g = await established(p);

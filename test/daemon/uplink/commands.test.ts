@@ -1,0 +1,237 @@
+/**
+ * Commands end to end (protocol-v2 "Commands") with the real parts: the reference backend over
+ * HTTPS signs and queues them (`RunningBackend.issueCommand`), the gateway's command relay long
+ * polls, holds and relays them as `cmd` frames over MQTT, the reference v2 peripheral checks and
+ * answers them, and the ack goes back through the durable queue and the uploader to the backend.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BackendClient } from '../../../daemon/backend-client/client.js';
+import { BackendHttp, createBackendDispatcher } from '../../../daemon/backend-client/dispatcher.js';
+import { SessionManager } from '../../../daemon/backend-client/session.js';
+import type { GatewaySessionV2 } from '../../../daemon/sessions/session.js';
+import type { SessionTable } from '../../../daemon/sessions/table.js';
+import { DataPlane } from '../../../daemon/uplink/data-plane.js';
+import { systemClock, type TimerClock } from '../../../common/clock.js';
+import type { Ed25519Signer } from '../../../protocol/index.js';
+import { signCommand } from '../../../protocol/v2/index.js';
+import { MemoryCommandStore } from '../../../peripherals/reference/command-store.js';
+import { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
+import { ReferencePeripheralV2, type SessionEvent } from '../../../peripherals/reference/session-v2.js';
+import { startTestBackend, type TestBackend, type TestGateway } from '../../../testkit/backend.js';
+import { ShiftedClock } from '../../../testkit/backend-env.js';
+import { BACKEND_CLIENT_DEFAULTS } from '../../../testkit/component-defaults.js';
+import { startHarness, type Harness } from '../transports/mqtt/harness.js';
+
+const GW = 'gw-cmd';
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('daemon/uplink commands end to end (reference backend, command relay, reference v2 peripheral)', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let tb: TestBackend;
+  let gwKey: TestGateway;
+  let http: BackendHttp;
+  let closeAgent: () => Promise<void>;
+  let sessions: SessionManager;
+  let client: BackendClient;
+  let plane: DataPlane;
+  let h: Harness;
+  const tables: SessionTable[] = [];
+  const devices = new Map<string, Ed25519Signer>();
+  /** Each device's command store: it outlives the device's connections, as a file would. */
+  const stores = new Map<string, MemoryCommandStore>();
+  const peripherals: MqttReferencePeripheralV2[] = [];
+  /** The backend's and the gateway's clocks move together (expiry without waiting). */
+  const backendClock = new ShiftedClock();
+  const clock: TimerClock = { now: () => backendClock.now(), setTimeout: systemClock.setTimeout, clearTimeout: systemClock.clearTimeout };
+  const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
+
+  async function connect(dev: string): Promise<MqttReferencePeripheralV2> {
+    const signer = devices.get(dev) as Ed25519Signer;
+    let store = stores.get(dev);
+    if (store === undefined) stores.set(dev, (store = new MemoryCommandStore()));
+    const session = new ReferencePeripheralV2({ dev, signer, devicePublicKey: signer.publicKeyRaw, backendKeys: backendKeys(), commandStore: store });
+    const p = new MqttReferencePeripheralV2({ url: h.url, peripheral: session, timeoutMs: 15_000 });
+    peripherals.push(p);
+    await p.connect();
+    const r = await p.authenticate();
+    assert.equal(r.kind, 'established', r.kind === 'established' ? '' : JSON.stringify(r));
+    return p;
+  }
+
+  async function disconnect(p: MqttReferencePeripheralV2, dev: string): Promise<void> {
+    await p.close();
+    peripherals.splice(peripherals.indexOf(p), 1);
+    await until(() => tables.every((t) => t.byDevice(dev) === undefined), `${dev}'s session gone at the gateway`);
+  }
+
+  async function liveSession(dev: string): Promise<GatewaySessionV2> {
+    const find = (): GatewaySessionV2 | undefined => tables.map((t) => t.byDevice(dev)).find((x) => x !== undefined);
+    await until(() => find() !== undefined, `a live session of ${dev}`, 10_000);
+    return find() as GatewaySessionV2;
+  }
+
+  /** The next command-related event at the peripheral (receipts skipped). */
+  async function nextCommandEvent(p: MqttReferencePeripheralV2): Promise<Extract<SessionEvent, { kind: 'command' | 'command-answered' }>> {
+    for (;;) {
+      const e = await p.nextEvent();
+      if (e.kind === 'command' || e.kind === 'command-answered') return e;
+      assert.ok(e.kind === 'receipt', `unexpected ${e.kind}`);
+    }
+  }
+
+  const commandOf = async (dev: string, cid: number) => (await tb.backend.store.listCommands(dev)).find((c) => c.cid === cid);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'gh-commands-'));
+    tb = await startTestBackend({ clock: backendClock });
+    gwKey = await tb.addGateway(GW);
+    for (const dev of ['c-off', 'c-exp', 'c-anchor', 'c-forge']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
+    const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 1000 });
+    closeAgent = () => agent.close();
+    http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
+    sessions = new SessionManager({ gw: GW, http, tpmSigner: gwKey.tpm, backendKeys: backendKeys(), stateDir: join(dir, 'session'), clock });
+    assert.equal(await sessions.start(), true, 'gateway session obtained');
+    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'session'), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0, clock });
+    await client.start();
+    const stateDir = join(dir, 'state');
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    plane = new DataPlane({
+      gw: GW,
+      stateDir,
+      http,
+      session: sessions,
+      backendKeys: backendKeys(),
+      breaker: { failureThreshold: 3, openMs: 200 },
+      requestTimeoutMs: 5000,
+      retryBaseMs: 20,
+      retryMaxMs: 200,
+      queue: { maxBytes: 64 * 1024 * 1024, maxAgeSec: 604_800, busyRetrySec: 5 },
+      commands: { waitSec: 1, maxPerDevice: 4, resendMs: 30_000 },
+      publishLocal: false,
+      clock,
+    });
+    plane.start();
+    const dataPlane = {
+      publishLocal: false,
+      pub: plane.pub.bind(plane),
+      ack: plane.ack.bind(plane),
+      attach: (t: SessionTable): void => {
+        tables.push(t);
+        plane.attach(t);
+      },
+    };
+    h = await startHarness(client, sessions, { gw: GW, transport: { dataPlane } });
+  });
+
+  afterEach(async () => {
+    await Promise.all(peripherals.splice(0).map((p) => p.close()));
+  });
+
+  after(async () => {
+    await h?.stop();
+    await plane?.stop();
+    await client?.stop();
+    sessions?.stop();
+    await closeAgent?.();
+    await tb?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a command issued while its device is offline is delivered when it reconnects, and its ack closes it at the backend (done)', async () => {
+    const first = await connect('c-off');
+    await disconnect(first, 'c-off');
+    const issued = await tb.backend.issueCommand({ dev: 'c-off', topic: 'devices/c-off/cmd/reboot', body: new TextEncoder().encode('now') });
+    assert.equal((await commandOf('c-off', issued.cid))?.status, undefined, 'open while the device is away');
+    const p = await connect('c-off');
+    const ev = await nextCommandEvent(p);
+    assert.equal(ev.kind, 'command');
+    assert.ok(ev.kind === 'command');
+    assert.equal(ev.command.cid, issued.cid);
+    assert.equal(ev.command.topic, 'devices/c-off/cmd/reboot');
+    assert.deepEqual(Buffer.from(ev.command.body).toString(), 'now');
+    await p.send(await ev.answer('done'));
+    await until(async () => (await commandOf('c-off', issued.cid))?.status === 'done', 'the ack reached the backend: done');
+    assert.equal((await commandOf('c-off', issued.cid))?.ackedBy, GW);
+    assert.ok(plane.stats().commands.acked >= 1);
+    assert.ok(plane.stats().uploader.acksUploaded >= 1);
+
+    // Replayed (same cid, the backend's bytes) on the live session: answered with the stored status, not run again.
+    const replay = (await commandOf('c-off', issued.cid))?.command as Uint8Array;
+    assert.equal(await (await liveSession('c-off')).sendCommand(replay), true);
+    const again = await nextCommandEvent(p);
+    assert.ok(again.kind === 'command-answered', again.kind);
+    assert.equal(again.cid, issued.cid);
+    assert.equal(again.status, 'done');
+    const acksBefore = plane.stats().uploader.acksUploaded;
+    await p.send(again.ack);
+    await until(() => plane.stats().uploader.acksUploaded > acksBefore && plane.stats().queue.acks === 0, 'the repeated ack uploaded');
+    assert.equal((await commandOf('c-off', issued.cid))?.status, 'done', 'still done');
+  });
+
+  it('a command that expired before its device came back is never delivered (the next one is)', async () => {
+    // An anchor device keeps a session live, so the gateway polls and holds c-exp's command.
+    await connect('c-anchor');
+    const first = await connect('c-exp');
+    await disconnect(first, 'c-exp');
+    const received = plane.stats().commands.received;
+    const expiredBefore = plane.stats().commands.expired;
+    const old = await tb.backend.issueCommand({ dev: 'c-exp', topic: 'devices/c-exp/cmd/a', body: Uint8Array.of(1), ttlSeconds: 60 });
+    await until(() => plane.stats().commands.received > received, 'the gateway holds the command');
+    backendClock.offsetMs += 120_000;
+    try {
+      const p = await connect('c-exp');
+      await until(() => plane.stats().commands.expired > expiredBefore, 'the held command dropped as expired');
+      const next = await tb.backend.issueCommand({ dev: 'c-exp', topic: 'devices/c-exp/cmd/b', body: Uint8Array.of(2) });
+      const ev = await nextCommandEvent(p);
+      assert.ok(ev.kind === 'command', ev.kind);
+      assert.equal(ev.command.cid, next.cid, 'the first command the device sees is the one issued after the expiry');
+      assert.notEqual(next.cid, old.cid);
+      await p.send(await ev.answer('done'));
+      await until(async () => (await commandOf('c-exp', next.cid))?.status === 'done', 'next acked');
+      const stale = await commandOf('c-exp', old.cid);
+      assert.equal(stale?.status, undefined, 'the expired command was never acknowledged');
+    } finally {
+      backendClock.offsetMs -= 120_000;
+    }
+  });
+
+  it('a cmd frame carrying a gateway-signed or a device-signed command is refused by the peripheral; the refused ack does not close a command', async () => {
+    const p = await connect('c-forge');
+    const s = await liveSession('c-forge');
+    const open = await tb.backend.issueCommand({ dev: 'c-forge', topic: 'devices/c-forge/cmd/x', body: Uint8Array.of(9) });
+    // The real one arrives first: hold its answer, so it stays open at the backend meanwhile.
+    const real = await nextCommandEvent(p);
+    assert.ok(real.kind === 'command' && real.command.cid === open.cid);
+    const now = Math.floor(backendClock.now() / 1000);
+    const m = { type: 'command' as const, version: 2 as const, dev: 'c-forge', hh: s.hh, cid: open.cid, topic: 'devices/c-forge/cmd/x', body: Uint8Array.of(6), iat: now, exp: now + 600 };
+    const gatewaySession = sessions.current();
+    assert.ok(gatewaySession !== undefined);
+    for (const [who, signer] of [
+      ['gateway', gatewaySession.signer],
+      ['device', devices.get('c-forge') as Ed25519Signer],
+    ] as const) {
+      assert.equal(await s.sendCommand(await signCommand(m, signer)), true);
+      const ev = await nextCommandEvent(p);
+      assert.ok(ev.kind === 'command-answered', `${who}-signed: ${ev.kind}`);
+      assert.equal(ev.status, 'refused', `${who}-signed command refused`);
+      assert.equal(ev.cid, open.cid);
+      await p.send(ev.ack);
+    }
+    await until(async () => (await commandOf('c-forge', open.cid))?.refusedCount === 2, 'both refused acks at the backend');
+    assert.equal((await commandOf('c-forge', open.cid))?.status, undefined, 'refused acks do not close the command');
+    await p.send(await real.answer('done'));
+    await until(async () => (await commandOf('c-forge', open.cid))?.status === 'done', 'the real ack closes it');
+  });
+});
