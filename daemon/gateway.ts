@@ -21,6 +21,7 @@ import { logError, silentLogger } from '../common/log/logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
+import { registerRevocationMetrics } from './status/revocation-metrics.js';
 import { StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
 import { GatewayStatus } from './gateway-status.js';
@@ -262,6 +263,7 @@ export class Gateway {
         credentialNotAfter: () => (session.stats().notAfter > 0 ? session.stats().notAfter : undefined),
         sessions: () => mqtt.stats().sessionCounters,
       });
+      registerRevocationMetrics(this.metrics.registry, () => client.stats());
       this.#statusTimer = setInterval(() => this.#notifier.status(status.line()), 5000);
       this.#statusTimer.unref();
       this.#log.info('gateway running', { gw, mqtt: mqtt.addresses(), ble: cfg.ble.enabled, keyStore: keyStore.kind });

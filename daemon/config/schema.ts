@@ -121,6 +121,14 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       max: 604800,
     }),
     revocationPollSec: int({ description: 'Interval of `GET /v1/gateways/{gw}/revocations`.', default: 30, min: 1, max: 3600 }),
+    revocations: section('Revocation feed', {
+      maxFailedPolls: int({
+        description: 'Revocation polls failed in a row after which offline welcomes are refused (backend-unavailable) until a poll succeeds: a backend blocked for longer cannot hide a revocation behind a cached lease.',
+        default: 3,
+        min: 1,
+        max: 1000,
+      }),
+    }),
     leaseCache: section('Leases cached for offline decisions', {
       enabled: bool({ description: 'Allow offline welcomes under cached leases.', default: true }),
       maxEntries: int({ description: 'Leases kept; the oldest are dropped beyond it.', default: 10000, min: 1, max: 1000000 }),
