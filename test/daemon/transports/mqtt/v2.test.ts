@@ -314,7 +314,10 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     // A v2 challenge-request on the v1 topic, and a v1 one on the v2 topic.
     let got = nextMessage(c, `gatehouse/v1/${dev}/down`);
     await c.publishAsync(`gatehouse/v1/${dev}/up`, Buffer.from(encodeChallengeRequestV2({ type: 'challenge-request', version: 2, dev })), { qos: 1 });
-    assert.equal(parseReject(new Uint8Array(await got)).message.reason, 'unsupported-version');
+    const r1 = parseReject(new Uint8Array(await got)).message;
+    assert.equal(r1.reason, 'unsupported-version');
+    assert.equal(r1.version, 1, 'a v1 reject on the v1 topic');
+    assert.equal(r1.dev, dev);
     got = nextMessage(c, down);
     await c.publishAsync(up, Buffer.from(encodeChallengeRequest({ type: 'challenge-request', version: 1, dev })), { qos: 1 });
     const r2 = parseRejectV2(new Uint8Array(await got)).message;
