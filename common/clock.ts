@@ -51,3 +51,30 @@ export function backoffMs(attempt: number, baseMs: number, maxMs: number, random
   const d = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
   return Math.round(d / 2 + random() * (d / 2));
 }
+
+/** A timer that may be longer than {@link MAX_TIMER_MS}: armed in steps on `clock`. */
+export interface LongTimer {
+  cancel(): void;
+}
+
+/** Calls `fn` after `ms` on `clock`, chaining timers for waits beyond what one timer accepts. */
+export function longTimeout(clock: Pick<TimerClock, 'setTimeout' | 'clearTimeout'>, fn: () => void, ms: number): LongTimer {
+  let handle: TimerHandle | undefined;
+  let left = Math.max(0, ms);
+  const arm = (): void => {
+    const step = Math.min(left, MAX_TIMER_MS);
+    left -= step;
+    handle = clock.setTimeout(() => {
+      handle = undefined;
+      if (left > 0) arm();
+      else fn();
+    }, step);
+  };
+  arm();
+  return {
+    cancel: () => {
+      if (handle !== undefined) clock.clearTimeout(handle);
+      handle = undefined;
+    },
+  };
+}

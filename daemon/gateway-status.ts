@@ -116,13 +116,14 @@ export class GatewayStatus implements StatusSource {
         startedAt: this.#startedAt,
         uptimeSec: Math.floor((now - this.#startedAt) / 1000),
       },
-      state: state === 'stopping' ? 'stopping' : state !== 'running' ? 'starting' : session.notAfter > 0 && client.circuit === 'closed' ? 'running' : 'degraded',
+      state: state === 'stopping' ? 'stopping' : state !== 'running' ? 'starting' : session.notAfter > 0 && client.circuit === 'closed' && !client.revocationsStale ? 'running' : 'degraded',
       session: session.notAfter > 0 ? { held: true, notAfter: session.notAfter } : { held: false },
       backend: {
         state: client.circuit === 'closed' ? (client.requests > 0 ? 'online' : 'unknown') : 'offline',
         circuit: client.circuit,
         queued: client.queued,
         inFlight: client.inFlight,
+        revocations: { stale: client.revocationsStale, failedPollsInARow: client.revocationFailedInARow, offlineWelcomes: client.revocationsStale ? 'refused' : 'allowed' },
       },
       tpm: { kind: this.#o.keyStore.kind, ready: true },
       transports: {

@@ -16,12 +16,13 @@ import { monotonicClock, systemClock, type Clock, type TimerClock } from '../com
 import { BackendHttp, createBackendDispatcher } from './backend-client/dispatcher.js';
 import { SessionManager } from './backend-client/session.js';
 import { DataPlane } from './uplink/data-plane.js';
-import type { GatehouseConfig } from './config/schema.js';
+import { CONFIG_SCHEMA, type GatehouseConfig } from './config/schema.js';
 import { logError, silentLogger } from '../common/log/logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
-import { StatusServer } from './status/server.js';
+import { registerRevocationMetrics } from './status/revocation-metrics.js';
+import { missingGroupLevel, StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
 import { GatewayStatus, uplinkStatus } from './gateway-status.js';
 import { CodedError } from '../common/errors.js';
@@ -251,7 +252,13 @@ export class Gateway {
       this.#giveUpIfStopRequested();
 
       // 5. The status socket, last: it reports on everything above.
-      const server = new StatusServer({ socketPath: cfg.status.socketPath, source: status, group: cfg.status.group, logger: this.#log.child({ area: 'status' }) });
+      const server = new StatusServer({
+        socketPath: cfg.status.socketPath,
+        source: status,
+        group: cfg.status.group,
+        missingGroup: missingGroupLevel(cfg.status.group, CONFIG_SCHEMA.fields.status.fields.group.default, process.env),
+        logger: this.#log.child({ area: 'status' }),
+      });
       await server.start();
       this.#stoppers.push({ name: 'status socket', stop: () => server.stop() });
       this.#giveUpIfStopRequested();
@@ -269,6 +276,7 @@ export class Gateway {
           return d === undefined ? undefined : uplinkStatus(d);
         },
       });
+      registerRevocationMetrics(this.metrics.registry, () => client.stats());
       this.#statusTimer = setInterval(() => this.#notifier.status(status.line()), 5000);
       this.#statusTimer.unref();
       this.#log.info('gateway running', { gw, mqtt: mqtt.addresses(), ble: cfg.ble.enabled, keyStore: keyStore.kind });

@@ -9,7 +9,8 @@
  *   deadline; a circuit breaker stops hammering a dead backend.
  * - protocol-v1 "Offline": when the backend cannot be reached the hello is verified locally
  *   under the dpk of an unexpired lease issued to this gateway; otherwise `backend-unavailable`.
- * - Revocations are polled; revoked devices lose their leases and listeners are told.
+ * - Revocations are polled; revoked devices lose their leases and listeners are told. After
+ *   `maxFailedRevocationPolls` failed polls in a row no offline welcome is given until one succeeds.
  * Every verify() call gets exactly one answer; it never throws.
  */
 import type { Logger } from 'winston';
@@ -46,6 +47,8 @@ export interface BackendClientStats {
   retries: number;
   offlineWelcomes: number;
   offlineRejects: number;
+  /** Offline welcomes refused (backend-unavailable) because revocation polls kept failing. */
+  offlineRefusedStale: number;
   unavailable: number;
   errors: Record<BackendErrorKind | 'lease', number>;
   circuit: CircuitState;
@@ -59,6 +62,11 @@ export interface BackendClientStats {
   revocationPolls: number;
   revokedDevices: number;
   revocationCursor: number;
+  /** Revocation polls failed, all and in a row now. */
+  revocationFailedPolls: number;
+  revocationFailedInARow: number;
+  /** True after `maxFailedRevocationPolls` failed polls in a row: offline welcomes are refused. */
+  revocationsStale: boolean;
   /** TPM signatures, when the session provider reports them. */
   tpmSignatures: number;
 }
@@ -83,7 +91,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   readonly #feed: RevocationFeed;
   readonly #c = {
     requests: 0, batches: 0, hellos: 0, verdictsOk: 0, verdictsRejected: 0, busy: 0, retries: 0,
-    offlineWelcomes: 0, offlineRejects: 0, unavailable: 0,
+    offlineWelcomes: 0, offlineRejects: 0, unavailable: 0, offlineRefusedStale: 0,
   };
   readonly #errors = ZERO_ERRORS();
   #stopped = false;
@@ -135,6 +143,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       clock: this.#clock,
       logger: this.#log,
       pollMs: options.revocationPollMs,
+      maxFailedPolls: options.maxFailedRevocationPolls,
       get: (path, parse) => this.#sessionGet(path, parse),
     });
   }
@@ -174,6 +183,9 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       revocationPolls: this.#feed.counters.polls,
       revokedDevices: this.#feed.counters.revokedDevices,
       revocationCursor: this.#feed.position,
+      revocationFailedPolls: this.#feed.counters.failedPolls,
+      revocationFailedInARow: this.#feed.counters.failedInARow,
+      revocationsStale: this.#feed.stale,
       tpmSignatures: tpm,
     };
   }
@@ -353,6 +365,13 @@ export class BackendClient implements HelloVerifier, RevocationSource {
         this.#log.warn('offline decision: hello does not verify under the leased key', { dev: v.dev, cause, offline: true });
         return this.#reject('bad-signature');
       case 'welcome':
+        if (this.#feed.stale) {
+          // Revocation polls keep failing (an attacker who blocks the backend blocks them too):
+          // the cached lease may belong to a device revoked since, so it vouches for nothing.
+          this.#c.offlineRefusedStale += 1;
+          this.#log.warn('offline welcome refused: revocation polls failing', { dev: v.dev, cause, failedInARow: this.#feed.counters.failedInARow });
+          return this.#unavailable();
+        }
         this.#c.offlineWelcomes += 1;
         this.#log.warn('offline decision: welcomed under a cached lease', { dev: v.dev, cause, leaseExp: v.lease.exp, offline: true });
         return { ok: true, dev: v.dev, lease: v.lease, leaseBytes: v.leaseBytes, offline: true };

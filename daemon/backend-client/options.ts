@@ -28,6 +28,8 @@ export interface BackendClientSettings {
   breaker: BreakerSettings;
   /** Revocation poll period (a revoked device is closed within two). 0 disables. */
   revocationPollMs: number;
+  /** Revocation polls failed in a row after which offline welcomes are refused, until one succeeds. */
+  maxFailedRevocationPolls: number;
   /** Leases kept for the offline rule (0: none). */
   maxLeases: number;
 }

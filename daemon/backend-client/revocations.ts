@@ -2,6 +2,11 @@
  * protocol-v1 revocation feed (`GET /v1/gateways/{gw}/revocations?since=N`): polled every
  * `pollMs`; revoked devices lose their cached leases and listeners (the pipeline) are told, so
  * their sessions close. The cursor is persisted in `revocations.json`.
+ *
+ * After `maxFailedPolls` polls in a row that could not be made or failed, the feed is *stale*:
+ * the gateway no longer hears of revocations, so the backend client refuses offline welcomes
+ * until a poll succeeds again (docs/backend-client.md "Revocation polls blocked"). Logged once
+ * at warn when entering, once at info when recovering.
  */
 import { join } from 'node:path';
 import type { Logger } from 'winston';
@@ -24,6 +29,8 @@ export interface RevocationFeedOptions {
   logger: Logger;
   /** Poll period; 0 disables the timer (polls then only on demand). */
   pollMs: number;
+  /** Failed polls in a row after which the feed is stale (config `backend.revocations.maxFailedPolls`). */
+  maxFailedPolls: number;
   /**
    * A session-signed GET whose 200 JSON body goes through `parse`; throws on any failure (the
    * caller counts errors and feeds the breaker); undefined when no request could be made.
@@ -37,8 +44,10 @@ export class RevocationFeed {
   #running = false;
   #burst = 0;
   readonly #listeners = new Set<(devices: string[]) => void>();
-  /** Polls answered, devices named. */
-  readonly counters = { polls: 0, revokedDevices: 0 };
+  /** Polls answered, devices named, polls failed (all, and in a row now), times the feed went stale. */
+  readonly counters = { polls: 0, revokedDevices: 0, failedPolls: 0, failedInARow: 0, staleEntered: 0 };
+  /** Clock time (ms) the feed went stale; undefined while it is not. */
+  #staleSince: number | undefined;
 
   readonly #o: RevocationFeedOptions;
 
@@ -48,6 +57,40 @@ export class RevocationFeed {
 
   get position(): number {
     return this.#cursor;
+  }
+
+  /** True after `maxFailedPolls` failed polls in a row, until one succeeds. */
+  get stale(): boolean {
+    return this.#staleSince !== undefined;
+  }
+
+  /** Clock time (ms) the feed went stale, undefined while it is not. */
+  get staleSince(): number | undefined {
+    return this.#staleSince;
+  }
+
+  #failed(why: string): void {
+    this.counters.failedPolls += 1;
+    this.counters.failedInARow += 1;
+    if (this.#staleSince !== undefined || this.counters.failedInARow < this.#o.maxFailedPolls) return;
+    this.#staleSince = this.#o.clock.now();
+    this.counters.staleEntered += 1;
+    this.#o.logger.warn('revocation polls failing: offline welcomes refused until a poll succeeds', {
+      failedInARow: this.counters.failedInARow,
+      maxFailedPolls: this.#o.maxFailedPolls,
+      why,
+    });
+  }
+
+  #succeeded(): void {
+    if (this.#staleSince !== undefined) {
+      this.#o.logger.info('revocation polls succeed again: offline welcomes allowed', {
+        failedInARow: this.counters.failedInARow,
+        staleForMs: Math.max(0, this.#o.clock.now() - this.#staleSince),
+      });
+    }
+    this.#staleSince = undefined;
+    this.counters.failedInARow = 0;
   }
 
   get #file(): string {
@@ -101,12 +144,18 @@ export class RevocationFeed {
     let answer: { cursor: number; devices: string[] } | undefined;
     try {
       answer = await this.#o.get(`/v1/gateways/${encodeURIComponent(this.#o.gw)}/revocations?since=${this.#cursor}`, parseRevocations);
-      if (answer === undefined) return undefined;
+      if (answer === undefined) {
+        // No session key, or the circuit is open: the feed is not heard either way.
+        this.#failed('no request could be made');
+        return undefined;
+      }
     } catch (err) {
       this.#o.logger.warn('revocation poll failed', { error: (err as Error).message, code: (err as { code?: string }).code });
+      this.#failed((err as Error).message);
       return undefined;
     }
     this.counters.polls += 1;
+    this.#succeeded();
     let leasesOnDisk = true;
     if (answer.devices.length > 0) {
       const held = this.#o.leases.revoke(answer.devices);

@@ -121,6 +121,14 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       max: 604800,
     }),
     revocationPollSec: int({ description: 'Interval of `GET /v1/gateways/{gw}/revocations`.', default: 30, min: 1, max: 3600 }),
+    revocations: section('Revocation feed', {
+      maxFailedPolls: int({
+        description: 'Revocation polls failed in a row after which offline welcomes are refused (backend-unavailable) until a poll succeeds: a backend blocked for longer cannot hide a revocation behind a cached lease.',
+        default: 3,
+        min: 1,
+        max: 1000,
+      }),
+    }),
     leaseCache: section('Leases cached for offline decisions', {
       enabled: bool({ description: 'Allow offline welcomes under cached leases.', default: true }),
       maxEntries: int({ description: 'Leases kept; the oldest are dropped beyond it.', default: 10000, min: 1, max: 1000000 }),
@@ -192,7 +200,7 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       description: 'Protocol versions answered. A message of a version not listed is answered with a reject `unsupported-version` (protocol-v2 "Negotiation").',
       default: [1, 2],
     }),
-    maxSessionAgeSec: int({ description: 'Longest v2 session (`life` in the welcome is at most this, the grant\'s `life` and the lease\'s remaining time).', default: 86400, min: 60, max: 31536000 }),
+    maxSessionAgeSec: int({ description: 'Longest session: a v2 welcome\'s `life` is at most this, the grant\'s `life` and the lease\'s remaining time; a v1 MQTT connection is closed at this or its lease\'s `exp`, whichever comes first.', default: 86400, min: 60, max: 31536000 }),
     firstFrameTimeoutSec: int({ description: 'A v2 session with no frame that decrypts within this after the welcome ends (`bye idle`); protocol-v2: never below 60 s.', default: 60, min: 60, max: 3600 }),
   }),
   dataPlane: section('The v2 data plane: telemetry queued durably for the backend, commands relayed to devices', {

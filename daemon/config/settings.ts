@@ -20,6 +20,7 @@ export function backendClientSettings(cfg: GatehouseConfig): BackendClientSettin
     requestTimeoutMs: b.requestTimeoutMs,
     breaker: { failureThreshold: b.circuit.failureThreshold, openMs: b.circuit.openMs },
     revocationPollMs: b.revocationPollSec * 1000,
+    maxFailedRevocationPolls: b.revocations.maxFailedPolls,
     maxLeases: b.leaseCache.enabled ? b.leaseCache.maxEntries : 0,
   };
 }

@@ -73,7 +73,7 @@ export interface PipelineOptions {
   eventRingSize?: number;
   /** `retry` (seconds) sent with `busy` (default 5) and `backend-unavailable` (default 30). */
   retrySec?: { busy?: number; backendUnavailable?: number };
-  /** protocol-v2: the longest session a v2 welcome opens, seconds (default: config `protocol.maxSessionAgeSec`). */
+  /** The longest session a welcome opens, seconds: a v2 `life`, and how long a v1 MQTT welcome stands (default: config `protocol.maxSessionAgeSec`). */
   maxSessionAgeSec?: number;
 }
 
@@ -417,9 +417,11 @@ export class Pipeline implements AuthPipeline {
       { type: 'welcome', version: 1, dev, gw: this.#gw, hh, cred: session.credential },
       this.#signerOf(session),
     );
+    // A v1 welcome stands until the lease expires, and never longer than the longest session.
+    const lifeSeconds = Math.max(0, Math.min(this.#o.maxSessionAgeSec, result.lease.exp - Math.floor(this.#clock.now() / 1000)));
     this.#record(conn, started, { dev, outcome: 'welcome', offline: result.offline, leaseExp: result.lease.exp });
-    this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline });
-    return { reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline } };
+    this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline, life: lifeSeconds });
+    return { reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline, lifeSeconds } };
   }
 
   /** protocol-v2 "Welcome": the grant relayed unchanged, or the offline welcome; then the keys. */

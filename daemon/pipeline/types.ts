@@ -19,8 +19,12 @@ export interface IngressConnection {
 export interface HelloOutcome {
   /** The encoded welcome or reject to deliver to the peripheral. */
   reply: Uint8Array;
-  /** Set when the peripheral was welcomed. */
-  welcomed?: { dev: string; policy: Policy; offline: boolean };
+  /**
+   * Set when the peripheral was welcomed. `lifeSeconds` (v1): min(lease exp − now,
+   * protocol.maxSessionAgeSec), how long the welcome stands; a transport that keeps the link up
+   * closes it then (a v2 session carries its own `life`).
+   */
+  welcomed?: { dev: string; policy: Policy; offline: boolean; lifeSeconds?: number };
   /** Set when rejected. */
   rejected?: { dev?: string; reason: ReasonCode; retry?: number };
   /** protocol-v2: the keys of the session the welcome opens (the transport keeps them). */

@@ -11,6 +11,7 @@
  */
 import { FrameReceiver, FrameSender, type ByeReason, type FrameDropCode, type UpFramePayload } from '../../protocol/index.js';
 import type { SessionOpening, TransportKind } from '../pipeline/types.js';
+import { longTimeout, monotonicClock, type LongTimer, type TimerClock, type TimerHandle } from '../../common/clock.js';
 
 /** What the durable data plane answers for an offered frame. */
 export type DataPlaneAnswer = { stored: true } | { stored: false; retry: number };
@@ -48,6 +49,8 @@ export interface SessionHooks {
   dropped(session: GatewaySessionV2, code: FrameDropCode): void;
   /** Monotonic milliseconds. */
   now(): number;
+  /** Arms the life, first-frame and lost timers (default: real timers); tests inject a clock. */
+  timers?: Pick<TimerClock, 'setTimeout' | 'clearTimeout'>;
 }
 
 export interface SessionInfo {
@@ -83,9 +86,10 @@ export class GatewaySessionV2 {
   readonly #startedAt: number;
   #receiver: FrameReceiver | undefined;
   #sender: FrameSender | undefined;
-  #lifeTimer: NodeJS.Timeout | undefined;
-  #idleTimer: NodeJS.Timeout | undefined;
-  #lostTimer: NodeJS.Timeout | undefined;
+  readonly #timers: Pick<TimerClock, 'setTimeout' | 'clearTimeout'>;
+  #lifeTimer: LongTimer | undefined;
+  #idleTimer: TimerHandle | undefined;
+  #lostTimer: TimerHandle | undefined;
   #receiptScheduled = false;
   /** Highest seq the last receipt covered (-1: none yet). */
   #upto = -1;
@@ -118,8 +122,10 @@ export class GatewaySessionV2 {
     this.#startedAt = hooks.now();
     this.#receiver = new FrameReceiver({ key: opening.kUp, iv: opening.ivUp, sid: opening.sid }, 'p2g');
     this.#sender = new FrameSender({ key: opening.kDn, iv: opening.ivDn, sid: opening.sid });
-    this.#lifeTimer = setTimeout(() => void this.end('expired'), opening.lifeSeconds * 1000);
-    this.#idleTimer = setTimeout(() => void this.end('idle'), firstFrameTimeoutMs);
+    this.#timers = hooks.timers ?? monotonicClock;
+    // `life` may exceed what one timer accepts (protocol.maxSessionAgeSec goes up to a year).
+    this.#lifeTimer = longTimeout(this.#timers, () => void this.end('expired'), opening.lifeSeconds * 1000);
+    this.#idleTimer = this.#timers.setTimeout(() => void this.end('idle'), firstFrameTimeoutMs);
   }
 
   get ended(): boolean {
@@ -158,7 +164,7 @@ export class GatewaySessionV2 {
       return;
     }
     // A frame that decrypts proves the keys: the first-frame deadline is met.
-    clearTimeout(this.#idleTimer);
+    this.#clear(this.#idleTimer);
     this.#idleTimer = undefined;
     this.#framesIn += 1;
     this.#missingSince.delete(r.seq);
@@ -291,11 +297,11 @@ export class GatewaySessionV2 {
   }
 
   #armLostTimer(): void {
-    clearTimeout(this.#lostTimer);
+    this.#clear(this.#lostTimer);
     this.#lostTimer = undefined;
     if (this.#missingSince.size === 0 || this.#ended) return;
     const oldest = Math.min(...this.#missingSince.values());
-    this.#lostTimer = setTimeout(() => void this.#sendReceipt(), Math.max(0, oldest + LOST_AFTER_MS - this.#hooks.now()));
+    this.#lostTimer = this.#timers.setTimeout(() => void this.#sendReceipt(), Math.max(0, oldest + LOST_AFTER_MS - this.#hooks.now()));
   }
 
   async #send(p: Parameters<FrameSender['seal']>[0]): Promise<boolean> {
@@ -346,14 +352,18 @@ export class GatewaySessionV2 {
   #finish(reason: SessionEndReason): void {
     if (this.#ended) return;
     this.#ended = true;
-    clearTimeout(this.#lifeTimer);
-    clearTimeout(this.#idleTimer);
-    clearTimeout(this.#lostTimer);
+    this.#lifeTimer?.cancel();
+    this.#clear(this.#idleTimer);
+    this.#clear(this.#lostTimer);
     // Erase the keys: the receiver and sender hold the only references.
     this.#receiver = undefined;
     this.#sender = undefined;
     this.#pending.clear();
     this.#missingSince.clear();
     this.#hooks.ended(this, reason);
+  }
+
+  #clear(handle: TimerHandle | undefined): void {
+    if (handle !== undefined) this.#timers.clearTimeout(handle);
   }
 }

@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { FrameDropCode } from '../../protocol/index.js';
 import type { SessionOpening, TransportKind } from '../pipeline/types.js';
+import type { TimerClock } from '../../common/clock.js';
 import { GatewaySessionV2, type SessionEndReason, type SessionHooks, type SessionInfo } from './session.js';
 
 export interface SessionTableOptions {
@@ -13,6 +14,8 @@ export interface SessionTableOptions {
   firstFrameTimeoutMs: number;
   /** Monotonic milliseconds. */
   now(): number;
+  /** Arms the sessions' timers (default: real timers); tests inject a clock with `now`. */
+  timers?: Pick<TimerClock, 'setTimeout' | 'clearTimeout'>;
 }
 
 /** Counters since start. */
@@ -82,6 +85,7 @@ export class SessionTable extends EventEmitter<SessionTableEvents> {
       {
         ...hooks,
         now: () => this.#o.now(),
+        ...(this.#o.timers === undefined ? {} : { timers: this.#o.timers }),
         ended: (s, reason) => this.#ended(s, reason),
         dropped: (_s, code) => {
           this.#counters.drops[code] = (this.#counters.drops[code] ?? 0) + 1;

@@ -22,6 +22,12 @@ export interface StatusServerOptions {
   logger?: Logger;
   /** Resolve a group name to a gid (defaults to /etc/group). */
   resolveGroup?: (name: string) => Promise<number | undefined>;
+  /**
+   * How a group that does not exist is reported: `warn` (default) when the operator named it or
+   * the daemon runs under systemd (where sysusers creates it); `info` otherwise (a plain start
+   * from a shell with the default group, where it is expected). See {@link missingGroupLevel}.
+   */
+  missingGroup?: 'warn' | 'info';
   /** Whole-request timeout. */
   requestTimeoutMs?: number;
   /** Largest request head accepted (node:http maxHeaderSize). */
@@ -55,6 +61,17 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Whether a missing status group deserves a warning: yes when the config names a group other
+ * than the default (the operator asked for it) or the daemon runs under systemd (JOURNAL_STREAM or
+ * INVOCATION_ID set: the shipped sysusers file creates the default group, so its absence is a
+ * packaging fault). A plain start from a shell with the default group gets one info line.
+ */
+export function missingGroupLevel(group: string, defaultGroup: string | undefined, env: NodeJS.ProcessEnv): 'warn' | 'info' {
+  const underSystemd = (env.JOURNAL_STREAM ?? '') !== '' || (env.INVOCATION_ID ?? '') !== '';
+  return group !== defaultGroup || underSystemd ? 'warn' : 'info';
+}
+
 export class StatusServer {
   #server: Server | undefined;
   #ino: number | undefined;
@@ -68,6 +85,7 @@ export class StatusServer {
       source: options.source,
       group: options.group,
       resolveGroup: options.resolveGroup ?? ((n) => groupId(n)),
+      missingGroup: options.missingGroup ?? 'warn',
       requestTimeoutMs: options.requestTimeoutMs ?? 10000,
       maxHeaderBytes: options.maxHeaderBytes ?? 8192,
       maxEventsPerPage: options.maxEventsPerPage ?? 1000,
@@ -125,7 +143,8 @@ export class StatusServer {
     if (name === undefined) return;
     const gid = await this.#opts.resolveGroup(name);
     if (gid === undefined) {
-      this.#log.warn('status group does not exist; socket keeps its owner group', { group: name });
+      if (this.#opts.missingGroup === 'warn') this.#log.warn('status group does not exist; socket keeps its owner group', { group: name });
+      else this.#log.info('status group does not exist (default group, not under systemd); socket keeps its owner group', { group: name });
       return;
     }
     // Under the shipped unit the runtime directory is setgid gatehouse-status: nothing to do.

@@ -32,6 +32,11 @@ export interface StatusReport {
     inFlight: number;
     /** Unix milliseconds of the last successful call. */
     lastOkAt?: number;
+    /**
+     * The revocation feed: `stale` after `backend.revocations.maxFailedPolls` failed polls in a
+     * row, and then offline welcomes are `refused` until a poll succeeds.
+     */
+    revocations?: { stale: boolean; failedPollsInARow: number; offlineWelcomes: 'allowed' | 'refused' };
   };
   tpm: { kind: 'tpm' | 'software'; ready: boolean };
   transports: {

@@ -8,6 +8,7 @@ import type { Client } from 'aedes';
 import type { Logger } from 'winston';
 import type { Policy } from '../../../protocol/index.js';
 import { MqttConnection } from './connection.js';
+import { monotonicClock, type TimerClock } from '../../../common/clock.js';
 
 /** What the transport hears from the table (lifecycle events and the auth timeout). */
 export interface ConnectionTableEvents {
@@ -22,6 +23,8 @@ export interface ConnectionTableOptions {
   /** protocol-v1: a connection not welcomed within this is closed. */
   authTimeoutMs: number;
   events: ConnectionTableEvents;
+  /** Arms the auth and v1 session-age timers (default: monotonic, real timers). */
+  clock?: TimerClock;
 }
 
 /** Connections the table closed, by why. */
@@ -29,6 +32,8 @@ export interface ConnectionTableCounters {
   closedByAuthTimeout: number;
   closedSuperseded: number;
   closedRevoked: number;
+  /** v1 connections closed at min(lease exp, protocol.maxSessionAgeSec) after their welcome. */
+  closedExpired: number;
 }
 
 export class MqttConnectionTable {
@@ -39,14 +44,16 @@ export class MqttConnectionTable {
   readonly #welcomedByDev = new Map<string, MqttConnection>();
   /** Non-empty client ids of live connections: a second CONNECT with one is refused. */
   readonly #byClientId = new Map<string, MqttConnection>();
-  readonly #counters: ConnectionTableCounters = { closedByAuthTimeout: 0, closedSuperseded: 0, closedRevoked: 0 };
+  readonly #counters: ConnectionTableCounters = { closedByAuthTimeout: 0, closedSuperseded: 0, closedRevoked: 0, closedExpired: 0 };
   /** Connections given CONNACK 0: the slots that capacity and the unwelcomed bound count. */
   readonly #admitted = new Set<MqttConnection>();
   #admittedWelcomed = 0;
   #seq = 0;
+  readonly #clock: TimerClock;
 
   constructor(options: ConnectionTableOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? monotonicClock;
   }
 
   /** Open connections. */
@@ -80,7 +87,7 @@ export class MqttConnectionTable {
    */
   open(remote: string, stream: Duplex): MqttConnection {
     this.#seq += 1;
-    const conn = new MqttConnection(this.#seq, remote, stream);
+    const conn = new MqttConnection(this.#seq, remote, stream, this.#clock);
     this.#byId.set(conn.id, conn);
     conn.startAuthTimer(this.#o.authTimeoutMs, () => {
       if (conn.welcomed) return;
@@ -145,10 +152,25 @@ export class MqttConnectionTable {
    * connection: protocol-v1 "A later welcome of the same dev on another connection closes the
    * older one." Each welcome closes its predecessor, so at most one live welcomed connection
    * per dev is recorded: a map lookup instead of a scan of every connection (O(n²) in a storm).
+   *
+   * v1 with `lifeSeconds` (min(lease exp − now, protocol.maxSessionAgeSec), from the pipeline):
+   * the connection is closed when it runs out, so a v1 welcome lasts no longer than its lease.
+   * (A v2 session ends itself at its `life` with `bye expired`.)
    */
-  welcome(conn: MqttConnection, dev: string, policy: Policy, version: 1 | 2 = 1): void {
+  welcome(conn: MqttConnection, dev: string, policy: Policy, version: 1 | 2 = 1, lifeSeconds?: number): void {
     if (!conn.welcomed && this.#admitted.has(conn)) this.#admittedWelcomed += 1;
     conn.welcome(policy, version);
+    if (version === 1 && lifeSeconds !== undefined) {
+      const ms = Math.max(0, lifeSeconds) * 1000;
+      conn.startLifeTimer(ms, () => {
+        if (!this.isLive(conn)) return;
+        this.#counters.closedExpired += 1;
+        this.#o.log.info('connection closed: v1 session expired (lease exp or protocol.maxSessionAgeSec)', { conn: conn.id, dev, lifeSeconds });
+        this.close(conn);
+      });
+    } else {
+      conn.stopLifeTimer();
+    }
     this.#o.events.welcomed(conn, dev);
     const other = this.byDevice(dev);
     this.#welcomedByDev.set(dev, conn);
@@ -188,6 +210,7 @@ export class MqttConnectionTable {
     if (this.#byClientId.get(conn.clientId) === conn) this.#byClientId.delete(conn.clientId);
     if (conn.boundDev !== undefined && this.#welcomedByDev.get(conn.boundDev) === conn) this.#welcomedByDev.delete(conn.boundDev);
     conn.stopAuthTimer();
+    conn.stopLifeTimer();
     this.#o.events.closed(conn);
     return true;
   }
@@ -196,6 +219,7 @@ export class MqttConnectionTable {
   destroyAll(): void {
     for (const conn of this.#byId.values()) {
       conn.stopAuthTimer();
+      conn.stopLifeTimer();
       conn.stream.destroy();
     }
   }

@@ -1,12 +1,13 @@
 /**
  * One accepted MQTT connection as the transport tracks it: what CONNECT said, the device it is
- * bound to, its lease policy, its auth timer and its subscriptions. Every field is written here,
+ * bound to, its lease policy, its auth timer, its v1 session-age timer and its subscriptions. Every field is written here,
  * through the methods below: the connect hook fills in CONNECT, the ACL's verdicts bind it, the
  * connection table welcomes and closes it.
  */
 import type { Duplex } from 'node:stream';
 import type { Client } from 'aedes';
 import type { Policy } from '../../../protocol/index.js';
+import { longTimeout, monotonicClock, type LongTimer, type TimerClock, type TimerHandle } from '../../../common/clock.js';
 import type { IngressConnection } from '../../pipeline/types.js';
 import type { AclConnection } from './acl.js';
 
@@ -32,12 +33,16 @@ export class MqttConnection implements AclConnection {
   #version: 1 | 2 | undefined;
   #closing = false;
   #client: Client | undefined;
-  #authTimer: NodeJS.Timeout | undefined;
+  readonly #clock: TimerClock;
+  #authTimer: TimerHandle | undefined;
+  /** v1: closes the connection at min(lease exp, protocol.maxSessionAgeSec) after the welcome. */
+  #lifeTimer: LongTimer | undefined;
 
-  constructor(seq: number, remote: string, stream: Duplex) {
+  constructor(seq: number, remote: string, stream: Duplex, clock: TimerClock = monotonicClock) {
     this.id = `mqtt:${seq}`;
     this.ingress = { id: this.id, transport: 'mqtt', remote };
     this.stream = stream;
+    this.#clock = clock;
   }
 
   /** The client id from CONNECT; '' until then. */
@@ -111,12 +116,23 @@ export class MqttConnection implements AclConnection {
 
   /** Starts the auth timer (protocol-v1: a connection not welcomed in time is closed). */
   startAuthTimer(ms: number, onTimeout: () => void): void {
-    this.#authTimer = setTimeout(onTimeout, ms);
+    this.#authTimer = this.#clock.setTimeout(onTimeout, ms);
   }
 
   stopAuthTimer(): void {
-    clearTimeout(this.#authTimer);
+    if (this.#authTimer !== undefined) this.#clock.clearTimeout(this.#authTimer);
     this.#authTimer = undefined;
+  }
+
+  /** v1: the welcome's session ends after `ms` (a later welcome on this connection restarts it). */
+  startLifeTimer(ms: number, onExpiry: () => void): void {
+    this.stopLifeTimer();
+    this.#lifeTimer = longTimeout(this.#clock, onExpiry, ms);
+  }
+
+  stopLifeTimer(): void {
+    this.#lifeTimer?.cancel();
+    this.#lifeTimer = undefined;
   }
 
   /**
@@ -133,6 +149,7 @@ export class MqttConnection implements AclConnection {
 
   /** A v2 session of this connection ended on the peer's bye: it is unwelcomed again (no rights). */
   unwelcome(): void {
+    this.stopLifeTimer();
     this.#welcomed = false;
     this.#version = undefined;
     this.#policy = undefined;
@@ -142,5 +159,6 @@ export class MqttConnection implements AclConnection {
   markClosing(): void {
     this.#closing = true;
     this.stopAuthTimer();
+    this.stopLifeTimer();
   }
 }

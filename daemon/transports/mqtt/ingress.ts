@@ -205,7 +205,7 @@ export class MqttIngress {
     // Default deny: the lease's policy verbatim; an empty one grants nothing beyond the auth topics.
     const welcomed = outcome.welcomed;
     if (welcomed !== undefined && this.#o.connections.isLive(conn)) {
-      this.#o.connections.welcome(conn, welcomed.dev, expandPolicy(welcomed.policy, welcomed.dev));
+      this.#o.connections.welcome(conn, welcomed.dev, expandPolicy(welcomed.policy, welcomed.dev), 1, welcomed.lifeSeconds);
     }
     this.#withdraw(conn, lane, dev, outcome.rejected?.reason);
     return outcome.reply;

@@ -3,6 +3,7 @@
  * validation (all problems reported at once, each naming its option).
  */
 import type { Logger } from 'winston';
+import type { TimerClock } from '../../../common/clock.js';
 import type { AuthPipeline, RevocationSource } from '../../pipeline/types.js';
 import { MqttError } from './errors.js';
 import type { SessionDataPlane } from '../../sessions/session.js';
@@ -68,12 +69,14 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
   /** The durable data plane for v2 pubs, acks and commands (daemon/uplink/); absent, pubs are only published locally. */
   dataPlane?: SessionDataPlane & { attach(table: SessionTable): void };
   logger?: Logger;
+  /** Arms the auth, v1 session-age and v2 session timers (default: monotonic, real timers); tests inject one. */
+  clock?: TimerClock;
   /** TLS listener with a server certificate (PEM); off unless given. */
   tls?: { host: string; port: number; cert: string | Buffer; key: string | Buffer };
 }
 
 /** The options with the built-in limits applied. */
-export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane'>>;
+export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'clock'>>;
 
 /** Applies the built-in limits and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
 export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {

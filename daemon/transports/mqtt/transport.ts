@@ -43,6 +43,8 @@ export interface MqttTransportStats {
   closedByAuthTimeout: number;
   closedSuperseded: number;
   closedRevoked: number;
+  /** v1 connections closed when their welcome ran out (lease exp or protocol.maxSessionAgeSec). */
+  closedExpired: number;
   /** Live v2 sessions. */
   sessions: number;
   /** v2 session counters (opened, ended by reason, frames dropped by code, denied). */
@@ -131,12 +133,17 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#table = new MqttConnectionTable({
       log: this.#log,
       authTimeoutMs: this.#o.authTimeoutMs,
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
       events: {
         welcomed: (conn, dev) => this.#emitSafely('welcomed', conn.id, dev),
         closed: (conn) => this.#closed(conn),
       },
     });
-    this.#sessions = new SessionTable({ firstFrameTimeoutMs: this.#o.firstFrameTimeoutMs, now: () => performance.now() });
+    const clock = options.clock;
+    this.#sessions = new SessionTable({
+      firstFrameTimeoutMs: this.#o.firstFrameTimeoutMs,
+      ...(clock === undefined ? { now: () => performance.now() } : { now: () => clock.now(), timers: clock }),
+    });
     this.#dataPlane = options.dataPlane;
     this.#dataPlane?.attach(this.#sessions);
     this.#ingress = new MqttIngress({

@@ -3,6 +3,7 @@ import { createPublicKey } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import winston from 'winston';
 import type { SessionManager } from '../../../daemon/backend-client/session.js';
 import type { VerifyResult } from '../../../daemon/pipeline/types.js';
 import { Ed25519Signer, ed25519PublicKeyFromRaw, verifySign1, parseLease } from '../../../protocol/index.js';
@@ -186,6 +187,52 @@ describe('daemon/backend-client/client against the reference backend over HTTPS'
     const back = await client.verify(await env.hello('never-seen'));
     assert.ok(back.ok && !back.offline, JSON.stringify(back));
     assert.equal(client.stats().circuit, 'closed');
+  });
+
+  it('revocation polls blocked: after maxFailedRevocationPolls failed polls in a row offline welcomes are refused (warned once), and allowed again after a poll succeeds', async () => {
+    await env.addDevice('cached');
+    const clock = new ShiftedClock();
+    const logged: { level: string; message: string }[] = [];
+    const logger = winston.createLogger({ level: 'debug', transports: [new winston.transports.Console({ silent: true })] });
+    logger.on('data', (info: { level: string; message: string }) => logged.push({ level: info.level, message: info.message }));
+    const client = env.client(session, { clock, logger, maxFailedRevocationPolls: 3, breaker: { failureThreshold: 2, openMs: 10_000 }, maxAttempts: 1 });
+    await client.start();
+    assert.ok((await client.verify(await env.hello('cached'))).ok, 'online welcome: the lease is cached');
+    assert.deepEqual(await client.pollRevocations(), []);
+
+    // The attacker blocks the backend: verify and revocation polls fail alike.
+    await env.stopBackend();
+    assert.equal(await client.pollRevocations(), undefined);
+    assert.equal(await client.pollRevocations(), undefined);
+    const before = await client.verify(await env.hello('cached'));
+    assert.ok(before.ok && before.offline, 'two failed polls: the cached lease still welcomes offline');
+    assert.equal(client.stats().revocationsStale, false);
+    assert.equal(await client.pollRevocations(), undefined);
+    let s = client.stats();
+    assert.equal(s.revocationsStale, true);
+    assert.equal(s.revocationFailedInARow, 3);
+    const refused = await client.verify(await env.hello('cached'));
+    assert.equal(reasonOf(refused), 'backend-unavailable', 'the same offline welcome is now refused');
+    assert.ok(!refused.ok && typeof refused.retry === 'number' && refused.retry > 0);
+    assert.equal(await client.pollRevocations(), undefined);
+    s = client.stats();
+    assert.equal(s.offlineRefusedStale, 1);
+    assert.equal(s.offlineWelcomes, 1);
+    const warned = logged.filter((l) => l.message.startsWith('revocation polls failing'));
+    assert.equal(warned.length, 1, 'warned once when entering, not on every failed poll');
+    assert.equal(warned[0]?.level, 'warn');
+
+    // The backend is back: one successful poll restores offline acceptance.
+    await env.startBackend();
+    clock.offsetMs += 10_000; // the breaker lets a probe through
+    assert.deepEqual(await client.pollRevocations(), []);
+    s = client.stats();
+    assert.equal(s.revocationsStale, false);
+    assert.equal(s.revocationFailedInARow, 0);
+    assert.equal(logged.filter((l) => l.message.startsWith('revocation polls succeed again') && l.level === 'info').length, 1);
+    await env.stopBackend();
+    const again = await client.verify(await env.hello('cached'));
+    assert.ok(again.ok && again.offline, 'offline welcomes allowed again');
   });
 
   it('answers by the caller deadline when the backend does not answer in time', async () => {

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { StatusError } from '../../../daemon/status/errors.js';
-import { StatusServer } from '../../../daemon/status/server.js';
+import { missingGroupLevel, StatusServer } from '../../../daemon/status/server.js';
+import { CONFIG_SCHEMA } from '../../../daemon/config/schema.js';
 import { groupId } from '../../../daemon/status/socket-file.js';
 import { createRootLogger } from '../../../common/log/logger.js';
 import { unixRequest } from '../../../testkit/unix-http.js';
@@ -70,6 +71,30 @@ describe('daemon/status/server', () => {
     const st = await lstat(sock);
     assert.equal(st.gid, 4242, 'chown to the group (the tests run as root)');
     assert.equal(st.mode & 0o777, 0o660);
+  });
+
+  it('a missing status group: one info line for a plain start with the default group; a warning when the group was named or under systemd', async () => {
+    const dflt = CONFIG_SCHEMA.fields.status.fields.group.default;
+    assert.equal(dflt, 'gatehouse-status');
+    assert.equal(missingGroupLevel(dflt, dflt, {}), 'info', 'outside systemd, default group');
+    assert.equal(missingGroupLevel(dflt, dflt, { JOURNAL_STREAM: '8:1234' }), 'warn', 'under systemd (journal)');
+    assert.equal(missingGroupLevel(dflt, dflt, { INVOCATION_ID: 'abc' }), 'warn', 'under systemd (unit)');
+    assert.equal(missingGroupLevel('ops', dflt, {}), 'warn', 'a group the operator named');
+    const levels = async (level: 'warn' | 'info'): Promise<string[]> => {
+      await server.stop();
+      const stream = new PassThrough();
+      const lines: string[] = [];
+      stream.on('data', (c: Buffer) => lines.push(c.toString('utf8')));
+      const logger = createRootLogger({ level: 'debug', format: 'json', env: {}, stream });
+      server = new StatusServer({ socketPath: sock, source, logger, group: dflt, missingGroup: level, resolveGroup: () => Promise.resolve(undefined) });
+      await server.start();
+      return lines
+        .map((l) => JSON.parse(l) as { level: string; message: string })
+        .filter((l) => l.message.startsWith('status group does not exist'))
+        .map((l) => l.level);
+    };
+    assert.deepEqual(await levels(missingGroupLevel(dflt, dflt, {})), ['info']);
+    assert.deepEqual(await levels(missingGroupLevel(dflt, dflt, { INVOCATION_ID: 'abc' })), ['warn']);
   });
 
   it('resolves group names from a group file', async () => {

@@ -10,6 +10,8 @@ import winston from 'winston';
 import { MqttConnectionTable } from '../../../../daemon/transports/mqtt/connection-table.js';
 import type { MqttConnection } from '../../../../daemon/transports/mqtt/connection.js';
 import type { Policy } from '../../../../protocol/index.js';
+import { MAX_TIMER_MS } from '../../../../common/clock.js';
+import { ManualClock } from '../../../../testkit/manual-clock.js';
 
 const POLICY: Policy = { pub: ['devices/d1/#'], sub: ['devices/d1/cmd/#'] };
 
@@ -18,10 +20,11 @@ describe('daemon/transports/mqtt/connection-table', () => {
   let closed: string[];
   let tables: MqttConnectionTable[];
 
-  function table(authTimeoutMs = 60_000): MqttConnectionTable {
+  function table(authTimeoutMs = 60_000, clock?: ManualClock): MqttConnectionTable {
     const t = new MqttConnectionTable({
       log: winston.createLogger({ silent: true }),
       authTimeoutMs,
+      ...(clock === undefined ? {} : { clock }),
       events: {
         welcomed: (conn, dev) => welcomed.push(`${conn.id}=${dev}`),
         closed: (conn) => closed.push(conn.id),
@@ -133,6 +136,32 @@ describe('daemon/transports/mqtt/connection-table', () => {
     t.close(newer);
     await streamClosed(newer);
     assert.equal(t.byDevice('d1'), undefined);
+  });
+
+  it('closes a v1 welcome when its life runs out (a re-welcome restarts it; a v2 welcome arms nothing); lives beyond one timer are armed in steps', async () => {
+    const clock = new ManualClock();
+    const t = table(60_000, clock);
+    const [v1, v2, long] = [open(t), open(t), open(t)];
+    v1.bind('d1');
+    v2.bind('d2');
+    long.bind('d3');
+    t.welcome(v1, 'd1', POLICY, 1, 100);
+    t.welcome(v2, 'd2', POLICY, 2, 100);
+    const longLife = Math.ceil((2 * MAX_TIMER_MS) / 1000);
+    t.welcome(long, 'd3', POLICY, 1, longLife);
+    clock.advance(60_000);
+    t.welcome(v1, 'd1', POLICY, 1, 100);
+    clock.advance(99_000);
+    assert.equal(v1.closing, false, 're-welcomed at 60 s: its life starts again');
+    clock.advance(1000);
+    await streamClosed(v1);
+    assert.equal(t.counters.closedExpired, 1);
+    assert.equal(v2.closing, false, 'a v2 session ends itself (bye expired)');
+    clock.advance(MAX_TIMER_MS);
+    assert.equal(long.closing, false, 'not closed when the first step of a long life fires');
+    clock.advance(longLife * 1000 - MAX_TIMER_MS - 160_000);
+    await streamClosed(long);
+    assert.equal(t.counters.closedExpired, 2);
   });
 
   it('revokes the connections bound to the named devices only, once each', async () => {

@@ -36,10 +36,14 @@ import { run as peripheralCli } from '../../../../peripherals/cli.js';
 import { captureIO } from '../../../../testkit/cli-io.js';
 import { GatehouseMetrics } from '../../../../daemon/status/metrics.js';
 import { ReferencePeripheral } from '../../../../peripherals/reference/peripheral.js';
+import { MqttReferencePeripheral } from '../../../../peripherals/reference/mqtt-peripheral.js';
 import { rawClient, nextMessage, startHarness, closed, type Harness } from './harness.js';
+import { ManualClock } from '../../../../testkit/manual-clock.js';
 
 const GW = 'gw-v2-1';
 const GW_FOREIGN = 'gw-v2-foreign';
+/** A gateway whose transport timers run on a ManualClock, with protocol.maxSessionAgeSec 120. */
+const GW_CLOCKED = 'gw-v2-clocked';
 
 interface Gateway {
   sessions: SessionManager;
@@ -57,18 +61,23 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
   let closeAgent: () => Promise<void>;
   let gw: Gateway;
   let foreign: Gateway;
+  let clocked: Gateway;
+  const clock = new ManualClock(Date.now());
   const devices = new Map<string, Ed25519Signer>();
   const open: { close(): Promise<void> }[] = [];
   const raw: MqttClient[] = [];
 
   const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
 
-  async function startGateway(id: string, signer: Signer, spki: Uint8Array | undefined): Promise<Gateway> {
+  async function startGateway(id: string, signer: Signer, spki: Uint8Array | undefined, clocked?: { clock: ManualClock; maxSessionAgeSec: number }): Promise<Gateway> {
     const sessions = new SessionManager({ gw: id, http, tpmSigner: signer, ...(spki === undefined ? {} : { tpmPublicKeySpki: spki }), backendKeys: backendKeys(), stateDir: join(dir, `state-${id}`) });
     assert.equal(await sessions.start(), true, `session obtained for ${id}`);
     const client = new BackendClient({ gw: id, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, `state-${id}`), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
     await client.start();
-    const h = await startHarness(client, sessions, { gw: id });
+    const h = await startHarness(client, sessions, {
+      gw: id,
+      ...(clocked === undefined ? {} : { transport: { clock: clocked.clock }, pipeline: { maxSessionAgeSec: clocked.maxSessionAgeSec } }),
+    });
     return { sessions, client, h };
   }
 
@@ -110,12 +119,15 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     tb = await startTestBackend();
     await tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
     const other = await tb.addGateway(GW_FOREIGN);
+    const third = await tb.addGateway(GW_CLOCKED);
     for (const dev of ['v2-a', 'v2-relay', 'v2-drops', 'v2-foreign', 'v2-mix', 'v1-relay']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
+    for (const dev of ['v2-expire', 'v1-expire']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW_CLOCKED] }));
     const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 3000 });
     closeAgent = () => agent.close();
     http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
     gw = await startGateway(GW, keyStore.signer(`tpm:${GW}`), keyStore.publicKeySpkiDer());
     foreign = await startGateway(GW_FOREIGN, other.tpm, undefined);
+    clocked = await startGateway(GW_CLOCKED, third.tpm, undefined, { clock, maxSessionAgeSec: 120 });
   });
 
   afterEach(async () => {
@@ -124,6 +136,7 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
   });
 
   after(async () => {
+    await stopGateway(clocked);
     await stopGateway(foreign);
     await stopGateway(gw);
     await closeAgent?.();
@@ -231,6 +244,38 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     assert.equal(gw.h.transport.sessions().some((s) => s.dev === dev), false, 'the session ended');
   });
 
+  it('ends a v2 session at its life with bye expired and closes the connection; a v1 welcome on the same gateway is closed at protocol.maxSessionAgeSec too', async () => {
+    const p = v2Peripheral(clocked.h.url, 'v2-expire');
+    await p.connect();
+    const r = await p.authenticate();
+    assert.ok(r.kind === 'established', r.kind);
+    // The session opens once its welcome is out.
+    await until(() => clocked.h.transport.sessions().some((s) => s.dev === 'v2-expire'), 'session opened');
+    const info = clocked.h.transport.sessions().find((s) => s.dev === 'v2-expire');
+    assert.equal(info?.lifeSeconds, 120, 'life = min(maxSessionAgeSec, grant life, lease)');
+    // A v1 device on the same gateway, welcomed by the reference backend's lease.
+    const v1Signer = devices.get('v1-expire') as Ed25519Signer;
+    const v1 = new MqttReferencePeripheral({ url: clocked.h.url, peripheral: new ReferencePeripheral({ dev: 'v1-expire', signer: v1Signer, backendKeys: backendKeys() }), timeoutMs: 15_000 });
+    open.push(v1);
+    await v1.connect();
+    assert.equal((await v1.authenticate()).kind, 'authenticated');
+    // A frame keeps the v2 session past its first-frame deadline (which runs on the same clock).
+    await p.send(r.session.sealPing());
+    await p.nextReceipt();
+    clock.advance(119_000);
+    assert.ok(!p.closed && v1.client.connected, 'both live before their life runs out');
+    const before = clocked.h.transport.stats();
+    const v1Closed = closed(v1.client);
+    clock.advance(1000);
+    const bye = await p.nextEvent();
+    assert.ok(bye.kind === 'ended' && bye.reason === 'expired', bye.kind === 'ended' ? bye.reason : bye.kind);
+    await until(() => p.closed, 'gateway closes the connection after bye expired');
+    await v1Closed;
+    const after = clocked.h.transport.stats();
+    assert.equal((after.sessionCounters.ended.expired ?? 0) - (before.sessionCounters.ended.expired ?? 0), 1);
+    assert.equal(after.closedExpired - before.closedExpired, 1, 'the v1 connection is counted as expired');
+  });
+
   it('ends a v2 session with bye malformed after 16 dropped frames (replayed, bit-flipped, truncated, wrong-key, oversized) and counts them by reason', async () => {
     const p = v2Peripheral(gw.h.url, 'v2-drops');
     await p.connect();
@@ -269,7 +314,10 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     // A v2 challenge-request on the v1 topic, and a v1 one on the v2 topic.
     let got = nextMessage(c, `gatehouse/v1/${dev}/down`);
     await c.publishAsync(`gatehouse/v1/${dev}/up`, Buffer.from(encodeChallengeRequestV2({ type: 'challenge-request', version: 2, dev })), { qos: 1 });
-    assert.equal(parseReject(new Uint8Array(await got)).message.reason, 'unsupported-version');
+    const r1 = parseReject(new Uint8Array(await got)).message;
+    assert.equal(r1.reason, 'unsupported-version');
+    assert.equal(r1.version, 1, 'a v1 reject on the v1 topic');
+    assert.equal(r1.dev, dev);
     got = nextMessage(c, down);
     await c.publishAsync(up, Buffer.from(encodeChallengeRequest({ type: 'challenge-request', version: 1, dev })), { qos: 1 });
     const r2 = parseRejectV2(new Uint8Array(await got)).message;
