@@ -78,8 +78,8 @@ describe('daemon as a child process: the field tech view', function () {
       // peripherals: REMOTE and LEASE EXPIRES are filled for the device welcomed online.
       const list = await cli(['peripherals']);
       const rows = norm(list, g, b).split('\n');
-      assert.equal(rows[0], 'DEVICE  TRANSPORT  STATE  SINCE  OFFLINE  LEASE EXPIRES  REMOTE  PROTO  AGE  FRAMES IN/OUT  DROPS');
-      assert.ok(rows.includes('<GOOD>  mqtt  welcomed  <AGO>  no  <IN>  127.0.0.1:<PORT>  v1  -  -  -'), list);
+      assert.equal(rows[0], 'DEVICE  TRANSPORT  STATE  SINCE  OFFLINE  LEASE EXPIRES  REMOTE  PROTO  AGE  FRAMES IN/OUT  DROPS  CMDS');
+      assert.ok(rows.includes('<GOOD>  mqtt  welcomed  <AGO>  no  <IN>  127.0.0.1:<PORT>  v1  -  -  -  -'), list);
       const doc = JSON.parse(await cli(['peripherals', '--json'])) as { peripherals: PeripheralInfo[] };
       const mine = doc.peripherals.find((x) => x.dev === g);
       assert.match(mine?.remote ?? '', /^127\.0\.0\.1:\d+$/);
