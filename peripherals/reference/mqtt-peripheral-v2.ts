@@ -5,9 +5,9 @@
  * It answers only the challenge that follows its own request, and ignores a reject without `hh`
  * once its hello is out. Every step has a deadline.
  */
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import { bytesEqual, helloHash, parseRejectV2, type ReasonCode } from '../../protocol/index.js';
-import { MqttPeripheralError } from './mqtt-peripheral.js';
+import { MqttLink, MqttPeripheralError } from './mqtt-link.js';
 import type { PeripheralSessionV2, ReferencePeripheralV2, SessionEvent } from './session-v2.js';
 
 export interface MqttReferencePeripheralV2Options {
@@ -30,16 +30,22 @@ const MAX_BUFFERED = 64;
 
 export class MqttReferencePeripheralV2 {
   readonly #o: MqttReferencePeripheralV2Options;
-  readonly #timeoutMs: number;
-  #client: MqttClient | undefined;
-  readonly #inbox: Uint8Array[] = [];
-  #waiter: ((bytes: Uint8Array | undefined) => void) | undefined;
+  readonly #link: MqttLink;
   #session: PeripheralSessionV2 | undefined;
-  #closed = false;
 
   constructor(options: MqttReferencePeripheralV2Options) {
     this.#o = options;
-    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    const dev = options.peripheral.dev;
+    this.#link = new MqttLink({
+      url: options.url,
+      upTopic: `gatehouse/v2/${dev}/up`,
+      downTopic: `gatehouse/v2/${dev}/down`,
+      timeoutMs: options.timeoutMs ?? 10_000,
+      maxBuffered: MAX_BUFFERED,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
+      ...(options.keepaliveSec === undefined ? {} : { keepaliveSec: options.keepaliveSec }),
+      ...(options.clientId === undefined ? {} : { clientId: options.clientId }),
+    });
   }
 
   get dev(): string {
@@ -55,68 +61,22 @@ export class MqttReferencePeripheralV2 {
   }
 
   get client(): MqttClient {
-    if (this.#client === undefined) throw new MqttPeripheralError('GH_MQTT_PERIPHERAL_NOT_CONNECTED', 'not connected');
-    return this.#client;
+    return this.#link.client;
   }
 
   /** True once the connection has closed (the gateway closes it after its own bye). */
   get closed(): boolean {
-    return this.#closed;
+    return this.#link.closed;
   }
 
-  async connect(): Promise<void> {
-    const opts: IClientOptions = {
-      protocolVersion: 4,
-      clean: true,
-      clientId: this.#o.clientId ?? '',
-      keepalive: this.#o.keepaliveSec ?? 30,
-      reconnectPeriod: 0,
-      connectTimeout: this.#timeoutMs,
-      ...(this.#o.ca === undefined ? {} : { ca: this.#o.ca }),
-    };
-    const client = mqtt.connect(this.#o.url, opts);
-    this.#client = client;
-    client.on('message', (topic, payload) => {
-      if (topic !== this.downTopic) return;
-      const bytes = new Uint8Array(payload);
-      const waiter = this.#waiter;
-      if (waiter !== undefined) {
-        this.#waiter = undefined;
-        waiter(bytes);
-        return;
-      }
-      this.#inbox.push(bytes);
-      if (this.#inbox.length > MAX_BUFFERED) this.#inbox.shift();
-    });
-    client.on('error', () => undefined);
-    client.on('close', () => {
-      this.#closed = true;
-      const waiter = this.#waiter;
-      this.#waiter = undefined;
-      waiter?.(undefined);
-    });
-    try {
-      await this.#deadline(
-        new Promise<void>((resolve, reject) => {
-          client.once('connect', () => resolve());
-          client.once('error', (err) => reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CONNECT', `connect refused: ${err.message}`, { cause: err })));
-          client.once('close', () => reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CONNECT', 'connection closed before CONNACK')));
-        }),
-        'connect',
-      );
-      const granted = await this.#deadline(client.subscribeAsync(this.downTopic, { qos: 1 }), 'subscribe');
-      if (granted.length !== 1 || granted[0]?.qos === 128) throw new MqttPeripheralError('GH_MQTT_PERIPHERAL_SUBSCRIBE', `subscription to ${this.downTopic} refused`);
-    } catch (err) {
-      client.end(true);
-      this.#client = undefined;
-      throw err;
-    }
+  connect(): Promise<void> {
+    return this.#link.connect();
   }
 
   /** One v2 exchange: challenge-request, challenge, hello, then a checked welcome or a reject. */
   async authenticate(): Promise<MqttAuthResultV2> {
     const p = this.#o.peripheral;
-    this.#inbox.length = 0;
+    this.#link.clearInbox();
     await this.#publish(p.challengeRequest());
     let hello: Uint8Array | undefined;
     for (;;) {
@@ -171,15 +131,8 @@ export class MqttReferencePeripheralV2 {
     }
   }
 
-  async close(): Promise<void> {
-    const client = this.#client;
-    this.#client = undefined;
-    if (client === undefined) return;
-    try {
-      await this.#deadline(client.endAsync(), 'disconnect');
-    } catch {
-      client.end(true);
-    }
+  close(): Promise<void> {
+    return this.#link.close();
   }
 
   #live(): PeripheralSessionV2 {
@@ -200,36 +153,10 @@ export class MqttReferencePeripheralV2 {
   }
 
   async #publish(bytes: Uint8Array): Promise<void> {
-    await this.#deadline(this.client.publishAsync(this.upTopic, Buffer.from(bytes), { qos: 1 }), 'publish');
+    await this.#link.publish(bytes);
   }
 
   #next(): Promise<Uint8Array> {
-    const queued = this.#inbox.shift();
-    if (queued !== undefined) return Promise.resolve(queued);
-    return this.#deadline(
-      new Promise<Uint8Array>((resolve, reject) => {
-        this.#waiter = (bytes) => {
-          if (bytes === undefined) reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CLOSED', 'connection closed while waiting for the gateway'));
-          else resolve(bytes);
-        };
-      }),
-      'reply on down',
-    ).finally(() => {
-      this.#waiter = undefined;
-    });
-  }
-
-  async #deadline<T>(p: Promise<T>, step: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        p,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_TIMEOUT', `${step}: no answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return this.#link.next();
   }
 }

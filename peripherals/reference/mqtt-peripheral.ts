@@ -2,27 +2,14 @@
  * The reference peripheral over MQTT (mqtt.js, MQTT 3.1.1): connects, subscribes to its down
  * topic, sends a challenge-request, answers the challenge with a hello and checks the welcome
  * (protocol-v1 "Peripheral checks on a welcome") through {@link ReferencePeripheral}. Every
- * step has a deadline.
+ * step has a deadline (the connection: mqtt-link.ts).
  */
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import { bytesEqual, helloHash, parseReject, type GatewayCredential, type ReasonCode, type Welcome } from '../../protocol/index.js';
-import { CodedError } from '../../common/errors.js';
+import { MqttLink } from './mqtt-link.js';
 import type { ReferencePeripheral } from './peripheral.js';
 
-export type MqttPeripheralErrorCode =
-  /** The broker could not be reached or refused the connection. */
-  | 'GH_MQTT_PERIPHERAL_CONNECT'
-  /** An exchange was asked for before connect(). */
-  | 'GH_MQTT_PERIPHERAL_NOT_CONNECTED'
-  /** The subscription to the answer topic was refused. */
-  | 'GH_MQTT_PERIPHERAL_SUBSCRIBE'
-  /** No answer within the timeout. */
-  | 'GH_MQTT_PERIPHERAL_TIMEOUT'
-  /** The connection closed during an exchange. */
-  | 'GH_MQTT_PERIPHERAL_CLOSED';
-
-/** Error of the MQTT reference peripheral. */
-export class MqttPeripheralError extends CodedError<MqttPeripheralErrorCode> {}
+export { MqttPeripheralError, type MqttPeripheralErrorCode } from './mqtt-link.js';
 
 export interface MqttReferencePeripheralOptions {
   /** `mqtt://host:port` or `mqtts://host:port`. */
@@ -51,15 +38,22 @@ const MAX_BUFFERED = 16;
 
 export class MqttReferencePeripheral {
   readonly #o: MqttReferencePeripheralOptions;
-  readonly #timeoutMs: number;
-  #client: MqttClient | undefined;
-  readonly #inbox: Uint8Array[] = [];
-  #waiter: ((bytes: Uint8Array | undefined) => void) | undefined;
-  #lastError: Error | undefined;
+  readonly #link: MqttLink;
 
   constructor(options: MqttReferencePeripheralOptions) {
     this.#o = options;
-    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    const dev = options.peripheral.dev;
+    this.#link = new MqttLink({
+      url: options.url,
+      upTopic: `gatehouse/v1/${dev}/up`,
+      downTopic: `gatehouse/v1/${dev}/down`,
+      timeoutMs: options.timeoutMs ?? 10_000,
+      maxBuffered: MAX_BUFFERED,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
+      ...(options.keepaliveSec === undefined ? {} : { keepaliveSec: options.keepaliveSec }),
+      ...(options.clientId === undefined ? {} : { clientId: options.clientId }),
+      ...(options.will === undefined ? {} : { will: options.will }),
+    });
   }
 
   get dev(): string {
@@ -76,85 +70,29 @@ export class MqttReferencePeripheral {
 
   /** The connected mqtt.js client (after {@link connect}), for application traffic after a welcome. */
   get client(): MqttClient {
-    if (this.#client === undefined) throw new MqttPeripheralError('GH_MQTT_PERIPHERAL_NOT_CONNECTED', 'not connected');
-    return this.#client;
+    return this.#link.client;
   }
 
   /** Connects (MQTT 3.1.1, clean session, no automatic reconnect) and subscribes to the down topic. */
-  async connect(): Promise<void> {
-    const opts: IClientOptions = {
-      protocolVersion: 4,
-      clean: true,
-      clientId: this.#o.clientId ?? '',
-      keepalive: this.#o.keepaliveSec ?? 30,
-      reconnectPeriod: 0,
-      connectTimeout: this.#timeoutMs,
-      ...(this.#o.ca === undefined ? {} : { ca: this.#o.ca }),
-      ...(this.#o.will === undefined ? {} : { will: { topic: this.#o.will.topic, payload: Buffer.from(this.#o.will.payload), qos: 1, retain: false } }),
-    };
-    const client = mqtt.connect(this.#o.url, opts);
-    this.#client = client;
-    client.on('message', (topic, payload) => {
-      if (topic !== this.downTopic) return;
-      const bytes = new Uint8Array(payload);
-      const waiter = this.#waiter;
-      if (waiter !== undefined) {
-        this.#waiter = undefined;
-        waiter(bytes);
-        return;
-      }
-      this.#inbox.push(bytes);
-      if (this.#inbox.length > MAX_BUFFERED) this.#inbox.shift();
-    });
-    // mqtt.js throws an 'error' event nobody listens to; errors after CONNACK surface as 'close'.
-    client.on('error', (err) => {
-      this.#lastError = err;
-    });
-    client.on('close', () => {
-      const waiter = this.#waiter;
-      this.#waiter = undefined;
-      waiter?.(undefined);
-    });
-    try {
-      await this.#connected(client);
-    } catch (err) {
-      client.end(true);
-      this.#client = undefined;
-      throw err;
-    }
-  }
-
-  async #connected(client: MqttClient): Promise<void> {
-    await this.#deadline(
-      new Promise<void>((resolve, reject) => {
-        client.once('connect', () => resolve());
-        client.once('error', (err) => reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CONNECT', `connect refused: ${err.message}`, { cause: err })));
-        client.once('close', () => reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CONNECT', 'connection closed before CONNACK')));
-      }),
-      'connect',
-    );
-    const granted = await this.#deadline(client.subscribeAsync(this.downTopic, { qos: 1 }), 'subscribe');
-    if (granted.length !== 1 || granted[0]?.qos === 128) {
-      throw new MqttPeripheralError('GH_MQTT_PERIPHERAL_SUBSCRIBE', `subscription to ${this.downTopic} refused`);
-    }
+  connect(): Promise<void> {
+    return this.#link.connect();
   }
 
   /** One exchange: challenge-request, challenge, hello, then a welcome (checked) or a reject. */
   async authenticate(): Promise<MqttAuthResult> {
-    const client = this.client;
     const p = this.#o.peripheral;
-    this.#inbox.length = 0;
-    await this.#deadline(client.publishAsync(this.upTopic, Buffer.from(p.challengeRequest()), { qos: 1 }), 'publish challenge-request');
+    this.#link.clearInbox();
+    await this.#link.publish(p.challengeRequest(), 'publish challenge-request');
     let helloSent = false;
     for (;;) {
-      const bytes = await this.#next();
+      const bytes = await this.#link.next();
       const event = p.receive(bytes);
       switch (event.kind) {
         case 'challenge':
           // One hello per exchange: later challenges (another connection's) are ignored.
           if (helloSent) continue;
           helloSent = true;
-          await this.#deadline(client.publishAsync(this.upTopic, Buffer.from(await p.hello(bytes)), { qos: 1 }), 'publish hello');
+          await this.#link.publish(await p.hello(bytes), 'publish hello');
           continue;
         case 'authenticated':
           return { kind: 'authenticated', welcome: event.welcome, credential: event.credential, welcomeBytes: bytes };
@@ -173,15 +111,8 @@ export class MqttReferencePeripheral {
   }
 
   /** Disconnects cleanly (bounded). */
-  async close(): Promise<void> {
-    const client = this.#client;
-    this.#client = undefined;
-    if (client === undefined) return;
-    try {
-      await this.#deadline(client.endAsync(), 'disconnect');
-    } catch {
-      client.end(true);
-    }
+  close(): Promise<void> {
+    return this.#link.close();
   }
 
   /** False for a reject that carries the hh of a hello other than ours, or no hh once ours is out. */
@@ -193,39 +124,6 @@ export class MqttReferencePeripheral {
       return sent !== undefined && helloSent && bytesEqual(hh, helloHash(sent));
     } catch {
       return false;
-    }
-  }
-
-  #next(): Promise<Uint8Array> {
-    const queued = this.#inbox.shift();
-    if (queued !== undefined) return Promise.resolve(queued);
-    return this.#deadline(
-      new Promise<Uint8Array>((resolve, reject) => {
-        this.#waiter = (bytes) => {
-          if (bytes === undefined) {
-            const why = this.#lastError === undefined ? '' : `: ${this.#lastError.message}`;
-            reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_CLOSED', `connection closed while waiting for the gateway${why}`));
-          }
-          else resolve(bytes);
-        };
-      }),
-      'reply on down',
-    ).finally(() => {
-      this.#waiter = undefined;
-    });
-  }
-
-  async #deadline<T>(p: Promise<T>, step: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        p,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new MqttPeripheralError('GH_MQTT_PERIPHERAL_TIMEOUT', `${step}: no answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
     }
   }
 }
