@@ -6,36 +6,17 @@
  * nonce used at one replica is refused at every other.
  */
 import type pg from 'pg';
-import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, type Policy } from '../protocol/index.js';
+import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS } from '../protocol/index.js';
 import { RegistryError } from './errors.js';
 import type { NonceOutcome } from './nonce-store.js';
 import { inTransaction, namedQuery, type Queryable } from './pg-pool.js';
 import { checkNewGateway, newDeviceProblem } from './registry-checks.js';
-import { REVOCATION_PAGE, SESSION_KEYS_KEPT, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type NowSeconds, type SessionKeyRecord, type Status } from './registry.js';
+import { REVOCATION_PAGE, SESSION_KEYS_KEPT, type DeviceRecord, type GatewayRecord, type GrantRecord, type NewDevice, type NowSeconds, type SessionKeyRecord } from './registry.js';
 import { normaliseOutcomes, type VerifyDevice, type VerifyOutcomes } from './store.js';
+import { deviceFromRow, gatewayFromRow, type DeviceRow, type GatewayRow } from './registry-rows.js';
 
 /** How often expired nonce rows are deleted by this process, seconds. */
 const SWEEP_EVERY_S = 60;
-
-interface GatewayRow {
-  id: string;
-  tpm_public_key_pem: string;
-  tpk: Buffer;
-  groups: string;
-  status: Status;
-  created_at: number;
-  revoked_at: number | null;
-}
-
-interface DeviceRow {
-  id: string;
-  public_key: Buffer;
-  gateways: string;
-  policy: string;
-  status: Status;
-  created_at: number;
-  revoked_at: number | null;
-}
 
 const SQL = {
   getGateway: 'SELECT * FROM gateways WHERE id = $1',
@@ -294,28 +275,4 @@ export class PgRegistry {
   async nonceCount(): Promise<number> {
     return (await this.#q<{ n: number }>('countNonces', [])).rows[0]?.n ?? 0;
   }
-}
-
-function gatewayFromRow(r: GatewayRow): GatewayRecord {
-  return {
-    id: r.id,
-    tpmPublicKeyPem: r.tpm_public_key_pem,
-    tpk: new Uint8Array(r.tpk),
-    groups: JSON.parse(r.groups) as string[],
-    status: r.status,
-    createdAt: r.created_at,
-    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at } : {}),
-  };
-}
-
-function deviceFromRow(r: DeviceRow): DeviceRecord {
-  return {
-    id: r.id,
-    publicKey: new Uint8Array(r.public_key),
-    gateways: JSON.parse(r.gateways) as string[],
-    policy: JSON.parse(r.policy) as Policy,
-    status: r.status,
-    createdAt: r.created_at,
-    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at } : {}),
-  };
 }

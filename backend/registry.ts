@@ -17,33 +17,9 @@ import { checkNewGateway, deviceAllowedAt, gatewayEntryProblem, newDeviceProblem
 export { gatewayEntryProblem, parseTpmPublicKey, policyProblem };
 import { SCHEMA, SCHEMA_VERSION } from './registry-schema.js';
 import { SqliteDataPlane } from './sqlite-data-plane.js';
+import { deviceFromRow, gatewayFromRow, type DeviceRecord, type DeviceRow, type GatewayRecord, type GatewayRow } from './registry-rows.js';
 
-export type Status = 'active' | 'revoked';
-
-export interface GatewayRecord {
-  id: string;
-  /** SPKI PEM of the gateway's TPM key (ECDSA P-256). */
-  tpmPublicKeyPem: string;
-  /** SHA-256 of the DER SubjectPublicKeyInfo: the credential's `tpk`. */
-  tpk: Uint8Array;
-  groups: string[];
-  status: Status;
-  createdAt: number;
-  revokedAt?: number;
-}
-
-export interface DeviceRecord {
-  id: string;
-  /** Raw 32-byte Ed25519 public key. */
-  publicKey: Uint8Array;
-  /** Gateway ids, `group:<name>` entries, or `*` for any gateway. */
-  gateways: string[];
-  /** MQTT policy template (`{dev}` not yet expanded). */
-  policy: Policy;
-  status: Status;
-  createdAt: number;
-  revokedAt?: number;
-}
+export type { DeviceRecord, GatewayRecord, Status } from './registry-rows.js';
 
 export interface NewDevice {
   id: string;
@@ -73,7 +49,6 @@ export const SESSION_KEYS_KEPT = 2;
 /** Most revocations one feed page carries; the gateway asks again from the returned cursor. */
 export const REVOCATION_PAGE = 1000;
 
-
 /** Unix seconds. */
 export type NowSeconds = () => number;
 
@@ -81,26 +56,6 @@ export interface RegistryOptions {
   now?: NowSeconds;
   /** Live request nonces each keyid may hold (backend/nonce-store.ts). Default {@link NONCES_PER_KEYID}. */
   noncesPerKeyid?: number;
-}
-
-interface GatewayRow {
-  id: string;
-  tpm_public_key_pem: string;
-  tpk: Buffer;
-  groups: string;
-  status: Status;
-  created_at: number;
-  revoked_at: number | null;
-}
-
-interface DeviceRow {
-  id: string;
-  public_key: Buffer;
-  gateways: string;
-  policy: string;
-  status: Status;
-  created_at: number;
-  revoked_at: number | null;
 }
 
 /** The registry. One instance per database file; synchronous (better-sqlite3). */
@@ -373,28 +328,4 @@ export class Registry {
       .filter((r) => r.not_after > now)
       .map((r) => ({ publicKey: new Uint8Array(r.public_key), issuedAt: r.issued_at, notAfter: r.not_after }));
   }
-}
-
-function gatewayFromRow(r: GatewayRow): GatewayRecord {
-  return {
-    id: r.id,
-    tpmPublicKeyPem: r.tpm_public_key_pem,
-    tpk: new Uint8Array(r.tpk),
-    groups: JSON.parse(r.groups) as string[],
-    status: r.status,
-    createdAt: r.created_at,
-    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at } : {}),
-  };
-}
-
-function deviceFromRow(r: DeviceRow): DeviceRecord {
-  return {
-    id: r.id,
-    publicKey: new Uint8Array(r.public_key),
-    gateways: JSON.parse(r.gateways) as string[],
-    policy: JSON.parse(r.policy) as Policy,
-    status: r.status,
-    createdAt: r.created_at,
-    ...(r.revoked_at !== null ? { revokedAt: r.revoked_at } : {}),
-  };
 }
