@@ -151,27 +151,8 @@ export type ProtocolV2ErrorCode =
   | 'GH_HELLO_GE_MISMATCH'
   /** pe is not a usable X25519 key. */
   | 'GH_HELLO_PE'
-  // Frames: the drops (protocol/v2/frame.ts FrameDropCode), then the sender's own limits.
-  /** A frame over 1,280 bytes on the wire. */
-  | 'GH_FRAME_TOO_LARGE'
-  /** Not CBOR at all. */
-  | 'GH_FRAME_NOT_CBOR'
-  /** Not tag 16 (COSE_Encrypt0). */
-  | 'GH_FRAME_NOT_TAG16'
-  /** Not a 3-element array of protected bstr, unprotected map, ciphertext bstr. */
-  | 'GH_FRAME_STRUCTURE'
-  /** A protected header other than exactly h'a1010a'. */
-  | 'GH_FRAME_PROTECTED'
-  /** An unprotected header other than exactly {6: piv}. */
-  | 'GH_FRAME_UNPROTECTED'
-  /** A piv that is empty, over 5 bytes, or has a leading zero byte. */
-  | 'GH_FRAME_PIV'
-  /** Decryption failed (wrong key, altered bytes). */
-  | 'GH_FRAME_DECRYPT'
-  /** A seq already received. */
-  | 'GH_FRAME_REPLAY'
-  /** A seq 64 or more below the highest received. */
-  | 'GH_FRAME_TOO_OLD'
+  // Frames: the drops, then the sender's own limits.
+  | FrameDropCode
   /** A plaintext over 1,264 bytes. */
   | 'GH_FRAME_PLAINTEXT_TOO_LARGE'
   /** A seq outside 0..2^40−1. */
@@ -196,3 +177,26 @@ export class ProtocolError extends CodedError<ProtocolErrorCode> {
     this.reason = reason;
   }
 }
+
+/** Why a received frame is dropped without an answer (protocol-v2 "Frames", Receiving). */
+export type FrameDropCode =
+  /** A frame over 1,280 bytes on the wire. */
+  | 'GH_FRAME_TOO_LARGE'
+  /** Not CBOR at all. */
+  | 'GH_FRAME_NOT_CBOR'
+  /** Not tag 16 (COSE_Encrypt0). */
+  | 'GH_FRAME_NOT_TAG16'
+  /** Not a 3-element array of protected bstr, unprotected map, ciphertext bstr. */
+  | 'GH_FRAME_STRUCTURE'
+  /** A protected header other than exactly h'a1010a'. */
+  | 'GH_FRAME_PROTECTED'
+  /** An unprotected header other than exactly {6: piv}. */
+  | 'GH_FRAME_UNPROTECTED'
+  /** A piv that is empty, over 5 bytes, or has a leading zero byte. */
+  | 'GH_FRAME_PIV'
+  /** Decryption failed (wrong key, altered bytes). */
+  | 'GH_FRAME_DECRYPT'
+  /** A seq already received. */
+  | 'GH_FRAME_REPLAY'
+  /** A seq 64 or more below the highest received. */
+  | 'GH_FRAME_TOO_OLD';

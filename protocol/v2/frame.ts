@@ -7,7 +7,9 @@
  */
 import { CborError, CborTag, decodeCbor, encodeCbor, type CborValue } from '../cbor.js';
 import { bytesEqual } from '../crypto.js';
-import { ProtocolError, type ProtocolErrorCode } from '../errors.js';
+import { ProtocolError, type FrameDropCode } from '../errors.js';
+
+export type { FrameDropCode };
 import { MAX_SEQ } from '../payload.js';
 import { aesCcmOpen, aesCcmSeal, AES_CCM_NONCE_BYTES, COSE_ENCRYPT0_TAG, encStructure } from './encrypt0.js';
 import { decodeFramePayload, encodeFramePayload, MAX_FRAME_BYTES } from './frame-payloads.js';
@@ -23,20 +25,6 @@ const MAX_PIV_BYTES = 5;
 /** protocol-v2: after 16 dropped frames in one session the receiver ends it (`bye`, `malformed`). */
 export const MAX_DROPS = 16;
 
-/** Stable codes of a dropped frame (listed with their meaning in protocol/errors.ts). */
-export type FrameDropCode = Extract<
-  ProtocolErrorCode,
-  | 'GH_FRAME_TOO_LARGE'
-  | 'GH_FRAME_NOT_CBOR'
-  | 'GH_FRAME_NOT_TAG16'
-  | 'GH_FRAME_STRUCTURE'
-  | 'GH_FRAME_PROTECTED'
-  | 'GH_FRAME_UNPROTECTED'
-  | 'GH_FRAME_PIV'
-  | 'GH_FRAME_DECRYPT'
-  | 'GH_FRAME_REPLAY'
-  | 'GH_FRAME_TOO_OLD'
->;
 
 /** A frame to drop without an answer. `reason` is always `malformed`. */
 export class FrameDropError extends ProtocolError {
