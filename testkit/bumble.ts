@@ -137,6 +137,8 @@ export interface BumbleLink {
   readonly events: readonly Record<string, unknown>[];
   /** The first event (seen or to come) that `match` accepts, or fail after `ms`. */
   waitEvent(match: (e: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>;
+  /** Call `listener` on every event (outcomes included) from now on; returns its removal. */
+  onEvent(listener: (e: Record<string, unknown>) => void): () => void;
   /** v2: send a frame on `peripheral`'s live session (control channel). */
   send(peripheral: string, frame: BumbleFrameSpec): void;
   /** Relay `relay`: `inject` sends the last peripheral frame again (`count` times), `alter` flips a bit of the next one. */
@@ -322,6 +324,10 @@ export async function startBumbleLink(options: BumbleLinkOptions): Promise<Bumbl
         };
         feed.on('event', onEvent);
       });
+    },
+    onEvent(listener) {
+      feed.on('event', listener);
+      return () => feed.off('event', listener);
     },
     send(peripheral, frame) {
       if (child.stdin.writable) child.stdin.write(`${JSON.stringify({ cmd: 'send', peripheral, frame })}\n`);
