@@ -19,7 +19,7 @@ import { Ed25519Signer } from '../protocol/index.js';
 import { NobleCentral } from '../daemon/transports/ble/noble-adapter.js';
 import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '../daemon/transports/ble/transport.js';
 import { BACKEND_CLIENT_DEFAULTS } from './component-defaults.js';
-import { startBumbleLink, type BumbleLink, type BumblePeripheralSpec } from './bumble.js';
+import { startBumbleLink, type BumbleLink, type BumbleLinkOptions, type BumblePeripheralSpec } from './bumble.js';
 import { BACKEND_TEST_NAME, startTestBackend, type TestBackend, type TestGateway } from './backend.js';
 import { waitForEmitter } from './wait.js';
 
@@ -109,7 +109,7 @@ export interface HciRig {
 export async function startHciRig(
   backend: Backend,
   peripherals: PeripheralInput[],
-  options: { transport?: Partial<BleTransportOptions>; operationTimeoutMs?: number } = {},
+  options: { transport?: Partial<BleTransportOptions>; operationTimeoutMs?: number; relays?: BumbleLinkOptions['relays'] } = {},
 ): Promise<HciRig> {
   const specs: BumblePeripheralSpec[] = [];
   for (const p of peripherals) {
@@ -118,7 +118,7 @@ export async function startHciRig(
     const { n: _n, register: _r, ...rest } = p;
     specs.push({ ...rest, dev, address: addressOf(p.n), seed: seedOf(signer) });
   }
-  const link = await startBumbleLink({ peripherals: specs, backendKeys: backend.backendKeys });
+  const link = await startBumbleLink({ peripherals: specs, backendKeys: backend.backendKeys, ...(options.relays ? { relays: options.relays } : {}) });
   let transport: BleTransport | undefined;
   try {
     const central = new NobleCentral({ hciUartPort: link.uartPath, operationTimeoutMs: options.operationTimeoutMs ?? 5_000, startTimeoutMs: 10_000 });

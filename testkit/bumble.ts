@@ -63,8 +63,19 @@ export type BumbleFrameSpec =
   | { type: 'bye'; reason?: string }
   | { type: 'ack'; cid: number; status: 'done' | 'failed' | 'refused' };
 
+/** A relay (peripherals/bumble/gatehouse_bumble/relay.py): a peripheral toward the gateway, a central toward `target`. */
+export interface BumbleRelaySpec {
+  name: string;
+  /** Its own static random address, advertised with the Gatehouse service. */
+  address: string;
+  /** The address of the real peripheral it connects to (which should not advertise the service). */
+  target: string;
+}
+
 export interface BumbleLinkOptions {
   peripherals: BumblePeripheralSpec[];
+  /** Relays on the same link (runs `gatehouse_bumble.relay`, link.py with relays added). */
+  relays?: BumbleRelaySpec[];
   /** Pinned backend keys `pk_S` by kid (raw Ed25519). */
   backendKeys: ReadonlyMap<string, Uint8Array>;
   /** Advertising interval of every peripheral (ms, default 50). */
@@ -126,8 +137,12 @@ export interface BumbleLink {
   readonly events: readonly Record<string, unknown>[];
   /** The first event (seen or to come) that `match` accepts, or fail after `ms`. */
   waitEvent(match: (e: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>;
+  /** Call `listener` on every event (outcomes included) from now on; returns its removal. */
+  onEvent(listener: (e: Record<string, unknown>) => void): () => void;
   /** v2: send a frame on `peripheral`'s live session (control channel). */
   send(peripheral: string, frame: BumbleFrameSpec): void;
+  /** Relay `relay`: `inject` sends the last peripheral frame again (`count` times), `alter` flips a bit of the next one. */
+  relay(relay: string, action: 'inject' | 'alter', count?: number): void;
   /** The HCI trace so far. */
   trace(): Promise<HciTraceRecord[]>;
   /** Stop the process (bounded) and remove its temp dir. Idempotent. */
@@ -188,12 +203,13 @@ export async function startBumbleLink(options: BumbleLinkOptions): Promise<Bumbl
         ...(p.misbehave?.advertisingData ? { advertisingData: Buffer.from(p.misbehave.advertisingData).toString('hex') } : {}),
       },
     })),
+    relays: (options.relays ?? []).map((r) => ({ name: r.name, address: r.address.toUpperCase(), target: r.target.toUpperCase() })),
   };
   const configPath = join(dir, 'config.json');
   await writeFile(configPath, JSON.stringify(config));
 
   installExitHook();
-  const child = spawn(BUMBLE_PYTHON, ['-m', 'gatehouse_bumble.link', configPath], {
+  const child = spawn(BUMBLE_PYTHON, ['-m', options.relays?.length ? 'gatehouse_bumble.relay' : 'gatehouse_bumble.link', configPath], {
     cwd: ROOT,
     env: { ...process.env, PYTHONPATH, PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1' },
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -309,8 +325,15 @@ export async function startBumbleLink(options: BumbleLinkOptions): Promise<Bumbl
         feed.on('event', onEvent);
       });
     },
+    onEvent(listener) {
+      feed.on('event', listener);
+      return () => feed.off('event', listener);
+    },
     send(peripheral, frame) {
       if (child.stdin.writable) child.stdin.write(`${JSON.stringify({ cmd: 'send', peripheral, frame })}\n`);
+    },
+    relay(relay, action, count = 1) {
+      if (child.stdin.writable) child.stdin.write(`${JSON.stringify({ cmd: 'relay', relay, action, count })}\n`);
     },
     async trace() {
       const text = await readFile(tracePath, 'utf8').catch(() => '');

@@ -76,15 +76,6 @@ describe('daemon/transports/ble/transport (real noble, emulated radio)', functio
     assert.equal(rig.backend.requests.length, 1);
   });
 
-  it('completes an exchange at MTU 247 in chunks of up to 244 bytes', async () => {
-    rig = await makeRig();
-    await rig.transport.start();
-    const lengths = recordWriteLengths(rig.radio);
-    await welcomed(rig, 2, 247);
-    assert.ok(lengths.every((l) => l <= 244));
-    assert.equal(Math.max(...lengths), 244, 'the welcome is longer than one chunk at MTU 247');
-  });
-
   it('rejects an unregistered device and holds its address off', async () => {
     rig = await makeRig();
     await rig.transport.start();

@@ -1,0 +1,153 @@
+/**
+ * A BLE relay gains nothing under v2 (docs/ble.md): the real peripheral advertises without the
+ * Gatehouse service, so the gateway reaches it only through a relay, one more Bumble device on
+ * the link that is a peripheral toward the gateway and a central toward the real peripheral
+ * (gatehouse_bumble/relay.py). The relay forwards the exchange unchanged and the peripheral is
+ * welcomed; then it replays and alters frames: the gateway's session drops them, the session
+ * goes on (or ends after 16 drops), and the relay never sees a plaintext.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { startBackend, startHciRig, GW, addressOf, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
+import { MinimalV2Host } from './v2-host.js';
+
+/** Flags and a name only: no service UUID, so the gateway's scan never picks this device. */
+function hiddenAdvertising(name: string): Uint8Array {
+  const n = Buffer.from(name);
+  return new Uint8Array([2, 0x01, 0x06, n.length + 1, 0x09, ...n]);
+}
+
+/** Bounded wait on a condition of state other parts update (checked on every event of `feed`). */
+function until(feed: EventEmitter, check: () => boolean, what: string, ms = 15_000): Promise<void> {
+  if (check()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      feed.off('tick', on);
+      reject(new Error(`not within ${ms} ms: ${what}`));
+    }, ms);
+    const on = (): void => {
+      if (!check()) return;
+      clearTimeout(timer);
+      feed.off('tick', on);
+      resolve();
+    };
+    feed.on('tick', on);
+  });
+}
+
+describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay device, real HCI stack)', function () {
+  this.timeout(60_000);
+  let backend: Backend | undefined;
+  let rig: HciRig | undefined;
+  let host: MinimalV2Host;
+  let session: Awaited<ReturnType<Backend['tb']['openSession']>>['session'];
+  const sessions: BleSessionEvent[] = [];
+  const feed = new EventEmitter();
+
+  before(async () => {
+    backend = await startBackend();
+    ({ session } = await backend.tb.openSession(backend.gateway));
+  });
+  beforeEach(() => {
+    host = new MinimalV2Host(backend!.tb, GW, session);
+    // Every frame the host takes (or drops, which answers nothing) may settle a condition too.
+    const begin = host.beginExchange.bind(host);
+    host.beginExchange = async (link) => {
+      const ex = await begin(link);
+      return {
+        ...ex,
+        onFrame: async (bytes) => {
+          const r = await ex.onFrame(bytes);
+          setImmediate(() => feed.emit('tick'));
+          return r;
+        },
+      };
+    };
+    sessions.length = 0;
+  });
+  afterEach(async () => {
+    await rig?.stop();
+    rig = undefined;
+  });
+  after(async () => {
+    await backend?.close();
+  });
+
+  const RELAY = addressOf(0x70);
+  const start = async (n: number): Promise<HciRig> => {
+    rig = await startHciRig(
+      backend!,
+      [{ n, name: 'real', versions: [2], misbehave: { advertisingData: hiddenAdvertising('REAL-ONLY-RELAY') } }],
+      { transport: { v2: host }, relays: [{ name: 'relay', address: RELAY, target: addressOf(n) }] },
+    );
+    rig.transport.on('session', (e) => {
+      sessions.push(e);
+      feed.emit('tick');
+    });
+    rig.transport.on('exchange', () => feed.emit('tick'));
+    // Every link event (the peripheral's and the relay's) may settle a condition.
+    rig.link.onEvent(() => feed.emit('tick'));
+    return rig;
+  };
+  const relayed = (dir: 'p2g' | 'g2p'): Buffer[] =>
+    rig!.link.events.filter((e) => e.event === 'relay' && e.dir === dir).map((e) => Buffer.from(e.hex as string, 'hex'));
+  const drops = (): string[] => host.sessions[0]?.drops.map((d) => d.code) ?? [];
+  const frames = (): string[] => host.sessions[0]?.frames.map((f) => `${f.seq}:${f.type}:${f.body ?? ''}`) ?? [];
+
+  it('forwards the exchange unchanged (welcome), then its replayed and altered frames are dropped and the session goes on', async () => {
+    await start(71);
+    const o = await rig!.link.outcomeOf('real');
+    assert.deepEqual([o.outcome, o.version, o.mode, o.gw], ['welcomed', 2, 'online', GW], JSON.stringify(o));
+    // The gateway only ever connected to the relay: the exchange is at the relay's address, for the real device.
+    const e = await rig!.exchangeOf(RELAY);
+    assert.deepEqual([e.outcome, e.dev, e.version], ['welcome', 'hci-dev-71', 2]);
+    assert.equal(rig!.exchanges.some((x) => x.address === addressOf(71)), false, 'the gateway never reached the real peripheral directly');
+    assert.equal(host.sessions[0]!.sid, o.sid, 'gateway and peripheral derived the same session through the relay');
+
+    rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-one' });
+    await until(feed, () => frames().length === 1, 'first frame at the gateway');
+
+    rig!.link.relay('relay', 'inject');
+    await until(feed, () => drops().length === 1, 'the replayed frame dropped');
+    rig!.link.relay('relay', 'alter');
+    rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-two' });
+    await rig!.link.waitEvent((x) => x.event === 'relay-altered', 'the relay altered a frame');
+    await until(feed, () => drops().length === 2, 'the altered frame dropped');
+    assert.deepEqual(drops(), ['GH_FRAME_REPLAY', 'GH_FRAME_DECRYPT']);
+
+    // The session is intact: the next frame and the peripheral's bye are taken, with receipts.
+    rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-three' });
+    rig!.link.send('real', { type: 'bye' });
+    await until(feed, () => sessions.length === 1, 'the session ended');
+    assert.equal(sessions[0]!.end, 'bye');
+    assert.deepEqual(frames(), ['0:pub:secret-one', '2:pub:secret-three', '3:bye:']);
+    const receipt = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'receipt' && x.upto === 2, 'receipt upto 2');
+    assert.equal(receipt.upto, 2);
+
+    // What the relay saw: the hello and frames one way, the challenge, the welcome and frames the other;
+    // every frame is a COSE_Encrypt0 (tag 16) and no plaintext crosses it.
+    const up = relayed('p2g');
+    const down = relayed('g2p');
+    assert.ok(up.length >= 4 && down.length >= 2, `${up.length} up, ${down.length} down`);
+    for (const f of [...up.slice(1), ...down.slice(2)]) assert.equal(f[0], 0xd0, `not a COSE_Encrypt0: ${f.subarray(0, 4).toString('hex')}`);
+    for (const f of [...up, ...down]) {
+      for (const secret of ['secret-one', 'secret-two', 'secret-three']) assert.equal(f.includes(secret), false, `${secret} crossed the relay in clear`);
+    }
+  });
+
+  it('a relay that injects 16 frames ends the session (bye malformed), which the peripheral reads', async () => {
+    await start(72);
+    const o = await rig!.link.outcomeOf('real');
+    assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
+    rig!.link.send('real', { type: 'ping' });
+    await until(feed, () => frames().length === 1, 'the ping at the gateway');
+    rig!.link.relay('relay', 'inject', 16);
+    await until(feed, () => sessions.length === 1, 'the session ended');
+    assert.equal(sessions[0]!.end, 'malformed');
+    assert.equal(drops().length, 16);
+    assert.ok(drops().every((c) => c === 'GH_FRAME_REPLAY'), drops().join());
+    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal(bye.reason, 'malformed');
+  });
+});
