@@ -6,65 +6,29 @@
  * key is a software P-256 key here (the backend sees only its public key and signatures).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { Agent } from 'undici';
-import { BackendClient } from '../../../../daemon/backend-client/client.js';
-import { BackendHttp, createBackendDispatcher } from '../../../../daemon/backend-client/dispatcher.js';
-import { SessionManager } from '../../../../daemon/backend-client/session.js';
-import { Pipeline } from '../../../../daemon/pipeline/pipeline.js';
 import { Ed25519Signer } from '../../../../protocol/index.js';
 import { NobleCentral } from '../../../../daemon/transports/ble/noble-adapter.js';
 import { BleTransport, type BleExchangeEvent } from '../../../../daemon/transports/ble/transport.js';
 import { EmulatedNobleBindings } from '../../../../peripherals/reference/ble-emulated-bindings.js';
 import { ReferenceBlePeripheral } from '../../../../peripherals/reference/ble-peripheral.js';
-import { BACKEND_TEST_NAME, startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
+import { startBackend, type Backend } from '../../../../testkit/ble-hci-rig.js';
 import { resultOf, waitForEvent } from './rig.js';
-import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 
 const GW = 'gw-ble-e2e';
 
 describe('BLE end to end (reference backend, backend client, pipeline, real noble on the emulated radio)', function () {
-  let tb: TestBackend | undefined;
-  let dir: string | undefined;
-  let agent: Agent | undefined;
-  let session: SessionManager | undefined;
-  let client: BackendClient | undefined;
-  let pipeline: Pipeline | undefined;
+  let backend: Backend | undefined;
   let transport: BleTransport | undefined;
 
   after(async () => {
     await transport?.stop();
-    pipeline?.close();
-    await client?.stop();
-    session?.stop();
-    await agent?.close();
-    await tb?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await backend?.close();
   });
 
   it('welcomes a registered peripheral and rejects an unknown one, each verified at the peripheral', async () => {
-    tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
-    const gw = await tb.addGateway(GW);
-    dir = await mkdtemp(join(tmpdir(), 'gh-ble-e2e-'));
-    const url = `https://${BACKEND_TEST_NAME}:${tb.backend.port}`;
-    agent = createBackendDispatcher({ url, ca: tb.caPem, connectAddress: '127.0.0.1', connectTimeoutMs: 3_000 });
-    const http = new BackendHttp({ url, dispatcher: agent });
-    const backendKeys = new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
-    const stateDir = join(dir, 'state');
-    session = new SessionManager({
-      gw: GW,
-      http,
-      tpmSigner: gw.tpm,
-      tpmPublicKeySpki: new Uint8Array(gw.tpm.publicKey.export({ format: 'der', type: 'spki' })),
-      backendKeys,
-      stateDir,
-    });
-    assert.equal(await session.start(), true, 'the backend issued a session credential');
-    client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir, ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
-    await client.start();
-    pipeline = new Pipeline({ gw: GW, verifier: client, sessions: session });
+    // The reference backend over HTTPS, the gateway's session with it, the backend client and the pipeline.
+    backend = await startBackend(GW);
+    const { tb, backendKeys, pipeline, client } = backend;
 
     const radio = new EmulatedNobleBindings({ advertisingIntervalMs: 20 });
     transport = new BleTransport({ central: new NobleCentral({ bindings: radio }), pipeline, exchangeTimeoutMs: 15_000 });
