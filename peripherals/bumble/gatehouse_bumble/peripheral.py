@@ -26,6 +26,12 @@ from .protocol import Peripheral, ProtocolError, decode_reject, message_type
 from . import protocol_v2 as v2
 
 
+def write_notify(uuid: str, on_write: Any) -> Characteristic:
+    """A Gatehouse characteristic: the gateway writes, the peripheral notifies."""
+    return Characteristic(uuid, Characteristic.Properties.WRITE | Characteristic.Properties.NOTIFY, Characteristic.WRITEABLE,
+                          CharacteristicValue(write=on_write))
+
+
 class GatehousePeripheral(V2Behaviour):
     """A Bumble Device advertising the Gatehouse service, the peripheral side of protocol v1."""
 
@@ -54,20 +60,10 @@ class GatehousePeripheral(V2Behaviour):
         else:
             chars = []
             if 1 in self.versions:
-                self.characteristic = Characteristic(
-                    V1_CHARACTERISTIC_UUID,
-                    Characteristic.Properties.WRITE | Characteristic.Properties.NOTIFY,
-                    Characteristic.WRITEABLE,
-                    CharacteristicValue(write=self.on_write),
-                )
+                self.characteristic = write_notify(V1_CHARACTERISTIC_UUID, self.on_write)
                 chars.append(self.characteristic)
             if 2 in self.versions:
-                self.characteristic_v2 = Characteristic(
-                    V2_CHARACTERISTIC_UUID,
-                    Characteristic.Properties.WRITE | Characteristic.Properties.NOTIFY,
-                    Characteristic.WRITEABLE,
-                    CharacteristicValue(write=self.on_write_v2),
-                )
+                self.characteristic_v2 = write_notify(V2_CHARACTERISTIC_UUID, self.on_write_v2)
                 chars.append(self.characteristic_v2)
             self.device.add_service(Service(SERVICE_UUID, chars))
         self.device.on('connection', self.on_connection)

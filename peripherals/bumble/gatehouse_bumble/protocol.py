@@ -171,18 +171,24 @@ class Reject:
     signed: bool
 
 
+def reject_fields(m: dict[int, Any], note: str = '') -> tuple[str, str, int | None]:
+    """(dev, reason, retry) of a reject whose keys are checked (v1 and v2); an hh (7) is 32 bytes."""
+    reason = _text(m, 13)
+    if reason not in REASONS:
+        raise ProtocolError('GH_MSG_BAD_REASON', f'reason {reason!r}{note}')
+    if 7 in m:
+        _bytes(m, 7, 32)
+    return _id(m, 3), reason, _uint(m, 16) if 16 in m else None
+
+
 def decode_reject(data: bytes) -> Reject:
     """A reject, signed or not. Advisory only: its signature is not checked (protocol v1)."""
     signed = len(data) > 0 and data[0] in (0xD2, 0x84)
     payload = parse_sign1(data).payload if signed else data
     m = _check_map(cbor.decode(payload, frozenset(), MAX_MESSAGE), {1, 2, 3, 13}, {7, 16})
     _header(m, 'reject')
-    reason = _text(m, 13)
-    if reason not in REASONS:
-        raise ProtocolError('GH_MSG_BAD_REASON', f'reason {reason!r}')
-    if 7 in m:
-        _bytes(m, 7, 32)
-    return Reject(dev=_id(m, 3), reason=reason, retry=_uint(m, 16) if 16 in m else None, signed=signed)
+    dev, reason, retry = reject_fields(m)
+    return Reject(dev=dev, reason=reason, retry=retry, signed=signed)
 
 
 def message_type(data: bytes) -> str:

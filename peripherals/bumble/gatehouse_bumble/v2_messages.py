@@ -10,7 +10,7 @@ from typing import Any
 from . import cbor
 from .cbor import Tag
 from .fields import check_keys, ProtocolError, byte_string as _bytes, ident as _id, text as _text, uint as _uint
-from .protocol import REASONS, Sign1, public_key_problem, sign1_elements, sign1_kid
+from .protocol import Sign1, reject_fields, public_key_problem, sign1_elements, sign1_kid
 
 COSE_SIGN1_TAG = 18
 COSE_ENCRYPT0_TAG = 16
@@ -199,12 +199,8 @@ def decode_reject_v2(data: bytes) -> RejectV2:
     signed = data[:1] == b'\xd2'
     payload = parse_sign1_v2(data).payload if signed else data
     m = typed_map(decode_map(payload), 'reject', 2, {1, 2, 3, 13}, {7, 16})
-    reason = _text(m, 13)
-    if reason not in REASONS:
-        raise ProtocolError('GH_MSG_BAD_REASON', f'reason {reason!r} (the bye reasons are for bye only)')
-    if 7 in m:
-        _bytes(m, 7, 32)
-    return RejectV2(dev=_id(m, 3), reason=reason, retry=_uint(m, 16) if 16 in m else None, signed=signed)
+    dev, reason, retry = reject_fields(m, ' (the bye reasons are for bye only)')
+    return RejectV2(dev=dev, reason=reason, retry=retry, signed=signed)
 
 
 @dataclass(frozen=True)
