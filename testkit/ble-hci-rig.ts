@@ -9,7 +9,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EventEmitter } from 'node:events';
 import type { Agent } from 'undici';
 import { BackendClient } from '../daemon/backend-client/client.js';
 import { BackendHttp, createBackendDispatcher } from '../daemon/backend-client/dispatcher.js';
@@ -21,7 +20,7 @@ import { BleTransport, type BleExchangeEvent, type BleTransportOptions } from '.
 import { BACKEND_CLIENT_DEFAULTS } from './component-defaults.js';
 import { startBumbleLink, type BumbleLink, type BumbleLinkOptions, type BumblePeripheralSpec } from './bumble.js';
 import { BACKEND_TEST_NAME, startTestBackend, type TestBackend, type TestGateway } from './backend.js';
-import { waitForEmitter } from './wait.js';
+import { recordExchanges } from './ble-exchanges.js';
 
 export const GW = 'gw-ble-hci';
 
@@ -38,7 +37,7 @@ export function addressOf(n: number): string {
 /** The reference backend, and the gateway's session with it; one per suite. */
 export interface Backend {
   tb: TestBackend;
-  /** The gateway `GW` as the backend knows it (a v2 host opens its own session with it). */
+  /** The gateway (`GW` unless `startBackend` was given another id) as the backend knows it (a v2 host opens its own session with it). */
   gateway: TestGateway;
   backendKeys: Map<string, Uint8Array>;
   pipeline: Pipeline;
@@ -46,7 +45,8 @@ export interface Backend {
   close(): Promise<void>;
 }
 
-export async function startBackend(): Promise<Backend> {
+/** The backend, and behind it the session manager, backend client and pipeline of gateway `gwId`. */
+export async function startBackend(gwId: string = GW): Promise<Backend> {
   // The origin the gateway signs its requests for (RFC 9421 @authority) is the name it connects to.
   const tb = await startTestBackend({ publicOrigin: (p) => `https://${BACKEND_TEST_NAME}:${p}` });
   const dir = await mkdtemp(join(tmpdir(), 'gh-ble-hci-'));
@@ -63,14 +63,14 @@ export async function startBackend(): Promise<Backend> {
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    const gw = await tb.addGateway(GW);
+    const gw = await tb.addGateway(gwId);
     const url = `https://${BACKEND_TEST_NAME}:${tb.backend.port}`;
     agent = createBackendDispatcher({ url, ca: tb.caPem, connectAddress: '127.0.0.1', connectTimeoutMs: 3_000 });
     const http = new BackendHttp({ url, dispatcher: agent });
     const backendKeys = new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
     const stateDir = join(dir, 'state');
     session = new SessionManager({
-      gw: GW,
+      gw: gwId,
       http,
       tpmSigner: gw.tpm,
       tpmPublicKeySpki: new Uint8Array(gw.tpm.publicKey.export({ format: 'der', type: 'spki' })),
@@ -78,9 +78,9 @@ export async function startBackend(): Promise<Backend> {
       stateDir,
     });
     if (!(await session.start())) throw new Error('the backend issued no session credential');
-    client = new BackendClient({ gw: GW, http, session, backendKeys, stateDir, ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
+    client = new BackendClient({ gw: gwId, http, session, backendKeys, stateDir, ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
     await client.start();
-    pipeline = new Pipeline({ gw: GW, verifier: client, sessions: session });
+    pipeline = new Pipeline({ gw: gwId, verifier: client, sessions: session });
     return { tb, gateway: gw, backendKeys, pipeline, client, close };
   } catch (err) {
     await close();
@@ -129,12 +129,7 @@ export async function startHciRig(
       denyList: { baseMs: 60_000 },
       ...options.transport,
     });
-    const exchanges: BleExchangeEvent[] = [];
-    const feed = new EventEmitter();
-    transport.on('exchange', (e) => {
-      exchanges.push(e);
-      feed.emit('exchange', e);
-    });
+    const record = recordExchanges(transport);
     const t0 = performance.now();
     let poweredOnMs = Number.NaN;
     transport.on('state', (s) => {
@@ -146,15 +141,11 @@ export async function startHciRig(
       link,
       central,
       transport,
-      exchanges,
+      exchanges: record.exchanges,
       get poweredOnMs() {
         return poweredOnMs;
       },
-      exchangeOf(address, ms = 15_000) {
-        const seen = exchanges.find((e) => e.address === address);
-        if (seen) return Promise.resolve(seen);
-        return waitForEmitter<[BleExchangeEvent]>(feed, 'exchange', (e) => e.address === address, `exchange of ${address}`, ms).then(([e]) => e);
-      },
+      exchangeOf: (address, ms = 15_000) => record.exchangeOf(address, ms),
       async stop() {
         // The central first: it closes its UART before the link process closes the pty.
         await t.stop();
@@ -166,4 +157,44 @@ export async function startHciRig(
     await link.stop();
     throw err;
   }
+}
+
+/** What `hciSuite()` gives a suite. */
+export interface HciSuite {
+  /** The suite's backend; only valid inside a test or a hook registered after `hciSuite()`. */
+  readonly backend: Backend;
+  /** A rig for the running test, stopped after it. */
+  start(peripherals: PeripheralInput[], options?: Parameters<typeof startHciRig>[2]): Promise<HciRig>;
+}
+
+/**
+ * The hooks every HCI suite repeats: one backend for the suite (`before`/`after`), and each
+ * test's rig stopped in `afterEach`. Call it at the top of a `describe`.
+ */
+export function hciSuite(): HciSuite {
+  let backend: Backend | undefined;
+  let rig: HciRig | undefined;
+  before(async () => {
+    backend = await startBackend();
+  });
+  afterEach(async () => {
+    await rig?.stop();
+    rig = undefined;
+  });
+  after(async () => {
+    await backend?.close();
+  });
+  const current = (): Backend => {
+    if (backend === undefined) throw new Error('hciSuite(): the backend is read outside a test');
+    return backend;
+  };
+  return {
+    get backend(): Backend {
+      return current();
+    },
+    async start(peripherals, options) {
+      rig = await startHciRig(current(), peripherals, options);
+      return rig;
+    },
+  };
 }

@@ -8,30 +8,23 @@
  * Bounded everywhere: at most `maxConcurrent` links, a bounded queue of discovered peripherals
  * (a full queue drops the discovery: the peripheral advertises again), one deadline per
  * exchange, a timeout on every radio call (in the `BleCentral`).
+ *
+ * This file holds the lifecycle, the scan, discovery handling (`#onDiscover`) and the
+ * concurrency; one link's exchange (v1 or v2) is exchange.ts, the events are events.ts.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
 import { silentLogger } from '../../../common/log/logger.js';
 import type { AuthPipeline, IngressConnection } from '../../pipeline/types.js';
-import {
-  decodeDownMessage,
-  BleFrameError,
-  frameMessage,
-  GATEHOUSE_CHARACTERISTIC_UUID,
-  GATEHOUSE_SERVICE_UUID,
-  GATEHOUSE_V2_CHARACTERISTIC_UUID,
-} from '../../../protocol/index.js';
-import type { ReasonCode } from '../../../protocol/index.js';
+import { GATEHOUSE_SERVICE_UUID } from '../../../protocol/index.js';
 import { DenyList, type DenyListOptions } from './deny-list.js';
-import { BleError, type BleErrorCode } from './errors.js';
-import { helloReceiver, raceAbort } from './hello-receiver.js';
-import { normaliseUuid, type BleAdapterState, type BleCentral, type BleDiscovery } from './port.js';
-import { runV2Link, type V2LinkResult, type V2SessionHost } from './v2-link.js';
+import { BleError } from './errors.js';
+import type { BleExchangeEvent, BleSessionEvent, BleSkipReason, BleTransportEvents, BleTransportStats } from './events.js';
+import { runExchange, SERVICE, type ExchangeHost, type ExchangeResult } from './exchange.js';
+import type { BleAdapterState, BleCentral, BleDiscovery } from './port.js';
+import type { V2SessionHost } from './v2-link.js';
 
-
-const SERVICE = normaliseUuid(GATEHOUSE_SERVICE_UUID);
-const CHARACTERISTIC = normaliseUuid(GATEHOUSE_CHARACTERISTIC_UUID);
-const CHARACTERISTIC_V2 = normaliseUuid(GATEHOUSE_V2_CHARACTERISTIC_UUID);
+export type { BleExchangeEvent, BleSessionEvent, BleSkipReason, BleTransportEvents, BleTransportStats } from './events.js';
 
 /** Options of a `BleTransport`. */
 export interface BleTransportOptions {
@@ -62,65 +55,6 @@ export interface BleTransportOptions {
   idleTimeoutMs?: number;
   /** Links open at once, v2 sessions included (default 8); exchanges are bounded by `maxConcurrent`. */
   maxLiveLinks?: number;
-}
-
-/** How one exchange ended, for the status socket and metrics. */
-export interface BleExchangeEvent {
-  /** The pipeline connection id, `ble:<n>`. */
-  connection: string;
-  /** BLE address, for logs only. */
-  address: string;
-  outcome: 'welcome' | 'reject' | 'failed';
-  /** The device id from the hello, when the pipeline decided on one. */
-  dev?: string;
-  reason?: ReasonCode;
-  /** The BLE error code when the exchange failed. */
-  error?: string;
-  /** Hold-off before this address is tried again (ms). */
-  holdOffMs: number;
-  /** The protocol version of the exchange (2 on the v2 characteristic). */
-  version?: 1 | 2;
-}
-
-/** A v2 session that ended (its welcome was an `exchange` event). */
-export interface BleSessionEvent {
-  connection: string;
-  address: string;
-  dev: string;
-  /** `bye`, `idle`, `malformed`, `expired`, … or the BLE error code that ended it. */
-  end: string;
-  framesIn: number;
-  framesOut: number;
-  durationMs: number;
-}
-
-/** Why a discovery did not lead to a connection. */
-export type BleSkipReason = 'not-advertising-service' | 'not-connectable' | 'held-off' | 'queue-full' | 'busy-with-it';
-
-/** Events of a `BleTransport`. */
-export interface BleTransportEvents {
-  state: (state: BleAdapterState) => void;
-  connected: (info: { connection: string; address: string; active: number }) => void;
-  exchange: (event: BleExchangeEvent) => void;
-  session: (event: BleSessionEvent) => void;
-  skipped: (info: { address: string; reason: BleSkipReason; malformed: boolean }) => void;
-  error: (err: BleError) => void;
-}
-
-/** Counters for the status socket. */
-export interface BleTransportStats {
-  state: BleAdapterState;
-  scanning: boolean;
-  active: number;
-  queued: number;
-  /** Most links observed open at once since start. */
-  maxActive: number;
-  /** v2 sessions live now (links kept after a welcome). */
-  sessions: number;
-  welcomed: number;
-  rejected: number;
-  failed: number;
-  heldOff: number;
 }
 
 interface Active {
@@ -335,172 +269,37 @@ export class BleTransport {
     const entry: Active = { controller, done: Promise.resolve(), session: false };
     this.#active.set(d.id, entry);
     this.#counts.maxActive = Math.max(this.#counts.maxActive, this.#active.size);
-    entry.done = this.#exchange(d, controller, entry).finally(() => {
+    const conn: IngressConnection = { id: `ble:${++this.#seq}`, transport: 'ble', remote: d.address };
+    entry.done = runExchange(this.#exchangeHost(), d, conn, controller, entry).finally(() => {
       this.#active.delete(d.id);
       this.#pump();
     });
   }
 
-  async #exchange(d: BleDiscovery, controller: AbortController, entry: Active): Promise<void> {
-    const conn: IngressConnection = { id: `ble:${++this.#seq}`, transport: 'ble', remote: d.address };
-    const address = throttleKey(d);
-    const signal = controller.signal;
-    const timer = setTimeout(
-      () => controller.abort(new BleError('GH_BLE_TIMEOUT', `exchange not done within ${this.#exchangeTimeoutMs} ms`)),
-      this.#exchangeTimeoutMs,
-    );
-    const offDisconnect = this.#central.on('disconnect', (e) => {
-      if (e.id === d.id) controller.abort(new BleError('GH_BLE_DISCONNECTED', `peripheral disconnected (reason ${e.reason ?? 'unknown'})`));
-    });
-    const log = this.#log.child({ connection: conn.id, address: d.address });
-    let connected = false;
-    let bound = false;
-    let inFlight: Promise<unknown> | undefined;
-    let result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number } = { outcome: 'failed' };
-    try {
-      const opts = { signal };
-      await this.#central.connect(d.id, opts);
-      connected = true;
-      this.#events.emit('connected', { connection: conn.id, address: d.address, active: this.#active.size });
-      const version = await this.#pickVersion(d.id, opts);
-      if (version === 2) {
-        const r = await this.#exchangeV2(d, conn, controller, entry, () => clearTimeout(timer));
-        result = r.welcomed ? { outcome: 'welcome', dev: r.welcomed } : r.result;
-        return;
-      }
-      const info = await this.#central.discover(d.id, SERVICE, CHARACTERISTIC, opts);
-      if (!info.properties.includes('write') || !info.properties.includes('notify')) {
-        throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic lacks write+notify: ${info.properties.join(',')}`);
-      }
-      const mtu = this.#central.mtu(d.id);
-      const hello = helloReceiver(mtu, signal);
-      await this.#central.subscribe(d.id, SERVICE, CHARACTERISTIC, hello.push, opts);
-      bound = true;
-      // protocol-v1 "BLE transport": no challenge-request; gn is bound to this connection alone.
-      const challenge = await raceAbort((inFlight = this.#pipeline.connectionChallenge(conn)), signal);
-      const challengeReject = rejectIn(challenge);
-      await this.#send(d.id, challenge, mtu, signal);
-      if (challengeReject) {
-        result = { outcome: 'reject', reason: challengeReject.reason, ...(challengeReject.retry === undefined ? {} : { retry: challengeReject.retry }) };
-        return;
-      }
-      const helloBytes = await hello.message;
-      const outcome = await raceAbort((inFlight = this.#pipeline.hello(conn, helloBytes)), signal);
-      await this.#send(d.id, outcome.reply, mtu, signal);
-      if (outcome.welcomed) result = { outcome: 'welcome', dev: outcome.welcomed.dev };
-      else {
-        result = { outcome: 'reject', reason: outcome.rejected?.reason ?? 'internal' };
-        if (outcome.rejected?.dev !== undefined) result.dev = outcome.rejected.dev;
-        if (outcome.rejected?.retry !== undefined) result.retry = outcome.rejected.retry;
-      }
-    } catch (err) {
-      const e = toBleError(signal.aborted ? signal.reason : err, err);
-      result = { outcome: 'failed', error: e.code };
-      log.info('BLE exchange failed', { code: e.code, error: e.message });
-    } finally {
-      clearTimeout(timer);
-      offDisconnect();
-      if (connected) {
-        // protocol-v1: G disconnects after the welcome or reject (and after any failure).
-        await this.#central.disconnect(d.id, { timeoutMs: this.#disconnectTimeoutMs }).catch((err: unknown) => {
-          log.warn('BLE disconnect failed', { error: err instanceof Error ? err.message : String(err) });
-        });
-      }
-      if (bound) {
-        this.#pipeline.connectionClosed(conn);
-        // An aborted exchange may leave a pipeline call running; whatever it binds to this
-        // connection (a challenge) is dropped once it settles, not left to expire.
-        const close = (): void => this.#pipeline.connectionClosed(conn);
-        inFlight?.then(close, close);
-      }
-      if (!entry.session) this.#finish(conn, d, address, result);
-    }
+  /** What `runExchange` (exchange.ts) needs from this transport. */
+  #exchangeHost(): ExchangeHost {
+    return {
+      central: this.#central,
+      pipeline: this.#pipeline,
+      log: this.#log,
+      versions: this.#versions,
+      v2: this.#v2,
+      exchangeTimeoutMs: this.#exchangeTimeoutMs,
+      disconnectTimeoutMs: this.#disconnectTimeoutMs,
+      idleTimeoutMs: this.#idleTimeoutMs,
+      connected: (conn, d) => {
+        this.#events.emit('connected', { connection: conn.id, address: d.address, active: this.#active.size });
+      },
+      finish: (conn, d, result) => this.#finish(conn, d, throttleKey(d), result),
+      becameSession: () => this.#pump(),
+      sessionEnded: (event: BleSessionEvent) => {
+        this.#log.info('BLE v2 session ended', event);
+        this.#events.emit('session', event);
+      },
+    };
   }
 
-  /** 2 when v2 is allowed, a host is given and the service has the v2 characteristic; else 1. */
-  async #pickVersion(id: string, opts: { signal: AbortSignal }): Promise<1 | 2> {
-    if (!this.#versions.includes(2) || this.#v2 === undefined) return 1;
-    try {
-      const info = await this.#central.discover(id, SERVICE, CHARACTERISTIC_V2, opts);
-      if (!info.properties.includes('write') || !info.properties.includes('notify')) {
-        throw new BleError('GH_BLE_GATT_MISMATCH', `v2 characteristic lacks write+notify: ${info.properties.join(',')}`);
-      }
-      return 2;
-    } catch (err) {
-      if (err instanceof BleError && err.code === 'GH_BLE_GATT_MISMATCH' && this.#versions.includes(1)) return 1;
-      throw err;
-    }
-  }
-
-  /**
-   * One v2 exchange and its session (v2-link.ts). The welcome is reported as an `exchange` event
-   * when it is written; the session's end as a `session` event.
-   */
-  async #exchangeV2(
-    d: BleDiscovery,
-    conn: IngressConnection,
-    controller: AbortController,
-    entry: Active,
-    stopDeadline: () => void,
-  ): Promise<{ welcomed?: string; result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number } }> {
-    const host = this.#v2;
-    if (host === undefined) throw new BleError('GH_BLE_GATT_MISMATCH', 'no v2 host');
-    const signal = controller.signal;
-    const mtu = this.#central.mtu(d.id);
-    let welcomedAt = 0;
-    let dev: string | undefined;
-    let r: V2LinkResult | undefined;
-    let end: string | undefined;
-    try {
-      r = await runV2Link({
-        connection: conn,
-        host,
-        mtu,
-        signal,
-        idleTimeoutMs: this.#idleTimeoutMs,
-        writeChunk: (chunk, s) => this.#central.write(d.id, SERVICE, CHARACTERISTIC_V2, chunk, { signal: s }),
-        subscribe: (onValue) => this.#central.subscribe(d.id, SERVICE, CHARACTERISTIC_V2, onValue, { signal }),
-        onWelcomed: (who) => {
-          stopDeadline();
-          dev = who;
-          welcomedAt = performance.now();
-          this.#finish(conn, d, throttleKey(d), { outcome: 'welcome', dev: who, version: 2 });
-          entry.session = true;
-          this.#pump();
-        },
-      });
-      end = r.sessionEnd;
-    } catch (err) {
-      if (dev === undefined) throw err;
-      end = err instanceof BleError ? err.code : signal.aborted ? String((signal.reason as { code?: string }).code) : 'GH_BLE_OPERATION_FAILED';
-    }
-    if (dev !== undefined) {
-      const event: BleSessionEvent = {
-        connection: conn.id,
-        address: d.address,
-        dev,
-        end: end ?? 'unknown',
-        framesIn: r?.framesIn ?? 0,
-        framesOut: r?.framesOut ?? 0,
-        durationMs: Math.round(performance.now() - welcomedAt),
-      };
-      this.#log.info('BLE v2 session ended', event);
-      this.#events.emit('session', event);
-      return { welcomed: dev, result: { outcome: 'welcome', dev, version: 2 } };
-    }
-    const result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number } = { outcome: 'reject', version: 2 };
-    if (r?.reason !== undefined) result.reason = r.reason;
-    if (r?.dev !== undefined) result.dev = r.dev;
-    if (r?.retry !== undefined) result.retry = r.retry;
-    return { result };
-  }
-
-  #finish(
-    conn: IngressConnection,
-    d: BleDiscovery,
-    address: string,
-    result: Omit<BleExchangeEvent, 'connection' | 'address' | 'holdOffMs'> & { retry?: number },
-  ): void {
+  #finish(conn: IngressConnection, d: BleDiscovery, address: string, result: ExchangeResult): void {
     let holdOffMs: number;
     if (result.outcome === 'welcome') {
       this.#counts.welcomed++;
@@ -518,29 +317,8 @@ export class BleTransport {
     this.#events.emit('exchange', event);
   }
 
-  async #send(id: string, message: Uint8Array, mtu: number, signal: AbortSignal): Promise<void> {
-    for (const chunk of frameMessage(message, mtu)) await this.#central.write(id, SERVICE, CHARACTERISTIC, chunk, { signal });
-  }
 }
 
 function throttleKey(d: BleDiscovery): string {
   return d.address === 'unknown' ? `id:${d.id}` : d.address;
-}
-
-/** The reject inside a pipeline's challenge answer, if it is one. */
-function rejectIn(bytes: Uint8Array): { reason: ReasonCode; retry?: number } | undefined {
-  const m = decodeDownMessage(bytes);
-  if (m.type !== 'reject') return undefined;
-  const payload = m.message;
-  return payload.retry === undefined ? { reason: payload.reason } : { reason: payload.reason, retry: payload.retry };
-}
-
-function toBleError(preferred: unknown, original: unknown): BleError {
-  if (preferred instanceof BleError) return preferred;
-  if (original instanceof BleError) return original;
-  // A framing failure keeps its code (GH_BLE_FRAME_*), as a transport error.
-  const frame = preferred instanceof BleFrameError ? preferred : original instanceof BleFrameError ? original : undefined;
-  if (frame !== undefined) return new BleError(frame.code, frame.message, { cause: frame });
-  const code: BleErrorCode = 'GH_BLE_OPERATION_FAILED';
-  return new BleError(code, original instanceof Error ? original.message : String(original), { cause: original });
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,62 +18,22 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from . import cbor
 from .cbor import CborError, Tag
+from .fields import check_keys, ID_RE, ProtocolError, byte_string as _bytes, ident as _id, text as _text, uint as _uint
 
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
 MAX_MESSAGE = 1024
-ID_RE = re.compile(r'^[A-Za-z0-9._:-]{1,64}$')
 REASONS = frozenset({
     'malformed', 'unsupported-version', 'stale-challenge', 'unknown-device', 'bad-signature', 'revoked',
     'not-allowed-here', 'rate-limited', 'busy', 'backend-unavailable', 'internal',
 })
 
 
-class ProtocolError(ValueError):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f'{code}: {detail}')
-        self.code = code
-        self.detail = detail
-
-
 def _check_map(m: Any, required: set[int], optional: set[int] = frozenset()) -> dict[int, Any]:
     if not isinstance(m, dict):
         raise ProtocolError('GH_MSG_NOT_MAP', 'payload is not a map')
-    for k in m:
-        if k not in required and k not in optional:
-            raise ProtocolError('GH_MSG_UNKNOWN_FIELD', f'unknown key {k!r}')
-    for k in required:
-        if k not in m:
-            raise ProtocolError('GH_MSG_MISSING_FIELD', f'missing key {k}')
+    check_keys(m, required, optional)
     return m
-
-
-def _text(m: dict[int, Any], k: int) -> str:
-    if not isinstance(m[k], str):
-        raise ProtocolError('GH_MSG_FIELD_TYPE', f'key {k} is not a text string')
-    return m[k]
-
-
-def _bytes(m: dict[int, Any], k: int, length: int | None = None) -> bytes:
-    if not isinstance(m[k], bytes):
-        raise ProtocolError('GH_MSG_FIELD_TYPE', f'key {k} is not a byte string')
-    if length is not None and len(m[k]) != length:
-        raise ProtocolError('GH_MSG_FIELD_LENGTH', f'key {k} is {len(m[k])} bytes, not {length}')
-    return m[k]
-
-
-def _uint(m: dict[int, Any], k: int) -> int:
-    v = m[k]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ProtocolError('GH_MSG_FIELD_TYPE', f'key {k} is not an unsigned integer')
-    return v
-
-
-def _id(m: dict[int, Any], k: int) -> str:
-    v = _text(m, k)
-    if not ID_RE.match(v):
-        raise ProtocolError('GH_MSG_BAD_ID', f'key {k} is not a valid id')
-    return v
 
 
 def _header(m: dict[int, Any], type_: str) -> None:
@@ -108,11 +67,8 @@ def sign1(payload: dict[int, Any], kid: str, key: Ed25519PrivateKey) -> bytes:
     return cbor.encode(Tag(COSE_SIGN1_TAG, [protected, {}, body, signature]))
 
 
-def parse_sign1(data: bytes) -> Sign1:
-    """A COSE_Sign1 (tagged or not) with exactly {1: -8, 4: kid} protected and nothing unprotected."""
-    item = cbor.decode(data, frozenset({COSE_SIGN1_TAG}), MAX_MESSAGE)
-    if isinstance(item, Tag):
-        item = item.value
+def sign1_elements(item: Any) -> tuple[bytes, bytes, bytes]:
+    """(protected, payload, signature) of an untagged COSE_Sign1 array with an empty unprotected header."""
     if not isinstance(item, list) or len(item) != 4:
         raise ProtocolError('GH_COSE_STRUCTURE', 'not a four-element COSE_Sign1')
     protected, unprotected, payload, signature = item
@@ -120,6 +76,28 @@ def parse_sign1(data: bytes) -> Sign1:
         raise ProtocolError('GH_COSE_STRUCTURE', 'COSE_Sign1 element of the wrong type')
     if unprotected:
         raise ProtocolError('GH_COSE_HEADER', 'unprotected header not empty')
+    return protected, payload, signature
+
+
+def sign1_kid(header: dict[Any, Any], signature: bytes) -> str:
+    """The kid of a protected header already checked to be {alg, kid}; the signature is 64 bytes."""
+    if not isinstance(header[4], bytes):
+        raise ProtocolError('GH_COSE_BAD_KID', 'kid is not a byte string')
+    try:
+        kid = header[4].decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ProtocolError('GH_COSE_BAD_KID', 'kid is not UTF-8') from e
+    if len(signature) != 64:
+        raise ProtocolError('GH_COSE_SIGNATURE_LENGTH', f'signature of {len(signature)} bytes')
+    return kid
+
+
+def parse_sign1(data: bytes) -> Sign1:
+    """A COSE_Sign1 (tagged or not) with exactly {1: -8, 4: kid} protected and nothing unprotected."""
+    item = cbor.decode(data, frozenset({COSE_SIGN1_TAG}), MAX_MESSAGE)
+    if isinstance(item, Tag):
+        item = item.value
+    protected, payload, signature = sign1_elements(item)
     header = cbor.decode(protected, frozenset(), MAX_MESSAGE)
     if not isinstance(header, dict):
         raise ProtocolError('GH_COSE_HEADER', 'protected header is not a map')
@@ -131,15 +109,7 @@ def parse_sign1(data: bytes) -> Sign1:
         raise ProtocolError('GH_COSE_HEADER', 'protected header is not exactly {alg, kid}')
     if header[1] != ALG_EDDSA:
         raise ProtocolError('GH_COSE_UNSUPPORTED_ALG' if header[1] not in (-7,) else 'GH_MSG_WRONG_ALG', f'alg {header[1]!r}')
-    if not isinstance(header[4], bytes):
-        raise ProtocolError('GH_COSE_BAD_KID', 'kid is not a byte string')
-    try:
-        kid = header[4].decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise ProtocolError('GH_COSE_BAD_KID', 'kid is not UTF-8') from e
-    if len(signature) != 64:
-        raise ProtocolError('GH_COSE_SIGNATURE_LENGTH', f'signature of {len(signature)} bytes')
-    return Sign1(protected, kid, payload, signature)
+    return Sign1(protected, sign1_kid(header, signature), payload, signature)
 
 
 # Ed25519 public keys refused before any verification: encodings with y >= p, and the points of
@@ -201,18 +171,24 @@ class Reject:
     signed: bool
 
 
+def reject_fields(m: dict[int, Any], note: str = '') -> tuple[str, str, int | None]:
+    """(dev, reason, retry) of a reject whose keys are checked (v1 and v2); an hh (7) is 32 bytes."""
+    reason = _text(m, 13)
+    if reason not in REASONS:
+        raise ProtocolError('GH_MSG_BAD_REASON', f'reason {reason!r}{note}')
+    if 7 in m:
+        _bytes(m, 7, 32)
+    return _id(m, 3), reason, _uint(m, 16) if 16 in m else None
+
+
 def decode_reject(data: bytes) -> Reject:
     """A reject, signed or not. Advisory only: its signature is not checked (protocol v1)."""
     signed = len(data) > 0 and data[0] in (0xD2, 0x84)
     payload = parse_sign1(data).payload if signed else data
     m = _check_map(cbor.decode(payload, frozenset(), MAX_MESSAGE), {1, 2, 3, 13}, {7, 16})
     _header(m, 'reject')
-    reason = _text(m, 13)
-    if reason not in REASONS:
-        raise ProtocolError('GH_MSG_BAD_REASON', f'reason {reason!r}')
-    if 7 in m:
-        _bytes(m, 7, 32)
-    return Reject(dev=_id(m, 3), reason=reason, retry=_uint(m, 16) if 16 in m else None, signed=signed)
+    dev, reason, retry = reject_fields(m)
+    return Reject(dev=dev, reason=reason, retry=retry, signed=signed)
 
 
 def message_type(data: bytes) -> str:
@@ -286,17 +262,22 @@ def check_welcome(welcome: bytes, hello_sent: bytes, dev: str, backend_keys: dic
     return WelcomeResult(True, 'ok', 'gateway authenticated', w_gw)
 
 
+def device_key(dev: str, seed: bytes) -> Ed25519PrivateKey:
+    """A device's Ed25519 key from its 32-byte seed, once its id is a valid one."""
+    if not ID_RE.match(dev):
+        raise ProtocolError('GH_PERIPHERAL_BAD_DEV', 'dev must be 1-64 characters of [A-Za-z0-9._:-]')
+    if len(seed) != 32:
+        raise ProtocolError('GH_PERIPHERAL_BAD_SEED', 'an Ed25519 seed is 32 bytes')
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
 class Peripheral:
     """One device: its id, its Ed25519 key (from a 32-byte seed), the pinned backend keys."""
 
     def __init__(self, dev: str, seed: bytes, backend_keys: dict[str, bytes],
                  clock: Callable[[], int] | None = None, random: Callable[[int], bytes] = os.urandom) -> None:
-        if not ID_RE.match(dev):
-            raise ProtocolError('GH_PERIPHERAL_BAD_DEV', 'dev must be 1-64 characters of [A-Za-z0-9._:-]')
-        if len(seed) != 32:
-            raise ProtocolError('GH_PERIPHERAL_BAD_SEED', 'an Ed25519 seed is 32 bytes')
         self.dev = dev
-        self.key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.key = device_key(dev, seed)
         self.backend_keys = backend_keys
         self.clock = clock
         self.random = random

@@ -38,7 +38,10 @@ from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
 from .framing import MAX_MESSAGE_V2, FrameError, Reassembler, frame
-from .link import CENTRAL_ADDRESS, SERVICE_UUID, V2_CHARACTERISTIC_UUID, GatehousePeripheral, Trace, TracingController, emit, frame_of
+from .control import emit, frame_of
+from .link import CENTRAL_ADDRESS, Trace, TracingController
+from .link_state import SERVICE_UUID, V2_CHARACTERISTIC_UUID
+from .peripheral import GatehousePeripheral
 
 CONNECT_TIMEOUT_S = 5.0
 

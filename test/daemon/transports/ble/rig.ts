@@ -2,7 +2,6 @@
  * Test rig of the BLE suites: real noble (built with `with-bindings`) over the emulated radio,
  * the real pipeline, and FakeVerifier standing in for the backend. Not a test file.
  */
-import { EventEmitter } from 'node:events';
 import { Ed25519Signer } from '../../../../protocol/index.js';
 import { Pipeline, type PipelineOptions } from '../../../../daemon/pipeline/pipeline.js';
 import type { AuthPipeline } from '../../../../daemon/pipeline/types.js';
@@ -15,6 +14,7 @@ import {
   type BlePeripheralResult,
 } from '../../../../peripherals/reference/ble-peripheral.js';
 import { FakeSessionProvider, FakeVerifier } from '../../../fakes/FakeVerifier.js';
+import { recordExchanges } from '../../../../testkit/ble-exchanges.js';
 
 export const GW = 'gw-ble-test';
 
@@ -86,19 +86,14 @@ export async function makeRig(
     denyList: { baseMs: 60_000 },
     ...options.transport,
   });
-  const exchanges: BleExchangeEvent[] = [];
-  const feed = new EventEmitter();
-  transport.on('exchange', (e) => {
-    exchanges.push(e);
-    feed.emit('exchange', e);
-  });
+  const record = recordExchanges(transport);
   return {
     radio,
     central,
     backend,
     pipeline,
     transport,
-    exchanges,
+    exchanges: record.exchanges,
     addPeripheral(n, o = {}) {
       const dev = `dev-${n}`;
       const signer = o.register === false ? Ed25519Signer.generate(dev) : backend.addDevice(dev);
@@ -113,17 +108,7 @@ export async function makeRig(
       radio.addPeripheral(p);
       return p;
     },
-    exchangeOf(address, ms = 10_000) {
-      const seen = exchanges.find((e) => e.address === address);
-      if (seen) return Promise.resolve(seen);
-      return waitForEmitter<[BleExchangeEvent]>(
-        feed,
-        'exchange',
-        (e) => e.address === address,
-        `exchange of ${address}`,
-        ms,
-      ).then(([e]) => e);
-    },
+    exchangeOf: (address, ms = 10_000) => record.exchangeOf(address, ms),
     async stop() {
       await transport.stop();
       pipeline.close();

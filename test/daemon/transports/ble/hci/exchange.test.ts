@@ -4,26 +4,15 @@
  * of protocol v1 in Python), with the real pipeline, backend client and reference backend.
  */
 import assert from 'node:assert/strict';
-import { startBackend, startHciRig, addressOf, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { hciSuite, addressOf, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
 
 describe('BLE over a real HCI stack (noble HCI over a Bumble UART, Bumble peripherals)', function () {
   this.timeout(60_000);
-  let backend: Backend | undefined;
+  const suite = hciSuite();
   let rig: HciRig | undefined;
 
-  before(async () => {
-    backend = await startBackend();
-  });
-  afterEach(async () => {
-    await rig?.stop();
-    rig = undefined;
-  });
-  after(async () => {
-    await backend?.close();
-  });
-
   it('authenticates a registered peripheral end to end, and the run went through noble\'s HCI layer', async () => {
-    rig = await startHciRig(backend!, [{ n: 1, name: 'p1', mtu: 247 }]);
+    rig = await suite.start([{ n: 1, name: 'p1', mtu: 247 }]);
     const outcome = await rig.link.outcomeOf('p1');
     assert.equal(outcome.outcome, 'welcomed', JSON.stringify(outcome));
     assert.equal(outcome.gw, 'gw-ble-hci');
@@ -47,7 +36,7 @@ describe('BLE over a real HCI stack (noble HCI over a Bumble UART, Bumble periph
   });
 
   it('delivers the gateway\'s reject for an unregistered device to the peripheral', async () => {
-    rig = await startHciRig(backend!, [{ n: 2, name: 'stranger', register: false }]);
+    rig = await suite.start([{ n: 2, name: 'stranger', register: false }]);
     const outcome = await rig.link.outcomeOf('stranger');
     assert.equal(outcome.outcome, 'rejected', JSON.stringify(outcome));
     assert.equal(outcome.reason, 'unknown-device');
@@ -63,7 +52,7 @@ describe('BLE over a real HCI stack (noble HCI over a Bumble UART, Bumble periph
   ]) {
     it(`frames at the negotiated ATT MTU: peripheral offers ${mtu}, both use ${negotiated}`, async () => {
       const n = 10 + (mtu % 200);
-      rig = await startHciRig(backend!, [{ n, name: `m${mtu}`, mtu }]);
+      rig = await suite.start([{ n, name: `m${mtu}`, mtu }]);
       const outcome = await rig.link.outcomeOf(`m${mtu}`);
       assert.equal(outcome.outcome, 'welcomed', JSON.stringify(outcome));
       assert.equal(outcome.mtu, negotiated, 'the MTU at the peripheral');

@@ -4,29 +4,18 @@
  * still served. Also: five peripherals under a limit of two links.
  */
 import assert from 'node:assert/strict';
-import { startBackend, startHciRig, addressOf, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { hciSuite, addressOf, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
 
 const SERVICE_LE = Buffer.from('84987abc71fe493ca15d1ddd7d599687', 'hex').reverse();
 
 describe('BLE over a real HCI stack: misbehaving peripherals and the link limit', function () {
   this.timeout(60_000);
-  let backend: Backend | undefined;
+  const suite = hciSuite();
   let rig: HciRig | undefined;
-
-  before(async () => {
-    backend = await startBackend();
-  });
-  afterEach(async () => {
-    await rig?.stop();
-    rig = undefined;
-  });
-  after(async () => {
-    await backend?.close();
-  });
 
   it('serves five peripherals with at most two links open at once, welcoming all five', async () => {
     const ns = [31, 32, 33, 34, 35];
-    rig = await startHciRig(backend!, ns.map((n) => ({ n, name: `p${n}`, mtu: n % 2 === 0 ? 23 : 247 })), { transport: { maxConcurrent: 2 } });
+    rig = await suite.start(ns.map((n) => ({ n, name: `p${n}`, mtu: n % 2 === 0 ? 23 : 247 })), { transport: { maxConcurrent: 2 } });
     const outcomes = await Promise.all(ns.map((n) => rig!.link.outcomeOf(`p${n}`, 30_000)));
     assert.deepEqual(outcomes.map((o) => o.outcome), Array(5).fill('welcomed'), JSON.stringify(outcomes));
     const exchanges = await Promise.all(ns.map((n) => rig!.exchangeOf(addressOf(n))));
@@ -46,7 +35,7 @@ describe('BLE over a real HCI stack: misbehaving peripherals and the link limit'
   });
 
   it('fails the exchange of a peripheral that drops the link mid-exchange', async () => {
-    rig = await startHciRig(backend!, [{ n: 41, name: 'vanish', misbehave: { disconnectAfterChallenge: true, once: true } }]);
+    rig = await suite.start([{ n: 41, name: 'vanish', misbehave: { disconnectAfterChallenge: true, once: true } }]);
     const e = await rig.exchangeOf(addressOf(41));
     assert.equal(e.outcome, 'failed');
     assert.equal(e.error, 'GH_BLE_DISCONNECTED');
@@ -54,7 +43,7 @@ describe('BLE over a real HCI stack: misbehaving peripherals and the link limit'
   });
 
   it('fails the exchange of a peripheral that never answers, at the exchange deadline, and disconnects it', async () => {
-    rig = await startHciRig(backend!, [{ n: 42, name: 'silent', misbehave: { neverAnswer: true, once: true } }], { transport: { exchangeTimeoutMs: 2_500 } });
+    rig = await suite.start([{ n: 42, name: 'silent', misbehave: { neverAnswer: true, once: true } }], { transport: { exchangeTimeoutMs: 2_500 } });
     const e = await rig.exchangeOf(addressOf(42));
     assert.equal(e.outcome, 'failed');
     assert.equal(e.error, 'GH_BLE_TIMEOUT');
@@ -64,7 +53,7 @@ describe('BLE over a real HCI stack: misbehaving peripherals and the link limit'
   });
 
   it('fails a peripheral whose service lacks the characteristic, with a GATT mismatch', async () => {
-    rig = await startHciRig(backend!, [{ n: 43, name: 'nochar', misbehave: { noCharacteristic: true, once: true } }]);
+    rig = await suite.start([{ n: 43, name: 'nochar', misbehave: { noCharacteristic: true, once: true } }]);
     const e = await rig.exchangeOf(addressOf(43));
     assert.equal(e.outcome, 'failed');
     assert.equal(e.error, 'GH_BLE_GATT_MISMATCH');
@@ -76,7 +65,7 @@ describe('BLE over a real HCI stack: misbehaving peripherals and the link limit'
     // Garbage from the first byte: noble's parser stops, no service, never reported.
     const garbage = Buffer.from([0x00, 0xff, 0x3f, 0x07, 0x84, 0x98]);
     const flagged: string[] = [];
-    rig = await startHciRig(backend!, [
+    rig = await suite.start([
       { n: 44, name: 'garbage', misbehave: { advertisingData: garbage } },
       { n: 45, name: 'odd', misbehave: { advertisingData: odd } },
       { n: 46, name: 'good' },
