@@ -10,6 +10,7 @@ import type { Logger } from 'winston';
 import winston from 'winston';
 import { bytesEqual, parseCommand, verifySign1 } from '../../protocol/index.js';
 import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
+import { Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
 import { BackendError } from '../backend-client/errors.js';
@@ -107,13 +108,13 @@ export class CommandRelay {
   #stopped = true;
   #loop: Promise<void> | undefined;
   #abort = new AbortController();
-  #sleepTimer: TimerHandle | undefined;
-  #wake: (() => void) | undefined;
+  readonly #doze: Doze;
 
   constructor(options: CommandRelayOptions) {
     this.#o = options;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.#breaker = new CircuitBreaker(options.clock, options.breaker);
+    this.#doze = new Doze(options.clock);
   }
 
   start(): void {
@@ -127,8 +128,7 @@ export class CommandRelay {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#abort.abort();
-    if (this.#sleepTimer !== undefined) this.#o.clock.clearTimeout(this.#sleepTimer);
-    this.#wake?.();
+    this.#doze.wake();
     for (const o of this.#out.values()) this.#o.clock.clearTimeout(o.timer);
     this.#out.clear();
     await this.#loop;
@@ -148,7 +148,7 @@ export class CommandRelay {
 
   /** A session opened: its device's commands may go. */
   sessionOpened(s: GatewaySessionV2): void {
-    this.#wake?.();
+    this.#doze.wake();
     this.#deliver(s.dev);
   }
 
@@ -262,10 +262,7 @@ export class CommandRelay {
     while (!this.#stopped) {
       if (this.#o.liveSessions() === 0) {
         // The backend keeps commands until exp; the poll starts with the first v2 session.
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-        });
-        this.#wake = undefined;
+        await this.#doze.sleep();
         continue;
       }
       try {
@@ -277,10 +274,7 @@ export class CommandRelay {
         const delay = Math.max(backoffMs(attempt, this.#o.retryBaseMs, this.#o.retryMaxMs), this.#breaker.retryInMs);
         attempt += 1;
         this.#log.debug('command poll failed; retrying', { kind: err.kind, status: err.status, delayMs: delay });
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          this.#sleepTimer = this.#o.clock.setTimeout(resolve, delay);
-        });
+        await this.#doze.sleep(delay);
       }
     }
   }

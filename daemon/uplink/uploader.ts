@@ -15,7 +15,8 @@
 import type { Logger } from 'winston';
 import winston from 'winston';
 import { base64UrlEncode } from '../../protocol/index.js';
-import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
+import { backoffMs, type TimerClock } from '../../common/clock.js';
+import { Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
 import { BackendError, type RefusedEntry } from '../backend-client/errors.js';
@@ -88,8 +89,7 @@ export class Uploader {
   #lastError: string | undefined;
   #stopped = true;
   #loop: Promise<void> | undefined;
-  #wake: (() => void) | undefined;
-  #timer: TimerHandle | undefined;
+  readonly #doze: Doze;
   #unsubscribe: (() => void) | undefined;
   /** Records to send one at a time after a batch was refused. */
   #singles = 0;
@@ -100,6 +100,7 @@ export class Uploader {
     this.#o = options;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.#breaker = new CircuitBreaker(options.clock, options.breaker);
+    this.#doze = new Doze(options.clock);
   }
 
   start(): void {
@@ -122,19 +123,12 @@ export class Uploader {
   }
 
   #poke(): void {
-    const w = this.#wake;
-    this.#wake = undefined;
-    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
-    w?.();
+    this.#doze.wake();
   }
 
   #sleep(ms: number): Promise<void> {
     if (this.#stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#timer = this.#o.clock.setTimeout(() => this.#poke(), ms);
-    });
+    return this.#doze.sleep(ms);
   }
 
   async #run(): Promise<void> {
