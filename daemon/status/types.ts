@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import type { CheckReport } from '../check/types.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 import type { FailingPeripheral } from './failing.js';
+import type { SessionInfo } from '../sessions/session.js';
 
 export type { FailingPeripheral } from './failing.js';
 
@@ -108,16 +109,7 @@ export interface PeripheralInfo {
 }
 
 /** A protocol-v2 session as the operator sees it (no keys: `sid` names the session, it is not secret). */
-export interface PeripheralSession {
-  version: 2;
-  sid: string;
-  ageMs: number;
-  lifeSeconds: number;
-  framesIn: number;
-  framesOut: number;
-  drops: number;
-  denied: number;
-}
+export type PeripheralSession = Pick<SessionInfo, 'version' | 'sid' | 'ageMs' | 'lifeSeconds' | 'framesIn' | 'framesOut' | 'drops' | 'denied'>;
 
 export interface EventPage {
   events: DecisionEvent[];
