@@ -19,7 +19,7 @@ import { MAX_MESSAGE_BYTES, base64UrlEncode } from '../../protocol/index.js';
 import type { HelloVerifier, RevocationSource, VerifyRequest, VerifyResult } from '../pipeline/types.js';
 import { ensureStateDir } from '../../common/atomic-file.js';
 import { RevocationFeed } from './revocations.js';
-import { CircuitBreaker, type CircuitState } from './breaker.js';
+import { CircuitBreaker } from './breaker.js';
 import { Batcher, type BatchItem } from './batcher.js';
 import { backoffMs, systemClock, type TimerClock } from '../../common/clock.js';
 import { BackendError, type BackendErrorKind } from './errors.js';
@@ -27,58 +27,16 @@ import { LeaseCache } from './lease-cache.js';
 import { CLIENT_TUNING, type BackendClientOptions } from './options.js';
 import { decideOffline } from './offline-rule.js';
 import { readVerifyAnswer } from './verify-answer.js';
+import { CIRCUIT_GAUGE, ZERO_ERRORS, type BackendClientStats } from './stats.js';
 import { expectJson, problemReason, signedRequest } from './wire.js';
 
 /** protocol-v1: at most 256 hellos in one verify request. */
 export const MAX_VERIFY_BATCH = 256;
 
 export type { BackendClientOptions, BackendClientSettings } from './options.js';
-
-/** Plain numbers for metrics and the status socket. */
-export interface BackendClientStats {
-  /** HTTP requests sent (all calls, retries included). */
-  requests: number;
-  /** Verify requests (batches) sent, retries included. */
-  batches: number;
-  hellos: number;
-  verdictsOk: number;
-  verdictsRejected: number;
-  busy: number;
-  retries: number;
-  offlineWelcomes: number;
-  offlineRejects: number;
-  /** Offline welcomes refused (backend-unavailable) because revocation polls kept failing. */
-  offlineRefusedStale: number;
-  unavailable: number;
-  errors: Record<BackendErrorKind | 'lease', number>;
-  circuit: CircuitState;
-  /** The same as a number for gauges: 0 closed, 1 half-open, 2 open. */
-  circuitState: 0 | 1 | 2;
-  circuitOpens: number;
-  inFlight: number;
-  queued: number;
-  leases: number;
-  leaseBytes: number;
-  revocationPolls: number;
-  revokedDevices: number;
-  revocationCursor: number;
-  /** Revocation polls failed, all and in a row now. */
-  revocationFailedPolls: number;
-  revocationFailedInARow: number;
-  /** True after `maxFailedRevocationPolls` failed polls in a row: offline welcomes are refused. */
-  revocationsStale: boolean;
-  /** TPM signatures, when the session provider reports them. */
-  tpmSignatures: number;
-}
+export type { BackendClientStats } from './stats.js';
 
 type Item = BatchItem<VerifyRequest, VerifyResult>;
-
-const CIRCUIT_GAUGE: Record<CircuitState, 0 | 1 | 2> = { closed: 0, 'half-open': 1, open: 2 };
-
-const ZERO_ERRORS = (): BackendClientStats['errors'] => ({
-  tls: 0, connect: 0, timeout: 0, network: 0, redirect: 0, server: 0, client: 0, response: 0, 'circuit-open': 0, aborted: 0,
-  'no-session': 0, lease: 0,
-});
 
 export class BackendClient implements HelloVerifier, RevocationSource {
   readonly #o: BackendClientOptions;
