@@ -27,7 +27,7 @@ import { LeaseCache } from './lease-cache.js';
 import { CLIENT_TUNING, type BackendClientOptions } from './options.js';
 import { decideOffline } from './offline-rule.js';
 import { readVerifyAnswer } from './verify-answer.js';
-import { SessionCalls } from './session-calls.js';
+import { acquireSession, SessionCalls } from './session-calls.js';
 import { CIRCUIT_GAUGE, ZERO_ERRORS, type BackendClientStats } from './stats.js';
 import { expectJson, problemReason, signedRequest } from './wire.js';
 
@@ -232,13 +232,8 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   }
 
   async #sendBatch(items: Item[]): Promise<void> {
-    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.#o.session.current();
-    if (session === undefined) {
-      this.#breaker.release();
-      // No session key: the request cannot be signed (and no welcome could be either).
-      throw new BackendError('no-session', 'no gateway session yet');
-    }
+    // No session key: the request cannot be signed (and no welcome could be either).
+    const session = acquireSession(this.#breaker, this.#o.session);
     const body = { hellos: items.map((i) => ({ id: i.wireId, transport: i.req.transport, hello: base64UrlEncode(i.req.hello) })) };
     const latest = Math.max(...items.map((i) => i.deadline));
     const timeout = Math.max(1, Math.min(this.#o.requestTimeoutMs, latest - this.#clock.now()));

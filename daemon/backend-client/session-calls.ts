@@ -9,6 +9,20 @@ import { BackendError, type BackendErrorKind } from './errors.js';
 import type { BackendClientOptions } from './options.js';
 import { expectJson, signedRequest } from './wire.js';
 
+/**
+ * Takes a breaker slot and the current session for a session-signed call; throws `circuit-open`,
+ * or `no-session` (slot released: without a session key the request cannot be signed).
+ */
+export function acquireSession<S>(breaker: CircuitBreaker, sessions: { current(): S | undefined }): S {
+  if (!breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
+  const session = sessions.current();
+  if (session === undefined) {
+    breaker.release();
+    throw new BackendError('no-session', 'no gateway session yet');
+  }
+  return session;
+}
+
 export interface SessionCallsDeps {
   o: Pick<BackendClientOptions, 'gw' | 'http' | 'session' | 'nonce' | 'requestTimeoutMs'>;
   breaker: CircuitBreaker;
@@ -44,10 +58,7 @@ export class SessionCalls {
 
   /** Feed the breaker; on a 401 for our session key, renew it. */
   noteOutcome(err: BackendError): void {
-    const breaker = this.#d.breaker;
-    if (err.unreachable) breaker.failure();
-    else if (err.kind === 'aborted') breaker.release();
-    else breaker.success(); // the backend answered: it is reachable
+    this.#d.breaker.failed(err);
     // The backend keeps only the two newest session keys: a 401 for our key means it no longer
     // knows it. Renew, but at most once per `forcedRenewalMinMs` so a persistent fault cannot
     // turn into a stream of TPM signatures.

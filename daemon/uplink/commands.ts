@@ -13,6 +13,7 @@ import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock
 import { Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
 import type { SessionProvider } from '../pipeline/types.js';
@@ -280,12 +281,7 @@ export class CommandRelay {
   }
 
   async #poll(): Promise<void> {
-    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.#o.session.current();
-    if (session === undefined) {
-      this.#breaker.release();
-      throw new BackendError('no-session', 'no gateway session yet');
-    }
+    const session = acquireSession(this.#breaker, this.#o.session);
     const wait = Math.min(MAX_WAIT_SEC, this.#o.waitSec);
     const path = `/v1/gateways/${encodeURIComponent(this.#o.gw)}/commands?since=${this.#cursor}&wait=${wait}`;
     let answer: ReturnType<typeof readCommandsAnswer>;
@@ -296,9 +292,7 @@ export class CommandRelay {
       answer = readCommandsAnswer(expectJson(res, 200));
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'command poll failed', { cause: e });
-      if (err.unreachable) this.#breaker.failure();
-      else if (err.kind === 'aborted') this.#breaker.release();
-      else this.#breaker.success();
+      this.#breaker.failed(err);
       throw err;
     }
     this.#breaker.success();

@@ -19,6 +19,7 @@ import { backoffMs, type TimerClock } from '../../common/clock.js';
 import { Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError, type RefusedEntry } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
 import type { SessionProvider } from '../pipeline/types.js';
@@ -165,12 +166,7 @@ export class Uploader {
 
   /** A session-signed POST through the breaker; returns the JSON of a 200. */
   async #post(path: string, body: unknown): Promise<unknown> {
-    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.#o.session.current();
-    if (session === undefined) {
-      this.#breaker.release();
-      throw new BackendError('no-session', 'no gateway session yet');
-    }
+    const session = acquireSession(this.#breaker, this.#o.session);
     try {
       const req = await signedRequest(this.#o.http, 'POST', path, body, {
         keyid: `session:${this.#o.gw}`,
@@ -186,9 +182,7 @@ export class Uploader {
       return json;
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'cannot upload', { cause: e });
-      if (err.unreachable) this.#breaker.failure();
-      else if (err.kind === 'aborted') this.#breaker.release();
-      else this.#breaker.success();
+      this.#breaker.failed(err);
       throw err;
     }
   }
