@@ -7,6 +7,7 @@ import type { CheckReport } from '../check/types.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 import type { FailingPeripheral } from './failing.js';
 import type { SessionInfo } from '../sessions/session.js';
+import type { CommandStats } from '../uplink/commands.js';
 
 export type { FailingPeripheral } from './failing.js';
 
@@ -79,15 +80,8 @@ export interface UplinkStatus {
     lastSuccessAt?: number;
     lastError?: string;
   };
-  commands: {
-    /** Held for devices, not yet acknowledged. */
-    pending: number;
-    received: number;
-    relayed: number;
-    acked: number;
-    expired: number;
-    refused: number;
-  };
+  /** The command relay's counters (its poll count and cursor are not shown). */
+  commands: Omit<CommandStats, 'polls' | 'cursor'>;
 }
 
 export interface PeripheralInfo {

@@ -69,6 +69,7 @@ interface Outstanding {
 }
 
 export interface CommandStats {
+  /** Held for devices, not yet acknowledged. */
   pending: number;
   received: number;
   relayed: number;
