@@ -1,24 +1,18 @@
 /**
- * The composition root (CONTRIBUTING.md §4): one `Gateway` builds every service from the validated config
- * and injected dependencies, starts them in order — key store → session/credential → backend
- * client → pipeline → MQTT broker and BLE → status socket — then tells systemd READY=1, and stops
- * them in reverse. Nothing starts at import time.
+ * The composition root (CONTRIBUTING.md §4): one `Gateway` builds every service from the validated
+ * config and injected dependencies (the builders are in compose.ts), starts them in order — key
+ * store → session/credential → backend client → pipeline → MQTT broker and BLE → status socket —
+ * then tells systemd READY=1, and stops them in reverse. Nothing starts at import time.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'winston';
-import type { Agent } from 'undici';
-import { BackendClient } from './backend-client/client.js';
-import { backendClientSettings, dataPlaneSettings, mqttSettings } from './config/settings.js';
+import type { BackendClient } from './backend-client/client.js';
 import { monotonicClock, systemClock, type Clock, type TimerClock } from '../common/clock.js';
-import { BackendHttp, createBackendDispatcher } from './backend-client/dispatcher.js';
-import { SessionManager } from './backend-client/session.js';
-import { DataPlane } from './uplink/data-plane.js';
+import type { SessionManager } from './backend-client/session.js';
+import type { DataPlane } from './uplink/data-plane.js';
 import { CONFIG_SCHEMA, type GatehouseConfig } from './config/schema.js';
 import { logError, silentLogger } from '../common/log/logger.js';
-import { Pipeline } from './pipeline/pipeline.js';
+import type { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { GatehouseMetrics } from './status/metrics.js';
 import { registerRevocationMetrics } from './status/revocation-metrics.js';
@@ -26,12 +20,24 @@ import { missingGroupLevel, StatusServer } from './status/server.js';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd/notify.js';
 import { GatewayStatus, uplinkStatus } from './gateway-status.js';
 import { CodedError } from '../common/errors.js';
-import type { Signer } from '../protocol/index.js';
-import { MqttTransport } from './transports/mqtt/transport.js';
-import { BleTransport } from './transports/ble/transport.js';
-import { NobleCentral } from './transports/ble/noble-adapter.js';
+import type { MqttTransport } from './transports/mqtt/transport.js';
+import type { BleTransport } from './transports/ble/transport.js';
 import type { KeyStore } from '../tpm/key-store.js';
-import { createKeyStore } from '../tpm/factory.js';
+import {
+  backendKeysOf,
+  buildBackendClient,
+  buildBackendHttp,
+  buildBle,
+  buildDataPlane,
+  buildKeyStore,
+  buildMqtt,
+  buildPipeline,
+  buildSession,
+  timedSigner,
+  type BackendParts,
+} from './compose.js';
+
+export { softwareKeyFile } from './compose.js';
 
 export type GatewayErrorCode =
   /** An operation that needs a started gateway was called before start(). */
@@ -45,15 +51,6 @@ export type GatewayErrorCode =
 
 /** The gateway's lifecycle was misused or did not complete. */
 export class GatewayError extends CodedError<GatewayErrorCode> {}
-
-/**
- * Where the software key store (development only) keeps the identity key: in the state
- * directory. Defined here, not taken from demo/embedded.ts, so that the daemon does not load
- * the demo's embedded backend, PKI and swtpm helpers it never runs.
- */
-export function softwareKeyFile(stateDir: string): string {
-  return join(stateDir, 'software-identity-key.pem');
-}
 
 export interface GatewayOptions {
   config: GatehouseConfig;
@@ -158,27 +155,16 @@ export class Gateway {
     const gw = cfg.gateway.id;
     try {
       // 1. Key store: the gateway identity. Without it nothing else may run.
-      const keyStore = this.#o.keyStore ?? this.#buildKeyStore();
+      const keyStore = this.#o.keyStore ?? buildKeyStore(cfg, this.#log);
       await keyStore.open();
       this.#stoppers.push({ name: 'key store', stop: () => keyStore.close() });
       this.#giveUpIfStopRequested();
 
       // 2. Backend link and session key, authorised once by the TPM key.
-      const { http, dispatcher } = await this.#buildBackendHttp();
+      const { http, dispatcher } = await buildBackendHttp(cfg, this.metrics);
       this.#stoppers.push({ name: 'backend dispatcher', stop: () => dispatcher.close() });
-      const backendKeys = new Map([[cfg.backend.backendKid, new Uint8Array(Buffer.from(cfg.backend.backendPublicKey, 'base64url'))]]);
-      const session = new SessionManager({
-        gw,
-        http,
-        tpmSigner: this.#timed(keyStore.signer(`tpm:${gw}`)),
-        tpmPublicKeySpki: keyStore.publicKeySpkiDer(),
-        backendKeys,
-        stateDir: cfg.gateway.stateDir,
-        lifetimeSeconds: cfg.backend.sessionLifetimeSec,
-        requestTimeoutMs: cfg.backend.requestTimeoutMs,
-        clock: this.#clock,
-        logger: this.#log.child({ area: 'session' }),
-      });
+      const parts: BackendParts = { cfg, http, backendKeys: backendKeysOf(cfg), clock: this.#clock, log: this.#log };
+      const session = buildSession(parts, keyStore, timedSigner(keyStore.signer(`tpm:${gw}`), this.metrics.tpmSignLatency));
       this.#session = session;
       this.#stoppers.push({ name: 'session', stop: () => session.stop() });
       // A backend that is down at start is not fatal: the session manager keeps retrying, and
@@ -186,16 +172,7 @@ export class Gateway {
       if (!(await session.start())) this.#log.warn('no gateway session yet: the backend did not grant one; retrying in the background');
       this.#giveUpIfStopRequested();
 
-      const client = new BackendClient({
-        gw,
-        http,
-        session,
-        backendKeys,
-        stateDir: cfg.gateway.stateDir,
-        ...backendClientSettings(cfg),
-        clock: this.#clock,
-        logger: this.#log.child({ area: 'backend' }),
-      });
+      const client = buildBackendClient(parts, session);
       await client.start();
       this.#client = client;
       this.#stoppers.push({ name: 'backend client', stop: () => client.stop() });
@@ -203,19 +180,8 @@ export class Gateway {
 
       // 2b. The data plane (protocol v2 only: a v1 gateway has no sessions to carry data): the
       // durable queue first (a receipt needs it), then its uploader and command poll.
-      if (cfg.protocol.versions.includes(2)) {
-        const dataPlane = new DataPlane({
-          gw,
-          stateDir: cfg.gateway.stateDir,
-          http,
-          session,
-          backendKeys,
-          breaker: { failureThreshold: cfg.backend.circuit.failureThreshold, openMs: cfg.backend.circuit.openMs },
-          requestTimeoutMs: cfg.backend.requestTimeoutMs,
-          ...dataPlaneSettings(cfg),
-          clock: this.#clock,
-          logger: this.#log.child({ area: 'uplink' }),
-        });
+      const dataPlane = buildDataPlane(parts, session);
+      if (dataPlane !== undefined) {
         dataPlane.start();
         this.#dataPlane = dataPlane;
         this.#stoppers.push({ name: 'data plane', stop: () => dataPlane.stop() });
@@ -223,21 +189,13 @@ export class Gateway {
       this.#giveUpIfStopRequested();
 
       // 3. The pipeline, one for both transports.
-      const pipeline = new Pipeline({
-        gw,
-        verifier: client,
-        sessions: session,
+      const pipeline = buildPipeline(cfg, {
+        client,
+        session,
         clock: this.#clock,
         // Elapsed time (challenge TTLs, rate limits) is monotonic unless a test injects the clock.
         elapsedClock: this.#o.elapsedClock ?? this.#o.clock ?? monotonicClock,
-        logger: this.#log.child({ area: 'pipeline' }),
-        challengeTtlMs: cfg.pipeline.challengeTtlSec * 1000,
-        maxOutstandingChallenges: cfg.pipeline.maxOutstandingChallenges,
-        maxPendingHellos: cfg.pipeline.maxPendingHellos,
-        verifyTimeoutMs: cfg.backend.requestTimeoutMs,
-        rateLimits: cfg.pipeline.rateLimits,
-        maxSessionAgeSec: cfg.protocol.maxSessionAgeSec,
-        eventRingSize: cfg.status.eventRingSize,
+        log: this.#log,
       });
       this.#pipeline = pipeline;
       this.#stoppers.push({ name: 'pipeline', stop: () => pipeline.close() });
@@ -311,46 +269,8 @@ export class Gateway {
   }
 
 
-  #buildKeyStore(): KeyStore {
-    const cfg = this.#o.config;
-    return createKeyStore(
-      { ...cfg.tpm, stateDir: cfg.gateway.stateDir, production: cfg.gateway.production, softwareKeyFile: softwareKeyFile(cfg.gateway.stateDir) },
-      { logger: this.#log.child({ area: 'tpm' }) },
-    );
-  }
-
-  async #buildBackendHttp(): Promise<{ http: BackendHttp; dispatcher: Agent }> {
-    const b = this.#o.config.backend;
-    // protocol-v1: the CA from config only; passing `ca` replaces the system roots.
-    const ca = b.caFile !== undefined ? await readFile(b.caFile, 'utf8') : rootCertificates.join('\n');
-    const dispatcher = createBackendDispatcher({
-      url: b.url,
-      ca,
-      ...(b.serverName !== undefined ? { serverName: b.serverName } : {}),
-      ...(b.pinSha256 !== undefined ? { spkiPinsSha256: [Buffer.from(b.pinSha256, 'hex').toString('base64')] } : {}),
-      connectTimeoutMs: b.connectTimeoutMs,
-      headersTimeoutMs: b.requestTimeoutMs,
-      bodyTimeoutMs: b.requestTimeoutMs,
-      // Verify requests, plus one each for revocations, telemetry uploads and the command long poll.
-      connections: b.maxInFlight + 3,
-    });
-    return { http: new BackendHttp({ url: b.url, dispatcher, observe: (call, seconds, error) => this.metrics.recordBackendRequest(call, seconds, error) }), dispatcher };
-  }
-
   async #startMqtt(pipeline: Pipeline, client: BackendClient): Promise<MqttTransport> {
-    const m = this.#o.config.mqtt;
-    const tls =
-      m.tls.enabled && m.tls.certFile !== undefined && m.tls.keyFile !== undefined
-        ? { host: m.tls.host, port: m.tls.port, cert: await readFile(m.tls.certFile), key: await readFile(m.tls.keyFile) }
-        : undefined;
-    const mqtt = new MqttTransport({
-      pipeline,
-      revocations: client,
-      ...(this.#dataPlane !== undefined ? { dataPlane: this.#dataPlane } : {}),
-      logger: this.#log.child({ area: 'mqtt' }),
-      ...mqttSettings(this.#o.config),
-      ...(tls !== undefined ? { tls } : {}),
-    });
+    const mqtt = await buildMqtt(this.#o.config, { pipeline, client, dataPlane: this.#dataPlane, log: this.#log });
     await mqtt.start();
     this.#mqtt = mqtt;
     this.#stoppers.push({ name: 'mqtt', stop: () => mqtt.stop() });
@@ -359,17 +279,8 @@ export class Gateway {
 
   /** BLE is optional hardware: unavailable BLE is reported, never fatal (issue: never crash). */
   async #startBle(pipeline: Pipeline): Promise<BleTransport | undefined> {
-    const b = this.#o.config.ble;
     const logger = this.#log.child({ area: 'ble' });
-    const central = new NobleCentral({ logger, ...(this.#o.bleBindings !== undefined ? { bindings: this.#o.bleBindings } : {}) });
-    const ble = new BleTransport({
-      central,
-      pipeline,
-      logger,
-      maxConcurrent: b.maxConcurrent,
-      exchangeTimeoutMs: b.exchangeTimeoutMs,
-      denyList: { baseMs: b.denyList.baseBackoffSec * 1000, maxMs: b.denyList.maxBackoffSec * 1000 },
-    });
+    const ble = buildBle(this.#o.config, pipeline, logger, this.#o.bleBindings);
     try {
       await ble.start();
     } catch (err) {
@@ -379,23 +290,6 @@ export class Gateway {
     this.#ble = ble;
     this.#stoppers.push({ name: 'ble', stop: () => ble.stop() });
     return ble;
-  }
-
-  /** The TPM signer, timed into gatehouse_tpm_sign_duration_seconds (its _count is the TPM signatures used). */
-  #timed(signer: Signer): Signer {
-    const histogram = this.metrics.tpmSignLatency;
-    return {
-      alg: signer.alg,
-      kid: signer.kid,
-      sign: async (toBeSigned) => {
-        const end = histogram.startTimer();
-        try {
-          return await signer.sign(toBeSigned);
-        } finally {
-          end();
-        }
-      },
-    };
   }
 
   /**

@@ -80,4 +80,14 @@ export class CircuitBreaker {
   release(): void {
     this.#probing = false;
   }
+
+  /**
+   * A failed call's outcome: an unreachable backend is a failure, an aborted call counts as no
+   * call at all, and any other answer shows the backend reachable.
+   */
+  failed(err: { readonly unreachable: boolean; readonly kind: string }): void {
+    if (err.unreachable) this.failure();
+    else if (err.kind === 'aborted') this.release();
+    else this.success();
+  }
 }

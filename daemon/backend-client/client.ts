@@ -19,7 +19,7 @@ import { MAX_MESSAGE_BYTES, base64UrlEncode } from '../../protocol/index.js';
 import type { HelloVerifier, RevocationSource, VerifyRequest, VerifyResult } from '../pipeline/types.js';
 import { ensureStateDir } from '../../common/atomic-file.js';
 import { RevocationFeed } from './revocations.js';
-import { CircuitBreaker, type CircuitState } from './breaker.js';
+import { CircuitBreaker } from './breaker.js';
 import { Batcher, type BatchItem } from './batcher.js';
 import { backoffMs, systemClock, type TimerClock } from '../../common/clock.js';
 import { BackendError, type BackendErrorKind } from './errors.js';
@@ -27,58 +27,17 @@ import { LeaseCache } from './lease-cache.js';
 import { CLIENT_TUNING, type BackendClientOptions } from './options.js';
 import { decideOffline } from './offline-rule.js';
 import { readVerifyAnswer } from './verify-answer.js';
+import { acquireSession, SessionCalls } from './session-calls.js';
+import { CIRCUIT_GAUGE, ZERO_ERRORS, type BackendClientStats } from './stats.js';
 import { expectJson, problemReason, signedRequest } from './wire.js';
 
 /** protocol-v1: at most 256 hellos in one verify request. */
 export const MAX_VERIFY_BATCH = 256;
 
 export type { BackendClientOptions, BackendClientSettings } from './options.js';
-
-/** Plain numbers for metrics and the status socket. */
-export interface BackendClientStats {
-  /** HTTP requests sent (all calls, retries included). */
-  requests: number;
-  /** Verify requests (batches) sent, retries included. */
-  batches: number;
-  hellos: number;
-  verdictsOk: number;
-  verdictsRejected: number;
-  busy: number;
-  retries: number;
-  offlineWelcomes: number;
-  offlineRejects: number;
-  /** Offline welcomes refused (backend-unavailable) because revocation polls kept failing. */
-  offlineRefusedStale: number;
-  unavailable: number;
-  errors: Record<BackendErrorKind | 'lease', number>;
-  circuit: CircuitState;
-  /** The same as a number for gauges: 0 closed, 1 half-open, 2 open. */
-  circuitState: 0 | 1 | 2;
-  circuitOpens: number;
-  inFlight: number;
-  queued: number;
-  leases: number;
-  leaseBytes: number;
-  revocationPolls: number;
-  revokedDevices: number;
-  revocationCursor: number;
-  /** Revocation polls failed, all and in a row now. */
-  revocationFailedPolls: number;
-  revocationFailedInARow: number;
-  /** True after `maxFailedRevocationPolls` failed polls in a row: offline welcomes are refused. */
-  revocationsStale: boolean;
-  /** TPM signatures, when the session provider reports them. */
-  tpmSignatures: number;
-}
+export type { BackendClientStats } from './stats.js';
 
 type Item = BatchItem<VerifyRequest, VerifyResult>;
-
-const CIRCUIT_GAUGE: Record<CircuitState, 0 | 1 | 2> = { closed: 0, 'half-open': 1, open: 2 };
-
-const ZERO_ERRORS = (): BackendClientStats['errors'] => ({
-  tls: 0, connect: 0, timeout: 0, network: 0, redirect: 0, server: 0, client: 0, response: 0, 'circuit-open': 0, aborted: 0,
-  'no-session': 0, lease: 0,
-});
 
 export class BackendClient implements HelloVerifier, RevocationSource {
   readonly #o: BackendClientOptions;
@@ -94,8 +53,8 @@ export class BackendClient implements HelloVerifier, RevocationSource {
     offlineWelcomes: 0, offlineRejects: 0, unavailable: 0, offlineRefusedStale: 0,
   };
   readonly #errors = ZERO_ERRORS();
+  readonly #calls: SessionCalls;
   #stopped = false;
-  #lastForcedRenewal = Number.NEGATIVE_INFINITY;
 
   constructor(options: BackendClientOptions) {
     this.#o = options;
@@ -110,6 +69,19 @@ export class BackendClient implements HelloVerifier, RevocationSource {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.#breaker = new CircuitBreaker(this.#clock, options.breaker);
+    this.#calls = new SessionCalls({
+      o: options,
+      breaker: this.#breaker,
+      clock: this.#clock,
+      log: this.#log,
+      forcedRenewalMinMs: this.#t.forcedRenewalMinMs,
+      onRequest: () => {
+        this.#c.requests += 1;
+      },
+      onError: (kind) => {
+        this.#errors[kind] += 1;
+      },
+    });
     this.leases = new LeaseCache({
       gw: options.gw,
       backendKeys: options.backendKeys,
@@ -144,7 +116,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       logger: this.#log,
       pollMs: options.revocationPollMs,
       maxFailedPolls: options.maxFailedRevocationPolls,
-      get: (path, parse) => this.#sessionGet(path, parse),
+      get: (path, parse) => this.#calls.get(path, parse),
     });
   }
 
@@ -260,59 +232,25 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   }
 
   async #sendBatch(items: Item[]): Promise<void> {
-    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.#o.session.current();
-    if (session === undefined) {
-      this.#breaker.release();
-      // No session key: the request cannot be signed (and no welcome could be either).
-      throw new BackendError('no-session', 'no gateway session yet');
-    }
+    // No session key: the request cannot be signed (and no welcome could be either).
+    const session = acquireSession(this.#breaker, this.#o.session);
     const body = { hellos: items.map((i) => ({ id: i.wireId, transport: i.req.transport, hello: base64UrlEncode(i.req.hello) })) };
     const latest = Math.max(...items.map((i) => i.deadline));
     const timeout = Math.max(1, Math.min(this.#o.requestTimeoutMs, latest - this.#clock.now()));
     let json: unknown;
     try {
-      const req = await signedRequest(this.#o.http, 'POST', '/v1/verify', body, this.#sessionSigning(session.signer));
+      const req = await signedRequest(this.#o.http, 'POST', '/v1/verify', body, this.#calls.signing(session.signer));
       this.#c.requests += 1;
       this.#c.batches += 1;
       const res = await this.#o.http.request({ ...req, signal: AbortSignal.timeout(timeout) });
       json = expectJson(res, 200);
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'cannot build the verify request', { cause: e });
-      this.#noteOutcome(err);
+      this.#calls.noteOutcome(err);
       throw err;
     }
     this.#breaker.success();
     this.#applyAnswer(items, json);
-  }
-
-  #sessionSigning(signer: { sign(b: Uint8Array): Promise<Uint8Array> }): Parameters<typeof signedRequest>[4] {
-    return {
-      keyid: `session:${this.#o.gw}`,
-      alg: 'ed25519',
-      nowMs: this.#clock.now(),
-      sign: (base) => signer.sign(base),
-      ...(this.#o.nonce !== undefined ? { nonce: this.#o.nonce } : {}),
-    };
-  }
-
-  /** Feed the breaker; on a 401 for our session key, renew it. */
-  #noteOutcome(err: BackendError): void {
-    if (err.unreachable) this.#breaker.failure();
-    else if (err.kind === 'aborted') this.#breaker.release();
-    else this.#breaker.success(); // the backend answered: it is reachable
-    // The backend keeps only the two newest session keys: a 401 for our key means it no longer
-    // knows it. Renew, but at most once per `forcedRenewalMinMs` so a persistent fault cannot
-    // turn into a stream of TPM signatures.
-    const type = err.problem?.type ?? '';
-    if (err.kind === 'client' && err.status === 401 && /:(unknown-key|bad-signature)$/.test(type) && this.#o.session.renewNow !== undefined) {
-      const now = this.#clock.now();
-      if (now - this.#lastForcedRenewal >= this.#t.forcedRenewalMinMs) {
-        this.#lastForcedRenewal = now;
-        this.#log.warn('backend does not accept our session key; renewing the session', { type });
-        void this.#o.session.renewNow();
-      }
-    }
   }
 
   /** Answers each item of the batch exactly once from the verify answer (verify-answer.ts). */
@@ -396,25 +334,5 @@ export class BackendClient implements HelloVerifier, RevocationSource {
    */
   pollRevocations(): Promise<string[] | undefined> {
     return this.#feed.poll();
-  }
-
-  /** A session-signed GET through the breaker; undefined when no request could be made. */
-  async #sessionGet<T>(path: string, parse: (body: unknown) => T): Promise<T | undefined> {
-    const session = this.#o.session.current();
-    if (session === undefined || !this.#breaker.tryAcquire()) return undefined;
-    let value: T;
-    try {
-      const req = await signedRequest(this.#o.http, 'GET', path, undefined, this.#sessionSigning(session.signer));
-      this.#c.requests += 1;
-      const res = await this.#o.http.request({ ...req, signal: AbortSignal.timeout(this.#o.requestTimeoutMs) });
-      value = parse(expectJson(res, 200));
-    } catch (e) {
-      const err = e instanceof BackendError ? e : new BackendError('response', 'backend GET failed', { cause: e });
-      this.#errors[err.kind] += 1;
-      this.#noteOutcome(err);
-      throw err;
-    }
-    this.#breaker.success();
-    return value;
   }
 }

@@ -6,6 +6,8 @@ import type { Registry } from 'prom-client';
 import type { CheckReport } from '../check/types.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 import type { FailingPeripheral } from './failing.js';
+import type { SessionInfo } from '../sessions/session.js';
+import type { CommandStats } from '../uplink/commands.js';
 
 export type { FailingPeripheral } from './failing.js';
 
@@ -78,15 +80,8 @@ export interface UplinkStatus {
     lastSuccessAt?: number;
     lastError?: string;
   };
-  commands: {
-    /** Held for devices, not yet acknowledged. */
-    pending: number;
-    received: number;
-    relayed: number;
-    acked: number;
-    expired: number;
-    refused: number;
-  };
+  /** The command relay's counters (its poll count and cursor are not shown). */
+  commands: Omit<CommandStats, 'polls' | 'cursor'>;
 }
 
 export interface PeripheralInfo {
@@ -108,16 +103,7 @@ export interface PeripheralInfo {
 }
 
 /** A protocol-v2 session as the operator sees it (no keys: `sid` names the session, it is not secret). */
-export interface PeripheralSession {
-  version: 2;
-  sid: string;
-  ageMs: number;
-  lifeSeconds: number;
-  framesIn: number;
-  framesOut: number;
-  drops: number;
-  denied: number;
-}
+export type PeripheralSession = Pick<SessionInfo, 'version' | 'sid' | 'ageMs' | 'lifeSeconds' | 'framesIn' | 'framesOut' | 'drops' | 'denied'>;
 
 export interface EventPage {
   events: DecisionEvent[];

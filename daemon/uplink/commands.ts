@@ -10,8 +10,10 @@ import type { Logger } from 'winston';
 import winston from 'winston';
 import { bytesEqual, parseCommand, verifySign1 } from '../../protocol/index.js';
 import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
+import { Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
 import type { SessionProvider } from '../pipeline/types.js';
@@ -67,6 +69,7 @@ interface Outstanding {
 }
 
 export interface CommandStats {
+  /** Held for devices, not yet acknowledged. */
   pending: number;
   received: number;
   relayed: number;
@@ -107,13 +110,13 @@ export class CommandRelay {
   #stopped = true;
   #loop: Promise<void> | undefined;
   #abort = new AbortController();
-  #sleepTimer: TimerHandle | undefined;
-  #wake: (() => void) | undefined;
+  readonly #doze: Doze;
 
   constructor(options: CommandRelayOptions) {
     this.#o = options;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.#breaker = new CircuitBreaker(options.clock, options.breaker);
+    this.#doze = new Doze(options.clock);
   }
 
   start(): void {
@@ -127,8 +130,7 @@ export class CommandRelay {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#abort.abort();
-    if (this.#sleepTimer !== undefined) this.#o.clock.clearTimeout(this.#sleepTimer);
-    this.#wake?.();
+    this.#doze.wake();
     for (const o of this.#out.values()) this.#o.clock.clearTimeout(o.timer);
     this.#out.clear();
     await this.#loop;
@@ -148,7 +150,7 @@ export class CommandRelay {
 
   /** A session opened: its device's commands may go. */
   sessionOpened(s: GatewaySessionV2): void {
-    this.#wake?.();
+    this.#doze.wake();
     this.#deliver(s.dev);
   }
 
@@ -262,10 +264,7 @@ export class CommandRelay {
     while (!this.#stopped) {
       if (this.#o.liveSessions() === 0) {
         // The backend keeps commands until exp; the poll starts with the first v2 session.
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-        });
-        this.#wake = undefined;
+        await this.#doze.sleep();
         continue;
       }
       try {
@@ -277,21 +276,13 @@ export class CommandRelay {
         const delay = Math.max(backoffMs(attempt, this.#o.retryBaseMs, this.#o.retryMaxMs), this.#breaker.retryInMs);
         attempt += 1;
         this.#log.debug('command poll failed; retrying', { kind: err.kind, status: err.status, delayMs: delay });
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          this.#sleepTimer = this.#o.clock.setTimeout(resolve, delay);
-        });
+        await this.#doze.sleep(delay);
       }
     }
   }
 
   async #poll(): Promise<void> {
-    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.#o.session.current();
-    if (session === undefined) {
-      this.#breaker.release();
-      throw new BackendError('no-session', 'no gateway session yet');
-    }
+    const session = acquireSession(this.#breaker, this.#o.session);
     const wait = Math.min(MAX_WAIT_SEC, this.#o.waitSec);
     const path = `/v1/gateways/${encodeURIComponent(this.#o.gw)}/commands?since=${this.#cursor}&wait=${wait}`;
     let answer: ReturnType<typeof readCommandsAnswer>;
@@ -302,9 +293,7 @@ export class CommandRelay {
       answer = readCommandsAnswer(expectJson(res, 200));
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'command poll failed', { cause: e });
-      if (err.unreachable) this.#breaker.failure();
-      else if (err.kind === 'aborted') this.#breaker.release();
-      else this.#breaker.success();
+      this.#breaker.failed(err);
       throw err;
     }
     this.#breaker.success();

@@ -15,9 +15,11 @@
 import type { Logger } from 'winston';
 import winston from 'winston';
 import { base64UrlEncode } from '../../protocol/index.js';
-import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
+import { backoffMs, type TimerClock } from '../../common/clock.js';
+import { Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError, type RefusedEntry } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
 import type { SessionProvider } from '../pipeline/types.js';
@@ -88,8 +90,7 @@ export class Uploader {
   #lastError: string | undefined;
   #stopped = true;
   #loop: Promise<void> | undefined;
-  #wake: (() => void) | undefined;
-  #timer: TimerHandle | undefined;
+  readonly #doze: Doze;
   #unsubscribe: (() => void) | undefined;
   /** Records to send one at a time after a batch was refused. */
   #singles = 0;
@@ -100,6 +101,7 @@ export class Uploader {
     this.#o = options;
     this.#log = options.logger ?? winston.createLogger({ silent: true });
     this.#breaker = new CircuitBreaker(options.clock, options.breaker);
+    this.#doze = new Doze(options.clock);
   }
 
   start(): void {
@@ -122,19 +124,12 @@ export class Uploader {
   }
 
   #poke(): void {
-    const w = this.#wake;
-    this.#wake = undefined;
-    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
-    w?.();
+    this.#doze.wake();
   }
 
   #sleep(ms: number): Promise<void> {
     if (this.#stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#timer = this.#o.clock.setTimeout(() => this.#poke(), ms);
-    });
+    return this.#doze.sleep(ms);
   }
 
   async #run(): Promise<void> {
@@ -171,12 +166,7 @@ export class Uploader {
 
   /** A session-signed POST through the breaker; returns the JSON of a 200. */
   async #post(path: string, body: unknown): Promise<unknown> {
-    if (!this.#breaker.tryAcquire()) throw new BackendError('circuit-open', 'backend circuit is open');
-    const session = this.#o.session.current();
-    if (session === undefined) {
-      this.#breaker.release();
-      throw new BackendError('no-session', 'no gateway session yet');
-    }
+    const session = acquireSession(this.#breaker, this.#o.session);
     try {
       const req = await signedRequest(this.#o.http, 'POST', path, body, {
         keyid: `session:${this.#o.gw}`,
@@ -192,9 +182,7 @@ export class Uploader {
       return json;
     } catch (e) {
       const err = e instanceof BackendError ? e : new BackendError('response', 'cannot upload', { cause: e });
-      if (err.unreachable) this.#breaker.failure();
-      else if (err.kind === 'aborted') this.#breaker.release();
-      else this.#breaker.success();
+      this.#breaker.failed(err);
       throw err;
     }
   }

@@ -6,7 +6,6 @@
  * hooks/ (one file per verb); this file owns the broker and the listeners and wires them.
  */
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type Client } from 'aedes';
@@ -27,9 +26,9 @@ import { SessionTable, type SessionCounters } from '../../sessions/table.js';
 import type { SessionInfo } from '../../sessions/session.js';
 import type { SessionOpening } from '../../pipeline/types.js';
 import { inAuthNamespace, topicMatches } from './topics.js';
-import { Refusals, type RefusalCounts } from './refusals.js';
-import { isDescriptorExhaustion, openDescriptorCount, openFileLimit } from '../../../common/descriptors.js';
-import { TokenBucket } from '../../../common/token-bucket.js';
+import type { RefusalCounts } from './refusals.js';
+import { MqttAdmission } from './admission.js';
+import { dropNumberCache, forgetCleanOutgoing } from './aedes-patches.js';
 
 export type { MqttSettings, MqttTransportOptions } from './options.js';
 
@@ -58,38 +57,6 @@ export interface MqttTransportStats {
 /** Pending-connection queue of the listeners: as deep as the kernel allows (see #listen). */
 const LISTEN_BACKLOG = 65535;
 
-/** The part of aedes' persistence (aedes-persistence 'memory') that forgetCleanOutgoing replaces. */
-interface OutgoingClear {
-  outgoingClearMessageId(client: Client, packet: { messageId?: number }): Promise<unknown>;
-}
-
-/**
- * aedes-persistence's memory store answers every PUBACK by looking up the client's outgoing
- * queue and *creates* an empty one when there is none (`getMapRef(…, CREATE_ON_EMPTY)`); nothing
- * deletes it for a clean session. Our broker-side client ids are unique per connection
- * (`mqtt:<n>`), so each connection that ever acknowledged a QoS 1 message left a map entry
- * behind for the life of the process. Every session here is clean, and aedes never queues
- * outgoing messages of a clean session in the store (deliverQoS writes them at once), so there is
- * nothing to clear for it; persistent sessions (none today) keep the store's behaviour.
- */
-function forgetCleanOutgoing(broker: Aedes): void {
-  const persistence = (broker as unknown as { persistence: OutgoingClear }).persistence;
-  const clear = persistence.outgoingClearMessageId.bind(persistence);
-  persistence.outgoingClearMessageId = (client, packet) => (client.clean ? Promise.resolve(undefined) : clear(client, packet));
-}
-
-/**
- * mqtt-packet (aedes' encoder, loaded as aedes loads it: a dependency of aedes, not ours) writes
- * every 16-bit number (packet ids, topic lengths) from a table of 65,536 two-byte Buffers that it
- * builds at its first packet: 6.6 MB of heap, ~14 MB of RSS, for the life of the process.
- * Without it each number is a two-byte Buffer from the pool when written. The switch is
- * process-wide (anything else using this mqtt-packet, mqtt.js included, writes the same bytes).
- */
-function dropNumberCache(): void {
-  const mqttPacket = createRequire(createRequire(import.meta.url).resolve('aedes'))('mqtt-packet') as { writeToStream: { cacheNumbers: boolean } };
-  mqttPacket.writeToStream.cacheNumbers = false;
-}
-
 /** Lifecycle events, for the status socket and tests (no payloads, no secrets). */
 export interface MqttTransportEvents {
   /** A subscription was granted (`filter` as granted). */
@@ -110,14 +77,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #ingress: MqttIngress;
   readonly #sessions: SessionTable;
   readonly #dataPlane: MqttTransportOptions['dataPlane'];
-  readonly #counters = { refusedAtAccept: 0, frameViolations: 0 };
-  readonly #refusals: Refusals;
-  /** Open sockets per source address (pre-CONNECT included). */
-  readonly #openBySource = new Map<string, number>();
-  /** Accept-rate buckets per source address, least recently seen first (bounded). */
-  readonly #acceptBySource = new Map<string, TokenBucket>();
-  /** Connections the descriptor limit leaves room for (set at start). */
-  #descriptorCapacity: number | undefined;
+  readonly #counters = { frameViolations: 0 };
+  readonly #admission: MqttAdmission;
   #broker: Aedes | undefined;
   #servers: (net.Server | tls.Server)[] = [];
   #unsubscribeRevocations: (() => void) | undefined;
@@ -129,7 +90,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#tls = options.tls;
     this.#revocations = options.revocations;
     this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
-    this.#refusals = new Refusals(this.#log);
+    this.#admission = new MqttAdmission(this.#o, this.#log);
     this.#table = new MqttConnectionTable({
       log: this.#log,
       authTimeoutMs: this.#o.authTimeoutMs,
@@ -162,14 +123,15 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   stats(): MqttTransportStats {
     return {
       ...this.#counters,
+      refusedAtAccept: this.#admission.refusedAtAccept,
       ...this.#table.counters,
       connections: this.#table.size,
       welcomed: this.#table.welcomedCount(),
       droppedAuthMessages: this.#ingress.dropped,
       sessions: this.#sessions.size,
       sessionCounters: this.#sessions.counters(),
-      refused: this.#refusals.counts,
-      descriptorCapacity: this.#descriptorCapacity,
+      refused: this.#admission.refused,
+      descriptorCapacity: this.#admission.descriptorCapacity,
     };
   }
 
@@ -217,7 +179,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     });
     const broker = await Aedes.createBroker({
       connectTimeout: this.#o.connectTimeoutMs,
-      ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec, noSlot: (conn) => this.#noSlot(conn) }),
+      ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec, noSlot: (conn) => this.#admission.noSlot(conn, table.slots()) }),
       ...publishHooks({ table, log: this.#log, acl, ingress: this.#ingress, maxUnwelcomedPerDevice: this.#o.maxUnwelcomedPerDevice }),
       authorizeSubscribe: subscribe.authorizeSubscribe,
       ...deliverHooks(table),
@@ -254,62 +216,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       // A v2 session says bye revoked before its connection is closed.
       void this.#sessions.revoke(devices).finally(() => this.#table.revoke(devices));
     });
-    this.#measureDescriptors();
+    this.#admission.measureDescriptors();
     this.#log.info('MQTT broker listening', { addresses: this.addresses() });
-  }
-
-  /**
-   * How many connections the descriptor limit leaves room for: RLIMIT_NOFILE less what is open
-   * now (listeners, backend link, SQLite, logs) less a reserve. Past it the kernel's EMFILE makes
-   * libuv accept and close connections silently, so the transport refuses first, and says so.
-   */
-  #measureDescriptors(): void {
-    const limit = openFileLimit();
-    const open = openDescriptorCount();
-    if (limit === undefined || open === undefined || limit.soft === Infinity) return;
-    this.#descriptorCapacity = Math.max(0, limit.soft - open - this.#o.descriptorReserve);
-    const wanted = this.#o.maxConnections + this.#o.refusalSlots;
-    if (this.#descriptorCapacity < wanted) {
-      this.#log.error('descriptor limit below the configured capacity: connections beyond it will be refused', {
-        limitNofile: limit.soft,
-        openNow: open,
-        reserve: this.#o.descriptorReserve,
-        connectionsPossible: this.#descriptorCapacity,
-        maxConnections: this.#o.maxConnections,
-        refusalSlots: this.#o.refusalSlots,
-      });
-    }
-  }
-
-  /** Why `conn` gets CONNACK 3 instead of a slot, if it does. */
-  #noSlot(conn: MqttConnection): string | undefined {
-    const slots = this.#table.slots();
-    if (slots.admitted >= this.#o.maxConnections) {
-      this.#refusals.refuse('capacity', { conn: conn.id, max: this.#o.maxConnections });
-      return 'server at capacity';
-    }
-    if (slots.unwelcomed >= Math.min(this.#o.maxUnwelcomed, this.#o.maxConnections)) {
-      this.#refusals.refuse('unwelcomed-slots', { conn: conn.id, max: this.#o.maxUnwelcomed });
-      return 'too many connections waiting to be welcomed';
-    }
-    return undefined;
-  }
-
-  /** Takes an accept token of `source`; false when it has none. */
-  #acceptAllowed(source: string): boolean {
-    let bucket = this.#acceptBySource.get(source);
-    if (bucket === undefined) {
-      if (this.#acceptBySource.size >= this.#o.maxTrackedSources) {
-        const oldest = this.#acceptBySource.keys().next();
-        if (!oldest.done) this.#acceptBySource.delete(oldest.value);
-      }
-      const n = this.#o.acceptsPerSourcePerSec;
-      bucket = new TokenBucket({ burst: n, perSecond: n }, { now: () => performance.now() });
-    } else {
-      this.#acceptBySource.delete(source);
-    }
-    this.#acceptBySource.set(source, bucket);
-    return bucket.take() === 0;
   }
 
   /**
@@ -368,38 +276,16 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
         resolve();
       });
     });
-    server.on('error', (err) => {
-      if (isDescriptorExhaustion(err)) this.#refusals.refuse('descriptors', { error: err.message });
-      else this.#log.error('MQTT listener error', { error: err.message });
-    });
+    server.on('error', (err) => this.#admission.listenerError(err));
     this.#servers.push(server);
   }
 
   #accept(socket: net.Socket | tls.TLSSocket): void {
     const broker = this.#broker;
-    const source = socket.remoteAddress ?? '?';
-    const refusal =
-      broker === undefined || this.#table.size >= this.#o.maxConnections + this.#o.refusalSlots
-        ? ('capacity' as const)
-        : this.#descriptorCapacity !== undefined && this.#table.size >= this.#descriptorCapacity
-          ? ('descriptors' as const)
-          : (this.#openBySource.get(source) ?? 0) >= this.#o.maxConnectionsPerSource
-            ? ('per-source' as const)
-            : !this.#acceptAllowed(source)
-              ? ('accept-rate' as const)
-              : undefined;
-    if (broker === undefined || refusal !== undefined) {
-      this.#counters.refusedAtAccept += 1;
-      this.#refusals.refuse(refusal ?? 'capacity', { source, open: this.#table.size, max: this.#o.maxConnections });
+    if (!this.#admission.accept(socket, this.#table.size, broker !== undefined) || broker === undefined) {
       socket.destroy();
       return;
     }
-    this.#openBySource.set(source, (this.#openBySource.get(source) ?? 0) + 1);
-    socket.once('close', () => {
-      const n = (this.#openBySource.get(source) ?? 1) - 1;
-      if (n <= 0) this.#openBySource.delete(source);
-      else this.#openBySource.set(source, n);
-    });
     // Measured: with Nagle each request/response round trip costs ~88 ms on loopback.
     socket.setNoDelay(true);
     socket.on('error', (err) => this.#log.debug('socket error', { error: err.message }));

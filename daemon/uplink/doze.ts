@@ -1,0 +1,33 @@
+/**
+ * The uplink loops' pause: a sleep on the injected clock that a wake() cuts short (new work, a
+ * session opened, stop). Shared by the uploader and the command relay.
+ */
+import type { TimerClock, TimerHandle } from '../../common/clock.js';
+
+/** One loop's pause: at most one sleep at a time. */
+export class Doze {
+  readonly #clock: TimerClock;
+  #wake: (() => void) | undefined;
+  #timer: TimerHandle | undefined;
+
+  constructor(clock: TimerClock) {
+    this.#clock = clock;
+  }
+
+  /** Resolves after `ms` (never, without `ms`) or at the next wake(), whichever is first. */
+  sleep(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+      if (ms !== undefined) this.#timer = this.#clock.setTimeout(() => this.wake(), ms);
+    });
+  }
+
+  /** Ends the current sleep now (nothing when none). */
+  wake(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    w?.();
+  }
+}
