@@ -26,6 +26,7 @@ import { DenyList, type DenyListOptions } from './deny-list.js';
 import { BleError, type BleErrorCode } from './errors.js';
 import { helloReceiver, raceAbort } from './hello-receiver.js';
 import { normaliseUuid, type BleAdapterState, type BleCentral, type BleDiscovery } from './port.js';
+import { ScanLog, type ScanLogOptions, type ScanPeripheral } from './scan.js';
 import { runV2Link, type V2LinkResult, type V2SessionHost } from './v2-link.js';
 
 
@@ -62,6 +63,8 @@ export interface BleTransportOptions {
   idleTimeoutMs?: number;
   /** Links open at once, v2 sessions included (default 8); exchanges are bounded by `maxConcurrent`. */
   maxLiveLinks?: number;
+  /** Bounds of the log of nearby peripherals (`gatehouse scan`). */
+  scanLog?: ScanLogOptions;
 }
 
 /** How one exchange ended, for the status socket and metrics. */
@@ -141,6 +144,7 @@ export class BleTransport {
   readonly #exchangeTimeoutMs: number;
   readonly #disconnectTimeoutMs: number;
   readonly #deny: DenyList;
+  readonly #scanLog: ScanLog;
   readonly #active = new Map<string, Active>();
   readonly #queue = new Map<string, BleDiscovery>();
   #detach: Array<() => void> = [];
@@ -183,6 +187,13 @@ export class BleTransport {
       if (!Number.isSafeInteger(v) || v < (name === 'maxQueued' ? 0 : 1)) throw new RangeError(`${name} must be a positive integer, got ${v}`);
     }
     this.#deny = new DenyList(options.denyList);
+    this.#scanLog = new ScanLog(options.scanLog);
+  }
+
+  /** Nearby peripherals advertising the Gatehouse service (scan.ts), with their deny-list state. */
+  nearby(): { limits: { maxEntries: number; ttlSec: number }; peripherals: ScanPeripheral[] } {
+    const limits = { maxEntries: this.#scanLog.maxEntries, ttlSec: Math.round(this.#scanLog.ttlMs / 1000) };
+    return { limits, peripherals: this.#scanLog.list((a) => ({ holdOffMs: this.#deny.holdOff(a), failures: this.#deny.failures(a) })) };
   }
 
   /** Listen to an event; returns the unsubscribe function. */
@@ -292,6 +303,7 @@ export class BleTransport {
   #onDiscover(d: BleDiscovery): void {
     if (!this.#running || this.#central.state !== 'poweredOn') return;
     const address = throttleKey(d);
+    this.#scanLog.discovered(address, d, SERVICE);
     const skip = (reason: BleSkipReason): void => {
       this.#events.emit('skipped', { address, reason, malformed: d.malformed });
     };
@@ -362,13 +374,14 @@ export class BleTransport {
       await this.#central.connect(d.id, opts);
       connected = true;
       this.#events.emit('connected', { connection: conn.id, address: d.address, active: this.#active.size });
-      const version = await this.#pickVersion(d.id, opts);
+      const version = await this.#pickVersion(d.id, opts, address);
       if (version === 2) {
         const r = await this.#exchangeV2(d, conn, controller, entry, () => clearTimeout(timer));
         result = r.welcomed ? { outcome: 'welcome', dev: r.welcomed } : r.result;
         return;
       }
       const info = await this.#central.discover(d.id, SERVICE, CHARACTERISTIC, opts);
+      this.#scanLog.learned(address, 1, true);
       if (!info.properties.includes('write') || !info.properties.includes('notify')) {
         throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic lacks write+notify: ${info.properties.join(',')}`);
       }
@@ -418,15 +431,17 @@ export class BleTransport {
   }
 
   /** 2 when v2 is allowed, a host is given and the service has the v2 characteristic; else 1. */
-  async #pickVersion(id: string, opts: { signal: AbortSignal }): Promise<1 | 2> {
+  async #pickVersion(id: string, opts: { signal: AbortSignal }, address: string): Promise<1 | 2> {
     if (!this.#versions.includes(2) || this.#v2 === undefined) return 1;
     try {
       const info = await this.#central.discover(id, SERVICE, CHARACTERISTIC_V2, opts);
+      this.#scanLog.learned(address, 2, true);
       if (!info.properties.includes('write') || !info.properties.includes('notify')) {
         throw new BleError('GH_BLE_GATT_MISMATCH', `v2 characteristic lacks write+notify: ${info.properties.join(',')}`);
       }
       return 2;
     } catch (err) {
+      if (err instanceof BleError && err.code === 'GH_BLE_GATT_MISMATCH') this.#scanLog.learned(address, 2, false);
       if (err instanceof BleError && err.code === 'GH_BLE_GATT_MISMATCH' && this.#versions.includes(1)) return 1;
       throw err;
     }
@@ -514,6 +529,7 @@ export class BleTransport {
     }
     const { retry: _retry, ...rest } = result;
     const event: BleExchangeEvent = { connection: conn.id, address: d.address, ...rest, holdOffMs };
+    this.#scanLog.outcome(address, rest);
     this.#log.info('BLE exchange', event);
     this.#events.emit('exchange', event);
   }
