@@ -371,6 +371,7 @@ export class Gateway {
       maxConcurrent: b.maxConcurrent,
       exchangeTimeoutMs: b.exchangeTimeoutMs,
       denyList: { baseMs: b.denyList.baseBackoffSec * 1000, maxMs: b.denyList.maxBackoffSec * 1000 },
+      scanLog: { maxEntries: b.scanLog.maxEntries, ttlMs: b.scanLog.ttlSec * 1000 },
     });
     try {
       await ble.start();
