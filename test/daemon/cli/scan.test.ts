@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { main } from '../../../cli/main.js';
+import { getText } from '../../../daemon/cli/client.js';
 import { EXIT_NO_BLE, runScan } from '../../../daemon/cli/scan.js';
 import { StatusServer } from '../../../daemon/status/server.js';
 import type { ScanReport } from '../../../daemon/status/types.js';
@@ -117,5 +118,35 @@ describe('daemon/cli: gatehouse scan', () => {
     assert.equal(await done, 0, io.err());
     const lines = io.out().trim().split('\n').map((l) => JSON.parse(l) as { rssi: number; lastOutcome?: { dev: string } });
     assert.deepEqual(lines.map((l) => [l.rssi, l.lastOutcome?.dev]), [[-60, undefined], [-58, 'tag-1']]);
+  });
+
+  it('--follow as text: the legend, a fixed header with TIME, one line per sighting', async () => {
+    const seenAt = Date.UTC(2024, 4, 1, 14, 3, 7);
+    source.report = {
+      ble: { available: true, adapterState: 'poweredOn', scanning: true },
+      peripherals: [{ address: 'c0:de:00:00:01:3e', name: 'GH-tag', rssi: -60, connectable: true, firstSeenAt: seenAt, lastSeenAt: seenAt, seen: 1, versions: [1, 2], versionsKnown: true, deny: { holdOffMs: 0, failures: 0 } }],
+    };
+    const io = captureIO({ GATEHOUSE_STATUS_SOCKET: sock });
+    const ac = new AbortController();
+    const done = runScan(['-f', '--utc', '--interval-ms', '1'], io, ac.signal);
+    for (let i = 0; i < 3; i++) await waitForEmitter(source.asked, 'scan', () => true, 'a poll', 5000);
+    ac.abort();
+    assert.equal(await done, 0, io.err());
+    assert.equal(
+      normaliseCliText(io.out()),
+      [
+        '(NAME -: none advertised; LAST -: no exchange yet; DENY -: not held off; TIME in UTC)',
+        'TIME  ADDRESS  NAME  RSSI  VERSIONS  LAST  DENY',
+        '2024-05-01 14:03:07Z  c0:de:00:00:01:3e  GH-tag  -60 dBm  v1,v2  -  -',
+      ].join('\n'),
+    );
+  });
+
+  it('/v1/scan takes no query parameters; a bad --interval-ms is a usage error', async () => {
+    const io = captureIO({ GATEHOUSE_STATUS_SOCKET: sock });
+    assert.equal(await main(['scan', '--interval-ms', 'x'], io), 2);
+    const r = await getText(sock, '/v1/scan?all=1');
+    assert.equal(r.status, 400);
+    assert.match(r.body, /unknown query parameter/);
   });
 });
