@@ -22,6 +22,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   status: { summary: "Show the running daemon's state", module: '../daemon/cli/status.js' },
   peripherals: { summary: 'Connected peripherals; --failing: who keeps failing and why; DEV: one device', module: '../daemon/cli/peripherals.js' },
   events: { summary: 'Show recent decisions (--follow to stream)', module: '../daemon/cli/events.js' },
+  scan: { summary: 'Nearby BLE peripherals the daemon hears: RSSI, versions, last outcome, back-off (--follow)', module: '../daemon/cli/scan.js' },
   check: { summary: 'Run diagnostics (OK/WARN/FAIL and what to do)', module: '../daemon/cli/check.js' },
   config: { summary: 'Validate the config file (config check)', module: '../daemon/cli/config.js' },
   tpm: { summary: 'Provision and inspect the TPM identity key', module: '../daemon/cli/tpm.js' },

@@ -178,6 +178,7 @@ export function buildBle(cfg: GatehouseConfig, pipeline: Pipeline, logger: Logge
     maxConcurrent: b.maxConcurrent,
     exchangeTimeoutMs: b.exchangeTimeoutMs,
     denyList: { baseMs: b.denyList.baseBackoffSec * 1000, maxMs: b.denyList.maxBackoffSec * 1000 },
+    scanLog: { maxEntries: b.scanLog.maxEntries, ttlMs: b.scanLog.ttlSec * 1000 },
   });
 }
 

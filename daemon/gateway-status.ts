@@ -16,7 +16,7 @@ import type { Pipeline } from './pipeline/pipeline.js';
 import type { DecisionEvent } from './pipeline/types.js';
 import { FailingTracker } from './status/failing.js';
 import { roundMs } from './status/json.js';
-import type { EventPage, FailingPeripheral, PeripheralInfo, StatusReport, StatusSource, UplinkStatus } from './status/types.js';
+import type { EventPage, FailingPeripheral, PeripheralInfo, ScanReport, StatusReport, StatusSource, UplinkStatus } from './status/types.js';
 import type { DataPlaneStats } from './uplink/data-plane.js';
 import type { MqttTransport } from './transports/mqtt/transport.js';
 import type { BleTransport } from './transports/ble/transport.js';
@@ -70,6 +70,8 @@ export class GatewayStatus implements StatusSource {
   readonly #failing = new FailingTracker();
   #mqtt: MqttTransport | undefined;
   #ble: BleTransport | undefined;
+  /** Why the BLE transport did not start, when it did not. */
+  #bleUnavailable: string | undefined;
 
   constructor(options: GatewayStatusOptions) {
     this.#o = options;
@@ -86,8 +88,9 @@ export class GatewayStatus implements StatusSource {
     mqtt.on('closed', (connection) => this.#mqttPeers.delete(connection));
   }
 
-  attachBle(ble: BleTransport | undefined): void {
+  attachBle(ble: BleTransport | undefined, unavailable?: string): void {
     this.#ble = ble;
+    this.#bleUnavailable = unavailable;
     // The BLE back-off (by address) decides when a failing device is next tried.
     ble?.on('exchange', (x) => {
       if (x.dev !== undefined && x.outcome !== 'welcome' && x.holdOffMs > 0) this.#failing.holdOff(x.dev, this.#o.clock.now() + x.holdOffMs);
@@ -146,6 +149,17 @@ export class GatewayStatus implements StatusSource {
       const session = { version: s.version, sid: s.sid, ageMs: s.ageMs, lifeSeconds: s.lifeSeconds, framesIn: s.framesIn, framesOut: s.framesOut, drops: s.drops, denied: s.denied };
       return { ...p, session, ...(dp === undefined ? {} : { commandsPending: dp.pendingCommands(p.dev).length }) };
     });
+  }
+
+  /** `/v1/scan`: the BLE transport's log of nearby peripherals, or why there is none. */
+  getScan(): ScanReport {
+    const none = (reason: string): ScanReport => ({ ble: { available: false, reason }, peripherals: [] });
+    if (!this.#o.config.ble.enabled) return none('BLE is disabled in the config (ble.enabled: false)');
+    const ble = this.#ble;
+    if (ble === undefined) return none(this.#bleUnavailable ?? 'BLE is unavailable (the transport did not start)');
+    const s = ble.stats();
+    if (s.state !== 'poweredOn') return none(`the BLE adapter is ${s.state}`);
+    return { ble: { available: true, adapterState: s.state, scanning: s.scanning }, ...ble.nearby() };
   }
 
   getFailing(): FailingPeripheral[] {

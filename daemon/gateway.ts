@@ -91,6 +91,8 @@ export class Gateway {
   #pipeline: Pipeline | undefined;
   #mqtt: MqttTransport | undefined;
   #ble: BleTransport | undefined;
+  /** Why BLE did not start (for `gatehouse scan`). */
+  #bleUnavailable: string | undefined;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #statusTimer: NodeJS.Timeout | undefined;
   /** The running start(), so that a stop() during it can wait for it to give up. */
@@ -206,7 +208,7 @@ export class Gateway {
       const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }), ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }) });
       const mqtt = await this.#startMqtt(pipeline, client);
       status.attachMqtt(mqtt);
-      if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline));
+      if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline), this.#bleUnavailable);
       this.#giveUpIfStopRequested();
 
       // 5. The status socket, last: it reports on everything above.
@@ -285,6 +287,7 @@ export class Gateway {
       await ble.start();
     } catch (err) {
       logError(logger, 'BLE unavailable; continuing without it', err);
+      this.#bleUnavailable = err instanceof Error ? err.message : String(err);
       return undefined;
     }
     this.#ble = ble;

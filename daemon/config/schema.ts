@@ -194,6 +194,10 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       baseBackoffSec: int({ description: 'First back-off.', default: 30, min: 1, max: 86400 }),
       maxBackoffSec: int({ description: 'Back-off cap (doubles up to it).', default: 3600, min: 1, max: 604800 }),
     }),
+    scanLog: section('What `gatehouse scan` shows: the nearby peripherals the transport heard', {
+      maxEntries: int({ description: 'Addresses kept at most; the least recently heard is dropped.', default: 256, min: 1, max: 4096 }),
+      ttlSec: int({ description: 'An address not heard for this long is forgotten.', default: 300, min: 1, max: 86400 }),
+    }),
   }),
   protocol: section('Protocol versions and the v2 session', {
     versions: intSet([1, 2] as const, {

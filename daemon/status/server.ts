@@ -1,6 +1,6 @@
 /**
  * The status socket: HTTP/1.1 over a Unix socket, read-only. Routes: GET /v1/status,
- * /v1/peripherals, /v1/failing, /v1/events?since=&limit=&dev=, /v1/check, /metrics. Access control is the socket's
+ * /v1/peripherals, /v1/failing, /v1/events?since=&limit=&dev=, /v1/check, /v1/scan (nearby BLE peripherals), /metrics. Access control is the socket's
  * mode (0660) and group; no body is ever accepted; every internal failure answers a generic
  * problem and logs the chain (CONTRIBUTING.md §9).
  */
@@ -12,7 +12,7 @@ import { isValidId } from '../../protocol/index.js';
 import { StatusError } from './errors.js';
 import { problem, sendJson, sendProblem } from './problem.js';
 import { groupId, prepareSocketPath } from './socket-file.js';
-import type { StatusSource } from './types.js';
+import type { ScanReport, StatusSource } from './types.js';
 
 export interface StatusServerOptions {
   socketPath: string;
@@ -43,8 +43,9 @@ export interface StatusServerOptions {
 }
 
 const SOCKET_MODE = 0o660;
-const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/failing', '/v1/events', '/v1/check', '/metrics']);
+const ROUTES = new Set(['/v1/status', '/v1/peripherals', '/v1/failing', '/v1/events', '/v1/check', '/v1/scan', '/metrics']);
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+const NO_SCAN: ScanReport = { ble: { available: false, reason: 'this daemon has no BLE transport to ask' }, peripherals: [] };
 
 function intParam(params: URLSearchParams, name: string, dflt: number, max: number): number {
   const v = params.get(name);
@@ -219,6 +220,9 @@ export class StatusServer {
         return;
       case '/v1/peripherals':
         sendJson(res, 200, { peripherals: await src.getPeripherals() }, head);
+        return;
+      case '/v1/scan':
+        sendJson(res, 200, src.getScan === undefined ? NO_SCAN : await src.getScan(), head);
         return;
       case '/v1/failing':
         sendJson(res, 200, { failing: await src.getFailing() }, head);

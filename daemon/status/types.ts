@@ -8,6 +8,7 @@ import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 import type { FailingPeripheral } from './failing.js';
 import type { SessionInfo } from '../sessions/session.js';
 import type { CommandStats } from '../uplink/commands.js';
+import type { ScanPeripheral } from '../transports/ble/scan.js';
 
 export type { FailingPeripheral } from './failing.js';
 
@@ -113,6 +114,17 @@ export interface EventPage {
   truncated: boolean;
 }
 
+/** `/v1/scan`: what the running BLE transport has heard, or why there is no BLE. */
+export interface ScanReport {
+  ble: { available: true; adapterState: string; scanning: boolean } | { available: false; reason: string };
+  /** The log's bounds: addresses kept at most, and seconds an address is kept unseen. */
+  limits?: { maxEntries: number; ttlSec: number };
+  /** The most recently seen first. */
+  peripherals: ScanPeripheral[];
+}
+
+export type { ScanPeripheral } from '../transports/ble/scan.js';
+
 export interface StatusSource {
   getStatus(): StatusReport | Promise<StatusReport>;
   getPeripherals(): PeripheralInfo[] | Promise<PeripheralInfo[]>;
@@ -121,6 +133,8 @@ export interface StatusSource {
   /** Devices whose recent attempts failed, the most recent first (`/v1/failing`). */
   getFailing(): FailingPeripheral[] | Promise<FailingPeripheral[]>;
   runChecks(): Promise<CheckReport>;
+  /** Nearby BLE peripherals (`/v1/scan`); a source without it has no BLE to report. */
+  getScan?(): ScanReport | Promise<ScanReport>;
   /** A private prom-client Registry (never the global one) served at /metrics. */
   readonly registry: Registry;
 }

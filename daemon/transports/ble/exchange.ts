@@ -47,6 +47,8 @@ export interface ExchangeHost {
   becameSession(): void;
   /** A v2 session ended. */
   sessionEnded(event: BleSessionEvent): void;
+  /** What discovery found of a characteristic (found or missing), for `gatehouse scan`. */
+  learned(d: BleDiscovery, version: 1 | 2, found: boolean): void;
 }
 
 /** The link's state the transport reads: a v2 session after its welcome. */
@@ -85,13 +87,14 @@ export async function runExchange(
     await central.connect(d.id, opts);
     connected = true;
     host.connected(conn, d);
-    const version = await pickVersion(host, d.id, opts);
+    const version = await pickVersion(host, d, opts);
     if (version === 2) {
       const r = await exchangeV2(host, d, conn, controller, entry, () => clearTimeout(timer));
       result = r.welcomed ? { outcome: 'welcome', dev: r.welcomed } : r.result;
       return;
     }
     const info = await central.discover(d.id, SERVICE, CHARACTERISTIC, opts);
+    host.learned(d, 1, true);
     if (!info.properties.includes('write') || !info.properties.includes('notify')) {
       throw new BleError('GH_BLE_GATT_MISMATCH', `characteristic lacks write+notify: ${info.properties.join(',')}`);
     }
@@ -141,15 +144,17 @@ export async function runExchange(
 }
 
 /** 2 when v2 is allowed, a host is given and the service has the v2 characteristic; else 1. */
-async function pickVersion(host: ExchangeHost, id: string, opts: { signal: AbortSignal }): Promise<1 | 2> {
+async function pickVersion(host: ExchangeHost, d: BleDiscovery, opts: { signal: AbortSignal }): Promise<1 | 2> {
   if (!host.versions.includes(2) || host.v2 === undefined) return 1;
   try {
-    const info = await host.central.discover(id, SERVICE, CHARACTERISTIC_V2, opts);
+    const info = await host.central.discover(d.id, SERVICE, CHARACTERISTIC_V2, opts);
+    host.learned(d, 2, true);
     if (!info.properties.includes('write') || !info.properties.includes('notify')) {
       throw new BleError('GH_BLE_GATT_MISMATCH', `v2 characteristic lacks write+notify: ${info.properties.join(',')}`);
     }
     return 2;
   } catch (err) {
+    if (err instanceof BleError && err.code === 'GH_BLE_GATT_MISMATCH') host.learned(d, 2, false);
     if (err instanceof BleError && err.code === 'GH_BLE_GATT_MISMATCH' && host.versions.includes(1)) return 1;
     throw err;
   }

@@ -22,6 +22,7 @@ import { BleError } from './errors.js';
 import type { BleExchangeEvent, BleSessionEvent, BleSkipReason, BleTransportEvents, BleTransportStats } from './events.js';
 import { runExchange, SERVICE, type ExchangeHost, type ExchangeResult } from './exchange.js';
 import type { BleAdapterState, BleCentral, BleDiscovery } from './port.js';
+import { ScanLog, type ScanLogOptions, type ScanPeripheral } from './scan.js';
 import type { V2SessionHost } from './v2-link.js';
 
 export type { BleExchangeEvent, BleSessionEvent, BleSkipReason, BleTransportEvents, BleTransportStats } from './events.js';
@@ -55,6 +56,8 @@ export interface BleTransportOptions {
   idleTimeoutMs?: number;
   /** Links open at once, v2 sessions included (default 8); exchanges are bounded by `maxConcurrent`. */
   maxLiveLinks?: number;
+  /** Bounds of the log of nearby peripherals (`gatehouse scan`). */
+  scanLog?: ScanLogOptions;
 }
 
 interface Active {
@@ -90,6 +93,7 @@ export class BleTransport {
   #scanning = false;
   #seq = 0;
   #counts = { maxActive: 0, welcomed: 0, rejected: 0, failed: 0 };
+  readonly #scanLog: ScanLog;
 
   constructor(options: BleTransportOptions) {
     this.#central = options.central;
@@ -117,6 +121,13 @@ export class BleTransport {
       if (!Number.isSafeInteger(v) || v < (name === 'maxQueued' ? 0 : 1)) throw new RangeError(`${name} must be a positive integer, got ${v}`);
     }
     this.#deny = new DenyList(options.denyList);
+    this.#scanLog = new ScanLog(options.scanLog);
+  }
+
+  /** Nearby peripherals advertising the Gatehouse service, with their deny-list state (`gatehouse scan`). */
+  nearby(): { limits: { maxEntries: number; ttlSec: number }; peripherals: ScanPeripheral[] } {
+    const limits = { maxEntries: this.#scanLog.maxEntries, ttlSec: Math.round(this.#scanLog.ttlMs / 1000) };
+    return { limits, peripherals: this.#scanLog.list((a) => ({ holdOffMs: this.#deny.holdOff(a), failures: this.#deny.failures(a) })) };
   }
 
   /** Listen to an event; returns the unsubscribe function. */
@@ -226,6 +237,7 @@ export class BleTransport {
   #onDiscover(d: BleDiscovery): void {
     if (!this.#running || this.#central.state !== 'poweredOn') return;
     const address = throttleKey(d);
+    this.#scanLog.discovered(address, d, SERVICE);
     const skip = (reason: BleSkipReason): void => {
       this.#events.emit('skipped', { address, reason, malformed: d.malformed });
     };
@@ -292,6 +304,7 @@ export class BleTransport {
       },
       finish: (conn, d, result) => this.#finish(conn, d, throttleKey(d), result),
       becameSession: () => this.#pump(),
+      learned: (d, version, found) => this.#scanLog.learned(throttleKey(d), version, found),
       sessionEnded: (event: BleSessionEvent) => {
         this.#log.info('BLE v2 session ended', event);
         this.#events.emit('session', event);
@@ -313,6 +326,7 @@ export class BleTransport {
     }
     const { retry: _retry, ...rest } = result;
     const event: BleExchangeEvent = { connection: conn.id, address: d.address, ...rest, holdOffMs };
+    this.#scanLog.outcome(address, rest);
     this.#log.info('BLE exchange', event);
     this.#events.emit('exchange', event);
   }

@@ -8,6 +8,7 @@ import { HELP as CONFIG_HELP } from '../../../daemon/cli/config.js';
 import { HELP as EVENTS_HELP } from '../../../daemon/cli/events.js';
 import { HELP as PERIPHERALS_HELP } from '../../../daemon/cli/peripherals.js';
 import { HELP as RUN_HELP } from '../../../daemon/cli/run.js';
+import { HELP as SCAN_HELP } from '../../../daemon/cli/scan.js';
 import { HELP as STATUS_HELP } from '../../../daemon/cli/status.js';
 import { HELP as DEMO_HELP } from '../../../demo/demo.js';
 
@@ -17,7 +18,7 @@ describe('docs/operations.md and --help agree', () => {
   it('documents every command, every option of our commands, and every check id', async () => {
     const doc = await readFile(DOC, 'utf8');
     for (const name of Object.keys(COMMANDS)) assert.ok(doc.includes(`gatehouse ${name}`), `command ${name}`);
-    const helps: Record<string, string> = { check: CHECK_HELP, config: CONFIG_HELP, demo: DEMO_HELP, events: EVENTS_HELP, peripherals: PERIPHERALS_HELP, run: RUN_HELP, status: STATUS_HELP };
+    const helps: Record<string, string> = { check: CHECK_HELP, config: CONFIG_HELP, demo: DEMO_HELP, events: EVENTS_HELP, peripherals: PERIPHERALS_HELP, run: RUN_HELP, scan: SCAN_HELP, status: STATUS_HELP };
     for (const [name, help] of Object.entries(helps)) {
       const row = doc.split('\n').find((l) => l.startsWith(`| \`gatehouse ${name}`)) ?? '';
       const options = [...help.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1] ?? '').filter((o) => o !== '--help' && o !== '--socket');

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { main } from '../../../cli/main.js';
 import type { PeripheralStory } from '../../../daemon/cli/peripherals.js';
+import { EXIT_NO_BLE } from '../../../daemon/cli/scan.js';
 import { REASON_ADVICE } from '../../../daemon/status/reason-advice.js';
 import type { FailingPeripheral, PeripheralInfo, StatusReport } from '../../../daemon/status/types.js';
 import type { DecisionEvent } from '../../../daemon/pipeline/types.js';
@@ -146,5 +147,12 @@ describe('daemon as a child process: the field tech view', function () {
       await p.close();
       for (const x of impostors) await x.close();
     }
+  });
+
+  it('scan: BLE is off in this config, so one line says so and the exit code is 4', async () => {
+    const io = captureIO({ GATEHOUSE_STATUS_SOCKET: sock });
+    assert.equal(await main(['scan'], io), EXIT_NO_BLE);
+    assert.equal(io.err(), 'gatehouse scan: no BLE: BLE is disabled in the config (ble.enabled: false)\n');
+    assert.equal(io.out(), '');
   });
 });
