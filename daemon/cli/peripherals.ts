@@ -26,8 +26,9 @@ for the device, not yet acknowledged). A legend line says what each - means.
 last welcome): how many times, the last reason, when they last tried and when the next attempt
 is allowed (the reject's retry, or the BLE back-off), then what each reason means and what to do.
 
-With DEV: that device's whole story: its connections now, its recent failures with the advice,
-its lease, and its events still in the daemon's ring.
+With DEV: that device's whole story: its connections now (with a v2 session and the commands
+held for it), its recent failures with the advice, its lease, and its events still in the
+daemon's ring.
 
 Options:
   --failing        devices trying and failing, with advice
@@ -108,6 +109,10 @@ export function renderStory(s: PeripheralStory, nowMs: number, zone: Zone): stri
   for (const c of s.connections) {
     pairs.push(['Connected', `${c.transport} ${c.connection}, ${c.state} since ${clockTime(c.since, zone)} (${age(c.since, nowMs)}), remote ${remoteCell(c.transport, c.remote)}`]);
     pairs.push(['Lease', c.leaseExp === undefined ? 'none yet (not welcomed)' : `expires ${clockTime(c.leaseExp * 1000, zone)} (${until(c.leaseExp * 1000, nowMs)})${c.offline ? ', welcomed offline under a cached lease' : ', welcomed online'}`]);
+    if (c.session !== undefined) {
+      pairs.push(['Session', `protocol v${c.session.version}, ${duration(c.session.ageMs / 1000)} old, frames in/out ${c.session.framesIn}/${c.session.framesOut}, ${c.session.drops} dropped`]);
+    }
+    if (c.commandsPending !== undefined) pairs.push(['Commands', `${c.commandsPending} held for this device (relayed one at a time, each until acked or expired)`]);
   }
   const f = s.failing;
   if (f === null) pairs.push(['Failing', 'no rejects in the last hour since its last welcome']);
