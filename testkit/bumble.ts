@@ -74,7 +74,7 @@ export interface BumbleRelaySpec {
 
 export interface BumbleLinkOptions {
   peripherals: BumblePeripheralSpec[];
-  /** Relays on the same link (runs `gatehouse_bumble.relay`, link.py with relays added). */
+  /** Relays on the same link (relay.py). */
   relays?: BumbleRelaySpec[];
   /** Pinned backend keys `pk_S` by kid (raw Ed25519). */
   backendKeys: ReadonlyMap<string, Uint8Array>;
@@ -209,7 +209,7 @@ export async function startBumbleLink(options: BumbleLinkOptions): Promise<Bumbl
   await writeFile(configPath, JSON.stringify(config));
 
   installExitHook();
-  const child = spawn(BUMBLE_PYTHON, ['-m', options.relays?.length ? 'gatehouse_bumble.relay' : 'gatehouse_bumble.link', configPath], {
+  const child = spawn(BUMBLE_PYTHON, ['-m', 'gatehouse_bumble.link', configPath], {
     cwd: ROOT,
     env: { ...process.env, PYTHONPATH, PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1' },
     stdio: ['pipe', 'pipe', 'pipe'],

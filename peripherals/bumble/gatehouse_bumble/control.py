@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .peripheral import GatehousePeripheral
+    from .relay import GatehouseRelay
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -27,7 +28,7 @@ def frame_of(spec: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-async def read_commands(stop: asyncio.Event, peripherals: 'list[GatehousePeripheral]') -> None:
+async def read_commands(stop: asyncio.Event, peripherals: 'list[GatehousePeripheral]', relays: 'list[GatehouseRelay]' = []) -> None:  # noqa: B006 - never mutated
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -46,6 +47,11 @@ async def read_commands(stop: asyncio.Event, peripherals: 'list[GatehousePeriphe
             target = next((p for p in peripherals if p.name == cmd.get('peripheral')), None)
             if target is None or not isinstance(cmd.get('frame'), dict) or not target.send_command(cmd['frame']):
                 emit({'event': 'error', 'error': f'cannot send {cmd!r}: no such peripheral or no live v2 session'})
+            continue
+        if isinstance(cmd, dict) and cmd.get('cmd') == 'relay':
+            relay = next((r for r in relays if r.name == cmd.get('relay')), None)
+            if relay is None or not relay.command(cmd):
+                emit({'event': 'error', 'error': f'cannot relay {cmd!r}: no such relay, or nothing to inject yet'})
             continue
         emit({'event': 'error', 'error': f'unknown command {cmd!r}'})
     stop.set()

@@ -5,8 +5,8 @@ One Bumble LocalLink carries:
 - N peripherals, each a full Bumble Device (its own controller, host, L2CAP, ATT, GATT server)
   with the Gatehouse service, running the peripheral side of protocol v1 (protocol.py) on the v1
   characteristic and/or protocol v2 (protocol_v2.py) on the v2 characteristic (`versions`);
-- relays live in relay.py (the same process with a relay device: a peripheral to the gateway and a central to
-  another peripheral, forwarding the exchange and then injecting and altering frames).
+- relays (`relays`, relay.py): a device that is a peripheral to the gateway and a central to
+  another peripheral, forwarding the exchange and then injecting and altering frames.
 
 A v2 peripheral keeps the link after the welcome and follows `schedule` (frames to send, each
 `afterMs` the previous one), and sends frames on `{"cmd": "send", "peripheral", "frame"}`.
@@ -41,6 +41,7 @@ from bumble.transport import open_transport
 
 from .control import emit, read_commands
 from .peripheral import GatehousePeripheral
+from .relay import GatehouseRelay
 
 CENTRAL_ADDRESS = 'C0:FF:EE:00:00:01'
 
@@ -112,16 +113,23 @@ async def run(config: dict[str, Any]) -> None:
     peripherals = [GatehousePeripheral(p, backend_keys, interval, link) for p in config.get('peripherals', [])]
     for p in peripherals:
         await p.start()
+    relays = [GatehouseRelay(r, interval, link) for r in config.get('relays', [])]
+    for r in relays:
+        await r.start()
     emit({
         'event': 'ready', 'pty': os.path.realpath(pty_path), 'ptyLink': pty_path, 'pid': os.getpid(),
         'peripherals': [{'name': p.name, 'address': p.address.lower(), 'dev': p.protocol.dev, 'publicKey': p.protocol.public_key.hex()} for p in peripherals],
+        'relays': [{'name': r.name, 'address': r.address.lower(), 'target': r.target.lower()} for r in relays],
     })
-    commands = loop.create_task(read_commands(stop, peripherals))
+    commands = loop.create_task(read_commands(stop, peripherals, relays))
     await stop.wait()
     commands.cancel()
-    for p in peripherals:
+    for r in relays:
+        for t in r.tasks:
+            t.cancel()
+    for d in [p.device for p in peripherals] + [r.device for r in relays]:
         try:
-            await asyncio.wait_for(p.device.power_off(), 1.0)
+            await asyncio.wait_for(d.power_off(), 1.0)
         except Exception:  # noqa: BLE001 - shutting down
             pass
     await transport.close()

@@ -13,19 +13,12 @@ what the relay saw). On command it misbehaves toward the gateway: `inject` sends
 peripheral frame it forwarded (`count` times), `alter` flips one bit of the next peripheral frame.
 It has no key: it sees only the hello, the welcome and COSE_Encrypt0 frames.
 
-`run` is link.py's run with relays added (config `relays`: name, address, target); the command
-channel takes `{"cmd": "relay", "relay", "action": "inject"|"alter", "count"}` besides link.py's.
-
-Run: .venv/bin/python -m gatehouse_bumble.relay CONFIG.json   (with peripherals/bumble on PYTHONPATH)
+link.py's `run` starts the relays of its config (`relays`: name, address, target); its command
+channel (control.py) takes `{"cmd": "relay", "relay", "action": "inject"|"alter", "count"}`.
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import os
-import signal
-import sys
 from typing import Any
 
 from bumble import hci
@@ -34,14 +27,11 @@ from bumble.device import Connection, Device, Peer
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
 from .framing import MAX_MESSAGE_V2, FrameError, Reassembler, frame
-from .control import emit, frame_of
-from .link import CENTRAL_ADDRESS, Trace, TracingController
+from .control import emit
 from .link_state import SERVICE_UUID, V2_CHARACTERISTIC_UUID
-from .peripheral import GatehousePeripheral
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -179,87 +169,3 @@ class GatehouseRelay:
             emit({'event': 'relay-injected', 'relay': self.name, 'count': count, 'hex': self.last_frame.hex()})
             return True
         return False
-
-
-async def read_commands(stop: asyncio.Event, peripherals: list[GatehousePeripheral], relays: list[GatehouseRelay]) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            break  # the harness is gone: stop
-        try:
-            cmd = json.loads(line)
-        except json.JSONDecodeError:
-            emit({'event': 'error', 'error': 'control line is not JSON'})
-            continue
-        if not isinstance(cmd, dict) or cmd.get('cmd') == 'stop':
-            break
-        if cmd.get('cmd') == 'send':
-            target = next((p for p in peripherals if p.name == cmd.get('peripheral')), None)
-            if target is None or not isinstance(cmd.get('frame'), dict) or not target.send_command(cmd['frame']):
-                emit({'event': 'error', 'error': f'cannot send {cmd!r}: no such peripheral or no live v2 session'})
-        elif cmd.get('cmd') == 'relay':
-            relay = next((r for r in relays if r.name == cmd.get('relay')), None)
-            if relay is None or not relay.command(cmd):
-                emit({'event': 'error', 'error': f'cannot relay {cmd!r}: no such relay, or nothing to inject yet'})
-        else:
-            emit({'event': 'error', 'error': f'unknown command {cmd!r}'})
-    stop.set()
-
-
-async def run(config: dict[str, Any]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    trace = Trace(config.get('trace'))
-    link = LocalLink()
-    pty_path: str = config['pty']
-    transport = await open_transport(f'pty:{pty_path}')
-    central = TracingController('central', host_source=transport.source, host_sink=transport.sink,
-                                link=link, public_address=CENTRAL_ADDRESS)
-    central.trace = trace
-    central.random_address = central.public_address  # as in link.py: LocalLink routes by the random address
-    backend_keys = {kid: bytes.fromhex(k) for kid, k in config.get('backendKeys', {}).items()}
-    interval = float(config.get('advertisingIntervalMs', 50))
-    peripherals = [GatehousePeripheral(p, backend_keys, interval, link) for p in config.get('peripherals', [])]
-    for p in peripherals:
-        await p.start()
-    relays = [GatehouseRelay(r, interval, link) for r in config.get('relays', [])]
-    for r in relays:
-        await r.start()
-    emit({
-        'event': 'ready', 'pty': os.path.realpath(pty_path), 'ptyLink': pty_path, 'pid': os.getpid(),
-        'peripherals': [{'name': p.name, 'address': p.address.lower(), 'dev': p.protocol.dev, 'publicKey': p.protocol.public_key.hex()} for p in peripherals],
-        'relays': [{'name': r.name, 'address': r.address.lower(), 'target': r.target.lower()} for r in relays],
-    })
-    commands = loop.create_task(read_commands(stop, peripherals, relays))
-    await stop.wait()
-    commands.cancel()
-    for r in relays:
-        for t in r.tasks:
-            t.cancel()
-    for d in [p.device for p in peripherals] + [r.device for r in relays]:
-        try:
-            await asyncio.wait_for(d.power_off(), 1.0)
-        except Exception:  # noqa: BLE001 - shutting down
-            pass
-    await transport.close()
-    trace.close()
-    emit({'event': 'stopped'})
-
-
-def main() -> None:
-    if len(sys.argv) != 2:
-        sys.stderr.write('usage: python -m gatehouse_bumble.relay CONFIG.json\n')
-        sys.exit(2)
-    with open(sys.argv[1], encoding='utf-8') as f:
-        config = json.load(f)
-    logging.basicConfig(level=os.environ.get('GATEHOUSE_BUMBLE_LOG', 'WARNING'), stream=sys.stderr)
-    asyncio.run(run(config))
-
-
-if __name__ == '__main__':
-    main()
