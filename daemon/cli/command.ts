@@ -20,3 +20,20 @@ export async function guard(command: string, io: CliIO, body: () => Promise<numb
     return EXIT_FAILURE;
   }
 }
+
+/**
+ * Runs a command that streams until the operator stops it (`--follow`): its signal aborts on
+ * SIGINT or SIGTERM, and the handlers are removed when it ends.
+ */
+export async function untilSignal(body: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const ac = new AbortController();
+  const stop = (): void => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await body(ac.signal);
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}

@@ -4,7 +4,7 @@ import { roundMs } from '../status/json.js';
 import type { EventPage } from '../status/types.js';
 import { SOCKET_OPTIONS, TIME_OPTIONS, devArgument, intOption, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
-import { guard } from './command.js';
+import { guard, untilSignal } from './command.js';
 import { clockTime, latency, legend, remoteCell, table, zoneName, type Zone } from './format.js';
 import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
@@ -118,15 +118,6 @@ function fixed(cells: string[]): string {
   return cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(WIDTHS[i] ?? 0))).join('  ');
 }
 
-export async function run(args: string[], io: CliIO): Promise<number> {
-  const ac = new AbortController();
-  const stop = (): void => ac.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    return await runEvents(args, io, ac.signal);
-  } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-  }
+export function run(args: string[], io: CliIO): Promise<number> {
+  return untilSignal((signal) => runEvents(args, io, signal));
 }

@@ -6,7 +6,7 @@
 import type { ScanPeripheral, ScanReport } from '../status/types.js';
 import { SOCKET_OPTIONS, TIME_OPTIONS, intOption, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
-import { guard } from './command.js';
+import { guard, untilSignal } from './command.js';
 import { age, clockTime, duration, legend, table, zoneName, type Zone } from './format.js';
 import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
@@ -162,15 +162,6 @@ export function runScan(args: string[], io: CliIO, signal: AbortSignal): Promise
   });
 }
 
-export async function run(args: string[], io: CliIO): Promise<number> {
-  const ac = new AbortController();
-  const stop = (): void => ac.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    return await runScan(args, io, ac.signal);
-  } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-  }
+export function run(args: string[], io: CliIO): Promise<number> {
+  return untilSignal((signal) => runScan(args, io, signal));
 }
