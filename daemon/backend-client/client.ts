@@ -13,8 +13,8 @@
  *   `maxFailedRevocationPolls` failed polls in a row no offline welcome is given until one succeeds.
  * Every verify() call gets exactly one answer; it never throws.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import { MAX_MESSAGE_BYTES, base64UrlEncode } from '../../protocol/index.js';
 import type { HelloVerifier, RevocationSource, VerifyRequest, VerifyResult } from '../pipeline/types.js';
 import { ensureStateDir } from '../../common/atomic-file.js';
@@ -67,7 +67,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       forcedRenewalMinMs: options.forcedRenewalMinMs ?? CLIENT_TUNING.forcedRenewalMinMs,
     };
     this.#clock = options.clock ?? systemClock;
-    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#log = options.logger ?? silentLogger();
     this.#breaker = new CircuitBreaker(this.#clock, options.breaker);
     this.#calls = new SessionCalls({
       o: options,

@@ -5,9 +5,9 @@
  * signs about once a day. Renewed at half-life; a failed renewal is retried with jittered
  * backoff while the old session is still valid.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import { join } from 'node:path';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import { bytesEqual, Ed25519Signer, parseGatewayCredential, sha256, verifySign1, type GatewayCredential, type Signer, base64UrlDecode, base64UrlEncode } from '../../protocol/index.js';
 import type { GatewaySession, SessionProvider } from '../pipeline/types.js';
 import { ensureStateDir, readJsonState, writeJsonAtomic } from '../../common/atomic-file.js';
@@ -87,7 +87,7 @@ export class SessionManager implements SessionProvider {
   constructor(options: SessionManagerOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
-    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#log = options.logger ?? silentLogger();
     this.#file = join(options.stateDir, 'session.json');
   }
 

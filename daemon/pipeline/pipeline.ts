@@ -3,9 +3,9 @@
  * challenges, runs the gateway checks on a hello in the order the spec gives, asks the backend
  * client, and answers a welcome or a reject signed with the session key.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import { encodeChallenge, encodeChallengeV2, generateX25519KeyPair, helloHash, isValidId, signWelcome } from '../../protocol/index.js';
 import type { ReasonCode, Hello, HelloV2, Signed } from '../../protocol/index.js';
 import { makeWelcomeV2, WelcomeV2Refusal } from './welcome-v2.js';
@@ -57,7 +57,7 @@ export class Pipeline implements AuthPipeline {
     // maxPendingHellos, not a leak, so Node's 10-listener warning does not apply.
     setMaxListeners(this.#o.maxPendingHellos + 1, this.#closing.signal);
     this.#random = options.random ?? systemRandom;
-    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#log = options.logger ?? silentLogger();
     this.events = new DecisionLog(this.#o.eventRingSize, this.#log);
     this.#replies = new Replies({ gw: this.#gw, sessions: this.#sessions, events: this.events, clock: this.#clock, elapsed: this.#elapsed, log: this.#log });
     this.#challenges = new ChallengeStore({

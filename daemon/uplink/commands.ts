@@ -6,8 +6,8 @@
  * `exp`, never on a session welcomed offline. At most one unacknowledged command per device; with
  * no ack after `resendMs`, the same command goes again in a new frame.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import { bytesEqual, parseCommand, verifySign1 } from '../../protocol/index.js';
 import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
 import { Doze } from './doze.js';
@@ -114,7 +114,7 @@ export class CommandRelay {
 
   constructor(options: CommandRelayOptions) {
     this.#o = options;
-    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#log = options.logger ?? silentLogger();
     this.#breaker = new CircuitBreaker(options.clock, options.breaker);
     this.#doze = new Doze(options.clock);
   }

@@ -4,8 +4,8 @@
  * it to the backend, and the command relay. Built and started by daemon/gateway.ts; the
  * transports hand it to their session tables.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import type { TimerClock } from '../../common/clock.js';
 import type { BreakerSettings } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
@@ -55,7 +55,7 @@ export class DataPlane implements SessionDataPlane {
   constructor(o: DataPlaneOptions) {
     this.#o = o;
     this.publishLocal = o.publishLocal;
-    this.#log = o.logger ?? winston.createLogger({ silent: true });
+    this.#log = o.logger ?? silentLogger();
     this.queue = new UplinkQueue({ ...o.queue, stateDir: o.stateDir, now: () => o.clock.now(), logger: this.#log });
     this.#uploader = new Uploader({
       gw: o.gw,

@@ -10,9 +10,9 @@
  * always taken. Records older than the age bound are deleted, counted and logged: they are the
  * only records that ever leave the queue without the backend's answer.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import { join } from 'node:path';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import type { StateFileError } from '../../common/atomic-file.js';
 import { QueueStore, recordSize, type AckRecord, type QueuedAck, type QueuedTelemetry, type TelemetryRecord } from './queue-store.js';
 
@@ -70,7 +70,7 @@ export class UplinkQueue {
 
   constructor(options: QueueOptions) {
     this.#o = options;
-    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#log = options.logger ?? silentLogger();
   }
 
   /** Opens `uplink.db` (throws a StateFileError). */

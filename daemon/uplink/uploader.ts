@@ -12,8 +12,8 @@
  * those entries are removed — counted and logged, never silently — and the rest is sent again.
  * Any other refusal without such a list is resent one record at a time to find the bad ones.
  */
+import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import { base64UrlEncode } from '../../protocol/index.js';
 import { backoffMs, type TimerClock } from '../../common/clock.js';
 import { Doze } from './doze.js';
@@ -99,7 +99,7 @@ export class Uploader {
 
   constructor(options: UploaderOptions) {
     this.#o = options;
-    this.#log = options.logger ?? winston.createLogger({ silent: true });
+    this.#log = options.logger ?? silentLogger();
     this.#breaker = new CircuitBreaker(options.clock, options.breaker);
     this.#doze = new Doze(options.clock);
   }

@@ -5,12 +5,12 @@
  * The access policy lives in acl.ts, the connections in connection-table.ts, the aedes hooks in
  * hooks/ (one file per verb); this file owns the broker and the listeners and wires them.
  */
+import { silentLogger } from '../../../common/log/logger.js';
 import { EventEmitter } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from 'winston';
-import winston from 'winston';
 import type { RevocationSource } from '../../pipeline/types.js';
 import type { MqttConnection } from './connection.js';
 import { MqttConnectionTable } from './connection-table.js';
@@ -89,7 +89,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#tcp = options.tcp === false ? undefined : options.tcp;
     this.#tls = options.tls;
     this.#revocations = options.revocations;
-    this.#log = (options.logger ?? winston.createLogger({ silent: true })).child({ area: 'mqtt' });
+    this.#log = (options.logger ?? silentLogger()).child({ area: 'mqtt' });
     this.#admission = new MqttAdmission(this.#o, this.#log);
     this.#table = new MqttConnectionTable({
       log: this.#log,
