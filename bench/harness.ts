@@ -4,7 +4,7 @@
  * load-generator processes, and the daemon or the echo broker as child processes. Memory comes
  * from /proc/PID/status, never from the process itself.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
@@ -21,6 +21,7 @@ import type { GenCommand, GenDevice, GenReport } from './load-generator.js';
 import type { GatewayWorkerStats } from './gateway-worker.js';
 import { freePort, gatewayConfigInput } from '../demo/embedded.js';
 import { TPM_AUTH_FILE } from '../tpm/key-auth-file.js';
+import { mergeInput, type ConfigInput } from '../demo/overrides.js';
 
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
@@ -61,6 +62,13 @@ export function shippedNodeFlags(unitFile = fileURLToPath(new URL('../systemd/ga
   return (m[1] ?? '').split(' ').filter((f) => f !== '');
 }
 
+/** The unit's `LimitNOFILE=` (the descriptor limit the shipped daemon runs with). */
+export function shippedNofile(unitFile = fileURLToPath(new URL('../systemd/gatehouse.service', import.meta.url))): number {
+  const m = /^LimitNOFILE=(\d+)$/m.exec(readFileSync(unitFile, 'utf8'));
+  if (m === null) throw new Error(`${unitFile}: no LimitNOFILE=N`);
+  return Number(m[1]);
+}
+
 function forkWorker(file: string, args: string[]): ChildProcess {
   // The daemon runs with the node flags of the systemd unit.
   const execArgv = file === 'gateway-worker.js' ? shippedNodeFlags() : [];
@@ -99,8 +107,10 @@ export class Daemon {
     readonly child: ChildProcess,
     readonly port: number,
   ) {}
-  static async start(file: 'gateway-worker.js' | 'echo-worker.js', args: string[]): Promise<Daemon> {
+  /** `nofile`: RLIMIT_NOFILE for the child (soft and hard), set with prlimit(1) right after the fork, as the unit's LimitNOFILE= would. */
+  static async start(file: 'gateway-worker.js' | 'echo-worker.js', args: string[], o: { nofile?: number } = {}): Promise<Daemon> {
     const child = forkWorker(file, args);
+    if (o.nofile !== undefined && child.pid !== undefined) execFileSync('prlimit', ['--pid', String(child.pid), `--nofile=${o.nofile}:${o.nofile}`]);
     const ready = await Promise.race([
       ask<{ port: number }>(child, undefined, 'ready', 60_000),
       exited(child).then(() => {
@@ -125,6 +135,25 @@ export class Daemon {
     await done;
     clearTimeout(t);
   }
+}
+
+/**
+ * The storm capacity the docs promise (docs/operations.md "Capacity": the operator sets
+ * `mqtt.maxConnections` to the storm it plans for; the unit's LimitNOFILE 16384 holds it).
+ */
+export const SHIPPED_STORM_CAPACITY = 10_000;
+/** What the `shipped` profile changes from the shipped config (said in the bench output). */
+export const SHIPPED_LIFTED =
+  'mqtt.maxConnections 10000 (the documented storm capacity); rate limits lifted: pipeline.rateLimits.* and mqtt.acceptsPerSourcePerSec 100000, mqtt.maxConnectionsPerSource 100000 (every simulated peripheral comes from 127.0.0.1, as from behind one NAT)';
+
+export interface BenchConfigOptions {
+  batchMax?: number;
+  logLevel?: string;
+  stateDir?: string;
+  /** `lifted` (default) or `shipped`: see BenchEnv.writeConfig. */
+  profile?: 'lifted' | 'shipped';
+  /** Sections merged last (deep). */
+  config?: ConfigInput;
 }
 
 export interface BenchDevice extends GenDevice {
@@ -169,15 +198,37 @@ export class BenchEnv {
   }
 
   /**
-   * The daemon config for a bench run: the limits that would cap throughput are lifted (rate
-   * limits, connection cap, queues); everything else is the shipped default.
+   * The daemon config for a bench run. `lifted` (the default): the limits that would cap
+   * throughput are lifted (rate limits, connection caps, queues); everything else is the shipped
+   * default. `shipped`: the shipped config with the documented storm capacity
+   * (`mqtt.maxConnections` 10000, docs/operations.md "Capacity") and only the rate limits lifted
+   * (SHIPPED_LIFTED names them). `config`: further sections merged last (a phase's own settings).
    */
-  async writeConfig(name: string, o: { batchMax?: number; logLevel?: string; stateDir?: string }): Promise<{ file: string; log: string }> {
+  async writeConfig(name: string, o: BenchConfigOptions = {}): Promise<{ file: string; log: string }> {
     const stateDir = o.stateDir ?? join(this.dir, `state-${name}`);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     // Each run starts from fresh state (no leases) with the one provisioned key's record.
     await copyFile(join(this.dir, 'tpm-state', 'tpm-key.json'), join(stateDir, 'tpm-key.json'));
     await copyFile(join(this.dir, 'tpm-state', TPM_AUTH_FILE), join(stateDir, TPM_AUTH_FILE));
+    const profile: ConfigInput =
+      o.profile === 'shipped'
+        ? {
+            mqtt: { maxConnections: SHIPPED_STORM_CAPACITY, acceptsPerSourcePerSec: 100_000, maxConnectionsPerSource: 100_000 },
+            pipeline: { rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 } },
+          }
+        : {
+            backend: { queueLimit: 100_000 },
+            mqtt: { maxConnections: 100_000, maxUnwelcomed: 100_000, maxConnectionsPerSource: 100_000, acceptsPerSourcePerSec: 100_000 },
+            pipeline: {
+              maxOutstandingChallenges: 1_000_000,
+              maxPendingHellos: 100_000,
+              rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 },
+            },
+          };
+    const own: ConfigInput = {
+      ...(o.batchMax !== undefined ? { backend: { batch: { maxSize: o.batchMax } } } : {}),
+      log: { level: o.logLevel ?? 'info', format: 'json' },
+    };
     const config = gatewayConfigInput(
       {
         gw: GW,
@@ -190,16 +241,7 @@ export class BenchEnv {
         mqttPort: await freePort(),
         socketPath: join(this.dir, 'run', `status-${name}.sock`),
       },
-      {
-        backend: { queueLimit: 100_000, ...(o.batchMax !== undefined ? { batch: { maxSize: o.batchMax } } : {}) },
-        mqtt: { maxConnections: 100_000, maxUnwelcomed: 100_000, maxConnectionsPerSource: 100_000, acceptsPerSourcePerSec: 100_000 },
-        pipeline: {
-          maxOutstandingChallenges: 1_000_000,
-          maxPendingHellos: 100_000,
-          rateLimits: { perConnectionPerMin: 100_000, perDevicePerMin: 100_000, globalPerMin: 10_000_000 },
-        },
-        log: { level: o.logLevel ?? 'info', format: 'json' },
-      },
+      mergeInput(mergeInput(profile, own), o.config ?? {}) as Record<string, Record<string, unknown>>,
     );
     await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
     const file = join(this.dir, `gatehouse-${name}.yaml`);

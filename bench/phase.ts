@@ -18,6 +18,8 @@ export interface Target {
 export interface PhaseContext {
   /** --quick: small sizes, for checking that the phase runs. */
   readonly quick: boolean;
+  /** A full run (not --quick, not --only): only then may a phase write files to bench/results (e.g. a chart). */
+  readonly full: boolean;
   /** Repetitions per measurement (medians over runs). */
   readonly runs: number;
   /** PKI, swtpm with the provisioned key, the reference backend (SQLite) and registered devices. */
