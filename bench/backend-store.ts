@@ -1,11 +1,13 @@
 /**
- * Verify throughput of the reference backend by store, in one run: SQLite (one `serve`), and
- * PostgreSQL with one and with two `serve` replicas on one database. Each replica is a child
- * process (`gatehouse-backend serve`); the load is signed `POST /v1/verify` requests of `batch`
- * pre-signed v1 hellos each, `inFlight` outstanding per replica, two replicas addressed by two
- * URLs in turn. Reported per mode: hellos/s, requests/s, and CPU milliseconds per 1000 hellos of
- * the replicas, of PostgreSQL (the postmaster and its backends) and of this load generator,
- * from /proc, so what bounds each mode can be read off.
+ * Verify and telemetry throughput of the reference backend by store, in one run: SQLite (one
+ * `serve`), and PostgreSQL with one and with two `serve` replicas on one database. Each replica is
+ * a child process (`gatehouse-backend serve`); the loads are signed `POST /v1/verify` requests of
+ * `batch` pre-signed v1 hellos each, then signed `POST /v1/gateways/{gw}/telemetry` uploads of
+ * 256 new records each (the devices' ok verdicts come from the verify load), `inFlight`
+ * outstanding per replica, two replicas addressed by two URLs in turn. Reported per mode and
+ * load: hellos or rows stored per second, requests/s, and CPU µs per hello or row of the
+ * replicas, of PostgreSQL (the postmaster and its backends) and of this load generator, from
+ * /proc, so what bounds each mode can be read off. Also the `store` phase of `npm run bench`.
  *
  * Run: `node --import tsx bench/backend-store.ts [--seconds 8] [--batch 64] [--in-flight 4]`
  * (writes bench/results/backend-store.json). BENCH_BACKEND_CLI=/path/to/backend/cli.ts runs
@@ -30,18 +32,25 @@ const ORIGIN = `https://${NAME}:8443`;
 const GW = 'gw-bench';
 const CLK_TCK = 100;
 
-interface ModeResult {
-  mode: string;
-  replicas: number;
+/** One measured load (verify or telemetry) in one mode. */
+export interface LoadResult {
   seconds: number;
-  hellos: number;
-  hellosPerSecond: number;
+  /** Hellos verified, or telemetry rows stored. */
+  items: number;
+  itemsPerSecond: number;
   requestsPerSecond: number;
   errors: number;
-  /** CPU ms per 1000 hellos. */
-  cpuMsPer1000Hellos: { replicas: number; postgres: number; generator: number; total: number };
+  /** CPU µs per item: replicas, PostgreSQL (postmaster and its backends), the load generator. */
+  cpuUsPerItem: { replicas: number; postgres: number; generator: number; total: number };
   /** Share of one core each used during the run (1 = one core busy). */
   cores: { replicas: number[]; postgres: number; generator: number };
+}
+
+export interface ModeResult {
+  mode: string;
+  replicas: number;
+  verify: LoadResult;
+  telemetry: LoadResult;
 }
 
 async function procCpuTicks(pid: number): Promise<number> {
@@ -144,26 +153,55 @@ async function prepare(storeUrl: string, dataDir: string, devices: number, batch
 
 let nonce = 0;
 
-async function drive(ports: number[], pki: TestPki, load: Load, batch: number, inFlight: number, ms: number): Promise<{ hellos: number; requests: number; errors: number }> {
+/** One request the load sends: path, JSON body, and how many hellos or records it carries. */
+type Next = () => { path: string; body: string; items: number };
+
+function verifyRequests(load: Load, batch: number): Next {
+  let i = 0;
+  return () => ({ path: '/v1/verify', body: load.bodies[i++ % load.bodies.length] as string, items: batch });
+}
+
+/**
+ * Telemetry uploads of `batch` records (at most 256, protocol-v2), each record a new
+ * (dev, sid, seq) of a device verified in this mode, on a topic its default policy grants.
+ */
+function telemetryRequests(devices: number, batch: number): Next {
+  const sid = base64UrlEncode(randomNonce().subarray(0, 8));
+  const body = base64UrlEncode(new TextEncoder().encode('{"t":21.5,"rh":40}'));
+  let seq = 0;
+  return () => {
+    const records = [];
+    for (let k = 0; k < batch; k++, seq++) {
+      const dev = `bench-${seq % devices}`;
+      records.push({ dev, sid, seq, topic: `devices/${dev}/telemetry`, body, receivedAt: Date.now() });
+    }
+    return { path: `/v1/gateways/${GW}/telemetry`, body: JSON.stringify({ records }), items: batch };
+  };
+}
+
+async function drive(ports: number[], pki: TestPki, load: Load, next: Next, inFlight: number, ms: number): Promise<{ items: number; requests: number; errors: number }> {
   const agents = ports.map(() => new Agent({ connect: { ca: pki.ca.certPem, servername: NAME }, connections: inFlight, headersTimeout: 30_000, bodyTimeout: 30_000 }));
   let requests = 0;
+  let items = 0;
   let errors = 0;
   let turn = 0;
   const end = Date.now() + ms;
   const worker = async (): Promise<void> => {
     while (Date.now() < end) {
       const i = turn++ % ports.length;
-      const body = load.bodies[nonce % load.bodies.length] as string;
+      const { path, body, items: n } = next();
       const headers = { 'content-type': 'application/json' };
       const sig = await signGatehouseRequest(
-        { method: 'POST', url: `${ORIGIN}/v1/verify`, headers, body: new TextEncoder().encode(body) },
+        { method: 'POST', url: `${ORIGIN}${path}`, headers, body: new TextEncoder().encode(body) },
         { keyid: `session:${GW}`, alg: 'ed25519', created: Math.floor(Date.now() / 1000), nonce: `bench-${process.pid}-${++nonce}`, sign: (b) => load.session.sign(b) },
       );
       try {
-        const res = await request(`https://127.0.0.1:${ports[i]}/v1/verify`, { method: 'POST', headers: { ...headers, ...sig }, body, dispatcher: agents[i] });
+        const res = await request(`https://127.0.0.1:${ports[i]}${path}`, { method: 'POST', headers: { ...headers, ...sig }, body, dispatcher: agents[i] });
         await res.body.text();
-        if (res.statusCode === 200) requests += 1;
-        else errors += 1;
+        if (res.statusCode === 200) {
+          requests += 1;
+          items += n;
+        } else errors += 1;
       } catch {
         errors += 1;
       }
@@ -171,7 +209,35 @@ async function drive(ports: number[], pki: TestPki, load: Load, batch: number, i
   };
   await Promise.all(Array.from({ length: inFlight * ports.length }, () => worker()));
   await Promise.all(agents.map((a) => a.close()));
-  return { hellos: requests * batch, requests, errors };
+  return { items, requests, errors };
+}
+
+/** CPU and wall time of one load against the running replicas. */
+async function measureLoad(servers: { proc: ChildProcess }[], pm: number | undefined, run: () => Promise<{ items: number; requests: number; errors: number }>): Promise<LoadResult> {
+  const rep0 = await Promise.all(servers.map((s) => procCpuTicks(s.proc.pid as number)));
+  const pg0 = pm !== undefined ? await treeCpuTicks(pm) : 0;
+  const gen0 = process.cpuUsage();
+  const t0 = Date.now();
+  const r = await run();
+  const wall = (Date.now() - t0) / 1000;
+  const gen = process.cpuUsage(gen0);
+  const rep1 = await Promise.all(servers.map((s) => procCpuTicks(s.proc.pid as number)));
+  const pg1 = pm !== undefined ? await treeCpuTicks(pm) : 0;
+  const repMs = rep1.map((v, i) => ((v - (rep0[i] ?? 0)) * 1000) / CLK_TCK);
+  const pgMs = ((pg1 - pg0) * 1000) / CLK_TCK;
+  const genMs = (gen.user + gen.system) / 1000;
+  const perItem = (ms: number): number => Math.round((ms * 1000) / Math.max(1, r.items));
+  const repTotal = repMs.reduce((x, y) => x + y, 0);
+  const cores = (ms: number): number => Math.round((ms / 1000 / wall) * 100) / 100;
+  return {
+    seconds: Math.round(wall * 10) / 10,
+    items: r.items,
+    itemsPerSecond: Math.round(r.items / wall),
+    requestsPerSecond: Math.round((r.requests / wall) * 10) / 10,
+    errors: r.errors,
+    cpuUsPerItem: { replicas: perItem(repTotal), postgres: perItem(pgMs), generator: perItem(genMs), total: perItem(repTotal + pgMs + genMs) },
+    cores: { replicas: repMs.map(cores), postgres: cores(pgMs), generator: cores(genMs) },
+  };
 }
 
 async function runMode(
@@ -190,33 +256,14 @@ async function runMode(
   try {
     for (let i = 0; i < o.replicas; i++) servers.push(await startServe(dataDir, o.pki, storeUrl, o.cli));
     const ports = servers.map((s) => s.port);
-    await drive(ports, o.pki, load, o.batch, o.inFlight, 1500); // warm-up (JIT, connections, statements)
     const pm = o.pgs !== undefined ? await postmasterPid(o.pgs) : undefined;
-    const rep0 = await Promise.all(servers.map((s) => procCpuTicks(s.proc.pid as number)));
-    const pg0 = pm !== undefined ? await treeCpuTicks(pm) : 0;
-    const gen0 = process.cpuUsage();
-    const t0 = Date.now();
-    const r = await drive(ports, o.pki, load, o.batch, o.inFlight, o.seconds * 1000);
-    const wall = (Date.now() - t0) / 1000;
-    const gen = process.cpuUsage(gen0);
-    const rep1 = await Promise.all(servers.map((s) => procCpuTicks(s.proc.pid as number)));
-    const pg1 = pm !== undefined ? await treeCpuTicks(pm) : 0;
-    const repMs = rep1.map((v, i) => ((v - (rep0[i] ?? 0)) * 1000) / CLK_TCK);
-    const pgMs = ((pg1 - pg0) * 1000) / CLK_TCK;
-    const genMs = (gen.user + gen.system) / 1000;
-    const per1000 = (ms: number): number => Math.round((ms / Math.max(1, r.hellos)) * 1000 * 10) / 10;
-    const repTotal = repMs.reduce((a, b) => a + b, 0);
-    return {
-      mode,
-      replicas: o.replicas,
-      seconds: Math.round(wall * 10) / 10,
-      hellos: r.hellos,
-      hellosPerSecond: Math.round(r.hellos / wall),
-      requestsPerSecond: Math.round((r.requests / wall) * 10) / 10,
-      errors: r.errors,
-      cpuMsPer1000Hellos: { replicas: per1000(repTotal), postgres: per1000(pgMs), generator: per1000(genMs), total: per1000(repTotal + pgMs + genMs) },
-      cores: { replicas: repMs.map((v) => Math.round((v / 1000 / wall) * 100) / 100), postgres: Math.round((pgMs / 1000 / wall) * 100) / 100, generator: Math.round((genMs / 1000 / wall) * 100) / 100 },
-    };
+    // Warm-up (JIT, connections, statements); it also gives every device its ok verdict here, which telemetry needs.
+    await drive(ports, o.pki, load, verifyRequests(load, o.batch), o.inFlight, 1500);
+    const verify = await measureLoad(servers, pm, () => drive(ports, o.pki, load, verifyRequests(load, o.batch), o.inFlight, o.seconds * 1000));
+    const rows = telemetryRequests(o.devices, 256);
+    await drive(ports, o.pki, load, rows, o.inFlight, 1000);
+    const telemetry = await measureLoad(servers, pm, () => drive(ports, o.pki, load, rows, o.inFlight, o.seconds * 1000));
+    return { mode, replicas: o.replicas, verify, telemetry };
   } finally {
     for (const s of servers) await stopServe(s.proc);
   }
@@ -235,11 +282,13 @@ export async function benchBackendStore(opts: { seconds?: number; batch?: number
     for (const m of modes) {
       const replicas = m === 'postgres-2' ? 2 : 1;
       const r = await runMode(m, { ...common, pki, root, replicas, ...(m.startsWith('postgres') && pgs ? { pgs } : {}) });
-      log(
-        `${m.padEnd(11)} ${String(r.hellosPerSecond).padStart(6)} hellos/s ${String(r.requestsPerSecond).padStart(6)} req/s  errors ${r.errors}  ` +
-          `CPU ms/1000 hellos: replicas ${r.cpuMsPer1000Hellos.replicas}, postgres ${r.cpuMsPer1000Hellos.postgres}, generator ${r.cpuMsPer1000Hellos.generator}  ` +
-          `cores: replicas ${r.cores.replicas.join('+')}, postgres ${r.cores.postgres}, generator ${r.cores.generator}`,
-      );
+      for (const [what, l] of [['hellos', r.verify], ['rows', r.telemetry]] as const) {
+        log(
+          `${m.padEnd(11)} ${String(l.itemsPerSecond).padStart(6)} ${what}/s ${String(l.requestsPerSecond).padStart(6)} req/s  errors ${l.errors}  ` +
+            `CPU µs per ${what === 'hellos' ? 'hello' : 'row'}: replicas ${l.cpuUsPerItem.replicas}, postgres ${l.cpuUsPerItem.postgres}, generator ${l.cpuUsPerItem.generator}  ` +
+            `cores: replicas ${l.cores.replicas.join('+')}, postgres ${l.cores.postgres}, generator ${l.cores.generator}`,
+        );
+      }
       results.push(r);
     }
   } finally {
