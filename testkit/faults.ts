@@ -69,6 +69,12 @@ export function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
+/** SIGKILL `child` unless it has exited (an after hook's cleanup); resolves once it has. */
+export async function killIfRunning(child: ChildProcess | undefined): Promise<void> {
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGKILL');
+  await exited(child);
+}
 
 /**
  * Wall-clock time that can jump (an NTP step, an RTC reset) while timers keep their meaning:
@@ -147,6 +153,18 @@ export class LogWatch {
       };
       this.#events.on('line', on);
     });
+  }
+
+  /** Also remembers the JSON log lines `child` (a daemon) writes on stdout and stderr. */
+  follow(child: ChildProcess): void {
+    for (const s of [child.stdout, child.stderr]) {
+      let rest = '';
+      s?.on('data', (b: Buffer) => {
+        const lines = (rest + b.toString('utf8')).split('\n');
+        rest = lines.pop() ?? '';
+        for (const l of lines) if (l.startsWith('{')) this.#line(JSON.parse(l) as Record<string, unknown>);
+      });
+    }
   }
 
   logger(): Logger {
@@ -318,10 +336,11 @@ export class FaultEnv {
     this.#port = this.backend.port;
   }
 
-  /** A gateway state directory holding the provisioned key's record. */
-  async stateDir(name: string): Promise<string> {
+  /** A gateway state directory holding the provisioned key's record; `prepare` runs on it first (a mount). */
+  async stateDir(name: string, prepare?: (dir: string) => void): Promise<string> {
     const d = join(this.dir, `state-${name}`);
     await mkdir(d, { recursive: true, mode: 0o700 });
+    prepare?.(d);
     await copyFile(join(this.dir, 'tpm', 'tpm-key.json'), join(d, 'tpm-key.json'));
     // The key's authValue goes with its record (mode kept: 0600).
     await copyFile(join(this.dir, 'tpm', TPM_AUTH_FILE), join(d, TPM_AUTH_FILE));

@@ -16,7 +16,7 @@ import { QUEUE_FILE } from '../../daemon/uplink/queue.js';
 import { MemoryCommandStore } from '../../peripherals/reference/command-store.js';
 import { MqttReferencePeripheralV2 } from '../../peripherals/reference/mqtt-peripheral-v2.js';
 import { ReferencePeripheralV2 } from '../../peripherals/reference/session-v2.js';
-import { FaultEnv, exited, startDaemon } from '../../testkit/faults.js';
+import { FaultEnv, exited, killIfRunning, startDaemon } from '../../testkit/faults.js';
 
 const DEVICES = 6;
 /** Receipts (all devices) after which the daemon is killed. */
@@ -44,10 +44,7 @@ describe('faults: daemon killed with SIGKILL mid-stream (v2 data plane)', functi
 
   after(async () => {
     await Promise.allSettled(open.map((p) => p.close()));
-    if (daemon !== undefined && daemon.exitCode === null && daemon.signalCode === null) {
-      daemon.kill('SIGKILL');
-      await exited(daemon);
-    }
+    await killIfRunning(daemon);
     await env?.dispose();
   });
 

@@ -8,23 +8,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod } from 'node:fs/promises';
 import type { Gateway } from '../../daemon/gateway.js';
 import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
-import { TPM_AUTH_FILE } from '../../tpm/key-auth-file.js';
-
-function canMount(dir: string): boolean {
-  // GATEHOUSE_FAULT_NO_MOUNT=1 exercises the fallback a container without mount rights takes.
-  if (process.getuid?.() !== 0 || process.env.GATEHOUSE_FAULT_NO_MOUNT === '1') return false;
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir], { stdio: 'ignore' });
-    execFileSync('umount', [dir], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { canMountTmpfs, fillToEnospc, mountTmpfs, unmountTmpfs } from '../../testkit/tmpfs.js';
 
 type Mode = { name: string; code: string; errno: string; break: (dir: string) => Promise<void> };
 
@@ -44,7 +31,7 @@ describe('faults: state directory full or read-only', function () {
     for (const p of open.splice(0)) p.close();
     await gateway?.stop();
     gateway = undefined;
-    for (const m of mounts.splice(0)) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+    for (const m of mounts.splice(0)) unmountTmpfs(m);
   });
 
   after(async () => {
@@ -52,10 +39,7 @@ describe('faults: state directory full or read-only', function () {
     await env?.dispose();
   });
 
-  const probe = join('/tmp', `gh-faults-probe-${process.pid}`);
-  execFileSync('mkdir', ['-p', probe]);
-  const mount = canMount(probe);
-  execFileSync('rmdir', [probe]);
+  const mount = canMountTmpfs();
   const modes: Mode[] = mount
     ? [
         {
@@ -63,12 +47,7 @@ describe('faults: state directory full or read-only', function () {
           code: 'GH_STATE_NO_SPACE',
           errno: 'ENOSPC',
           break: async (dir) => {
-            // Fill the file system to the last block.
-            try {
-              for (let i = 0; ; i += 1) await writeFile(join(dir, `filler-${i}`), Buffer.alloc(64 * 1024));
-            } catch (err) {
-              assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
-            }
+            await fillToEnospc(dir);
           },
         },
         { name: 'read-only (tmpfs remounted ro)', code: 'GH_STATE_READ_ONLY', errno: 'EROFS', break: (dir) => Promise.resolve(execFileSync('mount', ['-o', 'remount,ro', dir])).then(() => undefined) },
@@ -80,14 +59,11 @@ describe('faults: state directory full or read-only', function () {
 
   for (const mode of modes) {
     it(`${mode.name}: a clear error, and service continues from memory`, async () => {
-      const stateDir = join(env.dir, `state-${mode.errno}`);
-      await mkdir(stateDir, { recursive: true, mode: 0o700 });
-      if (mount) {
-        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', stateDir]);
-        mounts.push(stateDir);
-      }
-      const prepared = await env.stateDir(`${mode.errno}-src`);
-      execFileSync('cp', ['-p', join(prepared, 'tpm-key.json'), join(prepared, TPM_AUTH_FILE), stateDir]);
+      const stateDir = await env.stateDir(mode.errno, (dir) => {
+        if (!mount) return;
+        mountTmpfs(dir, '1m');
+        mounts.push(dir);
+      });
       const watch = new LogWatch();
       // protocol v1 only: the v2 data plane keeps its queue (SQLite) open in the state directory,
       // and the kernel refuses a read-only remount of a mount with files open for writing.
