@@ -1,9 +1,9 @@
 /**
- * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--no-prof] [--host-network]`:
+ * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--no-prof] [--host-network] [--shipped]`:
  * one closed-loop sustained run (or with --storm, one reconnect storm of N peripherals;
  * with --rate, an open loop at R auths/s) against the daemon under `node --cpu-prof`, then a summary of where
  * the daemon's CPU went (self time by function and by package); `--generators` profiles the load
- * generators too. For hot-path work (docs/performance.md); the numbers
+ * generators too; `--shipped` runs the daemon on the shipped limits as the bench's storm phase does. For hot-path work (docs/performance.md); the numbers
  * that count come from `npm run bench`.
  */
 import { execFileSync } from 'node:child_process';
@@ -12,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { BenchEnv, Daemon, Generator } from './harness.js';
+import { BenchEnv, Daemon, Generator, shippedNofile } from './harness.js';
 import { enterBenchNetwork } from './netns.js';
 import { closePools, closedLoop, connectPools, cpuSecondsOf, openLoop, storm } from './scenarios.js';
 import { fmt } from './stats.js';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' }, 'host-network': { type: 'boolean' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' }, 'host-network': { type: 'boolean' }, shipped: { type: 'boolean' } } });
 // As bench/run.ts: the shipped sysctl limits in a private network namespace when root.
 const network = enterBenchNetwork(values['host-network'] === true);
 console.log(`network: ${network.kind}${network.note !== undefined ? ` (${network.note})` : ''}, somaxconn ${network.somaxconn}`);
@@ -31,8 +31,9 @@ const STORM = values.storm === undefined ? 0 : Number(values.storm);
 const env = await BenchEnv.create(dir, Math.max(256, STORM));
 const gens = Array.from({ length: STORM > 0 ? 4 : 2 }, () => new Generator());
 try {
-  const { file, log } = await env.writeConfig('profile', { logLevel: 'info', ...(values.batch !== undefined ? { batchMax: Number(values.batch) } : {}) });
-  const gw = await Daemon.start('gateway-worker.js', [file, log]);
+  const shipped = values.shipped === true;
+  const { file, log } = await env.writeConfig('profile', { logLevel: 'info', ...(shipped ? { profile: 'shipped' as const } : {}), ...(values.batch !== undefined ? { batchMax: Number(values.batch) } : {}) });
+  const gw = await Daemon.start('gateway-worker.js', [file, log], shipped ? { nofile: shippedNofile() } : {});
   // The daemon's own histograms (status socket /metrics): means over the measured phase.
   const scrape = (): string => execFileSync('curl', ['-s', '--max-time', '5', '--unix-socket', join(dir, 'run', 'status-profile.sock'), 'http://gatehouse/metrics']).toString();
   let before = scrape();

@@ -42,6 +42,8 @@ export class MqttConnectionTable {
   readonly #byClient = new WeakMap<Client, MqttConnection>();
   /** The latest welcomed connection of each device (see welcome). */
   readonly #welcomedByDev = new Map<string, MqttConnection>();
+  /** Connections bound to each device and not welcomed (the per-device cap reads it: a scan of every connection per PUBLISH was O(n²) over a storm). */
+  readonly #unwelcomedByDev = new Map<string, Set<MqttConnection>>();
   /** Non-empty client ids of live connections: a second CONNECT with one is refused. */
   readonly #byClientId = new Map<string, MqttConnection>();
   readonly #counters: ConnectionTableCounters = { closedByAuthTimeout: 0, closedSuperseded: 0, closedRevoked: 0, closedExpired: 0 };
@@ -132,8 +134,26 @@ export class MqttConnectionTable {
   /** Live connections bound to `dev` and not welcomed (the per-device cap counts them). */
   unwelcomedBoundTo(dev: string): number {
     let n = 0;
-    for (const c of this.#byId.values()) if (c.boundDev === dev && !c.welcomed && !c.closing) n += 1;
+    for (const c of this.#unwelcomedByDev.get(dev) ?? []) if (!c.closing) n += 1;
     return n;
+  }
+
+  /** Binds `conn` to `dev` when the ACL asks for it (protocol-v1: "bound to the first dev it uses"). */
+  bind(conn: MqttConnection, dev: string | undefined): void {
+    if (dev === undefined || conn.boundDev === dev) return;
+    this.#forgetUnwelcomed(conn);
+    conn.bind(dev);
+    if (conn.welcomed || !this.#byId.has(conn.id)) return;
+    let set = this.#unwelcomedByDev.get(dev);
+    if (set === undefined) this.#unwelcomedByDev.set(dev, (set = new Set()));
+    set.add(conn);
+  }
+
+  #forgetUnwelcomed(conn: MqttConnection): void {
+    const dev = conn.boundDev;
+    if (dev === undefined) return;
+    const set = this.#unwelcomedByDev.get(dev);
+    if (set?.delete(conn) === true && set.size === 0) this.#unwelcomedByDev.delete(dev);
   }
 
   /** The live welcomed connection of `dev`, if any. */
@@ -159,6 +179,7 @@ export class MqttConnectionTable {
    */
   welcome(conn: MqttConnection, dev: string, policy: Policy, version: 1 | 2 = 1, lifeSeconds?: number): void {
     if (!conn.welcomed && this.#admitted.has(conn)) this.#admittedWelcomed += 1;
+    this.#forgetUnwelcomed(conn);
     conn.welcome(policy, version);
     if (version === 1 && lifeSeconds !== undefined) {
       const ms = Math.max(0, lifeSeconds) * 1000;
@@ -206,6 +227,7 @@ export class MqttConnectionTable {
   /** The stream of `conn` closed: forget it. Answers false when it was already forgotten. */
   closed(conn: MqttConnection): boolean {
     if (!this.#byId.delete(conn.id)) return false;
+    this.#forgetUnwelcomed(conn);
     if (this.#admitted.delete(conn) && conn.welcomed) this.#admittedWelcomed -= 1;
     if (this.#byClientId.get(conn.clientId) === conn) this.#byClientId.delete(conn.clientId);
     if (conn.boundDev !== undefined && this.#welcomedByDev.get(conn.boundDev) === conn) this.#welcomedByDev.delete(conn.boundDev);

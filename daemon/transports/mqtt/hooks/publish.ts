@@ -40,7 +40,7 @@ export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions,
         cb(new Error('publish refused: too many unwelcomed connections for this device'));
         return;
       }
-      conn.bind(d.bind);
+      o.table.bind(conn, d.bind);
       cb(null);
     },
 

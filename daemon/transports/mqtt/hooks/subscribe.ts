@@ -40,7 +40,7 @@ export function subscribeHooks(o: SubscribeHookOptions): SubscribeHooks {
         return;
       }
       conn.subscribed(sub.topic);
-      conn.bind(d.bind);
+      o.table.bind(conn, d.bind);
       const qos = d.qos ?? 1;
       cb(null, { ...sub, qos });
       o.onSubscribed(conn.id, sub.topic, qos);
