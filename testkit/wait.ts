@@ -42,3 +42,12 @@ export function waitForEmitter<T extends unknown[]>(
     ms,
   );
 }
+
+/** Resolve once `cond` holds (checked every 10 ms), or fail after `ms`: for counters with no event. */
+export async function waitUntil(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
