@@ -21,6 +21,9 @@ import { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-p
 import { ReferencePeripheralV2, type PeripheralSessionV2 } from '../../../peripherals/reference/session-v2.js';
 import { BackendEnv, GW } from '../../../testkit/backend-env.js';
 import { waitUntil } from '../../../testkit/wait.js';
+import { captureIO } from '../../../testkit/cli-io.js';
+import { generateKeyFile } from '../../../peripherals/reference/keyfile.js';
+import { run as peripheralCli } from '../../../peripherals/cli.js';
 import { peripheralFor, startHarness, within, type Harness } from '../transports/mqtt/harness.js';
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -227,5 +230,26 @@ describe('daemon/sessions msg relay (aedes on loopback, reference backend over H
     await dev.send(live('v2-dev').sealPing());
     assert.deepEqual((await dev.nextReceipt()).settled, [1]);
     assert.equal(info('v2-dev').framesIn, framesIn + 1);
+  });
+
+  it('gatehouse peripheral mqtt --protocol 2 --msgs 2 prints the msgs its sub policy grants, a command-shaped body as data', async () => {
+    await start(64, { 'v1-pub': { pub: ['devices/#'], sub: [] } });
+    const keyPath = join(dir, 'cli.key');
+    const key = await generateKeyFile(keyPath, 'v2-cli');
+    await env.backend.store.addDevice({ id: 'v2-cli', publicKey: key.signer.publicKeyRaw, gateways: [GW], policy: { pub: [], sub: ['devices/{dev}/cmd/#'] } });
+    const pub = await v1('v1-pub');
+    const io = captureIO();
+    const args = ['mqtt', '--key', keyPath, '--url', h.url, '--backend-key', Buffer.from(env.backend.publicKeyRaw).toString('hex'), '--backend-kid', env.backend.kid, '--protocol', '2', '--msgs', '2'];
+    const exited = peripheralCli(args, io);
+    // Its ping receipted (the gateway took a frame from it), it waits for msgs.
+    await waitUntil(() => h.transport.sessions().some((x) => x.dev === 'v2-cli' && x.framesOut >= 1), 'the CLI session receipted');
+    await publish(pub, 'devices/v2-cli/cmd/hello', 'hi there');
+    await publish(pub, 'devices/v2-cli/cmd/reboot', Uint8Array.of(0xd2, 0x84, 0x00));
+    assert.equal(await within(exited, 15_000, 'the CLI exits'), 0, io.out() + io.err());
+    assert.match(io.out(), /^msg 1 devices\/v2-cli\/cmd\/hello hi there$/m);
+    assert.match(io.out(), /^msg 2 devices\/v2-cli\/cmd\/reboot hex:d28400$/m);
+    assert.match(io.out(), /; bye sent$/m);
+    const bad = captureIO();
+    assert.equal(await peripheralCli(['mqtt', '--key', keyPath, '--url', h.url, '--backend-key', 'x', '--backend-kid', 'k', '--msgs', '2'], bad), 2, 'msgs need protocol 2');
   });
 });
