@@ -17,6 +17,7 @@ import type { Clock, TimerClock } from '../common/clock.js';
 import { BackendHttp, createBackendDispatcher } from './backend-client/dispatcher.js';
 import { SessionManager } from './backend-client/session.js';
 import { DataPlane } from './uplink/data-plane.js';
+import type { MsgRelay } from './sessions/msg-relay.js';
 import type { GatehouseConfig } from './config/schema.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import type { GatehouseMetrics } from './status/metrics.js';
@@ -150,7 +151,7 @@ export function buildPipeline(
 /** The MQTT transport, not yet started (its TLS key and certificate read from their files). */
 export async function buildMqtt(
   cfg: GatehouseConfig,
-  deps: { pipeline: Pipeline; client: BackendClient; dataPlane: DataPlane | undefined; log: Logger },
+  deps: { pipeline: Pipeline; client: BackendClient; dataPlane: DataPlane | undefined; msgRelay: MsgRelay; log: Logger },
 ): Promise<MqttTransport> {
   const m = cfg.mqtt;
   const tls =
@@ -161,6 +162,7 @@ export async function buildMqtt(
     pipeline: deps.pipeline,
     revocations: deps.client,
     ...(deps.dataPlane !== undefined ? { dataPlane: deps.dataPlane } : {}),
+    msgRelay: deps.msgRelay,
     logger: deps.log.child({ area: 'mqtt' }),
     ...mqttSettings(cfg),
     ...(tls !== undefined ? { tls } : {}),

@@ -146,7 +146,7 @@ export class GatewayStatus implements StatusSource {
     return [...this.#mqttPeers.values(), ...this.#blePeers.values()].map((p) => {
       const s = p.transport === 'mqtt' ? sessions.get(p.connection) : undefined;
       if (s === undefined) return { ...p };
-      const session = { version: s.version, sid: s.sid, ageMs: s.ageMs, lifeSeconds: s.lifeSeconds, framesIn: s.framesIn, framesOut: s.framesOut, drops: s.drops, denied: s.denied };
+      const session = { version: s.version, sid: s.sid, ageMs: s.ageMs, lifeSeconds: s.lifeSeconds, framesIn: s.framesIn, framesOut: s.framesOut, drops: s.drops, denied: s.denied, msgs: s.msgs, msgDrops: s.msgDrops };
       return { ...p, session, ...(dp === undefined ? {} : { commandsPending: dp.pendingCommands(p.dev).length }) };
     });
   }

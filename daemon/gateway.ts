@@ -10,6 +10,8 @@ import type { BackendClient } from './backend-client/client.js';
 import { monotonicClock, systemClock, type Clock, type TimerClock } from '../common/clock.js';
 import type { SessionManager } from './backend-client/session.js';
 import type { DataPlane } from './uplink/data-plane.js';
+import { MsgRelay } from './sessions/msg-relay.js';
+import { msgRelaySettings } from './config/settings.js';
 import { CONFIG_SCHEMA, type GatehouseConfig } from './config/schema.js';
 import { logError, silentLogger } from '../common/log/logger.js';
 import type { Pipeline } from './pipeline/pipeline.js';
@@ -88,6 +90,8 @@ export class Gateway {
   #session: SessionManager | undefined;
   #client: BackendClient | undefined;
   #dataPlane: DataPlane | undefined;
+  /** protocol-v2 "msg": every transport's session table attaches here; MQTT feeds it broker messages. */
+  readonly msgRelay: MsgRelay;
   #pipeline: Pipeline | undefined;
   #mqtt: MqttTransport | undefined;
   #ble: BleTransport | undefined;
@@ -104,6 +108,7 @@ export class Gateway {
     this.#log = options.logger ?? silentLogger();
     this.#notifier = options.notifier ?? createSystemdNotifier({ logger: this.#log.child({ area: 'systemd' }) });
     this.#clock = options.clock ?? systemClock;
+    this.msgRelay = new MsgRelay(msgRelaySettings(options.config));
   }
 
   get state(): string {
@@ -231,6 +236,7 @@ export class Gateway {
         connections: () => ({ mqtt: mqtt.stats().connections, ble: this.#ble?.stats().active ?? 0 }),
         credentialNotAfter: () => (session.stats().notAfter > 0 ? session.stats().notAfter : undefined),
         sessions: () => mqtt.stats().sessionCounters,
+        msgs: () => this.msgRelay.stats(),
         uplink: () => {
           const d = this.#dataPlane?.stats();
           return d === undefined ? undefined : uplinkStatus(d);
@@ -272,7 +278,7 @@ export class Gateway {
 
 
   async #startMqtt(pipeline: Pipeline, client: BackendClient): Promise<MqttTransport> {
-    const mqtt = await buildMqtt(this.#o.config, { pipeline, client, dataPlane: this.#dataPlane, log: this.#log });
+    const mqtt = await buildMqtt(this.#o.config, { pipeline, client, dataPlane: this.#dataPlane, msgRelay: this.msgRelay, log: this.#log });
     await mqtt.start();
     this.#mqtt = mqtt;
     this.#stoppers.push({ name: 'mqtt', stop: () => mqtt.stop() });

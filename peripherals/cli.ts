@@ -50,13 +50,21 @@ const HELP: Record<string, string> = {
     '"refused: CODE: detail" (exit 1).\n',
   mqtt:
     'Usage: gatehouse peripheral mqtt --key FILE --url mqtt://HOST:PORT|mqtts://HOST:PORT --backend-key PEM|HEX\n' +
-    '                                --backend-kid KID [--ca FILE] [--timeout-ms N] [--protocol 1|2]\n\n' +
+    '                                --backend-kid KID [--ca FILE] [--timeout-ms N] [--protocol 1|2] [--msgs N]\n\n' +
     'Runs the whole exchange as the reference MQTT peripheral on ONE connection (protocol-v1 binds\n' +
     'the challenge to it), verifies the welcome and prints "welcomed …" (exit 0), or the reject\n' +
     'reason / the refused welcome check (exit 1). --ca: the CA of an mqtts listener.\n' +
     '--protocol 2: protocol v2 on gatehouse/v2/{dev}/up|down; after the welcome it sends a ping frame,\n' +
-    'waits for its receipt and ends the session with a bye (default 1).\n',
+    'waits for its receipt and ends the session with a bye (default 1). --msgs N (v2): before the bye,\n' +
+    'print the next N broker messages the gateway relays as msg frames, one line each: "msg SEQ TOPIC BODY"\n' +
+    '(BODY as text, or hex: when not printable). A msg is data: it is never acted on as a command.\n',
 };
+
+/** A body as text when it is printable UTF-8, else `hex:` and its bytes. */
+function printable(body: Uint8Array): string {
+  const s = Buffer.from(body).toString('utf8');
+  return Buffer.from(s, 'utf8').equals(body) && /^[\x20-\x7e]*$/.test(s) ? s : `hex:${Buffer.from(body).toString('hex')}`;
+}
 
 function required(values: Record<string, unknown>, name: string): string {
   const v = values[name];
@@ -170,7 +178,7 @@ async function verifyWelcome(args: string[], io: CliIO): Promise<number> {
 async function mqttExchange(args: string[], io: CliIO): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { key: { type: 'string' }, url: { type: 'string' }, 'backend-key': { type: 'string' }, 'backend-kid': { type: 'string' }, ca: { type: 'string' }, 'timeout-ms': { type: 'string' }, protocol: { type: 'string' } },
+    options: { key: { type: 'string' }, url: { type: 'string' }, 'backend-key': { type: 'string' }, 'backend-kid': { type: 'string' }, ca: { type: 'string' }, 'timeout-ms': { type: 'string' }, protocol: { type: 'string' }, msgs: { type: 'string' } },
     strict: true,
   });
   const protocol = values.protocol ?? '1';
@@ -179,11 +187,14 @@ async function mqttExchange(args: string[], io: CliIO): Promise<number> {
   if (!/^mqtts?:\/\/[^/]+$/.test(url)) throw new UsageError('--url must be mqtt://HOST:PORT or mqtts://HOST:PORT');
   const timeout = values['timeout-ms'] === undefined ? 10_000 : Number(values['timeout-ms']);
   if (!Number.isInteger(timeout) || timeout < 100 || timeout > 600_000) throw new UsageError('--timeout-ms must be a whole number from 100 to 600000');
+  const msgs = values.msgs === undefined ? 0 : Number(values.msgs);
+  if (!Number.isInteger(msgs) || msgs < 0 || msgs > 100_000) throw new UsageError('--msgs must be a whole number from 0 to 100000');
+  if (msgs > 0 && protocol !== '2') throw new UsageError('--msgs needs --protocol 2');
   const key = await loadKeyFile(required(values, 'key'));
   const backendKey = await readBackendKey(required(values, 'backend-key'));
   const { MqttReferencePeripheral } = await import('./reference/mqtt-peripheral.js');
   const keys = new Map([[required(values, 'backend-kid'), backendKey]]);
-  if (protocol === '2') return mqttExchangeV2({ url, timeout, ca: values.ca === undefined ? undefined : await readFile(values.ca), key, keys }, io);
+  if (protocol === '2') return mqttExchangeV2({ url, timeout, ca: values.ca === undefined ? undefined : await readFile(values.ca), key, keys, msgs }, io);
   const peripheral = new ReferencePeripheral({ dev: key.dev, signer: key.signer, backendKeys: keys });
   const client = new MqttReferencePeripheral({ url, peripheral, timeoutMs: timeout, ...(values.ca !== undefined ? { ca: await readFile(values.ca) } : {}) });
   try {
@@ -203,7 +214,7 @@ async function mqttExchange(args: string[], io: CliIO): Promise<number> {
 
 /** `mqtt --protocol 2`: the v2 exchange, then one ping frame and its receipt, then a bye. */
 async function mqttExchangeV2(
-  o: { url: string; timeout: number; ca: Buffer | undefined; key: Awaited<ReturnType<typeof loadKeyFile>>; keys: Map<string, Uint8Array> },
+  o: { url: string; timeout: number; ca: Buffer | undefined; key: Awaited<ReturnType<typeof loadKeyFile>>; keys: Map<string, Uint8Array>; msgs: number },
   io: CliIO,
 ): Promise<number> {
   const { MqttReferencePeripheralV2 } = await import('./reference/mqtt-peripheral-v2.js');
@@ -217,6 +228,10 @@ async function mqttExchangeV2(
     if (r.kind === 'established') {
       await client.send(r.session.sealPing());
       const receipt = await client.nextReceipt();
+      for (let i = 0; i < o.msgs; i++) {
+        const m = await client.nextMsg();
+        write(io.stdout, `msg ${m.seq} ${m.topic} ${printable(m.body)}\n`);
+      }
       await client.send(r.session.sealBye());
       write(io.stdout, `welcomed (v2, ${r.session.mode}): gateway ${r.session.gw} authenticated to ${o.key.dev}; session ${Buffer.from(r.session.sid).toString('hex')}, life ${r.session.lifeSeconds} s; ping receipted (${receipt.settled.length} settled); bye sent\n`);
       return EXIT_OK;

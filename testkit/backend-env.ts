@@ -15,7 +15,7 @@ import { BackendClient, type BackendClientOptions } from '../daemon/backend-clie
 import type { TimerClock } from '../common/clock.js';
 import { BackendHttp, createBackendDispatcher } from '../daemon/backend-client/dispatcher.js';
 import { SessionManager, type SessionManagerOptions } from '../daemon/backend-client/session.js';
-import { Ed25519Signer, randomNonce, signHello } from '../protocol/index.js';
+import { Ed25519Signer, randomNonce, signHello, type Policy } from '../protocol/index.js';
 import type { VerifyRequest } from '../daemon/pipeline/types.js';
 import { SoftwareKeyStore } from '../tpm/software-key-store.js';
 import type { KeyStore } from '../tpm/key-store.js';
@@ -147,10 +147,10 @@ export class BackendEnv {
     return c;
   }
 
-  /** Register a device (allowed at GW unless `gateways` says otherwise). */
-  async addDevice(dev: string, gateways: string[] = [GW]): Promise<Ed25519Signer> {
+  /** Register a device (allowed at GW unless `gateways` says otherwise; the default policy unless given). */
+  async addDevice(dev: string, gateways: string[] = [GW], policy?: Policy): Promise<Ed25519Signer> {
     const signer = Ed25519Signer.generate(dev);
-    await this.backend.store.addDevice({ id: dev, publicKey: signer.publicKeyRaw, gateways });
+    await this.backend.store.addDevice({ id: dev, publicKey: signer.publicKeyRaw, gateways, ...(policy === undefined ? {} : { policy }) });
     this.devices.set(dev, signer);
     return signer;
   }

@@ -47,7 +47,7 @@ export function waitForEmitter<T extends unknown[]>(
  * Polls `cond` every `everyMs` until it holds, or fails after `ms`: for a state with no event to
  * wait on (a counter, a store's contents).
  */
-export async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, ms: number, everyMs = 50): Promise<void> {
+export async function waitUntil(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000, everyMs = 20): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);

@@ -19,8 +19,9 @@ List the peripherals connected now: DEVICE, TRANSPORT, STATE (pending: connected
 welcomed; welcomed: authenticated), SINCE (how long in that state), OFFLINE (welcomed under a
 cached lease while the backend was unreachable), LEASE EXPIRES, REMOTE (the peer's address and
 port; a BLE address is marked: it is never an identity), and for a protocol-v2 session PROTO
-(its version), AGE, FRAMES IN/OUT, DROPS (frames dropped) and CMDS (commands the gateway holds
-for the device, not yet acknowledged). A legend line says what each - means.
+(its version), AGE, FRAMES IN/OUT (msg frames relaying broker messages included), DROPS (frames
+dropped) and CMDS (commands the gateway holds for the device, not yet acknowledged). A legend
+line says what each - means.
 
 --failing lists the devices whose recent attempts were rejected (in the last hour, since their
 last welcome): how many times, the last reason, when they last tried and when the next attempt
@@ -110,7 +111,7 @@ export function renderStory(s: PeripheralStory, nowMs: number, zone: Zone): stri
     pairs.push(['Connected', `${c.transport} ${c.connection}, ${c.state} since ${clockTime(c.since, zone)} (${age(c.since, nowMs)}), remote ${remoteCell(c.transport, c.remote)}`]);
     pairs.push(['Lease', c.leaseExp === undefined ? 'none yet (not welcomed)' : `expires ${clockTime(c.leaseExp * 1000, zone)} (${until(c.leaseExp * 1000, nowMs)})${c.offline ? ', welcomed offline under a cached lease' : ', welcomed online'}`]);
     if (c.session !== undefined) {
-      pairs.push(['Session', `protocol v${c.session.version}, ${duration(c.session.ageMs / 1000)} old, frames in/out ${c.session.framesIn}/${c.session.framesOut}, ${c.session.drops} dropped`]);
+      pairs.push(['Session', `protocol v${c.session.version}, ${duration(c.session.ageMs / 1000)} old, frames in/out ${c.session.framesIn}/${c.session.framesOut}, ${c.session.drops} dropped; broker messages relayed ${c.session.msgs}, not relayed ${c.session.msgDrops} (queue full or session ended)`]);
     }
     if (c.commandsPending !== undefined) pairs.push(['Commands', `${c.commandsPending} held for this device (relayed one at a time, each until acked or expired)`]);
   }

@@ -225,6 +225,13 @@ export const CONFIG_SCHEMA = section('Gatehouse daemon configuration', {
       busyRetrySec: int({ description: '`retry` of a busy receipt: a device waits this long before it sends telemetry again.', default: 30, min: 1, max: 3600 }),
     }),
     publishLocal: bool({ description: 'Also publish each stored pub on the embedded broker for local subscribers.', default: true }),
+    msgQueuePerSession: int({
+      description:
+        'Broker messages one v2 session holds waiting to go out as `msg` frames (protocol-v2 "msg"), behind the one being sent; a message arriving when they are all taken is dropped for that session and counted (`gatehouse_v2_msgs_total{outcome="full"}`), so a slow device never holds up the broker or the others. 64 full-size frames are ~80 KB per session.',
+      default: 64,
+      min: 1,
+      max: 4096,
+    }),
     commands: section('Commands from the backend', {
       waitSec: int({ description: 'Long-poll wait of `GET /v1/gateways/{gw}/commands` (protocol-v2: at most 30 s).', default: 25, min: 1, max: 30 }),
       maxPerDevice: int({ description: 'Commands held per device until acknowledged or expired; further ones are refused (logged).', default: 16, min: 1, max: 1024 }),

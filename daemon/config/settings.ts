@@ -6,6 +6,7 @@
 import type { BackendClientSettings } from '../backend-client/client.js';
 import type { MqttSettings } from '../transports/mqtt/options.js';
 import type { DataPlaneSettings } from '../uplink/data-plane.js';
+import type { MsgRelaySettings } from '../sessions/msg-relay.js';
 import type { GatehouseConfig } from './schema.js';
 
 /** `backend.*` for the backend client. */
@@ -36,6 +37,11 @@ export function dataPlaneSettings(cfg: GatehouseConfig): DataPlaneSettings {
     publishLocal: d.publishLocal,
     commands: { waitSec: d.commands.waitSec, maxPerDevice: d.commands.maxPerDevice, resendMs: COMMAND_RESEND_MS },
   };
+}
+
+/** `dataPlane.msgQueuePerSession` for the msg relay. */
+export function msgRelaySettings(cfg: GatehouseConfig): MsgRelaySettings {
+  return { maxQueuedPerSession: cfg.dataPlane.msgQueuePerSession };
 }
 
 /** `mqtt.*` for the MQTT transport (the TLS listener's certificate and key are read by the caller). */

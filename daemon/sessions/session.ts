@@ -7,10 +7,12 @@
  * With a data plane (daemon/uplink/), a `pub` the lease policy allows is offered to the durable
  * queue and settled only once committed (or listed `busy` when the queue has no room), then
  * published on the gateway's broker where configured; an `ack` is settled once recorded. Without
- * one (transport tests), a pub is published locally and receipted at once.
+ * one (transport tests), a pub is published locally and receipted at once. Broker messages its
+ * `sub` filters grant go out as `msg` frames through its bounded MsgOutbox (msg-relay.ts).
  */
-import { FrameReceiver, FrameSender, type ByeReason, type FrameDropCode, type UpFramePayload } from '../../protocol/index.js';
+import { anyTopicMatches, FrameReceiver, FrameSender, type ByeReason, type FrameDropCode, type UpFramePayload } from '../../protocol/index.js';
 import type { SessionOpening, TransportKind } from '../pipeline/types.js';
+import { MsgOutbox, type MsgEnqueueResult, type MsgOutboxCounts } from './msg-outbox.js';
 import { longTimeout, monotonicClock, type LongTimer, type TimerClock, type TimerHandle } from '../../common/clock.js';
 
 /** What the durable data plane answers for an offered frame. */
@@ -70,6 +72,9 @@ export interface SessionInfo {
   stored: number;
   busy: number;
   commands: number;
+  /** msg frames relayed, and broker messages granted but not relayed (queue full, or never sent). */
+  msgs: number;
+  msgDrops: number;
 }
 
 type Settled = 'ok' | 'denied' | 'lost' | 'busy';
@@ -82,6 +87,9 @@ export class GatewaySessionV2 {
   readonly transport: TransportKind;
   readonly offline: boolean;
   readonly lifeSeconds: number;
+  /** The lease policy's `sub` filters (`{dev}` expanded): the broker messages relayed as `msg`. */
+  readonly #sub: readonly string[];
+  readonly #msgs: MsgOutbox;
   readonly #hooks: SessionHooks;
   readonly #startedAt: number;
   #receiver: FrameReceiver | undefined;
@@ -118,6 +126,8 @@ export class GatewaySessionV2 {
     this.transport = conn.transport;
     this.offline = opening.offline;
     this.lifeSeconds = opening.lifeSeconds;
+    this.#sub = opening.policy.sub;
+    this.#msgs = new MsgOutbox((p) => this.#send(p));
     this.#hooks = hooks;
     this.#startedAt = hooks.now();
     this.#receiver = new FrameReceiver({ key: opening.kUp, iv: opening.ivUp, sid: opening.sid }, 'p2g');
@@ -133,6 +143,7 @@ export class GatewaySessionV2 {
   }
 
   info(): SessionInfo {
+    const m = this.#msgs.counts();
     return {
       dev: this.dev,
       sid: Buffer.from(this.sid).toString('hex'),
@@ -149,7 +160,14 @@ export class GatewaySessionV2 {
       stored: this.#stored,
       busy: this.#busy,
       commands: this.#commands,
+      msgs: m.relayed,
+      msgDrops: m.full + m.unsent,
     };
+  }
+
+  /** The msg counters of this session. */
+  get msgCounts(): MsgOutboxCounts {
+    return this.#msgs.counts();
   }
 
   /** A frame from the owning connection. Drops are counted and never answered. */
@@ -239,6 +257,17 @@ export class GatewaySessionV2 {
     if (this.#ended || this.#sender === undefined) return false;
     this.#commands += 1;
     return this.#send({ type: 'cmd', cmd });
+  }
+
+  /** protocol-v2 "msg": does the lease policy's `sub` grant `topic`? */
+  msgGranted(topic: string): boolean {
+    return anyTopicMatches(this.#sub, topic);
+  }
+
+  /** Queue a broker message as a `msg` frame, never waiting (msg-outbox.ts); the relay checked it. */
+  queueMsg(topic: string, body: Uint8Array, maxQueued: number): MsgEnqueueResult {
+    if (this.#ended) return 'ended';
+    return this.#msgs.enqueue(topic, body, maxQueued);
   }
 
   #settle(seq: number, how: Settled): void {
@@ -358,6 +387,7 @@ export class GatewaySessionV2 {
     // Erase the keys: the receiver and sender hold the only references.
     this.#receiver = undefined;
     this.#sender = undefined;
+    this.#msgs.close();
     this.#pending.clear();
     this.#missingSince.clear();
     this.#hooks.ended(this, reason);

@@ -27,6 +27,8 @@ export interface SessionCounters {
   drops: Partial<Record<FrameDropCode, number>>;
   /** Frames whose plaintext or pub topic was denied. */
   denied: number;
+  /** Broker messages for sessions whose `sub` grants them: relayed as `msg`, dropped (queue full), never sent. */
+  msgs: { relayed: number; full: number; unsent: number };
 }
 
 /** What the table needs from the transport for one session. */
@@ -36,13 +38,15 @@ export type SessionTransportHooks = Omit<SessionHooks, 'ended' | 'dropped' | 'no
 export interface SessionTableEvents {
   opened: [session: GatewaySessionV2];
   ended: [session: GatewaySessionV2, reason: SessionEndReason];
+  /** A session's pub was published on the local broker (the msg relay fans it out). */
+  published: [session: GatewaySessionV2, topic: string, body: Uint8Array];
 }
 
 export class SessionTable extends EventEmitter<SessionTableEvents> {
   readonly #o: SessionTableOptions;
   readonly #byDev = new Map<string, GatewaySessionV2>();
   readonly #byConn = new Map<string, GatewaySessionV2>();
-  readonly #counters: SessionCounters = { opened: 0, ended: {}, drops: {}, denied: 0 };
+  readonly #counters: SessionCounters = { opened: 0, ended: {}, drops: {}, denied: 0, msgs: { relayed: 0, full: 0, unsent: 0 } };
 
   constructor(options: SessionTableOptions) {
     super();
@@ -54,8 +58,16 @@ export class SessionTable extends EventEmitter<SessionTableEvents> {
   }
 
   counters(): SessionCounters {
-    const denied = this.#counters.denied + [...this.#byConn.values()].reduce((n, s) => n + s.info().denied, 0);
-    return { opened: this.#counters.opened, ended: { ...this.#counters.ended }, drops: { ...this.#counters.drops }, denied };
+    const live = [...this.#byConn.values()];
+    const denied = this.#counters.denied + live.reduce((n, s) => n + s.info().denied, 0);
+    const msgs = { ...this.#counters.msgs };
+    for (const s of live) addMsgCounts(msgs, s);
+    return { opened: this.#counters.opened, ended: { ...this.#counters.ended }, drops: { ...this.#counters.drops }, denied, msgs };
+  }
+
+  /** The live sessions. */
+  sessions(): IterableIterator<GatewaySessionV2> {
+    return this.#byConn.values();
   }
 
   list(): SessionInfo[] {
@@ -79,11 +91,15 @@ export class SessionTable extends EventEmitter<SessionTableEvents> {
   async open(opening: SessionOpening, conn: { id: string; transport: TransportKind }, hooks: SessionTransportHooks): Promise<GatewaySessionV2> {
     const older = [this.#byDev.get(opening.dev), this.#byConn.get(conn.id)];
     for (const s of new Set(older)) if (s !== undefined) await s.end('replaced');
-    const session = new GatewaySessionV2(
+    const session: GatewaySessionV2 = new GatewaySessionV2(
       opening,
       conn,
       {
         ...hooks,
+        publishLocal: async (topic, body) => {
+          await hooks.publishLocal(topic, body);
+          this.emit('published', session, topic, body);
+        },
         now: () => this.#o.now(),
         ...(this.#o.timers === undefined ? {} : { timers: this.#o.timers }),
         ended: (s, reason) => this.#ended(s, reason),
@@ -118,8 +134,16 @@ export class SessionTable extends EventEmitter<SessionTableEvents> {
   #ended(s: GatewaySessionV2, reason: SessionEndReason): void {
     this.#counters.ended[reason] = (this.#counters.ended[reason] ?? 0) + 1;
     this.#counters.denied += s.info().denied;
+    addMsgCounts(this.#counters.msgs, s);
     if (this.#byDev.get(s.dev) === s) this.#byDev.delete(s.dev);
     if (this.#byConn.get(s.connection) === s) this.#byConn.delete(s.connection);
     this.emit('ended', s, reason);
   }
+}
+
+function addMsgCounts(into: SessionCounters['msgs'], s: GatewaySessionV2): void {
+  const m = s.msgCounts;
+  into.relayed += m.relayed;
+  into.full += m.full;
+  into.unsent += m.unsent;
 }

@@ -8,6 +8,7 @@ import type { BackendCall } from '../backend-client/dispatcher.js';
 import type { BackendErrorKind } from '../backend-client/errors.js';
 import type { DecisionEvent, TransportKind } from '../pipeline/types.js';
 import type { SessionCounters } from '../sessions/table.js';
+import type { MsgRelayStats } from '../sessions/msg-relay.js';
 import type { UplinkStatus } from './types.js';
 
 /** Live values read at scrape time, so gauges never go stale. */
@@ -18,6 +19,8 @@ export interface GaugeSources {
   credentialNotAfter?: () => number | undefined;
   /** protocol-v2 session counters (frames dropped by reason, sessions by end reason). */
   sessions?: () => SessionCounters;
+  /** protocol-v2 msg relay counters. */
+  msgs?: () => MsgRelayStats;
   /** The v2 data plane (queue, uploader, command relay); undefined without one. */
   uplink?: () => UplinkStatus | undefined;
 }
@@ -40,6 +43,7 @@ export class GatehouseMetrics {
   readonly v2Drops: Counter<'reason'>;
   readonly v2SessionsEnded: Counter<'reason'>;
   readonly v2Refusals: Counter<'reason'>;
+  readonly v2Msgs: Counter<'outcome'>;
   readonly uplinkQueue: Gauge<'what'>;
   readonly uplinkOldestAge: Gauge;
   readonly uplinkRecords: Counter<'outcome'>;
@@ -137,6 +141,19 @@ export class GatehouseMetrics {
       help: 'protocol-v2 rejects (answers on v2 topics), by reason.',
       labelNames: ['reason'],
       registers,
+    });
+    this.v2Msgs = new Counter({
+      name: 'gatehouse_v2_msgs_total',
+      help: 'Broker messages for protocol-v2 sessions, by outcome: relayed (msg frames sent, one per session the sub policy grants), full (dropped for one session: its queue was full), unsent (queued when the session ended or its connection failed), too_large (body over 1,024 bytes: relayed to no one), bad_topic (a topic a frame cannot carry, over 128 bytes: relayed to no one).',
+      labelNames: ['outcome'],
+      registers,
+      collect() {
+        const read = sources().msgs;
+        if (read === undefined) return;
+        const m = read();
+        this.reset();
+        for (const [outcome, n] of Object.entries({ relayed: m.relayed, full: m.full, unsent: m.unsent, too_large: m.tooLarge, bad_topic: m.badTopic })) this.inc({ outcome }, n);
+      },
     });
     // The data plane's gauges and counters, read from its stats at scrape time.
     const uplink = (): UplinkStatus | undefined => sources().uplink?.();

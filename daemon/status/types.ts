@@ -104,7 +104,7 @@ export interface PeripheralInfo {
 }
 
 /** A protocol-v2 session as the operator sees it (no keys: `sid` names the session, it is not secret). */
-export type PeripheralSession = Pick<SessionInfo, 'version' | 'sid' | 'ageMs' | 'lifeSeconds' | 'framesIn' | 'framesOut' | 'drops' | 'denied'>;
+export type PeripheralSession = Pick<SessionInfo, 'version' | 'sid' | 'ageMs' | 'lifeSeconds' | 'framesIn' | 'framesOut' | 'drops' | 'denied' | 'msgs' | 'msgDrops'>;
 
 export interface EventPage {
   events: DecisionEvent[];

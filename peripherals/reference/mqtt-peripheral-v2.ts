@@ -124,10 +124,20 @@ export class MqttReferencePeripheralV2 {
   }
 
   /** Waits for the next receipt (bounded), skipping other frames. */
-  async nextReceipt(): Promise<Extract<SessionEvent, { kind: 'receipt' }>> {
+  nextReceipt(): Promise<Extract<SessionEvent, { kind: 'receipt' }>> {
+    return this.nextOf('receipt');
+  }
+
+  /** Waits for the next broker message relayed as a `msg` frame (bounded), skipping other frames. */
+  nextMsg(): Promise<Extract<SessionEvent, { kind: 'msg' }>> {
+    return this.nextOf('msg');
+  }
+
+  /** Waits for the next event of `kind` (each frame bounded), skipping other frames. */
+  async nextOf<K extends SessionEvent['kind']>(kind: K): Promise<Extract<SessionEvent, { kind: K }>> {
     for (;;) {
       const e = await this.nextEvent();
-      if (e.kind === 'receipt') return e;
+      if (e.kind === kind) return e as Extract<SessionEvent, { kind: K }>;
     }
   }
 

@@ -194,7 +194,8 @@ export type SessionEvent =
   | { kind: 'denied'; seq: number; code: string; detail: string }
   | { kind: 'receipt'; settled: number[]; denied: number[]; resend: SentContent[]; busyRetrySeconds?: number }
   | { kind: 'receipt-refused'; code: 'GH_SESSION_BAD_RECEIPT'; detail: string }
-  | { kind: 'msg'; topic: string; body: Uint8Array }
+  /** A broker message the session's `sub` policy grants, relayed by the gateway (`seq`: its frame's). */
+  | { kind: 'msg'; seq: number; topic: string; body: Uint8Array }
   /** Act on it, then call `answer` with done or failed: it persists the outcome and seals the ack. */
   | { kind: 'command'; command: Command; answer: (status: 'done' | 'failed') => Promise<Uint8Array> }
   /** Not acted on; `ack` is the answer to send (stored status, or refused with a code). */
@@ -316,7 +317,9 @@ export class PeripheralSessionV2 {
       case 'receipt':
         return this.receipt(p);
       case 'msg':
-        return { kind: 'msg', topic: p.topic, body: p.body };
+        // protocol-v2: vouched for by G only, never a command: the body is data for the
+        // application, never checked, stored or acked as a command, whatever it holds.
+        return { kind: 'msg', seq: r.seq, topic: p.topic, body: p.body };
       case 'ping':
         return { kind: 'ping' };
       case 'bye':

@@ -8,6 +8,7 @@ import type { AuthPipeline, RevocationSource } from '../../pipeline/types.js';
 import { MqttError } from './errors.js';
 import type { SessionDataPlane } from '../../sessions/session.js';
 import type { SessionTable } from '../../sessions/table.js';
+import type { MsgRelay } from '../../sessions/msg-relay.js';
 
 /**
  * The transport's configurable values, resolved from the config (daemon/config/settings.ts): the
@@ -68,6 +69,8 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
   revocations?: RevocationSource;
   /** The durable data plane for v2 pubs, acks and commands (daemon/uplink/); absent, pubs are only published locally. */
   dataPlane?: SessionDataPlane & { attach(table: SessionTable): void };
+  /** protocol-v2 "msg": broker messages to the v2 sessions their `sub` grants; absent, none are relayed. */
+  msgRelay?: MsgRelay;
   logger?: Logger;
   /** Arms the auth, v1 session-age and v2 session timers (default: monotonic, real timers); tests inject one. */
   clock?: TimerClock;
@@ -76,7 +79,7 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
 }
 
 /** The options with the built-in limits applied. */
-export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'clock'>>;
+export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'msgRelay' | 'clock'>>;
 
 /** Applies the built-in limits and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
 export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {

@@ -77,6 +77,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
   readonly #ingress: MqttIngress;
   readonly #sessions: SessionTable;
   readonly #dataPlane: MqttTransportOptions['dataPlane'];
+  readonly #msgRelay: MqttTransportOptions['msgRelay'];
   readonly #counters = { frameViolations: 0 };
   readonly #admission: MqttAdmission;
   #broker: Aedes | undefined;
@@ -107,6 +108,8 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     });
     this.#dataPlane = options.dataPlane;
     this.#dataPlane?.attach(this.#sessions);
+    this.#msgRelay = options.msgRelay;
+    this.#msgRelay?.attach(this.#sessions);
     this.#ingress = new MqttIngress({
       pipeline: this.#o.pipeline,
       log: this.#log,
@@ -180,7 +183,14 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     const broker = await Aedes.createBroker({
       connectTimeout: this.#o.connectTimeoutMs,
       ...connectHooks({ table, log: this.#log, acl, keepaliveMaxSec: this.#o.keepaliveMaxSec, noSlot: (conn) => this.#admission.noSlot(conn, table.slots()) }),
-      ...publishHooks({ table, log: this.#log, acl, ingress: this.#ingress, maxUnwelcomedPerDevice: this.#o.maxUnwelcomedPerDevice }),
+      ...publishHooks({
+        table,
+        log: this.#log,
+        acl,
+        ingress: this.#ingress,
+        maxUnwelcomedPerDevice: this.#o.maxUnwelcomedPerDevice,
+        ...(this.#msgRelay === undefined ? {} : { brokerMessage: (topic: string, body: Uint8Array) => void this.#msgRelay?.offer(topic, body) }),
+      }),
       authorizeSubscribe: subscribe.authorizeSubscribe,
       ...deliverHooks(table),
     });

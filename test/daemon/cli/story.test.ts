@@ -19,11 +19,11 @@ describe('daemon/cli peripherals DEV: a v2 device', () => {
       since: now - 65_000,
       offline: false,
       leaseExp: now / 1000 + 3600,
-      session: { version: 2, sid: '0011223344556677', ageMs: 65_000, lifeSeconds: 86_400, framesIn: 12, framesOut: 13, drops: 1, denied: 0 },
+      session: { version: 2, sid: '0011223344556677', ageMs: 65_000, lifeSeconds: 86_400, framesIn: 12, framesOut: 13, drops: 1, denied: 0, msgs: 4, msgDrops: 1 },
       commandsPending: 2,
     };
     const out = renderStory({ dev: 'meter-7', connections: [conn], failing: null, events: [] }, now, 'utc');
-    assert.match(out, /^Session +protocol v2, 1m 5s old, frames in\/out 12\/13, 1 dropped$/m);
+    assert.match(out, /^Session +protocol v2, 1m 5s old, frames in\/out 12\/13, 1 dropped; broker messages relayed 4, not relayed 1 \(queue full or session ended\)$/m);
     assert.match(out, /^Commands +2 held for this device/m);
     // A v1 connection has neither line.
     const v1 = renderStory({ dev: 'meter-7', connections: [{ ...conn, session: undefined, commandsPending: undefined }], failing: null, events: [] }, now, 'utc');

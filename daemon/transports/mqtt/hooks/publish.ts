@@ -1,14 +1,15 @@
 /**
  * The aedes hooks of PUBLISH from a client: `authorizePublish` applies the ACL (and binds the
  * connection to its device on its first auth topic); `published` hands what arrived on the
- * connection's own up topic to the ingress.
+ * connection's own up topic to the ingress, and every other message a client published to the
+ * msg relay (protocol-v2 "msg").
  */
 import type { AedesOptions, Client } from 'aedes';
 import type { Logger } from 'winston';
 import { checkPublish, type AclOptions } from '../acl.js';
 import type { MqttConnectionTable } from '../connection-table.js';
 import type { MqttIngress } from '../ingress.js';
-import { parseAuthTopic, shortForLog } from '../topics.js';
+import { inAuthNamespace, parseAuthTopic, shortForLog } from '../topics.js';
 
 export interface PublishHookOptions {
   table: MqttConnectionTable;
@@ -17,6 +18,8 @@ export interface PublishHookOptions {
   ingress: MqttIngress;
   /** Unwelcomed connections bound to one device at once; a further one binding to it is refused. */
   maxUnwelcomedPerDevice: number;
+  /** A message a client published outside the auth namespace (the ACL allowed it). */
+  brokerMessage?: (topic: string, payload: Uint8Array) => void;
 }
 
 export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions, 'authorizePublish' | 'published'>> {
@@ -44,12 +47,20 @@ export function publishHooks(o: PublishHookOptions): Required<Pick<AedesOptions,
       cb(null);
     },
 
-    // aedes types `client` as Client; it is null for the broker's own publishes (our down replies).
+    // aedes types `client` as Client; it is null for the broker's own publishes: $SYS, and the
+    // local copies of v2 pubs, which the session table hands to the msg relay with their origin.
     published(packet, client: Client | null, cb) {
       cb(null);
       const conn = o.table.byClient(client);
+      if (conn === undefined) return;
       const auth = parseAuthTopic(packet.topic);
-      if (conn === undefined || auth === undefined || auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
+      if (auth === undefined) {
+        if (o.brokerMessage !== undefined && !inAuthNamespace(packet.topic) && !packet.topic.startsWith('$')) {
+          o.brokerMessage(packet.topic, new Uint8Array(packet.payload as Buffer));
+        }
+        return;
+      }
+      if (auth.direction !== 'up' || conn.boundDev !== auth.dev) return;
       o.ingress.enqueue(conn, auth.dev, new Uint8Array(packet.payload as Buffer), auth.version);
     },
   };
