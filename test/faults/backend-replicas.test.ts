@@ -2,9 +2,9 @@
  * Faults of the backend past one machine (docs/backend.md "Deployment"): two `gatehouse-backend
  * serve` replicas (child processes, real HTTPS under the CA the gateway pins) on one PostgreSQL
  * (Debian's server, testkit/postgres.ts), behind one address (a TCP round-robin balancer,
- * testkit/tcp-round-robin.ts). The gateway (its composition root, `Gateway`, with its key on
- * swtpm) knows only the balancer's address. During a storm of v1 peripherals, each a raw MQTT
- * connection, and a telemetry stream of v2 peripherals:
+ * testkit/tcp-round-robin.ts). The daemon (`gatehouse run` as a child process, its key on
+ * swtpm) knows only the balancer's address; what it saw is read from its `/metrics`. During a
+ * storm of v1 peripherals, each a raw MQTT connection, and a telemetry stream of v2 peripherals:
  *
  * - one replica is killed with SIGKILL: every peripheral is welcomed (after retries) and every
  *   receipted frame is stored exactly once;
@@ -15,16 +15,19 @@
  * The storm size is GATEHOUSE_FAULT_STORM (default 2000).
  */
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
-import type { Gateway } from '../../daemon/gateway.js';
-import type { DecisionEvent } from '../../daemon/pipeline/types.js';
+import { stringify } from 'yaml';
 import { MemoryCommandStore } from '../../peripherals/reference/command-store.js';
 import { MqttReferencePeripheralV2 } from '../../peripherals/reference/mqtt-peripheral-v2.js';
 import { ReferencePeripheralV2 } from '../../peripherals/reference/session-v2.js';
 import { ReplicaSet } from '../../testkit/backend-replicas.js';
-import { FaultEnv, GW, pool, type Device, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
+import { FaultEnv, GW, exited, pool, startDaemon, type Device, type FaultPeripheral, type Outcome } from '../../testkit/faults.js';
 import { TestPostgres } from '../../testkit/postgres.js';
+import { parseSamples, sumOf, type Sample } from '../../testkit/prometheus-text.js';
+import { unixRequest } from '../../testkit/unix-http.js';
 
 const STORM = Number(process.env.GATEHOUSE_FAULT_STORM ?? 2000);
 /** v2 peripherals streaming telemetry through the storm. */
@@ -47,10 +50,11 @@ const RETRYABLE_KINDS = new Set(['server', 'connect', 'network', 'timeout', 'cir
 
 interface Rig {
   set: ReplicaSet;
-  gateway: Gateway;
+  daemon: ChildProcess;
+  /** Its MQTT port. */
   port: number;
-  /** Every decision the pipeline made. */
-  decisions: DecisionEvent[];
+  /** Its status socket. */
+  socket: string;
 }
 
 interface StormResult {
@@ -71,11 +75,17 @@ interface Stream {
   total(): number;
 }
 
-/** The gateway's failed backend requests, `call/kind` → count (gatehouse_backend_errors_total). */
-async function backendErrors(g: Gateway): Promise<Map<string, number>> {
+/** A scrape of the daemon's `/metrics`. */
+async function metrics(r: Rig): Promise<Sample[]> {
+  const res = await unixRequest(r.socket, '/metrics', { timeoutMs: 10_000 });
+  assert.equal(res.status, 200, res.body);
+  return parseSamples(res.body);
+}
+
+/** `label=value…` → count of the samples of `name` that are above 0. */
+function byLabels(samples: readonly Sample[], name: string, keys: readonly string[]): Map<string, number> {
   const out = new Map<string, number>();
-  const m = (await g.metrics.registry.getMetricsAsJSON()).find((x) => x.name === 'gatehouse_backend_errors_total');
-  for (const v of m?.values ?? []) out.set(`${String(v.labels['call'])}/${String(v.labels['kind'])}`, v.value);
+  for (const x of samples) if (x.name === name && x.value > 0) out.set(keys.map((k) => x.labels[k] ?? '').join('/'), x.value);
   return out;
 }
 
@@ -113,30 +123,22 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
     await set.store.addDevices(env.devices.map((d) => ({ id: d.dev, publicKey: d.signer.publicKeyRaw, gateways: [GW] })));
     const config = await env.config(
       await env.stateDir(name),
-      { backend: { queueLimit: 100_000, circuit: { failureThreshold: 3, openMs: 500 }, connectTimeoutMs: 1000, requestTimeoutMs: 5000 } },
+      {
+        backend: { queueLimit: 100_000, circuit: { failureThreshold: 3, openMs: 500 }, connectTimeoutMs: 1000, requestTimeoutMs: 5000 },
+        log: { level: 'info', format: 'json' },
+      },
       set,
     );
-    const gateway = await env.gateway(config);
-    closers.push(() => gateway.stop());
-    const decisions: DecisionEvent[] = [];
-    gateway.pipeline.events.subscribe((e) => decisions.push(e));
-    return { set, gateway, port: gateway.mqttAddresses().tcp?.port ?? 0, decisions };
-  }
-
-  /** Resolves at the next decision matching `pred`; rejects after `ms`. */
-  function nextDecision(r: Rig, pred: (e: DecisionEvent) => boolean, ms: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        off();
-        reject(new Error(`no matching decision within ${ms} ms`));
-      }, ms);
-      const off = r.gateway.pipeline.events.subscribe((e) => {
-        if (!pred(e)) return;
-        clearTimeout(timer);
-        off();
-        resolve();
-      });
+    const configFile = join(env.dir, `${name}.yaml`);
+    await writeFile(configFile, stringify(config), { mode: 0o600 });
+    const { child, port } = await startDaemon(configFile);
+    closers.push(async () => {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited(child);
+      clearTimeout(timer);
     });
+    return { set, daemon: child, port, socket: config.status.socketPath };
   }
 
   /** v2 peripherals, established now, then publishing batches until stopped. */
@@ -185,9 +187,9 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
   /**
    * Every storm peripheral connects and authenticates at once; a retryable reject is retried
    * after its `retry` (scaled down for the test), a cut exchange on a new connection. `onWelcome`
-   * sees the running count of welcomes.
+   * sees the running count of welcomes, `onReject` each retryable reject's reason.
    */
-  async function storm(r: Rig, onWelcome: (n: number) => void): Promise<StormResult> {
+  async function storm(r: Rig, onWelcome: (n: number) => void, onReject: (reason: string) => void = () => undefined): Promise<StormResult> {
     let welcomed = 0;
     let retried = 0;
     let cut = 0;
@@ -210,6 +212,7 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
         }
         if (last.kind === 'reject' && RETRYABLE.has(last.reason) && last.retry > 0) {
           retried += 1;
+          onReject(last.reason);
           p.close();
           // The reject's `retry` is the wait; a quarter of at most a second here.
           await new Promise((res) => setTimeout(res, Math.min(last.kind === 'reject' ? last.retry : 1, 1) * 250));
@@ -247,7 +250,7 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
   async function drained(r: Rig, s: Stream): Promise<{ rows: number; duplicated: number }> {
     const deadline = Date.now() + 90_000;
     for (;;) {
-      const queued = r.gateway.dataPlaneStats()?.queue.records ?? 0;
+      const queued = sumOf(await metrics(r), 'gatehouse_uplink_queue', { what: 'records' });
       const got = await storedOnce(r, s);
       if (queued === 0 && got.missing === 0) return got;
       if (Date.now() > deadline) throw new Error(`after 90 s: ${queued} records still queued, ${got.missing} receipted frames not stored`);
@@ -258,16 +261,18 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
   /** The common verdict: all welcomed, only retryable rejects, every receipted frame stored once. */
   async function assertOutcome(r: Rig, s: Stream, result: StormResult): Promise<{ rows: number; duplicates: number; errors: Map<string, number> }> {
     assert.deepEqual(result.final.filter((o) => o.kind !== 'welcome'), [], 'every storm peripheral is welcomed');
-    const rejects = r.decisions.filter((e) => e.outcome === 'reject');
-    assert.deepEqual(rejects.filter((e) => !RETRYABLE.has(e.reason ?? '')).map((e) => e.reason), [], 'every reject was retryable');
-    const errors = await backendErrors(r.gateway);
-    assert.deepEqual([...errors].filter(([k, n]) => n > 0 && !RETRYABLE_KINDS.has(k.split('/')[1] ?? '')), [], 'the gateway saw only retryable backend failures');
     assert.ok(s.total() > 0, 'frames were receipted during the storm');
     const stored = await drained(r, s);
     assert.equal(stored.duplicated, 0, 'no frame stored twice');
-    assert.equal(r.gateway.dataPlaneStats()?.uploader.refused, 0, 'no record refused for good');
+    const m = await metrics(r);
+    const rejects = byLabels(m, 'gatehouse_decisions_total', ['outcome', 'reason']);
+    assert.deepEqual([...rejects.keys()].filter((k) => k.startsWith('reject/') && !RETRYABLE.has(k.slice('reject/'.length))), [], 'every reject the daemon answered was retryable');
+    assert.ok(sumOf(m, 'gatehouse_decisions_total', { outcome: 'welcome' }) >= STORM + STREAMERS, 'the daemon counted the welcomes');
+    const errors = byLabels(m, 'gatehouse_backend_errors_total', ['call', 'kind']);
+    assert.deepEqual([...errors.keys()].filter((k) => !RETRYABLE_KINDS.has(k.split('/')[1] ?? '')), [], 'the daemon saw only retryable backend failures');
+    assert.equal(sumOf(m, 'gatehouse_uplink_records_total', { outcome: 'refused' }), 0, 'no record refused for good');
     for (const i of [0, 1]) if (r.set.running(i)) assert.equal(await r.set.logCount(i, 'request failed'), 0, `replica ${i} answered no 500`);
-    return { rows: stored.rows, duplicates: r.gateway.dataPlaneStats()?.uploader.duplicates ?? 0, errors };
+    return { rows: stored.rows, duplicates: sumOf(m, 'gatehouse_uplink_records_total', { outcome: 'duplicate' }), errors };
   }
 
   it(`welcomes all ${STORM} peripherals and stores every receipted frame once when a replica is killed (-9) mid-storm`, async () => {
@@ -276,7 +281,10 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
     const s = await stream(r);
     let killed: Promise<void> | undefined;
     const result = await storm(r, (n) => {
-      if (n === FAULT_AFTER) killed = r.set.kill(1);
+      if (n !== FAULT_AFTER) return;
+      killed = r.set.kill(1);
+      // Awaited below; marked handled so a failure cannot surface as an unhandled rejection first.
+      killed.catch(() => undefined);
     });
     assert.ok(killed !== undefined, 'the replica was killed mid-storm');
     await killed;
@@ -293,18 +301,36 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
     const s = await stream(r);
     let restarted: Promise<void> | undefined;
     let downFor = 0;
-    const result = await storm(r, (n) => {
-      if (n !== FAULT_AFTER) return;
-      restarted = (async () => {
-        const t0 = Date.now();
-        // Down until the gateway has had to answer a peripheral that the backend cannot decide.
-        const unavailable = nextDecision(r, (e) => e.outcome === 'reject' && e.reason === 'backend-unavailable', 30_000);
-        await pgs.stopServer();
-        await unavailable;
-        await pgs.startServer();
-        downFor = Date.now() - t0;
-      })();
-    });
+    let answeredUnavailable: (() => void) | undefined;
+    const result = await storm(
+      r,
+      (n) => {
+        if (n !== FAULT_AFTER) return;
+        restarted = (async () => {
+          const t0 = Date.now();
+          // Down until a peripheral has been answered that the backend cannot decide now.
+          const unavailable = new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error('no backend-unavailable reject within 30 s of stopping PostgreSQL')), 30_000);
+            answeredUnavailable = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          await pgs.stopServer();
+          try {
+            await unavailable;
+          } finally {
+            await pgs.startServer();
+            downFor = Date.now() - t0;
+          }
+        })();
+        // Awaited below; marked handled so a failure cannot surface as an unhandled rejection first.
+        restarted.catch(() => undefined);
+      },
+      (reason) => {
+        if (reason === 'backend-unavailable' && !pgs.running) answeredUnavailable?.();
+      },
+    );
     assert.ok(restarted !== undefined, 'PostgreSQL was restarted mid-storm');
     await restarted;
     await s.stop();
@@ -312,7 +338,7 @@ describe('faults: backend replicas on PostgreSQL during a storm', function () {
     const unavailable = (await r.set.logCount(0, 'store unavailable')) + (await r.set.logCount(1, 'store unavailable'));
     assert.ok(unavailable > 0, 'the replicas answered 503 store-unavailable while PostgreSQL was down');
     const server = [...errors].filter(([k]) => k.endsWith('/server')).reduce((a, [, n]) => a + n, 0);
-    assert.ok(server > 0, 'the gateway saw the 503s');
+    assert.ok(server > 0, 'the daemon counted the 503s');
     console.log(`      PostgreSQL restart: down ${downFor} ms; ${STORM} welcomed, ${result.retried} retryable rejects, ${result.cut} cut exchanges ${JSON.stringify(Object.fromEntries(result.cutWhy))}; ${unavailable} 503 store-unavailable answers; ${s.total()} frames receipted, ${rows} stored (${duplicates} resent records found stored already); backend errors ${JSON.stringify(Object.fromEntries(errors))}; ${((Date.now() - started) / 1000).toFixed(1)} s`);
   });
 });
