@@ -20,6 +20,10 @@ export interface BackendProcessOptions {
   logFile: string;
   /** How long to wait for "listening on" (default 15 s). */
   timeoutMs?: number;
+  /** `--store` (default: the data directory's SQLite file). */
+  store?: string;
+  /** `--public-origin` (default `https://127.0.0.1:<port>`; a replica behind a balancer: the balancer's). */
+  publicOrigin?: string;
 }
 
 /** `node [--import tsx] <backend/cli>`: the built file when there is one, else the source under tsx. */
@@ -72,7 +76,8 @@ export class BackendProcess {
   }
 
   static async start(o: BackendProcessOptions): Promise<BackendProcess> {
-    const serveArgs = [...backendEntry(), 'serve', '--data-dir', o.dataDir, '--cert', o.certFile, '--key', o.keyFile, '--host', '127.0.0.1', '--port', String(o.port), '--public-origin', `https://127.0.0.1:${o.port}`];
+    const serveArgs = [...backendEntry(), 'serve', '--data-dir', o.dataDir, '--cert', o.certFile, '--key', o.keyFile, '--host', '127.0.0.1', '--port', String(o.port), '--public-origin', o.publicOrigin ?? `https://127.0.0.1:${o.port}`];
+    if (o.store !== undefined) serveArgs.push('--store', o.store);
     const cmd = dyingWithParent(process.execPath, serveArgs);
     const log = openSync(o.logFile, 'a', 0o600);
     let child: ChildProcess;

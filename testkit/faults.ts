@@ -178,6 +178,9 @@ export class LogWatch {
   }
 }
 
+/** Where a gateway and its peripherals find a backend: this env's own, or replicas behind a balancer. */
+export type BackendTarget = Pick<RunningBackend, 'url' | 'kid' | 'publicKeyRaw'>;
+
 export interface Device {
   dev: string;
   signer: Ed25519Signer;
@@ -197,7 +200,7 @@ export class FaultPeripheral {
 
   constructor(
     readonly device: Device,
-    backend: { kid: string; publicKeyRaw: Uint8Array },
+    backend: Pick<BackendTarget, 'kid' | 'publicKeyRaw'>,
   ) {
     this.ref = new ReferencePeripheral({ dev: device.dev, signer: device.signer, backendKeys: new Map([[backend.kid, backend.publicKeyRaw]]) });
   }
@@ -347,8 +350,13 @@ export class FaultEnv {
     return d;
   }
 
-  /** A validated daemon config; `over` is merged section by section. */
-  async config(stateDir: string, over: Record<string, Record<string, unknown>> = {}): Promise<GatehouseConfig> {
+  /** The backend's TLS certificate (issued by `ca` for 127.0.0.1), for backends started elsewhere. */
+  get serverCert(): CertFiles {
+    return this.#server;
+  }
+
+  /** A validated daemon config against `target` (default this env's backend); `over` is merged section by section. */
+  async config(stateDir: string, over: Record<string, Record<string, unknown>> = {}, target: BackendTarget = this.backend): Promise<GatehouseConfig> {
     await mkdir(join(this.dir, 'run'), { recursive: true, mode: 0o700 });
     const base = gatewayConfigInput(
       {
@@ -357,7 +365,7 @@ export class FaultEnv {
         runtimeDir: join(this.dir, 'run'),
         kind: 'tpm',
         tcti: this.swtpm.tcti,
-        backend: this.backend,
+        backend: target,
         caFile: this.ca.certPath,
         mqttPort: await freePort(),
         socketPath: join(this.dir, 'run', `status-${Math.random().toString(36).slice(2, 8)}.sock`),
@@ -388,8 +396,8 @@ export class FaultEnv {
     return g;
   }
 
-  peripheral(d: Device): FaultPeripheral {
-    return new FaultPeripheral(d, this.backend);
+  peripheral(d: Device, target: BackendTarget = this.backend): FaultPeripheral {
+    return new FaultPeripheral(d, target);
   }
 
   async dispose(): Promise<void> {
