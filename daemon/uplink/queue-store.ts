@@ -6,6 +6,7 @@
  * a symlink at the path is refused (the lease store's rules, lease-store.ts).
  */
 import Database from 'better-sqlite3';
+import type { AckRecord, TelemetryRecord } from '../../protocol/index.js';
 import { StateFileError } from '../../common/atomic-file.js';
 import { createPrivate, storeError } from '../backend-client/lease-store.js';
 
@@ -48,30 +49,11 @@ const BUSY_TIMEOUT_MS = 200;
 /** Bytes a record costs beyond its topic, body and dev: the row's ids, seq, times and index entry. */
 export const RECORD_OVERHEAD_BYTES = 64;
 
-/** One telemetry record as queued (protocol-v2 "Backend HTTP API": telemetry). */
-export interface TelemetryRecord {
-  dev: string;
-  sid: Uint8Array;
-  seq: number;
-  topic: string;
-  body: Uint8Array;
-  /** Unix milliseconds. */
-  receivedAt: number;
-  mid?: number;
-}
+export type { AckRecord, TelemetryRecord };
 
 export interface QueuedTelemetry extends TelemetryRecord {
   id: number;
   size: number;
-}
-
-/** One device ack as queued. */
-export interface AckRecord {
-  dev: string;
-  cid: number;
-  status: 'done' | 'failed' | 'refused';
-  /** Unix milliseconds. */
-  at: number;
 }
 
 export interface QueuedAck extends AckRecord {
