@@ -14,18 +14,7 @@ import { issueCert } from '../../../../backend/pki.js';
 import { BackendClient } from '../../../../daemon/backend-client/client.js';
 import { BackendHttp, createBackendDispatcher } from '../../../../daemon/backend-client/dispatcher.js';
 import { SessionManager } from '../../../../daemon/backend-client/session.js';
-import {
-  checkWelcome,
-  decodeChallenge,
-  decodeDownMessage,
-  encodeChallengeRequest,
-  parseGatewayCredential,
-  parseReject,
-  randomNonce,
-  sha256,
-  signHello,
-  type Ed25519Signer,
-} from '../../../../protocol/index.js';
+import { checkWelcome, decodeChallenge, decodeDownMessage, encodeChallengeRequest, parseGatewayCredential, parseReject, randomNonce, sha256, signHello, type Ed25519Signer } from '../../../../protocol/index.js';
 import { provisionTpmKey } from '../../../../tpm/provision.js';
 import { TpmKeyStore } from '../../../../tpm/tpm-key-store.js';
 import { startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
