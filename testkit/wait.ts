@@ -42,3 +42,15 @@ export function waitForEmitter<T extends unknown[]>(
     ms,
   );
 }
+
+/**
+ * Resolve once `cond()` holds, checked every 20 ms, or fail after `ms`: for state that other
+ * processes change (a backend's store, a queue file) and that emits no event here.
+ */
+export async function pollUntil(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
