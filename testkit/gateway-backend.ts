@@ -6,9 +6,7 @@
 import { join } from 'node:path';
 import { BackendClient } from '../daemon/backend-client/client.js';
 import { BackendHttp, createBackendDispatcher } from '../daemon/backend-client/dispatcher.js';
-import { SessionManager } from '../daemon/backend-client/session.js';
-import type { TimerClock } from '../common/clock.js';
-import type { Signer } from '../protocol/index.js';
+import { SessionManager, type SessionManagerOptions } from '../daemon/backend-client/session.js';
 import { provisionTpmKey } from '../tpm/provision.js';
 import { TpmKeyStore } from '../tpm/tpm-key-store.js';
 import type { TestBackend } from './backend.js';
@@ -63,15 +61,7 @@ export interface GatewayBackendSide {
  * A session manager that has obtained its session, and a backend client (config defaults, no
  * revocation poll timer) on it, both keeping their state in `stateDir`.
  */
-export async function startBackendSide(o: {
-  gw: string;
-  http: BackendHttp;
-  tpmSigner: Signer;
-  tpmPublicKeySpki?: Uint8Array;
-  backendKeys: ReadonlyMap<string, Uint8Array>;
-  stateDir: string;
-  clock?: TimerClock;
-}): Promise<GatewayBackendSide> {
+export async function startBackendSide(o: Pick<SessionManagerOptions, 'gw' | 'http' | 'tpmSigner' | 'tpmPublicKeySpki' | 'backendKeys' | 'stateDir' | 'clock'>): Promise<GatewayBackendSide> {
   const common = { gw: o.gw, http: o.http, backendKeys: o.backendKeys, stateDir: o.stateDir, ...(o.clock === undefined ? {} : { clock: o.clock }) };
   const sessions = new SessionManager({ ...common, tpmSigner: o.tpmSigner, ...(o.tpmPublicKeySpki === undefined ? {} : { tpmPublicKeySpki: o.tpmPublicKeySpki }) });
   if (!(await sessions.start())) {
