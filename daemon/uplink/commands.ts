@@ -6,11 +6,10 @@
  * `exp`, never on a session welcomed offline. At most one unacknowledged command per device; with
  * no ack after `resendMs`, the same command goes again in a new frame.
  */
-import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
 import { bytesEqual, parseCommand, verifySign1 } from '../../protocol/index.js';
 import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
-import { Doze } from './doze.js';
+import { loopParts, type Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
 import { acquireSession } from '../backend-client/session-calls.js';
@@ -113,10 +112,7 @@ export class CommandRelay {
   readonly #doze: Doze;
 
   constructor(options: CommandRelayOptions) {
-    this.#o = options;
-    this.#log = options.logger ?? silentLogger();
-    this.#breaker = new CircuitBreaker(options.clock, options.breaker);
-    this.#doze = new Doze(options.clock);
+    ({ o: this.#o, log: this.#log, breaker: this.#breaker, doze: this.#doze } = loopParts(options));
   }
 
   start(): void {

@@ -2,7 +2,10 @@
  * The uplink loops' pause: a sleep on the injected clock that a wake() cuts short (new work, a
  * session opened, stop). Shared by the uploader and the command relay.
  */
+import type { Logger } from 'winston';
 import type { TimerClock, TimerHandle } from '../../common/clock.js';
+import { silentLogger } from '../../common/log/logger.js';
+import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
 
 /** One loop's pause: at most one sleep at a time. */
 export class Doze {
@@ -30,4 +33,9 @@ export class Doze {
     this.#timer = undefined;
     w?.();
   }
+}
+
+/** What an uplink loop is built from its options: them, its logger, the breaker in front of its backend calls, its pause. */
+export function loopParts<O extends { clock: TimerClock; breaker: BreakerSettings; logger?: Logger }>(o: O): { o: O; log: Logger; breaker: CircuitBreaker; doze: Doze } {
+  return { o, log: o.logger ?? silentLogger(), breaker: new CircuitBreaker(o.clock, o.breaker), doze: new Doze(o.clock) };
 }

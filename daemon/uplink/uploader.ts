@@ -12,11 +12,10 @@
  * those entries are removed — counted and logged, never silently — and the rest is sent again.
  * Any other refusal without such a list is resent one record at a time to find the bad ones.
  */
-import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
 import { base64UrlEncode } from '../../protocol/index.js';
 import { backoffMs, type TimerClock } from '../../common/clock.js';
-import { Doze } from './doze.js';
+import { loopParts, type Doze } from './doze.js';
 import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
 import type { BackendHttp } from '../backend-client/dispatcher.js';
 import { acquireSession } from '../backend-client/session-calls.js';
@@ -98,10 +97,7 @@ export class Uploader {
   #abort = new AbortController();
 
   constructor(options: UploaderOptions) {
-    this.#o = options;
-    this.#log = options.logger ?? silentLogger();
-    this.#breaker = new CircuitBreaker(options.clock, options.breaker);
-    this.#doze = new Doze(options.clock);
+    ({ o: this.#o, log: this.#log, breaker: this.#breaker, doze: this.#doze } = loopParts(options));
   }
 
   start(): void {
