@@ -8,14 +8,12 @@
  */
 import type { Logger } from 'winston';
 import { bytesEqual, parseCommand, verifySign1 } from '../../protocol/index.js';
-import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
-import { loopParts, type Doze } from './doze.js';
-import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
-import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { backoffMs, type TimerHandle } from '../../common/clock.js';
+import { loopParts, type Doze, type UplinkLoopOptions } from './doze.js';
+import type { CircuitBreaker } from '../backend-client/breaker.js';
 import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
-import type { SessionProvider } from '../pipeline/types.js';
 import type { GatewaySessionV2 } from '../sessions/session.js';
 import type { QueueStore } from './queue-store.js';
 
@@ -34,22 +32,13 @@ export interface CommandRelaySettings {
   resendMs: number;
 }
 
-export interface CommandRelayOptions extends CommandRelaySettings {
-  gw: string;
-  http: BackendHttp;
-  session: SessionProvider;
+export interface CommandRelayOptions extends CommandRelaySettings, UplinkLoopOptions {
   backendKeys: ReadonlyMap<string, Uint8Array>;
   store: QueueStore;
   /** The live session of a device. */
   sessionOf(dev: string): GatewaySessionV2 | undefined;
   /** Live v2 sessions on all transports: with none, there is nobody to relay to and the poll rests. */
   liveSessions(): number;
-  breaker: BreakerSettings;
-  requestTimeoutMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  clock: TimerClock;
-  logger?: Logger;
 }
 
 interface Held {

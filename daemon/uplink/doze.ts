@@ -6,6 +6,8 @@ import type { Logger } from 'winston';
 import type { TimerClock, TimerHandle } from '../../common/clock.js';
 import { silentLogger } from '../../common/log/logger.js';
 import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
+import type { BackendHttp } from '../backend-client/dispatcher.js';
+import type { SessionProvider } from '../pipeline/types.js';
 
 /** One loop's pause: at most one sleep at a time. */
 export class Doze {
@@ -35,7 +37,21 @@ export class Doze {
   }
 }
 
+/** What the uplink loops (uploader, command relay) share: session-signed backend calls behind a breaker, retried with backoff. */
+export interface UplinkLoopOptions {
+  gw: string;
+  http: BackendHttp;
+  session: SessionProvider;
+  breaker: BreakerSettings;
+  requestTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Wall clock (signatures' `created`) and timers. */
+  clock: TimerClock;
+  logger?: Logger;
+}
+
 /** What an uplink loop is built from its options: them, its logger, the breaker in front of its backend calls, its pause. */
-export function loopParts<O extends { clock: TimerClock; breaker: BreakerSettings; logger?: Logger }>(o: O): { o: O; log: Logger; breaker: CircuitBreaker; doze: Doze } {
+export function loopParts<O extends UplinkLoopOptions>(o: O): { o: O; log: Logger; breaker: CircuitBreaker; doze: Doze } {
   return { o, log: o.logger ?? silentLogger(), breaker: new CircuitBreaker(o.clock, o.breaker), doze: new Doze(o.clock) };
 }

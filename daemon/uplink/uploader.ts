@@ -14,14 +14,12 @@
  */
 import type { Logger } from 'winston';
 import { base64UrlEncode } from '../../protocol/index.js';
-import { backoffMs, type TimerClock } from '../../common/clock.js';
-import { loopParts, type Doze } from './doze.js';
-import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
-import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { backoffMs } from '../../common/clock.js';
+import { loopParts, type Doze, type UplinkLoopOptions } from './doze.js';
+import type { CircuitBreaker, CircuitState } from '../backend-client/breaker.js';
 import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError, type RefusedEntry } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
-import type { SessionProvider } from '../pipeline/types.js';
 import type { UplinkQueue } from './queue.js';
 import type { QueuedAck, QueuedTelemetry } from './queue-store.js';
 
@@ -34,19 +32,9 @@ const NOT_GRANTED = 'urn:gatehouse:problem:not-granted';
 /** How often the age bound is applied while idle. */
 const EXPIRE_EVERY_MS = 60_000;
 
-export interface UploaderOptions {
-  gw: string;
-  http: BackendHttp;
-  session: SessionProvider;
+export interface UploaderOptions extends UplinkLoopOptions {
   queue: UplinkQueue;
-  breaker: BreakerSettings;
-  requestTimeoutMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  /** Wall clock (signatures' `created`) and timers. */
-  clock: TimerClock;
   random?: () => number;
-  logger?: Logger;
 }
 
 export interface UploaderStats {
