@@ -2,6 +2,7 @@
  * What the vector generators (generate.ts, generate-v2.ts) share: byte helpers, the key table
  * from fixed seeds, and writing the file when run as a script.
  */
+import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { CborMap, CborValue, Ed25519Signer } from '../../protocol/index.js';
@@ -29,6 +30,14 @@ export function keyTable(seeds: readonly (readonly [string, Ed25519Signer, numbe
   const keys: Record<string, { kid: string; seed: string; publicKey: string }> = {};
   for (const [name, signer, seedByte] of seeds) keys[name] = { kid: signer.kid, seed: hex(fill(32, seedByte)), publicKey: hex(signer.publicKeyRaw) };
   return keys;
+}
+
+/** For each name prefix (a message type), at least one valid and one invalid vector. */
+export function assertValidAndInvalid(messages: readonly MessageVectorBase<string>[], prefixes: readonly string[]): void {
+  for (const p of prefixes) {
+    assert.ok(messages.some((v) => v.name.startsWith(p) && v.verdict === 'valid'), `${p} valid`);
+    assert.ok(messages.some((v) => v.name.startsWith(p) && v.verdict === 'invalid'), `${p} invalid`);
+  }
 }
 
 /** A vector file's exact text: stable key order, two-space indent, trailing newline. */
