@@ -15,28 +15,26 @@
 const IO_BUILTINS = '^(node:)?(fs|fs/promises|net|tls|http|https|http2|dgram|dns|dns/promises|child_process|cluster|worker_threads|readline|os|module|inspector|v8|vm)$';
 const IO_PACKAGES = '^(undici|winston|aedes|better-sqlite3|koffi|@abandonware/noble|@stoprocent/noble|mqtt|yaml|prom-client|pg)($|/)';
 
+/** A forbidden edge: imports from modules matching `from` to modules matching `to`. */
+function forbid(name, comment, from, to) {
+  return { name, comment, severity: 'error', from, to };
+}
+
 /** `from` may import nothing of the project outside `allowed` (regexes of paths). */
 function only(name, from, allowed, comment) {
-  return {
-    name,
-    comment,
-    severity: 'error',
-    from: { path: from },
-    to: { path: '^(common|protocol|tpm|daemon|peripherals|backend|demo|cli|testkit|test|bench)/', pathNot: allowed },
-  };
+  return forbid(name, comment, { path: from }, { path: '^(common|protocol|tpm|daemon|peripherals|backend|demo|cli|testkit|test|bench)/', pathNot: allowed });
 }
 
 module.exports = {
   forbidden: [
     only('common-is-the-bottom', '^common/', '^common/', 'common/ imports nothing of the project above it'),
     only('protocol-is-pure', '^protocol/', '^(protocol/|common/errors\\.ts$)', 'protocol/ may use only itself and the error base'),
-    {
-      name: 'protocol-does-no-io',
-      comment: 'protocol/ encodes, decodes, signs and verifies; it does no I/O (recursively: it can reach only protocol/ and common/errors.ts, checked above)',
-      severity: 'error',
-      from: { path: '^(protocol/|common/errors\\.ts$)' },
-      to: { path: [IO_BUILTINS, IO_PACKAGES], dependencyTypesNot: ['type-only'] },
-    },
+    forbid(
+      'protocol-does-no-io',
+      'protocol/ encodes, decodes, signs and verifies; it does no I/O (recursively: it can reach only protocol/ and common/errors.ts, checked above)',
+      { path: '^(protocol/|common/errors\\.ts$)' },
+      { path: [IO_BUILTINS, IO_PACKAGES], dependencyTypesNot: ['type-only'] },
+    ),
     only('tpm-below-the-rooms', '^tpm/', '^(tpm|protocol|common)/', 'tpm/ knows no daemon, backend or peripheral'),
     only('daemon-is-the-gateway', '^daemon/', '^(daemon|tpm|protocol|common)/', 'the gateway does not import the reference backend, peripherals, demo or tests'),
     only('peripherals-stand-alone', '^peripherals/', '^(peripherals|protocol|common)/', "a peripheral knows the protocol, not the gateway's internals"),
@@ -46,35 +44,26 @@ module.exports = {
     only('testkit-below-tests', '^testkit/', '^(testkit|cli|demo|daemon|peripherals|backend|tpm|protocol|common)/', 'testkit/ is shared by test/ and bench/ and imports neither'),
     only('test-not-bench', '^test/', '^(test|testkit|cli|demo|daemon|peripherals|backend|tpm|protocol|common)/', 'tests share helpers with bench/ only through testkit/'),
     only('bench-not-test', '^bench/', '^(bench|testkit|cli|demo|daemon|peripherals|backend|tpm|protocol|common)/', 'bench/ shares helpers with test/ only through testkit/'),
-    {
-      name: 'one-noble-importer',
-      comment: 'exactly one file imports noble (lazily, at start())',
-      severity: 'error',
-      from: { pathNot: '^daemon/transports/ble/noble-adapter\\.ts$' },
-      to: { path: '^(@abandonware|@stoprocent)/noble' },
-    },
-    {
-      name: 'one-ffi-importer-per-area',
-      comment: 'koffi is imported by one file in tpm/ (the raw bindings) and one in daemon/ (libc for sd_notify)',
-      severity: 'error',
-      from: { pathNot: '^(tpm/ffi/bindings\\.ts|daemon/systemd/libc\\.ts)$' },
-      to: { path: '^koffi($|/)' },
-    },
-    {
-      name: 'protocol-through-its-index',
-      comment: 'protocol/index.ts is the library\'s public API and the only way into protocol/ from the other rooms (tests may reach inner files)',
-      severity: 'error',
-      from: { path: '^(common|tpm|daemon|peripherals|backend|demo|cli|testkit)/' },
-      to: { path: '^protocol/', pathNot: '^protocol/index\\.ts$' },
-    },
-    {
-      name: 'tpm-bindings-through-the-checker',
-      comment: 'only the checker (tpm/ffi/checked.ts) calls the raw bindings, so every TSS2_RC becomes a TpmError',
-      severity: 'error',
-      from: { pathNot: '^tpm/ffi/(checked|bindings)\\.ts$' },
-      to: { path: '^tpm/ffi/bindings\\.ts$' },
-    },
-    { name: 'no-circular', severity: 'error', from: { path: '^(common|protocol|tpm|daemon|peripherals|backend|demo|cli)/' }, to: { circular: true } },
+    forbid('one-noble-importer', 'exactly one file imports noble (lazily, at start())', { pathNot: '^daemon/transports/ble/noble-adapter\\.ts$' }, { path: '^(@abandonware|@stoprocent)/noble' }),
+    forbid(
+      'one-ffi-importer-per-area',
+      'koffi is imported by one file in tpm/ (the raw bindings) and one in daemon/ (libc for sd_notify)',
+      { pathNot: '^(tpm/ffi/bindings\\.ts|daemon/systemd/libc\\.ts)$' },
+      { path: '^koffi($|/)' },
+    ),
+    forbid(
+      'protocol-through-its-index',
+      "protocol/index.ts is the library's public API and the only way into protocol/ from the other rooms (tests may reach inner files)",
+      { path: '^(common|tpm|daemon|peripherals|backend|demo|cli|testkit)/' },
+      { path: '^protocol/', pathNot: '^protocol/index\\.ts$' },
+    ),
+    forbid(
+      'tpm-bindings-through-the-checker',
+      'only the checker (tpm/ffi/checked.ts) calls the raw bindings, so every TSS2_RC becomes a TpmError',
+      { pathNot: '^tpm/ffi/(checked|bindings)\\.ts$' },
+      { path: '^tpm/ffi/bindings\\.ts$' },
+    ),
+    forbid('no-circular', 'no import cycles in the product code', { path: '^(common|protocol|tpm|daemon|peripherals|backend|demo|cli)/' }, { circular: true }),
   ],
   options: {
     doNotFollow: { path: 'node_modules' },

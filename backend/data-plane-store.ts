@@ -4,20 +4,9 @@
  * its cursor, and the acks. Implemented by both stores (backend/sqlite-data-plane.ts,
  * backend/pg-data-plane.ts); nothing of it is kept in a process.
  */
+import type { AckRecord, TelemetryRecord } from '../protocol/index.js';
 
-/** One telemetry record as a gateway uploads it (binary fields decoded). */
-export interface TelemetryRecord {
-  dev: string;
-  /** The session id (8 bytes). */
-  sid: Uint8Array;
-  seq: number;
-  topic: string;
-  body: Uint8Array;
-  /** When the gateway received the frame, unix milliseconds. */
-  receivedAt: number;
-  /** The peripheral's message id, when it sent one. */
-  mid?: number;
-}
+export type { AckRecord, TelemetryRecord };
 
 export interface StoredTelemetry extends TelemetryRecord {
   /** Row id: increasing in storage order (`telemetry tail --follow` reads after it). */
@@ -34,7 +23,7 @@ export interface VerdictWindow {
   lastAt: number;
 }
 
-export type AckStatus = 'done' | 'failed' | 'refused';
+export type AckStatus = AckRecord['status'];
 
 /** A command S issued (its newest signing). */
 export interface CommandRecord {
@@ -64,14 +53,6 @@ export interface CommandRecord {
 }
 
 export type NewCommand = Omit<CommandRecord, 'cursor' | 'queuedAt' | 'servedAt' | 'status' | 'ackedAt' | 'ackedBy' | 'refusedCount' | 'lastRefusedAt'>;
-
-export interface AckRecord {
-  dev: string;
-  cid: number;
-  status: AckStatus;
-  /** Unix milliseconds. */
-  at: number;
-}
 
 export interface DataPlaneStore {
   /** Store each record unless its (dev, sid, seq) or (dev, mid) is stored already (one transaction). */

@@ -8,7 +8,7 @@
  * grant of each device, and the request nonce window (backend/nonce-store.ts).
  */
 import Database from 'better-sqlite3';
-import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, type Policy } from '../protocol/index.js';
+import { DEFAULT_POLICY, GATEHOUSE_MAX_SKEW_SECONDS, type Grant, type Policy } from '../protocol/index.js';
 import { ensurePrivateFile } from './data-dir.js';
 import { RegistryError } from './errors.js';
 import { NONCES_PER_KEYID, NonceStore } from './nonce-store.js';
@@ -28,15 +28,8 @@ export interface NewDevice {
   policy?: Policy;
 }
 
-/** The newest protocol-v2 grant issued for a device (commands are bound to its `hh`). */
-export interface GrantRecord {
-  dev: string;
-  gw: string;
-  hh: Uint8Array;
-  spk: Uint8Array;
-  iat: number;
-  life: number;
-}
+/** The newest protocol-v2 grant issued for a device (commands are bound to its `hh`): the grant's fields. */
+export type GrantRecord = Omit<Grant, 'type' | 'version'>;
 
 export interface SessionKeyRecord {
   publicKey: Uint8Array;

@@ -30,16 +30,20 @@ export class ExitGuard {
   readonly #onHup = (): void => this.#o.onHup();
   readonly #onFatal = (err: unknown): void => this.#fatal(err);
   readonly #onExit = (): void => this.#o.killNow();
+  /** Each process event this guard handles, with its handler: installed together, removed together. */
+  readonly #handlers: readonly (readonly [string, Parameters<typeof process.on>[1]])[] = [
+    ['SIGINT', this.#onSignal],
+    ['SIGTERM', this.#onSignal],
+    ['SIGHUP', this.#onHup],
+    ['uncaughtException', this.#onFatal],
+    ['unhandledRejection', this.#onFatal],
+    ['exit', this.#onExit],
+  ];
 
   constructor(o: ExitGuardOptions) {
     this.#o = o;
     this.#stopped = new Promise((resolve) => (this.#resolveStop = resolve));
-    process.on('SIGINT', this.#onSignal);
-    process.on('SIGTERM', this.#onSignal);
-    process.on('SIGHUP', this.#onHup);
-    process.on('uncaughtException', this.#onFatal);
-    process.on('unhandledRejection', this.#onFatal);
-    process.on('exit', this.#onExit);
+    for (const [event, handler] of this.#handlers) process.on(event, handler);
   }
 
   /** Resolves with the first SIGINT or SIGTERM. */
@@ -59,11 +63,6 @@ export class ExitGuard {
   }
 
   dispose(): void {
-    process.off('SIGINT', this.#onSignal);
-    process.off('SIGTERM', this.#onSignal);
-    process.off('SIGHUP', this.#onHup);
-    process.off('uncaughtException', this.#onFatal);
-    process.off('unhandledRejection', this.#onFatal);
-    process.off('exit', this.#onExit);
+    for (const [event, handler] of this.#handlers) process.off(event, handler);
   }
 }

@@ -1,25 +1,5 @@
 /** The strict, bounded deterministic CBOR decoder. */
-import {
-  MAX_MESSAGE_BYTES,
-  DEFAULT_MAX_DEPTH,
-  COSE_SIGN1_TAG,
-  CborTag,
-  CborError,
-  MT_UINT,
-  MT_NINT,
-  MT_BSTR,
-  MT_TSTR,
-  MT_ARRAY,
-  MT_MAP,
-  MT_TAG,
-  MT_SIMPLE,
-  utf8Decoder,
-  compareBytes,
-  type CborValue,
-  type CborMap,
-  type DecodeOptions,
-  type CborErrorCode,
-} from './cbor-core.js';
+import { MAX_MESSAGE_BYTES, DEFAULT_MAX_DEPTH, COSE_SIGN1_TAG, CborTag, CborError, MT_UINT, MT_NINT, MT_BSTR, MT_TSTR, MT_ARRAY, MT_MAP, MT_TAG, MT_SIMPLE, utf8Decoder, compareBytes, type CborValue, type CborMap, type DecodeOptions, type CborErrorCode } from './cbor-core.js';
 
 // ---------------------------------------------------------------------------------------------
 // Decoder

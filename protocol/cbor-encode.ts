@@ -1,19 +1,5 @@
 /** The deterministic CBOR encoder (RFC 8949 §4.2.1). */
-import {
-  CborTag,
-  CborError,
-  MT_UINT,
-  MT_NINT,
-  MT_BSTR,
-  MT_TSTR,
-  MT_ARRAY,
-  MT_MAP,
-  MT_TAG,
-  utf8Encoder,
-  LONE_SURROGATE,
-  compareBytes,
-  type CborValue,
-} from './cbor-core.js';
+import { CborTag, CborError, MT_UINT, MT_NINT, MT_BSTR, MT_TSTR, MT_ARRAY, MT_MAP, MT_TAG, utf8Encoder, LONE_SURROGATE, compareBytes, type CborValue } from './cbor-core.js';
 
 // ---------------------------------------------------------------------------------------------
 // Encoder

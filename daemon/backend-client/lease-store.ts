@@ -67,19 +67,7 @@ export class LeaseStore {
    * carry on from memory.
    */
   static open(path: string): LeaseStore {
-    createPrivate(path);
-    let db: Database.Database | undefined;
-    try {
-      db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      db.pragma(`cache_size = -${CACHE_KIB}`);
-      db.exec(SCHEMA);
-      return new LeaseStore(db);
-    } catch (err) {
-      db?.close();
-      throw storeError(path, err);
-    }
+    return openDurable(path, SCHEMA, (db) => new LeaseStore(db), { pragmas: [`cache_size = -${CACHE_KIB}`] });
   }
 
   /** Remove the store and its journal files (a corrupt store is started afresh). */
@@ -124,6 +112,27 @@ export class LeaseStore {
 }
 
 /** Create `path` 0600 if missing, refusing a symlink or anything not a regular file (`what` names it in errors). */
+/**
+ * Open the SQLite file at `path` durably: created 0600 first (a symlink refused), WAL journal,
+ * `synchronous=FULL`, a writer waits at most BUSY_TIMEOUT_MS; then `pragmas`, `schema`, and
+ * `build` on the open database. Any failure closes it and throws a StateFileError naming `what`.
+ */
+export function openDurable<T>(path: string, schema: string, build: (db: Database.Database) => T, o: { what?: string; pragmas?: readonly string[] } = {}): T {
+  createPrivate(path, o.what);
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    for (const p of o.pragmas ?? []) db.pragma(p);
+    db.exec(schema);
+    return build(db);
+  } catch (err) {
+    db?.close();
+    throw storeError(path, err, o.what);
+  }
+}
+
 export function createPrivate(path: string, what = 'lease store'): void {
   let fd: number;
   try {

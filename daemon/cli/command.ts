@@ -37,3 +37,16 @@ export async function untilSignal(body: (signal: AbortSignal) => Promise<number>
     process.off('SIGTERM', stop);
   }
 }
+
+/** Waits `ms` between polls of a follow loop; resolves early (never rejects) once `signal` aborts. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

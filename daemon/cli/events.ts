@@ -4,7 +4,7 @@ import { roundMs } from '../status/json.js';
 import type { EventPage } from '../status/types.js';
 import { SOCKET_OPTIONS, TIME_OPTIONS, devArgument, intOption, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
-import { guard, untilSignal } from './command.js';
+import { guard, pause, untilSignal } from './command.js';
 import { clockTime, latency, legend, remoteCell, table, zoneName, type Zone } from './format.js';
 import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
@@ -56,18 +56,6 @@ export function eventJson(e: DecisionEvent): string {
   return JSON.stringify({ ...e, latencyMs: roundMs(e.latencyMs) });
 }
 
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
 /** The command with an explicit stop signal (tests; `run` ties it to SIGINT/SIGTERM). */
 export function runEvents(args: string[], io: CliIO, signal: AbortSignal): Promise<number> {
   return guard('gatehouse events', io, async () => {
@@ -106,7 +94,7 @@ export function runEvents(args: string[], io: CliIO, signal: AbortSignal): Promi
       first = false;
       for (const e of page.events) write(io.stdout, json ? eventJson(e) : fixed(eventRow(e, zone)));
       since = page.next;
-      if (page.events.length < limit) await wait(interval, signal);
+      if (page.events.length < limit) await pause(interval, signal);
     }
     return EXIT_OK;
   });

@@ -6,7 +6,7 @@
 import type { ScanPeripheral, ScanReport } from '../status/types.js';
 import { SOCKET_OPTIONS, TIME_OPTIONS, intOption, parse, socketPath } from './args.js';
 import { getJson } from './client.js';
-import { guard, untilSignal } from './command.js';
+import { guard, pause, untilSignal } from './command.js';
 import { age, clockTime, duration, legend, table, zoneName, type Zone } from './format.js';
 import { EXIT_OK, write, type CliIO } from '../../common/cli-io.js';
 
@@ -77,18 +77,6 @@ export function noBleLine(reason: string): string {
   return `gatehouse scan: no BLE: ${reason}`;
 }
 
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
 /** Follow mode prints as peripherals are heard, so columns have fixed widths. */
 const WIDTHS = [20, 19, 16, 8, 10, 12, 40];
 function fixed(cells: string[]): string {
@@ -155,7 +143,7 @@ export function runScan(args: string[], io: CliIO, signal: AbortSignal): Promise
         const live = new Set(report.peripherals.map((p) => p.address));
         for (const a of printed.keys()) if (!live.has(a)) printed.delete(a);
       }
-      await wait(interval, signal);
+      await pause(interval, signal);
       if (signal.aborted) return EXIT_OK;
       report = await getJson<ScanReport>(sock, '/v1/scan');
     }

@@ -122,26 +122,11 @@ export class GatehouseMetrics {
         this.reset();
         for (const [reason, n] of Object.entries(pick(read()))) if (n !== undefined && n > 0) this.inc({ reason }, n);
       };
-    this.v2Drops = new Counter({
-      name: 'gatehouse_v2_frames_dropped_total',
-      help: 'protocol-v2 frames dropped without an answer, by reason (GH_FRAME_… code).',
-      labelNames: ['reason'],
-      registers,
-      collect: fromSessions((c) => c.drops),
-    });
-    this.v2SessionsEnded = new Counter({
-      name: 'gatehouse_v2_sessions_ended_total',
-      help: 'protocol-v2 sessions ended, by reason (a bye reason, peer-bye, or closed).',
-      labelNames: ['reason'],
-      registers,
-      collect: fromSessions((c) => c.ended),
-    });
-    this.v2Refusals = new Counter({
-      name: 'gatehouse_v2_rejects_total',
-      help: 'protocol-v2 rejects (answers on v2 topics), by reason.',
-      labelNames: ['reason'],
-      registers,
-    });
+    const byReason = (name: string, help: string, collect?: ReturnType<typeof fromSessions>): Counter<'reason'> =>
+      new Counter({ name, help, labelNames: ['reason'], registers, ...(collect === undefined ? {} : { collect }) });
+    this.v2Drops = byReason('gatehouse_v2_frames_dropped_total', 'protocol-v2 frames dropped without an answer, by reason (GH_FRAME_… code).', fromSessions((c) => c.drops));
+    this.v2SessionsEnded = byReason('gatehouse_v2_sessions_ended_total', 'protocol-v2 sessions ended, by reason (a bye reason, peer-bye, or closed).', fromSessions((c) => c.ended));
+    this.v2Refusals = byReason('gatehouse_v2_rejects_total', 'protocol-v2 rejects (answers on v2 topics), by reason.');
     this.v2Msgs = new Counter({
       name: 'gatehouse_v2_msgs_total',
       help: 'Broker messages for protocol-v2 sessions, by outcome: relayed (msg frames sent, one per session the sub policy grants), full (dropped for one session: its queue was full), unsent (queued when the session ended or its connection failed), too_large (body over 1,024 bytes: relayed to no one), bad_topic (a topic a frame cannot carry, over 128 bytes: relayed to no one).',

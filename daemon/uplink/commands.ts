@@ -6,17 +6,14 @@
  * `exp`, never on a session welcomed offline. At most one unacknowledged command per device; with
  * no ack after `resendMs`, the same command goes again in a new frame.
  */
-import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
 import { bytesEqual, parseCommand, verifySign1 } from '../../protocol/index.js';
-import { backoffMs, type TimerClock, type TimerHandle } from '../../common/clock.js';
-import { Doze } from './doze.js';
-import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
-import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { backoffMs, type TimerHandle } from '../../common/clock.js';
+import { loopParts, type Doze, type UplinkLoopOptions } from './doze.js';
+import type { CircuitBreaker } from '../backend-client/breaker.js';
 import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
-import type { SessionProvider } from '../pipeline/types.js';
 import type { GatewaySessionV2 } from '../sessions/session.js';
 import type { QueueStore } from './queue-store.js';
 
@@ -35,22 +32,13 @@ export interface CommandRelaySettings {
   resendMs: number;
 }
 
-export interface CommandRelayOptions extends CommandRelaySettings {
-  gw: string;
-  http: BackendHttp;
-  session: SessionProvider;
+export interface CommandRelayOptions extends CommandRelaySettings, UplinkLoopOptions {
   backendKeys: ReadonlyMap<string, Uint8Array>;
   store: QueueStore;
   /** The live session of a device. */
   sessionOf(dev: string): GatewaySessionV2 | undefined;
   /** Live v2 sessions on all transports: with none, there is nobody to relay to and the poll rests. */
   liveSessions(): number;
-  breaker: BreakerSettings;
-  requestTimeoutMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  clock: TimerClock;
-  logger?: Logger;
 }
 
 interface Held {
@@ -113,10 +101,7 @@ export class CommandRelay {
   readonly #doze: Doze;
 
   constructor(options: CommandRelayOptions) {
-    this.#o = options;
-    this.#log = options.logger ?? silentLogger();
-    this.#breaker = new CircuitBreaker(options.clock, options.breaker);
-    this.#doze = new Doze(options.clock);
+    ({ o: this.#o, log: this.#log, breaker: this.#breaker, doze: this.#doze } = loopParts(options));
   }
 
   start(): void {

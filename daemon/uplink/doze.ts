@@ -2,7 +2,12 @@
  * The uplink loops' pause: a sleep on the injected clock that a wake() cuts short (new work, a
  * session opened, stop). Shared by the uploader and the command relay.
  */
+import type { Logger } from 'winston';
 import type { TimerClock, TimerHandle } from '../../common/clock.js';
+import { silentLogger } from '../../common/log/logger.js';
+import { CircuitBreaker, type BreakerSettings } from '../backend-client/breaker.js';
+import type { BackendHttp } from '../backend-client/dispatcher.js';
+import type { SessionProvider } from '../pipeline/types.js';
 
 /** One loop's pause: at most one sleep at a time. */
 export class Doze {
@@ -30,4 +35,23 @@ export class Doze {
     this.#timer = undefined;
     w?.();
   }
+}
+
+/** What the uplink loops (uploader, command relay) share: session-signed backend calls behind a breaker, retried with backoff. */
+export interface UplinkLoopOptions {
+  gw: string;
+  http: BackendHttp;
+  session: SessionProvider;
+  breaker: BreakerSettings;
+  requestTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Wall clock (signatures' `created`) and timers. */
+  clock: TimerClock;
+  logger?: Logger;
+}
+
+/** What an uplink loop is built from its options: them, its logger, the breaker in front of its backend calls, its pause. */
+export function loopParts<O extends UplinkLoopOptions>(o: O): { o: O; log: Logger; breaker: CircuitBreaker; doze: Doze } {
+  return { o, log: o.logger ?? silentLogger(), breaker: new CircuitBreaker(o.clock, o.breaker), doze: new Doze(o.clock) };
 }

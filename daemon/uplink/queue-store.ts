@@ -6,8 +6,9 @@
  * a symlink at the path is refused (the lease store's rules, lease-store.ts).
  */
 import Database from 'better-sqlite3';
+import type { AckRecord, TelemetryRecord } from '../../protocol/index.js';
 import { StateFileError } from '../../common/atomic-file.js';
-import { createPrivate, storeError } from '../backend-client/lease-store.js';
+import { openDurable, storeError } from '../backend-client/lease-store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -42,36 +43,14 @@ CREATE TABLE IF NOT EXISTS meta (
 ) STRICT;
 `;
 
-/** How long a write waits for another connection's lock (there is none in service). */
-const BUSY_TIMEOUT_MS = 200;
-
 /** Bytes a record costs beyond its topic, body and dev: the row's ids, seq, times and index entry. */
 export const RECORD_OVERHEAD_BYTES = 64;
 
-/** One telemetry record as queued (protocol-v2 "Backend HTTP API": telemetry). */
-export interface TelemetryRecord {
-  dev: string;
-  sid: Uint8Array;
-  seq: number;
-  topic: string;
-  body: Uint8Array;
-  /** Unix milliseconds. */
-  receivedAt: number;
-  mid?: number;
-}
+export type { AckRecord, TelemetryRecord };
 
 export interface QueuedTelemetry extends TelemetryRecord {
   id: number;
   size: number;
-}
-
-/** One device ack as queued. */
-export interface AckRecord {
-  dev: string;
-  cid: number;
-  status: 'done' | 'failed' | 'refused';
-  /** Unix milliseconds. */
-  at: number;
 }
 
 export interface QueuedAck extends AckRecord {
@@ -127,18 +106,7 @@ export class QueueStore {
 
   /** Open (creating it 0600 if missing). Throws a StateFileError. */
   static open(path: string): QueueStore {
-    createPrivate(path, 'uplink queue');
-    let db: Database.Database | undefined;
-    try {
-      db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = FULL');
-      db.exec(SCHEMA);
-      return new QueueStore(path, db);
-    } catch (err) {
-      db?.close();
-      throw storeError(path, err, 'uplink queue');
-    }
+    return openDurable(path, SCHEMA, (db) => new QueueStore(path, db), { what: 'uplink queue' });
   }
 
   /** Commit telemetry and acks in one transaction (all or nothing). Throws a StateFileError. */

@@ -12,17 +12,14 @@
  * those entries are removed — counted and logged, never silently — and the rest is sent again.
  * Any other refusal without such a list is resent one record at a time to find the bad ones.
  */
-import { silentLogger } from '../../common/log/logger.js';
 import type { Logger } from 'winston';
 import { base64UrlEncode } from '../../protocol/index.js';
-import { backoffMs, type TimerClock } from '../../common/clock.js';
-import { Doze } from './doze.js';
-import { CircuitBreaker, type BreakerSettings, type CircuitState } from '../backend-client/breaker.js';
-import type { BackendHttp } from '../backend-client/dispatcher.js';
+import { backoffMs } from '../../common/clock.js';
+import { loopParts, type Doze, type UplinkLoopOptions } from './doze.js';
+import type { CircuitBreaker, CircuitState } from '../backend-client/breaker.js';
 import { acquireSession } from '../backend-client/session-calls.js';
 import { BackendError, type RefusedEntry } from '../backend-client/errors.js';
 import { badField, exactKeys, expectJson, isObject, signedRequest } from '../backend-client/wire.js';
-import type { SessionProvider } from '../pipeline/types.js';
 import type { UplinkQueue } from './queue.js';
 import type { QueuedAck, QueuedTelemetry } from './queue-store.js';
 
@@ -35,19 +32,9 @@ const NOT_GRANTED = 'urn:gatehouse:problem:not-granted';
 /** How often the age bound is applied while idle. */
 const EXPIRE_EVERY_MS = 60_000;
 
-export interface UploaderOptions {
-  gw: string;
-  http: BackendHttp;
-  session: SessionProvider;
+export interface UploaderOptions extends UplinkLoopOptions {
   queue: UplinkQueue;
-  breaker: BreakerSettings;
-  requestTimeoutMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  /** Wall clock (signatures' `created`) and timers. */
-  clock: TimerClock;
   random?: () => number;
-  logger?: Logger;
 }
 
 export interface UploaderStats {
@@ -98,10 +85,7 @@ export class Uploader {
   #abort = new AbortController();
 
   constructor(options: UploaderOptions) {
-    this.#o = options;
-    this.#log = options.logger ?? silentLogger();
-    this.#breaker = new CircuitBreaker(options.clock, options.breaker);
-    this.#doze = new Doze(options.clock);
+    ({ o: this.#o, log: this.#log, breaker: this.#breaker, doze: this.#doze } = loopParts(options));
   }
 
   start(): void {

@@ -4,6 +4,7 @@
  * See docs/protocol.md, "Protocol v2".
  */
 export * from './types.js';
+export * from './uplink-records.js';
 export * from './key-schedule.js';
 export * from './encrypt0.js';
 export * from './replay-window.js';

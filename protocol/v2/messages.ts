@@ -142,16 +142,25 @@ export function decodeChallengeV2(bytes: Uint8Array): ChallengeV2 {
   return decodeUnsignedV2<ChallengeV2>(bytes, 'challenge');
 }
 
+/** Sign a message whose kid must be one of its own fields (`kidOf`). */
+async function signKidBound<T extends { type: MessageTypeV2 }>(m: T, type: MessageTypeV2, signer: Signer, kidOf: (m: T) => string): Promise<Uint8Array> {
+  requireKid(signer.kid, kidOf(m), type);
+  return signV2(m, type, signer);
+}
+/** Parse a signed message whose kid must be one of its own fields (`kidOf`). */
+function parseKidBound<T>(bytes: Uint8Array, type: MessageTypeV2, kidOf: (m: T) => string): Signed<T> {
+  const s = parseSignedV2<T>(bytes, type);
+  requireKid(s.kid, kidOf(s.payload), type);
+  return s;
+}
+
 /** `COSE_Sign1[sk_P, kid=dev]({1:"hello", 2:2, 3:dev, 4:pn, 5:gn, 6:gw, 17:ge, 18:pe})`, tagged. */
 export async function signHelloV2(m: HelloV2, signer: Signer): Promise<Uint8Array> {
-  requireKid(signer.kid, m.dev, 'hello');
-  return signV2(m, 'hello', signer);
+  return signKidBound(m, 'hello', signer, (h) => h.dev);
 }
 /** Parse a v2 hello (tagged, kid = dev). Signature not verified. */
 export function parseHelloV2(bytes: Uint8Array): Signed<HelloV2> {
-  const s = parseSignedV2<HelloV2>(bytes, 'hello');
-  requireKid(s.kid, s.payload.dev, 'hello');
-  return s;
+  return parseKidBound<HelloV2>(bytes, 'hello', (h) => h.dev);
 }
 
 /** `COSE_Sign1[sk_S, kid=kid_S]({1:"grant", 2:2, 3:dev, 6:gw, 7:hh, 9:spk, 11:iat, 25:life})`. */
@@ -164,14 +173,11 @@ export function parseGrant(bytes: Uint8Array): Signed<Grant> {
 
 /** A v2 welcome, online (19) or offline (8 + 27), signed with the session key (kid = gw). */
 export async function signWelcomeV2(m: WelcomeV2, signer: Signer): Promise<Uint8Array> {
-  requireKid(signer.kid, m.gw, 'welcome');
-  return signV2(m, 'welcome', signer);
+  return signKidBound(m, 'welcome', signer, (w) => w.gw);
 }
 /** Parse a v2 welcome (tagged, kid = gw, ≤ 1,280 bytes). Nothing inside it is verified. */
 export function parseWelcomeV2(bytes: Uint8Array): Signed<WelcomeV2> {
-  const s = parseSignedV2<WelcomeV2>(bytes, 'welcome');
-  requireKid(s.kid, s.payload.gw, 'welcome');
-  return s;
+  return parseKidBound<WelcomeV2>(bytes, 'welcome', (w) => w.gw);
 }
 
 /** A v2 reject (2:2), signed with the session key. */

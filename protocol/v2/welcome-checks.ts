@@ -99,7 +99,8 @@ function describe(e: unknown): string {
 
 /**
  * A backend-signed object inside a welcome: decoded, its kid pinned, verified, of the expected
- * type, then parsed by its own strict parser.
+ * type, then parsed by its own strict parser. Refused with `GH_WELCOME_<object>_MALFORMED`,
+ * `_UNKNOWN_KID`, `_SIGNATURE` or `_TYPE`.
  */
 function backendSigned<T>(
   check: 2 | 3,
@@ -107,8 +108,14 @@ function backendSigned<T>(
   type: string,
   keys: ReadonlyMap<string, Uint8Array>,
   parse: (b: Uint8Array) => Signed<T>,
-  codes: { malformed: WelcomeV2Refusal; kid: WelcomeV2Refusal; sig: WelcomeV2Refusal; type: WelcomeV2Refusal },
+  object: 'GRANT' | 'CRED' | 'LEASE',
 ): Signed<T> | Refusal {
+  const codes = {
+    malformed: `GH_WELCOME_${object}_MALFORMED`,
+    kid: `GH_WELCOME_${object}_UNKNOWN_KID`,
+    sig: `GH_WELCOME_${object}_SIGNATURE`,
+    type: `GH_WELCOME_${object}_TYPE`,
+  } as const;
   let env: DecodedSign1;
   try {
     env = decodeSign1(bytes);
@@ -169,12 +176,7 @@ export function checkWelcomeV2(welcomeBytes: Uint8Array, opts: CheckWelcomeV2Opt
 function online(signed: Signed<WelcomeV2>, w: WelcomeV2Online, hello: HelloV2, hh: Uint8Array, opts: CheckWelcomeV2Options, maxLife: number): CheckWelcomeV2Result {
   // 2. The grant verifies under the pinned pk_S its kid names and is a grant; its dev, gw, hh
   //    are ours, the welcome's gw and hh; the welcome verifies under grant.spk.
-  const g = backendSigned(2, w.grant, 'grant', opts.backendKeys, parseGrant, {
-    malformed: 'GH_WELCOME_GRANT_MALFORMED',
-    kid: 'GH_WELCOME_GRANT_UNKNOWN_KID',
-    sig: 'GH_WELCOME_GRANT_SIGNATURE',
-    type: 'GH_WELCOME_GRANT_TYPE',
-  });
+  const g = backendSigned(2, w.grant, 'grant', opts.backendKeys, parseGrant, 'GRANT');
   if (isRefusal(g)) return g;
   const grant = g.payload;
   if (grant.dev !== opts.dev) return refuse(2, 'GH_WELCOME_GRANT_DEV', `grant is for device ${JSON.stringify(grant.dev)}`);
@@ -189,21 +191,11 @@ function offline(signed: Signed<WelcomeV2>, w: WelcomeV2Offline, hello: HelloV2,
   // 3. Only where the peripheral's setting allows offline welcomes.
   const allow = opts.allowOffline ?? opts.now !== undefined;
   if (!allow) return refuse(3, 'GH_WELCOME_OFFLINE_REFUSED', 'offline welcome refused: this peripheral does not accept offline welcomes' + (opts.now === undefined ? ' (no clock)' : ''));
-  const c = backendSigned(3, w.cred, 'gw-cred', opts.backendKeys, parseGatewayCredential, {
-    malformed: 'GH_WELCOME_CRED_MALFORMED',
-    kid: 'GH_WELCOME_CRED_UNKNOWN_KID',
-    sig: 'GH_WELCOME_CRED_SIGNATURE',
-    type: 'GH_WELCOME_CRED_TYPE',
-  });
+  const c = backendSigned(3, w.cred, 'gw-cred', opts.backendKeys, parseGatewayCredential, 'CRED');
   if (isRefusal(c)) return c;
   const cred = c.payload;
   if (cred.gw !== w.gw) return refuse(3, 'GH_WELCOME_GW_MISMATCH', `credential is for gateway ${JSON.stringify(cred.gw)}, welcome is from ${JSON.stringify(w.gw)}`);
-  const l = backendSigned(3, w.lease, 'lease', opts.backendKeys, parseLease, {
-    malformed: 'GH_WELCOME_LEASE_MALFORMED',
-    kid: 'GH_WELCOME_LEASE_UNKNOWN_KID',
-    sig: 'GH_WELCOME_LEASE_SIGNATURE',
-    type: 'GH_WELCOME_LEASE_TYPE',
-  });
+  const l = backendSigned(3, w.lease, 'lease', opts.backendKeys, parseLease, 'LEASE');
   if (isRefusal(l)) return l;
   const lease = l.payload;
   if (lease.dev !== opts.dev) return refuse(3, 'GH_WELCOME_LEASE_DEV', `lease is for device ${JSON.stringify(lease.dev)}`);

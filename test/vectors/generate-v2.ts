@@ -5,9 +5,8 @@
  * `npm run vectors` rewrites it; test/vectors/protocol-v2.test.ts checks the committed file is
  * exactly what this produces and that every verdict holds.
  */
-import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import {
   CborTag,
   decodeCbor,
@@ -44,36 +43,16 @@ import {
   type FramePayload,
   type Grant,
 } from '../../protocol/v2/index.js';
+import { counting, fill, hex, keyTable, map, renderJson, utf8, writeWhenRun, type MessageVectorBase } from './kit.js';
 
 export const VECTORS_V2_PATH = join(dirname(fileURLToPath(import.meta.url)), 'protocol-v2.json');
 
 export type DecoderV2Name =
-  | 'decodeChallengeRequestV2'
-  | 'decodeChallengeV2'
-  | 'parseHelloV2'
-  | 'parseGrant'
-  | 'parseWelcomeV2'
-  | 'parseRejectV2'
-  | 'parseCommand'
-  | 'decodeUpMessageV2'
-  | 'decodeDownMessageV2'
+  | 'decodeChallengeRequestV2' | 'decodeChallengeV2' | 'parseHelloV2' | 'parseGrant' | 'parseWelcomeV2' | 'parseRejectV2' | 'parseCommand' | 'decodeUpMessageV2' | 'decodeDownMessageV2'
   // v1 decoders, to show a v2 message is refused by them
-  | 'decodeChallengeRequest'
-  | 'decodeChallenge'
-  | 'parseHello'
-  | 'parseWelcome'
-  | 'decodeUpMessage'
-  | 'decodeDownMessage';
+  | 'decodeChallengeRequest' | 'decodeChallenge' | 'parseHello' | 'parseWelcome' | 'decodeUpMessage' | 'decodeDownMessage';
 
-export interface MessageV2Vector {
-  name: string;
-  decoder: DecoderV2Name;
-  hex: string;
-  verdict: 'valid' | 'invalid';
-  reason?: string;
-  code?: string;
-  note: string;
-}
+export type MessageV2Vector = MessageVectorBase<DecoderV2Name>;
 
 export interface FrameV2Vector {
   name: string;
@@ -136,11 +115,6 @@ export interface VectorV2File {
   gatewayHelloChecks: GatewayHelloV2Vector[];
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const fill = (n: number, v: number): Uint8Array => new Uint8Array(n).fill(v);
-const counting = (n: number, start: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (start + i) & 0xff);
-const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
-const map = (entries: [number | string, CborValue][]): CborMap => new Map(entries);
 
 function payloadOf(cose: Uint8Array): CborMap {
   return decodeCbor(((decodeCbor(cose, { maxBytes: 4096 }) as CborTag).value as CborValue[])[2] as Uint8Array, { maxBytes: 4096 }) as CborMap;
@@ -172,10 +146,12 @@ export async function generateVectorsV2(): Promise<VectorV2File> {
   const iat = 1_800_000_000;
   const exp = iat + 86_400;
 
-  const keys: VectorV2File['keys'] = {};
-  for (const [name, s, b] of [['backend', backend, 0xb0], ['session', session, 0x5e], ['device', device, 0xde], ['attackerBackend', attackerBackend, 0xab]] as const) {
-    keys[name] = { kid: s.kid, seed: hex(fill(32, b)), publicKey: hex(s.publicKeyRaw) };
-  }
+  const keys: VectorV2File['keys'] = keyTable([
+    ['backend', backend, 0xb0],
+    ['session', session, 0x5e],
+    ['device', device, 0xde],
+    ['attackerBackend', attackerBackend, 0xab],
+  ]);
 
   // --- the exchange --------------------------------------------------------------------------
   const cr = { type: 'challenge-request', version: 2, dev } as const;
@@ -405,12 +381,9 @@ export async function generateVectorsV2(): Promise<VectorV2File> {
   };
 }
 
-/** The file's exact text: stable key order, two-space indent, trailing newline. */
+/** The file's exact text. */
 export async function renderVectorsV2(): Promise<string> {
-  return `${JSON.stringify(await generateVectorsV2(), null, 2)}\n`;
+  return renderJson(await generateVectorsV2());
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  writeFileSync(VECTORS_V2_PATH, await renderVectorsV2());
-  console.log(`wrote ${VECTORS_V2_PATH}`);
-}
+await writeWhenRun(import.meta.url, VECTORS_V2_PATH, renderVectorsV2);

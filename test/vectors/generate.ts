@@ -5,9 +5,8 @@
  * the same file. `npm run vectors` rewrites it; test/vectors/protocol-v1.test.ts checks the
  * committed file is exactly what this produces.
  */
-import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import {
   CborTag,
   decodeCbor,
@@ -29,34 +28,18 @@ import {
   type Lease,
   type Signer,
 } from '../../protocol/index.js';
+import { counting, fill, hex, keyTable, map, renderJson, utf8, writeWhenRun, type MessageVectorBase } from './kit.js';
 
 export const VECTORS_PATH = join(dirname(fileURLToPath(import.meta.url)), 'protocol-v1.json');
 
-export type DecoderName =
-  | 'decodeChallengeRequest'
-  | 'decodeChallenge'
-  | 'parseHello'
-  | 'parseWelcome'
-  | 'parseReject'
-  | 'parseGatewayCredential'
-  | 'parseLease'
-  | 'decodeUpMessage'
-  | 'decodeDownMessage';
+export type DecoderName = 'decodeChallengeRequest' | 'decodeChallenge' | 'parseHello' | 'parseWelcome' | 'parseReject' | 'parseGatewayCredential' | 'parseLease' | 'decodeUpMessage' | 'decodeDownMessage';
 
-export interface MessageVector {
-  name: string;
-  decoder: DecoderName;
-  hex: string;
-  verdict: 'valid' | 'invalid';
-  /** For invalid vectors: the protocol-v1 reason and our stable error code. */
-  reason?: string;
-  code?: string;
+export interface MessageVector extends MessageVectorBase<DecoderName> {
   /** For valid signed vectors: the key (in `keys`) it must be checked under, and the outcome. */
   verifyWith?: string;
   signature?: 'valid' | 'invalid';
   /** For valid vectors: the decoded payload, byte strings as hex. */
   decoded?: unknown;
-  note: string;
 }
 
 export interface WelcomeCheckVector {
@@ -82,11 +65,6 @@ export interface VectorFile {
   welcomeChecks: WelcomeCheckVector[];
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const fill = (n: number, v: number): Uint8Array => new Uint8Array(n).fill(v);
-const counting = (n: number, start: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (start + i) & 0xff);
-const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
-
 /** JSON view of a decoded value: byte strings as hex, everything else as is. */
 function jsonView(v: unknown): unknown {
   if (v instanceof Uint8Array) return hex(v);
@@ -101,10 +79,6 @@ async function rawSign1(signer: Signer, payload: Uint8Array, prot: CborMap, unpr
   const sig = await signer.sign(encodeCbor(['Signature1', protBytes, new Uint8Array(0), payload]));
   const body: CborValue = [protBytes, unprot, payload, sig];
   return encodeCbor(tagged ? new CborTag(18, body) : body);
-}
-
-function map(entries: [number | string, CborValue][]): CborMap {
-  return new Map(entries);
 }
 
 function payloadOf(cose: Uint8Array): Uint8Array {
@@ -133,15 +107,13 @@ export async function generateVectors(): Promise<VectorFile> {
   const exp = iat + 86_400;
   const kidBytes = (s: Signer): Uint8Array => utf8(s.kid);
 
-  const keys: VectorFile['keys'] = {};
-  const seeds: [string, Ed25519Signer, number][] = [
+  const keys: VectorFile['keys'] = keyTable([
     ['backend', backend, 0xb0],
     ['session', session, 0x5e],
     ['device', device, 0xde],
     ['attacker', attacker, 0xaa],
     ['attackerBackend', attackerBackend, 0xab],
-  ];
-  for (const [name, signer, seedByte] of seeds) keys[name] = { kid: signer.kid, seed: hex(fill(32, seedByte)), publicKey: hex(signer.publicKeyRaw) };
+  ]);
   // The identity point: under plain RFC 8032 verification, R = identity and S = 0 verify any message.
   const identityKey = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 1 : 0));
   keys.smallOrder = { kid: dev, seed: null, publicKey: hex(identityKey) };
@@ -309,12 +281,9 @@ export async function generateVectors(): Promise<VectorFile> {
   };
 }
 
-/** The file's exact text: stable key order, two-space indent, trailing newline. */
+/** The file's exact text. */
 export async function renderVectors(): Promise<string> {
-  return `${JSON.stringify(await generateVectors(), null, 2)}\n`;
+  return renderJson(await generateVectors());
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  writeFileSync(VECTORS_PATH, await renderVectors());
-  console.log(`wrote ${VECTORS_PATH}`);
-}
+await writeWhenRun(import.meta.url, VECTORS_PATH, renderVectors);

@@ -21,6 +21,7 @@ import {
   x25519KeyPairFromPrivate,
 } from '../../protocol/v2/index.js';
 import { generateVectorsV2, renderVectorsV2, VECTORS_V2_PATH, type DecoderV2Name, type VectorV2File } from './generate-v2.js';
+import { assertValidAndInvalid } from './kit.js';
 
 const bytes = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, 'hex'));
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -55,10 +56,7 @@ describe('vectors: protocol-v2.json', () => {
 
   it('covers every v2 message and frame type, valid and invalid; names are unique', async () => {
     const gen = await generateVectorsV2();
-    for (const p of ['challenge-request/', 'challenge/', 'hello/', 'grant/', 'welcome/', 'reject/', 'command/']) {
-      assert.ok(gen.messages.some((v) => v.name.startsWith(p) && v.verdict === 'valid'), `${p} valid`);
-      assert.ok(gen.messages.some((v) => v.name.startsWith(p) && v.verdict === 'invalid'), `${p} invalid`);
-    }
+    assertValidAndInvalid(gen.messages, ['challenge-request/', 'challenge/', 'hello/', 'grant/', 'welcome/', 'reject/', 'command/']);
     for (const t of ['pub', 'ack', 'ping', 'bye', 'receipt', 'msg', 'cmd']) assert.ok(gen.frames.some((f) => f.expect === 'frame' && f.name.split('/')[1]?.startsWith(t)), t);
     for (const list of [gen.messages, gen.frames, gen.welcomeChecks, gen.commandChecks, gen.gatewayHelloChecks]) {
       assert.equal(new Set(list.map((v) => v.name)).size, list.length);

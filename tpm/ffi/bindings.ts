@@ -153,6 +153,18 @@ function asPtr(v: unknown): NativePtr | null {
   return null;
 }
 
+/**
+ * Esys_CreatePrimary and Esys_Create take the same arguments after the parent (a password
+ * session, then the sensitive and public templates, outside info, creation PCRs) and give the
+ * same outputs but the first (the new handle, or outPrivate, into `first`); creation data, hash
+ * and ticket are not asked for.
+ */
+async function callCreate(fn: KoffiFn, ctx: NativePtr, parent: EsysTr, templates: readonly NativeStruct[], first: unknown[]): Promise<{ rc: number; outPublic: NativePtr | null }> {
+  const outPublic: unknown[] = [null];
+  const rc = await callAsync<number>(fn, ctx, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, ...templates.map((t) => t.buffer), first, outPublic, null, null, null);
+  return { rc, outPublic: asPtr(outPublic[0]) };
+}
+
 let cached: TssBindings | undefined;
 
 /**
@@ -273,13 +285,8 @@ export function loadTssBindings(): TssBindings {
     },
     async createPrimary(ctx, hierarchy, inSensitive, inPublic, outsideInfo, creationPcr) {
       const handle = [0];
-      const outPublic: unknown[] = [null];
-      const rc = await callAsync<number>(
-        Esys_CreatePrimary, ctx, hierarchy, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-        inSensitive.buffer, inPublic.buffer, outsideInfo.buffer, creationPcr.buffer,
-        handle, outPublic, null, null, null,
-      );
-      return { rc, handle: Number(handle[0]), outPublic: asPtr(outPublic[0]) };
+      const { rc, outPublic } = await callCreate(Esys_CreatePrimary, ctx, hierarchy, [inSensitive, inPublic, outsideInfo, creationPcr], handle);
+      return { rc, handle: Number(handle[0]), outPublic };
     },
     async evictControl(ctx, auth, object, persistentHandle) {
       const out = [ESYS_TR_NONE];
@@ -311,13 +318,8 @@ export function loadTssBindings(): TssBindings {
     },
     async create(ctx, parent, inSensitive, inPublic, outsideInfo, creationPcr) {
       const outPrivate: unknown[] = [null];
-      const outPublic: unknown[] = [null];
-      const rc = await callAsync<number>(
-        Esys_Create, ctx, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-        inSensitive.buffer, inPublic.buffer, outsideInfo.buffer, creationPcr.buffer,
-        outPrivate, outPublic, null, null, null,
-      );
-      return { rc, outPrivate: asPtr(outPrivate[0]), outPublic: asPtr(outPublic[0]) };
+      const { rc, outPublic } = await callCreate(Esys_Create, ctx, parent, [inSensitive, inPublic, outsideInfo, creationPcr], outPrivate);
+      return { rc, outPrivate: asPtr(outPrivate[0]), outPublic };
     },
     async load(ctx, parent, inPrivate, inPublic) {
       const handle = [ESYS_TR_NONE];

@@ -64,18 +64,10 @@ export interface ScanPeripheral {
   deny: ScanDenyState;
 }
 
-interface Entry {
-  address: string;
-  name?: string;
-  rssi?: number;
-  connectable: boolean;
-  firstSeenAt: number;
-  lastSeenAt: number;
-  seen: number;
+interface Entry extends Pick<ScanPeripheral, 'address' | 'name' | 'rssi' | 'connectable' | 'firstSeenAt' | 'lastSeenAt' | 'seen' | 'lastOutcome'> {
   /** What each characteristic's discovery said: true found, false missing, absent not asked. */
   v1?: boolean;
   v2?: boolean;
-  lastOutcome?: ScanOutcome;
 }
 
 /** The bounded log of nearby peripherals. */

@@ -5,7 +5,7 @@ reject and command decoders. Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cbor
 from .cbor import Tag
@@ -39,6 +39,16 @@ def decode_map(payload: bytes, max_bytes: int = V1_MAX) -> dict[int, Any]:
     if not isinstance(m, dict):
         raise ProtocolError('GH_MSG_NOT_MAP', 'payload is not a map')
     return m
+
+
+M = TypeVar('M')
+
+
+def kid_bound(s: Sign1, message: M, field: str, what: str) -> M:
+    """`message`, once its COSE kid is its own `field` (a hello's dev, a welcome's gw)."""
+    if s.kid != getattr(message, field):
+        raise ProtocolError('GH_MSG_KID_MISMATCH', f'{what} kid is not its {field}')
+    return message
 
 
 def typed_map(m: dict[int, Any], type_: str, version: int, required: set[int], optional: set[int] = frozenset()) -> dict[int, Any]:
@@ -132,9 +142,7 @@ def parse_hello_v2(data: bytes) -> HelloV2:
     s = parse_sign1_v2(data)
     m = typed_map(decode_map(s.payload), 'hello', 2, {1, 2, 3, 4, 5, 6, 17, 18})
     h = HelloV2(dev=_id(m, 3), pn=_bytes(m, 4, 16), gn=_bytes(m, 5, 16), gw=_id(m, 6), ge=_bytes(m, 17, 32), pe=_bytes(m, 18, 32), signed=s)
-    if s.kid != h.dev:
-        raise ProtocolError('GH_MSG_KID_MISMATCH', 'hello kid is not its dev')
-    return h
+    return kid_bound(s, h, 'dev', 'hello')
 
 
 @dataclass(frozen=True)
@@ -181,9 +189,7 @@ def parse_welcome_v2(data: bytes) -> WelcomeV2:
     w = WelcomeV2(dev=_id(m, 3), gw=_id(m, 6), hh=_bytes(m, 7, 32), life=_uint(m, 25),
                   grant=_bytes(m, 19) if 19 in m else None, cred=_bytes(m, 8) if 8 in m else None,
                   lease=_bytes(m, 27) if 27 in m else None, signed=s)
-    if s.kid != w.gw:
-        raise ProtocolError('GH_MSG_KID_MISMATCH', 'welcome kid is not its gw')
-    return w
+    return kid_bound(s, w, 'gw', 'welcome')
 
 
 @dataclass(frozen=True)

@@ -5,49 +5,37 @@
  * answers them, and the ack goes back through the durable queue and the uploader to the backend.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BackendClient } from '../../../daemon/backend-client/client.js';
-import { BackendHttp, createBackendDispatcher } from '../../../daemon/backend-client/dispatcher.js';
-import { SessionManager } from '../../../daemon/backend-client/session.js';
 import type { GatewaySessionV2 } from '../../../daemon/sessions/session.js';
-import type { SessionTable } from '../../../daemon/sessions/table.js';
-import { DataPlane } from '../../../daemon/uplink/data-plane.js';
+import type { DataPlane } from '../../../daemon/uplink/data-plane.js';
 import { systemClock, type TimerClock } from '../../../common/clock.js';
 import type { Ed25519Signer } from '../../../protocol/index.js';
 import { signCommand } from '../../../protocol/v2/index.js';
 import { MemoryCommandStore } from '../../../peripherals/reference/command-store.js';
-import { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
-import { ReferencePeripheralV2, type SessionEvent } from '../../../peripherals/reference/session-v2.js';
-import { startTestBackend, type TestBackend, type TestGateway } from '../../../testkit/backend.js';
+import type { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
+import type { SessionEvent } from '../../../peripherals/reference/session-v2.js';
+import { startTestBackend, type TestBackend } from '../../../testkit/backend.js';
 import { ShiftedClock } from '../../../testkit/backend-env.js';
-import { BACKEND_CLIENT_DEFAULTS } from '../../../testkit/component-defaults.js';
-import { startHarness, type Harness } from '../transports/mqtt/harness.js';
+import { backendHttpFor, backendKeysOf, startBackendSide, type GatewayBackendSide } from '../../../testkit/gateway-backend.js';
+import { waitUntil } from '../../../testkit/wait.js';
+import type { Harness } from '../transports/mqtt/harness.js';
+import { connectV2Peripheral, liveSessionIn, startUplinkGateway, type UplinkGateway } from './fixture.js';
+
+/** Waits for state with no event (the store, the queue's counters); 30 s covers the uploader's backoff after an outage. */
+const until = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 30_000);
 
 const GW = 'gw-cmd';
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('daemon/uplink commands end to end (reference backend, command relay, reference v2 peripheral)', function () {
   this.timeout(120_000);
   let dir: string;
   let tb: TestBackend;
-  let gwKey: TestGateway;
-  let http: BackendHttp;
   let closeAgent: () => Promise<void>;
-  let sessions: SessionManager;
-  let client: BackendClient;
+  let side: GatewayBackendSide;
+  let g: UplinkGateway;
   let plane: DataPlane;
-  let h: Harness;
-  const tables: SessionTable[] = [];
   const devices = new Map<string, Ed25519Signer>();
   /** Each device's command store: it outlives the device's connections, as a file would. */
   const stores = new Map<string, MemoryCommandStore>();
@@ -55,32 +43,21 @@ describe('daemon/uplink commands end to end (reference backend, command relay, r
   /** The backend's and the gateway's clocks move together (expiry without waiting). */
   const backendClock = new ShiftedClock();
   const clock: TimerClock = { now: () => backendClock.now(), setTimeout: systemClock.setTimeout, clearTimeout: systemClock.clearTimeout };
-  const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
+  const backendKeys = (): Map<string, Uint8Array> => backendKeysOf(tb);
 
   async function connect(dev: string): Promise<MqttReferencePeripheralV2> {
-    const signer = devices.get(dev) as Ed25519Signer;
     let store = stores.get(dev);
     if (store === undefined) stores.set(dev, (store = new MemoryCommandStore()));
-    const session = new ReferencePeripheralV2({ dev, signer, devicePublicKey: signer.publicKeyRaw, backendKeys: backendKeys(), commandStore: store });
-    const p = new MqttReferencePeripheralV2({ url: h.url, peripheral: session, timeoutMs: 15_000 });
-    peripherals.push(p);
-    await p.connect();
-    const r = await p.authenticate();
-    assert.equal(r.kind, 'established', r.kind === 'established' ? '' : JSON.stringify(r));
-    return p;
+    return connectV2Peripheral(peripherals, (g.h as Harness).url, dev, devices.get(dev) as Ed25519Signer, backendKeys(), store);
   }
 
   async function disconnect(p: MqttReferencePeripheralV2, dev: string): Promise<void> {
     await p.close();
     peripherals.splice(peripherals.indexOf(p), 1);
-    await until(() => tables.every((t) => t.byDevice(dev) === undefined), `${dev}'s session gone at the gateway`);
+    await until(() => g.tables.every((t) => t.byDevice(dev) === undefined), `${dev}'s session gone at the gateway`);
   }
 
-  async function liveSession(dev: string): Promise<GatewaySessionV2> {
-    const find = (): GatewaySessionV2 | undefined => tables.map((t) => t.byDevice(dev)).find((x) => x !== undefined);
-    await until(() => find() !== undefined, `a live session of ${dev}`, 10_000);
-    return find() as GatewaySessionV2;
-  }
+  const liveSession = (dev: string): Promise<GatewaySessionV2> => liveSessionIn(g.tables, dev);
 
   /** The next command-related event at the peripheral (receipts skipped). */
   async function nextCommandEvent(p: MqttReferencePeripheralV2): Promise<Extract<SessionEvent, { kind: 'command' | 'command-answered' }>> {
@@ -96,43 +73,13 @@ describe('daemon/uplink commands end to end (reference backend, command relay, r
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-commands-'));
     tb = await startTestBackend({ clock: backendClock });
-    gwKey = await tb.addGateway(GW);
+    const gwKey = await tb.addGateway(GW);
     for (const dev of ['c-off', 'c-exp', 'c-anchor', 'c-forge']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
-    const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 1000 });
-    closeAgent = () => agent.close();
-    http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
-    sessions = new SessionManager({ gw: GW, http, tpmSigner: gwKey.tpm, backendKeys: backendKeys(), stateDir: join(dir, 'session'), clock });
-    assert.equal(await sessions.start(), true, 'gateway session obtained');
-    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'session'), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0, clock });
-    await client.start();
-    const stateDir = join(dir, 'state');
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    plane = new DataPlane({
-      gw: GW,
-      stateDir,
-      http,
-      session: sessions,
-      backendKeys: backendKeys(),
-      breaker: { failureThreshold: 3, openMs: 200 },
-      requestTimeoutMs: 5000,
-      retryBaseMs: 20,
-      retryMaxMs: 200,
-      queue: { maxBytes: 64 * 1024 * 1024, maxAgeSec: 604_800, busyRetrySec: 5 },
-      commands: { waitSec: 1, maxPerDevice: 4, resendMs: 30_000 },
-      publishLocal: false,
-      clock,
-    });
-    plane.start();
-    const dataPlane = {
-      publishLocal: false,
-      pub: plane.pub.bind(plane),
-      ack: plane.ack.bind(plane),
-      attach: (t: SessionTable): void => {
-        tables.push(t);
-        plane.attach(t);
-      },
-    };
-    h = await startHarness(client, sessions, { gw: GW, transport: { dataPlane } });
+    const { http, close } = backendHttpFor(tb, 1000);
+    closeAgent = close;
+    side = await startBackendSide({ gw: GW, http, tpmSigner: gwKey.tpm, backendKeys: backendKeys(), stateDir: join(dir, 'session'), clock });
+    g = await startUplinkGateway({ gw: GW, stateDir: join(dir, 'state'), http, side, backendKeys: backendKeys(), clock, requestTimeoutMs: 5000 });
+    plane = g.plane;
   });
 
   afterEach(async () => {
@@ -140,10 +87,8 @@ describe('daemon/uplink commands end to end (reference backend, command relay, r
   });
 
   after(async () => {
-    await h?.stop();
-    await plane?.stop();
-    await client?.stop();
-    sessions?.stop();
+    await g?.stop();
+    await side?.stop();
     await closeAgent?.();
     await tb?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -165,7 +110,8 @@ describe('daemon/uplink commands end to end (reference backend, command relay, r
     await until(async () => (await commandOf('c-off', issued.cid))?.status === 'done', 'the ack reached the backend: done');
     assert.equal((await commandOf('c-off', issued.cid))?.ackedBy, GW);
     assert.ok(plane.stats().commands.acked >= 1);
-    assert.ok(plane.stats().uploader.acksUploaded >= 1);
+    // The backend stores the ack before its answer reaches the uploader, which counts it then.
+    await until(() => plane.stats().uploader.acksUploaded >= 1, 'the uploader counted the uploaded ack');
 
     // Replayed (same cid, the backend's bytes) on the live session: answered with the stored status, not run again.
     const replay = (await commandOf('c-off', issued.cid))?.command as Uint8Array;
@@ -216,7 +162,7 @@ describe('daemon/uplink commands end to end (reference backend, command relay, r
     assert.ok(real.kind === 'command' && real.command.cid === open.cid);
     const now = Math.floor(backendClock.now() / 1000);
     const m = { type: 'command' as const, version: 2 as const, dev: 'c-forge', hh: s.hh, cid: open.cid, topic: 'devices/c-forge/cmd/x', body: Uint8Array.of(6), iat: now, exp: now + 600 };
-    const gatewaySession = sessions.current();
+    const gatewaySession = side.sessions.current();
     assert.ok(gatewaySession !== undefined);
     for (const [who, signer] of [
       ['gateway', gatewaySession.signer],

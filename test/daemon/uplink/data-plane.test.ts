@@ -8,120 +8,53 @@
  * counted, while the rest of the batch is stored.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { BackendClient } from '../../../daemon/backend-client/client.js';
-import { BackendHttp, createBackendDispatcher } from '../../../daemon/backend-client/dispatcher.js';
-import { SessionManager } from '../../../daemon/backend-client/session.js';
+import type { BackendHttp } from '../../../daemon/backend-client/dispatcher.js';
 import type { GatewaySessionV2 } from '../../../daemon/sessions/session.js';
-import type { SessionTable } from '../../../daemon/sessions/table.js';
-import { DataPlane } from '../../../daemon/uplink/data-plane.js';
 import { QUEUE_FILE } from '../../../daemon/uplink/queue.js';
 import { systemClock, type TimerClock } from '../../../common/clock.js';
 import type { Ed25519Signer } from '../../../protocol/index.js';
-import { MemoryCommandStore } from '../../../peripherals/reference/command-store.js';
-import { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
-import { ReferencePeripheralV2 } from '../../../peripherals/reference/session-v2.js';
-import { startTestBackend, type TestBackend, type TestGateway } from '../../../testkit/backend.js';
-import { BACKEND_CLIENT_DEFAULTS } from '../../../testkit/component-defaults.js';
-import { startHarness, type Harness } from '../transports/mqtt/harness.js';
+import type { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
+import { startTestBackend, type TestBackend } from '../../../testkit/backend.js';
+import { backendHttpFor, backendKeysOf, startBackendSide, type GatewayBackendSide } from '../../../testkit/gateway-backend.js';
+import { waitUntil } from '../../../testkit/wait.js';
+import type { Harness } from '../transports/mqtt/harness.js';
+import { connectV2Peripheral, liveSessionIn, startUplinkGateway, type UplinkGateway as Gateway } from './fixture.js';
+
+/** Waits for state with no event (the store, the queue's counters); 30 s covers the uploader's backoff after an outage. */
+const until = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 30_000);
 
 const GW = 'gw-dp';
 const DEVS = ['d-0', 'd-1', 'd-2', 'd-3', 'r-0', 'f-0', 'n-0'];
-
-/** Polls `cond` every 20 ms until it holds, or fails after `ms`. */
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-interface Gateway {
-  plane: DataPlane;
-  h: Harness | undefined;
-  tables: SessionTable[];
-  stop(): Promise<void>;
-}
 
 describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over MQTT, SQLite queue)', function () {
   this.timeout(120_000);
   let dir: string;
   let tb: TestBackend;
-  let gwKey: TestGateway;
   let http: BackendHttp;
   let closeAgent: () => Promise<void>;
-  let sessions: SessionManager;
-  let client: BackendClient;
+  let side: GatewayBackendSide;
   const devices = new Map<string, Ed25519Signer>();
   const gateways: Gateway[] = [];
   const peripherals: MqttReferencePeripheralV2[] = [];
   /** Wall clock with a skew the test moves (busy's retry passes without waiting). */
   let skewMs = 0;
   const clock: TimerClock = { now: () => Date.now() + skewMs, setTimeout: systemClock.setTimeout, clearTimeout: systemClock.clearTimeout };
-  const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
+  const backendKeys = (): Map<string, Uint8Array> => backendKeysOf(tb);
 
   /** The data plane on `stateDir`, with (by default) the MQTT transport in front of it. */
   async function gateway(stateDir: string, o: { maxBytes?: number; transport?: boolean } = {}): Promise<Gateway> {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    const plane = new DataPlane({
-      gw: GW,
-      stateDir,
-      http,
-      session: sessions,
-      backendKeys: backendKeys(),
-      breaker: { failureThreshold: 3, openMs: 200 },
-      requestTimeoutMs: 2000,
-      retryBaseMs: 20,
-      retryMaxMs: 200,
-      queue: { maxBytes: o.maxBytes ?? 64 * 1024 * 1024, maxAgeSec: 604_800, busyRetrySec: 5 },
-      commands: { waitSec: 1, maxPerDevice: 4, resendMs: 30_000 },
-      publishLocal: false,
-      clock,
-    });
-    plane.start();
-    const tables: SessionTable[] = [];
-    // The transport attaches its session table; keep it to reach the live sessions.
-    const dataPlane = {
-      publishLocal: false,
-      pub: plane.pub.bind(plane),
-      ack: plane.ack.bind(plane),
-      attach: (t: SessionTable): void => {
-        tables.push(t);
-        plane.attach(t);
-      },
-    };
-    const h = o.transport === false ? undefined : await startHarness(client, sessions, { gw: GW, transport: { dataPlane } });
-    let stopped = false;
-    const g: Gateway = {
-      plane,
-      h,
-      tables,
-      stop: async () => {
-        if (stopped) return;
-        stopped = true;
-        await h?.stop();
-        await plane.stop();
-      },
-    };
+    const g = await startUplinkGateway({ gw: GW, stateDir, http, side, backendKeys: backendKeys(), clock, requestTimeoutMs: 2000, ...o });
     gateways.push(g);
     return g;
   }
 
   /** An authenticated reference v2 peripheral for `dev` at `g`. */
-  async function peripheral(g: Gateway, dev: string): Promise<MqttReferencePeripheralV2> {
-    const signer = devices.get(dev) as Ed25519Signer;
-    const session = new ReferencePeripheralV2({ dev, signer, devicePublicKey: signer.publicKeyRaw, backendKeys: backendKeys(), commandStore: new MemoryCommandStore() });
-    const p = new MqttReferencePeripheralV2({ url: (g.h as Harness).url, peripheral: session, timeoutMs: 15_000 });
-    peripherals.push(p);
-    await p.connect();
-    const r = await p.authenticate();
-    assert.equal(r.kind, 'established', r.kind === 'established' ? '' : JSON.stringify(r));
-    return p;
+  function peripheral(g: Gateway, dev: string): Promise<MqttReferencePeripheralV2> {
+    return connectV2Peripheral(peripherals, (g.h as Harness).url, dev, devices.get(dev) as Ed25519Signer, backendKeys());
   }
 
   /** Sends `n` pubs and waits for the receipts settling them; returns the settled seqs. */
@@ -142,25 +75,15 @@ describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over
     return (await tb.backend.store.telemetryLast(100_000, dev)).map((r) => r.seq).sort((a, b) => a - b);
   }
 
-  /** The gateway's live session of `dev` (opened as the welcome goes out: waited for, bounded). */
-  async function liveSession(g: Gateway, dev: string): Promise<GatewaySessionV2> {
-    const find = (): GatewaySessionV2 | undefined => g.tables.map((t) => t.byDevice(dev)).find((x) => x !== undefined);
-    await until(() => find() !== undefined, `a live session of ${dev}`, 10_000);
-    return find() as GatewaySessionV2;
-  }
+  const liveSession = (g: Gateway, dev: string): Promise<GatewaySessionV2> => liveSessionIn(g.tables, dev);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-uplink-'));
     tb = await startTestBackend();
-    gwKey = await tb.addGateway(GW);
+    const gwKey = await tb.addGateway(GW);
     for (const dev of DEVS) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
-    const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 1000 });
-    closeAgent = () => agent.close();
-    http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
-    sessions = new SessionManager({ gw: GW, http, tpmSigner: gwKey.tpm, backendKeys: backendKeys(), stateDir: join(dir, 'session') });
-    assert.equal(await sessions.start(), true, 'gateway session obtained');
-    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'session'), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
-    await client.start();
+    ({ http, close: closeAgent } = backendHttpFor(tb, 1000));
+    side = await startBackendSide({ gw: GW, http, tpmSigner: gwKey.tpm, backendKeys: backendKeys(), stateDir: join(dir, 'session') });
   });
 
   afterEach(async () => {
@@ -171,8 +94,7 @@ describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over
   });
 
   after(async () => {
-    await client?.stop();
-    sessions?.stop();
+    await side?.stop();
     await closeAgent?.();
     await tb?.close();
     if (dir) await rm(dir, { recursive: true, force: true });

@@ -11,27 +11,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { issueCert } from '../../../../backend/pki.js';
-import { BackendClient } from '../../../../daemon/backend-client/client.js';
-import { BackendHttp, createBackendDispatcher } from '../../../../daemon/backend-client/dispatcher.js';
-import { SessionManager } from '../../../../daemon/backend-client/session.js';
-import {
-  checkWelcome,
-  decodeChallenge,
-  decodeDownMessage,
-  encodeChallengeRequest,
-  parseGatewayCredential,
-  parseReject,
-  randomNonce,
-  sha256,
-  signHello,
-  type Ed25519Signer,
-} from '../../../../protocol/index.js';
-import { provisionTpmKey } from '../../../../tpm/provision.js';
-import { TpmKeyStore } from '../../../../tpm/tpm-key-store.js';
+import { checkWelcome, decodeChallenge, decodeDownMessage, encodeChallengeRequest, parseGatewayCredential, parseReject, randomNonce, sha256, signHello, type Ed25519Signer } from '../../../../protocol/index.js';
 import { startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
-import { Swtpm } from '../../../../testkit/swtpm.js';
+import { backendHttpFor, backendKeysOf, startBackendSide, startTpmGatewayKey, type GatewayBackendSide, type TpmGatewayKey } from '../../../../testkit/gateway-backend.js';
 import { nextMessage, peripheralFor, rawClient, startHarness, within, type Harness } from './harness.js';
-import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
 
 const GW = 'gw-e2e-1';
 
@@ -82,44 +65,30 @@ class Child {
 describe('daemon/transports/mqtt end to end (reference backend, backend client, swtpm, aedes)', function () {
   this.timeout(120_000);
   let dir: string;
-  let swtpm: Swtpm;
-  let keyStore: TpmKeyStore;
+  let tpm: TpmGatewayKey;
   let tb: TestBackend;
-  let http: BackendHttp;
   let closeAgent: () => Promise<void>;
-  let sessions: SessionManager;
-  let client: BackendClient;
+  let side: GatewayBackendSide;
   let h: Harness;
   let tlsHarness: Harness;
   let caPem: string;
   const devices = new Map<string, Ed25519Signer>();
   const children: Child[] = [];
 
-  const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
+  const backendKeys = (): Map<string, Uint8Array> => backendKeysOf(tb);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-mqtt-e2e-'));
-    swtpm = await Swtpm.start();
-    await provisionTpmKey({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm') });
-    keyStore = new TpmKeyStore({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm') });
-    await keyStore.open();
+    tpm = await startTpmGatewayKey(dir);
+    const { keyStore } = tpm;
     tb = await startTestBackend();
     await tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
     for (const dev of ['sensor-1', 'sensor-2', 'mosq-1', 'mosq-2']) devices.set(dev, await tb.addDevice(dev));
-    const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 3000 });
-    closeAgent = () => agent.close();
-    http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
-    sessions = new SessionManager({
-      gw: GW,
-      http,
-      tpmSigner: keyStore.signer(`tpm:${GW}`),
-      tpmPublicKeySpki: keyStore.publicKeySpkiDer(),
-      backendKeys: backendKeys(),
-      stateDir: join(dir, 'state'),
-    });
-    assert.equal(await sessions.start(), true, 'session obtained with the TPM key');
-    client = new BackendClient({ gw: GW, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, 'state'), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
-    await client.start();
+    const { http, close } = backendHttpFor(tb, 3000);
+    closeAgent = close;
+    // The session is obtained with the TPM key (startBackendSide fails otherwise).
+    side = await startBackendSide({ gw: GW, http, tpmSigner: keyStore.signer(`tpm:${GW}`), tpmPublicKeySpki: keyStore.publicKeySpkiDer(), backendKeys: backendKeys(), stateDir: join(dir, 'state') });
+    const { client, sessions } = side;
     h = await startHarness(client, sessions, { gw: GW });
     const cert = await issueCert(join(dir, 'mqtt-pki'), tb.pki.ca, { name: 'mqtt', sans: ['localhost', '127.0.0.1'] });
     caPem = tb.pki.ca.certPem;
@@ -136,12 +105,10 @@ describe('daemon/transports/mqtt end to end (reference backend, backend client, 
   after(async () => {
     await tlsHarness?.stop();
     await h?.stop();
-    await client?.stop();
-    sessions?.stop();
+    await side?.stop();
     await closeAgent?.();
     await tb?.close();
-    await keyStore?.close();
-    await swtpm?.dispose();
+    await tpm?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -161,7 +128,7 @@ describe('daemon/transports/mqtt end to end (reference backend, backend client, 
       assert.equal(r.welcome.gw, GW);
       assert.equal(r.credential.gw, GW);
       // The credential binds the session key to this gateway's TPM key.
-      assert.deepEqual(r.credential.tpk, sha256(keyStore.publicKeySpkiDer()));
+      assert.deepEqual(r.credential.tpk, sha256(tpm.keyStore.publicKeySpkiDer()));
       assert.deepEqual(parseGatewayCredential(r.welcome.cred).payload.spk, r.credential.spk);
       // After the welcome the device has its lease policy.
       const granted = await p.client.subscribeAsync('devices/sensor-1/cmd/#', { qos: 1 });

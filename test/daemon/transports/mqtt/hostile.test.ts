@@ -7,17 +7,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { MqttClient } from 'mqtt';
-import {
-  decodeChallenge,
-  decodeDownMessage,
-  encodeCbor,
-  encodeChallengeRequest,
-  parseReject,
-  randomNonce,
-  sha256,
-  signHello,
-  type Ed25519Signer,
-} from '../../../../protocol/index.js';
+import { decodeChallenge, decodeDownMessage, encodeCbor, encodeChallengeRequest, parseReject, randomNonce, sha256, signHello, type Ed25519Signer } from '../../../../protocol/index.js';
 import type { DecisionEvent } from '../../../../daemon/pipeline/types.js';
 import type { FakeVerifier } from '../../../fakes/FakeVerifier.js';
 import { MqttReferencePeripheral } from '../../../../peripherals/reference/mqtt-peripheral.js';

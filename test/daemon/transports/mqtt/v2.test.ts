@@ -9,9 +9,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { BackendClient } from '../../../../daemon/backend-client/client.js';
-import { BackendHttp, createBackendDispatcher } from '../../../../daemon/backend-client/dispatcher.js';
-import { SessionManager } from '../../../../daemon/backend-client/session.js';
 import {
   decodeChallengeV2,
   encodeChallengeRequest,
@@ -23,11 +20,9 @@ import {
   type Ed25519Signer,
   type Signer,
 } from '../../../../protocol/index.js';
-import { provisionTpmKey } from '../../../../tpm/provision.js';
-import { TpmKeyStore } from '../../../../tpm/tpm-key-store.js';
 import { startTestBackend, type TestBackend } from '../../../../testkit/backend.js';
-import { Swtpm } from '../../../../testkit/swtpm.js';
-import { BACKEND_CLIENT_DEFAULTS } from '../../../../testkit/component-defaults.js';
+import { backendHttpFor, backendKeysOf, startBackendSide, startTpmGatewayKey, type GatewayBackendSide, type TpmGatewayKey } from '../../../../testkit/gateway-backend.js';
+import type { BackendHttp } from '../../../../daemon/backend-client/dispatcher.js';
 import { MemoryCommandStore } from '../../../../peripherals/reference/command-store.js';
 import { MqttReferencePeripheralV2 } from '../../../../peripherals/reference/mqtt-peripheral-v2.js';
 import { ReferencePeripheralV2, type SessionEvent } from '../../../../peripherals/reference/session-v2.js';
@@ -45,17 +40,14 @@ const GW_FOREIGN = 'gw-v2-foreign';
 /** A gateway whose transport timers run on a ManualClock, with protocol.maxSessionAgeSec 120. */
 const GW_CLOCKED = 'gw-v2-clocked';
 
-interface Gateway {
-  sessions: SessionManager;
-  client: BackendClient;
+interface Gateway extends GatewayBackendSide {
   h: Harness;
 }
 
 describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtpm, aedes)', function () {
   this.timeout(120_000);
   let dir: string;
-  let swtpm: Swtpm;
-  let keyStore: TpmKeyStore;
+  let tpm: TpmGatewayKey;
   let tb: TestBackend;
   let http: BackendHttp;
   let closeAgent: () => Promise<void>;
@@ -67,24 +59,21 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
   const open: { close(): Promise<void> }[] = [];
   const raw: MqttClient[] = [];
 
-  const backendKeys = (): Map<string, Uint8Array> => new Map([[tb.backend.kid, tb.backend.publicKeyRaw]]);
+  const backendKeys = (): Map<string, Uint8Array> => backendKeysOf(tb);
 
   async function startGateway(id: string, signer: Signer, spki: Uint8Array | undefined, clocked?: { clock: ManualClock; maxSessionAgeSec: number }): Promise<Gateway> {
-    const sessions = new SessionManager({ gw: id, http, tpmSigner: signer, ...(spki === undefined ? {} : { tpmPublicKeySpki: spki }), backendKeys: backendKeys(), stateDir: join(dir, `state-${id}`) });
-    assert.equal(await sessions.start(), true, `session obtained for ${id}`);
-    const client = new BackendClient({ gw: id, http, session: sessions, backendKeys: backendKeys(), stateDir: join(dir, `state-${id}`), ...BACKEND_CLIENT_DEFAULTS, revocationPollMs: 0 });
-    await client.start();
+    const side = await startBackendSide({ gw: id, http, tpmSigner: signer, ...(spki === undefined ? {} : { tpmPublicKeySpki: spki }), backendKeys: backendKeys(), stateDir: join(dir, `state-${id}`) });
+    const { client, sessions } = side;
     const h = await startHarness(client, sessions, {
       gw: id,
       ...(clocked === undefined ? {} : { transport: { clock: clocked.clock }, pipeline: { maxSessionAgeSec: clocked.maxSessionAgeSec } }),
     });
-    return { sessions, client, h };
+    return { ...side, h };
   }
 
   async function stopGateway(g: Gateway | undefined): Promise<void> {
     await g?.h.stop();
-    await g?.client.stop();
-    g?.sessions.stop();
+    await g?.stop();
   }
 
   function v2Peripheral(url: string, dev: string): MqttReferencePeripheralV2 {
@@ -112,19 +101,15 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gh-mqtt-v2-'));
-    swtpm = await Swtpm.start();
-    await provisionTpmKey({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm') });
-    keyStore = new TpmKeyStore({ tcti: swtpm.tcti, stateDir: join(dir, 'tpm') });
-    await keyStore.open();
+    tpm = await startTpmGatewayKey(dir);
+    const { keyStore } = tpm;
     tb = await startTestBackend();
     await tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
     const other = await tb.addGateway(GW_FOREIGN);
     const third = await tb.addGateway(GW_CLOCKED);
     for (const dev of ['v2-a', 'v2-relay', 'v2-drops', 'v2-foreign', 'v2-mix', 'v1-relay']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
     for (const dev of ['v2-expire', 'v1-expire']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW_CLOCKED] }));
-    const agent = createBackendDispatcher({ url: tb.backend.url, ca: tb.caPem, connectTimeoutMs: 3000 });
-    closeAgent = () => agent.close();
-    http = new BackendHttp({ url: tb.backend.url, dispatcher: agent });
+    ({ http, close: closeAgent } = backendHttpFor(tb, 3000));
     gw = await startGateway(GW, keyStore.signer(`tpm:${GW}`), keyStore.publicKeySpkiDer());
     foreign = await startGateway(GW_FOREIGN, other.tpm, undefined);
     clocked = await startGateway(GW_CLOCKED, third.tpm, undefined, { clock, maxSessionAgeSec: 120 });
@@ -141,8 +126,7 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     await stopGateway(gw);
     await closeAgent?.();
     await tb?.close();
-    await keyStore?.close();
-    await swtpm?.dispose();
+    await tpm?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

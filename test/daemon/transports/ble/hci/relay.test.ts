@@ -50,6 +50,7 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
     ({ session } = await backend.tb.openSession(backend.gateway));
   });
   beforeEach(() => {
+    sessions.length = 0;
     host = new MinimalV2Host(backend!.tb, GW, session);
     // Every frame the host takes (or drops, which answers nothing) may settle a condition too.
     const begin = host.beginExchange.bind(host);
@@ -64,7 +65,6 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
         },
       };
     };
-    sessions.length = 0;
   });
   afterEach(async () => {
     await rig?.stop();
