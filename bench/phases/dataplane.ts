@@ -12,6 +12,7 @@ import { DpGenerator, onAll, ReplicaBackend, setupGenerators } from '../dataplan
 import { backlogRun, closedRuns, fullQueueRun, openRuns, rowsReach } from '../dataplane-steps.js';
 import type { Phase } from '../phase.js';
 import { fmt, round, type Spread } from '../stats.js';
+import { dataplaneNotes } from './dataplane-notes.js';
 import { sizes } from './sizes.js';
 
 /** --quick: the full-queue run fills a queue of this many bytes (the default is the schema's). */
@@ -136,6 +137,7 @@ export const dataplanePhase: Phase = {
           { target: `p99 send → receipt <= 50 ms at half the sustained rate (${open.rate}/s)`, value: `${open.p99.median} ms`, met: open.p99.median <= 50 },
           { target: 'every backlog frame stored exactly once', value: `${backlog.stored} rows for ${backlog.receipted} receipted of ${backlog.frames}`, met: backlog.exactlyOnce },
         ],
+        notes: dataplaneNotes({ telemetry, plain, open, backlog, full, queueBytes, quick: ctx.quick }),
       };
     } finally {
       await Promise.all(gens.map((g) => g.kill()));
