@@ -9,11 +9,8 @@
  * send (closed loop) or its scheduled send (open loop) to that receipt. Commands arrive over IPC;
  * every answer carries this process's CPU time.
  */
-import { Ed25519Signer, ProtocolError } from '../protocol/index.js';
-import { MemoryCommandStore } from '../peripherals/reference/command-store.js';
-import { ReferencePeripheralV2, type PeripheralSessionV2, type SessionEvent } from '../peripherals/reference/session-v2.js';
-import { RawMqttClient } from '../testkit/mqtt-wire.js';
-import type { GenDevice } from './load-generator.js';
+import { connectClient, establish, peerOf, send, type Peer } from './dataplane-peer.js';
+import type { GenDevice, GenReport } from './load-generator.js';
 
 export type DpCommand =
   | { op: 'setup'; backendKid: string; backendPk: string; devices: GenDevice[] }
@@ -31,15 +28,8 @@ export type DpCommand =
   | { op: 'push'; frames: number; window: number; bodyBytes: number; untilBusy: boolean; timeoutMs: number }
   | { op: 'close' };
 
-export interface DpReport {
-  op: string;
-  /** Frames settled by a receipt (plain: publishes acknowledged). */
-  ok: number;
-  failures: Record<string, number>;
-  /** Latencies of the settled frames, ms (not for push). */
-  latencies: number[];
-  wallMs: number;
-  cpuMs: number;
+/** A command's answer: the load generator's report fields (`ok`: frames settled by a receipt, or plain publishes acknowledged; latencies not for push), and: */
+export interface DpReport extends Pick<GenReport, 'op' | 'ok' | 'failures' | 'latencies' | 'wallMs' | 'cpuMs'> {
   /** Frames a receipt listed busy or lost. */
   busy?: number;
   /** Size of one sealed pub frame with the command's body (the baseline publishes this many bytes). */
@@ -48,143 +38,11 @@ export interface DpReport {
   sessions?: { dev: string; sid: string; settled: number }[];
 }
 
-interface Peer {
-  dev: string;
-  ref: ReferencePeripheralV2;
-  client: RawMqttClient | undefined;
-  session: PeripheralSessionV2 | undefined;
-  up: string;
-  down: string;
-  topic: string;
-  /** The exchange's next down message. */
-  waiter: ((b: Buffer | undefined) => void) | undefined;
-  /** Seq of the next frame sealed (the session seals nothing but our pubs). */
-  nextSeq: number;
-  /** Send time (ms, performance.now) of each frame awaiting a receipt. */
-  sentAt: Map<number, number>;
-  /** G→P frames are opened in arrival order. */
-  chain: Promise<void>;
-  /** What the running command does with a receipt. */
-  onReceipt: (settled: number[], busy: number) => void;
-  /** Plain baseline: PUBACK wait per packet id. */
-  pubackAt: Map<number, number>;
-  onPuback: (sentAt: number) => void;
-}
-
 let peers: Peer[] = [];
-/** Size of the last pub frame sealed. */
-let frameBytes = 0;
 let backendKeys = new Map<string, Uint8Array>();
 
 function fail(counts: Record<string, number>, why: string): void {
   counts[why] = (counts[why] ?? 0) + 1;
-}
-
-function bytesOf(b: Buffer): Uint8Array {
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-}
-
-function nextDown(p: Peer, timeoutMs: number): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      p.waiter = undefined;
-      resolve(undefined);
-    }, timeoutMs);
-    p.waiter = (b) => {
-      clearTimeout(timer);
-      p.waiter = undefined;
-      resolve(b);
-    };
-  });
-}
-
-/** A receipt (or any G→P frame) for the live session. */
-function frameIn(p: Peer, payload: Buffer): void {
-  const s = p.session;
-  if (s === undefined) return;
-  const copy = new Uint8Array(payload);
-  p.chain = p.chain.then(async () => {
-    const e: SessionEvent = await s.open(copy);
-    if (e.kind !== 'receipt') return;
-    const unsettled = e.denied.length + e.resend.length;
-    if (unsettled > 0) {
-      // Busy, lost or denied: those seqs are answered and will not be settled.
-      const open = new Set(s.unsettled);
-      for (const seq of p.sentAt.keys()) if (!open.has(seq) && !e.settled.includes(seq)) p.sentAt.delete(seq);
-    }
-    p.onReceipt(e.settled, unsettled);
-  });
-}
-
-async function connectClient(p: Peer, host: string, port: number, timeoutMs: number): Promise<RawMqttClient> {
-  const c = await RawMqttClient.connect({ host, port, clientId: p.dev, keepaliveSec: 300, timeoutMs });
-  c.onMessage = (topic, payload) => {
-    if (topic !== p.down) return;
-    if (p.session !== undefined && payload[0] === 0xd0) frameIn(p, payload);
-    else p.waiter?.(payload);
-  };
-  c.onClose = () => p.waiter?.(undefined);
-  c.onPuback = (id) => {
-    const at = p.pubackAt.get(id);
-    if (at === undefined) return;
-    p.pubackAt.delete(id);
-    p.onPuback(at);
-  };
-  p.client = c;
-  return c;
-}
-
-/** The v2 exchange: challenge-request, challenge, hello, a checked welcome; a reject is retried after its `retry`. */
-async function establish(p: Peer, host: string, port: number, timeoutMs: number): Promise<void> {
-  const c = await connectClient(p, host, port, timeoutMs);
-  if ((await c.subscribe(p.down, 1, timeoutMs)) === 0x80) throw new Error('subscribe refused');
-  for (let attempt = 0; ; attempt += 1) {
-    let reply = nextDown(p, timeoutMs);
-    c.publish(p.up, p.ref.challengeRequest(), 1);
-    let helloSent = false;
-    for (;;) {
-      const bytes = await reply;
-      if (bytes === undefined) throw new Error(c.closed ? 'closed during the exchange' : 'exchange timeout');
-      const ev = p.ref.receive(bytesOf(bytes));
-      if (ev.kind === 'challenge' && !helloSent) {
-        helloSent = true;
-        reply = nextDown(p, timeoutMs);
-        c.publish(p.up, await p.ref.hello(bytesOf(bytes)), 1);
-        continue;
-      }
-      if (ev.kind === 'established') {
-        p.session = ev.session;
-        p.nextSeq = 0;
-        p.sentAt.clear();
-        return;
-      }
-      if (ev.kind === 'welcome-refused') throw new Error(`welcome refused: ${ev.code}`);
-      if (ev.kind === 'rejected') {
-        if (attempt >= 3) throw new Error(`rejected: ${ev.reason}`);
-        await new Promise((r) => setTimeout(r, ev.retryAfterSeconds * 1000));
-        break;
-      }
-      reply = nextDown(p, timeoutMs);
-    }
-  }
-}
-
-function send(p: Peer, body: Uint8Array, at: number): boolean {
-  const s = p.session;
-  const c = p.client;
-  if (s === undefined || c === undefined || c.closed) return false;
-  let frame: Uint8Array;
-  try {
-    frame = s.sealPub(p.topic, body);
-  } catch (e) {
-    if (e instanceof ProtocolError && e.code === 'GH_SESSION_BUSY') return false;
-    throw e;
-  }
-  frameBytes = frame.byteLength;
-  p.sentAt.set(p.nextSeq, at);
-  p.nextSeq += 1;
-  c.publish(p.up, frame, 1);
-  return true;
 }
 
 function report(op: string, t0: number, cpu0: NodeJS.CpuUsage, extra: Partial<DpReport>): DpReport {
@@ -278,25 +136,7 @@ async function handle(cmd: DpCommand): Promise<DpReport> {
   switch (cmd.op) {
     case 'setup': {
       backendKeys = new Map([[cmd.backendKid, new Uint8Array(Buffer.from(cmd.backendPk, 'base64url'))]]);
-      peers = cmd.devices.map((d) => {
-        const signer = Ed25519Signer.fromSeed(new Uint8Array(Buffer.from(d.seed, 'base64')), d.dev);
-        return {
-          dev: d.dev,
-          ref: new ReferencePeripheralV2({ dev: d.dev, signer, devicePublicKey: signer.publicKeyRaw, backendKeys, commandStore: new MemoryCommandStore() }),
-          client: undefined,
-          session: undefined,
-          up: `gatehouse/v2/${d.dev}/up`,
-          down: `gatehouse/v2/${d.dev}/down`,
-          topic: `devices/${d.dev}/t`,
-          waiter: undefined,
-          nextSeq: 0,
-          sentAt: new Map(),
-          chain: Promise.resolve(),
-          onReceipt: () => undefined,
-          pubackAt: new Map(),
-          onPuback: () => undefined,
-        };
-      });
+      peers = cmd.devices.map((d) => peerOf(d, backendKeys));
       return report('setup', t0, cpu0, { ok: peers.length });
     }
     case 'connect': {
@@ -344,7 +184,7 @@ async function handle(cmd: DpCommand): Promise<DpReport> {
       const end = performance.now() + cmd.durationMs;
       const ps = peers.slice(0, cmd.sessions ?? peers.length);
       const busy = await windowed(ps, { window: cmd.window, body, stop: () => performance.now() >= end, quietMs: 10_000, onSettled: (_p, l) => latencies.push(...l), failures });
-      return report('closed', t0, cpu0, { ok: latencies.length, failures, latencies, busy, frameBytes });
+      return report('closed', t0, cpu0, { ok: latencies.length, failures, latencies, busy, frameBytes: ps[0]?.frameBytes ?? 0 });
     }
     case 'open': {
       const body = new Uint8Array(cmd.bodyBytes).fill(0x61);
