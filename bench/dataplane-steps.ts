@@ -217,6 +217,8 @@ export interface FullQueueResult {
   rssBeforeMb: number;
   rssMb: number;
   peakMb: number;
+  /** V8 heap in use then (the daemon's own figure, over IPC). */
+  heapUsedMb: number;
   failures: Record<string, number>;
 }
 
@@ -230,6 +232,7 @@ export async function fullQueueRun(gens: DpGenerator[], daemon: Daemon, replica:
   // Let the daemon settle (receipts out, garbage collected as it would be) before reading its memory.
   await new Promise((r) => setTimeout(r, 1000));
   const m = daemon.memory();
+  const heapUsedMb = round((await daemon.stats()).heapUsedMb);
   const failures: Record<string, number> = {};
   failuresOf(rs, failures);
   return {
@@ -240,6 +243,7 @@ export async function fullQueueRun(gens: DpGenerator[], daemon: Daemon, replica:
     rssBeforeMb,
     rssMb: round(m.rssMb),
     peakMb: round(m.peakMb),
+    heapUsedMb,
     failures,
   };
 }

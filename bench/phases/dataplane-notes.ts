@@ -23,6 +23,7 @@ export function dataplaneNotes(r: { telemetry: ClosedResult; plain: ClosedResult
       `docs/performance-history.md (2026-12-03, "The data plane") measured this: with the state directory on tmpfs the same open loop's p50 and p99 fall several-fold. ` +
       `What would move it: commit in a worker thread with its own connection, so that the loop keeps opening frames while the disk syncs (the receipt still follows the commit).`,
     `**Memory.** ${r.quick ? `--quick fills a ${r.queueBytes}-byte queue, not the default: this RSS is not the default-size figure.` : `The default ${r.queueBytes}-byte queue held ${full.frames} records of ${full.bodyBytes} bytes when the receipts said busy.`} ` +
-      `The queue lives in \`uplink.db\`, not in the heap: RSS grows by SQLite's page cache and the WAL's mapping, ${full.rssBeforeMb} → ${full.rssMb} MB here.`,
+      `The records are in \`uplink.db\`, not in the heap; RSS went from ${full.rssBeforeMb} MB before the fill to ${full.rssMb} MB with the queue full (V8 heap in use ${full.heapUsedMb} MB then): ` +
+      `what the fill adds is the daemon working at full rate (buffers, heap it keeps after load), not the queue's contents.`,
   ].join('\n\n');
 }

@@ -129,7 +129,7 @@ export const dataplanePhase: Phase = {
           ['… stored exactly once (sessions whose rows are exactly their receipted frames)', `${backlog.exactlyOnce ? 'yes' : 'NO'} (${backlog.sessionsExact} of ${backlog.sessions}; ${backlog.stored} rows)`],
           [
             `**daemon RSS with a full queue** (${ctx.quick ? `--quick: a ${queueBytes}-byte queue, not the default ${defaultQueueBytes}` : `the default ${defaultQueueBytes} bytes`}; ${full.frames} frames of ${full.bodyBytes} bytes until busy) (MB)`,
-            `${full.rssMb} (before filling ${full.rssBeforeMb}, peak ${full.peakMb})`,
+            `${full.rssMb} (before filling ${full.rssBeforeMb}, peak ${full.peakMb}; V8 heap in use ${full.heapUsedMb})`,
           ],
         ],
         targets: [
