@@ -82,11 +82,6 @@ export class ReplicaBackend {
     if (this.#backend === undefined) this.#backend = await ReplicaBackend.#listen(this.#env, this.#tls, this.#port);
   }
 
-  /** Telemetry rows in the store. */
-  rows(): number {
-    return (this.#db.prepare('SELECT COUNT(*) AS n FROM telemetry').get() as { n: number }).n;
-  }
-
   /** Rows stored after row `afterId` (a range of the primary key: cheap to poll). */
   rowsAfter(afterId: number): number {
     return (this.#db.prepare('SELECT COUNT(*) AS n FROM telemetry WHERE id > ?').get(afterId) as { n: number }).n;
