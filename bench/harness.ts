@@ -34,7 +34,7 @@ export function memoryOf(pid: number): { rssMb: number; peakMb: number } {
 }
 
 /** One IPC request/answer with a deadline. */
-function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: number): Promise<T> {
+export function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.off('message', onMsg);
@@ -69,20 +69,20 @@ export function shippedNofile(unitFile = fileURLToPath(new URL('../systemd/gateh
   return Number(m[1]);
 }
 
-function forkWorker(file: string, args: string[]): ChildProcess {
+export function forkWorker(file: string, args: string[]): ChildProcess {
   // The daemon runs with the node flags of the systemd unit.
   const execArgv = file === 'gateway-worker.js' ? shippedNodeFlags() : [];
   // BENCH_CPU_PROF=DIR profiles the daemon (node --cpu-prof) to find its hot path.
   const prof = process.env.BENCH_CPU_PROF;
   // BENCH_CPU_PROF_GENERATORS=1 profiles the load generators too.
-  const profiled = file === 'gateway-worker.js' || (file === 'load-generator.js' && process.env.BENCH_CPU_PROF_GENERATORS === '1');
+  const profiled = file === 'gateway-worker.js' || ((file === 'load-generator.js' || file === 'dataplane-generator.js') && process.env.BENCH_CPU_PROF_GENERATORS === '1');
   if (prof !== undefined && profiled) execArgv.push('--cpu-prof', '--cpu-prof-dir', prof);
   // BENCH_DAEMON_FLAGS: node flags for the daemon (e.g. a V8 heap cap), to compare memory settings.
   if (file === 'gateway-worker.js' && process.env.BENCH_DAEMON_FLAGS !== undefined) execArgv.push(...process.env.BENCH_DAEMON_FLAGS.split(' ').filter((f) => f !== ''));
   return fork(join(DIST, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
 }
 
-function exited(child: ChildProcess): Promise<void> {
+export function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
 }
 

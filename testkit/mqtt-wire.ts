@@ -78,6 +78,8 @@ export class RawMqttClient {
   onMessage: (topic: string, payload: Buffer) => void = () => undefined;
   /** Called once when the socket closes. */
   onClose: () => void = () => undefined;
+  /** Called for every PUBACK from the broker, with its packet id. */
+  onPuback: (packetId: number) => void = () => undefined;
   readonly #socket: net.Socket;
   #buf: Buffer = Buffer.alloc(0);
   #nextId = 1;
@@ -125,10 +127,12 @@ export class RawMqttClient {
     return body[2] ?? 0x80;
   }
 
-  /** PUBLISH without waiting for the PUBACK (the reply on the down topic is what matters). */
-  publish(topic: string, payload: Uint8Array, qos: 0 | 1): void {
-    if (this.#closed) return;
-    this.#socket.write(publishPacket(topic, payload, qos, this.#id()));
+  /** PUBLISH without waiting for the PUBACK (onPuback sees it); answers the packet id used (0 when closed). */
+  publish(topic: string, payload: Uint8Array, qos: 0 | 1): number {
+    if (this.#closed) return 0;
+    const id = this.#id();
+    this.#socket.write(publishPacket(topic, payload, qos, id));
+    return id;
   }
 
   /** Clean DISCONNECT then close. */
@@ -217,7 +221,11 @@ export class RawMqttClient {
       this.onMessage(topic, body.subarray(off));
       return;
     }
-    if (type === 4 || type === 13) return; // PUBACK, PINGRESP
+    if (type === 4) {
+      if (body.length >= 2) this.onPuback(body.readUInt16BE(0));
+      return;
+    }
+    if (type === 13) return; // PINGRESP
     const p = this.#pending;
     if (p !== undefined) p(first, body);
   }

@@ -1,12 +1,13 @@
 /** Every bench phase, in the order `npm run bench` runs them (a phase runs after those it `needs`). */
 import type { Phase } from '../phase.js';
 import { batchingPhase, echoPhase, sustainedPhase } from './auth.js';
+import { dataplanePhase } from './dataplane.js';
 import { leasesPhase } from './leases.js';
 import { microPhase } from './micro.js';
 import { holdPhase, stormPhase } from './storm.js';
 import { storePhase } from './store.js';
 
-export const PHASES: readonly Phase[] = [echoPhase, sustainedPhase, batchingPhase, holdPhase, stormPhase, leasesPhase, storePhase, microPhase];
+export const PHASES: readonly Phase[] = [echoPhase, sustainedPhase, batchingPhase, dataplanePhase, holdPhase, stormPhase, leasesPhase, storePhase, microPhase];
 
 /** The phases to run for `--only` keys: those named and, before them, what they need. */
 export function selectPhases(only: readonly string[] | undefined): Phase[] {

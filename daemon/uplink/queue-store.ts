@@ -109,16 +109,26 @@ export class QueueStore {
     return openDurable(path, SCHEMA, (db) => new QueueStore(path, db), { what: 'uplink queue' });
   }
 
-  /** Commit telemetry and acks in one transaction (all or nothing). Throws a StateFileError. */
-  commit(telemetry: readonly TelemetryRecord[], acks: readonly AckRecord[]): void {
+  /**
+   * Commit telemetry and acks in one transaction (all or nothing); answers the telemetry rows and
+   * bytes added (a record already queued is not added again). Throws a StateFileError.
+   */
+  commit(telemetry: readonly TelemetryRecord[], acks: readonly AckRecord[]): { records: number; bytes: number } {
+    const added = { records: 0, bytes: 0 };
     try {
       this.#db.transaction(() => {
-        for (const r of telemetry) this.#insert.run(r.dev, r.sid, r.seq, r.topic, r.body, r.receivedAt, r.mid ?? null, recordSize(r));
+        for (const r of telemetry) {
+          const size = recordSize(r);
+          if (this.#insert.run(r.dev, r.sid, r.seq, r.topic, r.body, r.receivedAt, r.mid ?? null, size).changes === 0) continue;
+          added.records += 1;
+          added.bytes += size;
+        }
         for (const a of acks) this.#insertAck.run(a.dev, a.cid, a.status, a.at);
       })();
     } catch (err) {
       throw storeError(this.path, err, 'uplink queue');
     }
+    return added;
   }
 
   /** The `limit` oldest telemetry records. */
@@ -136,11 +146,27 @@ export class QueueStore {
     }));
   }
 
-  /** Remove records the backend answered for. */
-  remove(ids: readonly number[]): void {
-    this.#db.transaction(() => {
-      for (const id of ids) this.#del.run(id);
-    })();
+  /**
+   * Remove records the backend answered for; answers the rows and bytes that left. This
+   * transaction is not synced (synchronous=NORMAL): a removal that a power cut undoes only sends
+   * those records again, which the backend answers as duplicates; the next commit's sync makes it
+   * durable too (the WAL is one log).
+   */
+  remove(records: readonly { id: number; size: number }[]): { records: number; bytes: number } {
+    const gone = { records: 0, bytes: 0 };
+    this.#db.pragma('synchronous = NORMAL');
+    try {
+      this.#db.transaction(() => {
+        for (const r of records) {
+          if (this.#del.run(r.id).changes === 0) continue;
+          gone.records += 1;
+          gone.bytes += r.size;
+        }
+      })();
+    } finally {
+      this.#db.pragma('synchronous = FULL');
+    }
+    return gone;
   }
 
   oldestAcks(limit: number): QueuedAck[] {
