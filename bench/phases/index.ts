@@ -4,8 +4,9 @@ import { batchingPhase, echoPhase, sustainedPhase } from './auth.js';
 import { leasesPhase } from './leases.js';
 import { microPhase } from './micro.js';
 import { holdPhase, stormPhase } from './storm.js';
+import { v2Phase } from './v2.js';
 
-export const PHASES: readonly Phase[] = [echoPhase, sustainedPhase, batchingPhase, holdPhase, stormPhase, leasesPhase, microPhase];
+export const PHASES: readonly Phase[] = [echoPhase, sustainedPhase, batchingPhase, v2Phase, holdPhase, stormPhase, leasesPhase, microPhase];
 
 /** The phases to run for `--only` keys: those named and, before them, what they need. */
 export function selectPhases(only: readonly string[] | undefined): Phase[] {
