@@ -17,11 +17,21 @@ interface CpuPerAuth {
 }
 
 /** What was measured and what bounds the rest (docs/performance.md, under this phase). */
-const NOTES = `Each v2 exchange on a live connection also ends the previous session: the gateway seals and
-sends \`bye replaced\` before the challenge (protocol-v2: a challenge-request from the connection that
-owns the session), so a v2 auth here is three down messages and two PUBACKs against v1's two and two.
-What the v2 path costs the daemon beyond v1, and what was moved: see docs/performance-history.md
-("Protocol v2 auth cost").`;
+const NOTES = `A v2 auth here is a re-authentication on a live connection: the gateway ends the previous session
+with \`bye replaced\` (one AES-CCM seal, one more down message) before its challenge, so the
+daemon sends three messages and two PUBACKs per auth against v1's two and two.
+
+What bounds the ratio to the two no-auth round trips is the cryptography a v2 auth cannot do
+without: one Ed25519 verification (the lease of the verify answer), one Ed25519 signature (the
+welcome), an X25519 key pair and one X25519 agreement, six HMAC-SHA-256 (the key schedule) and
+one AES-CCM seal. Measured alone on this machine they take about as long as the two round trips
+themselves (docs/performance-history.md, "Protocol v2 auth cost", with the profile before and
+after). Moved so far: raw keys pass through node:crypto as JWK instead of DER (OpenSSL 3's DER
+decoder cost more than the X25519 arithmetic; daemon CPU per v2 auth −20 % in a paired A/B), and
+one log line per welcome instead of two. Tried and left: corking the socket so a PUBACK and its
+reply share a write (aedes writes the PUBACK a loop turn later; no change in writes or CPU).
+Next: signatures on libuv's thread pool, garbage per exchange, the backend client's per-request
+work.`;
 
 export const v2Phase: Phase = {
   key: 'v2',
