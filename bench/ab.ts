@@ -1,6 +1,8 @@
 /**
- * `node --import tsx bench/ab.ts 'K=V,…' 'K=V,…' [rounds] [seconds]`: an A/B of two daemon
- * settings given as environment variables (e.g. BENCH_DAEMON_FLAGS=--max-semi-space-size=32).
+ * `node --import tsx bench/ab.ts 'K=V,…' 'K=V,…' [rounds] [seconds] [version]`: an A/B of two daemon
+ * settings given as environment variables (e.g. BENCH_DAEMON_FLAGS=--max-semi-space-size=32, or
+ * BENCH_DAEMON_DIST=DIR for another build: a copy of bench/results/.dist/bench/ made before a change);
+ * `version` 2 runs protocol-v2 peripherals.
  * Both daemons run side by side, each with its own two generators; closed-loop runs alternate
  * between them (ABBA order), so the machine's drift hits both alike. This machine's noise is
  * ±15% between runs minutes apart: compare sides only within one ab run. Prints medians and
@@ -15,7 +17,7 @@ import { BenchEnv, Daemon, Generator } from './harness.js';
 import { closePools, closedLoop, connectPools } from './scenarios.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'bench/tsconfig.bench.json'), '--noCheck'], { stdio: 'inherit' });
-const [envA = '', envB = '', rounds = '6', secs = '4'] = process.argv.slice(2);
+const [envA = '', envB = '', rounds = '6', secs = '4', version = '1'] = process.argv.slice(2);
 const env = await BenchEnv.create(await mkdtemp(join(tmpdir(), 'gh-ab-')), 512);
 const sides: { name: string; gw: Daemon; gens: Generator[]; rates: number[]; us: number[] }[] = [];
 let i = 0;
@@ -25,7 +27,7 @@ for (const spec of [envA, envB]) {
   const gw = await Daemon.start('gateway-worker.js', [file, log]);
   for (const kv of spec.split(',').filter(Boolean)) delete process.env[kv.split('=')[0]!];
   const gens = [new Generator(), new Generator()];
-  await connectPools(gens, env, env.devices.slice(i * 256, (i + 1) * 256), gw.port);
+  await connectPools(gens, env, env.devices.slice(i * 256, (i + 1) * 256), gw.port, version === '2' ? 2 : 1);
   sides.push({ name: spec || '(default)', gw, gens, rates: [], us: [] });
   i += 1;
 }

@@ -79,7 +79,9 @@ export function forkWorker(file: string, args: string[]): ChildProcess {
   if (prof !== undefined && profiled) execArgv.push('--cpu-prof', '--cpu-prof-dir', prof);
   // BENCH_DAEMON_FLAGS: node flags for the daemon (e.g. a V8 heap cap), to compare memory settings.
   if (file === 'gateway-worker.js' && process.env.BENCH_DAEMON_FLAGS !== undefined) execArgv.push(...process.env.BENCH_DAEMON_FLAGS.split(' ').filter((f) => f !== ''));
-  return fork(join(DIST, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
+  // BENCH_DAEMON_DIST: another build of the daemon (a copy of bench/results/.dist/bench/), to A/B two commits (bench/ab.ts).
+  const dist = file === 'gateway-worker.js' ? (process.env.BENCH_DAEMON_DIST ?? DIST) : DIST;
+  return fork(join(dist, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
 }
 
 export function exited(child: ChildProcess): Promise<void> {

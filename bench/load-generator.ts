@@ -1,22 +1,17 @@
 /**
  * Load generator worker (child_process.fork): simulated MQTT peripherals in their own process,
  * so the gateway's numbers are not the generator's. Each peripheral is the reference
- * peripheral library (protocol-v1 exchange, every welcome checked) over a raw MQTT client, with
- * node:crypto Ed25519 (Ed25519Signer) so the generator stays cheap. Commands arrive over IPC;
+ * peripheral library of protocol v1 or v2 (bench/gen-peer.ts: every welcome checked) over a raw
+ * MQTT client, with node:crypto Ed25519 so the generator stays cheap. Commands arrive over IPC;
  * every answer carries this process's CPU time (process.cpuUsage) for the report.
  */
-import { Ed25519Signer } from '../protocol/index.js';
-import { ReferencePeripheral } from '../peripherals/reference/peripheral.js';
-import { RawMqttClient } from '../testkit/mqtt-wire.js';
+import { Peer, type GenDevice } from './gen-peer.js';
 
-export interface GenDevice {
-  dev: string;
-  /** 32-byte Ed25519 seed, base64. */
-  seed: string;
-}
+export type { GenDevice } from './gen-peer.js';
 
 export type GenCommand =
-  | { op: 'setup'; backendKid: string; backendPk: string; devices: GenDevice[] }
+  /** `version` (default 1): the protocol the peripherals speak in every later op. */
+  | { op: 'setup'; backendKid: string; backendPk: string; devices: GenDevice[]; version?: 1 | 2 }
   | { op: 'connect'; host: string; port: number; parallel: number }
   | { op: 'closed'; durationMs: number }
   | { op: 'open'; rate: number; durationMs: number }
@@ -43,17 +38,7 @@ export interface GenReport {
   retried?: Record<string, number>;
 }
 
-interface Peer {
-  dev: string;
-  ref: ReferencePeripheral;
-  client: RawMqttClient | undefined;
-  up: string;
-  down: string;
-  waiter: ((b: Buffer | undefined) => void) | undefined;
-}
-
 let peers: Peer[] = [];
-let backendKeys = new Map<string, Uint8Array>();
 
 function send(m: GenReport | { op: 'error'; message: string }): void {
   process.send?.(m);
@@ -61,69 +46,6 @@ function send(m: GenReport | { op: 'error'; message: string }): void {
 
 function fail(counts: Record<string, number>, why: string): void {
   counts[why] = (counts[why] ?? 0) + 1;
-}
-
-function nextDown(p: Peer, timeoutMs: number): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      p.waiter = undefined;
-      resolve(undefined);
-    }, timeoutMs);
-    p.waiter = (b) => {
-      clearTimeout(timer);
-      p.waiter = undefined;
-      resolve(b);
-    };
-  });
-}
-
-async function connectPeer(p: Peer, host: string, port: number, timeoutMs: number): Promise<void> {
-  const c = await RawMqttClient.connect({ host, port, clientId: p.dev, keepaliveSec: 300, timeoutMs });
-  c.onMessage = (topic, payload) => {
-    if (topic === p.down) p.waiter?.(payload);
-  };
-  c.onClose = () => p.waiter?.(undefined);
-  const granted = await c.subscribe(p.down, 1, timeoutMs);
-  if (granted === 0x80) {
-    c.destroy();
-    throw new Error('subscribe refused');
-  }
-  p.client = c;
-}
-
-type AuthOutcome = { ok: true } | { ok: false; why: string; retry?: number };
-
-/** One full exchange: challenge-request, challenge, hello, welcome checked by the peripheral. */
-async function authOnce(p: Peer, timeoutMs: number): Promise<AuthOutcome> {
-  const c = p.client;
-  if (c === undefined || c.closed) return { ok: false, why: 'not connected' };
-  let reply = nextDown(p, timeoutMs);
-  c.publish(p.up, p.ref.challengeRequest(), 1);
-  let helloSent = false;
-  for (;;) {
-    const bytes = await reply;
-    if (bytes === undefined) return { ok: false, why: c.closed ? 'closed' : 'timeout' };
-    const ev = p.ref.receive(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-    if (ev.kind === 'challenge' && !helloSent) {
-      helloSent = true;
-      reply = nextDown(p, timeoutMs);
-      c.publish(p.up, await p.ref.hello(new Uint8Array(bytes)), 1);
-      continue;
-    }
-    if (ev.kind === 'authenticated') return { ok: true };
-    if (ev.kind === 'rejected') return { ok: false, why: `rejected:${ev.reason}`, retry: ev.retryAfterSeconds };
-    if (ev.kind === 'welcome-refused') return { ok: false, why: `welcome-refused:${ev.code}` };
-    reply = nextDown(p, timeoutMs);
-  }
-}
-
-/** A plain request/response round trip (the echo broker answers every up message). */
-async function echoOnce(p: Peer, payload: Uint8Array, timeoutMs: number): Promise<boolean> {
-  const c = p.client;
-  if (c === undefined || c.closed) return false;
-  const reply = nextDown(p, timeoutMs);
-  c.publish(p.up, payload, 1);
-  return (await reply) !== undefined;
 }
 
 function report(op: string, t0: number, cpu0: NodeJS.CpuUsage, extra: Partial<GenReport>): GenReport {
@@ -136,18 +58,8 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
   const cpu0 = process.cpuUsage();
   switch (cmd.op) {
     case 'setup': {
-      backendKeys = new Map([[cmd.backendKid, new Uint8Array(Buffer.from(cmd.backendPk, 'base64url'))]]);
-      peers = cmd.devices.map((d) => {
-        const signer = Ed25519Signer.fromSeed(new Uint8Array(Buffer.from(d.seed, 'base64')), d.dev);
-        return {
-          dev: d.dev,
-          ref: new ReferencePeripheral({ dev: d.dev, signer, backendKeys }),
-          client: undefined,
-          up: `gatehouse/v1/${d.dev}/up`,
-          down: `gatehouse/v1/${d.dev}/down`,
-          waiter: undefined,
-        };
-      });
+      const backendKeys = new Map([[cmd.backendKid, new Uint8Array(Buffer.from(cmd.backendPk, 'base64url'))]]);
+      peers = cmd.devices.map((d) => new Peer(d, cmd.version ?? 1, backendKeys));
       return report('setup', t0, cpu0, { ok: peers.length });
     }
     case 'connect': {
@@ -158,7 +70,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
         Array.from({ length: Math.min(cmd.parallel, peers.length) }, async () => {
           for (let p = peers[next++]; p !== undefined; p = peers[next++]) {
             try {
-              await connectPeer(p, cmd.host, cmd.port, 30_000);
+              await p.connect(cmd.host, cmd.port, 30_000);
               ok += 1;
             } catch (err) {
               fail(failures, err instanceof Error ? err.message : String(err));
@@ -177,7 +89,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
         peers.map(async (p) => {
           while (performance.now() < end) {
             const s = performance.now();
-            const r = await authOnce(p, 10_000);
+            const r = await p.auth(10_000);
             if (r.ok) latencies.push(performance.now() - s);
             else {
               fail(failures, r.why);
@@ -194,10 +106,10 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
       const end = performance.now() + cmd.durationMs;
       await Promise.all(
         peers.map(async (p) => {
-          const body = p.ref.challengeRequest();
+          const body = p.challengeRequest();
           while (performance.now() < end) {
             const s = performance.now();
-            if (await echoOnce(p, body, 10_000)) latencies.push(performance.now() - s);
+            if (await p.echo(body, 10_000)) latencies.push(performance.now() - s);
             else {
               fail(failures, 'timeout');
               return;
@@ -223,7 +135,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
         const job = (async () => {
           let due: number | undefined = at;
           while (due !== undefined) {
-            const r = await authOnce(p, 10_000);
+            const r = await p.auth(10_000);
             if (r.ok) latencies.push(performance.now() - due);
             else fail(failures, r.why);
             due = backlog.shift();
@@ -269,7 +181,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
         peers.map(async (p) => {
           for (let attempt = 0; attempt < 5; attempt += 1) {
             try {
-              if (p.client === undefined || p.client.closed) await connectPeer(p, cmd.host, cmd.port, cmd.stepTimeoutMs);
+              if (p.client === undefined || p.client.closed) await p.connect(cmd.host, cmd.port, cmd.stepTimeoutMs);
             } catch (err) {
               if (!cmd.retry) {
                 fail(failures, `connect: ${err instanceof Error ? err.message : String(err)}`);
@@ -281,7 +193,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
               await new Promise((res) => setTimeout(res, 1000));
               continue;
             }
-            const r = await authOnce(p, cmd.stepTimeoutMs);
+            const r = await p.auth(cmd.stepTimeoutMs);
             if (r.ok) {
               latencies.push(performance.now() - t);
               lastDoneAt = Math.max(lastDoneAt, Date.now());
@@ -302,8 +214,7 @@ async function handle(cmd: GenCommand): Promise<GenReport> {
       return report('storm', t0, cpu0, { ok: latencies.length, failures, latencies, lastDoneAt, retries, retried });
     }
     case 'close': {
-      for (const p of peers) p.client?.destroy();
-      for (const p of peers) p.client = undefined;
+      for (const p of peers) p.close();
       return report('close', t0, cpu0, {});
     }
   }

@@ -1,6 +1,6 @@
 /**
- * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--no-prof] [--host-network] [--shipped]`:
- * one closed-loop sustained run (or with --storm, one reconnect storm of N peripherals;
+ * `node --import tsx bench/profile.ts [--seconds N] [--out DIR] [--batch N] [--generators] [--storm N] [--rate R] [--v2] [--no-prof] [--host-network] [--shipped]`:
+ * one closed-loop sustained run (`--v2`: of protocol-v2 peripherals) (or with --storm, one reconnect storm of N peripherals;
  * with --rate, an open loop at R auths/s) against the daemon under `node --cpu-prof`, then a summary of where
  * the daemon's CPU went (self time by function and by package); `--generators` profiles the load
  * generators too; `--shipped` runs the daemon on the shipped limits as the bench's storm phase does. For hot-path work (docs/performance.md); the numbers
@@ -17,7 +17,7 @@ import { enterBenchNetwork } from './netns.js';
 import { closePools, closedLoop, connectPools, cpuSecondsOf, openLoop, storm } from './scenarios.js';
 import { fmt } from './stats.js';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' }, 'host-network': { type: 'boolean' }, shipped: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { seconds: { type: 'string' }, out: { type: 'string' }, batch: { type: 'string' }, top: { type: 'string' }, generators: { type: 'boolean' }, storm: { type: 'string' }, rate: { type: 'string' }, 'no-prof': { type: 'boolean' }, 'host-network': { type: 'boolean' }, shipped: { type: 'boolean' }, v2: { type: 'boolean' } } });
 // As bench/run.ts: the shipped sysctl limits in a private network namespace when root.
 const network = enterBenchNetwork(values['host-network'] === true);
 console.log(`network: ${network.kind}${network.note !== undefined ? ` (${network.note})` : ''}, somaxconn ${network.somaxconn}`);
@@ -28,6 +28,7 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
 
 const dir = await mkdtemp(join(tmpdir(), 'gh-bench-'));
 const STORM = values.storm === undefined ? 0 : Number(values.storm);
+const VERSION = values.v2 === true ? 2 : 1;
 const env = await BenchEnv.create(dir, Math.max(256, STORM));
 const gens = Array.from({ length: STORM > 0 ? 4 : 2 }, () => new Generator());
 try {
@@ -45,14 +46,14 @@ try {
     console.log(`storm ${STORM}: all welcomed in ${((s.lastDoneAt - s.startAt) / 1000).toFixed(1)} s, welcomed ${s.report.ok}, retries ${s.retries} ${JSON.stringify(s.retried)}, failures ${JSON.stringify(s.report.failures)}; daemon CPU ${cpu.toFixed(1)} s (${Math.round((cpu / STORM) * 1e6)} µs per peripheral), peak RSS ${gw.memory().peakMb.toFixed(0)} MB`);
   } else if (values.rate !== undefined) {
     // --rate R: open loop at R auths/s (latency from the scheduled start).
-    await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
+    await connectPools(gens, env, env.devices.slice(0, 256), gw.port, VERSION);
     // Warm up first (JIT, pools), as bench/run.ts's open loop follows its sustained runs.
     await closedLoop(gens, gw, { runs: 1, durationMs: 2000 });
     before = scrape();
     const [p] = await openLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000, rates: [Number(values.rate)] });
     if (p !== undefined) console.log(`open loop ${p.rate}/s: achieved ${p.achieved.median}/s, p50 ${p.p50.median} ms, p95 ${p.p95.median} ms, p99 ${p.p99.median} ms; daemon ${p.load.daemonCpu} cores`);
   } else {
-    await connectPools(gens, env, env.devices.slice(0, 256), gw.port);
+    await connectPools(gens, env, env.devices.slice(0, 256), gw.port, VERSION);
     const r = await closedLoop(gens, gw, { runs: 1, durationMs: Number(values.seconds ?? 8) * 1000 });
     console.log(`sustained ${fmt(r.authsPerSec, '/s')}; daemon ${r.load.daemonCpu} cores → ${Math.round((r.load.daemonCpu / r.authsPerSec.median) * 1e6)} µs/auth; generators ${r.load.generatorCpu}, backend ${r.load.backendCpu}`);
   }

@@ -92,12 +92,12 @@ async function measured<T>(daemon: Daemon | undefined, body: () => Promise<{ val
   };
 }
 
-/** Give each generator its slice of devices, connect them to `port`. */
-export async function connectPools(gens: Generator[], env: BenchEnv, devices: BenchDevice[], port: number): Promise<number> {
+/** Give each generator its slice of devices, connect them to `port`; they speak protocol `version` (default 1) in later ops. */
+export async function connectPools(gens: Generator[], env: BenchEnv, devices: BenchDevice[], port: number, version: 1 | 2 = 1): Promise<number> {
   const per = Math.ceil(devices.length / gens.length);
   const reports = await Promise.all(
     gens.map(async (g, i) => {
-      await g.run({ op: 'setup', backendKid: env.backend.kid, backendPk: Buffer.from(env.backend.publicKeyRaw).toString('base64url'), devices: devices.slice(i * per, (i + 1) * per) });
+      await g.run({ op: 'setup', backendKid: env.backend.kid, backendPk: Buffer.from(env.backend.publicKeyRaw).toString('base64url'), devices: devices.slice(i * per, (i + 1) * per), version });
       return g.run({ op: 'connect', host: '127.0.0.1', port, parallel: 64 });
     }),
   );

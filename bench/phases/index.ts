@@ -6,8 +6,9 @@ import { leasesPhase } from './leases.js';
 import { microPhase } from './micro.js';
 import { holdPhase, stormPhase } from './storm.js';
 import { storePhase } from './store.js';
+import { v2Phase } from './v2.js';
 
-export const PHASES: readonly Phase[] = [echoPhase, sustainedPhase, batchingPhase, dataplanePhase, holdPhase, stormPhase, leasesPhase, storePhase, microPhase];
+export const PHASES: readonly Phase[] = [echoPhase, sustainedPhase, batchingPhase, v2Phase, dataplanePhase, holdPhase, stormPhase, leasesPhase, storePhase, microPhase];
 
 /** The phases to run for `--only` keys: those named and, before them, what they need. */
 export function selectPhases(only: readonly string[] | undefined): Phase[] {

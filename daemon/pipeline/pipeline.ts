@@ -250,7 +250,8 @@ export class Pipeline implements AuthPipeline {
       return this.#replies.reject(conn, started, { version: 2, dev, reason: 'internal', hh });
     }
     this.#replies.record(conn, started, { dev, outcome: 'welcome', offline: result.offline, version: 2 });
-    this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline, version: 2, life: made.session.lifeSeconds });
+    // One line per v2 welcome, with the session's sid (the transport logs the session's opening at debug).
+    this.#log.info('peripheral welcomed', { conn: conn.id, transport: conn.transport, dev, offline: result.offline, version: 2, life: made.session.lifeSeconds, sid: Buffer.from(made.session.sid).toString('hex') });
     return { reply: made.reply, welcomed: { dev, policy: result.lease.policy, offline: result.offline }, session: made.session };
   }
 

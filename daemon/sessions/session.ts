@@ -363,16 +363,18 @@ export class GatewaySessionV2 {
   }
 
   /**
-   * Ends the session. A gateway reason sends `{bye, reason}` and then closes the connection;
+   * Ends the session. A gateway reason sends `{bye, reason}` and then closes the connection,
+   * unless `keepConnection` (protocol-v2: a challenge-request from the owning connection ends its
+   * session with `bye replaced` and the connection stays open for the new exchange);
    * `closed` (the connection is gone) and `peer-bye` only erase the keys.
    */
-  async end(reason: SessionEndReason): Promise<void> {
+  async end(reason: SessionEndReason, o: { keepConnection?: boolean } = {}): Promise<void> {
     if (this.#ended || this.#ending) return;
     this.#ending = true;
     if (reason !== 'closed' && reason !== 'peer-bye') {
       await this.#send({ type: 'bye', reason });
       this.#finish(reason);
-      this.#hooks.close();
+      if (o.keepConnection !== true) this.#hooks.close();
       return;
     }
     this.#finish(reason);

@@ -21,7 +21,6 @@ export const KDF_CONTEXT = 'gatehouse v2';
 export const KDF_LABELS = ['p2g key', 'p2g iv', 'g2p key', 'g2p iv', 'sid'] as const;
 export type KdfLabel = (typeof KDF_LABELS)[number];
 
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
 /** An ephemeral X25519 key pair. The private key stays a KeyObject (never exported). */
@@ -31,9 +30,18 @@ export interface X25519KeyPair {
   publicKey: Uint8Array;
 }
 
+// Raw keys go in and out of node:crypto as JWK, not DER: on Node 20 (OpenSSL 3) a DER export
+// or import of an X25519 key costs about twice the scalar multiplication itself (its decoder
+// framework), a JWK one a fraction of it (docs/performance-history.md, "Protocol v2 auth cost").
 function x25519Raw(pub: KeyObject): Uint8Array {
-  const der = pub.export({ format: 'der', type: 'spki' });
-  return new Uint8Array(der.subarray(der.length - X25519_KEY_BYTES));
+  return rawOfJwk(pub.export({ format: 'jwk' }));
+}
+
+function rawOfJwk(jwk: { x?: string }): Uint8Array {
+  // A copy: Buffer.from(string) may hand out a slice of Node's shared pool.
+  const raw = new Uint8Array(Buffer.from(jwk.x ?? '', 'base64url'));
+  if (raw.length !== X25519_KEY_BYTES) throw new ProtocolError('GH_X25519_BAD_KEY', 'internal', 'node:crypto gave an X25519 public key that is not 32 bytes');
+  return raw;
 }
 
 /** A fresh ephemeral key pair (`ge` for a challenge, `pe` for a hello). */
@@ -69,7 +77,7 @@ export function x25519SharedSecret(privateKey: KeyObject, peerPublic: Uint8Array
   }
   let z: Uint8Array;
   try {
-    const pub = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerPublic]), format: 'der', type: 'spki' });
+    const pub = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(peerPublic.buffer, peerPublic.byteOffset, peerPublic.byteLength).toString('base64url') }, format: 'jwk' });
     z = new Uint8Array(diffieHellman({ privateKey, publicKey: pub }));
   } catch (cause) {
     // OpenSSL refuses to derive from a small-order point itself; the outcome is the same.

@@ -165,7 +165,7 @@ export class MqttIngress {
       // protocol-v2: a challenge-request from the connection that owns the session ends it
       // (bye replaced) and starts a new exchange on the same connection, which stays open.
       const session = this.#o.sessions.byConnection(conn.id);
-      if (session !== undefined) await session.end('replaced');
+      if (session !== undefined) await session.end('replaced', { keepConnection: true });
       return { reply: await this.#o.pipeline.challenge(conn.ingress, dev, 2) };
     }
     const outcome = await this.#o.pipeline.hello(conn.ingress, bytes, dev, 2);

@@ -152,7 +152,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       publishLocal: (topic, body) => publishLocal(this.#broker, topic, body, this.#o.operationTimeoutMs),
       ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }),
     });
-    this.#log.info('v2 session opened', { conn: conn.id, dev: opening.dev, sid: session.info().sid, life: opening.lifeSeconds, offline: opening.offline });
+    this.#log.debug('v2 session opened', { conn: conn.id, dev: opening.dev, sid: session.info().sid, life: opening.lifeSeconds, offline: opening.offline });
   }
 
   /** Bound listener addresses (after start). */

@@ -107,7 +107,7 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     await tb.addGateway(GW, { tpmPublicKeyPem: keyStore.publicKeyPem() });
     const other = await tb.addGateway(GW_FOREIGN);
     const third = await tb.addGateway(GW_CLOCKED);
-    for (const dev of ['v2-a', 'v2-relay', 'v2-drops', 'v2-foreign', 'v2-mix', 'v1-relay']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
+    for (const dev of ['v2-a', 'v2-again', 'v2-relay', 'v2-drops', 'v2-foreign', 'v2-mix', 'v1-relay']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW] }));
     for (const dev of ['v2-expire', 'v1-expire']) devices.set(dev, await tb.addDevice(dev, { gateways: [GW_CLOCKED] }));
     ({ http, close: closeAgent } = backendHttpFor(tb, 3000));
     gw = await startGateway(GW, keyStore.signer(`tpm:${GW}`), keyStore.publicKeySpkiDer());
@@ -151,6 +151,29 @@ describe('daemon/transports/mqtt protocol v2 end to end (reference backend, swtp
     assert.equal(info.framesIn, 4);
     assert.ok(info.framesOut >= 2);
     assert.equal(gw.h.transport.stats().sessionCounters.denied >= 1, true);
+  });
+
+  it('a challenge-request on the connection that owns the session ends it with bye replaced and the connection stays open for the new exchange', async () => {
+    const p = v2Peripheral(gw.h.url, 'v2-again');
+    await p.connect();
+    const first = await p.authenticate();
+    assert.equal(first.kind, 'established', first.kind === 'established' ? '' : JSON.stringify(first));
+    const replaced = gw.h.transport.stats().sessionCounters.ended.replaced ?? 0;
+    // The second exchange reads past the old session's bye (a frame) to its challenge.
+    const second = await p.authenticate();
+    assert.equal(second.kind, 'established', second.kind === 'established' ? '' : JSON.stringify(second));
+    assert.ok(first.kind === 'established' && second.kind === 'established');
+    assert.notDeepEqual(second.session.sid, first.session.sid);
+    assert.equal(p.closed, false);
+    assert.equal(gw.h.transport.stats().sessionCounters.ended.replaced, replaced + 1);
+    // The gateway opens the session once the welcome is out: wait for it.
+    const sidHex = Buffer.from(second.session.sid).toString('hex');
+    await until(() => gw.h.transport.sessions().some((s) => s.dev === 'v2-again' && s.sid === sidHex), 'the new session in the table');
+    const live = gw.h.transport.sessions().filter((s) => s.dev === 'v2-again');
+    assert.equal(live.length, 1);
+    // The new session carries frames on the same connection.
+    await p.pub('devices/v2-again/t', new Uint8Array([1]));
+    assert.deepEqual((await p.nextReceipt()).settled, [0]);
   });
 
   it('relay attack against v1: a relay between a real peripheral and the gateway obtains the device\'s broker rights (the v1 limit)', async () => {
