@@ -42,3 +42,15 @@ export function waitForEmitter<T extends unknown[]>(
     ms,
   );
 }
+
+/**
+ * Resolve once `check` holds, asked every `everyMs`, or fail after `ms`: for state that changes
+ * without an event to wait on (a row at the backend, a counter of another process's part).
+ */
+export async function pollUntil(check: () => boolean | Promise<boolean>, what: string, ms = 15_000, everyMs = 25): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}

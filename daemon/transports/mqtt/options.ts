@@ -68,6 +68,11 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
   revocations?: RevocationSource;
   /** The durable data plane for v2 pubs, acks and commands (daemon/uplink/); absent, pubs are only published locally. */
   dataPlane?: SessionDataPlane & { attach(table: SessionTable): void };
+  /**
+   * The gateway's v2 session table, shared with the other transports (daemon/compose.ts); absent,
+   * the transport keeps its own (transport tests).
+   */
+  sessions?: SessionTable;
   logger?: Logger;
   /** Arms the auth, v1 session-age and v2 session timers (default: monotonic, real timers); tests inject one. */
   clock?: TimerClock;
@@ -76,7 +81,7 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
 }
 
 /** The options with the built-in limits applied. */
-export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'clock'>>;
+export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'clock' | 'sessions'>>;
 
 /** Applies the built-in limits and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
 export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {
