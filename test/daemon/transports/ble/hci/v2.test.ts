@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { startBackend, startHciRig, addressOf, GW, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
 import { waitForEmitter } from '../../../../../testkit/wait.js';
 import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
-import { recordingV2Host, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
+import { recordingV2Host, untilTick, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
 
 describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 peripheral)', function () {
   this.timeout(60_000);
@@ -92,6 +92,21 @@ describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 pe
     assert.ok(s.durationMs >= 1_500, `${s.durationMs}`);
     const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'idle');
+  });
+
+  it('ends the BLE v2 session of a device revoked at the backend (bye revoked), through the session table', async () => {
+    await start([{ n: 56, name: 'revoked', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }]);
+    const o = await rig!.link.outcomeOf('revoked');
+    assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
+    await untilTick(host.feed, () => host.sessions.length === 1, 'the session open');
+    await backend!.tb.backend.store.revokeDevice('hci-dev-56');
+    // The poll the client's timer makes (off in the rig): the revocation reaches the table's listeners.
+    assert.deepEqual(await backend!.client.pollRevocations(), ['hci-dev-56']);
+    const s = await sessionOf('hci-dev-56');
+    assert.equal(s.end, 'revoked');
+    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'revoked' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal(bye.reason, 'revoked');
+    assert.deepEqual(host.table.counters().ended, { revoked: 1 });
   });
 
   it('uses v1 for a device that serves both characteristics when the gateway allows only v1, and v2 when it allows both', async () => {
