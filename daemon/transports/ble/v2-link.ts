@@ -148,16 +148,39 @@ class Inbox {
   }
 }
 
-/** How long the last `bye shutdown` may take to write once the transport is stopping. */
+/** How long the writes of a stopping transport may go on: the one in flight, then `bye shutdown`. */
 const SHUTDOWN_BYE_MS = 1_000;
+
+function isShutdown(signal: AbortSignal): boolean {
+  return signal.aborted && (signal.reason as { code?: string } | undefined)?.code === 'GH_BLE_ABORTED';
+}
 
 /** Run one v2 exchange and, after a welcome, its session, on a connected link. */
 export async function runV2Link(p: V2LinkParams): Promise<V2LinkResult> {
+  // Writes stop with the link's signal, except on a shutdown: then the write in flight completes
+  // (noble matches write answers to requests in order, so abandoning one would hand its answer to
+  // the next) and `bye shutdown` follows, both within SHUTDOWN_BYE_MS.
+  const writes = new AbortController();
+  let grace: NodeJS.Timeout | undefined;
+  const onAbort = (): void => {
+    if (isShutdown(p.signal)) grace = setTimeout(() => writes.abort(p.signal.reason), SHUTDOWN_BYE_MS);
+    else writes.abort(p.signal.reason);
+  };
+  if (p.signal.aborted) onAbort();
+  else p.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await runLink(p, writes.signal);
+  } finally {
+    p.signal.removeEventListener('abort', onAbort);
+    clearTimeout(grace);
+    writes.abort(new BleError('GH_BLE_ABORTED', 'link ended'));
+  }
+}
+
+async function runLink(p: V2LinkParams, writeSignal: AbortSignal): Promise<V2LinkResult> {
   const inbox = new Inbox(p.mtu);
   let framesOut = 0;
   let lastActivity = Date.now();
-  // Chunks are written under the link's signal, except the last bye once it aborted for a shutdown.
-  let writeSignal = p.signal;
   // Writes go one message at a time: chunks of two messages never interleave.
   let writing: Promise<void> = Promise.resolve();
   const write = (message: Uint8Array): Promise<void> => {
@@ -228,9 +251,7 @@ export async function runV2Link(p: V2LinkParams): Promise<V2LinkResult> {
   } catch (err) {
     if (live) {
       live = false;
-      const shutdown = p.signal.aborted && (p.signal.reason as { code?: string } | undefined)?.code === 'GH_BLE_ABORTED';
-      if (shutdown) writeSignal = AbortSignal.timeout(SHUTDOWN_BYE_MS);
-      await exchange.close(shutdown ? 'shutdown' : 'disconnected').catch(() => undefined);
+      await exchange.close(isShutdown(p.signal) ? 'shutdown' : 'disconnected').catch(() => undefined);
     } else await exchange.close('failed').catch(() => undefined);
     throw err;
   }

@@ -109,6 +109,16 @@ describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 pe
     assert.deepEqual(host.table.counters().ended, { revoked: 1 });
   });
 
+  it('says bye shutdown on a live BLE session when the transport stops, and the peripheral reads it', async () => {
+    await start([{ n: 57, name: 'stopping', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }]);
+    assert.equal((await rig!.link.outcomeOf('stopping')).outcome, 'welcomed');
+    await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'receipt' && x.upto === 0, 'the ping receipted');
+    await rig!.transport.stop();
+    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal(bye.reason, 'shutdown');
+    assert.deepEqual(host.table.counters().ended, { shutdown: 1 });
+  });
+
   it('uses v1 for a device that serves both characteristics when the gateway allows only v1, and v2 when it allows both', async () => {
     await start([{ n: 53, name: 'both', versions: [1, 2] }], { transport: { versions: [1] } });
     const o = await rig!.link.outcomeOf('both');
