@@ -39,27 +39,26 @@ export class PipelineV2Host implements V2SessionHost {
   readonly #o: PipelineV2HostOptions;
   /** The link of each live BLE session: told when the session ends, whoever ended it. */
   readonly #links = new Map<GatewaySessionV2, V2LinkInfo>();
-  readonly #unsubscribe: (() => void) | undefined;
+  readonly #detach: Array<() => void> = [];
 
   constructor(options: PipelineV2HostOptions) {
     this.#o = options;
-    options.sessions.table.on('ended', (s, reason) => {
+    const table = options.sessions.table;
+    const onEnded = (s: GatewaySessionV2, reason: SessionEndReason): void => {
       const link = this.#links.get(s);
       if (link === undefined) return;
       this.#links.delete(s);
       link.end(endName(reason));
-    });
-    this.#unsubscribe = options.revocations?.onRevoked((devices) => void options.sessions.table.revoke(devices));
+    };
+    table.on('ended', onEnded);
+    this.#detach.push(() => table.off('ended', onEnded));
+    const off = options.revocations?.onRevoked((devices) => void table.revoke(devices));
+    if (off !== undefined) this.#detach.push(off);
   }
 
-  /** Live BLE sessions. */
-  get size(): number {
-    return this.#links.size;
-  }
-
-  /** Stop listening for revocations (the transport's sessions end with its links). */
+  /** Stop listening to the table and for revocations (after the transport stopped: its sessions ended with its links). */
   dispose(): void {
-    this.#unsubscribe?.();
+    for (const d of this.#detach.splice(0)) d();
   }
 
   async beginExchange(link: V2LinkInfo): Promise<V2Exchange> {
