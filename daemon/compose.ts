@@ -25,6 +25,9 @@ import type { Signer } from '../protocol/index.js';
 import { MqttTransport } from './transports/mqtt/transport.js';
 import { BleTransport } from './transports/ble/transport.js';
 import { NobleCentral } from './transports/ble/noble-adapter.js';
+import { PipelineV2Host } from './transports/ble/session-host.js';
+import { SessionTable } from './sessions/table.js';
+import type { SessionServices } from './sessions/open.js';
 import type { KeyStore } from '../tpm/key-store.js';
 import { createKeyStore } from '../tpm/factory.js';
 
@@ -148,10 +151,21 @@ export function buildPipeline(
   });
 }
 
+/**
+ * The gateway's one protocol-v2 session table, shared by the transports: a newer session of a
+ * device ends the older one whichever transport either came on, and the status socket and
+ * /metrics read every session from it. The data plane's command relay follows it.
+ */
+export function buildSessionTable(cfg: GatehouseConfig, dataPlane: DataPlane | undefined): SessionTable {
+  const table = new SessionTable({ firstFrameTimeoutMs: cfg.protocol.firstFrameTimeoutSec * 1000, now: () => performance.now() });
+  dataPlane?.attach(table);
+  return table;
+}
+
 /** The MQTT transport, not yet started (its TLS key and certificate read from their files). */
 export async function buildMqtt(
   cfg: GatehouseConfig,
-  deps: { pipeline: Pipeline; client: BackendClient; dataPlane: DataPlane | undefined; msgRelay: MsgRelay; log: Logger },
+  deps: { pipeline: Pipeline; client: BackendClient; dataPlane: DataPlane | undefined; sessions: SessionTable; msgRelay: MsgRelay; log: Logger },
 ): Promise<MqttTransport> {
   const m = cfg.mqtt;
   const tls =
@@ -161,6 +175,7 @@ export async function buildMqtt(
   return new MqttTransport({
     pipeline: deps.pipeline,
     revocations: deps.client,
+    sessions: deps.sessions,
     ...(deps.dataPlane !== undefined ? { dataPlane: deps.dataPlane } : {}),
     msgRelay: deps.msgRelay,
     logger: deps.log.child({ area: 'mqtt' }),
@@ -169,19 +184,41 @@ export async function buildMqtt(
   });
 }
 
-/** The BLE transport, not yet started, over noble (`bindings`: the emulated radio in tests and the demo). */
-export function buildBle(cfg: GatehouseConfig, pipeline: Pipeline, logger: Logger, bindings: EventEmitter | undefined): BleTransport {
+/** Where noble reaches the radio: emulated bindings (tests, the demo) or a controller's HCI UART (Bumble in tests); noble's own when neither. */
+export interface BleRadio {
+  bindings?: EventEmitter;
+  hciUartPort?: string;
+}
+
+/** What the BLE transport's v2 sessions share with MQTT's (built by the gateway). */
+export interface BleDeps {
+  pipeline: Pipeline;
+  client: BackendClient;
+  sessions: SessionServices;
+  logger: Logger;
+}
+
+/**
+ * The BLE transport, not yet started, over noble. Its v2 links are hosted by the pipeline and the
+ * gateway's session table (`PipelineV2Host`), as MQTT's v2 connections are.
+ */
+export function buildBle(cfg: GatehouseConfig, deps: BleDeps, radio: BleRadio = {}): { transport: BleTransport; host: PipelineV2Host } {
   const b = cfg.ble;
-  const central = new NobleCentral({ logger, ...(bindings !== undefined ? { bindings } : {}) });
-  return new BleTransport({
+  const logger = deps.logger;
+  const central = new NobleCentral({ logger, ...(radio.bindings !== undefined ? { bindings: radio.bindings } : {}), ...(radio.hciUartPort !== undefined ? { hciUartPort: radio.hciUartPort } : {}) });
+  const host = new PipelineV2Host({ pipeline: deps.pipeline, sessions: deps.sessions, revocations: deps.client, log: logger });
+  const transport = new BleTransport({
     central,
-    pipeline,
+    pipeline: deps.pipeline,
     logger,
+    versions: cfg.protocol.versions,
+    v2: host,
     maxConcurrent: b.maxConcurrent,
     exchangeTimeoutMs: b.exchangeTimeoutMs,
     denyList: { baseMs: b.denyList.baseBackoffSec * 1000, maxMs: b.denyList.maxBackoffSec * 1000 },
     scanLog: { maxEntries: b.scanLog.maxEntries, ttlMs: b.scanLog.ttlSec * 1000 },
   });
+  return { transport, host };
 }
 
 /** `signer`, timed into `histogram` (gatehouse_tpm_sign_duration_seconds: its _count is the TPM signatures used). */

@@ -18,6 +18,7 @@ import { FailingTracker } from './status/failing.js';
 import { roundMs } from './status/json.js';
 import type { EventPage, FailingPeripheral, PeripheralInfo, ScanReport, StatusReport, StatusSource, UplinkStatus } from './status/types.js';
 import type { DataPlaneStats } from './uplink/data-plane.js';
+import type { SessionInfo } from './sessions/session.js';
 import type { MqttTransport } from './transports/mqtt/transport.js';
 import type { BleTransport } from './transports/ble/transport.js';
 import type { KeyStore } from '../tpm/key-store.js';
@@ -36,6 +37,8 @@ export interface GatewayStatusOptions {
   pipeline: Pipeline;
   clock: TimerClock;
   logger: Logger;
+  /** The live v2 sessions of every transport. */
+  sessions: { list(): SessionInfo[] };
   /** The v2 data plane, when the gateway runs one. */
   dataPlane?: { stats(): DataPlaneStats; pendingCommands(dev: string): unknown[] };
 }
@@ -141,10 +144,11 @@ export class GatewayStatus implements StatusSource {
   }
 
   getPeripherals(): PeripheralInfo[] {
-    const sessions = new Map((this.#mqtt?.sessions() ?? []).map((s) => [s.connection, s]));
+    const sessions = new Map(this.#o.sessions.list().map((s) => [s.connection, s]));
     const dp = this.#o.dataPlane;
     return [...this.#mqttPeers.values(), ...this.#blePeers.values()].map((p) => {
-      const s = p.transport === 'mqtt' ? sessions.get(p.connection) : undefined;
+      // A session is its connection's, on either transport (a BLE link kept after its welcome).
+      const s = sessions.get(p.connection);
       if (s === undefined) return { ...p };
       const session = { version: s.version, sid: s.sid, ageMs: s.ageMs, lifeSeconds: s.lifeSeconds, framesIn: s.framesIn, framesOut: s.framesOut, drops: s.drops, denied: s.denied, msgs: s.msgs, msgDrops: s.msgDrops };
       return { ...p, session, ...(dp === undefined ? {} : { commandsPending: dp.pendingCommands(p.dev).length }) };

@@ -25,6 +25,8 @@ import { CodedError } from '../common/errors.js';
 import type { MqttTransport } from './transports/mqtt/transport.js';
 import type { BleTransport } from './transports/ble/transport.js';
 import type { KeyStore } from '../tpm/key-store.js';
+import type { SessionTable } from './sessions/table.js';
+import type { SessionServices } from './sessions/open.js';
 import {
   backendKeysOf,
   buildBackendClient,
@@ -35,6 +37,7 @@ import {
   buildMqtt,
   buildPipeline,
   buildSession,
+  buildSessionTable,
   timedSigner,
   type BackendParts,
 } from './compose.js';
@@ -65,6 +68,8 @@ export interface GatewayOptions {
   notifier?: SystemdNotifier;
   /** Radio bindings for noble (the emulated radio in tests and the demo); noble's own when absent. */
   bleBindings?: EventEmitter;
+  /** A BLE controller's HCI UART for noble (Bumble's virtual controllers in tests) instead of the HCI socket. */
+  bleHciUartPort?: string;
   /** Wall-clock time (sessions, leases, signatures' `created`); the system clock when absent. */
   clock?: TimerClock;
   /**
@@ -92,6 +97,7 @@ export class Gateway {
   #dataPlane: DataPlane | undefined;
   /** protocol-v2 "msg": every transport's session table attaches here; MQTT feeds it broker messages. */
   readonly msgRelay: MsgRelay;
+  #sessions: SessionTable | undefined;
   #pipeline: Pipeline | undefined;
   #mqtt: MqttTransport | undefined;
   #ble: BleTransport | undefined;
@@ -134,6 +140,11 @@ export class Gateway {
   /** The data plane's queue, uploader and command counters. */
   dataPlaneStats(): ReturnType<DataPlane['stats']> | undefined {
     return this.#dataPlane?.stats();
+  }
+
+  /** The live protocol-v2 sessions of every transport, once started. */
+  get sessions(): SessionTable | undefined {
+    return this.#sessions;
   }
 
   /** The data plane (queue, uploader, commands), once started. */
@@ -193,6 +204,9 @@ export class Gateway {
         this.#dataPlane = dataPlane;
         this.#stoppers.push({ name: 'data plane', stop: () => dataPlane.stop() });
       }
+      // One v2 session table for every transport (the command relay follows it).
+      const sessions = buildSessionTable(cfg, this.#dataPlane);
+      this.#sessions = sessions;
       this.#giveUpIfStopRequested();
 
       // 3. The pipeline, one for both transports.
@@ -210,10 +224,10 @@ export class Gateway {
       this.#stoppers.push({ name: 'metrics', stop: unsubscribe });
 
       // 4. Transports. The status model watches them for the peripherals list.
-      const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }), ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }) });
-      const mqtt = await this.#startMqtt(pipeline, client);
+      const status = new GatewayStatus({ gateway: this, config: cfg, configFile: this.#o.configFile, keyStore, session, client, pipeline, clock: this.#clock, logger: this.#log.child({ area: 'status' }), sessions, ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }) });
+      const mqtt = await this.#startMqtt(pipeline, client, sessions);
       status.attachMqtt(mqtt);
-      if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline), this.#bleUnavailable);
+      if (cfg.ble.enabled) status.attachBle(await this.#startBle(pipeline, client, { table: sessions, publishLocal: (t, b) => mqtt.publishLocal(t, b), ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }) }), this.#bleUnavailable);
       this.#giveUpIfStopRequested();
 
       // 5. The status socket, last: it reports on everything above.
@@ -235,7 +249,7 @@ export class Gateway {
       this.metrics.setSources({
         connections: () => ({ mqtt: mqtt.stats().connections, ble: this.#ble?.stats().active ?? 0 }),
         credentialNotAfter: () => (session.stats().notAfter > 0 ? session.stats().notAfter : undefined),
-        sessions: () => mqtt.stats().sessionCounters,
+        sessions: () => sessions.counters(),
         msgs: () => this.msgRelay.stats(),
         uplink: () => {
           const d = this.#dataPlane?.stats();
@@ -277,8 +291,8 @@ export class Gateway {
   }
 
 
-  async #startMqtt(pipeline: Pipeline, client: BackendClient): Promise<MqttTransport> {
-    const mqtt = await buildMqtt(this.#o.config, { pipeline, client, dataPlane: this.#dataPlane, msgRelay: this.msgRelay, log: this.#log });
+  async #startMqtt(pipeline: Pipeline, client: BackendClient, sessions: SessionTable): Promise<MqttTransport> {
+    const mqtt = await buildMqtt(this.#o.config, { pipeline, client, dataPlane: this.#dataPlane, sessions, msgRelay: this.msgRelay, log: this.#log });
     await mqtt.start();
     this.#mqtt = mqtt;
     this.#stoppers.push({ name: 'mqtt', stop: () => mqtt.stop() });
@@ -286,9 +300,11 @@ export class Gateway {
   }
 
   /** BLE is optional hardware: unavailable BLE is reported, never fatal (issue: never crash). */
-  async #startBle(pipeline: Pipeline): Promise<BleTransport | undefined> {
+  async #startBle(pipeline: Pipeline, client: BackendClient, sessions: SessionServices): Promise<BleTransport | undefined> {
     const logger = this.#log.child({ area: 'ble' });
-    const ble = buildBle(this.#o.config, pipeline, logger, this.#o.bleBindings);
+    const radio = { ...(this.#o.bleBindings === undefined ? {} : { bindings: this.#o.bleBindings }), ...(this.#o.bleHciUartPort === undefined ? {} : { hciUartPort: this.#o.bleHciUartPort }) };
+    const { transport: ble, host } = buildBle(this.#o.config, { pipeline, client, sessions, logger }, radio);
+    this.#stoppers.push({ name: 'ble v2 host', stop: () => host.dispose() });
     try {
       await ble.start();
     } catch (err) {

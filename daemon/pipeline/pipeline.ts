@@ -98,8 +98,8 @@ export class Pipeline implements AuthPipeline {
     return this.#replies.rejectBytes(conn, started, { version, dev: replyDev, reason });
   }
 
-  async connectionChallenge(conn: IngressConnection): Promise<Uint8Array> {
-    return this.#issue(conn, undefined, 1);
+  async connectionChallenge(conn: IngressConnection, version: ProtocolVersion = 1): Promise<Uint8Array> {
+    return this.#issue(conn, undefined, version);
   }
 
   async hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string, version: ProtocolVersion = 1): Promise<HelloOutcome> {

@@ -63,9 +63,10 @@ export interface AuthPipeline {
    * (key 3) carries `conn.id` (e.g. `ble:7`, a valid id that names the binding, never a device
    * identity; peripherals ignore it on BLE). The device id is learned from the hello, which the
    * transport passes to `hello(conn, bytes)` without `expectedDev`. Returns the encoded challenge,
-   * or an encoded reject (rate-limited, busy). See docs/ble.md.
+   * or an encoded reject (rate-limited, busy). See docs/ble.md. With `version` 2 (the v2
+   * characteristic) the challenge carries a fresh `ge` whose private key lives with the `gn`.
    */
-  connectionChallenge(conn: IngressConnection): Promise<Uint8Array>;
+  connectionChallenge(conn: IngressConnection, version?: ProtocolVersion): Promise<Uint8Array>;
   /** protocol-v1 "Gateway checks on a hello", then the backend, then a welcome or reject. */
   hello(conn: IngressConnection, helloBytes: Uint8Array, expectedDev?: string, version?: ProtocolVersion): Promise<HelloOutcome>;
   /** A reject of `version` (the topic's) with `reason`, signed when a session key is held. */

@@ -40,6 +40,8 @@ export interface SessionTableEvents {
   ended: [session: GatewaySessionV2, reason: SessionEndReason];
   /** A session's pub was published on the local broker (the msg relay fans it out). */
   published: [session: GatewaySessionV2, topic: string, body: Uint8Array];
+  /** A frame of the session was dropped (counted, never answered). */
+  dropped: [session: GatewaySessionV2, code: FrameDropCode];
 }
 
 export class SessionTable extends EventEmitter<SessionTableEvents> {
@@ -103,8 +105,9 @@ export class SessionTable extends EventEmitter<SessionTableEvents> {
         now: () => this.#o.now(),
         ...(this.#o.timers === undefined ? {} : { timers: this.#o.timers }),
         ended: (s, reason) => this.#ended(s, reason),
-        dropped: (_s, code) => {
+        dropped: (s, code) => {
           this.#counters.drops[code] = (this.#counters.drops[code] ?? 0) + 1;
+          this.emit('dropped', s, code);
         },
       },
       this.#o.firstFrameTimeoutMs,
@@ -121,9 +124,9 @@ export class SessionTable extends EventEmitter<SessionTableEvents> {
     await Promise.all(devices.map((d) => this.#byDev.get(d)?.end('revoked')));
   }
 
-  /** Every session ends with `bye shutdown` (bounded by the caller). */
-  async shutdown(): Promise<void> {
-    await Promise.all([...this.#byConn.values()].map((s) => s.end('shutdown')));
+  /** Every session (of `transport` only, when given) ends with `bye shutdown` (bounded by the caller). */
+  async shutdown(transport?: TransportKind): Promise<void> {
+    await Promise.all([...this.#byConn.values()].filter((s) => transport === undefined || s.transport === transport).map((s) => s.end('shutdown')));
   }
 
   /** The connection closed: its session ends without a bye. */

@@ -100,8 +100,12 @@ export class DataPlane implements SessionDataPlane {
     this.queue.close();
   }
 
-  /** A transport's session table: its sessions' openings and ends reach the command relay. */
+  /**
+   * A session table: its sessions' openings and ends reach the command relay. Attaching a table
+   * twice (the gateway's one table, shared by its transports) counts it once.
+   */
   attach(table: SessionTable): void {
+    if (this.#tables.includes(table)) return;
     this.#tables.push(table);
     table.on('opened', (s) => this.#relay?.sessionOpened(s));
     table.on('ended', (s) => this.#relay?.sessionEnded(s));

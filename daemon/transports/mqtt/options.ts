@@ -71,6 +71,11 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
   dataPlane?: SessionDataPlane & { attach(table: SessionTable): void };
   /** protocol-v2 "msg": broker messages to the v2 sessions their `sub` grants; absent, none are relayed. */
   msgRelay?: MsgRelay;
+  /**
+   * The gateway's v2 session table, shared with the other transports (daemon/compose.ts); absent,
+   * the transport keeps its own (transport tests).
+   */
+  sessions?: SessionTable;
   logger?: Logger;
   /** Arms the auth, v1 session-age and v2 session timers (default: monotonic, real timers); tests inject one. */
   clock?: TimerClock;
@@ -79,7 +84,7 @@ export interface MqttTransportOptions extends MqttSettings, Partial<typeof MQTT_
 }
 
 /** The options with the built-in limits applied. */
-export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'msgRelay' | 'clock'>>;
+export type ResolvedOptions = Required<Omit<MqttTransportOptions, 'revocations' | 'logger' | 'tcp' | 'tls' | 'dataPlane' | 'msgRelay' | 'clock' | 'sessions'>>;
 
 /** Applies the built-in limits and validates; throws GH_MQTT_BAD_OPTION naming every bad option. */
 export function resolveOptions(options: MqttTransportOptions): ResolvedOptions {

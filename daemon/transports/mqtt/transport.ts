@@ -25,7 +25,7 @@ import { resolveOptions, type MqttTransportOptions, type ResolvedOptions } from 
 import { SessionTable, type SessionCounters } from '../../sessions/table.js';
 import type { SessionInfo } from '../../sessions/session.js';
 import type { SessionOpening } from '../../pipeline/types.js';
-import { inAuthNamespace, topicMatches } from './topics.js';
+import { openSession } from '../../sessions/open.js';
 import type { RefusalCounts } from './refusals.js';
 import { MqttAdmission } from './admission.js';
 import { dropNumberCache, forgetCleanOutgoing } from './aedes-patches.js';
@@ -44,9 +44,9 @@ export interface MqttTransportStats {
   closedRevoked: number;
   /** v1 connections closed when their welcome ran out (lease exp or protocol.maxSessionAgeSec). */
   closedExpired: number;
-  /** Live v2 sessions. */
+  /** Live v2 sessions of the table the transport was given (the daemon's is shared with BLE). */
   sessions: number;
-  /** v2 session counters (opened, ended by reason, frames dropped by code, denied). */
+  /** That table's v2 session counters (opened, ended by reason, frames dropped by code, denied). */
   sessionCounters: SessionCounters;
   /** Connections refused, by why (CONNACK 3 or closed at accept). */
   refused: RefusalCounts;
@@ -102,10 +102,12 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
       },
     });
     const clock = options.clock;
-    this.#sessions = new SessionTable({
-      firstFrameTimeoutMs: this.#o.firstFrameTimeoutMs,
-      ...(clock === undefined ? { now: () => performance.now() } : { now: () => clock.now(), timers: clock }),
-    });
+    this.#sessions =
+      options.sessions ??
+      new SessionTable({
+        firstFrameTimeoutMs: this.#o.firstFrameTimeoutMs,
+        ...(clock === undefined ? { now: () => performance.now() } : { now: () => clock.now(), timers: clock }),
+      });
     this.#dataPlane = options.dataPlane;
     this.#dataPlane?.attach(this.#sessions);
     this.#msgRelay = options.msgRelay;
@@ -138,19 +140,22 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     };
   }
 
-  /** The live v2 sessions, for the status socket. */
+  /** The live v2 sessions of this transport's connections. */
   sessions(): SessionInfo[] {
-    return this.#sessions.list();
+    return this.#sessions.list().filter((s) => s.transport === 'mqtt');
+  }
+
+  /** Publishes on the embedded broker (a v2 session's pub for local subscribers, whatever its transport). */
+  publishLocal(topic: string, body: Uint8Array): Promise<void> {
+    return publishLocal(this.#broker, topic, body, this.#o.operationTimeoutMs);
   }
 
   /** A v2 session on `conn`: frames go to it alone; its pub frames are held to the lease policy. */
   async #openSession(conn: MqttConnection, opening: SessionOpening): Promise<void> {
-    const session = await this.#sessions.open(opening, conn.ingress, {
+    const services = { table: this.#sessions, publishLocal: (topic: string, body: Uint8Array) => this.publishLocal(topic, body), ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }) };
+    const session = await openSession(services, opening, conn.ingress, {
       send: (bytes) => deliverDown(conn, opening.dev, 2, bytes, this.#o.operationTimeoutMs),
       close: () => this.#table.close(conn),
-      pubAllowed: (topic) => !inAuthNamespace(topic) && !topic.startsWith('$') && opening.policy.pub.some((f) => topicMatches(f, topic)),
-      publishLocal: (topic, body) => publishLocal(this.#broker, topic, body, this.#o.operationTimeoutMs),
-      ...(this.#dataPlane === undefined ? {} : { dataPlane: this.#dataPlane }),
     });
     this.#log.debug('v2 session opened', { conn: conn.id, dev: opening.dev, sid: session.info().sid, life: opening.lifeSeconds, offline: opening.offline });
   }
@@ -242,7 +247,7 @@ export class MqttTransport extends EventEmitter<MqttTransportEvents> {
     this.#servers = [];
     const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     await this.#drained();
-    if (this.#broker !== undefined) await this.#bounded(this.#sessions.shutdown(), 'sessions bye shutdown');
+    if (this.#broker !== undefined) await this.#bounded(this.#sessions.shutdown('mqtt'), 'sessions bye shutdown');
     const broker = this.#broker;
     this.#broker = undefined;
     if (broker !== undefined) {

@@ -3,14 +3,14 @@
  * Gatehouse service, so the gateway reaches it only through a relay, one more Bumble device on
  * the link that is a peripheral toward the gateway and a central toward the real peripheral
  * (gatehouse_bumble/relay.py). The relay forwards the exchange unchanged and the peripheral is
- * welcomed; then it replays and alters frames: the gateway's session drops them, the session
- * goes on (or ends after 16 drops), and the relay never sees a plaintext.
+ * welcomed; then it replays and alters frames: the gateway's session (the daemon's v2 host and
+ * session table) drops them, the session goes on (or ends after 16 drops), and the relay never
+ * sees a plaintext.
  */
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { startBackend, startHciRig, GW, addressOf, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { recordingV2Host, untilTick, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
 import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
-import { MinimalV2Host } from './v2-host.js';
 
 /** Flags and a name only: no service UUID, so the gateway's scan never picks this device. */
 function hiddenAdvertising(name: string): Uint8Array {
@@ -18,57 +18,24 @@ function hiddenAdvertising(name: string): Uint8Array {
   return new Uint8Array([2, 0x01, 0x06, n.length + 1, 0x09, ...n]);
 }
 
-/** Bounded wait on a condition of state other parts update (checked on every event of `feed`). */
-function until(feed: EventEmitter, check: () => boolean, what: string, ms = 15_000): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      feed.off('tick', on);
-      reject(new Error(`not within ${ms} ms: ${what}`));
-    }, ms);
-    const on = (): void => {
-      if (!check()) return;
-      clearTimeout(timer);
-      feed.off('tick', on);
-      resolve();
-    };
-    feed.on('tick', on);
-  });
-}
-
 describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay device, real HCI stack)', function () {
   this.timeout(60_000);
   let backend: Backend | undefined;
   let rig: HciRig | undefined;
-  let host: MinimalV2Host;
-  let session: Awaited<ReturnType<Backend['tb']['openSession']>>['session'];
+  let host: RecordingV2Host;
   const sessions: BleSessionEvent[] = [];
-  const feed = new EventEmitter();
 
   before(async () => {
     backend = await startBackend();
-    ({ session } = await backend.tb.openSession(backend.gateway));
   });
   beforeEach(() => {
     sessions.length = 0;
-    host = new MinimalV2Host(backend!.tb, GW, session);
-    // Every frame the host takes (or drops, which answers nothing) may settle a condition too.
-    const begin = host.beginExchange.bind(host);
-    host.beginExchange = async (link) => {
-      const ex = await begin(link);
-      return {
-        ...ex,
-        onFrame: async (bytes) => {
-          const r = await ex.onFrame(bytes);
-          setImmediate(() => feed.emit('tick'));
-          return r;
-        },
-      };
-    };
+    host = recordingV2Host(backend!);
   });
   afterEach(async () => {
     await rig?.stop();
     rig = undefined;
+    host.dispose();
   });
   after(async () => {
     await backend?.close();
@@ -79,8 +46,9 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
     rig = await startHciRig(
       backend!,
       [{ n, name: 'real', versions: [2], misbehave: { advertisingData: hiddenAdvertising('REAL-ONLY-RELAY') } }],
-      { transport: { v2: host }, relays: [{ name: 'relay', address: RELAY, target: addressOf(n) }] },
+      { transport: { v2: host.host }, relays: [{ name: 'relay', address: RELAY, target: addressOf(n) }] },
     );
+    const feed = host.feed;
     rig.transport.on('session', (e) => {
       sessions.push(e);
       feed.emit('tick');
@@ -92,8 +60,10 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
   };
   const relayed = (dir: 'p2g' | 'g2p'): Buffer[] =>
     rig!.link.events.filter((e) => e.event === 'relay' && e.dir === dir).map((e) => Buffer.from(e.hex as string, 'hex'));
-  const drops = (): string[] => host.sessions[0]?.drops.map((d) => d.code) ?? [];
-  const frames = (): string[] => host.sessions[0]?.frames.map((f) => `${f.seq}:${f.type}:${f.body ?? ''}`) ?? [];
+  const drops = (): string[] => host.drops;
+  /** Frames the gateway's session opened. */
+  const framesIn = (): number => host.sessions[0]?.info().framesIn ?? 0;
+  const until = (check: () => boolean, what: string): Promise<void> => untilTick(host.feed, check, what);
 
   it('forwards the exchange unchanged (welcome), then its replayed and altered frames are dropped and the session goes on', async () => {
     await start(71);
@@ -103,27 +73,33 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
     const e = await rig!.exchangeOf(RELAY);
     assert.deepEqual([e.outcome, e.dev, e.version], ['welcome', 'hci-dev-71', 2]);
     assert.equal(rig!.exchanges.some((x) => x.address === addressOf(71)), false, 'the gateway never reached the real peripheral directly');
-    assert.equal(host.sessions[0]!.sid, o.sid, 'gateway and peripheral derived the same session through the relay');
+    assert.equal(host.sessions[0]!.info().sid, o.sid, 'gateway and peripheral derived the same session through the relay');
 
     rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-one' });
-    await until(feed, () => frames().length === 1, 'first frame at the gateway');
+    await until(() => framesIn() === 1, 'first frame at the gateway');
 
     rig!.link.relay('relay', 'inject');
-    await until(feed, () => drops().length === 1, 'the replayed frame dropped');
+    await until(() => drops().length === 1, 'the replayed frame dropped');
     rig!.link.relay('relay', 'alter');
     rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-two' });
     await rig!.link.waitEvent((x) => x.event === 'relay-altered', 'the relay altered a frame');
-    await until(feed, () => drops().length === 2, 'the altered frame dropped');
+    await until(() => drops().length === 2, 'the altered frame dropped');
     assert.deepEqual(drops(), ['GH_FRAME_REPLAY', 'GH_FRAME_DECRYPT']);
+    // The table's counters, which /metrics reads (gatehouse_v2_frames_dropped_total), as for MQTT.
+    assert.deepEqual(host.table.counters().drops, { GH_FRAME_REPLAY: 1, GH_FRAME_DECRYPT: 1 });
 
-    // The session is intact: the next frame and the peripheral's bye are taken, with receipts.
+    // The session is intact: the next frame and the peripheral's bye are taken, with a receipt.
     rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-three' });
     rig!.link.send('real', { type: 'bye' });
-    await until(feed, () => sessions.length === 1, 'the session ended');
+    await until(() => sessions.length === 1, 'the session ended');
     assert.equal(sessions[0]!.end, 'bye');
-    assert.deepEqual(frames(), ['0:pub:secret-one', '2:pub:secret-three', '3:bye:']);
-    const receipt = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'receipt' && x.upto === 2, 'receipt upto 2');
-    assert.equal(receipt.upto, 2);
+    // seq 0, 2 and the bye (3) taken; seq 1 was the altered one.
+    assert.equal(framesIn(), 3);
+    assert.deepEqual(host.published, ['devices/hci-dev-71/t secret-one', 'devices/hci-dev-71/t secret-three']);
+    // protocol-v2: before erasing the keys on P's bye, G receipts every frame before it; the
+    // altered seq 1 never decrypted, so it is settled lost (P may send it again in a new session).
+    const receipt = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'receipt' && x.upto === 3, 'receipt upto 3');
+    assert.deepEqual(receipt.lost, [1]);
 
     // What the relay saw: the hello and frames one way, the challenge, the welcome and frames the other;
     // every frame is a COSE_Encrypt0 (tag 16) and no plaintext crosses it.
@@ -141,11 +117,12 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
     const o = await rig!.link.outcomeOf('real');
     assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
     rig!.link.send('real', { type: 'ping' });
-    await until(feed, () => frames().length === 1, 'the ping at the gateway');
+    await until(() => framesIn() === 1, 'the ping at the gateway');
     rig!.link.relay('relay', 'inject', 16);
-    await until(feed, () => sessions.length === 1, 'the session ended');
+    await until(() => sessions.length === 1, 'the session ended');
     assert.equal(sessions[0]!.end, 'malformed');
     assert.equal(drops().length, 16);
+    assert.deepEqual(host.table.counters().ended, { malformed: 1 });
     assert.ok(drops().every((c) => c === 'GH_FRAME_REPLAY'), drops().join());
     const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'malformed');

@@ -11,11 +11,11 @@ import { main } from '../../../../../cli/main.js';
 import { StatusServer } from '../../../../../daemon/status/server.js';
 import type { ScanReport } from '../../../../../daemon/status/types.js';
 import type { BleTransport } from '../../../../../daemon/transports/ble/transport.js';
-import { startBackend, startHciRig, addressOf, GW, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { startBackend, startHciRig, addressOf, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
 import { captureIO } from '../../../../../testkit/cli-io.js';
 import { normaliseCliText } from '../../../../../testkit/cli-text.js';
 import { TestSource } from '../../../status/fixtures.js';
-import { MinimalV2Host } from './v2-host.js';
+import { recordingV2Host, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
 
 /** A status source whose /v1/scan is the live transport's log. */
 class ScanSource extends TestSource {
@@ -34,6 +34,7 @@ describe('gatehouse scan over a real HCI stack (Bumble peripherals)', function (
   let rig: HciRig | undefined;
   let dir: string | undefined;
   let server: StatusServer | undefined;
+  let host: RecordingV2Host | undefined;
 
   before(async () => {
     backend = await startBackend();
@@ -43,6 +44,7 @@ describe('gatehouse scan over a real HCI stack (Bumble peripherals)', function (
     server = undefined;
     await rig?.stop();
     rig = undefined;
+    host?.dispose();
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
   after(async () => {
@@ -50,15 +52,14 @@ describe('gatehouse scan over a real HCI stack (Bumble peripherals)', function (
   });
 
   it('lists each peripheral with RSSI, the versions found at connect, the last outcome and the back-off', async () => {
-    const { session } = await backend!.tb.openSession(backend!.gateway);
-    const host = new MinimalV2Host(backend!.tb, GW, session);
+    host = recordingV2Host(backend!);
     rig = await startHciRig(
       backend!,
       [
         { n: 61, name: 'both', versions: [1, 2] },
         { n: 62, name: 'v1-stranger', versions: [1], register: false },
       ],
-      { transport: { v2: host } },
+      { transport: { v2: host.host } },
     );
     const welcomed = await rig.exchangeOf(addressOf(61));
     const rejected = await rig.exchangeOf(addressOf(62));

@@ -1,45 +1,44 @@
 /**
- * Protocol v2 on the BLE v2 characteristic, end to end over noble's HCI and Bumble: the gateway
- * prefers the v2 characteristic, writes a challenge with a fresh ge, takes the hello, gets the
- * reference backend's grant, welcomes; the Python peripheral (protocol_v2.py, written from the
- * page) checks the grant, derives the keys and streams frames on the link that stays up, until
- * its bye or the gateway's idle time.
+ * Protocol v2 on the BLE v2 characteristic, end to end over noble's HCI and Bumble, with the
+ * daemon's v2 host (the pipeline and a session table, as daemon/compose.ts builds it): the
+ * gateway prefers the v2 characteristic, writes the pipeline's challenge with a fresh ge, takes
+ * the hello, relays the reference backend's grant in its welcome; the Python peripheral
+ * (protocol_v2.py, written from the page) checks the grant, derives the keys and streams frames
+ * on the link that stays up, until its bye or the gateway's idle time.
  */
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { startBackend, startHciRig, addressOf, GW, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
 import { waitForEmitter } from '../../../../../testkit/wait.js';
 import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
-import { MinimalV2Host } from './v2-host.js';
+import { recordingV2Host, untilTick, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
 
 describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 peripheral)', function () {
   this.timeout(60_000);
   let backend: Backend | undefined;
   let rig: HciRig | undefined;
-  let host: MinimalV2Host;
+  let host: RecordingV2Host;
   const sessions: BleSessionEvent[] = [];
   const feed = new EventEmitter();
 
-  let session: Awaited<ReturnType<Backend['tb']['openSession']>>['session'];
   before(async () => {
     backend = await startBackend();
-    // One more session key for the gateway: the v2 host signs its verify requests and welcomes with it.
-    ({ session } = await backend.tb.openSession(backend.gateway));
   });
   beforeEach(() => {
-    host = new MinimalV2Host(backend!.tb, GW, session);
+    host = recordingV2Host(backend!);
     sessions.length = 0;
   });
   afterEach(async () => {
     await rig?.stop();
     rig = undefined;
+    host.dispose();
   });
   after(async () => {
     await backend?.close();
   });
 
   const start = async (ps: Parameters<typeof startHciRig>[1], transport: Parameters<typeof startHciRig>[2] = {}): Promise<HciRig> => {
-    rig = await startHciRig(backend!, ps, { transport: { v2: host, ...transport.transport } });
+    rig = await startHciRig(backend!, ps, { transport: { v2: host.host, ...transport.transport } });
     rig.transport.on('session', (e) => {
       sessions.push(e);
       feed.emit('session', e);
@@ -73,10 +72,12 @@ describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 pe
     const s = await sessionOf('hci-dev-51');
     assert.equal(s.end, 'bye');
     assert.equal(s.framesIn, 4);
-    const log = host.sessions[0]!;
-    assert.equal(log.sid, o.sid, 'both sides derived the same sid');
-    assert.deepEqual(log.frames.map((f) => [f.seq, f.type, f.body]), [[0, 'pub', '21.5'], [1, 'ping', undefined], [2, 'pub', '21.7'], [3, 'bye', undefined]]);
-    assert.deepEqual(log.drops, []);
+    const info = host.sessions[0]!.info();
+    assert.equal(info.sid, o.sid, 'both sides derived the same sid');
+    assert.deepEqual([info.transport, info.framesIn, info.offline], ['ble', 4, false]);
+    assert.deepEqual(host.published, ['devices/hci-dev-51/temp 21.5', 'devices/hci-dev-51/temp 21.7']);
+    assert.deepEqual(host.drops, []);
+    assert.equal(host.table.size, 0, 'the session left the table with its bye');
     // The peripheral opened every receipt the gateway sealed.
     const end = await rig!.link.waitEvent((x) => x.event === 'session-end' && x.peripheral === 'v2', 'session-end');
     assert.equal(end.drops, 0);
@@ -91,6 +92,31 @@ describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 pe
     assert.ok(s.durationMs >= 1_500, `${s.durationMs}`);
     const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'idle');
+  });
+
+  it('ends the BLE v2 session of a device revoked at the backend (bye revoked), through the session table', async () => {
+    await start([{ n: 56, name: 'revoked', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }]);
+    const o = await rig!.link.outcomeOf('revoked');
+    assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
+    await untilTick(host.feed, () => host.sessions.length === 1, 'the session open');
+    await backend!.tb.backend.store.revokeDevice('hci-dev-56');
+    // The poll the client's timer makes (off in the rig): the revocation reaches the table's listeners.
+    assert.deepEqual(await backend!.client.pollRevocations(), ['hci-dev-56']);
+    const s = await sessionOf('hci-dev-56');
+    assert.equal(s.end, 'revoked');
+    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'revoked' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal(bye.reason, 'revoked');
+    assert.deepEqual(host.table.counters().ended, { revoked: 1 });
+  });
+
+  it('says bye shutdown on a live BLE session when the transport stops, and the peripheral reads it', async () => {
+    await start([{ n: 57, name: 'stopping', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }]);
+    assert.equal((await rig!.link.outcomeOf('stopping')).outcome, 'welcomed');
+    await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'receipt' && x.upto === 0, 'the ping receipted');
+    await rig!.transport.stop();
+    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal(bye.reason, 'shutdown');
+    assert.deepEqual(host.table.counters().ended, { shutdown: 1 });
   });
 
   it('uses v1 for a device that serves both characteristics when the gateway allows only v1, and v2 when it allows both', async () => {
