@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { UsageError } from '../common/cli-io.js';
 import type { ClosedAnswer, SideCommand, StormAnswer } from './ab-side.js';
 import { ask, exited } from './ipc.js';
-import { median, round } from './stats.js';
+import { midMedian, round } from './stats.js';
 
 /**
  * A paired ratio whose median is within ±5% of 1 is "within noise". Why 5%: on this shared
@@ -87,12 +87,12 @@ async function stopSide(s: Side): Promise<void> {
   await gone;
 }
 
-const fmtRuns = (xs: number[], digits = 0): string => `median ${round(median(xs), digits)} [${xs.map((x) => round(x, digits)).join(' ')}]`;
+const fmtRuns = (xs: number[], digits = 0): string => `median ${round(midMedian(xs), digits)} [${xs.map((x) => round(x, digits)).join(' ')}]`;
 
 /** Paired ratios B/A, their median, and the verdict line of one metric (`higherIsBetter` names what "B won" means). */
 function paired(name: string, a: number[], b: number[], higherIsBetter: boolean): string[] {
   const ratios = a.map((x, i) => (b[i] ?? NaN) / x);
-  const m = median(ratios);
+  const m = midMedian(ratios);
   const wins = ratios.filter((r) => (higherIsBetter ? r > 1 : r < 1)).length;
   const delta = round((m - 1) * 100, 1);
   const verdict = Math.abs(m - 1) <= NOISE ? 'within noise' : `B ${(m > 1) === higherIsBetter ? 'better' : 'worse'} by ${Math.abs(delta)}%`;
@@ -196,4 +196,6 @@ function report(sides: Side[], storm: number): void {
   }
   for (const l of lines.filter((x) => !x.startsWith('verdict'))) console.log(l);
   for (const l of lines.filter((x) => x.startsWith('verdict'))) console.log(l);
+  const broken = sides.flatMap((s) => [...s.closed, ...s.storms]).filter((x) => Object.keys(x.failures).length > 0).length;
+  if (broken > 0) console.log(`NOT VALID: ${broken} runs had failures (listed above), so the verdicts compare broken runs`);
 }

@@ -69,8 +69,13 @@ async function start(): Promise<(cmd: SideCommand) => Promise<SideAnswer>> {
   execFileSync(process.execPath, [join(tree, 'node_modules/typescript/bin/tsc'), '-p', join(tree, 'bench/tsconfig.bench.json'), '--noCheck'], { stdio: 'inherit' });
   const h = (await import(pathToFileURL(join(tree, 'bench/harness.ts')).href)) as Harness;
   const s = (await import(pathToFileURL(join(tree, 'bench/scenarios.ts')).href)) as Scenarios;
-  const env = await h.BenchEnv.create(await mkdtemp(join(tmpdir(), 'gh-abc-env-')), pool + stormSize);
+  const env = await h.BenchEnv.create(await mkdtemp(join(tmpdir(), 'gh-abc-env-')), pool);
   undo.push(() => env.dispose());
+  // Storms get their own backend and swtpm: every fresh daemon opens a backend session for the one
+  // gateway, and the backend honours only the newest two per gateway, so storm daemons on the
+  // closed loop's backend would push the long-lived daemon's session out.
+  const stormEnv = stormSize > 0 ? await h.BenchEnv.create(await mkdtemp(join(tmpdir(), 'gh-abc-env-')), stormSize) : undefined;
+  if (stormEnv !== undefined) undo.push(() => stormEnv.dispose());
   const { file, log } = await env.writeConfig('ab', { logLevel: 'info' });
   const gw = await h.Daemon.start('gateway-worker.js', [file, log]);
   undo.push(() => gw.stop());
@@ -86,12 +91,12 @@ async function start(): Promise<(cmd: SideCommand) => Promise<SideAnswer>> {
         return { op: 'closed', authsPerSec: r.authsPerSec.median, usPerAuth: Math.round((r.load.daemonCpu / r.authsPerSec.median) * 1e6), p99Ms: r.p99.median, failures: r.failures };
       }
       case 'storm': {
-        // A fresh daemon (fresh state, no leases) per storm, as the bench's storm phase does; the
-        // storm's peripherals are not the closed-loop pool's.
-        const cfg = await env.writeConfig(`storm-${(storms += 1)}`, { logLevel: 'info' });
+        // A fresh daemon (fresh state, no leases) per storm, as the bench's storm phase does.
+        if (stormEnv === undefined || cmd.size > stormSize) throw new Error(`storm of ${cmd.size}: this side was started for ${stormSize}`);
+        const cfg = await stormEnv.writeConfig(`storm-${(storms += 1)}`, { logLevel: 'info' });
         const d = await h.Daemon.start('gateway-worker.js', [cfg.file, cfg.log]);
         try {
-          const r = await s.storm(stormGens, env, d, env.devices.slice(pool, pool + cmd.size), true);
+          const r = await s.storm(stormGens, stormEnv, d, stormEnv.devices.slice(0, cmd.size), true);
           await s.closePools(stormGens);
           return { op: 'storm', allWelcomedSec: (r.lastDoneAt - r.startAt) / 1000, welcomed: r.report.ok, failures: r.report.failures, retries: r.retries };
         } finally {
