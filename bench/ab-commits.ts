@@ -6,9 +6,10 @@
  * swtpm, daemon and two load generators with 256 connections. After one uncounted closed loop
  * per side, each round runs on each side one closed loop of S seconds (after closedLoop's own
  * warm-up run) and, with --storm N (default 2,000; 0 skips it), one storm of N peripherals on a
- * fresh daemon; the order alternates (ABBA), so the machine's drift hits both alike. Prints each side's runs and medians, the paired ratio B/A
- * per round and its median, how many rounds B won, a verdict per metric and the load average.
- * Worktrees and processes are removed on every exit path (also on Ctrl-C).
+ * fresh daemon; the order alternates (ABBA), so the machine's drift hits both alike. Prints each
+ * side's runs and medians, the paired ratio B/A per round and its median, how many rounds B won,
+ * a verdict per metric and the load average. Worktrees and processes are removed on every exit
+ * path (also on Ctrl-C and SIGTERM).
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { realpathSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { midMedian, round } from './stats.js';
  * The verdict per metric: "within noise" when the median paired ratio B/A is within ±NOISE of 1;
  * a difference ("B worse/better by X%") when it is outside AND B lost (won) so many rounds that a
  * two-sided sign test gives p < 0.05 (with 6 rounds: all 6); otherwise "inconclusive". Why both:
- * an A/A run (one commit on both sides, 6 × 4 s, load average 8–13 on this 2-core machine) gave
+ * an A/A run (one commit on both sides, 6 × 4 s, load average 11 → 8 on this 2-core machine) gave
  * per-round auths/s ratios of 0.65–1.33 and a median of 0.944, so a median outside ±5% alone is
  * no evidence there; its daemon µs/auth ratios stayed within 0.95–1.08 (median 0.988).
  */
