@@ -22,6 +22,9 @@ import type { GatewayWorkerStats } from './gateway-worker.js';
 import { freePort, gatewayConfigInput } from '../demo/embedded.js';
 import { TPM_AUTH_FILE } from '../tpm/key-auth-file.js';
 import { mergeInput, type ConfigInput } from '../demo/overrides.js';
+import { ask, exited } from './ipc.js';
+
+export { ask, exited };
 
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
@@ -31,25 +34,6 @@ export function memoryOf(pid: number): { rssMb: number; peakMb: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
   return { rssMb: kb('VmRSS') / 1024, peakMb: kb('VmHWM') / 1024 };
-}
-
-/** One IPC request/answer with a deadline. */
-export function ask<T>(child: ChildProcess, msg: unknown, expectOp: string, timeoutMs: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.off('message', onMsg);
-      reject(new Error(`${expectOp}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const onMsg = (m: { op: string; message?: string }): void => {
-      if (m.op !== expectOp && m.op !== 'error') return;
-      clearTimeout(timer);
-      child.off('message', onMsg);
-      if (m.op === 'error') reject(new Error(`worker failed: ${m.message ?? ''}`));
-      else resolve(m as T);
-    };
-    child.on('message', onMsg);
-    if (msg !== undefined) child.send(msg as object);
-  });
 }
 
 /**
@@ -82,10 +66,6 @@ export function forkWorker(file: string, args: string[]): ChildProcess {
   // BENCH_DAEMON_DIST: another build of the daemon (a copy of bench/results/.dist/bench/), to A/B two commits (bench/ab.ts).
   const dist = file === 'gateway-worker.js' ? (process.env.BENCH_DAEMON_DIST ?? DIST) : DIST;
   return fork(join(dist, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
-}
-
-export function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
 }
 
 /** A forked load generator. */

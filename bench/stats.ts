@@ -11,6 +11,13 @@ export function median(xs: readonly number[]): number {
   return percentile(xs, 0.5);
 }
 
+/** The median, as the mean of the middle two for an even count (paired ABBA rounds come in pairs). */
+export function midMedian(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
 /** Median of the runs with their min and max (the spread printed next to every number). */
 export interface Spread {
   median: number;
