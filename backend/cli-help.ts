@@ -47,7 +47,7 @@ Options:
   --max-session-seconds N   cap on a gateway session credential's lifetime (default 172800)
   --grant-life-seconds N    protocol-v2 grant life: the longest peripheral session (default 86400)
   --nonces-per-key N        live request nonces one key may hold before its requests are
-                            answered 503 busy (default 10000; other keys are unaffected)
+                            answered 503 busy (default 300000; other keys are unaffected)
   --data-dir D              data directory (made 0700 on every start): the signing key
   --store URL               sqlite:PATH or postgres://… (default sqlite:<data dir>/registry.sqlite);
                             a PostgreSQL database must be migrated first (gatehouse-backend migrate)

@@ -287,18 +287,26 @@ export async function naive(env: BenchEnv, o: { runs: number; durationMs: number
       const lat: number[] = [];
       const end = performance.now() + o.durationMs;
       const t0 = performance.now();
-      await Promise.all(
+      let failed = false;
+      // The first refusal stops every worker before the client is stopped (none writes into a state dir being removed).
+      await Promise.allSettled(
         signers.map(async (signer) => {
-          while (performance.now() < end) {
+          while (performance.now() < end && !failed) {
             const s = performance.now();
             const hello = await signHello({ type: 'hello', version: 1, dev: signer.kid, pn: randomNonce(), gn: randomNonce() }, signer);
             await tpmSign();
             const v = await client.verify({ id: `n${++seq}`, transport: 'mqtt', dev: signer.kid, hello });
-            if (!v.ok) throw new Error(`naive baseline: hello refused (${v.reason})`);
+            if (!v.ok) {
+              failed = true;
+              throw new Error(`naive baseline: hello refused (${v.reason})`);
+            }
             lat.push(performance.now() - s);
           }
         }),
-      );
+      ).then((all) => {
+        const bad = all.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+        if (bad !== undefined) throw bad.reason;
+      });
       rates.push((lat.length * 1000) / (performance.now() - t0));
       p50s.push(percentile(lat, 0.5));
     }
