@@ -16,7 +16,6 @@ import {
   parseHelloV2,
   signGatewayCredential,
   signGrant,
-  signLease,
   verifySign1,
   type Hello,
   type HelloV2,
@@ -26,9 +25,10 @@ import {
 } from '../protocol/index.js';
 import { resignForGrants } from './commands.js';
 import { Problem } from './problem.js';
+import type { IssuedLeases } from './issued-leases.js';
 import type { Authenticated } from './auth.js';
 import type { GatewayRecord, GrantRecord } from './registry.js';
-import { deviceAllowedAt, type BackendStore, type VerifyDevice } from './store.js';
+import { deviceAllowedAt, type BackendStore, type VerifiedAt, type VerifyDevice } from './store.js';
 
 /** protocol-v1: at most 256 hellos per `POST /v1/verify`. */
 export const MAX_HELLOS = 256;
@@ -39,6 +39,8 @@ export interface ApiDeps {
   logger: Logger;
   /** Lease lifetime in seconds. */
   leaseSeconds: number;
+  /** Leases signed lately, reused while they have half their life left (backend/issued-leases.ts). */
+  leases: IssuedLeases;
   /** Longest session credential the backend issues, in seconds. */
   maxSessionSeconds: number;
   /** protocol-v2: a grant's `life`, the longest peripheral session the backend allows, seconds. */
@@ -131,7 +133,7 @@ interface BatchContext {
   devices: Map<string, VerifyDevice>;
   /** Devices a v2 hello earlier in this batch proved v2. */
   v2: string[];
-  verifiedAt: { dev: string; gw: string }[];
+  verifiedAt: VerifiedAt[];
   grants: GrantRecord[];
 }
 
@@ -160,12 +162,9 @@ async function verifyOne(item: HelloItem, auth: Authenticated, now: number, deps
     return refuse('unsupported-version');
   }
   if (!deviceAllowedAt(device, gateway)) return refuse('not-allowed-here');
-  const lease = await signLease(
-    { type: 'lease', version: 1, dev, gw: gateway.id, dpk: device.publicKey, policy: device.policy, iat: now, exp: now + deps.leaseSeconds },
-    deps.signer,
-  );
-  // Its revocation will be in this gateway's feed.
-  batch.verifiedAt.push({ dev, gw: gateway.id });
+  const { bytes: lease, iat: leaseIat } = await deps.leases.lease({ dev, gw: gateway.id, dpk: device.publicKey, policy: device.policy, now, leaseSeconds: deps.leaseSeconds }, deps.signer);
+  // Its revocation will be in this gateway's feed; its telemetry is believed until this lease's exp.
+  batch.verifiedAt.push({ dev, gw: gateway.id, leaseIat });
   const ok = { id: item.id, ok: true as const, dev, lease: base64UrlEncode(lease) };
   if (parsed.v === 1) return ok;
   const spk = auth.sessionPublicKey;

@@ -42,7 +42,7 @@ const SQL = {
     top AS (SELECT coalesce(max(cursor), 0) AS m FROM revocations)
     SELECT top.m, page.cursor, page.device_id FROM top LEFT JOIN page ON true ORDER BY page.cursor`,
   recordVerifiedAt:
-    'INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) VALUES ($1, $2, $3, $3) ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = excluded.last_at',
+    'INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) VALUES ($1, $2, $3, $3) ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = GREATEST(device_gateways.last_at, excluded.last_at)',
   verifiedAt: 'SELECT gateway_id FROM device_gateways WHERE device_id = $1 ORDER BY gateway_id',
   markV2: 'INSERT INTO device_v2 (device_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING',
   v2Since: 'SELECT since FROM device_v2 WHERE device_id = $1',
@@ -54,8 +54,8 @@ const SQL = {
   verifyOutcomes: `WITH v2 AS (
       INSERT INTO device_v2 (device_id, since) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING),
     va AS (
-      INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) SELECT d, g, $2, $2 FROM unnest($3::text[], $4::text[]) AS t(d, g)
-      ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = excluded.last_at)
+      INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) SELECT d, g, $2, l FROM unnest($3::text[], $4::text[], $11::int8[]) AS t(d, g, l)
+      ON CONFLICT (device_id, gateway_id) DO UPDATE SET last_at = GREATEST(device_gateways.last_at, excluded.last_at))
     INSERT INTO grants (device_id, gateway_id, hh, spk, iat, life)
       SELECT * FROM unnest($5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[])
     ON CONFLICT (device_id) DO UPDATE SET gateway_id = excluded.gateway_id, hh = excluded.hh, spk = excluded.spk, iat = excluded.iat, life = excluded.life`,
@@ -226,9 +226,10 @@ export class PgRegistry {
   async recordVerifyOutcomes(outcomes: VerifyOutcomes): Promise<void> {
     const o = normaliseOutcomes(outcomes);
     if (o.v2.length + o.verifiedAt.length + o.grants.length === 0) return;
+    const now = this.#now();
     await this.#q('verifyOutcomes', [
       o.v2,
-      this.#now(),
+      now,
       o.verifiedAt.map((x) => x.dev),
       o.verifiedAt.map((x) => x.gw),
       o.grants.map((g) => g.dev),
@@ -237,6 +238,7 @@ export class PgRegistry {
       o.grants.map((g) => Buffer.from(g.spk)),
       o.grants.map((g) => g.iat),
       o.grants.map((g) => g.life),
+      o.verifiedAt.map((x) => x.leaseIat ?? now),
     ]);
   }
 

@@ -89,7 +89,7 @@ export class Registry {
          ORDER BY r.cursor LIMIT ?`,
       ),
       recordVerifiedAt: db.prepare(
-        'INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_at = excluded.last_at',
+        'INSERT INTO device_gateways (device_id, gateway_id, first_at, last_at) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_at = MAX(last_at, excluded.last_at)',
       ),
       verifiedAt: db.prepare<[string], { gateway_id: string }>('SELECT gateway_id FROM device_gateways WHERE device_id = ? ORDER BY gateway_id'),
       markV2: db.prepare('INSERT INTO device_v2 (device_id, since) VALUES (?, ?) ON CONFLICT DO NOTHING'),
@@ -262,9 +262,10 @@ export class Registry {
   // -- where devices were verified, protocol v2 ------------------------------------------------
 
   /** Record that `dev` got an ok verdict at `gw` (it will be fed `dev`'s revocation). */
-  recordVerifiedAt(dev: string, gw: string): void {
+  /** An ok verdict for `dev` at `gw` now, carrying a lease issued at `leaseIat` (default now). */
+  recordVerifiedAt(dev: string, gw: string, leaseIat?: number): void {
     const at = this.#now();
-    this.#stmts.recordVerifiedAt.run(dev, gw, at, at);
+    this.#stmts.recordVerifiedAt.run(dev, gw, at, leaseIat ?? at);
   }
 
   /** The gateways `dev` was verified at. */
@@ -288,11 +289,11 @@ export class Registry {
   }
 
   /** A verify batch's writes in one transaction (one WAL commit, not one per hello). */
-  recordVerifyOutcomes(o: { v2: readonly string[]; verifiedAt: readonly { dev: string; gw: string }[]; grants: readonly GrantRecord[] }): void {
+  recordVerifyOutcomes(o: { v2: readonly string[]; verifiedAt: readonly { dev: string; gw: string; leaseIat?: number }[]; grants: readonly GrantRecord[] }): void {
     if (o.v2.length + o.verifiedAt.length + o.grants.length === 0) return;
     this.#db.transaction(() => {
       for (const dev of o.v2) this.markDeviceV2(dev);
-      for (const x of o.verifiedAt) this.recordVerifiedAt(x.dev, x.gw);
+      for (const x of o.verifiedAt) this.recordVerifiedAt(x.dev, x.gw, x.leaseIat);
       for (const g of o.grants) this.recordGrant(g);
     })();
   }

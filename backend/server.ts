@@ -23,6 +23,7 @@ import { openStore } from './open-store.js';
 import type { BackendStore } from './store.js';
 import { StoreError } from './errors.js';
 import { ensureSigningKey } from './signing-key.js';
+import { IssuedLeases } from './issued-leases.js';
 
 export const REGISTRY_FILE = 'registry.sqlite';
 
@@ -167,6 +168,7 @@ export async function startBackend(opts: BackendOptions): Promise<RunningBackend
     signer,
     logger,
     leaseSeconds: opts.leaseSeconds ?? 86_400,
+    leases: new IssuedLeases(),
     maxSessionSeconds: opts.maxSessionSeconds ?? 172_800,
     grantLifeSeconds: opts.grantLifeSeconds ?? 86_400,
   };

@@ -23,8 +23,20 @@ export interface VerifyDevice {
 
 export interface VerifyOutcomes {
   v2: readonly string[];
-  verifiedAt: readonly { dev: string; gw: string }[];
+  /**
+   * Ok verdicts, with the `iat` of the lease each carried: a reused lease's is older than now
+   * (backend/issued-leases.ts), and S's trust in G's telemetry for the device ends at that lease's
+   * `exp` (`last_at` + leaseSeconds), never later.
+   */
+  verifiedAt: readonly VerifiedAt[];
   grants: readonly GrantRecord[];
+}
+
+export interface VerifiedAt {
+  dev: string;
+  gw: string;
+  /** The lease's iat, unix seconds (default: now). */
+  leaseIat?: number;
 }
 
 /** Outcomes with each key once (the last grant of a device wins), in key order (a fixed lock order). */
@@ -34,7 +46,7 @@ export function normaliseOutcomes(o: VerifyOutcomes): VerifyOutcomes {
   const grants = new Map(o.grants.map((g) => [g.dev, g]));
   return {
     v2,
-    verifiedAt: [...va.keys()].sort().map((k) => va.get(k) as { dev: string; gw: string }),
+    verifiedAt: [...va.keys()].sort().map((k) => va.get(k) as VerifiedAt),
     grants: [...grants.keys()].sort().map((k) => grants.get(k) as GrantRecord),
   };
 }

@@ -30,6 +30,10 @@ import { readVerifyAnswer } from './verify-answer.js';
 import { acquireSession, SessionCalls } from './session-calls.js';
 import { CIRCUIT_GAUGE, ZERO_ERRORS, type BackendClientStats } from './stats.js';
 import { expectJson, problemReason, signedRequest } from './wire.js';
+import { BoundedSet } from '../../common/bounded-set.js';
+
+/** Verified leases remembered (~300 bytes each): a reconnect storm of this many devices verifies each lease once. */
+const VERIFIED_LEASES_MAX = 16_384;
 
 /** protocol-v1: at most 256 hellos in one verify request. */
 export const MAX_VERIFY_BATCH = 256;
@@ -54,6 +58,8 @@ export class BackendClient implements HelloVerifier, RevocationSource {
   };
   readonly #errors = ZERO_ERRORS();
   readonly #calls: SessionCalls;
+  /** Leases already verified under pk_S, by their text (verify-answer.ts): at most one per device of a large fleet. */
+  readonly #verifiedLeases = new BoundedSet(VERIFIED_LEASES_MAX);
   #stopped = false;
 
   constructor(options: BackendClientOptions) {
@@ -259,6 +265,7 @@ export class BackendClient implements HelloVerifier, RevocationSource {
       gw: this.#o.gw,
       backendKeys: this.#o.backendKeys,
       nowS: Math.floor(this.#clock.now() / 1000),
+      verified: this.#verifiedLeases,
     });
     const byId = new Map(items.map((i) => [i.wireId, i]));
     for (const [id, v] of answer.verdicts) {

@@ -6,6 +6,7 @@
 import { base64UrlDecode, isReasonCode, isValidId, MAX_MESSAGE_BYTES, parseGrant, ProtocolError, type Lease, type ReasonCode } from '../../protocol/index.js';
 import { BackendError } from './errors.js';
 import { checkLease } from './lease-check.js';
+import type { BoundedSet } from '../../common/bounded-set.js';
 import { badField, isObject } from './wire.js';
 
 /** The verdict on one hello of a verify answer. */
@@ -35,6 +36,13 @@ export interface VerifyAnswerContext {
   backendKeys: ReadonlyMap<string, Uint8Array>;
   /** Unix seconds, for lease expiry. */
   nowS: number;
+  /**
+   * Leases (their base64url text, byte for byte) whose signature this process already verified
+   * under pk_S: the backend reuses a lease while it has half its life left, so a device that
+   * authenticates again gets the same bytes, and a signature verified once does not need
+   * verifying again (~97 µs each). Every other check of the lease still runs.
+   */
+  verified?: BoundedSet;
 }
 
 /**
@@ -74,8 +82,10 @@ function readResult(r: Record<string, unknown>, dev: string, ctx: VerifyAnswerCo
   // failure: the backend answer is not trustworthy.
   const bytes = base64UrlDecode(r.lease, MAX_MESSAGE_BYTES);
   if (bytes === undefined) return { kind: 'fault', fault: 'lease', why: 'lease is not base64url' };
-  const check = checkLease(bytes, { gw: ctx.gw, backendKeys: ctx.backendKeys, nowS: ctx.nowS, dev });
+  const seen = ctx.verified?.has(r.lease) === true;
+  const check = checkLease(bytes, { gw: ctx.gw, backendKeys: ctx.backendKeys, nowS: ctx.nowS, dev, verifySignature: !seen });
   if (!check.ok) return { kind: 'fault', fault: 'lease', why: check.why };
+  if (!seen) ctx.verified?.add(r.lease);
   if (r.grant === undefined) return { kind: 'welcome', lease: check.lease.payload, leaseBytes: bytes };
   const grant = readGrant(r.grant, dev, ctx.gw);
   if (typeof grant === 'string') return { kind: 'fault', fault: 'grant', why: grant };

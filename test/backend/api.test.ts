@@ -169,6 +169,24 @@ for (const kind of STORE_KINDS) describe(`backend API over HTTPS [${kind}]`, () 
       });
     });
 
+    it('reuses a device lease while it has half its life left, then signs a new one (backend/issued-leases.ts)', async () => {
+      const dev = await tb.addDevice('dev-reuse', { gateways: ['gw-1'] });
+      const leaseOf = async (): Promise<string> => {
+        const r = await verify([{ id: 'h1', transport: 'mqtt', hello: base64UrlEncode(await helloFor(dev)) }]);
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        return (r.body as { results: { lease: string }[] }).results[0]?.lease ?? '';
+      };
+      const first = await leaseOf();
+      clock.set(T0 + 1800);
+      assert.equal(await leaseOf(), first);
+      clock.set(T0 + 1801);
+      const renewed = await leaseOf();
+      assert.notEqual(renewed, first);
+      const bytes = base64UrlDecode(renewed);
+      assert.ok(bytes);
+      assert.deepEqual([parseLease(bytes).payload.iat, parseLease(bytes).payload.exp], [T0 + 1801, T0 + 1801 + 3600]);
+    });
+
     it('gives each hello its own verdict and reason, in order', async () => {
       const okAny = await tb.addDevice('dev-any', { gateways: ['*'], policy: { pub: ['x/{dev}'], sub: [] } });
       const okGroup = await tb.addDevice('dev-group', { gateways: ['group:plant-a'] });

@@ -144,6 +144,20 @@ for (const kind of STORE_KINDS) describe(`backend: the data plane [${kind}]`, fu
       assert.deepEqual((await telemetry([rec('tm-lease', 0, { receivedAt: verdictMs + LEASE * 1000 - 1 })])).body, { accepted: 1, duplicates: 0 });
     });
 
+    it('believes a gateway only until the exp of the lease its newest verdict carried, also when that lease was reused', async () => {
+      const dev = await tb.addDevice('tm-reused');
+      await verifyAt(dev, gw, s1, 1);
+      const firstMs = nowMs;
+      // Half the lease later the backend answers the same lease (backend/issued-leases.ts): its exp
+      // is still first + LEASE, not the second verdict's time + LEASE.
+      nowMs = firstMs + (LEASE / 2) * 1000;
+      await verifyAt(dev, gw, s1, 1);
+      nowMs = firstMs + LEASE * 1000 + 60_000;
+      const after = await telemetry([rec('tm-reused', 0, { receivedAt: firstMs + LEASE * 1000 })]);
+      assert.equal(after.status, 403, JSON.stringify(after.body));
+      assert.deepEqual((await telemetry([rec('tm-reused', 1, { receivedAt: firstMs + LEASE * 1000 - 1 })])).body, { accepted: 1, duplicates: 0 });
+    });
+
     it('refuses, 403, a topic its policy does not grant ({dev} expanded, MQTT filter matching)', async () => {
       const dev = await tb.addDevice('tm-topic', { policy: { pub: ['devices/{dev}/+/state', 'shared/#'], sub: [] } });
       await verifyAt(dev, gw, s1, 1);

@@ -3,6 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { readVerifyAnswer, type HelloVerdict } from '../../../daemon/backend-client/verify-answer.js';
+import { BoundedSet } from '../../../common/bounded-set.js';
 import { base64UrlEncode, DEFAULT_POLICY, Ed25519Signer, signLease, type Lease } from '../../../protocol/index.js';
 
 const GW = 'gw-a';
@@ -63,6 +64,22 @@ describe('daemon/backend-client/verify-answer', () => {
     assert.match((a.verdicts.get('2') as { why: string }).why, /gateway gw-b/);
     const b = readVerifyAnswer({ results: [{ id: '1', ok: true, dev: 'dev-1', lease: await lease('dev-1', { signer: other }) }] }, sent, ctx);
     assert.match((b.verdicts.get('1') as { why: string }).why, /unknown backend kid/);
+  });
+
+  it('skips only the signature of a lease text it already verified; a forged lease for the same device is still refused', async () => {
+    const verified = new BoundedSet(16);
+    const genuine = await lease('dev-1');
+    const first = readVerifyAnswer({ results: [{ id: '1', ok: true, dev: 'dev-1', lease: genuine }] }, sent, { ...ctx, verified });
+    assert.deepEqual(kinds(first.verdicts), { 1: 'welcome' });
+    assert.equal(verified.has(genuine), true);
+    // The same text again: welcomed (its other checks still run: expired, it is refused).
+    assert.deepEqual(kinds(readVerifyAnswer({ results: [{ id: '1', ok: true, dev: 'dev-1', lease: genuine }] }, sent, { ...ctx, verified }).verdicts), { 1: 'welcome' });
+    assert.deepEqual(kinds(readVerifyAnswer({ results: [{ id: '1', ok: true, dev: 'dev-1', lease: genuine }] }, sent, { ...ctx, nowS: NOW_S + 7200, verified }).verdicts), { 1: 'fault:lease' });
+    // An impostor's lease (same kid, other key) for the same device: verified, and refused.
+    const forged = await lease('dev-1', { signer: impostor });
+    const f = readVerifyAnswer({ results: [{ id: '1', ok: true, dev: 'dev-1', lease: forged }] }, sent, { ...ctx, verified });
+    assert.deepEqual(kinds(f.verdicts), { 1: 'fault:lease' });
+    assert.equal(verified.has(forged), false);
   });
 
   it('verifies the signature of every lease of an answer, for its own device (security finding 5)', async () => {
