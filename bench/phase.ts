@@ -5,7 +5,7 @@
  * `npm run bench -- --only KEY[,KEY]` runs a subset (for working on one phase; it writes
  * bench/results/only-KEY.json and never the docs).
  */
-import type { BenchEnv, Daemon, Generator } from './harness.js';
+import type { BenchDevice, BenchEnv, Daemon, Generator } from './harness.js';
 
 export interface Target {
   /** What is promised, e.g. "v2 auths/s >= 90% of v1's". */
@@ -24,6 +24,12 @@ export interface PhaseContext {
   readonly runs: number;
   /** PKI, swtpm with the provisioned key, the reference backend (SQLite) and registered devices. */
   readonly env: BenchEnv;
+  /**
+   * Registered devices reserved for protocol-v2 phases, disjoint from `env.devices`' first
+   * (v1) ones: a device that once sent a v2 hello is refused v1 from then on (protocol-v2 "No
+   * downgrade"), so a v1 phase after a v2 phase must not reuse it.
+   */
+  readonly v2Devices: readonly BenchDevice[];
   /** Load-generator processes (forked once per bench run). */
   readonly gens: Generator[];
   /** The repository root. */

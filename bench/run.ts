@@ -61,8 +61,9 @@ execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '
 
 const startedAt = new Date().toISOString();
 const loadAtStart = loadavg();
-const env = await BenchEnv.create(await mkdtemp(join(tmpdir(), 'gh-bench-')), DEVICES);
-log(`environment: swtpm ${env.tcti}, backend ${env.backend.url}, ${env.devices.length} devices registered (bulk insert)`);
+const V2_DEVICES = 1024;
+const env = await BenchEnv.create(await mkdtemp(join(tmpdir(), 'gh-bench-')), DEVICES + V2_DEVICES);
+log(`environment: swtpm ${env.tcti}, backend ${env.backend.url}, ${env.devices.length} devices registered (bulk insert; the last ${V2_DEVICES} for the v2 phases)`);
 const gens = Array.from({ length: STORM_GENS }, () => new Generator());
 const earlier: Record<string, Record<string, unknown>> = {};
 const done: { key: string; title: string; result: PhaseResult }[] = [];
@@ -72,6 +73,7 @@ const ctx: PhaseContext = {
   full,
   runs,
   env,
+  v2Devices: env.devices.slice(DEVICES),
   gens,
   root,
   log,

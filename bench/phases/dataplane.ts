@@ -38,7 +38,7 @@ export const dataplanePhase: Phase = {
     const defaultQueueBytes = DEFAULT_CONFIG.dataPlane.queue.maxBytes;
     const queueBytes = ctx.quick ? QUICK_QUEUE_BYTES : defaultQueueBytes;
     try {
-      await setupGenerators(gens, ctx.env, ctx.env.devices.slice(0, z.sessions));
+      await setupGenerators(gens, ctx.env, ctx.v2Devices.slice(0, z.sessions));
       const backend = { backend: { url: replica.url } };
 
       // 1. Telemetry: closed loop over every session, one session alone, then the open loop at half.

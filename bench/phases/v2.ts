@@ -43,7 +43,7 @@ export const v2Phase: Phase = {
     const gw = await ctx.startGateway('v2');
     let v2: ThroughputResult;
     try {
-      await connectPools(gens, ctx.env, ctx.env.devices.slice(0, pool * throughputGens), gw.port, 2);
+      await connectPools(gens, ctx.env, ctx.v2Devices.slice(0, pool * throughputGens), gw.port, 2);
       v2 = await closedLoop(gens, gw, { runs: ctx.runs, durationMs });
       await closePools(gens);
     } finally {
