@@ -22,8 +22,9 @@ with \`bye replaced\` (one AES-CCM seal, one more down message) before its chall
 daemon sends three messages and two PUBACKs per auth against v1's two and two.
 
 What bounds the ratio to the two no-auth round trips is the cryptography a v2 auth cannot do
-without: one Ed25519 verification (the lease of the verify answer), one Ed25519 signature (the
-welcome), an X25519 key pair and one X25519 agreement, six HMAC-SHA-256 (the key schedule) and
+without: one Ed25519 signature (the welcome; the lease's verification is skipped when the
+backend answers a lease the gateway already verified, as it does for a device that authenticates
+again within half its lease), an X25519 key pair and one X25519 agreement, six HMAC-SHA-256 (the key schedule) and
 one AES-CCM seal. Measured alone on this machine they take about as long as the two round trips
 themselves (docs/performance-history.md, "Protocol v2 auth cost", with the profile before and
 after). Moved so far: raw keys pass through node:crypto as JWK instead of DER (OpenSSL 3's DER
