@@ -70,7 +70,7 @@ export class QueueStore {
   readonly #db: Database.Database;
   readonly #insert: Database.Statement<[string, Uint8Array, number, string, Uint8Array, number, number | null, number]>;
   readonly #insertAck: Database.Statement<[string, number, string, number]>;
-  readonly #oldest: Database.Statement<[number], Row>;
+  readonly #oldest: Database.Statement<[number, number], Row>;
   readonly #del: Database.Statement<[number]>;
   readonly #acks: Database.Statement<[number], { id: number; dev: string; cid: number; status: string; at: number }>;
   readonly #delAck: Database.Statement<[number]>;
@@ -89,7 +89,7 @@ export class QueueStore {
     this.#db = db;
     this.#insert = db.prepare('INSERT OR IGNORE INTO telemetry (dev, sid, seq, topic, body, received_at, mid, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.#insertAck = db.prepare('INSERT INTO acks (dev, cid, status, at) VALUES (?, ?, ?, ?)');
-    this.#oldest = db.prepare('SELECT id, dev, sid, seq, topic, body, received_at, mid, size FROM telemetry ORDER BY id LIMIT ?');
+    this.#oldest = db.prepare('SELECT id, dev, sid, seq, topic, body, received_at, mid, size FROM telemetry WHERE id > ? ORDER BY id LIMIT ?');
     this.#del = db.prepare('DELETE FROM telemetry WHERE id = ?');
     this.#acks = db.prepare('SELECT id, dev, cid, status, at FROM acks ORDER BY id LIMIT ?');
     this.#delAck = db.prepare('DELETE FROM acks WHERE id = ?');
@@ -131,9 +131,9 @@ export class QueueStore {
     return added;
   }
 
-  /** The `limit` oldest telemetry records. */
-  oldest(limit: number): QueuedTelemetry[] {
-    return this.#oldest.all(limit).map((r) => ({
+  /** The `limit` oldest telemetry records, of those after record `afterId` (default: all). */
+  oldest(limit: number, afterId = 0): QueuedTelemetry[] {
+    return this.#oldest.all(afterId, limit).map((r) => ({
       id: r.id,
       dev: r.dev,
       sid: new Uint8Array(r.sid),

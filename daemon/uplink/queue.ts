@@ -166,9 +166,9 @@ export class UplinkQueue {
     for (const l of this.#listeners) l();
   }
 
-  /** The `limit` oldest telemetry records (for the uploader). */
-  oldest(limit: number): QueuedTelemetry[] {
-    return this.#store?.oldest(limit) ?? [];
+  /** The `limit` oldest telemetry records after record `afterId` (default: all), for the uploader. */
+  oldest(limit: number, afterId = 0): QueuedTelemetry[] {
+    return this.#store?.oldest(limit, afterId) ?? [];
   }
 
   /** The backend answered for these: they leave the queue. */

@@ -25,6 +25,12 @@ import type { QueuedAck, QueuedTelemetry } from './queue-store.js';
 
 /** protocol-v2: at most 256 records (or acks) per request. */
 export const MAX_UPLOAD_BATCH = 256;
+/**
+ * Telemetry requests in flight at once while there is a backlog of full batches: one request at a
+ * time left the backend idle while the queue grew (the round trip, not the backend, bounded the
+ * rows/s). Each request carries other records; a failed one leaves its records queued.
+ */
+export const UPLOADS_IN_FLIGHT = 4;
 
 /** The backend's problem type for data-plane entries it does not believe the gateway for. */
 const NOT_GRANTED = 'urn:gatehouse:problem:not-granted';
@@ -111,6 +117,28 @@ export class Uploader {
     this.#doze.wake();
   }
 
+  /**
+   * The telemetry to send this round: one batch of the oldest records; while they fill whole
+   * batches, up to UPLOADS_IN_FLIGHT batches of successive records; one record while a refused
+   * batch is resent record by record.
+   */
+  #telemetryBatches(): QueuedTelemetry[][] {
+    if (this.#singles > 0) {
+      const one = this.#o.queue.oldest(1);
+      return one.length > 0 ? [one] : [];
+    }
+    const batches: QueuedTelemetry[][] = [];
+    let after = 0;
+    while (batches.length < UPLOADS_IN_FLIGHT) {
+      const records = this.#o.queue.oldest(MAX_UPLOAD_BATCH, after);
+      if (records.length === 0) break;
+      batches.push(records);
+      if (records.length < MAX_UPLOAD_BATCH) break;
+      after = (records[records.length - 1] as QueuedTelemetry).id;
+    }
+    return batches;
+  }
+
   #sleep(ms: number): Promise<void> {
     if (this.#stopped) return Promise.resolve();
     return this.#doze.sleep(ms);
@@ -125,15 +153,19 @@ export class Uploader {
         this.#o.queue.expire();
       }
       const acks = this.#o.queue.oldestAcks(MAX_UPLOAD_BATCH);
-      const records = this.#o.queue.oldest(this.#singles > 0 ? 1 : MAX_UPLOAD_BATCH);
-      if (acks.length === 0 && records.length === 0) {
+      const batches = this.#telemetryBatches();
+      if (acks.length === 0 && batches.length === 0) {
         this.#singles = 0;
         await this.#sleep(EXPIRE_EVERY_MS);
         continue;
       }
       try {
         if (acks.length > 0) await this.#sendAcks(acks);
-        if (records.length > 0) await this.#sendTelemetry(records);
+        // Every batch is answered (or fails) before the next round reads the queue again, so a
+        // failed batch's records are the oldest of the next round.
+        const outcomes = await Promise.allSettled(batches.map((b) => this.#sendTelemetry(b)));
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+        if (failed !== undefined) throw failed.reason;
         attempt = 0;
       } catch (e) {
         if (this.#stopped) return;

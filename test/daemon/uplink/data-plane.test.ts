@@ -7,6 +7,7 @@
  * queue is full, and — for entries the backend does not believe (403 not-granted) — dropped,
  * counted, while the rest of the batch is stored.
  */
+import { EventEmitter, once } from 'node:events';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -121,6 +122,34 @@ describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over
     }
     assert.equal(g.plane.stats().uploader.uploaded, 400);
     assert.equal(g.plane.stats().uploader.refused, 0);
+  });
+
+  it('drains a backlog of full batches with several uploads in flight at once, each record stored once', async () => {
+    const g = await gateway(join(dir, 'pipeline'));
+    const devs = ['q-0', 'q-1', 'q-2', 'q-3'];
+    const ps = await Promise.all(devs.map((d) => peripheral(g, d)));
+    await tb.stop();
+    const sent = await Promise.all(ps.map((p, i) => pubAll(p, devs[i] as string, 200)));
+    assert.equal(g.plane.stats().queue.records, 800);
+    await tb.start();
+    // Hold each upload at the store until a second one is there too (or 5 s passed): one upload
+    // at a time never has company, several in flight do.
+    const store = tb.backend.store;
+    const original = store.storeTelemetry.bind(store);
+    let pending = 0;
+    let most = 0;
+    const company = new EventEmitter();
+    store.storeTelemetry = async (gw, records) => {
+      pending += 1;
+      most = Math.max(most, pending);
+      company.emit('arrived');
+      if (pending < 2) await Promise.race([once(company, 'arrived'), new Promise((r) => setTimeout(r, 5000).unref())]);
+      pending -= 1;
+      return original(gw, records);
+    };
+    await until(() => g.plane.stats().queue.records === 0, 'the backlog drained');
+    assert.ok(most >= 2, `uploads in flight at once: at most ${most}`);
+    for (const [i, d] of devs.entries()) assert.deepEqual(await storedSeqs(d), [...(sent[i] as number[])].sort((a, b) => a - b), `${d}: every receipted pub stored once`);
   });
 
   it('keeps committed records across a gateway restart, the queue file passes integrity_check, and they reach the backend after it', async () => {
