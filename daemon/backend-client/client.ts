@@ -32,7 +32,7 @@ import { CIRCUIT_GAUGE, ZERO_ERRORS, type BackendClientStats } from './stats.js'
 import { expectJson, problemReason, signedRequest } from './wire.js';
 import { BoundedSet } from '../../common/bounded-set.js';
 
-/** Verified leases remembered (~300 bytes each): a reconnect storm of this many devices verifies each lease once. */
+/** Verified leases remembered (a SHA-256 digest each): a reconnect storm of this many devices verifies each lease once. */
 const VERIFIED_LEASES_MAX = 16_384;
 
 /** protocol-v1: at most 256 hellos in one verify request. */
