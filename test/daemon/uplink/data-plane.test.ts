@@ -29,7 +29,7 @@ import { connectV2Peripheral, liveSessionIn, startUplinkGateway, type UplinkGate
 const until = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 30_000);
 
 const GW = 'gw-dp';
-const DEVS = ['d-0', 'd-1', 'd-2', 'd-3', 'r-0', 'f-0', 'n-0'];
+const DEVS = ['d-0', 'd-1', 'd-2', 'd-3', 'q-0', 'q-1', 'q-2', 'q-3', 'r-0', 'f-0', 'n-0'];
 
 describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over MQTT, SQLite queue)', function () {
   this.timeout(120_000);
@@ -132,7 +132,7 @@ describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over
     const sent = await Promise.all(ps.map((p, i) => pubAll(p, devs[i] as string, 200)));
     assert.equal(g.plane.stats().queue.records, 800);
     await tb.start();
-    // Hold each upload at the store until a second one is there too (or 5 s passed): one upload
+    // Hold each upload at the store until a second one is there too (or 1 s passed: less than the upload timeout, so a retry cannot be the company): one upload
     // at a time never has company, several in flight do.
     const store = tb.backend.store;
     const original = store.storeTelemetry.bind(store);
@@ -143,7 +143,7 @@ describe('daemon/uplink data plane (reference backend over TLS, v2 sessions over
       pending += 1;
       most = Math.max(most, pending);
       company.emit('arrived');
-      if (pending < 2) await Promise.race([once(company, 'arrived'), new Promise((r) => setTimeout(r, 5000).unref())]);
+      if (pending < 2) await Promise.race([once(company, 'arrived'), new Promise((r) => setTimeout(r, 1000).unref())]);
       pending -= 1;
       return original(gw, records);
     };
