@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmod } from 'node:fs/promises';
 import type { Gateway } from '../../daemon/gateway.js';
-import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
+import { FaultEnv, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
+import { JumpClock } from '../../testkit/jump-clock.js';
 import { canMountTmpfs, fillToEnospc, mountTmpfs, unmountTmpfs } from '../../testkit/tmpfs.js';
 
 type Mode = { name: string; code: string; errno: string; break: (dir: string) => Promise<void> };

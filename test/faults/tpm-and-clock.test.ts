@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import type { Gateway } from '../../daemon/gateway.js';
 import { monotonicClock } from '../../common/clock.js';
-import { FaultEnv, JumpClock, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
+import { FaultEnv, LogWatch, type FaultPeripheral } from '../../testkit/faults.js';
+import { JumpClock } from '../../testkit/jump-clock.js';
 
 const HOUR = 3_600_000;
 
