@@ -129,7 +129,10 @@ export class Uploader {
     }
     const batches: QueuedTelemetry[][] = [];
     let after = 0;
-    while (batches.length < UPLOADS_IN_FLIGHT) {
+    // Several at once only through a closed circuit: a half-open one lets one probe through, and
+    // the others failing would count as a failed round (the backoff) just as the backend is back.
+    const width = this.#breaker.current === 'closed' ? UPLOADS_IN_FLIGHT : 1;
+    while (batches.length < width) {
       const records = this.#o.queue.oldest(MAX_UPLOAD_BATCH, after);
       if (records.length === 0) break;
       batches.push(records);
