@@ -15,7 +15,7 @@ export function dataplaneNotes(r: { telemetry: ClosedResult; plain: ClosedResult
       `The simulated devices seal and open every frame and the backend stores every row on the same two cores (generators ${t.cpu.generators}, backend ${t.cpu.backend} cores in the telemetry runs). ` +
       `Half the plain rate would need a frame, end to end, to cost about two plain publishes: with durable storage and authenticated encryption it cannot, so this target is a design bound on two shared cores rather than a hot path.`,
     `**Rows against receipts.** While devices push as fast as receipts allow, rows reach the store at ${rows}/s against ${t.perSec.median} frames/s receipted: ` +
-      `the uploader (one request of at most 256 records at a time) shares the event loop with the commits and falls behind, and the queue absorbs the difference, which is what it is for. ` +
+      `the uploader (up to 4 requests of at most 256 records in flight while there is a backlog; one at a time left the backend idle while the queue grew: docs/performance-history.md) shares the event loop with the commits, which take most of it, and the queue absorbs the difference, which is what it is for. ` +
       `Once the input stops it drains at ${backlog.drainRowsPerSec} rows/s (the backlog rows). ` +
       `The ${backlog.restoreToFirstRowSec} s from the backend's restart to its first row is the uploader's backoff (at most 30 s) and circuit breaker (\`backend.circuit.openMs\`), not the drain.`,
     `**Latency at half load.** At ${open.rate} frames/s the p50 is ${open.p50.median} ms and the p99 ${open.p99.median} ms. ` +
