@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { REGISTRY_FILE, startBackend, type RunningBackend } from '../backend/server.js';
 import type { DpCommand, DpReport } from './dataplane-generator.js';
-import { ask, exited, forkWorker, type BenchEnv, type BenchDevice } from './harness.js';
+import { forkWorker, type BenchEnv, type BenchDevice } from './harness.js';
+import { ask, exited } from './ipc.js';
 
 /** A forked data-plane generator. */
 export class DpGenerator {

@@ -24,8 +24,6 @@ import { TPM_AUTH_FILE } from '../tpm/key-auth-file.js';
 import { mergeInput, type ConfigInput } from '../demo/overrides.js';
 import { ask, exited } from './ipc.js';
 
-export { ask, exited };
-
 export const GW = 'gw-bench';
 const DIST = fileURLToPath(new URL('./results/.dist/bench/', import.meta.url));
 
