@@ -19,12 +19,9 @@ import type { SessionEvent } from '../../../peripherals/reference/session-v2.js'
 import { startTestBackend, type TestBackend } from '../../../testkit/backend.js';
 import { ShiftedClock } from '../../../testkit/backend-env.js';
 import { backendHttpFor, backendKeysOf, startBackendSide, type GatewayBackendSide } from '../../../testkit/gateway-backend.js';
-import { waitUntil } from '../../../testkit/wait.js';
 import type { Harness } from '../transports/mqtt/harness.js';
-import { connectV2Peripheral, liveSessionIn, startUplinkGateway, type UplinkGateway } from './fixture.js';
+import { connectV2Peripheral, liveSessionIn, startUplinkGateway, until, type UplinkGateway } from './fixture.js';
 
-/** Waits for state with no event (the store, the queue's counters); 30 s covers the uploader's backoff after an outage. */
-const until = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 30_000);
 
 const GW = 'gw-cmd';
 

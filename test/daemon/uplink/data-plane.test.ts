@@ -21,12 +21,9 @@ import type { Ed25519Signer } from '../../../protocol/index.js';
 import type { MqttReferencePeripheralV2 } from '../../../peripherals/reference/mqtt-peripheral-v2.js';
 import { startTestBackend, type TestBackend } from '../../../testkit/backend.js';
 import { backendHttpFor, backendKeysOf, startBackendSide, type GatewayBackendSide } from '../../../testkit/gateway-backend.js';
-import { waitUntil } from '../../../testkit/wait.js';
 import type { Harness } from '../transports/mqtt/harness.js';
-import { connectV2Peripheral, liveSessionIn, startUplinkGateway, type UplinkGateway as Gateway } from './fixture.js';
+import { connectV2Peripheral, liveSessionIn, startUplinkGateway, until, type UplinkGateway as Gateway } from './fixture.js';
 
-/** Waits for state with no event (the store, the queue's counters); 30 s covers the uploader's backoff after an outage. */
-const until = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 30_000);
 
 const GW = 'gw-dp';
 const DEVS = ['d-0', 'd-1', 'd-2', 'd-3', 'q-0', 'q-1', 'q-2', 'q-3', 'r-0', 'f-0', 'n-0'];

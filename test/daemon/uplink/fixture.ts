@@ -107,3 +107,6 @@ export async function connectV2Peripheral(
   assert.equal(r.kind, 'established', r.kind === 'established' ? '' : JSON.stringify(r));
   return p;
 }
+
+/** Waits for state with no event (the store, the queue's counters); 30 s covers the uploader's backoff after an outage. */
+export const until = (cond: () => boolean | Promise<boolean>, what: string): Promise<void> => waitUntil(cond, what, 30_000);
