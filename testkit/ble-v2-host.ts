@@ -10,7 +10,8 @@ import { silentLogger } from '../common/log/logger.js';
 import { SessionTable } from '../daemon/sessions/table.js';
 import type { GatewaySessionV2 } from '../daemon/sessions/session.js';
 import { PipelineV2Host } from '../daemon/transports/ble/session-host.js';
-import type { Backend } from './ble-hci-rig.js';
+import { startBackend, type Backend, type HciRig } from './ble-hci-rig.js';
+import type { BleSessionEvent } from '../daemon/transports/ble/transport.js';
 
 export interface RecordingV2Host {
   host: PipelineV2Host;
@@ -74,4 +75,49 @@ export function untilTick(feed: EventEmitter, check: () => boolean, what: string
     };
     feed.on('tick', on);
   });
+}
+
+/** What the BLE v2 HCI suites share: the backend (per suite), this test's rig, host and sessions. */
+export interface BleV2Suite {
+  readonly backend: Backend;
+  readonly host: RecordingV2Host;
+  rig: HciRig | undefined;
+  readonly sessions: BleSessionEvent[];
+}
+
+/**
+ * Registers the BLE v2 HCI suites' hooks: a backend for the suite, a fresh recording host and
+ * session list for each test, and the rig and host stopped after it.
+ */
+export function bleV2Suite(): BleV2Suite {
+  let backend: Backend | undefined;
+  let host: RecordingV2Host | undefined;
+  const suite: BleV2Suite = {
+    get backend(): Backend {
+      if (backend === undefined) throw new Error('bleV2Suite: the backend is not started yet');
+      return backend;
+    },
+    get host(): RecordingV2Host {
+      if (host === undefined) throw new Error('bleV2Suite: no host outside a test');
+      return host;
+    },
+    rig: undefined,
+    sessions: [],
+  };
+  before(async () => {
+    backend = await startBackend();
+  });
+  beforeEach(() => {
+    suite.sessions.length = 0;
+    host = recordingV2Host(suite.backend);
+  });
+  afterEach(async () => {
+    await suite.rig?.stop();
+    suite.rig = undefined;
+    host?.dispose();
+  });
+  after(async () => {
+    await backend?.close();
+  });
+  return suite;
 }

@@ -8,9 +8,8 @@
  * sees a plaintext.
  */
 import assert from 'node:assert/strict';
-import { startBackend, startHciRig, GW, addressOf, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
-import { recordingV2Host, untilTick, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
-import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
+import { startHciRig, GW, addressOf, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { bleV2Suite, untilTick } from '../../../../../testkit/ble-v2-host.js';
 
 /** Flags and a name only: no service UUID, so the gateway's scan never picks this device. */
 function hiddenAdvertising(name: string): Uint8Array {
@@ -20,85 +19,67 @@ function hiddenAdvertising(name: string): Uint8Array {
 
 describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay device, real HCI stack)', function () {
   this.timeout(60_000);
-  let backend: Backend | undefined;
-  let rig: HciRig | undefined;
-  let host: RecordingV2Host;
-  const sessions: BleSessionEvent[] = [];
 
-  before(async () => {
-    backend = await startBackend();
-  });
-  beforeEach(() => {
-    sessions.length = 0;
-    host = recordingV2Host(backend!);
-  });
-  afterEach(async () => {
-    await rig?.stop();
-    rig = undefined;
-    host.dispose();
-  });
-  after(async () => {
-    await backend?.close();
-  });
+  const t = bleV2Suite();
 
   const RELAY = addressOf(0x70);
   const start = async (n: number): Promise<HciRig> => {
-    rig = await startHciRig(
-      backend!,
+    t.rig = await startHciRig(
+      t.backend,
       [{ n, name: 'real', versions: [2], misbehave: { advertisingData: hiddenAdvertising('REAL-ONLY-RELAY') } }],
-      { transport: { v2: host.host }, relays: [{ name: 'relay', address: RELAY, target: addressOf(n) }] },
+      { transport: { v2: t.host.host }, relays: [{ name: 'relay', address: RELAY, target: addressOf(n) }] },
     );
-    const feed = host.feed;
-    rig.transport.on('session', (e) => {
-      sessions.push(e);
+    const feed = t.host.feed;
+    t.rig.transport.on('session', (e) => {
+      t.sessions.push(e);
       feed.emit('tick');
     });
-    rig.transport.on('exchange', () => feed.emit('tick'));
+    t.rig!.transport.on('exchange', () => feed.emit('tick'));
     // Every link event (the peripheral's and the relay's) may settle a condition.
-    rig.link.onEvent(() => feed.emit('tick'));
-    return rig;
+    t.rig!.link.onEvent(() => feed.emit('tick'));
+    return t.rig;
   };
   const relayed = (dir: 'p2g' | 'g2p'): Buffer[] =>
-    rig!.link.events.filter((e) => e.event === 'relay' && e.dir === dir).map((e) => Buffer.from(e.hex as string, 'hex'));
-  const drops = (): string[] => host.drops;
+    t.rig!.link.events.filter((e) => e.event === 'relay' && e.dir === dir).map((e) => Buffer.from(e.hex as string, 'hex'));
+  const drops = (): string[] => t.host.drops;
   /** Frames the gateway's session opened. */
-  const framesIn = (): number => host.sessions[0]?.info().framesIn ?? 0;
-  const until = (check: () => boolean, what: string): Promise<void> => untilTick(host.feed, check, what);
+  const framesIn = (): number => t.host.sessions[0]?.info().framesIn ?? 0;
+  const until = (check: () => boolean, what: string): Promise<void> => untilTick(t.host.feed, check, what);
 
   it('forwards the exchange unchanged (welcome), then its replayed and altered frames are dropped and the session goes on', async () => {
     await start(71);
-    const o = await rig!.link.outcomeOf('real');
+    const o = await t.rig!.link.outcomeOf('real');
     assert.deepEqual([o.outcome, o.version, o.mode, o.gw], ['welcomed', 2, 'online', GW], JSON.stringify(o));
     // The gateway only ever connected to the relay: the exchange is at the relay's address, for the real device.
-    const e = await rig!.exchangeOf(RELAY);
+    const e = await t.rig!.exchangeOf(RELAY);
     assert.deepEqual([e.outcome, e.dev, e.version], ['welcome', 'hci-dev-71', 2]);
-    assert.equal(rig!.exchanges.some((x) => x.address === addressOf(71)), false, 'the gateway never reached the real peripheral directly');
-    assert.equal(host.sessions[0]!.info().sid, o.sid, 'gateway and peripheral derived the same session through the relay');
+    assert.equal(t.rig!.exchanges.some((x) => x.address === addressOf(71)), false, 'the gateway never reached the real peripheral directly');
+    assert.equal(t.host.sessions[0]!.info().sid, o.sid, 'gateway and peripheral derived the same session through the relay');
 
-    rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-one' });
+    t.rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-one' });
     await until(() => framesIn() === 1, 'first frame at the gateway');
 
-    rig!.link.relay('relay', 'inject');
+    t.rig!.link.relay('relay', 'inject');
     await until(() => drops().length === 1, 'the replayed frame dropped');
-    rig!.link.relay('relay', 'alter');
-    rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-two' });
-    await rig!.link.waitEvent((x) => x.event === 'relay-altered', 'the relay altered a frame');
+    t.rig!.link.relay('relay', 'alter');
+    t.rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-two' });
+    await t.rig!.link.waitEvent((x) => x.event === 'relay-altered', 'the relay altered a frame');
     await until(() => drops().length === 2, 'the altered frame dropped');
     assert.deepEqual(drops(), ['GH_FRAME_REPLAY', 'GH_FRAME_DECRYPT']);
     // The table's counters, which /metrics reads (gatehouse_v2_frames_dropped_total), as for MQTT.
-    assert.deepEqual(host.table.counters().drops, { GH_FRAME_REPLAY: 1, GH_FRAME_DECRYPT: 1 });
+    assert.deepEqual(t.host.table.counters().drops, { GH_FRAME_REPLAY: 1, GH_FRAME_DECRYPT: 1 });
 
     // The session is intact: the next frame and the peripheral's bye are taken, with a receipt.
-    rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-three' });
-    rig!.link.send('real', { type: 'bye' });
-    await until(() => sessions.length === 1, 'the session ended');
-    assert.equal(sessions[0]!.end, 'bye');
+    t.rig!.link.send('real', { type: 'pub', topic: 'devices/hci-dev-71/t', body: 'secret-three' });
+    t.rig!.link.send('real', { type: 'bye' });
+    await until(() => t.sessions.length === 1, 'the session ended');
+    assert.equal(t.sessions[0]!.end, 'bye');
     // seq 0, 2 and the bye (3) taken; seq 1 was the altered one.
     assert.equal(framesIn(), 3);
-    assert.deepEqual(host.published, ['devices/hci-dev-71/t secret-one', 'devices/hci-dev-71/t secret-three']);
+    assert.deepEqual(t.host.published, ['devices/hci-dev-71/t secret-one', 'devices/hci-dev-71/t secret-three']);
     // protocol-v2: before erasing the keys on P's bye, G receipts every frame before it; the
     // altered seq 1 never decrypted, so it is settled lost (P may send it again in a new session).
-    const receipt = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'receipt' && x.upto === 3, 'receipt upto 3');
+    const receipt = await t.rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'receipt' && x.upto === 3, 'receipt upto 3');
     assert.deepEqual(receipt.lost, [1]);
 
     // What the relay saw: the hello and frames one way, the challenge, the welcome and frames the other;
@@ -114,17 +95,17 @@ describe('a BLE relay between a real v2 peripheral and the gateway (Bumble relay
 
   it('a relay that injects 16 frames ends the session (bye malformed), which the peripheral reads', async () => {
     await start(72);
-    const o = await rig!.link.outcomeOf('real');
+    const o = await t.rig!.link.outcomeOf('real');
     assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
-    rig!.link.send('real', { type: 'ping' });
+    t.rig!.link.send('real', { type: 'ping' });
     await until(() => framesIn() === 1, 'the ping at the gateway');
-    rig!.link.relay('relay', 'inject', 16);
-    await until(() => sessions.length === 1, 'the session ended');
-    assert.equal(sessions[0]!.end, 'malformed');
+    t.rig!.link.relay('relay', 'inject', 16);
+    await until(() => t.sessions.length === 1, 'the session ended');
+    assert.equal(t.sessions[0]!.end, 'malformed');
     assert.equal(drops().length, 16);
-    assert.deepEqual(host.table.counters().ended, { malformed: 1 });
+    assert.deepEqual(t.host.table.counters().ended, { malformed: 1 });
     assert.ok(drops().every((c) => c === 'GH_FRAME_REPLAY'), drops().join());
-    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'bye', 'bye at the peripheral');
+    const bye = await t.rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'real' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'malformed');
   });
 });

@@ -8,46 +8,28 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { startBackend, startHciRig, addressOf, GW, type Backend, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
+import { startHciRig, addressOf, GW, type HciRig } from '../../../../../testkit/ble-hci-rig.js';
 import { waitForEmitter } from '../../../../../testkit/wait.js';
 import type { BleSessionEvent } from '../../../../../daemon/transports/ble/transport.js';
-import { recordingV2Host, untilTick, type RecordingV2Host } from '../../../../../testkit/ble-v2-host.js';
+import { bleV2Suite, untilTick } from '../../../../../testkit/ble-v2-host.js';
 
 describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 peripheral)', function () {
   this.timeout(60_000);
-  let backend: Backend | undefined;
-  let rig: HciRig | undefined;
-  let host: RecordingV2Host;
-  const sessions: BleSessionEvent[] = [];
   const feed = new EventEmitter();
 
-  before(async () => {
-    backend = await startBackend();
-  });
-  beforeEach(() => {
-    host = recordingV2Host(backend!);
-    sessions.length = 0;
-  });
-  afterEach(async () => {
-    await rig?.stop();
-    rig = undefined;
-    host.dispose();
-  });
-  after(async () => {
-    await backend?.close();
-  });
+  const t = bleV2Suite();
 
   const start = async (ps: Parameters<typeof startHciRig>[1], transport: Parameters<typeof startHciRig>[2] = {}): Promise<HciRig> => {
-    rig = await startHciRig(backend!, ps, { transport: { v2: host.host, ...transport.transport } });
-    rig.transport.on('session', (e) => {
-      sessions.push(e);
+    t.rig = await startHciRig(t.backend, ps, { transport: { v2: t.host.host, ...transport.transport } });
+    t.rig.transport.on('session', (e) => {
+      t.sessions.push(e);
       feed.emit('session', e);
     });
-    return rig;
+    return t.rig;
   };
   const sessionOf = (dev: string, ms = 20_000): Promise<BleSessionEvent> =>
-    sessions.find((s) => s.dev === dev)
-      ? Promise.resolve(sessions.find((s) => s.dev === dev) as BleSessionEvent)
+    t.sessions.find((s) => s.dev === dev)
+      ? Promise.resolve(t.sessions.find((s) => s.dev === dev) as BleSessionEvent)
       : waitForEmitter<[BleSessionEvent]>(feed, 'session', (e) => e.dev === dev, `session of ${dev}`, ms).then(([e]) => e);
 
   it('welcomes a v2 peripheral online (grant), keeps the link, takes its pub/ping/bye frames with receipts', async () => {
@@ -64,24 +46,24 @@ describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 pe
         ],
       },
     ]);
-    const o = await rig!.link.outcomeOf('v2');
+    const o = await t.rig!.link.outcomeOf('v2');
     assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
     assert.deepEqual([o.version, o.mode, o.gw], [2, 'online', GW]);
-    const e = await rig!.exchangeOf(addressOf(51));
+    const e = await t.rig!.exchangeOf(addressOf(51));
     assert.deepEqual([e.outcome, e.dev, e.version], ['welcome', 'hci-dev-51', 2]);
     const s = await sessionOf('hci-dev-51');
     assert.equal(s.end, 'bye');
     assert.equal(s.framesIn, 4);
-    const info = host.sessions[0]!.info();
+    const info = t.host.sessions[0]!.info();
     assert.equal(info.sid, o.sid, 'both sides derived the same sid');
     assert.deepEqual([info.transport, info.framesIn, info.offline], ['ble', 4, false]);
-    assert.deepEqual(host.published, ['devices/hci-dev-51/temp 21.5', 'devices/hci-dev-51/temp 21.7']);
-    assert.deepEqual(host.drops, []);
-    assert.equal(host.table.size, 0, 'the session left the table with its bye');
+    assert.deepEqual(t.host.published, ['devices/hci-dev-51/temp 21.5', 'devices/hci-dev-51/temp 21.7']);
+    assert.deepEqual(t.host.drops, []);
+    assert.equal(t.host.table.size, 0, 'the session left the table with its bye');
     // The peripheral opened every receipt the gateway sealed.
-    const end = await rig!.link.waitEvent((x) => x.event === 'session-end' && x.peripheral === 'v2', 'session-end');
+    const end = await t.rig!.link.waitEvent((x) => x.event === 'session-end' && x.peripheral === 'v2', 'session-end');
     assert.equal(end.drops, 0);
-    const receipts = rig!.link.events.filter((x) => x.event === 'frame' && x.type === 'receipt').map((x) => x.upto);
+    const receipts = t.rig!.link.events.filter((x) => x.event === 'frame' && x.type === 'receipt').map((x) => x.upto);
     assert.deepEqual(receipts.slice(0, 3), [0, 1, 2]);
   });
 
@@ -90,50 +72,50 @@ describe('BLE protocol v2 over a real HCI stack (v2 characteristic, Bumble v2 pe
     const s = await sessionOf('hci-dev-52');
     assert.equal(s.end, 'idle');
     assert.ok(s.durationMs >= 1_500, `${s.durationMs}`);
-    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.type === 'bye', 'bye at the peripheral');
+    const bye = await t.rig!.link.waitEvent((x) => x.event === 'frame' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'idle');
   });
 
   it('ends the BLE v2 session of a device revoked at the backend (bye revoked), through the session table', async () => {
     await start([{ n: 56, name: 'revoked', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }]);
-    const o = await rig!.link.outcomeOf('revoked');
+    const o = await t.rig!.link.outcomeOf('revoked');
     assert.equal(o.outcome, 'welcomed', JSON.stringify(o));
-    await untilTick(host.feed, () => host.sessions.length === 1, 'the session open');
-    await backend!.tb.backend.store.revokeDevice('hci-dev-56');
+    await untilTick(t.host.feed, () => t.host.sessions.length === 1, 'the session open');
+    await t.backend.tb.backend.store.revokeDevice('hci-dev-56');
     // The poll the client's timer makes (off in the rig): the revocation reaches the table's listeners.
-    assert.deepEqual(await backend!.client.pollRevocations(), ['hci-dev-56']);
+    assert.deepEqual(await t.backend.client.pollRevocations(), ['hci-dev-56']);
     const s = await sessionOf('hci-dev-56');
     assert.equal(s.end, 'revoked');
-    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'revoked' && x.type === 'bye', 'bye at the peripheral');
+    const bye = await t.rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'revoked' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'revoked');
-    assert.deepEqual(host.table.counters().ended, { revoked: 1 });
+    assert.deepEqual(t.host.table.counters().ended, { revoked: 1 });
   });
 
   it('says bye shutdown on a live BLE session when the transport stops, and the peripheral reads it', async () => {
     await start([{ n: 57, name: 'stopping', versions: [2], schedule: [{ afterMs: 20, frame: { type: 'ping' } }] }]);
-    assert.equal((await rig!.link.outcomeOf('stopping')).outcome, 'welcomed');
-    await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'receipt' && x.upto === 0, 'the ping receipted');
-    await rig!.transport.stop();
-    const bye = await rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'bye', 'bye at the peripheral');
+    assert.equal((await t.rig!.link.outcomeOf('stopping')).outcome, 'welcomed');
+    await t.rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'receipt' && x.upto === 0, 'the ping receipted');
+    await t.rig!.transport.stop();
+    const bye = await t.rig!.link.waitEvent((x) => x.event === 'frame' && x.peripheral === 'stopping' && x.type === 'bye', 'bye at the peripheral');
     assert.equal(bye.reason, 'shutdown');
-    assert.deepEqual(host.table.counters().ended, { shutdown: 1 });
+    assert.deepEqual(t.host.table.counters().ended, { shutdown: 1 });
   });
 
   it('uses v1 for a device that serves both characteristics when the gateway allows only v1, and v2 when it allows both', async () => {
     await start([{ n: 53, name: 'both', versions: [1, 2] }], { transport: { versions: [1] } });
-    const o = await rig!.link.outcomeOf('both');
+    const o = await t.rig!.link.outcomeOf('both');
     assert.deepEqual([o.outcome, o.version], ['welcomed', 1], JSON.stringify(o));
-    await rig!.stop();
+    await t.rig!.stop();
     await start([{ n: 54, name: 'both2', versions: [1, 2], schedule: [{ afterMs: 10, frame: { type: 'bye' } }] }]);
-    const o2 = await rig!.link.outcomeOf('both2');
+    const o2 = await t.rig!.link.outcomeOf('both2');
     assert.deepEqual([o2.outcome, o2.version], ['welcomed', 2]);
   });
 
   it('rejects an unregistered v2 device (the backend gives no grant) and the peripheral gets the reject', async () => {
     await start([{ n: 55, name: 'stranger', versions: [2], register: false }]);
-    const o = await rig!.link.outcomeOf('stranger');
+    const o = await t.rig!.link.outcomeOf('stranger');
     assert.deepEqual([o.outcome, o.version], ['rejected', 2]);
-    const e = await rig!.exchangeOf(addressOf(55));
+    const e = await t.rig!.exchangeOf(addressOf(55));
     assert.equal(e.outcome, 'reject');
   });
 });
